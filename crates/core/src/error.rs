@@ -1,0 +1,55 @@
+//! Error kinds every dialect maps to its own envelope, in one function each.
+
+use thiserror::Error;
+
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum ApiError {
+    /// A field broke a rule; `field` names it as the client wrote it.
+    #[error("{field}: {rule}")]
+    Validation { field: String, rule: String },
+    #[error("malformed JSON body: {0}")]
+    MalformedJson(String),
+    #[error("Content-Type must be application/json")]
+    UnsupportedMediaType,
+    #[error("request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("this endpoint needs an admin key")]
+    Forbidden,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("too many requests; retry after {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+    /// Details go to the log, never to the client.
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    pub fn validation(field: impl Into<String>, rule: impl Into<String>) -> ApiError {
+        ApiError::Validation {
+            field: field.into(),
+            rule: rule.into(),
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::Validation { .. } | ApiError::MalformedJson(_) => 400,
+            ApiError::Unauthorized(_) => 401,
+            ApiError::Forbidden => 403,
+            ApiError::NotFound(_) => 404,
+            ApiError::Conflict(_) => 409,
+            ApiError::PayloadTooLarge { .. } => 413,
+            ApiError::UnsupportedMediaType => 415,
+            ApiError::RateLimited { .. } => 429,
+            ApiError::Internal => 500,
+            ApiError::Unavailable(_) => 503,
+        }
+    }
+}

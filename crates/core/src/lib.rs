@@ -1,0 +1,16 @@
+//! gengate's core: the task model, its state machine, request validation and
+//! the dialects' views. Pure: no I/O, no clock, no randomness.
+
+pub mod dialect;
+pub mod error;
+pub mod request;
+pub mod task;
+pub mod time;
+pub mod validate;
+
+pub use error::ApiError;
+pub use request::{GenerationRequest, ImageFormat, ImageRole, ImageSource, InputImage};
+pub use task::{
+    ApiKey, Artifact, ArtifactRole, Dialect, Millis, NewTask, Task, TaskEvent, TaskKind,
+    TaskState, TaskUpdate,
+};

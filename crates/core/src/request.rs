@@ -1,0 +1,133 @@
+//! The normalized generation request every dialect parses into and every
+//! provider reads from. Stored as JSON with the task.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Image formats gengate accepts as input and produces as output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageFormat {
+    Png,
+    Jpeg,
+}
+
+impl ImageFormat {
+    /// Judged by content (magic bytes), never by a name or a declared type.
+    pub fn sniff(bytes: &[u8]) -> Option<ImageFormat> {
+        if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+            Some(ImageFormat::Png)
+        } else if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+            Some(ImageFormat::Jpeg)
+        } else {
+            None
+        }
+    }
+
+    pub fn extension(self) -> &'static str {
+        match self {
+            ImageFormat::Png => "png",
+            ImageFormat::Jpeg => "jpg",
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            ImageFormat::Png => "image/png",
+            ImageFormat::Jpeg => "image/jpeg",
+        }
+    }
+}
+
+/// What an input image is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageRole {
+    /// Kling's reference image, weighted by `image_fidelity`.
+    Reference,
+    /// Luma's `image_url`: the first frame.
+    Start,
+    /// Luma's `image_end_url`: the last frame.
+    End,
+}
+
+/// Where an input image is: a URL fetched at dispatch, or already in storage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum ImageSource {
+    Url { url: String },
+    Stored { key: String, format: ImageFormat },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputImage {
+    pub role: ImageRole,
+    pub source: ImageSource,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GenerationRequest {
+    pub prompt: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub negative_prompt: Option<String>,
+    pub aspect_ratio: String,
+    /// How many outputs (images); 1 for video.
+    pub n: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<InputImage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_fidelity: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expand_prompt: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "loop")]
+    pub loop_video: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<String>,
+    /// Seconds of video asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_secs: Option<u32>,
+    /// The task this one continues (Luma extend).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extend_from: Option<Uuid>,
+}
+
+impl GenerationRequest {
+    pub fn image(&self, role: ImageRole) -> Option<&InputImage> {
+        self.images.iter().find(|i| i.role == role)
+    }
+}
+
+/// `w:h` of an aspect ratio string such as `16:9`.
+pub fn aspect_parts(ratio: &str) -> Option<(u32, u32)> {
+    let (w, h) = ratio.split_once(':')?;
+    let (w, h) = (w.parse().ok()?, h.parse().ok()?);
+    (w > 0 && h > 0).then_some((w, h))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sniffs_png_and_jpeg_only() {
+        assert_eq!(
+            ImageFormat::sniff(b"\x89PNG\r\n\x1a\n...."),
+            Some(ImageFormat::Png)
+        );
+        assert_eq!(
+            ImageFormat::sniff(&[0xFF, 0xD8, 0xFF, 0xE0]),
+            Some(ImageFormat::Jpeg)
+        );
+        assert_eq!(ImageFormat::sniff(b"GIF89a"), None);
+        assert_eq!(ImageFormat::sniff(b""), None);
+    }
+
+    #[test]
+    fn aspect_ratio_parts() {
+        assert_eq!(aspect_parts("16:9"), Some((16, 9)));
+        assert_eq!(aspect_parts("0:9"), None);
+        assert_eq!(aspect_parts("wide"), None);
+    }
+}

@@ -1,0 +1,275 @@
+//! The task model shared by every dialect, store and provider.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::request::GenerationRequest;
+
+/// Milliseconds since the Unix epoch; the one time unit stored and passed around.
+pub type Millis = i64;
+
+/// The life of a task, as the seed names it. Terminal states never change again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    Pending,
+    Processing,
+    Completed,
+    Failed,
+    Canceled,
+}
+
+impl TaskState {
+    pub const ALL: [TaskState; 5] = [
+        TaskState::Pending,
+        TaskState::Processing,
+        TaskState::Completed,
+        TaskState::Failed,
+        TaskState::Canceled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Pending => "pending",
+            TaskState::Processing => "processing",
+            TaskState::Completed => "completed",
+            TaskState::Failed => "failed",
+            TaskState::Canceled => "canceled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TaskState> {
+        TaskState::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskState::Completed | TaskState::Failed | TaskState::Canceled
+        )
+    }
+
+    /// The state machine: the only transitions a store may apply.
+    pub fn can_become(self, next: TaskState) -> bool {
+        use TaskState::*;
+        match (self, next) {
+            (Pending, Processing | Failed | Canceled) => true,
+            // A task retaken after a lost lease goes back to pending for another submit.
+            (Processing, Pending | Completed | Failed | Canceled) => true,
+            _ => false,
+        }
+    }
+}
+
+/// The client API a task was made through; it decides how the task is rendered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dialect {
+    Luma,
+    Kling,
+}
+
+impl Dialect {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dialect::Luma => "luma",
+            Dialect::Kling => "kling",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Dialect> {
+        [Dialect::Luma, Dialect::Kling]
+            .into_iter()
+            .find(|d| d.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskKind {
+    Image,
+    Video,
+}
+
+impl TaskKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskKind::Image => "image",
+            TaskKind::Video => "video",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TaskKind> {
+        match s {
+            "image" => Some(TaskKind::Image),
+            "video" => Some(TaskKind::Video),
+            _ => None,
+        }
+    }
+}
+
+/// What one stored result file is to the task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArtifactRole {
+    Video,
+    Image,
+    Thumbnail,
+    LastFrame,
+}
+
+/// A result file in gengate's own storage. Dimensions and duration are read
+/// from the stored file, never taken from the upstream's word.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Artifact {
+    pub role: ArtifactRole,
+    /// Position among artifacts of the same role (images of an `n` > 1 task).
+    pub index: u32,
+    /// Storage key, relative to the media root; served under `/files/{key}`.
+    pub key: String,
+    pub content_type: String,
+    pub width: u32,
+    pub height: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_secs: Option<f64>,
+    /// 5×5 RGB grid (75 bytes) averaged from the image, for thumbnails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub palette: Option<Vec<u8>>,
+}
+
+/// A task as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Task {
+    pub id: Uuid,
+    pub owner: Uuid,
+    pub dialect: Dialect,
+    pub kind: TaskKind,
+    pub model: String,
+    pub request: GenerationRequest,
+    pub callback_url: Option<String>,
+    pub external_id: Option<String>,
+    /// The channel that has (or last had) the task; follow-ups stay on it.
+    pub channel: Option<String>,
+    /// The upstream's own reference for the task, opaque to everyone but its provider.
+    pub upstream_ref: Option<String>,
+    pub attempts: u32,
+    pub state: TaskState,
+    pub failure_reason: Option<String>,
+    /// 0..=100 as the upstream reports it.
+    pub progress: u8,
+    pub artifacts: Vec<Artifact>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub started_at: Option<Millis>,
+    pub finished_at: Option<Millis>,
+    pub deadline_at: Millis,
+    /// Bumped by every write; compare-and-swap is on this.
+    pub version: i64,
+    /// Sequence number of the task's last event.
+    pub event_seq: i64,
+}
+
+impl Task {
+    pub fn artifacts_with(&self, role: ArtifactRole) -> impl Iterator<Item = &Artifact> {
+        self.artifacts.iter().filter(move |a| a.role == role)
+    }
+
+    pub fn artifact(&self, role: ArtifactRole) -> Option<&Artifact> {
+        self.artifacts_with(role).next()
+    }
+}
+
+/// A validated task, ready to be stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTask {
+    pub dialect: Dialect,
+    pub kind: TaskKind,
+    pub model: String,
+    pub request: GenerationRequest,
+    pub callback_url: Option<String>,
+    pub external_id: Option<String>,
+    /// Set for follow-ups (extend), which stay on their parent's channel.
+    pub channel: Option<String>,
+}
+
+/// One recorded change of a task; events drive callbacks and audit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskEvent {
+    pub id: Uuid,
+    pub task_id: Uuid,
+    pub seq: i64,
+    pub state: TaskState,
+    pub created_at: Millis,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// A change applied to a task by compare-and-swap on its version.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskUpdate {
+    /// A new state; `None` leaves the state alone (progress or scheduling only)
+    /// and records no event.
+    pub state: Option<TaskState>,
+    pub channel: Option<String>,
+    pub upstream_ref: Option<String>,
+    pub failure_reason: Option<String>,
+    pub progress: Option<u8>,
+    pub artifacts: Option<Vec<Artifact>>,
+    pub bump_attempts: bool,
+    /// When the engine should look at the task next.
+    pub next_due_at: Option<Millis>,
+    /// Free text recorded on the event.
+    pub detail: Option<String>,
+}
+
+impl TaskUpdate {
+    pub fn to_state(state: TaskState) -> TaskUpdate {
+        TaskUpdate {
+            state: Some(state),
+            ..TaskUpdate::default()
+        }
+    }
+
+    pub fn fail(reason: impl Into<String>) -> TaskUpdate {
+        let reason = reason.into();
+        TaskUpdate {
+            state: Some(TaskState::Failed),
+            detail: Some(reason.clone()),
+            failure_reason: Some(reason),
+            ..TaskUpdate::default()
+        }
+    }
+}
+
+/// An API key as stored: the secret itself is never kept, only its SHA-256.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKey {
+    pub id: Uuid,
+    pub name: String,
+    pub hash: [u8; 32],
+    pub admin: bool,
+    pub created_at: Millis,
+    pub revoked_at: Option<Millis>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminal_states_never_change() {
+        for from in TaskState::ALL.into_iter().filter(|s| s.is_terminal()) {
+            for to in TaskState::ALL {
+                assert!(!from.can_become(to), "{from:?} -> {to:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn states_round_trip_through_their_names() {
+        for st in TaskState::ALL {
+            assert_eq!(TaskState::parse(st.as_str()), Some(st));
+        }
+        assert_eq!(TaskState::parse("done"), None);
+    }
+}

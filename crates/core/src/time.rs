@@ -1,0 +1,20 @@
+//! Time formats the dialects answer in.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use crate::task::Millis;
+
+/// RFC 3339 with milliseconds and `Z`, as the seed writes `created_at`.
+pub fn rfc3339_ms(ms: Millis) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn formats_like_the_seed() {
+        assert_eq!(super::rfc3339_ms(1_734_874_720_139), "2024-12-22T13:38:40.139Z");
+    }
+}

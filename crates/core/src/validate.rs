@@ -1,0 +1,194 @@
+//! Shared validation rules. Each returns an [`ApiError::Validation`] naming the field.
+
+use base64::Engine as _;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+use crate::request::ImageFormat;
+
+/// Input images are at most 10 MB once decoded (the seed's limit).
+pub const MAX_IMAGE_BYTES: usize = 10 * 1024 * 1024;
+/// URLs longer than this are refused outright.
+pub const MAX_URL_LEN: usize = 2048;
+
+/// Parse a JSON body into `T`, naming the offending field on a type error.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    // serde would happily read a struct from an array; bodies are objects.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::MalformedJson("body must be a JSON object".into()));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            ApiError::MalformedJson(inner.to_string())
+        } else if path == "." {
+            ApiError::MalformedJson(inner.to_string())
+        } else {
+            // serde's own message carries "at line 1 column 9"; the field name is what helps.
+            let msg = inner.to_string();
+            let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+            ApiError::validation(path, msg)
+        }
+    })
+}
+
+/// Length in characters (not bytes), as the seed counts its limits.
+pub fn max_chars(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    let n = value.chars().count();
+    if n > max {
+        return Err(ApiError::validation(
+            field,
+            format!("must be at most {max} characters (got {n})"),
+        ));
+    }
+    Ok(())
+}
+
+pub fn required_text(field: &str, value: Option<String>, max: usize) -> Result<String, ApiError> {
+    let value = value.ok_or_else(|| ApiError::validation(field, "is required"))?;
+    if value.trim().is_empty() {
+        return Err(ApiError::validation(field, "must not be empty"));
+    }
+    max_chars(field, &value, max)?;
+    Ok(value)
+}
+
+pub fn optional_text(field: &str, value: Option<String>, max: usize) -> Result<Option<String>, ApiError> {
+    match value {
+        Some(v) if v.is_empty() => Ok(None),
+        Some(v) => max_chars(field, &v, max).map(|()| Some(v)),
+        None => Ok(None),
+    }
+}
+
+/// An absolute http(s) URL with a host. Whether its address may be reached is
+/// decided when it is used, after DNS resolution.
+pub fn http_url(field: &str, value: &str) -> Result<String, ApiError> {
+    if value.len() > MAX_URL_LEN {
+        return Err(ApiError::validation(
+            field,
+            format!("must be at most {MAX_URL_LEN} bytes"),
+        ));
+    }
+    let url = url::Url::parse(value)
+        .map_err(|e| ApiError::validation(field, format!("must be an absolute http(s) URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ApiError::validation(field, "must be an http or https URL"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(ApiError::validation(field, "must name a host"));
+    }
+    Ok(url.to_string())
+}
+
+pub fn optional_url(field: &str, value: Option<String>) -> Result<Option<String>, ApiError> {
+    match value {
+        Some(v) if v.is_empty() => Ok(None),
+        Some(v) => http_url(field, &v).map(Some),
+        None => Ok(None),
+    }
+}
+
+pub fn one_of(field: &str, value: &str, allowed: &[&str]) -> Result<(), ApiError> {
+    if allowed.contains(&value) {
+        Ok(())
+    } else {
+        Err(ApiError::validation(
+            field,
+            format!("must be one of {} (got {value:?})", allowed.join(", ")),
+        ))
+    }
+}
+
+const LENIENT_BASE64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// An inline image: raw base64 or a `data:` URI. Decoded, size-checked, and
+/// judged jpg/png by its bytes.
+pub fn inline_image(field: &str, value: &str) -> Result<(Vec<u8>, ImageFormat), ApiError> {
+    let b64 = match value.strip_prefix("data:") {
+        Some(rest) => {
+            let (meta, data) = rest
+                .split_once(',')
+                .ok_or_else(|| ApiError::validation(field, "data URI has no ',' before its data"))?;
+            if !meta.ends_with(";base64") {
+                return Err(ApiError::validation(field, "data URI must be base64-encoded"));
+            }
+            data
+        }
+        None => value,
+    };
+    // Base64 grows data by 4/3; refuse oversized input before decoding it.
+    if b64.len() / 4 * 3 > MAX_IMAGE_BYTES + 3 {
+        return Err(ApiError::validation(field, "image must be at most 10 MB"));
+    }
+    let compact: String = b64.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    let bytes = LENIENT_BASE64
+        .decode(compact.as_bytes())
+        .map_err(|e| ApiError::validation(field, format!("is not valid base64 ({e})")))?;
+    if bytes.len() > MAX_IMAGE_BYTES {
+        return Err(ApiError::validation(field, "image must be at most 10 MB"));
+    }
+    let format = ImageFormat::sniff(&bytes)
+        .ok_or_else(|| ApiError::validation(field, "image must be a jpg, jpeg or png"))?;
+    Ok((bytes, format))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_errors_name_the_field() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct B {
+            n: Option<u32>,
+        }
+        let err = parse_json::<B>(br#"{"n": "three"}"#).unwrap_err();
+        match err {
+            ApiError::Validation { field, .. } => assert_eq!(field, "n"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse_json::<B>(b"{"),
+            Err(ApiError::MalformedJson(_))
+        ));
+        assert!(matches!(
+            parse_json::<B>(b"[1]"),
+            Err(ApiError::MalformedJson(_))
+        ));
+    }
+
+    #[test]
+    fn urls_must_be_http() {
+        assert!(http_url("u", "https://example.com/a.png").is_ok());
+        assert!(http_url("u", "ftp://example.com/a.png").is_err());
+        assert!(http_url("u", "not a url").is_err());
+        assert!(http_url("u", "file:///etc/passwd").is_err());
+    }
+
+    #[test]
+    fn inline_images_by_content() {
+        let png = b"\x89PNG\r\n\x1a\nrest";
+        let b64 = base64::engine::general_purpose::STANDARD.encode(png);
+        assert_eq!(inline_image("image", &b64).unwrap().1, ImageFormat::Png);
+        let uri = format!("data:image/jpeg;base64,{b64}");
+        // Declared type is ignored; the bytes say png.
+        assert_eq!(inline_image("image", &uri).unwrap().1, ImageFormat::Png);
+        let gif = base64::engine::general_purpose::STANDARD.encode(b"GIF89a....");
+        assert!(inline_image("image", &gif).is_err());
+        assert!(inline_image("image", "!!!notbase64").is_err());
+    }
+
+    #[test]
+    fn lengths_count_characters() {
+        assert!(max_chars("p", &"é".repeat(500), 500).is_ok());
+        assert!(max_chars("p", &"é".repeat(501), 500).is_err());
+    }
+}
