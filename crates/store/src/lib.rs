@@ -1,1 +1,115 @@
-//! placeholder
+//! Everything gengate keeps: tasks, their events and API keys, behind one
+//! trait. The backend is chosen by the database URL's scheme; callers only
+//! ever see [`TaskStore`].
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use gengate_core::{ApiKey, Dialect, Millis, NewTask, Task, TaskEvent, TaskUpdate};
+use uuid::Uuid;
+
+pub mod sqlite;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule was broken (a duplicate `external_task_id`, say).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// A stored value could not be read back.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Backend(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[async_trait]
+pub trait TaskStore: Send + Sync + 'static {
+    /// Store a new task and its first event in one transaction.
+    async fn create_task(
+        &self,
+        owner: Uuid,
+        new: &NewTask,
+        now: Millis,
+        deadline_at: Millis,
+    ) -> StoreResult<Task>;
+
+    /// One task of `owner`; `None` for unknown ids and other keys' tasks alike.
+    async fn get_task(&self, owner: Uuid, id: Uuid) -> StoreResult<Option<Task>>;
+
+    /// Tasks of `owner` made through `dialect` among `ids`, in no given order.
+    async fn get_tasks(&self, owner: Uuid, dialect: Dialect, ids: &[Uuid])
+    -> StoreResult<Vec<Task>>;
+
+    /// The task `owner` created with this `external_task_id`.
+    async fn get_task_by_external_id(
+        &self,
+        owner: Uuid,
+        external_id: &str,
+    ) -> StoreResult<Option<Task>>;
+
+    /// A page of `owner`'s tasks in `dialect`, newest first, and the total count.
+    async fn list_tasks(
+        &self,
+        owner: Uuid,
+        dialect: Dialect,
+        offset: u64,
+        limit: u32,
+    ) -> StoreResult<(Vec<Task>, u64)>;
+
+    /// Any task, for the engine.
+    async fn load_task(&self, id: Uuid) -> StoreResult<Option<Task>>;
+
+    /// Lease up to `limit` unfinished tasks that are due, for `lease_ms`.
+    /// A task whose lease has expired (its worker died) is due again.
+    async fn claim_due(
+        &self,
+        worker: &str,
+        now: Millis,
+        lease_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<Task>>;
+
+    /// When the earliest unfinished task falls due, to sleep until then.
+    async fn next_due_at(&self) -> StoreResult<Option<Millis>>;
+
+    /// Apply `update` if the task is still at `expected_version` (compare and
+    /// swap), appending an event when the state changes, and release its
+    /// lease. `None` when another writer got there first.
+    async fn update_task(
+        &self,
+        id: Uuid,
+        expected_version: i64,
+        update: &TaskUpdate,
+        now: Millis,
+    ) -> StoreResult<Option<Task>>;
+
+    /// A task's events in order.
+    async fn task_events(&self, id: Uuid) -> StoreResult<Vec<TaskEvent>>;
+
+    /// Counts of unfinished tasks, for readiness and metrics.
+    async fn open_task_count(&self) -> StoreResult<u64>;
+
+    async fn create_key(&self, key: &ApiKey) -> StoreResult<()>;
+    async fn key_by_hash(&self, hash: &[u8; 32]) -> StoreResult<Option<ApiKey>>;
+    async fn list_keys(&self) -> StoreResult<Vec<ApiKey>>;
+    /// `false` when no such key is active.
+    async fn revoke_key(&self, id: Uuid, now: Millis) -> StoreResult<bool>;
+    async fn count_keys(&self) -> StoreResult<u64>;
+}
+
+/// Open the store a URL names, creating and migrating it as needed:
+/// `sqlite://PATH` (or a bare path).
+pub async fn open(url: &str) -> StoreResult<Arc<dyn TaskStore>> {
+    if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        return Ok(Arc::new(sqlite::SqliteStore::open(path).await?));
+    }
+    if url.contains("://") {
+        return Err(StoreError::Backend(format!(
+            "unsupported database URL scheme in {:?} (supported: sqlite://)",
+            url.split("://").next().unwrap_or_default()
+        )));
+    }
+    Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
+}

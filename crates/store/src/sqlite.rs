@@ -1,0 +1,479 @@
+//! The embedded backend: one SQLite file in WAL mode. Writes go through a
+//! single connection (SQLite has one writer anyway, and this avoids
+//! lock-upgrade failures); reads use a pool of their own.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use gengate_core::{
+    ApiKey, Artifact, Dialect, GenerationRequest, Millis, NewTask, Task, TaskEvent, TaskKind,
+    TaskState, TaskUpdate,
+};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
+
+/// SQL built from constants (column lists, placeholders), never from input.
+macro_rules! sql {
+    ($($t:tt)*) => { AssertSqlSafe(format!($($t)*)) };
+}
+use uuid::Uuid;
+
+use crate::{StoreError, StoreResult, TaskStore};
+
+/// Migrations, in order; each runs once, recorded in `schema_migrations`.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_initial.sql"))];
+
+const TASK_COLUMNS: &str = "id, owner, dialect, kind, model, request, callback_url, external_id, \
+    channel, upstream_ref, attempts, state, failure_reason, progress, artifacts, created_at, \
+    updated_at, started_at, finished_at, deadline_at, version, event_seq";
+
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                StoreError::Conflict(db.message().to_string())
+            }
+            _ => StoreError::Backend(e.to_string()),
+        }
+    }
+}
+
+impl SqliteStore {
+    pub async fn open(path: &str) -> StoreResult<SqliteStore> {
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: every commit is on disk before the client hears "accepted".
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts.clone())
+            .await?;
+        migrate(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts.read_only(true))
+            .await?;
+        Ok(SqliteStore { writer, reader })
+    }
+}
+
+async fn migrate(pool: &SqlitePool) -> StoreResult<()> {
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+    )
+    .execute(pool)
+    .await?;
+    for (version, sql) in MIGRATIONS {
+        let mut tx = pool.begin().await?;
+        let done: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if done.is_some() {
+            continue;
+        }
+        sqlx::raw_sql(*sql).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, strftime('%s','now'))")
+            .bind(version)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        tracing::info!(version, "applied SQLite migration");
+    }
+    Ok(())
+}
+
+fn uuid_col(row: &SqliteRow, col: &str) -> StoreResult<Uuid> {
+    let bytes: Vec<u8> = row.try_get(col)?;
+    Uuid::from_slice(&bytes).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
+}
+
+fn task_from_row(row: &SqliteRow) -> StoreResult<Task> {
+    let corrupt = |what: &str, v: &str| StoreError::Corrupt(format!("{what}: {v:?}"));
+    let dialect: String = row.try_get("dialect")?;
+    let kind: String = row.try_get("kind")?;
+    let state: String = row.try_get("state")?;
+    let request: String = row.try_get("request")?;
+    let artifacts: String = row.try_get("artifacts")?;
+    Ok(Task {
+        id: uuid_col(row, "id")?,
+        owner: uuid_col(row, "owner")?,
+        dialect: Dialect::parse(&dialect).ok_or_else(|| corrupt("dialect", &dialect))?,
+        kind: TaskKind::parse(&kind).ok_or_else(|| corrupt("kind", &kind))?,
+        model: row.try_get("model")?,
+        request: serde_json::from_str::<GenerationRequest>(&request)
+            .map_err(|e| corrupt("request", &e.to_string()))?,
+        callback_url: row.try_get("callback_url")?,
+        external_id: row.try_get("external_id")?,
+        channel: row.try_get("channel")?,
+        upstream_ref: row.try_get("upstream_ref")?,
+        attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
+        state: TaskState::parse(&state).ok_or_else(|| corrupt("state", &state))?,
+        failure_reason: row.try_get("failure_reason")?,
+        progress: u8::try_from(row.try_get::<i64, _>("progress")?).unwrap_or(100),
+        artifacts: serde_json::from_str::<Vec<Artifact>>(&artifacts)
+            .map_err(|e| corrupt("artifacts", &e.to_string()))?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        deadline_at: row.try_get("deadline_at")?,
+        version: row.try_get("version")?,
+        event_seq: row.try_get("event_seq")?,
+    })
+}
+
+fn key_from_row(row: &SqliteRow) -> StoreResult<ApiKey> {
+    let hash: Vec<u8> = row.try_get("hash")?;
+    Ok(ApiKey {
+        id: uuid_col(row, "id")?,
+        name: row.try_get("name")?,
+        hash: hash
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("key hash is not 32 bytes".into()))?,
+        admin: row.try_get("admin")?,
+        created_at: row.try_get("created_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+async fn insert_event(
+    tx: &mut Transaction<'_, Sqlite>,
+    task_id: Uuid,
+    seq: i64,
+    state: TaskState,
+    detail: Option<&str>,
+    now: Millis,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO task_events (id, task_id, seq, state, detail, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(Uuid::now_v7().as_bytes().as_slice())
+    .bind(task_id.as_bytes().as_slice())
+    .bind(seq)
+    .bind(state.as_str())
+    .bind(detail)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn json<T: serde::Serialize>(v: &T) -> StoreResult<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Backend(e.to_string()))
+}
+
+#[async_trait]
+impl TaskStore for SqliteStore {
+    async fn create_task(
+        &self,
+        owner: Uuid,
+        new: &NewTask,
+        now: Millis,
+        deadline_at: Millis,
+    ) -> StoreResult<Task> {
+        let id = Uuid::now_v7();
+        let mut tx = self.writer.begin().await?;
+        let row = sqlx::query(sql!(
+            "INSERT INTO tasks (id, owner, dialect, kind, model, request, callback_url, external_id, \
+             channel, state, created_at, updated_at, deadline_at, version, event_seq, due_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, 1, 1, ?) RETURNING {TASK_COLUMNS}"
+        ))
+        .bind(id.as_bytes().as_slice())
+        .bind(owner.as_bytes().as_slice())
+        .bind(new.dialect.as_str())
+        .bind(new.kind.as_str())
+        .bind(&new.model)
+        .bind(json(&new.request)?)
+        .bind(&new.callback_url)
+        .bind(&new.external_id)
+        .bind(&new.channel)
+        .bind(now)
+        .bind(now)
+        .bind(deadline_at)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        insert_event(&mut tx, id, 1, TaskState::Pending, None, now).await?;
+        tx.commit().await?;
+        task_from_row(&row)
+    }
+
+    async fn get_task(&self, owner: Uuid, id: Uuid) -> StoreResult<Option<Task>> {
+        sqlx::query(sql!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE id = ? AND owner = ?"
+        ))
+        .bind(id.as_bytes().as_slice())
+        .bind(owner.as_bytes().as_slice())
+        .fetch_optional(&self.reader)
+        .await?
+        .as_ref()
+        .map(task_from_row)
+        .transpose()
+    }
+
+    async fn get_tasks(
+        &self,
+        owner: Uuid,
+        dialect: Dialect,
+        ids: &[Uuid],
+    ) -> StoreResult<Vec<Task>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let marks = vec!["?"; ids.len()].join(",");
+        // Only placeholders are spliced in; the ids themselves are bound.
+        let sql = format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE id IN ({marks}) AND owner = ? AND dialect = ?"
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for id in ids {
+            q = q.bind(id.as_bytes().as_slice());
+        }
+        q.bind(owner.as_bytes().as_slice())
+            .bind(dialect.as_str())
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map(task_from_row)
+            .collect()
+    }
+
+    async fn get_task_by_external_id(
+        &self,
+        owner: Uuid,
+        external_id: &str,
+    ) -> StoreResult<Option<Task>> {
+        sqlx::query(sql!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE owner = ? AND external_id = ?"
+        ))
+        .bind(owner.as_bytes().as_slice())
+        .bind(external_id)
+        .fetch_optional(&self.reader)
+        .await?
+        .as_ref()
+        .map(task_from_row)
+        .transpose()
+    }
+
+    async fn list_tasks(
+        &self,
+        owner: Uuid,
+        dialect: Dialect,
+        offset: u64,
+        limit: u32,
+    ) -> StoreResult<(Vec<Task>, u64)> {
+        let total: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE owner = ? AND dialect = ?")
+                .bind(owner.as_bytes().as_slice())
+                .bind(dialect.as_str())
+                .fetch_one(&self.reader)
+                .await?;
+        let tasks = sqlx::query(sql!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE owner = ? AND dialect = ? \
+             ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
+        ))
+        .bind(owner.as_bytes().as_slice())
+        .bind(dialect.as_str())
+        .bind(i64::from(limit))
+        .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(task_from_row)
+        .collect::<StoreResult<Vec<_>>>()?;
+        Ok((tasks, u64::try_from(total).unwrap_or_default()))
+    }
+
+    async fn load_task(&self, id: Uuid) -> StoreResult<Option<Task>> {
+        sqlx::query(sql!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?"))
+            .bind(id.as_bytes().as_slice())
+            .fetch_optional(&self.reader)
+            .await?
+            .as_ref()
+            .map(task_from_row)
+            .transpose()
+    }
+
+    async fn claim_due(
+        &self,
+        worker: &str,
+        now: Millis,
+        lease_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<Task>> {
+        sqlx::query(sql!(
+            "UPDATE tasks SET lease_owner = ?, lease_until = ? WHERE id IN ( \
+               SELECT id FROM tasks WHERE due_at IS NOT NULL AND due_at <= ? \
+               AND (lease_until IS NULL OR lease_until <= ?) ORDER BY due_at LIMIT ?) \
+             RETURNING {TASK_COLUMNS}"
+        ))
+        .bind(worker)
+        .bind(now + lease_ms)
+        .bind(now)
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.writer)
+        .await?
+        .iter()
+        .map(task_from_row)
+        .collect()
+    }
+
+    async fn next_due_at(&self) -> StoreResult<Option<Millis>> {
+        Ok(
+            sqlx::query_scalar("SELECT MIN(due_at) FROM tasks WHERE due_at IS NOT NULL")
+                .fetch_one(&self.reader)
+                .await?,
+        )
+    }
+
+    async fn update_task(
+        &self,
+        id: Uuid,
+        expected_version: i64,
+        update: &TaskUpdate,
+        now: Millis,
+    ) -> StoreResult<Option<Task>> {
+        let state = update.state.map(TaskState::as_str);
+        let artifacts = update.artifacts.as_ref().map(json).transpose()?;
+        let mut tx = self.writer.begin().await?;
+        let row = sqlx::query(sql!(
+            "UPDATE tasks SET \
+               state = COALESCE(?1, state), \
+               channel = COALESCE(?2, channel), \
+               upstream_ref = COALESCE(?3, upstream_ref), \
+               failure_reason = COALESCE(?4, failure_reason), \
+               progress = COALESCE(?5, progress), \
+               artifacts = COALESCE(?6, artifacts), \
+               attempts = attempts + ?7, \
+               updated_at = CASE WHEN ?1 IS NULL AND ?5 IS NULL THEN updated_at ELSE ?8 END, \
+               started_at = CASE WHEN ?1 = 'processing' AND started_at IS NULL THEN ?8 ELSE started_at END, \
+               finished_at = CASE WHEN ?1 IN ('completed', 'failed', 'canceled') THEN ?8 ELSE finished_at END, \
+               due_at = CASE WHEN ?1 IN ('completed', 'failed', 'canceled') THEN NULL ELSE COALESCE(?9, due_at) END, \
+               version = version + 1, \
+               event_seq = event_seq + (?1 IS NOT NULL), \
+               lease_owner = NULL, lease_until = NULL \
+             WHERE id = ?10 AND version = ?11 AND state NOT IN ('completed', 'failed', 'canceled') \
+             RETURNING {TASK_COLUMNS}"
+        ))
+        .bind(state)
+        .bind(&update.channel)
+        .bind(&update.upstream_ref)
+        .bind(&update.failure_reason)
+        .bind(update.progress.map(i64::from))
+        .bind(artifacts)
+        .bind(i64::from(update.bump_attempts))
+        .bind(now)
+        .bind(update.next_due_at)
+        .bind(id.as_bytes().as_slice())
+        .bind(expected_version)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let task = task_from_row(&row)?;
+        if let Some(st) = update.state {
+            insert_event(&mut tx, id, task.event_seq, st, update.detail.as_deref(), now).await?;
+        }
+        tx.commit().await?;
+        Ok(Some(task))
+    }
+
+    async fn task_events(&self, id: Uuid) -> StoreResult<Vec<TaskEvent>> {
+        sqlx::query(
+            "SELECT id, task_id, seq, state, detail, created_at FROM task_events \
+             WHERE task_id = ? ORDER BY seq",
+        )
+        .bind(id.as_bytes().as_slice())
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(|row| {
+            let state: String = row.try_get("state")?;
+            Ok(TaskEvent {
+                id: uuid_col(row, "id")?,
+                task_id: uuid_col(row, "task_id")?,
+                seq: row.try_get("seq")?,
+                state: TaskState::parse(&state)
+                    .ok_or_else(|| StoreError::Corrupt(format!("event state {state:?}")))?,
+                detail: row.try_get("detail")?,
+                created_at: row.try_get("created_at")?,
+            })
+        })
+        .collect()
+    }
+
+    async fn open_task_count(&self) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE due_at IS NOT NULL")
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or_default())
+    }
+
+    async fn create_key(&self, key: &ApiKey) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, name, hash, admin, created_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(key.id.as_bytes().as_slice())
+        .bind(&key.name)
+        .bind(key.hash.as_slice())
+        .bind(key.admin)
+        .bind(key.created_at)
+        .bind(key.revoked_at)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn key_by_hash(&self, hash: &[u8; 32]) -> StoreResult<Option<ApiKey>> {
+        sqlx::query("SELECT * FROM api_keys WHERE hash = ?")
+            .bind(hash.as_slice())
+            .fetch_optional(&self.reader)
+            .await?
+            .as_ref()
+            .map(key_from_row)
+            .transpose()
+    }
+
+    async fn list_keys(&self) -> StoreResult<Vec<ApiKey>> {
+        sqlx::query("SELECT * FROM api_keys ORDER BY created_at, id")
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map(key_from_row)
+            .collect()
+    }
+
+    async fn revoke_key(&self, id: Uuid, now: Millis) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(id.as_bytes().as_slice())
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn count_keys(&self) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys")
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or_default())
+    }
+}
