@@ -1,1 +1,115 @@
-//! placeholder
+//! gengate's HTTP side: one router module per dialect, files, health and
+//! the OpenAPI document. Handlers parse, call the store or engine, render.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use gengate_core::{ApiError, NewTask, Task};
+use gengate_engine::{Engine, now_ms};
+use gengate_store::{StoreError, TaskStore};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::services::ServeDir;
+use tower_http::trace::TraceLayer;
+use uuid::Uuid;
+
+pub mod auth;
+pub mod body;
+pub mod health;
+pub mod kling;
+pub mod luma;
+pub mod openapi;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn TaskStore>,
+    pub engine: Arc<Engine>,
+    /// Absolute URL prefix of stored files, e.g. `http://host:8080/files`.
+    pub files_base: String,
+}
+
+impl AppState {
+    /// Accept a task: row and first event committed before we answer.
+    pub async fn create_task(&self, owner: Uuid, new: NewTask) -> Result<Task, ApiError> {
+        let now = now_ms();
+        let deadline = self.engine.config().deadline_for(new.kind, now);
+        let task = self
+            .store
+            .create_task(owner, &new, now, deadline)
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict(_) => ApiError::Conflict(format!(
+                    "external_task_id {:?} is already used by another task of this key",
+                    new.external_id.as_deref().unwrap_or_default()
+                )),
+                other => store_error(other),
+            })?;
+        self.engine.wake();
+        Ok(task)
+    }
+}
+
+/// A store failure is ours, not the client's: logged, answered as 503.
+pub fn store_error(e: StoreError) -> ApiError {
+    tracing::error!(error = %e, "store error");
+    ApiError::Unavailable("storage is unavailable, try again".into())
+}
+
+pub(crate) fn add_retry_after(err: &ApiError, resp: &mut Response) {
+    let secs = match err {
+        ApiError::RateLimited { retry_after_secs } => *retry_after_secs,
+        ApiError::Unavailable(_) => 1,
+        _ => return,
+    };
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        resp.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let files = ServeDir::new(state.engine.files().root()).append_index_html_on_directories(false);
+    Router::new()
+        .merge(luma::router())
+        .merge(kling::router())
+        .merge(health::router())
+        .route("/openapi.json", get(openapi::serve))
+        .nest_service("/files", files)
+        .fallback(not_found)
+        .with_state(state)
+        .layer(CatchPanicLayer::custom(|_| {
+            (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(serde_json::json!({"detail": "internal error"})))
+                .into_response()
+        }))
+        .layer(TraceLayer::new_for_http())
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        // Bodies are bounded where they are read (body::read_json).
+        .layer(axum::extract::DefaultBodyLimit::disable())
+}
+
+async fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(serde_json::json!({"detail": "no such endpoint"})),
+    )
+        .into_response()
+}
+
+/// Serve until `shutdown` resolves, then stop taking requests and finish
+/// the ones in progress (bounded by the caller).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// How long graceful shutdown waits for open requests.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);

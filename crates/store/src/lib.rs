@@ -71,6 +71,10 @@ pub trait TaskStore: Send + Sync + 'static {
         limit: u32,
     ) -> StoreResult<Vec<Task>>;
 
+    /// Give up the leases `worker` holds (at shutdown), so another start
+    /// need not wait for them to expire. Returns how many were released.
+    async fn release_leases(&self, worker: &str) -> StoreResult<u64>;
+
     /// When the earliest unfinished task falls due, to sleep until then.
     async fn next_due_at(&self) -> StoreResult<Option<Millis>>;
 

@@ -333,6 +333,16 @@ impl TaskStore for SqliteStore {
         .collect()
     }
 
+    async fn release_leases(&self, worker: &str) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "UPDATE tasks SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?",
+        )
+        .bind(worker)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn next_due_at(&self) -> StoreResult<Option<Millis>> {
         Ok(
             sqlx::query_scalar("SELECT MIN(due_at) FROM tasks WHERE due_at IS NOT NULL")

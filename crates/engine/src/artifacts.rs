@@ -1,0 +1,135 @@
+//! Results into storage gengate controls: each output is copied (downloaded
+//! if the upstream gave a URL), probed for its real dimensions, duration and
+//! palette, and written under the task's own key prefix.
+
+use futures::StreamExt;
+use gengate_core::{Artifact, ArtifactRole, Task};
+use gengate_providers::media;
+use gengate_providers::{Output, OutputData};
+
+use crate::files::FileStore;
+
+/// Results larger than this are refused (a 4K video is well under it).
+const MAX_RESULT_BYTES: usize = 1 << 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MirrorError {
+    /// The upstream's result is not what it should be; the task fails.
+    #[error("{0}")]
+    BadResult(String),
+    /// Storage or network trouble on our side; try again.
+    #[error("{0}")]
+    Transient(String),
+}
+
+pub async fn mirror(
+    task: &Task,
+    outputs: Vec<Output>,
+    files: &FileStore,
+    http: &reqwest::Client,
+) -> Result<Vec<Artifact>, MirrorError> {
+    let mut artifacts = Vec::with_capacity(outputs.len());
+    for out in outputs {
+        let (bytes, ext) = match out.data {
+            OutputData::Inline { bytes, extension } => (bytes.to_vec(), extension),
+            OutputData::Url(url) => download(&url, http).await?,
+        };
+        let probed = tokio::task::spawn_blocking(move || probe(out.role, bytes))
+            .await
+            .map_err(|e| MirrorError::Transient(format!("probe: {e}")))??;
+        let name = match out.role {
+            ArtifactRole::Video => format!("video_{}.{ext}", out.index),
+            ArtifactRole::Image => format!("image_{}.{ext}", out.index),
+            ArtifactRole::Thumbnail => format!("thumbnail_{}.{ext}", out.index),
+            ArtifactRole::LastFrame => format!("last_frame_{}.{ext}", out.index),
+        };
+        let key = format!("tasks/{}/{name}", task.id);
+        files
+            .put(&key, &probed.bytes)
+            .await
+            .map_err(|e| MirrorError::Transient(format!("storing {key}: {e}")))?;
+        artifacts.push(Artifact {
+            role: out.role,
+            index: out.index,
+            key,
+            content_type: probed.content_type.into(),
+            width: probed.width,
+            height: probed.height,
+            duration_secs: probed.duration,
+            palette: probed.palette,
+        });
+    }
+    Ok(artifacts)
+}
+
+struct Probed {
+    bytes: Vec<u8>,
+    content_type: &'static str,
+    width: u32,
+    height: u32,
+    duration: Option<f64>,
+    palette: Option<Vec<u8>>,
+}
+
+/// Read what the file really is; never trust the upstream's word for it.
+fn probe(role: ArtifactRole, bytes: Vec<u8>) -> Result<Probed, MirrorError> {
+    let bad = |e: media::MediaError| MirrorError::BadResult(format!("unreadable {role:?} result: {e}"));
+    if role == ArtifactRole::Video {
+        let info = media::probe_mp4(&bytes).map_err(bad)?;
+        return Ok(Probed {
+            bytes,
+            content_type: "video/mp4",
+            width: info.width,
+            height: info.height,
+            duration: Some(info.duration_secs),
+            palette: None,
+        });
+    }
+    let info = media::probe_image(&bytes).map_err(bad)?;
+    let palette = if role == ArtifactRole::Thumbnail {
+        Some(media::palette_grid(&bytes).map_err(bad)?.to_vec())
+    } else {
+        None
+    };
+    Ok(Probed {
+        content_type: info.format.mime_type(),
+        width: info.width,
+        height: info.height,
+        duration: None,
+        palette,
+        bytes,
+    })
+}
+
+async fn download(url: &str, http: &reqwest::Client) -> Result<(Vec<u8>, &'static str), MirrorError> {
+    let resp = http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| MirrorError::Transient(format!("downloading result: {e}")))?;
+    if !resp.status().is_success() {
+        let msg = format!("downloading result: HTTP {}", resp.status().as_u16());
+        return Err(if resp.status().is_server_error() {
+            MirrorError::Transient(msg)
+        } else {
+            MirrorError::BadResult(msg)
+        });
+    }
+    let mut body = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| MirrorError::Transient(format!("downloading result: {e}")))?;
+        if body.len() + chunk.len() > MAX_RESULT_BYTES {
+            return Err(MirrorError::BadResult("result is larger than 1 GiB".into()));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let ext = if body.starts_with(b"\x89PNG") {
+        "png"
+    } else if body.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        "jpg"
+    } else {
+        "mp4"
+    };
+    Ok((body, ext))
+}

@@ -1,0 +1,136 @@
+//! Wiring: store, channels, engine and HTTP server from settings, with a
+//! bounded graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use gengate_engine::files::FileStore;
+use gengate_engine::{Channel, Channels, Engine, EngineConfig, now_ms};
+use gengate_providers::sandbox::{Sandbox, SandboxConfig};
+use gengate_server::AppState;
+use gengate_store::TaskStore;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Settings;
+
+/// A running gengate: where it listens, and how to stop it.
+pub struct Running {
+    pub addr: SocketAddr,
+    /// The admin key made at this start, if the store was empty.
+    pub new_admin_key: Option<String>,
+    shutdown: watch::Sender<bool>,
+    handle: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Stop taking requests and tasks, drain, and wait for it.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.handle.await?
+    }
+
+    /// Wait until it stops by itself (a signal).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.handle.await?
+    }
+
+    pub fn shutdown_sender(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn TaskStore>> {
+    tokio::fs::create_dir_all(&settings.data_dir)
+        .await
+        .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
+    let url = settings.database_url();
+    gengate_store::open(&url)
+        .await
+        .with_context(|| format!("opening the store at {url}"))
+}
+
+/// On an empty store, make the first admin key (from `admin_key` or random).
+async fn first_admin_key(store: &dyn TaskStore, settings: &Settings) -> anyhow::Result<Option<String>> {
+    if store.count_keys().await? > 0 {
+        return Ok(None);
+    }
+    let (secret, mut key) = gengate_server::auth::new_key("admin", true, now_ms());
+    let secret = match &settings.admin_key {
+        Some(given) => {
+            anyhow::ensure!(
+                given.starts_with(gengate_server::auth::KEY_PREFIX) && given.len() >= 35,
+                "GENGATE_ADMIN_KEY must start with gg_ and be at least 32 characters after it"
+            );
+            key.hash = gengate_server::auth::hash_key(given);
+            given.clone()
+        }
+        None => secret,
+    };
+    store.create_key(&key).await?;
+    Ok(Some(secret))
+}
+
+pub async fn start(settings: Settings) -> anyhow::Result<Running> {
+    let store = open_store(&settings).await?;
+    let new_admin_key = first_admin_key(store.as_ref(), &settings).await?;
+    let listener = tokio::net::TcpListener::bind(&settings.listen)
+        .await
+        .with_context(|| format!("listening on {}", settings.listen))?;
+    let addr = listener.local_addr()?;
+    let public = settings
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let sandbox = Sandbox::new(SandboxConfig {
+        latency: Duration::from_millis(settings.sandbox_latency_ms),
+        failure_rate: settings.sandbox_failure_rate,
+    });
+    let channels = Channels::single(Channel {
+        name: "sandbox".into(),
+        provider: Arc::new(sandbox),
+    });
+    let cfg = EngineConfig {
+        lease: Duration::from_secs(settings.lease_secs),
+        concurrency: settings.concurrency,
+        max_attempts: settings.max_attempts,
+        video_deadline: Duration::from_secs(settings.video_deadline_secs),
+        image_deadline: Duration::from_secs(settings.image_deadline_secs),
+        drain_timeout: Duration::from_secs(settings.drain_timeout_secs),
+        fetch_timeout: Duration::from_secs(settings.fetch_timeout_secs),
+        ..EngineConfig::default()
+    };
+    let files = FileStore::new(settings.data_dir.join("media"));
+    let engine = Engine::new(store.clone(), channels, files, cfg);
+    let state = AppState {
+        store,
+        engine: engine.clone(),
+        files_base: format!("{}/files", public.trim_end_matches('/')),
+    };
+    let (tx, rx) = watch::channel(false);
+    let handle = tokio::spawn(async move {
+        let engine_task = tokio::spawn(engine.run(rx.clone()));
+        let mut server_rx = rx.clone();
+        let server = tokio::spawn(gengate_server::serve(listener, state, async move {
+            let _ = server_rx.wait_for(|stop| *stop).await;
+        }));
+        let mut rx = rx;
+        let _ = rx.wait_for(|stop| *stop).await;
+        // Open requests get a bounded grace period; the engine bounds its own drain.
+        match tokio::time::timeout(gengate_server::SHUTDOWN_GRACE, server).await {
+            Ok(r) => r??,
+            Err(_) => tracing::warn!("requests still open after the grace period; closing"),
+        }
+        engine_task.await?;
+        Ok(())
+    });
+    tracing::info!(%addr, public_url = %public, "gengate listening");
+    Ok(Running {
+        addr,
+        new_admin_key,
+        shutdown: tx,
+        handle,
+    })
+}

@@ -1,0 +1,208 @@
+//! Settings, layered: built-in defaults < `gengate.toml` < `GENGATE_*`
+//! environment < command-line flags.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Every setting. Field names are the TOML keys; `GENGATE_<NAME>` (upper
+/// case) sets one from the environment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    pub listen: String,
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH`; defaults to `sqlite://<data_dir>/gengate.db`.
+    pub database_url: Option<String>,
+    /// Base URL clients reach this server at, for result links; defaults to
+    /// `http://<listen address>`.
+    pub public_url: Option<String>,
+    /// Admin key to create on first start instead of a random one.
+    pub admin_key: Option<String>,
+    pub sandbox_latency_ms: u64,
+    pub sandbox_failure_rate: f64,
+    pub lease_secs: u64,
+    pub concurrency: usize,
+    pub max_attempts: u32,
+    pub video_deadline_secs: u64,
+    pub image_deadline_secs: u64,
+    pub drain_timeout_secs: u64,
+    pub fetch_timeout_secs: u64,
+    /// `text` or `json`.
+    pub log_format: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("./gengate-data"),
+            database_url: None,
+            public_url: None,
+            admin_key: None,
+            sandbox_latency_ms: 2000,
+            sandbox_failure_rate: 0.0,
+            lease_secs: 30,
+            concurrency: 64,
+            max_attempts: 5,
+            video_deadline_secs: 3600,
+            image_deadline_secs: 900,
+            drain_timeout_secs: 10,
+            fetch_timeout_secs: 30,
+            log_format: "text".into(),
+        }
+    }
+}
+
+impl Settings {
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| {
+            format!("sqlite://{}", self.data_dir.join("gengate.db").display())
+        })
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.sandbox_failure_rate),
+            "sandbox_failure_rate must be between 0 and 1"
+        );
+        anyhow::ensure!(self.concurrency > 0, "concurrency must be at least 1");
+        anyhow::ensure!(self.lease_secs > 0, "lease_secs must be at least 1");
+        anyhow::ensure!(self.max_attempts > 0, "max_attempts must be at least 1");
+        anyhow::ensure!(
+            matches!(self.log_format.as_str(), "text" | "json"),
+            "log_format must be text or json"
+        );
+        Ok(())
+    }
+}
+
+/// Flags shared by every command that opens the store; each overrides the
+/// same-named setting.
+#[derive(Debug, Clone, Default, Args, Serialize)]
+pub struct CommonFlags {
+    /// Configuration file (default: ./gengate.toml when it exists).
+    #[arg(long, global = true)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Directory for the database and stored files.
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL (sqlite://PATH).
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+}
+
+/// Flags of `gengate serve`.
+#[derive(Debug, Clone, Default, Args, Serialize)]
+pub struct ServeFlags {
+    /// Address to listen on.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// Base URL clients reach gengate at (for result links).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+    /// Latency of the default sandbox channel, in milliseconds.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sandbox_latency_ms: Option<u64>,
+    /// Share of sandbox tasks that fail, 0 to 1.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sandbox_failure_rate: Option<f64>,
+    /// Seconds a claimed task stays with this instance before another may take it.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_secs: Option<u64>,
+    /// Tasks handled at once.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<usize>,
+    /// Submit attempts before a task fails.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// Seconds a video task may take before it fails with `timeout`.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub video_deadline_secs: Option<u64>,
+    /// Seconds an image task may take before it fails with `timeout`.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_deadline_secs: Option<u64>,
+    /// Seconds allowed at shutdown to finish work in progress.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drain_timeout_secs: Option<u64>,
+    /// Seconds allowed to fetch one input image.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fetch_timeout_secs: Option<u64>,
+    /// Log format: text or json.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<String>,
+}
+
+pub fn load(common: &CommonFlags, serve: &ServeFlags) -> anyhow::Result<Settings> {
+    let file = match &common.config {
+        Some(path) => {
+            anyhow::ensure!(path.exists(), "config file {} does not exist", path.display());
+            Some(path.clone())
+        }
+        None => Some(PathBuf::from("gengate.toml")).filter(|p| p.exists()),
+    };
+    let mut fig = Figment::from(Serialized::defaults(Settings::default()));
+    if let Some(file) = file {
+        fig = fig.merge(Toml::file_exact(file));
+    }
+    let settings: Settings = fig
+        .merge(Env::prefixed("GENGATE_"))
+        .merge(Serialized::defaults(common))
+        .merge(Serialized::defaults(serve))
+        .extract()?;
+    settings.validate()?;
+    Ok(settings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_and_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("g.toml", "sandbox_latency_ms = 5\nlisten = \"127.0.0.1:9\"")?;
+            jail.set_env("GENGATE_LISTEN", "127.0.0.1:10");
+            let common = CommonFlags {
+                config: Some("g.toml".into()),
+                ..Default::default()
+            };
+            let serve = ServeFlags {
+                sandbox_failure_rate: Some(0.5),
+                ..Default::default()
+            };
+            let s = load(&common, &serve).map_err(|e| e.to_string())?;
+            assert_eq!(s.sandbox_latency_ms, 5);
+            assert_eq!(s.listen, "127.0.0.1:10");
+            assert_eq!(s.sandbox_failure_rate, 0.5);
+            assert_eq!(s.concurrency, Settings::default().concurrency);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        let serve = ServeFlags {
+            sandbox_failure_rate: Some(2.0),
+            ..Default::default()
+        };
+        assert!(load(&CommonFlags::default(), &serve).is_err());
+    }
+}

@@ -1,0 +1,171 @@
+//! `/luma`: the reseller Luma task API of the seed, with its batch get.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use gengate_core::dialect::luma::{self, DownloadUrl, LumaError, LumaTask};
+use gengate_core::{ApiError, ArtifactRole, Dialect, NewTask, Task, TaskState};
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::auth::authenticate;
+use crate::body::read_json;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/luma/generations", post(create))
+        .route("/luma/generations/{id}", get(get_one))
+        .route("/luma/generations/{id}/extend", post(extend))
+        .route("/luma/generations/{id}/download_video_url", get(download_url))
+        .route("/luma/tasks", post(batch_get))
+}
+
+/// Errors in Luma's `{"detail": ...}` envelope.
+pub struct Error(ApiError);
+
+impl From<ApiError> for Error {
+    fn from(e: ApiError) -> Self {
+        Error(e)
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut resp = (status, Json(LumaError { detail: self.0.to_string() })).into_response();
+        crate::add_retry_after(&self.0, &mut resp);
+        resp
+    }
+}
+
+type Result<T> = std::result::Result<T, Error>;
+
+fn not_found(id: &str) -> Error {
+    Error(ApiError::NotFound(format!("generation {id} not found")))
+}
+
+/// One of the caller's Luma tasks, or 404 (unknown, foreign and non-Luma alike).
+async fn own_task(state: &AppState, owner: Uuid, id: &str) -> Result<Task> {
+    let uuid = Uuid::try_parse(id).map_err(|_| not_found(id))?;
+    state
+        .store
+        .get_task(owner, uuid)
+        .await
+        .map_err(crate::store_error)?
+        .filter(|t| t.dialect == Dialect::Luma)
+        .ok_or_else(|| not_found(id))
+}
+
+async fn accept(state: &AppState, owner: Uuid, new: NewTask) -> Result<Response> {
+    let task = state.create_task(owner, new).await?;
+    Ok((StatusCode::CREATED, Json(luma::render(&task, &state.files_base))).into_response())
+}
+
+/// Create a video generation task.
+#[utoipa::path(post, path = "/luma/generations", tag = "luma",
+    request_body = luma::CreateGeneration,
+    responses((status = 201, body = LumaTask), (status = 400, body = LumaError),
+              (status = 401, body = LumaError), (status = 413, body = LumaError),
+              (status = 415, body = LumaError)),
+    security(("bearer" = [])))]
+pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response> {
+    let key = authenticate(state.store.as_ref(), &headers).await?;
+    let body = read_json(&headers, body).await?;
+    accept(&state, key.id, luma::parse_create(&body)?).await
+}
+
+/// One generation task.
+#[utoipa::path(get, path = "/luma/generations/{id}", tag = "luma",
+    params(("id" = String, Path, description = "Task id")),
+    responses((status = 200, body = LumaTask), (status = 404, body = LumaError)),
+    security(("bearer" = [])))]
+pub async fn get_one(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<LumaTask>> {
+    let key = authenticate(state.store.as_ref(), &headers).await?;
+    let task = own_task(&state, key.id, &id).await?;
+    Ok(Json(luma::render(&task, &state.files_base)))
+}
+
+/// A new task continuing a completed one; it runs on the same channel.
+#[utoipa::path(post, path = "/luma/generations/{id}/extend", tag = "luma",
+    params(("id" = String, Path, description = "Id of the completed task to continue")),
+    request_body = luma::CreateGeneration,
+    responses((status = 201, body = LumaTask), (status = 404, body = LumaError),
+              (status = 409, body = LumaError, description = "The task is not completed")),
+    security(("bearer" = [])))]
+pub async fn extend(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Response> {
+    let key = authenticate(state.store.as_ref(), &headers).await?;
+    let parent = own_task(&state, key.id, &id).await?;
+    let body = if body_is_empty(&headers) {
+        bytes::Bytes::new()
+    } else {
+        read_json(&headers, body).await?
+    };
+    accept(&state, key.id, luma::parse_extend(&body, &parent)?).await
+}
+
+fn body_is_empty(headers: &HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        == Some("0")
+}
+
+/// `{"url": ...}` of a completed task's video.
+#[utoipa::path(get, path = "/luma/generations/{id}/download_video_url", tag = "luma",
+    params(("id" = String, Path, description = "Task id")),
+    responses((status = 200, body = DownloadUrl), (status = 404, body = LumaError),
+              (status = 409, body = LumaError, description = "The task is not completed")),
+    security(("bearer" = [])))]
+pub async fn download_url(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<DownloadUrl>> {
+    let key = authenticate(state.store.as_ref(), &headers).await?;
+    let task = own_task(&state, key.id, &id).await?;
+    let video = task
+        .artifact(ArtifactRole::Video)
+        .filter(|_| task.state == TaskState::Completed)
+        .ok_or_else(|| {
+            Error(ApiError::Conflict(format!(
+                "generation {id} is {}; its video exists once it is completed",
+                task.state.as_str()
+            )))
+        })?;
+    Ok(Json(DownloadUrl {
+        url: format!("{}/{}", state.files_base, video.key),
+    }))
+}
+
+/// Batch get: the caller's Luma tasks among `ids`, in the order asked.
+/// Unknown and foreign ids are left out; a duplicate is listed once.
+#[utoipa::path(post, path = "/luma/tasks", tag = "luma",
+    request_body = luma::BatchGet,
+    responses((status = 200, body = Vec<LumaTask>), (status = 400, body = LumaError)),
+    security(("bearer" = [])))]
+pub async fn batch_get(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response> {
+    let key = authenticate(state.store.as_ref(), &headers).await?;
+    let body = read_json(&headers, body).await?;
+    let ids = luma::parse_batch(&body)?;
+    let mut found = state
+        .store
+        .get_tasks(key.id, Dialect::Luma, &ids)
+        .await
+        .map_err(crate::store_error)?;
+    let ordered: Vec<LumaTask> = ids
+        .iter()
+        .filter_map(|id| {
+            let at = found.iter().position(|t| t.id == *id)?;
+            Some(luma::render(&found.swap_remove(at), &state.files_base))
+        })
+        .collect();
+    Ok(Json(ordered).into_response())
+}
