@@ -1,1 +1,6 @@
-//! placeholder
+//! Emulated upstreams and helpers for gengate's tests. Everything here binds
+//! 127.0.0.1 only: no test ever sends traffic off the machine.
+
+pub mod image_host;
+
+pub use image_host::{ImageHost, RED_PNG};

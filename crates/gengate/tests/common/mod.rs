@@ -1,0 +1,193 @@
+//! Starting a real gengate for a test: in-process on 127.0.0.1:0 with a
+//! fresh data directory, spoken to over HTTP like any client.
+#![allow(dead_code)] // each test binary uses its own share of these helpers
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gengate::app::{self, Running};
+use gengate::config::Settings;
+use gengate_store::TaskStore;
+use serde_json::Value;
+
+pub struct Gateway {
+    running: Option<Running>,
+    pub base: String,
+    pub admin: String,
+    pub dir: tempfile::TempDir,
+    pub settings: Settings,
+    pub http: reqwest::Client,
+    store: Arc<dyn TaskStore>,
+}
+
+pub fn settings_in(dir: &std::path::Path) -> Settings {
+    Settings {
+        listen: "127.0.0.1:0".into(),
+        data_dir: dir.to_path_buf(),
+        sandbox_latency_ms: 100,
+        ..Settings::default()
+    }
+}
+
+impl Gateway {
+    pub async fn start() -> Gateway {
+        Gateway::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Settings)) -> Gateway {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut settings = settings_in(dir.path());
+        tweak(&mut settings);
+        let running = app::start(settings.clone()).await.expect("gengate starts");
+        let admin = running.new_admin_key.clone().expect("a first admin key");
+        let base = format!("http://{}", running.addr);
+        let store = gengate_store::open(&settings.database_url()).await.expect("store");
+        Gateway {
+            running: Some(running),
+            base,
+            admin,
+            dir,
+            settings,
+            http: reqwest::Client::new(),
+            store,
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop().await.expect("clean stop");
+        }
+    }
+
+    /// A new non-admin key.
+    pub async fn new_key(&self, name: &str) -> String {
+        let (secret, key) = gengate_server::auth::new_key(name, false, gengate_engine::now_ms());
+        self.store.create_key(&key).await.expect("key stored");
+        secret
+    }
+
+    /// How many tasks of `dialect` the key owns, straight from the store.
+    pub async fn task_count(&self, key: &str, dialect: gengate_core::Dialect) -> u64 {
+        let k = self
+            .store
+            .key_by_hash(&gengate_server::auth::hash_key(key))
+            .await
+            .unwrap()
+            .expect("known key");
+        self.store.list_tasks(k.id, dialect, 0, 1).await.unwrap().1
+    }
+
+    pub fn store(&self) -> &dyn TaskStore {
+        self.store.as_ref()
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> (u16, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        if let Some((ct, bytes)) = body {
+            req = req.header("content-type", ct).body(bytes);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.expect("body");
+        let json = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+            Value::String(String::from_utf8_lossy(&bytes).into_owned())
+        });
+        (status, json)
+    }
+
+    pub async fn post(&self, path: &str, key: &str, body: Value) -> (u16, Value) {
+        self.send(
+            reqwest::Method::POST,
+            path,
+            Some(key),
+            Some(("application/json", body.to_string().into_bytes())),
+        )
+        .await
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> (u16, Value) {
+        self.send(reqwest::Method::GET, path, Some(key), None).await
+    }
+
+    pub async fn bytes(&self, url: &str) -> (u16, String, Vec<u8>) {
+        let resp = self.http.get(url).send().await.expect("file fetched");
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        (resp.status().as_u16(), ct, resp.bytes().await.expect("bytes").to_vec())
+    }
+
+    /// Poll a Luma task until it is terminal.
+    pub async fn wait_luma(&self, key: &str, id: &str) -> Value {
+        self.wait(&format!("/luma/generations/{id}"), key, |v| {
+            matches!(v["state"].as_str(), Some("completed" | "failed"))
+        })
+        .await
+    }
+
+    /// Poll a Kling task until it is terminal; answers `data`.
+    pub async fn wait_kling(&self, key: &str, id: &str) -> Value {
+        let v = self
+            .wait(&format!("/kling/v1/images/generations/{id}"), key, |v| {
+                matches!(v["data"]["task_status"].as_str(), Some("succeed" | "failed"))
+            })
+            .await;
+        v["data"].clone()
+    }
+
+    async fn wait(&self, path: &str, key: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            let (status, v) = self.get(path, key).await;
+            assert_eq!(status, 200, "GET {path}: {v}");
+            if done(&v) {
+                return v;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "{path} did not finish: {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Every key of `expected` is in `actual` with the same JSON type, at every
+/// level; `null` in `expected` must be `null` in `actual`.
+pub fn assert_same_shape(expected: &Value, actual: &Value, path: &str) {
+    match (expected, actual) {
+        (Value::Object(e), Value::Object(a)) => {
+            for (k, ev) in e {
+                let av = a
+                    .get(k)
+                    .unwrap_or_else(|| panic!("{path}.{k} is missing from {actual}"));
+                assert_same_shape(ev, av, &format!("{path}.{k}"));
+            }
+        }
+        (Value::Array(e), Value::Array(a)) => {
+            if let Some(first) = e.first() {
+                assert!(!a.is_empty(), "{path} is empty");
+                for (i, av) in a.iter().enumerate() {
+                    assert_same_shape(first, av, &format!("{path}[{i}]"));
+                }
+            }
+        }
+        (Value::Null, Value::Null)
+        | (Value::Bool(_), Value::Bool(_))
+        | (Value::Number(_), Value::Number(_))
+        | (Value::String(_), Value::String(_)) => {}
+        (e, a) => panic!("{path}: expected the type of {e}, got {a}"),
+    }
+}
