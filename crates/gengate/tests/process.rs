@@ -1,0 +1,191 @@
+//! The real binary: first start, key commands, and restarts after SIGKILL
+//! and SIGTERM with tasks in flight. Nothing accepted is ever lost.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_gengate");
+const ADMIN: &str = "gg_test_admin_key_0123456789abcdefghijklmnopq";
+
+struct Proc {
+    child: Child,
+    base: String,
+    stdout: Vec<String>,
+}
+
+/// Start `gengate serve` on a free port; returns once it listens.
+async fn serve(dir: &Path, extra: &[&str]) -> Proc {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("gengate.log"))
+        .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .args(extra)
+        .env("GENGATE_ADMIN_KEY", ADMIN)
+        .env_remove("GENGATE_LISTEN")
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("gengate starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stdout = Vec::new();
+    let base = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            stdout.push(line.clone());
+            if let Some(addr) = line.strip_prefix("gengate listening on ") {
+                return addr.to_string();
+            }
+        }
+        panic!("gengate exited before listening: {stdout:?}");
+    })
+    .await
+    .expect("listening in time");
+    Proc { child, base, stdout }
+}
+
+async fn cli(dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn post(http: &reqwest::Client, url: String, key: &str, body: Value) -> (u16, Value) {
+    let r = http.post(url).bearer_auth(key).json(&body).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn first_start_makes_one_admin_key_and_keys_are_managed_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = serve(dir.path(), &[]).await;
+    assert!(p.stdout.iter().any(|l| l == ADMIN), "{:?}", p.stdout);
+    let http = reqwest::Client::new();
+
+    let (ok, out, err) = cli(dir.path(), &["keys", "create", "--name", "app"]).await;
+    assert!(ok, "{err}");
+    let key = out.lines().last().unwrap().trim().to_string();
+    assert!(key.starts_with("gg_") && key.len() > 40, "{out}");
+    let (s, _) = post(&http, format!("{}/luma/tasks", p.base), &key, json!({"ids": [uuid::Uuid::now_v7()]})).await;
+    assert_eq!(s, 200);
+
+    let (ok, out, _) = cli(dir.path(), &["keys", "create", "--name", "script", "--json"]).await;
+    assert!(ok);
+    let j: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(j["name"], "script");
+    assert!(j["key"].as_str().unwrap().starts_with("gg_"));
+
+    let (ok, out, _) = cli(dir.path(), &["keys", "list", "--json"]).await;
+    assert!(ok);
+    let list: Value = serde_json::from_str(out.trim()).unwrap();
+    let names: Vec<_> = list.as_array().unwrap().iter().map(|k| k["name"].as_str().unwrap()).collect();
+    assert_eq!(names, vec!["admin", "app", "script"]);
+    assert!(!out.contains(&key), "secrets are never listed");
+    let app_id = list[1]["id"].as_str().unwrap().to_string();
+
+    let (ok, _, _) = cli(dir.path(), &["keys", "revoke", &app_id]).await;
+    assert!(ok);
+    let (s, v) = post(&http, format!("{}/luma/tasks", p.base), &key, json!({"ids": [uuid::Uuid::now_v7()]})).await;
+    assert_eq!(s, 401, "{v}");
+    let (ok, _, err) = cli(dir.path(), &["keys", "revoke", &app_id]).await;
+    assert!(!ok && err.contains("no active key"), "{err}");
+
+    // A second start on the same store makes no new admin key.
+    p.child.kill().await.unwrap();
+    let mut p = serve(dir.path(), &[]).await;
+    assert!(!p.stdout.iter().any(|l| l.contains("admin key")), "{:?}", p.stdout);
+    p.child.kill().await.unwrap();
+}
+
+/// Submit a mix of tasks, returning (luma ids, kling ids).
+async fn submit(http: &reqwest::Client, base: &str, n: usize) -> (Vec<String>, Vec<String>) {
+    let (mut luma, mut kling) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        if i % 3 == 0 {
+            let (s, v) = post(http, format!("{base}/luma/generations"), ADMIN, json!({"user_prompt": format!("v{i}")})).await;
+            assert_eq!(s, 201, "{v}");
+            luma.push(v["id"].as_str().unwrap().to_string());
+        } else {
+            let (s, v) = post(http, format!("{base}/kling/v1/images/generations"), ADMIN, json!({"prompt": format!("i{i}"), "aspect_ratio": "1:1"})).await;
+            assert_eq!(s, 200, "{v}");
+            kling.push(v["data"]["task_id"].as_str().unwrap().to_string());
+        }
+    }
+    (luma, kling)
+}
+
+/// Wait until every task is terminal; returns how many completed.
+async fn all_finish(http: &reqwest::Client, base: &str, luma: &[String], kling: &[String]) -> usize {
+    let start = Instant::now();
+    loop {
+        let r = http.post(format!("{base}/luma/tasks")).bearer_auth(ADMIN).json(&json!({"ids": luma})).send().await.unwrap();
+        let tasks: Vec<Value> = r.json().await.unwrap();
+        assert_eq!(tasks.len(), luma.len(), "every accepted Luma task is still there");
+        let mut open = tasks.iter().filter(|t| !matches!(t["state"].as_str(), Some("completed" | "failed"))).count();
+        let mut completed = tasks.iter().filter(|t| t["state"] == "completed").count();
+        for id in kling {
+            let r = http.get(format!("{base}/kling/v1/images/generations/{id}")).bearer_auth(ADMIN).send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 200);
+            let v: Value = r.json().await.unwrap();
+            match v["data"]["task_status"].as_str() {
+                Some("succeed") => completed += 1,
+                Some("failed") => {}
+                _ => open += 1,
+            }
+        }
+        if open == 0 {
+            return completed;
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "{open} tasks never finished");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_gengate_finishes_every_accepted_task_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = ["--sandbox-latency-ms", "1500", "--lease-secs", "2"];
+    let http = reqwest::Client::new();
+    let mut p = serve(dir.path(), &flags).await;
+    let (luma, kling) = submit(&http, &p.base, 15).await;
+    // Kill while results are being made and stored: leased, half done.
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    p.child.kill().await.unwrap(); // SIGKILL: no chance to clean up
+
+    let mut p = serve(dir.path(), &flags).await;
+    // Another crash while the retaken work is under way, this time SIGTERM.
+    let (luma2, kling2) = submit(&http, &p.base, 6).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pid = p.child.id().unwrap().to_string();
+    let term = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(term.success());
+    let status = tokio::time::timeout(Duration::from_secs(30), p.child.wait())
+        .await
+        .expect("SIGTERM stops gengate within its drain bound")
+        .unwrap();
+    assert!(status.success(), "clean exit on SIGTERM: {status:?}");
+
+    let mut p = serve(dir.path(), &flags).await;
+    let luma: Vec<String> = luma.into_iter().chain(luma2).collect();
+    let kling: Vec<String> = kling.into_iter().chain(kling2).collect();
+    let completed = all_finish(&http, &p.base, &luma, &kling).await;
+    assert_eq!(completed, luma.len() + kling.len(), "the sandbox fails nothing at rate 0");
+    p.child.kill().await.unwrap();
+}
