@@ -11,6 +11,6 @@ pub mod validate;
 pub use error::ApiError;
 pub use request::{GenerationRequest, ImageFormat, ImageRole, ImageSource, InputImage};
 pub use task::{
-    ApiKey, Artifact, ArtifactRole, Dialect, Millis, NewTask, Task, TaskEvent, TaskKind,
-    TaskState, TaskUpdate,
+    ApiKey, Artifact, ArtifactRole, Dialect, Millis, NewTask, Task, TaskEvent, TaskKind, TaskState,
+    TaskUpdate,
 };

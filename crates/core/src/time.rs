@@ -15,6 +15,9 @@ pub fn rfc3339_ms(ms: Millis) -> String {
 mod tests {
     #[test]
     fn formats_like_the_seed() {
-        assert_eq!(super::rfc3339_ms(1_734_874_720_139), "2024-12-22T13:38:40.139Z");
+        assert_eq!(
+            super::rfc3339_ms(1_734_874_720_139),
+            "2024-12-22T13:38:40.139Z"
+        );
     }
 }

@@ -22,9 +22,7 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(de).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            ApiError::MalformedJson(inner.to_string())
-        } else if path == "." {
+        if inner.is_syntax() || inner.is_eof() || path == "." {
             ApiError::MalformedJson(inner.to_string())
         } else {
             // serde's own message carries "at line 1 column 9"; the field name is what helps.
@@ -56,7 +54,11 @@ pub fn required_text(field: &str, value: Option<String>, max: usize) -> Result<S
     Ok(value)
 }
 
-pub fn optional_text(field: &str, value: Option<String>, max: usize) -> Result<Option<String>, ApiError> {
+pub fn optional_text(
+    field: &str,
+    value: Option<String>,
+    max: usize,
+) -> Result<Option<String>, ApiError> {
     match value {
         Some(v) if v.is_empty() => Ok(None),
         Some(v) => max_chars(field, &v, max).map(|()| Some(v)),
@@ -73,8 +75,9 @@ pub fn http_url(field: &str, value: &str) -> Result<String, ApiError> {
             format!("must be at most {MAX_URL_LEN} bytes"),
         ));
     }
-    let url = url::Url::parse(value)
-        .map_err(|e| ApiError::validation(field, format!("must be an absolute http(s) URL ({e})")))?;
+    let url = url::Url::parse(value).map_err(|e| {
+        ApiError::validation(field, format!("must be an absolute http(s) URL ({e})"))
+    })?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(ApiError::validation(field, "must be an http or https URL"));
     }
@@ -113,11 +116,14 @@ const LENIENT_BASE64: GeneralPurpose = GeneralPurpose::new(
 pub fn inline_image(field: &str, value: &str) -> Result<(Vec<u8>, ImageFormat), ApiError> {
     let b64 = match value.strip_prefix("data:") {
         Some(rest) => {
-            let (meta, data) = rest
-                .split_once(',')
-                .ok_or_else(|| ApiError::validation(field, "data URI has no ',' before its data"))?;
+            let (meta, data) = rest.split_once(',').ok_or_else(|| {
+                ApiError::validation(field, "data URI has no ',' before its data")
+            })?;
             if !meta.ends_with(";base64") {
-                return Err(ApiError::validation(field, "data URI must be base64-encoded"));
+                return Err(ApiError::validation(
+                    field,
+                    "data URI must be base64-encoded",
+                ));
             }
             data
         }

@@ -73,7 +73,8 @@ struct Probed {
 
 /// Read what the file really is; never trust the upstream's word for it.
 fn probe(role: ArtifactRole, bytes: Vec<u8>) -> Result<Probed, MirrorError> {
-    let bad = |e: media::MediaError| MirrorError::BadResult(format!("unreadable {role:?} result: {e}"));
+    let bad =
+        |e: media::MediaError| MirrorError::BadResult(format!("unreadable {role:?} result: {e}"));
     if role == ArtifactRole::Video {
         let info = media::probe_mp4(&bytes).map_err(bad)?;
         return Ok(Probed {
@@ -101,7 +102,10 @@ fn probe(role: ArtifactRole, bytes: Vec<u8>) -> Result<Probed, MirrorError> {
     })
 }
 
-async fn download(url: &str, http: &reqwest::Client) -> Result<(Vec<u8>, &'static str), MirrorError> {
+async fn download(
+    url: &str,
+    http: &reqwest::Client,
+) -> Result<(Vec<u8>, &'static str), MirrorError> {
     let resp = http
         .get(url)
         .send()
@@ -118,7 +122,8 @@ async fn download(url: &str, http: &reqwest::Client) -> Result<(Vec<u8>, &'stati
     let mut body = Vec::new();
     let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| MirrorError::Transient(format!("downloading result: {e}")))?;
+        let chunk =
+            chunk.map_err(|e| MirrorError::Transient(format!("downloading result: {e}")))?;
         if body.len() + chunk.len() > MAX_RESULT_BYTES {
             return Err(MirrorError::BadResult("result is larger than 1 GiB".into()));
         }

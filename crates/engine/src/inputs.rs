@@ -57,9 +57,10 @@ impl InputFetcher {
             let (bytes, format) = match &img.source {
                 ImageSource::Url { url } => self.fetch(field, url).await?,
                 ImageSource::Stored { key, format } => {
-                    let bytes = files.get(key).await.map_err(|e| {
-                        InputError::Transient(format!("stored input {key}: {e}"))
-                    })?;
+                    let bytes = files
+                        .get(key)
+                        .await
+                        .map_err(|e| InputError::Transient(format!("stored input {key}: {e}")))?;
                     (Bytes::from(bytes), *format)
                 }
             };
@@ -76,10 +77,9 @@ impl InputFetcher {
                 .map_err(|e| InputError::Transient(e.to_string()))?
                 .ok_or_else(|| InputError::Bad(format!("generation {parent_id} is gone")))?;
             if let Some(last) = parent.artifact(ArtifactRole::LastFrame) {
-                let bytes = files
-                    .get(&last.key)
-                    .await
-                    .map_err(|e| InputError::Transient(format!("last frame of {parent_id}: {e}")))?;
+                let bytes = files.get(&last.key).await.map_err(|e| {
+                    InputError::Transient(format!("last frame of {parent_id}: {e}"))
+                })?;
                 out.push(InputBytes {
                     role: ImageRole::Start,
                     format: ImageFormat::Jpeg,
@@ -102,7 +102,10 @@ impl InputFetcher {
         if !resp.status().is_success() {
             return Err(bad(format!("HTTP {}", resp.status().as_u16())));
         }
-        if resp.content_length().is_some_and(|n| n > MAX_IMAGE_BYTES as u64) {
+        if resp
+            .content_length()
+            .is_some_and(|n| n > MAX_IMAGE_BYTES as u64)
+        {
             return Err(bad("image is larger than 10 MB".into()));
         }
         let mut body = Vec::new();

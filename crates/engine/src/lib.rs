@@ -246,7 +246,11 @@ impl Engine {
 
     /// Apply an update; losing the compare-and-swap is normal (someone else
     /// moved the task) and changes nothing.
-    async fn apply(&self, task: &Task, update: TaskUpdate) -> Result<(), gengate_store::StoreError> {
+    async fn apply(
+        &self,
+        task: &Task,
+        update: TaskUpdate,
+    ) -> Result<(), gengate_store::StoreError> {
         if let Some(to) = update.state
             && !task.state.can_become(to)
         {
@@ -279,10 +283,12 @@ impl Engine {
     }
 
     async fn time_out(&self, task: &Task) -> Result<(), gengate_store::StoreError> {
-        if let (Some(r), Some(ch)) = (&task.upstream_ref, task.channel.as_deref().and_then(|c| self.channels.get(c))) {
-            if let Err(e) = ch.provider.cancel(r).await {
-                tracing::warn!(task = %task.id, error = %e, "upstream cancel after timeout failed");
-            }
+        if let (Some(r), Some(ch)) = (
+            &task.upstream_ref,
+            task.channel.as_deref().and_then(|c| self.channels.get(c)),
+        ) && let Err(e) = ch.provider.cancel(r).await
+        {
+            tracing::warn!(task = %task.id, error = %e, "upstream cancel after timeout failed");
         }
         self.apply(task, TaskUpdate::fail("timeout")).await
     }
@@ -290,12 +296,21 @@ impl Engine {
     async fn dispatch(&self, task: &Task) -> Result<(), gengate_store::StoreError> {
         let Some(channel) = self.channels.route(task) else {
             return self
-                .apply(task, TaskUpdate::fail(format!("no channel serves model {}", task.model)))
+                .apply(
+                    task,
+                    TaskUpdate::fail(format!("no channel serves model {}", task.model)),
+                )
                 .await;
         };
-        let inputs = match self.fetcher.resolve(task, &self.files, self.store.as_ref()).await {
+        let inputs = match self
+            .fetcher
+            .resolve(task, &self.files, self.store.as_ref())
+            .await
+        {
             Ok(i) => i,
-            Err(InputError::Bad(reason)) => return self.apply(task, TaskUpdate::fail(reason)).await,
+            Err(InputError::Bad(reason)) => {
+                return self.apply(task, TaskUpdate::fail(reason)).await;
+            }
             Err(InputError::Transient(why)) => return self.retry_later(task, &why).await,
         };
         let job = Submission {
@@ -312,12 +327,18 @@ impl Engine {
                     upstream_ref: Some(sub.upstream_ref),
                     bump_attempts: true,
                     next_due_at: Some(self.due(task, first_poll.min(self.cfg.max_poll_interval))),
-                    detail: Some(format!("submitted to channel {} ({})", channel.name, channel.provider.kind())),
+                    detail: Some(format!(
+                        "submitted to channel {} ({})",
+                        channel.name,
+                        channel.provider.kind()
+                    )),
                     ..TaskUpdate::default()
                 };
                 self.apply(task, update).await
             }
-            Err(ProviderError::Permanent(reason)) => self.apply(task, TaskUpdate::fail(reason)).await,
+            Err(ProviderError::Permanent(reason)) => {
+                self.apply(task, TaskUpdate::fail(reason)).await
+            }
             Err(ProviderError::Auth(_)) => {
                 tracing::error!(channel = %channel.name, "upstream refused the channel's credentials");
                 self.retry_later(task, "channel credentials refused").await
@@ -334,7 +355,10 @@ impl Engine {
             return self
                 .apply(
                     task,
-                    TaskUpdate::fail(format!("upstream unavailable after {} attempts: {why}", task.attempts + 1)),
+                    TaskUpdate::fail(format!(
+                        "upstream unavailable after {} attempts: {why}",
+                        task.attempts + 1
+                    )),
                 )
                 .await;
         }
@@ -353,13 +377,20 @@ impl Engine {
             task.channel.as_deref().and_then(|c| self.channels.get(c)),
         ) else {
             return self
-                .apply(task, TaskUpdate::fail("the task's channel is no longer configured"))
+                .apply(
+                    task,
+                    TaskUpdate::fail("the task's channel is no longer configured"),
+                )
                 .await;
         };
         match channel.provider.poll(upstream_ref, now_ms()).await {
-            Ok(PollOutcome::Running { progress, poll_after }) => {
+            Ok(PollOutcome::Running {
+                progress,
+                poll_after,
+            }) => {
                 let elapsed = Duration::from_millis(
-                    u64::try_from(now_ms() - task.started_at.unwrap_or(task.created_at)).unwrap_or(0),
+                    u64::try_from(now_ms() - task.started_at.unwrap_or(task.created_at))
+                        .unwrap_or(0),
                 );
                 // Soon after submit, then backing off as the job ages.
                 let next = poll_after
@@ -384,14 +415,18 @@ impl Engine {
                         };
                         self.apply(task, update).await
                     }
-                    Err(artifacts::MirrorError::BadResult(r)) => self.apply(task, TaskUpdate::fail(r)).await,
+                    Err(artifacts::MirrorError::BadResult(r)) => {
+                        self.apply(task, TaskUpdate::fail(r)).await
+                    }
                     Err(artifacts::MirrorError::Transient(why)) => {
                         tracing::warn!(task = %task.id, why, "storing results failed; will poll again");
                         self.poll_again(task).await
                     }
                 }
             }
-            Err(ProviderError::Permanent(reason)) => self.apply(task, TaskUpdate::fail(reason)).await,
+            Err(ProviderError::Permanent(reason)) => {
+                self.apply(task, TaskUpdate::fail(reason)).await
+            }
             Err(e) => {
                 tracing::warn!(task = %task.id, error = %e, "poll failed; will poll again");
                 self.poll_again(task).await

@@ -53,7 +53,10 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn TaskStore
 }
 
 /// On an empty store, make the first admin key (from `admin_key` or random).
-async fn first_admin_key(store: &dyn TaskStore, settings: &Settings) -> anyhow::Result<Option<String>> {
+async fn first_admin_key(
+    store: &dyn TaskStore,
+    settings: &Settings,
+) -> anyhow::Result<Option<String>> {
     if store.count_keys().await? > 0 {
         return Ok(None);
     }

@@ -58,9 +58,9 @@ impl Default for Settings {
 
 impl Settings {
     pub fn database_url(&self) -> String {
-        self.database_url.clone().unwrap_or_else(|| {
-            format!("sqlite://{}", self.data_dir.join("gengate.db").display())
-        })
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("gengate.db").display()))
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
@@ -153,7 +153,11 @@ pub struct ServeFlags {
 pub fn load(common: &CommonFlags, serve: &ServeFlags) -> anyhow::Result<Settings> {
     let file = match &common.config {
         Some(path) => {
-            anyhow::ensure!(path.exists(), "config file {} does not exist", path.display());
+            anyhow::ensure!(
+                path.exists(),
+                "config file {} does not exist",
+                path.display()
+            );
             Some(path.clone())
         }
         None => Some(PathBuf::from("gengate.toml")).filter(|p| p.exists()),
@@ -176,6 +180,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure type, not ours
     fn flags_override_file_and_defaults() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("g.toml", "sandbox_latency_ms = 5\nlisten = \"127.0.0.1:9\"")?;

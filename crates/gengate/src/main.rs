@@ -8,7 +8,11 @@ use tracing_subscriber::EnvFilter;
 use uuid::Uuid;
 
 #[derive(Parser)]
-#[command(name = "gengate", version, about = "A self-hosted gateway for asynchronous AI image and video generation")]
+#[command(
+    name = "gengate",
+    version,
+    about = "A self-hosted gateway for asynchronous AI image and video generation"
+)]
 struct Cli {
     #[command(flatten)]
     common: CommonFlags,
@@ -53,7 +57,9 @@ fn init_logging(json: bool) {
     let filter = EnvFilter::try_from_env("GENGATE_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -101,13 +107,14 @@ async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -130,7 +137,12 @@ async fn keys(settings: config::Settings, cmd: KeysCommand) -> anyhow::Result<()
                     serde_json::json!({"id": key.id, "name": key.name, "admin": key.admin, "key": secret})
                 );
             } else {
-                println!("Created key {} ({}{}). Its secret is shown only this once:", key.id, key.name, if admin { ", admin" } else { "" });
+                println!(
+                    "Created key {} ({}{}). Its secret is shown only this once:",
+                    key.id,
+                    key.name,
+                    if admin { ", admin" } else { "" }
+                );
                 println!("{secret}");
             }
         }
@@ -143,13 +155,20 @@ async fn keys(settings: config::Settings, cmd: KeysCommand) -> anyhow::Result<()
                     .collect();
                 println!("{}", serde_json::Value::Array(rows));
             } else {
-                println!("{:<36}  {:<6}  {:<8}  {:<24}  NAME", "ID", "ADMIN", "STATUS", "CREATED");
+                println!(
+                    "{:<36}  {:<6}  {:<8}  {:<24}  NAME",
+                    "ID", "ADMIN", "STATUS", "CREATED"
+                );
                 for k in keys {
                     println!(
                         "{:<36}  {:<6}  {:<8}  {:<24}  {}",
                         k.id,
                         if k.admin { "yes" } else { "no" },
-                        if k.revoked_at.is_some() { "revoked" } else { "active" },
+                        if k.revoked_at.is_some() {
+                            "revoked"
+                        } else {
+                            "active"
+                        },
                         gengate_core::time::rfc3339_ms(k.created_at),
                         k.name
                     );
@@ -157,7 +176,10 @@ async fn keys(settings: config::Settings, cmd: KeysCommand) -> anyhow::Result<()
             }
         }
         KeysCommand::Revoke { id } => {
-            anyhow::ensure!(store.revoke_key(id, now_ms()).await?, "no active key with id {id}");
+            anyhow::ensure!(
+                store.revoke_key(id, now_ms()).await?,
+                "no active key with id {id}"
+            );
             println!("revoked key {id}");
         }
     }

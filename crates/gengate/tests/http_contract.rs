@@ -12,13 +12,17 @@ const KLING: &str = "/kling/v1/images/generations";
 
 /// Is this body the dialect's error envelope?
 fn luma_error(v: &Value) -> &str {
-    v["detail"].as_str().unwrap_or_else(|| panic!("not a Luma error: {v}"))
+    v["detail"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not a Luma error: {v}"))
 }
 
 fn kling_error(v: &Value, code: u64) -> &str {
     assert_eq!(v["code"], code, "{v}");
     assert!(v["data"].is_null());
-    v["message"].as_str().unwrap_or_else(|| panic!("not a Kling error: {v}"))
+    v["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not a Kling error: {v}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -27,13 +31,18 @@ async fn keys_are_required_and_checked() {
     let body = || Some(("application/json", br#"{"prompt":"a"}"#.to_vec()));
     for (method, path) in [
         (Method::POST, LUMA),
-        (Method::GET, "/luma/generations/4665a07c-7641-4809-a133-10786201bb56"),
+        (
+            Method::GET,
+            "/luma/generations/4665a07c-7641-4809-a133-10786201bb56",
+        ),
         (Method::POST, "/luma/tasks"),
     ] {
         let (s, v) = gw.send(method.clone(), path, None, body()).await;
         assert_eq!(s, 401, "{path}");
         assert!(luma_error(&v).contains("missing API key"));
-        let (s, v) = gw.send(method, path, Some("gg_not_a_real_key"), body()).await;
+        let (s, v) = gw
+            .send(method, path, Some("gg_not_a_real_key"), body())
+            .await;
         assert_eq!(s, 401, "{path}");
         assert!(luma_error(&v).contains("unknown"));
     }
@@ -44,7 +53,10 @@ async fn keys_are_required_and_checked() {
     assert_eq!(s, 401);
     kling_error(&v, 1000);
     // Nothing was stored for anyone.
-    assert_eq!(gw.task_count(&gw.admin, gengate_core::Dialect::Luma).await, 0);
+    assert_eq!(
+        gw.task_count(&gw.admin, gengate_core::Dialect::Luma).await,
+        0
+    );
     gw.stop().await;
 }
 
@@ -53,28 +65,63 @@ async fn bodies_must_be_json_objects_within_the_limit() {
     let gw = Gateway::start().await;
     let key = Some(gw.admin.as_str());
     for path in [LUMA, "/luma/tasks", KLING] {
-        let (s, v) = gw.send(Method::POST, path, key, Some(("text/plain", b"{}".to_vec()))).await;
+        let (s, v) = gw
+            .send(
+                Method::POST,
+                path,
+                key,
+                Some(("text/plain", b"{}".to_vec())),
+            )
+            .await;
         assert_eq!(s, 415, "{path}: {v}");
         let (s, v) = gw.send(Method::POST, path, key, None).await;
         assert_eq!(s, 415, "{path} without a content type: {v}");
         let (s, v) = gw
-            .send(Method::POST, path, key, Some(("application/json", b"{\"prompt\": ".to_vec())))
+            .send(
+                Method::POST,
+                path,
+                key,
+                Some(("application/json", b"{\"prompt\": ".to_vec())),
+            )
             .await;
         assert_eq!(s, 400, "{path}: {v}");
         let (s, v) = gw
-            .send(Method::POST, path, key, Some(("application/json", b"[1, 2]".to_vec())))
+            .send(
+                Method::POST,
+                path,
+                key,
+                Some(("application/json", b"[1, 2]".to_vec())),
+            )
             .await;
         assert_eq!(s, 400, "{path}: {v}");
         let huge = format!("{{\"prompt\": \"{}\"}}", "a".repeat(16 * 1024 * 1024));
         let (s, v) = gw
-            .send(Method::POST, path, key, Some(("application/json; charset=utf-8", huge.into_bytes())))
+            .send(
+                Method::POST,
+                path,
+                key,
+                Some(("application/json; charset=utf-8", huge.into_bytes())),
+            )
             .await;
         assert_eq!(s, 413, "{path}: {v}");
     }
-    let (_, v) = gw.send(Method::POST, KLING, key, Some(("text/plain", b"{}".to_vec()))).await;
+    let (_, v) = gw
+        .send(
+            Method::POST,
+            KLING,
+            key,
+            Some(("text/plain", b"{}".to_vec())),
+        )
+        .await;
     kling_error(&v, 1200);
-    assert_eq!(gw.task_count(&gw.admin, gengate_core::Dialect::Luma).await, 0);
-    assert_eq!(gw.task_count(&gw.admin, gengate_core::Dialect::Kling).await, 0);
+    assert_eq!(
+        gw.task_count(&gw.admin, gengate_core::Dialect::Luma).await,
+        0
+    );
+    assert_eq!(
+        gw.task_count(&gw.admin, gengate_core::Dialect::Kling).await,
+        0
+    );
     gw.stop().await;
 }
 
@@ -94,7 +141,9 @@ async fn unknown_ids_and_paths_are_404() {
     let (s, v) = gw.get(&format!("{KLING}/{unknown}"), &gw.admin).await;
     assert_eq!(s, 404);
     kling_error(&v, 1203);
-    let (s, v) = gw.get(&format!("{KLING}/no-such-external-id"), &gw.admin).await;
+    let (s, v) = gw
+        .get(&format!("{KLING}/no-such-external-id"), &gw.admin)
+        .await;
     assert_eq!(s, 404);
     kling_error(&v, 1203);
     let (s, _) = gw.get("/no/such/endpoint", &gw.admin).await;
@@ -107,10 +156,16 @@ async fn no_endpoint_reveals_another_keys_tasks() {
     let gw = Gateway::start().await;
     let alice = gw.new_key("alice").await;
     let bob = gw.new_key("bob").await;
-    let (_, v) = gw.post(LUMA, &alice, json!({"user_prompt": "alice's"})).await;
+    let (_, v) = gw
+        .post(LUMA, &alice, json!({"user_prompt": "alice's"}))
+        .await;
     let luma_id = v["id"].as_str().unwrap().to_string();
     let (_, v) = gw
-        .post(KLING, &alice, json!({"prompt": "alice's", "external_task_id": "a-1"}))
+        .post(
+            KLING,
+            &alice,
+            json!({"prompt": "alice's", "external_task_id": "a-1"}),
+        )
         .await;
     let kling_id = v["data"]["task_id"].as_str().unwrap().to_string();
     gw.wait_luma(&alice, &luma_id).await;
@@ -124,9 +179,13 @@ async fn no_endpoint_reveals_another_keys_tasks() {
         let (s, v) = gw.get(&path, &bob).await;
         assert_eq!(s, 404, "{path}: {v}");
     }
-    let (s, _) = gw.post(&format!("{LUMA}/{luma_id}/extend"), &bob, json!({})).await;
+    let (s, _) = gw
+        .post(&format!("{LUMA}/{luma_id}/extend"), &bob, json!({}))
+        .await;
     assert_eq!(s, 404);
-    let (s, v) = gw.post("/luma/tasks", &bob, json!({"ids": [luma_id]})).await;
+    let (s, v) = gw
+        .post("/luma/tasks", &bob, json!({"ids": [luma_id]}))
+        .await;
     assert_eq!((s, v), (200, json!([])));
     for path in [format!("{KLING}/{kling_id}"), format!("{KLING}/a-1")] {
         let (s, _) = gw.get(&path, &bob).await;
@@ -135,7 +194,9 @@ async fn no_endpoint_reveals_another_keys_tasks() {
     let (s, v) = gw.get(KLING, &bob).await;
     assert_eq!((s, v["data"].clone()), (200, json!([])));
     // Alice still sees hers.
-    let (s, v) = gw.post("/luma/tasks", &alice, json!({"ids": [luma_id]})).await;
+    let (s, v) = gw
+        .post("/luma/tasks", &alice, json!({"ids": [luma_id]}))
+        .await;
     assert_eq!((s, v.as_array().unwrap().len()), (200, 1));
     let (s, v) = gw.get(KLING, &alice).await;
     assert_eq!((s, v["data"].as_array().unwrap().len()), (200, 1));
@@ -164,10 +225,18 @@ async fn health_and_openapi() {
         ("/healthz", "get"),
         ("/readyz", "get"),
     ] {
-        assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing");
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} missing"
+        );
     }
     // Every answer carries a request id.
-    let resp = gw.http.get(format!("{}/healthz", gw.base)).send().await.unwrap();
+    let resp = gw
+        .http
+        .get(format!("{}/healthz", gw.base))
+        .send()
+        .await
+        .unwrap();
     assert!(resp.headers().contains_key("x-request-id"));
     gw.stop().await;
 }
@@ -180,9 +249,13 @@ async fn tasks_past_their_deadline_fail_with_timeout() {
         s.image_deadline_secs = 1;
     })
     .await;
-    let (_, v) = gw.post(LUMA, &gw.admin, json!({"user_prompt": "too slow"})).await;
+    let (_, v) = gw
+        .post(LUMA, &gw.admin, json!({"user_prompt": "too slow"}))
+        .await;
     let luma_id = v["id"].as_str().unwrap().to_string();
-    let (_, v) = gw.post(KLING, &gw.admin, json!({"prompt": "too slow"})).await;
+    let (_, v) = gw
+        .post(KLING, &gw.admin, json!({"prompt": "too slow"}))
+        .await;
     let kling_id = v["data"]["task_id"].as_str().unwrap().to_string();
     let started = std::time::Instant::now();
     let done = gw.wait_luma(&gw.admin, &luma_id).await;
@@ -190,6 +263,12 @@ async fn tasks_past_their_deadline_fail_with_timeout() {
     assert_eq!(done["failure_reason"], "timeout");
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
     let done = gw.wait_kling(&gw.admin, &kling_id).await;
-    assert_eq!((done["task_status"].as_str(), done["task_status_msg"].as_str()), (Some("failed"), Some("timeout")));
+    assert_eq!(
+        (
+            done["task_status"].as_str(),
+            done["task_status_msg"].as_str()
+        ),
+        (Some("failed"), Some("timeout"))
+    );
     gw.stop().await;
 }

@@ -27,7 +27,10 @@ async fn images_are_generated_at_the_asked_ratio() {
     )
     .await;
     assert_eq!(t["task_info"]["external_task_id"], "fox-1");
-    assert!(t["created_at"].as_i64().unwrap() > 1_700_000_000_000, "Unix ms");
+    assert!(
+        t["created_at"].as_i64().unwrap() > 1_700_000_000_000,
+        "Unix ms"
+    );
     let id = t["task_id"].as_str().unwrap();
     let done = gw.wait_kling(&gw.admin, id).await;
     assert_eq!(done["task_status"], "succeed", "{done}");
@@ -55,13 +58,34 @@ async fn images_are_generated_at_the_asked_ratio() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_same_prompt_and_seed_give_the_same_image() {
     let gw = Gateway::start().await;
-    let a = create(&gw, &gw.admin, json!({"prompt": "same", "aspect_ratio": "1:1"})).await;
-    let b = create(&gw, &gw.admin, json!({"prompt": "same", "aspect_ratio": "1:1"})).await;
-    let c = create(&gw, &gw.admin, json!({"prompt": "other", "aspect_ratio": "1:1"})).await;
+    let a = create(
+        &gw,
+        &gw.admin,
+        json!({"prompt": "same", "aspect_ratio": "1:1"}),
+    )
+    .await;
+    let b = create(
+        &gw,
+        &gw.admin,
+        json!({"prompt": "same", "aspect_ratio": "1:1"}),
+    )
+    .await;
+    let c = create(
+        &gw,
+        &gw.admin,
+        json!({"prompt": "other", "aspect_ratio": "1:1"}),
+    )
+    .await;
     let mut files = Vec::new();
     for t in [a, b, c] {
-        let done = gw.wait_kling(&gw.admin, t["task_id"].as_str().unwrap()).await;
-        files.push(gw.bytes(done["task_result"]["images"][0]["url"].as_str().unwrap()).await.2);
+        let done = gw
+            .wait_kling(&gw.admin, t["task_id"].as_str().unwrap())
+            .await;
+        files.push(
+            gw.bytes(done["task_result"]["images"][0]["url"].as_str().unwrap())
+                .await
+                .2,
+        );
     }
     assert_eq!(files[0], files[1]);
     assert_ne!(files[0], files[2]);
@@ -73,7 +97,12 @@ async fn reference_images_by_url_and_inline_are_used() {
     let host = ImageHost::start().await;
     let gw = Gateway::start().await;
     let b64 = base64::engine::general_purpose::STANDARD.encode(RED_PNG);
-    let plain = create(&gw, &gw.admin, json!({"prompt": "tinted", "aspect_ratio": "1:1"})).await;
+    let plain = create(
+        &gw,
+        &gw.admin,
+        json!({"prompt": "tinted", "aspect_ratio": "1:1"}),
+    )
+    .await;
     let by_url = create(
         &gw,
         &gw.admin,
@@ -94,9 +123,14 @@ async fn reference_images_by_url_and_inline_are_used() {
     .await;
     let mut redness = Vec::new();
     for t in [plain, by_url, inline, data_uri] {
-        let done = gw.wait_kling(&gw.admin, t["task_id"].as_str().unwrap()).await;
+        let done = gw
+            .wait_kling(&gw.admin, t["task_id"].as_str().unwrap())
+            .await;
         assert_eq!(done["task_status"], "succeed", "{done}");
-        let bytes = gw.bytes(done["task_result"]["images"][0]["url"].as_str().unwrap()).await.2;
+        let bytes = gw
+            .bytes(done["task_result"]["images"][0]["url"].as_str().unwrap())
+            .await
+            .2;
         let img = image::load_from_memory(&bytes).unwrap().to_rgb8();
         let (mut r, mut g) = (0u64, 0u64);
         for p in img.pixels() {
@@ -125,7 +159,12 @@ async fn image_urls_that_cannot_be_used_fail_the_task_clearly() {
     ];
     let mut ids = Vec::new();
     for (path, _) in cases {
-        let t = create(&gw, &gw.admin, json!({"prompt": "p", "image": host.url(path)})).await;
+        let t = create(
+            &gw,
+            &gw.admin,
+            json!({"prompt": "p", "image": host.url(path)}),
+        )
+        .await;
         ids.push(t["task_id"].as_str().unwrap().to_string());
     }
     for ((path, why), id) in cases.iter().zip(ids) {
@@ -142,9 +181,16 @@ async fn image_urls_that_cannot_be_used_fail_the_task_clearly() {
 async fn failures_use_klings_states() {
     let gw = Gateway::start_with(|s| s.sandbox_failure_rate = 1.0).await;
     let t = create(&gw, &gw.admin, json!({"prompt": "doomed"})).await;
-    let done = gw.wait_kling(&gw.admin, t["task_id"].as_str().unwrap()).await;
+    let done = gw
+        .wait_kling(&gw.admin, t["task_id"].as_str().unwrap())
+        .await;
     assert_eq!(done["task_status"], "failed");
-    assert!(done["task_status_msg"].as_str().unwrap().contains("sandbox"));
+    assert!(
+        done["task_status_msg"]
+            .as_str()
+            .unwrap()
+            .contains("sandbox")
+    );
     assert_eq!(done["task_result"]["images"], json!([]));
     gw.stop().await;
 }
@@ -153,17 +199,34 @@ async fn failures_use_klings_states() {
 async fn external_task_ids_are_unique_per_key() {
     let gw = Gateway::start_with(|s| s.sandbox_latency_ms = 60_000).await;
     let other = gw.new_key("other").await;
-    create(&gw, &gw.admin, json!({"prompt": "a", "external_task_id": "mine"})).await;
+    create(
+        &gw,
+        &gw.admin,
+        json!({"prompt": "a", "external_task_id": "mine"}),
+    )
+    .await;
     let (s, v) = gw
-        .post(PATH, &gw.admin, json!({"prompt": "b", "external_task_id": "mine"}))
+        .post(
+            PATH,
+            &gw.admin,
+            json!({"prompt": "b", "external_task_id": "mine"}),
+        )
         .await;
     assert_eq!(s, 409, "{v}");
     assert_eq!(v["code"], 1201);
     assert!(v["message"].as_str().unwrap().contains("external_task_id"));
     assert!(!v["request_id"].as_str().unwrap().is_empty());
     // Another key may use the same external id.
-    create(&gw, &other, json!({"prompt": "c", "external_task_id": "mine"})).await;
-    assert_eq!(gw.task_count(&gw.admin, gengate_core::Dialect::Kling).await, 1);
+    create(
+        &gw,
+        &other,
+        json!({"prompt": "c", "external_task_id": "mine"}),
+    )
+    .await;
+    assert_eq!(
+        gw.task_count(&gw.admin, gengate_core::Dialect::Kling).await,
+        1
+    );
     gw.stop().await;
 }
 
@@ -179,7 +242,9 @@ async fn listing_pages_newest_first() {
     let page = |n: u32, size: u32| {
         let gw = &gw;
         async move {
-            let (s, v) = gw.get(&format!("{PATH}?pageNum={n}&pageSize={size}"), &gw.admin).await;
+            let (s, v) = gw
+                .get(&format!("{PATH}?pageNum={n}&pageSize={size}"), &gw.admin)
+                .await;
             assert_eq!(s, 200, "{v}");
             v["data"]
                 .as_array()
@@ -193,7 +258,11 @@ async fn listing_pages_newest_first() {
     assert_eq!(page(3, 3).await, ids[6..7]);
     assert!(page(4, 3).await.is_empty());
     let (s, v) = gw.get(PATH, &gw.admin).await;
-    assert_eq!((s, v["data"].as_array().unwrap().len()), (200, 7), "defaults");
+    assert_eq!(
+        (s, v["data"].as_array().unwrap().len()),
+        (200, 7),
+        "defaults"
+    );
     for bad in ["pageNum=0", "pageSize=501", "pageSize=0", "pageNum=x"] {
         let (s, v) = gw.get(&format!("{PATH}?{bad}"), &gw.admin).await;
         assert_eq!(s, 400, "{bad}: {v}");
@@ -206,27 +275,49 @@ async fn listing_pages_newest_first() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_is_a_400_naming_the_field_and_stores_nothing() {
     let gw = Gateway::start().await;
-    let gif = base64::engine::general_purpose::STANDARD.encode(b"GIF89a\x01\x00\x01\x00\x00\x00\x00;");
+    let gif =
+        base64::engine::general_purpose::STANDARD.encode(b"GIF89a\x01\x00\x01\x00\x00\x00\x00;");
     let big = "A".repeat(14 * 1024 * 1024);
     let cases = [
         (json!({}), "prompt"),
         (json!({"prompt": ""}), "prompt"),
         (json!({"prompt": "p".repeat(501)}), "prompt"),
         (json!({"prompt": ["a"]}), "prompt"),
-        (json!({"prompt": "a", "negative_prompt": "n".repeat(201)}), "negative_prompt"),
+        (
+            json!({"prompt": "a", "negative_prompt": "n".repeat(201)}),
+            "negative_prompt",
+        ),
         (json!({"prompt": "a", "n": 0}), "n"),
         (json!({"prompt": "a", "n": 10}), "n"),
         (json!({"prompt": "a", "n": 2.5}), "n"),
-        (json!({"prompt": "a", "image_fidelity": 1.01}), "image_fidelity"),
-        (json!({"prompt": "a", "image_fidelity": "high"}), "image_fidelity"),
-        (json!({"prompt": "a", "aspect_ratio": "21:9"}), "aspect_ratio"),
+        (
+            json!({"prompt": "a", "image_fidelity": 1.01}),
+            "image_fidelity",
+        ),
+        (
+            json!({"prompt": "a", "image_fidelity": "high"}),
+            "image_fidelity",
+        ),
+        (
+            json!({"prompt": "a", "aspect_ratio": "21:9"}),
+            "aspect_ratio",
+        ),
         (json!({"prompt": "a", "image": gif}), "image"),
         (json!({"prompt": "a", "image": "%%%not base64%%%"}), "image"),
-        (json!({"prompt": "a", "image": "data:image/png,rawbytes"}), "image"),
+        (
+            json!({"prompt": "a", "image": "data:image/png,rawbytes"}),
+            "image",
+        ),
         (json!({"prompt": "a", "image": big}), "image"),
-        (json!({"prompt": "a", "callback_url": "gopher://x.test"}), "callback_url"),
+        (
+            json!({"prompt": "a", "callback_url": "gopher://x.test"}),
+            "callback_url",
+        ),
         (json!({"prompt": "a", "model": "m".repeat(65)}), "model"),
-        (json!({"prompt": "a", "external_task_id": "x".repeat(129)}), "external_task_id"),
+        (
+            json!({"prompt": "a", "external_task_id": "x".repeat(129)}),
+            "external_task_id",
+        ),
     ];
     for (body, field) in cases {
         let (s, v) = gw.post(PATH, &gw.admin, body.clone()).await;
@@ -235,13 +326,19 @@ async fn bad_input_is_a_400_naming_the_field_and_stores_nothing() {
         assert_eq!(v["code"], 1201, "{v}");
         assert!(v["data"].is_null());
         let msg = v["message"].as_str().unwrap();
-        assert!(msg.starts_with(field), "{shown}: {msg:?} should name {field}");
+        assert!(
+            msg.starts_with(field),
+            "{shown}: {msg:?} should name {field}"
+        );
     }
     // Exactly at the limits is fine.
     let (s, v) = gw
         .post(PATH, &gw.admin, json!({"prompt": "p".repeat(500), "negative_prompt": "n".repeat(200), "n": 9, "image_fidelity": 0}))
         .await;
     assert_eq!(s, 200, "{v}");
-    assert_eq!(gw.task_count(&gw.admin, gengate_core::Dialect::Kling).await, 1);
+    assert_eq!(
+        gw.task_count(&gw.admin, gengate_core::Dialect::Kling).await,
+        1
+    );
     gw.stop().await;
 }

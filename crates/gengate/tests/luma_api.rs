@@ -17,12 +17,19 @@ async fn create(gw: &Gateway, key: &str, body: Value) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn video_task_completes_in_the_seed_shape() {
     let gw = Gateway::start().await;
-    let id = create(&gw, &gw.admin, json!({"user_prompt": "cat dance", "aspect_ratio": "9:16"})).await;
+    let id = create(
+        &gw,
+        &gw.admin,
+        json!({"user_prompt": "cat dance", "aspect_ratio": "9:16"}),
+    )
+    .await;
     let done = gw.wait_luma(&gw.admin, &id).await;
     assert_eq!(done["state"], "completed", "{done}");
 
     // The batch get answers the seed's structure, key for key, type for type.
-    let (status, batch) = gw.post("/luma/tasks", &gw.admin, json!({"ids": [id]})).await;
+    let (status, batch) = gw
+        .post("/luma/tasks", &gw.admin, json!({"ids": [id]}))
+        .await;
     assert_eq!(status, 200);
     let seed: Value = serde_json::from_str(SEED).unwrap();
     assert_same_shape(&seed, &batch, "$");
@@ -69,20 +76,31 @@ async fn video_task_completes_in_the_seed_shape() {
         let want = cell(cx, cy);
         let at = ((cy * 5 + cx) * 3) as usize;
         for c in 0..3 {
-            assert!((i32::from(grid[at + c]) - want[c]).abs() <= 2, "cell {i}: {grid:?}");
+            assert!(
+                (i32::from(grid[at + c]) - want[c]).abs() <= 2,
+                "cell {i}: {grid:?}"
+            );
         }
     }
     let (s, ct, _) = gw.bytes(t["last_frame"]["url"].as_str().unwrap()).await;
     assert_eq!((s, ct.as_str()), (200, "image/jpeg"));
 
-    let (s, v) = gw.get(&format!("/luma/generations/{id}/download_video_url"), &gw.admin).await;
+    let (s, v) = gw
+        .get(
+            &format!("/luma/generations/{id}/download_video_url"),
+            &gw.admin,
+        )
+        .await;
     assert_eq!(s, 200);
     assert_eq!(v["url"], t["video"]["url"]);
 
     // Events were recorded in order, one per state.
     let events = gw.store().task_events(id.parse().unwrap()).await.unwrap();
     let states: Vec<_> = events.iter().map(|e| (e.seq, e.state.as_str())).collect();
-    assert_eq!(states, vec![(1, "pending"), (2, "processing"), (3, "completed")]);
+    assert_eq!(
+        states,
+        vec![(1, "pending"), (2, "processing"), (3, "completed")]
+    );
     gw.stop().await;
 }
 
@@ -92,9 +110,17 @@ async fn failed_tasks_say_why_and_have_no_media() {
     let id = create(&gw, &gw.admin, json!({"prompt": "doomed"})).await;
     let done = gw.wait_luma(&gw.admin, &id).await;
     assert_eq!(done["state"], "failed");
-    assert!(done["failure_reason"].as_str().unwrap().contains("sandbox"), "{done}");
+    assert!(
+        done["failure_reason"].as_str().unwrap().contains("sandbox"),
+        "{done}"
+    );
     assert!(done["video"].is_null() && done["artifact"].is_null());
-    let (s, v) = gw.get(&format!("/luma/generations/{id}/download_video_url"), &gw.admin).await;
+    let (s, v) = gw
+        .get(
+            &format!("/luma/generations/{id}/download_video_url"),
+            &gw.admin,
+        )
+        .await;
     assert_eq!(s, 409, "{v}");
     assert!(v["detail"].as_str().unwrap().contains("failed"));
     gw.stop().await;
@@ -108,30 +134,53 @@ async fn batch_get_keeps_order_omits_unknown_and_lists_duplicates_once() {
     let c = create(&gw, &gw.admin, json!({"user_prompt": "c"})).await;
     let unknown = "4665a07c-7641-4809-a133-10786201bb56";
     let (s, v) = gw
-        .post("/luma/tasks", &gw.admin, json!({"ids": [c, unknown, a, c, b, a]}))
+        .post(
+            "/luma/tasks",
+            &gw.admin,
+            json!({"ids": [c, unknown, a, c, b, a]}),
+        )
         .await;
     assert_eq!(s, 200);
-    let got: Vec<&str> = v.as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect();
+    let got: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
     assert_eq!(got, vec![c.as_str(), a.as_str(), b.as_str()]);
     // Unfinished tasks show null media.
     assert!(v[0]["video"].is_null() && v[0]["thumbnail"].is_null());
 
     // A Kling task's id is not a Luma task: left out.
     let (_, k) = gw
-        .post("/kling/v1/images/generations", &gw.admin, json!({"prompt": "img"}))
+        .post(
+            "/kling/v1/images/generations",
+            &gw.admin,
+            json!({"prompt": "img"}),
+        )
         .await;
     let kid = k["data"]["task_id"].as_str().unwrap();
-    let (_, v) = gw.post("/luma/tasks", &gw.admin, json!({"ids": [kid, a]})).await;
+    let (_, v) = gw
+        .post("/luma/tasks", &gw.admin, json!({"ids": [kid, a]}))
+        .await;
     assert_eq!(v.as_array().unwrap().len(), 1);
 
     // 100 ids is fine; 101, none or a non-UUID is a 400 naming ids.
     let hundred: Vec<String> = std::iter::once(a.clone())
         .chain((0..99).map(|_| uuid::Uuid::now_v7().to_string()))
         .collect();
-    let (s, v) = gw.post("/luma/tasks", &gw.admin, json!({"ids": hundred})).await;
+    let (s, v) = gw
+        .post("/luma/tasks", &gw.admin, json!({"ids": hundred}))
+        .await;
     assert_eq!((s, v.as_array().unwrap().len()), (200, 1));
     let over: Vec<String> = (0..101).map(|_| uuid::Uuid::now_v7().to_string()).collect();
-    for bad in [json!({"ids": over}), json!({"ids": []}), json!({}), json!({"ids": ["nope"]}), json!({"ids": "x"})] {
+    for bad in [
+        json!({"ids": over}),
+        json!({"ids": []}),
+        json!({}),
+        json!({"ids": ["nope"]}),
+        json!({"ids": "x"}),
+    ] {
         let (s, v) = gw.post("/luma/tasks", &gw.admin, bad.clone()).await;
         assert_eq!(s, 400, "{bad} -> {v}");
         assert!(v["detail"].as_str().unwrap().starts_with("ids"), "{v}");
@@ -142,15 +191,27 @@ async fn batch_get_keeps_order_omits_unknown_and_lists_duplicates_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn extend_continues_a_completed_task() {
     let gw = Gateway::start().await;
-    let id = create(&gw, &gw.admin, json!({"user_prompt": "waves", "aspect_ratio": "1:1"})).await;
+    let id = create(
+        &gw,
+        &gw.admin,
+        json!({"user_prompt": "waves", "aspect_ratio": "1:1"}),
+    )
+    .await;
 
     let parent = gw.wait_luma(&gw.admin, &id).await;
     let (s, v) = gw
-        .post(&format!("/luma/generations/{id}/extend"), &gw.admin, json!({"user_prompt": "more waves"}))
+        .post(
+            &format!("/luma/generations/{id}/extend"),
+            &gw.admin,
+            json!({"user_prompt": "more waves"}),
+        )
         .await;
     assert_eq!(s, 201, "{v}");
     assert_eq!(v["request"]["extend_from"], id.as_str());
-    assert_eq!(v["request"]["aspect_ratio"], "1:1", "keeps the parent's frame");
+    assert_eq!(
+        v["request"]["aspect_ratio"], "1:1",
+        "keeps the parent's frame"
+    );
     let ext = v["id"].as_str().unwrap().to_string();
     let done = gw.wait_luma(&gw.admin, &ext).await;
     assert_eq!(done["state"], "completed", "{done}");
@@ -167,14 +228,25 @@ async fn extend_continues_a_completed_task() {
         }
         sum.map(|s| (s / n) as i64)
     };
-    let last = mean(gw.bytes(parent["last_frame"]["url"].as_str().unwrap()).await.2);
+    let last = mean(
+        gw.bytes(parent["last_frame"]["url"].as_str().unwrap())
+            .await
+            .2,
+    );
     let first = mean(gw.bytes(done["thumbnail"]["url"].as_str().unwrap()).await.2);
     for c in 0..3 {
-        assert!((last[c] - first[c]).abs() <= 40, "parent ends {last:?}, extension starts {first:?}");
+        assert!(
+            (last[c] - first[c]).abs() <= 40,
+            "parent ends {last:?}, extension starts {first:?}"
+        );
     }
 
     let (s, _) = gw
-        .post(&format!("/luma/generations/{}/extend", uuid::Uuid::now_v7()), &gw.admin, json!({}))
+        .post(
+            &format!("/luma/generations/{}/extend", uuid::Uuid::now_v7()),
+            &gw.admin,
+            json!({}),
+        )
         .await;
     assert_eq!(s, 404);
     gw.stop().await;
@@ -185,7 +257,11 @@ async fn extend_refuses_an_unfinished_task() {
     let gw = Gateway::start_with(|s| s.sandbox_latency_ms = 60_000).await;
     let id = create(&gw, &gw.admin, json!({"user_prompt": "slow"})).await;
     let (s, v) = gw
-        .post(&format!("/luma/generations/{id}/extend"), &gw.admin, json!({"user_prompt": "more"}))
+        .post(
+            &format!("/luma/generations/{id}/extend"),
+            &gw.admin,
+            json!({"user_prompt": "more"}),
+        )
         .await;
     assert_eq!(s, 409, "{v}");
     assert!(v["detail"].as_str().unwrap().contains("completed"));
@@ -200,23 +276,53 @@ async fn bad_input_is_a_400_naming_the_field_and_stores_nothing() {
         (json!({"user_prompt": ""}), "user_prompt"),
         (json!({"user_prompt": 5}), "user_prompt"),
         (json!({"user_prompt": "x".repeat(5001)}), "user_prompt"),
-        (json!({"user_prompt": "a", "aspect_ratio": "5:4"}), "aspect_ratio"),
+        (
+            json!({"user_prompt": "a", "aspect_ratio": "5:4"}),
+            "aspect_ratio",
+        ),
         (json!({"user_prompt": "a", "loop": "yes"}), "loop"),
-        (json!({"user_prompt": "a", "expand_prompt": 1}), "expand_prompt"),
-        (json!({"user_prompt": "a", "image_url": "file:///etc/passwd"}), "image_url"),
-        (json!({"user_prompt": "a", "image_end_url": "not a url"}), "image_end_url"),
-        (json!({"user_prompt": "a", "callback_url": "ftp://x.test/"}), "callback_url"),
-        (json!({"user_prompt": "a", "notify_hook": "javascript:alert(1)"}), "callback_url"),
-        (json!({"user_prompt": "a", "resolution": "8k"}), "resolution"),
+        (
+            json!({"user_prompt": "a", "expand_prompt": 1}),
+            "expand_prompt",
+        ),
+        (
+            json!({"user_prompt": "a", "image_url": "file:///etc/passwd"}),
+            "image_url",
+        ),
+        (
+            json!({"user_prompt": "a", "image_end_url": "not a url"}),
+            "image_end_url",
+        ),
+        (
+            json!({"user_prompt": "a", "callback_url": "ftp://x.test/"}),
+            "callback_url",
+        ),
+        (
+            json!({"user_prompt": "a", "notify_hook": "javascript:alert(1)"}),
+            "callback_url",
+        ),
+        (
+            json!({"user_prompt": "a", "resolution": "8k"}),
+            "resolution",
+        ),
         (json!({"user_prompt": "a", "duration": "30s"}), "duration"),
-        (json!({"user_prompt": "a", "model_name": "bad name!"}), "model_name"),
+        (
+            json!({"user_prompt": "a", "model_name": "bad name!"}),
+            "model_name",
+        ),
     ];
     for (body, field) in cases {
         let (s, v) = gw.post("/luma/generations", &gw.admin, body.clone()).await;
         assert_eq!(s, 400, "{body} -> {v}");
         let detail = v["detail"].as_str().unwrap();
-        assert!(detail.starts_with(field), "{body}: {detail:?} should name {field}");
+        assert!(
+            detail.starts_with(field),
+            "{body}: {detail:?} should name {field}"
+        );
     }
-    assert_eq!(gw.task_count(&gw.admin, gengate_core::Dialect::Luma).await, 0);
+    assert_eq!(
+        gw.task_count(&gw.admin, gengate_core::Dialect::Luma).await,
+        0
+    );
     gw.stop().await;
 }

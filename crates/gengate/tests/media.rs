@@ -12,7 +12,11 @@ use serde_json::json;
 async fn the_video_is_an_h264_mp4_of_five_seconds_served_with_ranges() {
     let gw = Gateway::start().await;
     let (_, v) = gw
-        .post("/luma/generations", &gw.admin, json!({"user_prompt": "ocean", "aspect_ratio": "21:9"}))
+        .post(
+            "/luma/generations",
+            &gw.admin,
+            json!({"user_prompt": "ocean", "aspect_ratio": "21:9"}),
+        )
         .await;
     let id = v["id"].as_str().unwrap().to_string();
     let t = gw.wait_luma(&gw.admin, &id).await;
@@ -33,7 +37,10 @@ async fn the_video_is_an_h264_mp4_of_five_seconds_served_with_ranges() {
     assert!((secs - 5.0).abs() < 0.05, "duration {secs}");
     assert_eq!(track.sample_count(), 120);
     assert_eq!(t["video_raw"]["duration"], 5.0);
-    assert_eq!((t["video"]["width"].as_u64(), t["video"]["height"].as_u64()), (Some(672), Some(288)));
+    assert_eq!(
+        (t["video"]["width"].as_u64(), t["video"]["height"].as_u64()),
+        (Some(672), Some(288))
+    );
     // The index comes first, so playback starts without reading the end.
     let moov = bytes.windows(4).position(|w| w == b"moov").unwrap();
     let mdat = bytes.windows(4).position(|w| w == b"mdat").unwrap();
@@ -57,7 +64,9 @@ async fn the_video_is_an_h264_mp4_of_five_seconds_served_with_ranges() {
     // Files outside the media root are not reachable.
     let (s, _, _) = gw.bytes(&format!("{}/files/../gengate.db", gw.base)).await;
     assert!(s == 404 || s == 400, "{s}");
-    let (s, _, _) = gw.bytes(&format!("{}/files/%2e%2e/gengate.db", gw.base)).await;
+    let (s, _, _) = gw
+        .bytes(&format!("{}/files/%2e%2e/gengate.db", gw.base))
+        .await;
     assert!(s == 404 || s == 400, "{s}");
     gw.stop().await;
 }

@@ -49,7 +49,11 @@ async fn serve(dir: &Path, extra: &[&str]) -> Proc {
     })
     .await
     .expect("listening in time");
-    Proc { child, base, stdout }
+    Proc {
+        child,
+        base,
+        stdout,
+    }
 }
 
 async fn cli(dir: &Path, args: &[&str]) -> (bool, String, String) {
@@ -68,7 +72,13 @@ async fn cli(dir: &Path, args: &[&str]) -> (bool, String, String) {
 }
 
 async fn post(http: &reqwest::Client, url: String, key: &str, body: Value) -> (u16, Value) {
-    let r = http.post(url).bearer_auth(key).json(&body).send().await.unwrap();
+    let r = http
+        .post(url)
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
@@ -83,10 +93,20 @@ async fn first_start_makes_one_admin_key_and_keys_are_managed_from_the_cli() {
     assert!(ok, "{err}");
     let key = out.lines().last().unwrap().trim().to_string();
     assert!(key.starts_with("gg_") && key.len() > 40, "{out}");
-    let (s, _) = post(&http, format!("{}/luma/tasks", p.base), &key, json!({"ids": [uuid::Uuid::now_v7()]})).await;
+    let (s, _) = post(
+        &http,
+        format!("{}/luma/tasks", p.base),
+        &key,
+        json!({"ids": [uuid::Uuid::now_v7()]}),
+    )
+    .await;
     assert_eq!(s, 200);
 
-    let (ok, out, _) = cli(dir.path(), &["keys", "create", "--name", "script", "--json"]).await;
+    let (ok, out, _) = cli(
+        dir.path(),
+        &["keys", "create", "--name", "script", "--json"],
+    )
+    .await;
     assert!(ok);
     let j: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(j["name"], "script");
@@ -95,14 +115,25 @@ async fn first_start_makes_one_admin_key_and_keys_are_managed_from_the_cli() {
     let (ok, out, _) = cli(dir.path(), &["keys", "list", "--json"]).await;
     assert!(ok);
     let list: Value = serde_json::from_str(out.trim()).unwrap();
-    let names: Vec<_> = list.as_array().unwrap().iter().map(|k| k["name"].as_str().unwrap()).collect();
+    let names: Vec<_> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, vec!["admin", "app", "script"]);
     assert!(!out.contains(&key), "secrets are never listed");
     let app_id = list[1]["id"].as_str().unwrap().to_string();
 
     let (ok, _, _) = cli(dir.path(), &["keys", "revoke", &app_id]).await;
     assert!(ok);
-    let (s, v) = post(&http, format!("{}/luma/tasks", p.base), &key, json!({"ids": [uuid::Uuid::now_v7()]})).await;
+    let (s, v) = post(
+        &http,
+        format!("{}/luma/tasks", p.base),
+        &key,
+        json!({"ids": [uuid::Uuid::now_v7()]}),
+    )
+    .await;
     assert_eq!(s, 401, "{v}");
     let (ok, _, err) = cli(dir.path(), &["keys", "revoke", &app_id]).await;
     assert!(!ok && err.contains("no active key"), "{err}");
@@ -110,7 +141,11 @@ async fn first_start_makes_one_admin_key_and_keys_are_managed_from_the_cli() {
     // A second start on the same store makes no new admin key.
     p.child.kill().await.unwrap();
     let mut p = serve(dir.path(), &[]).await;
-    assert!(!p.stdout.iter().any(|l| l.contains("admin key")), "{:?}", p.stdout);
+    assert!(
+        !p.stdout.iter().any(|l| l.contains("admin key")),
+        "{:?}",
+        p.stdout
+    );
     p.child.kill().await.unwrap();
 }
 
@@ -119,11 +154,23 @@ async fn submit(http: &reqwest::Client, base: &str, n: usize) -> (Vec<String>, V
     let (mut luma, mut kling) = (Vec::new(), Vec::new());
     for i in 0..n {
         if i % 3 == 0 {
-            let (s, v) = post(http, format!("{base}/luma/generations"), ADMIN, json!({"user_prompt": format!("v{i}")})).await;
+            let (s, v) = post(
+                http,
+                format!("{base}/luma/generations"),
+                ADMIN,
+                json!({"user_prompt": format!("v{i}")}),
+            )
+            .await;
             assert_eq!(s, 201, "{v}");
             luma.push(v["id"].as_str().unwrap().to_string());
         } else {
-            let (s, v) = post(http, format!("{base}/kling/v1/images/generations"), ADMIN, json!({"prompt": format!("i{i}"), "aspect_ratio": "1:1"})).await;
+            let (s, v) = post(
+                http,
+                format!("{base}/kling/v1/images/generations"),
+                ADMIN,
+                json!({"prompt": format!("i{i}"), "aspect_ratio": "1:1"}),
+            )
+            .await;
             assert_eq!(s, 200, "{v}");
             kling.push(v["data"]["task_id"].as_str().unwrap().to_string());
         }
@@ -132,16 +179,39 @@ async fn submit(http: &reqwest::Client, base: &str, n: usize) -> (Vec<String>, V
 }
 
 /// Wait until every task is terminal; returns how many completed.
-async fn all_finish(http: &reqwest::Client, base: &str, luma: &[String], kling: &[String]) -> usize {
+async fn all_finish(
+    http: &reqwest::Client,
+    base: &str,
+    luma: &[String],
+    kling: &[String],
+) -> usize {
     let start = Instant::now();
     loop {
-        let r = http.post(format!("{base}/luma/tasks")).bearer_auth(ADMIN).json(&json!({"ids": luma})).send().await.unwrap();
+        let r = http
+            .post(format!("{base}/luma/tasks"))
+            .bearer_auth(ADMIN)
+            .json(&json!({"ids": luma}))
+            .send()
+            .await
+            .unwrap();
         let tasks: Vec<Value> = r.json().await.unwrap();
-        assert_eq!(tasks.len(), luma.len(), "every accepted Luma task is still there");
-        let mut open = tasks.iter().filter(|t| !matches!(t["state"].as_str(), Some("completed" | "failed"))).count();
+        assert_eq!(
+            tasks.len(),
+            luma.len(),
+            "every accepted Luma task is still there"
+        );
+        let mut open = tasks
+            .iter()
+            .filter(|t| !matches!(t["state"].as_str(), Some("completed" | "failed")))
+            .count();
         let mut completed = tasks.iter().filter(|t| t["state"] == "completed").count();
         for id in kling {
-            let r = http.get(format!("{base}/kling/v1/images/generations/{id}")).bearer_auth(ADMIN).send().await.unwrap();
+            let r = http
+                .get(format!("{base}/kling/v1/images/generations/{id}"))
+                .bearer_auth(ADMIN)
+                .send()
+                .await
+                .unwrap();
             assert_eq!(r.status().as_u16(), 200);
             let v: Value = r.json().await.unwrap();
             match v["data"]["task_status"].as_str() {
@@ -153,7 +223,10 @@ async fn all_finish(http: &reqwest::Client, base: &str, luma: &[String], kling: 
         if open == 0 {
             return completed;
         }
-        assert!(start.elapsed() < Duration::from_secs(120), "{open} tasks never finished");
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "{open} tasks never finished"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -174,7 +247,10 @@ async fn a_killed_gengate_finishes_every_accepted_task_after_restart() {
     let (luma2, kling2) = submit(&http, &p.base, 6).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let pid = p.child.id().unwrap().to_string();
-    let term = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
     assert!(term.success());
     let status = tokio::time::timeout(Duration::from_secs(30), p.child.wait())
         .await
@@ -186,6 +262,10 @@ async fn a_killed_gengate_finishes_every_accepted_task_after_restart() {
     let luma: Vec<String> = luma.into_iter().chain(luma2).collect();
     let kling: Vec<String> = kling.into_iter().chain(kling2).collect();
     let completed = all_finish(&http, &p.base, &luma, &kling).await;
-    assert_eq!(completed, luma.len() + kling.len(), "the sandbox fails nothing at rate 0");
+    assert_eq!(
+        completed,
+        luma.len() + kling.len(),
+        "the sandbox fails nothing at rate 0"
+    );
     p.child.kill().await.unwrap();
 }

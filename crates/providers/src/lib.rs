@@ -47,7 +47,10 @@ pub struct Output {
 #[derive(Debug, Clone)]
 pub enum OutputData {
     /// The upstream handed over the file itself.
-    Inline { bytes: Bytes, extension: &'static str },
+    Inline {
+        bytes: Bytes,
+        extension: &'static str,
+    },
     /// The upstream gave a (usually short-lived) URL; the engine copies it.
     Url(String),
 }

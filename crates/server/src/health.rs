@@ -25,7 +25,9 @@ pub async fn healthz() -> Json<serde_json::Value> {
     responses((status = 200, description = "Ready"), (status = 503, description = "Store unreachable")))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     match state.store.open_task_count().await {
-        Ok(open) => Json(serde_json::json!({"status": "ready", "open_tasks": open})).into_response(),
+        Ok(open) => {
+            Json(serde_json::json!({"status": "ready", "open_tasks": open})).into_response()
+        }
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
             (

@@ -40,7 +40,8 @@ pub struct Error {
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(self.err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = Envelope {
             code: kling::error_code(&self.err),
             message: self.err.to_string(),
@@ -95,7 +96,11 @@ pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Bod
         let mut parsed = kling::parse_create(&body)?;
         if let Some((bytes, format)) = parsed.inline_image.take() {
             // Content-addressed: the same image sent twice is stored once.
-            let key = format!("inputs/{}.{}", hex::encode(Sha256::digest(&bytes)), format.extension());
+            let key = format!(
+                "inputs/{}.{}",
+                hex::encode(Sha256::digest(&bytes)),
+                format.extension()
+            );
             state.engine.files().put(&key, &bytes).await.map_err(|e| {
                 tracing::error!(error = %e, "storing an input image failed");
                 ApiError::Unavailable("could not store the image".into())
@@ -106,7 +111,10 @@ pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Bod
             });
         }
         let task = state.create_task(key.id, parsed.task).await?;
-        Ok(ok(request_id(&headers), kling::render(&task, &state.files_base)))
+        Ok(ok(
+            request_id(&headers),
+            kling::render(&task, &state.files_base),
+        ))
     })
     .await
 }
@@ -116,7 +124,11 @@ pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Bod
     params(("id" = String, Path, description = "task_id or external_task_id")),
     responses((status = 200, body = Envelope<KlingTask>), (status = 404, description = "Unknown task (code 1203)")),
     security(("bearer" = [])))]
-pub async fn get_one(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+pub async fn get_one(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
     with_envelope(&headers, async {
         let key = authenticate(state.store.as_ref(), &headers).await?;
         let task = match Uuid::try_parse(&id) {
@@ -126,7 +138,10 @@ pub async fn get_one(State(state): State<AppState>, headers: HeaderMap, Path(id)
         .map_err(crate::store_error)?
         .filter(|t: &Task| t.dialect == Dialect::Kling)
         .ok_or_else(|| ApiError::NotFound(format!("task {id} not found")))?;
-        Ok(ok(request_id(&headers), kling::render(&task, &state.files_base)))
+        Ok(ok(
+            request_id(&headers),
+            kling::render(&task, &state.files_base),
+        ))
     })
     .await
 }
@@ -150,7 +165,10 @@ pub async fn list(
             .list_tasks(key.id, Dialect::Kling, offset, limit)
             .await
             .map_err(crate::store_error)?;
-        let data: Vec<KlingTask> = tasks.iter().map(|t| kling::render(t, &state.files_base)).collect();
+        let data: Vec<KlingTask> = tasks
+            .iter()
+            .map(|t| kling::render(t, &state.files_base))
+            .collect();
         Ok(ok(request_id(&headers), data))
     })
     .await

@@ -66,7 +66,8 @@ pub(crate) fn add_retry_after(err: &ApiError, resp: &mut Response) {
         _ => return,
     };
     if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-        resp.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+        resp.headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, v);
     }
 }
 
@@ -81,7 +82,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .with_state(state)
         .layer(CatchPanicLayer::custom(|_| {
-            (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(serde_json::json!({"detail": "internal error"})))
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                axum::Json(serde_json::json!({"detail": "internal error"})),
+            )
                 .into_response()
         }))
         .layer(TraceLayer::new_for_http())

@@ -19,7 +19,10 @@ pub fn router() -> Router<AppState> {
         .route("/luma/generations", post(create))
         .route("/luma/generations/{id}", get(get_one))
         .route("/luma/generations/{id}/extend", post(extend))
-        .route("/luma/generations/{id}/download_video_url", get(download_url))
+        .route(
+            "/luma/generations/{id}/download_video_url",
+            get(download_url),
+        )
         .route("/luma/tasks", post(batch_get))
 }
 
@@ -34,8 +37,15 @@ impl From<ApiError> for Error {
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut resp = (status, Json(LumaError { detail: self.0.to_string() })).into_response();
+        let status =
+            StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut resp = (
+            status,
+            Json(LumaError {
+                detail: self.0.to_string(),
+            }),
+        )
+            .into_response();
         crate::add_retry_after(&self.0, &mut resp);
         resp
     }
@@ -61,7 +71,11 @@ async fn own_task(state: &AppState, owner: Uuid, id: &str) -> Result<Task> {
 
 async fn accept(state: &AppState, owner: Uuid, new: NewTask) -> Result<Response> {
     let task = state.create_task(owner, new).await?;
-    Ok((StatusCode::CREATED, Json(luma::render(&task, &state.files_base))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(luma::render(&task, &state.files_base)),
+    )
+        .into_response())
 }
 
 /// Create a video generation task.
@@ -71,7 +85,11 @@ async fn accept(state: &AppState, owner: Uuid, new: NewTask) -> Result<Response>
               (status = 401, body = LumaError), (status = 413, body = LumaError),
               (status = 415, body = LumaError)),
     security(("bearer" = [])))]
-pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response> {
+pub async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
     let key = authenticate(state.store.as_ref(), &headers).await?;
     let body = read_json(&headers, body).await?;
     accept(&state, key.id, luma::parse_create(&body)?).await
@@ -82,7 +100,11 @@ pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Bod
     params(("id" = String, Path, description = "Task id")),
     responses((status = 200, body = LumaTask), (status = 404, body = LumaError)),
     security(("bearer" = [])))]
-pub async fn get_one(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<LumaTask>> {
+pub async fn get_one(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<LumaTask>> {
     let key = authenticate(state.store.as_ref(), &headers).await?;
     let task = own_task(&state, key.id, &id).await?;
     Ok(Json(luma::render(&task, &state.files_base)))
@@ -151,7 +173,11 @@ pub async fn download_url(
     request_body = luma::BatchGet,
     responses((status = 200, body = Vec<LumaTask>), (status = 400, body = LumaError)),
     security(("bearer" = [])))]
-pub async fn batch_get(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response> {
+pub async fn batch_get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
     let key = authenticate(state.store.as_ref(), &headers).await?;
     let body = read_json(&headers, body).await?;
     let ids = luma::parse_batch(&body)?;

@@ -39,8 +39,12 @@ pub trait TaskStore: Send + Sync + 'static {
     async fn get_task(&self, owner: Uuid, id: Uuid) -> StoreResult<Option<Task>>;
 
     /// Tasks of `owner` made through `dialect` among `ids`, in no given order.
-    async fn get_tasks(&self, owner: Uuid, dialect: Dialect, ids: &[Uuid])
-    -> StoreResult<Vec<Task>>;
+    async fn get_tasks(
+        &self,
+        owner: Uuid,
+        dialect: Dialect,
+        ids: &[Uuid],
+    ) -> StoreResult<Vec<Task>>;
 
     /// The task `owner` created with this `external_task_id`.
     async fn get_task_by_external_id(
@@ -106,7 +110,10 @@ pub trait TaskStore: Send + Sync + 'static {
 /// Open the store a URL names, creating and migrating it as needed:
 /// `sqlite://PATH` (or a bare path).
 pub async fn open(url: &str) -> StoreResult<Arc<dyn TaskStore>> {
-    if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+    if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
         return Ok(Arc::new(sqlite::SqliteStore::open(path).await?));
     }
     if url.contains("://") {

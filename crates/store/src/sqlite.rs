@@ -86,10 +86,12 @@ async fn migrate(pool: &SqlitePool) -> StoreResult<()> {
             continue;
         }
         sqlx::raw_sql(*sql).execute(&mut *tx).await?;
-        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, strftime('%s','now'))")
-            .bind(version)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (?, strftime('%s','now'))",
+        )
+        .bind(version)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         tracing::info!(version, "applied SQLite migration");
     }
@@ -398,7 +400,15 @@ impl TaskStore for SqliteStore {
         };
         let task = task_from_row(&row)?;
         if let Some(st) = update.state {
-            insert_event(&mut tx, id, task.event_seq, st, update.detail.as_deref(), now).await?;
+            insert_event(
+                &mut tx,
+                id,
+                task.event_seq,
+                st,
+                update.detail.as_deref(),
+                now,
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(Some(task))
@@ -470,13 +480,12 @@ impl TaskStore for SqliteStore {
     }
 
     async fn revoke_key(&self, id: Uuid, now: Millis) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-        )
-        .bind(now)
-        .bind(id.as_bytes().as_slice())
-        .execute(&self.writer)
-        .await?;
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+                .bind(now)
+                .bind(id.as_bytes().as_slice())
+                .execute(&self.writer)
+                .await?;
         Ok(done.rows_affected() == 1)
     }
 

@@ -34,7 +34,10 @@ fn new_task(ext: Option<&str>) -> NewTask {
 async fn create_records_the_first_event() {
     let (_d, s) = sqlite().await;
     let owner = Uuid::now_v7();
-    let t = s.create_task(owner, &new_task(None), 1000, 9000).await.unwrap();
+    let t = s
+        .create_task(owner, &new_task(None), 1000, 9000)
+        .await
+        .unwrap();
     assert_eq!(t.state, TaskState::Pending);
     assert_eq!(t.request.prompt, "a cat");
     let ev = s.task_events(t.id).await.unwrap();
@@ -60,27 +63,59 @@ async fn external_ids_are_unique_per_key() {
 #[tokio::test]
 async fn updates_are_compare_and_swap_and_terminal_is_final() {
     let (_d, s) = sqlite().await;
-    let t = s.create_task(Uuid::now_v7(), &new_task(None), 1, 100).await.unwrap();
+    let t = s
+        .create_task(Uuid::now_v7(), &new_task(None), 1, 100)
+        .await
+        .unwrap();
     let up = TaskUpdate {
         next_due_at: Some(50),
         ..TaskUpdate::to_state(TaskState::Processing)
     };
-    let t2 = s.update_task(t.id, t.version, &up, 10).await.unwrap().unwrap();
+    let t2 = s
+        .update_task(t.id, t.version, &up, 10)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(t2.state, TaskState::Processing);
     assert_eq!(t2.started_at, Some(10));
     // The loser of a race changes nothing.
-    assert!(s.update_task(t.id, t.version, &TaskUpdate::fail("x"), 11).await.unwrap().is_none());
+    assert!(
+        s.update_task(t.id, t.version, &TaskUpdate::fail("x"), 11)
+            .await
+            .unwrap()
+            .is_none()
+    );
     let done = s
-        .update_task(t.id, t2.version, &TaskUpdate::to_state(TaskState::Completed), 12)
+        .update_task(
+            t.id,
+            t2.version,
+            &TaskUpdate::to_state(TaskState::Completed),
+            12,
+        )
         .await
         .unwrap()
         .unwrap();
     assert_eq!(done.finished_at, Some(12));
-    assert!(s.update_task(t.id, done.version, &TaskUpdate::fail("late"), 13).await.unwrap().is_none());
-    let ev: Vec<_> = s.task_events(t.id).await.unwrap().iter().map(|e| (e.seq, e.state)).collect();
+    assert!(
+        s.update_task(t.id, done.version, &TaskUpdate::fail("late"), 13)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let ev: Vec<_> = s
+        .task_events(t.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| (e.seq, e.state))
+        .collect();
     assert_eq!(
         ev,
-        vec![(1, TaskState::Pending), (2, TaskState::Processing), (3, TaskState::Completed)]
+        vec![
+            (1, TaskState::Pending),
+            (2, TaskState::Processing),
+            (3, TaskState::Completed)
+        ]
     );
     assert_eq!(s.open_task_count().await.unwrap(), 0);
 }
@@ -90,12 +125,20 @@ async fn claims_lease_and_expired_leases_are_retaken() {
     let (_d, s) = sqlite().await;
     let owner = Uuid::now_v7();
     for _ in 0..3 {
-        s.create_task(owner, &new_task(None), 100, 10_000).await.unwrap();
+        s.create_task(owner, &new_task(None), 100, 10_000)
+            .await
+            .unwrap();
     }
-    assert!(s.claim_due("w1", 99, 1000, 10).await.unwrap().is_empty(), "not due yet");
+    assert!(
+        s.claim_due("w1", 99, 1000, 10).await.unwrap().is_empty(),
+        "not due yet"
+    );
     assert_eq!(s.claim_due("w1", 100, 1000, 2).await.unwrap().len(), 2);
     assert_eq!(s.claim_due("w2", 200, 1000, 10).await.unwrap().len(), 1);
-    assert!(s.claim_due("w2", 300, 1000, 10).await.unwrap().is_empty(), "all leased");
+    assert!(
+        s.claim_due("w2", 300, 1000, 10).await.unwrap().is_empty(),
+        "all leased"
+    );
     // w1 died: its leases expire and another worker takes them.
     assert_eq!(s.claim_due("w3", 1100, 1000, 10).await.unwrap().len(), 2);
     assert_eq!(s.next_due_at().await.unwrap(), Some(100));
@@ -107,14 +150,30 @@ async fn listing_is_newest_first_per_dialect() {
     let owner = Uuid::now_v7();
     let mut ids = Vec::new();
     for i in 0..5 {
-        ids.push(s.create_task(owner, &new_task(None), i, 100).await.unwrap().id);
+        ids.push(
+            s.create_task(owner, &new_task(None), i, 100)
+                .await
+                .unwrap()
+                .id,
+        );
     }
     let (page, total) = s.list_tasks(owner, Dialect::Kling, 1, 2).await.unwrap();
     assert_eq!(total, 5);
-    assert_eq!(page.iter().map(|t| t.id).collect::<Vec<_>>(), vec![ids[3], ids[2]]);
+    assert_eq!(
+        page.iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![ids[3], ids[2]]
+    );
     let (none, total) = s.list_tasks(owner, Dialect::Luma, 0, 10).await.unwrap();
     assert!(none.is_empty() && total == 0);
-    let got = s.get_tasks(owner, Dialect::Kling, &[ids[0], Uuid::now_v7()]).await.unwrap();
+    let got = s
+        .get_tasks(owner, Dialect::Kling, &[ids[0], Uuid::now_v7()])
+        .await
+        .unwrap();
     assert_eq!(got.len(), 1);
-    assert!(s.get_tasks(owner, Dialect::Luma, &[ids[0]]).await.unwrap().is_empty());
+    assert!(
+        s.get_tasks(owner, Dialect::Luma, &[ids[0]])
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

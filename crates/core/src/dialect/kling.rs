@@ -56,14 +56,20 @@ pub fn parse_create(body: &[u8]) -> Result<ParsedCreate, ApiError> {
     let b: CreateImage = parse_json(body)?;
     let model = match b.model.filter(|m| !m.is_empty()) {
         Some(m) if m.chars().count() > 64 => {
-            return Err(ApiError::validation("model", "must be at most 64 characters"));
+            return Err(ApiError::validation(
+                "model",
+                "must be at most 64 characters",
+            ));
         }
         Some(m) => m,
         None => DEFAULT_MODEL.into(),
     };
     let prompt = required_text("prompt", b.prompt, MAX_PROMPT_CHARS)?;
-    let negative_prompt =
-        optional_text("negative_prompt", b.negative_prompt, MAX_NEGATIVE_PROMPT_CHARS)?;
+    let negative_prompt = optional_text(
+        "negative_prompt",
+        b.negative_prompt,
+        MAX_NEGATIVE_PROMPT_CHARS,
+    )?;
     let n = b.n.unwrap_or(1);
     if !(1..=MAX_N).contains(&n) {
         return Err(ApiError::validation(
@@ -81,8 +87,15 @@ pub fn parse_create(body: &[u8]) -> Result<ParsedCreate, ApiError> {
     }
     let aspect_ratio = b.aspect_ratio.unwrap_or_else(|| "16:9".into());
     one_of("aspect_ratio", &aspect_ratio, ASPECT_RATIOS)?;
-    let external_id = optional_text("external_task_id", b.external_task_id, MAX_EXTERNAL_ID_CHARS)?;
-    if external_id.as_deref().is_some_and(|e| Uuid::try_parse(e).is_ok()) {
+    let external_id = optional_text(
+        "external_task_id",
+        b.external_task_id,
+        MAX_EXTERNAL_ID_CHARS,
+    )?;
+    if external_id
+        .as_deref()
+        .is_some_and(|e| Uuid::try_parse(e).is_ok())
+    {
         // Lookups take either id; a UUID-shaped external id would be ambiguous.
         return Err(ApiError::validation(
             "external_task_id",
@@ -152,7 +165,13 @@ impl ListQuery {
     }
 }
 
-fn parse_int(field: &str, v: Option<&str>, default: u32, min: u32, max: u32) -> Result<u32, ApiError> {
+fn parse_int(
+    field: &str,
+    v: Option<&str>,
+    default: u32,
+    min: u32,
+    max: u32,
+) -> Result<u32, ApiError> {
     let Some(v) = v else { return Ok(default) };
     match v.parse::<u32>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
@@ -281,11 +300,26 @@ mod tests {
         );
         assert_eq!(field(r#"{"prompt":"a","n":0}"#), "n");
         assert_eq!(field(r#"{"prompt":"a","n":10}"#), "n");
-        assert_eq!(field(r#"{"prompt":"a","image_fidelity":1.5}"#), "image_fidelity");
-        assert_eq!(field(r#"{"prompt":"a","image_fidelity":-0.1}"#), "image_fidelity");
-        assert_eq!(field(r#"{"prompt":"a","aspect_ratio":"21:9"}"#), "aspect_ratio");
-        assert_eq!(field(r#"{"prompt":"a","image":"R0lGODlhAQABAAAAACw="}"#), "image");
-        assert_eq!(field(r#"{"prompt":"a","callback_url":"mailto:x@y"}"#), "callback_url");
+        assert_eq!(
+            field(r#"{"prompt":"a","image_fidelity":1.5}"#),
+            "image_fidelity"
+        );
+        assert_eq!(
+            field(r#"{"prompt":"a","image_fidelity":-0.1}"#),
+            "image_fidelity"
+        );
+        assert_eq!(
+            field(r#"{"prompt":"a","aspect_ratio":"21:9"}"#),
+            "aspect_ratio"
+        );
+        assert_eq!(
+            field(r#"{"prompt":"a","image":"R0lGODlhAQABAAAAACw="}"#),
+            "image"
+        );
+        assert_eq!(
+            field(r#"{"prompt":"a","callback_url":"mailto:x@y"}"#),
+            "callback_url"
+        );
         assert_eq!(field(r#"{}"#), "prompt");
     }
 

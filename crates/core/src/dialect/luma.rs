@@ -145,7 +145,9 @@ pub fn parse_extend(body: &[u8], parent: &Task) -> Result<NewTask, ApiError> {
 /// Parse a batch get: 1..=100 UUIDs, duplicates kept once, order kept.
 pub fn parse_batch(body: &[u8]) -> Result<Vec<Uuid>, ApiError> {
     let b: BatchGet = parse_json(body)?;
-    let ids = b.ids.ok_or_else(|| ApiError::validation("ids", "is required"))?;
+    let ids = b
+        .ids
+        .ok_or_else(|| ApiError::validation("ids", "is required"))?;
     if ids.is_empty() {
         return Err(ApiError::validation("ids", "must name at least one id"));
     }
@@ -157,8 +159,9 @@ pub fn parse_batch(body: &[u8]) -> Result<Vec<Uuid>, ApiError> {
     }
     let mut out: Vec<Uuid> = Vec::with_capacity(ids.len());
     for (i, s) in ids.iter().enumerate() {
-        let id = Uuid::try_parse(s)
-            .map_err(|_| ApiError::validation(format!("ids[{i}]"), format!("{s:?} is not a UUID")))?;
+        let id = Uuid::try_parse(s).map_err(|_| {
+            ApiError::validation(format!("ids[{i}]"), format!("{s:?} is not a UUID"))
+        })?;
         if !out.contains(&id) {
             out.push(id);
         }
@@ -369,8 +372,11 @@ pub fn render(task: &Task, files_base: &str) -> LumaTask {
         thumbnail: thumb,
         last_frame: last,
         artifact,
-        failure_reason: matches!(task.state, TaskState::Failed | TaskState::Canceled)
-            .then(|| task.failure_reason.clone().unwrap_or_else(|| "failed".into())),
+        failure_reason: matches!(task.state, TaskState::Failed | TaskState::Canceled).then(|| {
+            task.failure_reason
+                .clone()
+                .unwrap_or_else(|| "failed".into())
+        }),
     }
 }
 
@@ -387,7 +393,8 @@ mod tests {
 
     #[test]
     fn create_defaults_and_aliases() {
-        let t = parse_create(br#"{"prompt":"cat dance","notify_hook":"https://x.test/h"}"#).unwrap();
+        let t =
+            parse_create(br#"{"prompt":"cat dance","notify_hook":"https://x.test/h"}"#).unwrap();
         assert_eq!(t.request.prompt, "cat dance");
         assert_eq!(t.request.aspect_ratio, "16:9");
         assert_eq!(t.model, DEFAULT_MODEL);
@@ -398,17 +405,24 @@ mod tests {
     #[test]
     fn create_rules_name_their_field() {
         assert_eq!(err_field(parse_create(b"{}")), "user_prompt");
-        assert_eq!(err_field(parse_create(br#"{"user_prompt":"  "}"#)), "user_prompt");
+        assert_eq!(
+            err_field(parse_create(br#"{"user_prompt":"  "}"#)),
+            "user_prompt"
+        );
         assert_eq!(
             err_field(parse_create(br#"{"user_prompt":"a","aspect_ratio":"2:1"}"#)),
             "aspect_ratio"
         );
         assert_eq!(
-            err_field(parse_create(br#"{"user_prompt":"a","image_url":"ftp://x/y"}"#)),
+            err_field(parse_create(
+                br#"{"user_prompt":"a","image_url":"ftp://x/y"}"#
+            )),
             "image_url"
         );
         assert_eq!(
-            err_field(parse_create(br#"{"user_prompt":"a","callback_url":"nope"}"#)),
+            err_field(parse_create(
+                br#"{"user_prompt":"a","callback_url":"nope"}"#
+            )),
             "callback_url"
         );
         assert_eq!(

@@ -41,7 +41,9 @@ impl Gateway {
         let running = app::start(settings.clone()).await.expect("gengate starts");
         let admin = running.new_admin_key.clone().expect("a first admin key");
         let base = format!("http://{}", running.addr);
-        let store = gengate_store::open(&settings.database_url()).await.expect("store");
+        let store = gengate_store::open(&settings.database_url())
+            .await
+            .expect("store");
         Gateway {
             running: Some(running),
             base,
@@ -98,9 +100,8 @@ impl Gateway {
         let resp = req.send().await.expect("request sent");
         let status = resp.status().as_u16();
         let bytes = resp.bytes().await.expect("body");
-        let json = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-            Value::String(String::from_utf8_lossy(&bytes).into_owned())
-        });
+        let json = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         (status, json)
     }
 
@@ -126,7 +127,11 @@ impl Gateway {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
-        (resp.status().as_u16(), ct, resp.bytes().await.expect("bytes").to_vec())
+        (
+            resp.status().as_u16(),
+            ct,
+            resp.bytes().await.expect("bytes").to_vec(),
+        )
     }
 
     /// Poll a Luma task until it is terminal.
@@ -141,7 +146,10 @@ impl Gateway {
     pub async fn wait_kling(&self, key: &str, id: &str) -> Value {
         let v = self
             .wait(&format!("/kling/v1/images/generations/{id}"), key, |v| {
-                matches!(v["data"]["task_status"].as_str(), Some("succeed" | "failed"))
+                matches!(
+                    v["data"]["task_status"].as_str(),
+                    Some("succeed" | "failed")
+                )
             })
             .await;
         v["data"].clone()
