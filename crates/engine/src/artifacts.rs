@@ -9,6 +9,9 @@ use gengate_providers::{Output, OutputData};
 
 use crate::files::FileStore;
 
+/// Storage prefix of results; everything under it is served at `/files/`.
+pub const RESULTS_PREFIX: &str = "tasks";
+
 /// Results larger than this are refused (a 4K video is well under it).
 const MAX_RESULT_BYTES: usize = 1 << 30;
 
@@ -43,7 +46,7 @@ pub async fn mirror(
             ArtifactRole::Thumbnail => format!("thumbnail_{}.{ext}", out.index),
             ArtifactRole::LastFrame => format!("last_frame_{}.{ext}", out.index),
         };
-        let key = format!("tasks/{}/{name}", task.id);
+        let key = format!("{RESULTS_PREFIX}/{}/{name}", task.id);
         files
             .put(&key, &probed.bytes)
             .await

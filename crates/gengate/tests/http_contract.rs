@@ -224,6 +224,7 @@ async fn health_and_openapi() {
         ("/kling/v1/images/generations/{id}", "get"),
         ("/healthz", "get"),
         ("/readyz", "get"),
+        ("/files/tasks/{key}", "get"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),

@@ -139,6 +139,23 @@ async fn reference_images_by_url_and_inline_are_used() {
         }
         redness.push(r as f64 / g.max(1) as f64);
     }
+    // Uploaded inputs are stored but never served back.
+    use sha2::Digest as _;
+    let input = format!(
+        "{}/files/inputs/{}.png",
+        gw.base,
+        hex::encode(sha2::Sha256::digest(RED_PNG))
+    );
+    assert!(
+        gw.dir
+            .path()
+            .join("media/inputs")
+            .read_dir()
+            .unwrap()
+            .count()
+            == 1
+    );
+    assert_eq!(gw.bytes(&input).await.0, 404);
     // The reference image (solid red) pulls the picture towards red, by
     // URL and inline alike.
     for (i, r) in redness.iter().enumerate().skip(1) {

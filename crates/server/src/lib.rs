@@ -24,6 +24,9 @@ pub mod kling;
 pub mod luma;
 pub mod openapi;
 
+/// Results live under this storage prefix (see `gengate_engine::artifacts`).
+const RESULTS_PREFIX: &str = gengate_engine::artifacts::RESULTS_PREFIX;
+
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn TaskStore>,
@@ -72,13 +75,15 @@ pub(crate) fn add_retry_after(err: &ApiError, resp: &mut Response) {
 }
 
 pub fn router(state: AppState) -> Router {
-    let files = ServeDir::new(state.engine.files().root()).append_index_html_on_directories(false);
+    // Results only: inputs clients uploaded are stored beside them but never served.
+    let results = ServeDir::new(state.engine.files().root().join(RESULTS_PREFIX))
+        .append_index_html_on_directories(false);
     Router::new()
         .merge(luma::router())
         .merge(kling::router())
         .merge(health::router())
         .route("/openapi.json", get(openapi::serve))
-        .nest_service("/files", files)
+        .nest_service(&format!("/files/{RESULTS_PREFIX}"), results)
         .fallback(not_found)
         .with_state(state)
         .layer(CatchPanicLayer::custom(|_| {

@@ -19,7 +19,7 @@ use utoipa::{Modify, OpenApi};
         crate::health::healthz,
         crate::health::readyz,
     ),
-    modifiers(&Bearer),
+    modifiers(&Bearer, &Files),
     tags(
         (name = "luma", description = "The reseller Luma task API, with batch get"),
         (name = "kling", description = "Kling image generation"),
@@ -41,6 +41,37 @@ impl Modify for Bearer {
                     .bearer_format("gg_ key")
                     .build(),
             ),
+        );
+    }
+}
+
+/// Stored results are served by a file service, not a handler; described here.
+struct Files;
+
+impl Modify for Files {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::{
+            HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem,
+        };
+        use utoipa::openapi::{Required, ResponseBuilder};
+        let op = OperationBuilder::new()
+            .tag("files")
+            .summary(Some("A stored result file (video, image, thumbnail, last frame)"))
+            .description(Some("Served with its content type; supports HTTP range requests. The URLs appear in task objects."))
+            .parameter(
+                ParameterBuilder::new()
+                    .name("key")
+                    .parameter_in(ParameterIn::Path)
+                    .required(Required::True)
+                    .description(Some("Storage key, e.g. {task id}/video_0.mp4")),
+            )
+            .response("200", ResponseBuilder::new().description("The file"))
+            .response("206", ResponseBuilder::new().description("Part of the file (Range)"))
+            .response("404", ResponseBuilder::new().description("No such file"))
+            .build();
+        openapi.paths.paths.insert(
+            "/files/tasks/{key}".into(),
+            PathItem::new(HttpMethod::Get, op),
         );
     }
 }
