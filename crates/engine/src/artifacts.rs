@@ -2,11 +2,13 @@
 //! if the upstream gave a URL), probed for its real dimensions, duration and
 //! palette, and written under the task's own key prefix.
 
-use futures::StreamExt;
-use gengate_core::{Artifact, ArtifactRole, Task};
+use std::time::Duration;
+
+use gengate_core::{Artifact, ArtifactRole, ImageFormat, Task};
 use gengate_providers::media;
 use gengate_providers::{Output, OutputData};
 
+use crate::fetch::get_capped;
 use crate::files::FileStore;
 
 /// Storage prefix of results; everything under it is served at `/files/`.
@@ -14,6 +16,8 @@ pub const RESULTS_PREFIX: &str = "tasks";
 
 /// Results larger than this are refused (a 4K video is well under it).
 const MAX_RESULT_BYTES: usize = 1 << 30;
+/// Time allowed to copy one result.
+const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum MirrorError {
@@ -109,35 +113,19 @@ async fn download(
     url: &str,
     http: &reqwest::Client,
 ) -> Result<(Vec<u8>, &'static str), MirrorError> {
-    let resp = http
-        .get(url)
-        .send()
+    let body = get_capped(http, url, MAX_RESULT_BYTES, DOWNLOAD_TIMEOUT)
         .await
-        .map_err(|e| MirrorError::Transient(format!("downloading result: {e}")))?;
-    if !resp.status().is_success() {
-        let msg = format!("downloading result: HTTP {}", resp.status().as_u16());
-        return Err(if resp.status().is_server_error() {
-            MirrorError::Transient(msg)
-        } else {
-            MirrorError::BadResult(msg)
-        });
-    }
-    let mut body = Vec::new();
-    let mut stream = resp.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk =
-            chunk.map_err(|e| MirrorError::Transient(format!("downloading result: {e}")))?;
-        if body.len() + chunk.len() > MAX_RESULT_BYTES {
-            return Err(MirrorError::BadResult("result is larger than 1 GiB".into()));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    let ext = if body.starts_with(b"\x89PNG") {
-        "png"
-    } else if body.starts_with(&[0xFF, 0xD8, 0xFF]) {
-        "jpg"
-    } else {
-        "mp4"
+        .map_err(|e| {
+            let msg = format!("downloading the result: {e}");
+            if e.is_transient() {
+                MirrorError::Transient(msg)
+            } else {
+                MirrorError::BadResult(msg)
+            }
+        })?;
+    let ext = match ImageFormat::sniff(&body) {
+        Some(f) => f.extension(),
+        None => "mp4",
     };
     Ok((body, ext))
 }

@@ -5,12 +5,12 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::StreamExt;
 use gengate_core::validate::MAX_IMAGE_BYTES;
 use gengate_core::{ArtifactRole, ImageFormat, ImageRole, ImageSource, Task};
 use gengate_providers::InputBytes;
 use gengate_store::TaskStore;
 
+use crate::fetch::get_capped;
 use crate::files::FileStore;
 
 /// Why a task's inputs could not be had: the task fails with this reason.
@@ -92,44 +92,12 @@ impl InputFetcher {
 
     /// GET an image, at most 10 MB and `timeout`, jpg or png by content.
     pub async fn fetch(&self, field: &str, url: &str) -> Result<(Bytes, ImageFormat), InputError> {
-        let bad = |why: String| InputError::Bad(format!("{field}: could not fetch {url}: {why}"));
-        let resp = self
-            .http
-            .get(url)
-            .send()
+        let body = get_capped(&self.http, url, MAX_IMAGE_BYTES, self.timeout)
             .await
-            .map_err(|e| bad(describe(&e, self.timeout)))?;
-        if !resp.status().is_success() {
-            return Err(bad(format!("HTTP {}", resp.status().as_u16())));
-        }
-        if resp
-            .content_length()
-            .is_some_and(|n| n > MAX_IMAGE_BYTES as u64)
-        {
-            return Err(bad("image is larger than 10 MB".into()));
-        }
-        let mut body = Vec::new();
-        let mut stream = resp.bytes_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| bad(describe(&e, self.timeout)))?;
-            if body.len() + chunk.len() > MAX_IMAGE_BYTES {
-                return Err(bad("image is larger than 10 MB".into()));
-            }
-            body.extend_from_slice(&chunk);
-        }
+            .map_err(|e| InputError::Bad(format!("{field}: could not fetch {url}: {e}")))?;
         let format = ImageFormat::sniff(&body).ok_or_else(|| {
             InputError::Bad(format!("{field}: {url} is not a jpg, jpeg or png image"))
         })?;
         Ok((Bytes::from(body), format))
-    }
-}
-
-fn describe(e: &reqwest::Error, timeout: Duration) -> String {
-    if e.is_timeout() {
-        format!("no answer within {} s", timeout.as_secs())
-    } else if e.is_connect() {
-        "connection failed".into()
-    } else {
-        e.to_string()
     }
 }

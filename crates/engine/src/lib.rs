@@ -3,114 +3,33 @@
 //! storage, and failed with `timeout` past its deadline. All state lives in
 //! the store; a crash at any point only delays work until a lease expires.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gengate_core::{Millis, Task, TaskKind, TaskState, TaskUpdate};
-use gengate_providers::{PollOutcome, Provider, ProviderError, Submission};
+use gengate_core::Millis;
 use gengate_store::TaskStore;
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 
 pub mod artifacts;
+mod channels;
+mod config;
+mod fetch;
 pub mod files;
 pub mod inputs;
+mod lifecycle;
 
+pub use channels::{Channel, Channels};
+pub use config::EngineConfig;
+use config::ms;
 use files::FileStore;
-use inputs::{InputError, InputFetcher};
+use inputs::InputFetcher;
 
 pub fn now_ms() -> Millis {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or_default()
-}
-
-#[derive(Debug, Clone)]
-pub struct EngineConfig {
-    /// How long a claimed task is ours; a dead worker's tasks are retaken after it.
-    pub lease: Duration,
-    /// Tasks handled at once by this instance.
-    pub concurrency: usize,
-    /// Submit attempts before a task fails for good.
-    pub max_attempts: u32,
-    /// Deadline of a video task, from its creation.
-    pub video_deadline: Duration,
-    /// Deadline of an image task, from its creation.
-    pub image_deadline: Duration,
-    /// Time allowed to finish in-flight work at shutdown.
-    pub drain_timeout: Duration,
-    /// Time allowed to fetch one input image.
-    pub fetch_timeout: Duration,
-    /// Longest wait between two polls of one task.
-    pub max_poll_interval: Duration,
-}
-
-impl Default for EngineConfig {
-    fn default() -> Self {
-        EngineConfig {
-            lease: Duration::from_secs(30),
-            concurrency: 64,
-            max_attempts: 5,
-            video_deadline: Duration::from_secs(3600),
-            image_deadline: Duration::from_secs(900),
-            drain_timeout: Duration::from_secs(10),
-            fetch_timeout: Duration::from_secs(30),
-            max_poll_interval: Duration::from_secs(30),
-        }
-    }
-}
-
-impl EngineConfig {
-    pub fn deadline_for(&self, kind: TaskKind, created_at: Millis) -> Millis {
-        let d = match kind {
-            TaskKind::Video => self.video_deadline,
-            TaskKind::Image => self.image_deadline,
-        };
-        created_at.saturating_add(ms(d))
-    }
-}
-
-fn ms(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// A named upstream: a provider and what it is called.
-#[derive(Clone)]
-pub struct Channel {
-    pub name: String,
-    pub provider: Arc<dyn Provider>,
-}
-
-/// Channels by name, and the one new tasks go to.
-#[derive(Clone)]
-pub struct Channels {
-    by_name: HashMap<String, Channel>,
-    default: String,
-}
-
-impl Channels {
-    pub fn single(channel: Channel) -> Channels {
-        let default = channel.name.clone();
-        Channels {
-            by_name: HashMap::from([(default.clone(), channel)]),
-            default,
-        }
-    }
-
-    /// The channel for a task: the one it is already on (follow-ups stay on
-    /// their parent's), else the default.
-    fn route(&self, task: &Task) -> Option<&Channel> {
-        match &task.channel {
-            Some(name) => self.by_name.get(name),
-            None => self.by_name.get(&self.default),
-        }
-    }
-
-    pub fn get(&self, name: &str) -> Option<&Channel> {
-        self.by_name.get(name)
-    }
 }
 
 pub struct Engine {
@@ -226,219 +145,5 @@ impl Engine {
         let next = self.store.next_due_at().await.ok().flatten();
         let wait = next.map_or(1000, |at| (at - now_ms()).clamp(50, 1000));
         Duration::from_millis(u64::try_from(wait).unwrap_or(1000))
-    }
-
-    async fn handle(&self, task: Task) {
-        let now = now_ms();
-        let result = if now >= task.deadline_at {
-            self.time_out(&task).await
-        } else {
-            match task.state {
-                TaskState::Pending => self.dispatch(&task).await,
-                TaskState::Processing => self.poll(&task).await,
-                _ => Ok(()),
-            }
-        };
-        if let Err(e) = result {
-            tracing::error!(task = %task.id, error = %e, "store error while handling task");
-        }
-    }
-
-    /// Apply an update; losing the compare-and-swap is normal (someone else
-    /// moved the task) and changes nothing.
-    async fn apply(
-        &self,
-        task: &Task,
-        update: TaskUpdate,
-    ) -> Result<(), gengate_store::StoreError> {
-        if let Some(to) = update.state
-            && !task.state.can_become(to)
-        {
-            tracing::error!(task = %task.id, from = ?task.state, ?to, "refused transition");
-            return Ok(());
-        }
-        let applied = self
-            .store
-            .update_task(task.id, task.version, &update, now_ms())
-            .await?;
-        match (applied, update.state) {
-            (None, _) => tracing::debug!(task = %task.id, "lost the race; leaving the task alone"),
-            (Some(t), Some(st)) => {
-                tracing::info!(task = %t.id, state = st.as_str(), seq = t.event_seq, "task changed state")
-            }
-            (Some(_), None) => {}
-        }
-        Ok(())
-    }
-
-    /// When to look again, never past the deadline.
-    fn due(&self, task: &Task, after: Duration) -> Millis {
-        now_ms().saturating_add(ms(after)).min(task.deadline_at)
-    }
-
-    /// Retry delay after the `attempt`-th failure: 1 s, 2 s, 4 s ... capped.
-    fn backoff(&self, attempt: u32) -> Duration {
-        let secs = 1u64 << attempt.min(6);
-        Duration::from_secs(secs).min(self.cfg.max_poll_interval)
-    }
-
-    async fn time_out(&self, task: &Task) -> Result<(), gengate_store::StoreError> {
-        if let (Some(r), Some(ch)) = (
-            &task.upstream_ref,
-            task.channel.as_deref().and_then(|c| self.channels.get(c)),
-        ) && let Err(e) = ch.provider.cancel(r).await
-        {
-            tracing::warn!(task = %task.id, error = %e, "upstream cancel after timeout failed");
-        }
-        self.apply(task, TaskUpdate::fail("timeout")).await
-    }
-
-    async fn dispatch(&self, task: &Task) -> Result<(), gengate_store::StoreError> {
-        let Some(channel) = self.channels.route(task) else {
-            return self
-                .apply(
-                    task,
-                    TaskUpdate::fail(format!("no channel serves model {}", task.model)),
-                )
-                .await;
-        };
-        let inputs = match self
-            .fetcher
-            .resolve(task, &self.files, self.store.as_ref())
-            .await
-        {
-            Ok(i) => i,
-            Err(InputError::Bad(reason)) => {
-                return self.apply(task, TaskUpdate::fail(reason)).await;
-            }
-            Err(InputError::Transient(why)) => return self.retry_later(task, &why).await,
-        };
-        let job = Submission {
-            task,
-            inputs,
-            now: now_ms(),
-        };
-        match channel.provider.submit(job).await {
-            Ok(sub) => {
-                let first_poll = sub.poll_after.unwrap_or(Duration::from_secs(1));
-                let update = TaskUpdate {
-                    state: Some(TaskState::Processing),
-                    channel: Some(channel.name.clone()),
-                    upstream_ref: Some(sub.upstream_ref),
-                    bump_attempts: true,
-                    next_due_at: Some(self.due(task, first_poll.min(self.cfg.max_poll_interval))),
-                    detail: Some(format!(
-                        "submitted to channel {} ({})",
-                        channel.name,
-                        channel.provider.kind()
-                    )),
-                    ..TaskUpdate::default()
-                };
-                self.apply(task, update).await
-            }
-            Err(ProviderError::Permanent(reason)) => {
-                self.apply(task, TaskUpdate::fail(reason)).await
-            }
-            Err(ProviderError::Auth(_)) => {
-                tracing::error!(channel = %channel.name, "upstream refused the channel's credentials");
-                self.retry_later(task, "channel credentials refused").await
-            }
-            Err(e @ (ProviderError::Retryable(_) | ProviderError::RateLimited { .. })) => {
-                self.retry_later(task, &e.to_string()).await
-            }
-        }
-    }
-
-    /// A submit that may work later: count the attempt and wait, or give up.
-    async fn retry_later(&self, task: &Task, why: &str) -> Result<(), gengate_store::StoreError> {
-        if task.attempts + 1 >= self.cfg.max_attempts {
-            return self
-                .apply(
-                    task,
-                    TaskUpdate::fail(format!(
-                        "upstream unavailable after {} attempts: {why}",
-                        task.attempts + 1
-                    )),
-                )
-                .await;
-        }
-        tracing::warn!(task = %task.id, attempt = task.attempts + 1, why, "submit will be retried");
-        let update = TaskUpdate {
-            bump_attempts: true,
-            next_due_at: Some(self.due(task, self.backoff(task.attempts))),
-            ..TaskUpdate::default()
-        };
-        self.apply(task, update).await
-    }
-
-    async fn poll(&self, task: &Task) -> Result<(), gengate_store::StoreError> {
-        let (Some(upstream_ref), Some(channel)) = (
-            task.upstream_ref.as_deref(),
-            task.channel.as_deref().and_then(|c| self.channels.get(c)),
-        ) else {
-            return self
-                .apply(
-                    task,
-                    TaskUpdate::fail("the task's channel is no longer configured"),
-                )
-                .await;
-        };
-        match channel.provider.poll(upstream_ref, now_ms()).await {
-            Ok(PollOutcome::Running {
-                progress,
-                poll_after,
-            }) => {
-                let elapsed = Duration::from_millis(
-                    u64::try_from(now_ms() - task.started_at.unwrap_or(task.created_at))
-                        .unwrap_or(0),
-                );
-                // Soon after submit, then backing off as the job ages.
-                let next = poll_after
-                    .unwrap_or(elapsed / 4)
-                    .clamp(Duration::from_millis(20), self.cfg.max_poll_interval);
-                let update = TaskUpdate {
-                    progress,
-                    next_due_at: Some(self.due(task, next)),
-                    ..TaskUpdate::default()
-                };
-                self.apply(task, update).await
-            }
-            Ok(PollOutcome::Failed(reason)) => self.apply(task, TaskUpdate::fail(reason)).await,
-            Ok(PollOutcome::Succeeded(outputs)) => {
-                match artifacts::mirror(task, outputs, &self.files, &self.fetcher.http).await {
-                    Ok(arts) => {
-                        let update = TaskUpdate {
-                            state: Some(TaskState::Completed),
-                            progress: Some(100),
-                            artifacts: Some(arts),
-                            ..TaskUpdate::default()
-                        };
-                        self.apply(task, update).await
-                    }
-                    Err(artifacts::MirrorError::BadResult(r)) => {
-                        self.apply(task, TaskUpdate::fail(r)).await
-                    }
-                    Err(artifacts::MirrorError::Transient(why)) => {
-                        tracing::warn!(task = %task.id, why, "storing results failed; will poll again");
-                        self.poll_again(task).await
-                    }
-                }
-            }
-            Err(ProviderError::Permanent(reason)) => {
-                self.apply(task, TaskUpdate::fail(reason)).await
-            }
-            Err(e) => {
-                tracing::warn!(task = %task.id, error = %e, "poll failed; will poll again");
-                self.poll_again(task).await
-            }
-        }
-    }
-
-    async fn poll_again(&self, task: &Task) -> Result<(), gengate_store::StoreError> {
-        let update = TaskUpdate {
-            next_due_at: Some(self.due(task, self.backoff(2))),
-            ..TaskUpdate::default()
-        };
-        self.apply(task, update).await
     }
 }

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Gateway, assert_same_shape};
+use common::{Gateway, assert_same_shape, mean_rgb};
 use serde_json::{Value, json};
 
 const SEED: &str = include_str!("fixtures/seed_batch_response.json");
@@ -217,26 +217,15 @@ async fn extend_continues_a_completed_task() {
     assert_eq!(done["state"], "completed", "{done}");
     assert_eq!(done["video"]["width"], 384);
     // The continuation starts where its parent ended.
-    let mean = |bytes: Vec<u8>| {
-        let img = image::load_from_memory(&bytes).unwrap().to_rgb8();
-        let n = u64::from(img.width() * img.height());
-        let mut sum = [0u64; 3];
-        for p in img.pixels() {
-            for c in 0..3 {
-                sum[c] += u64::from(p[c]);
-            }
-        }
-        sum.map(|s| (s / n) as i64)
-    };
-    let last = mean(
-        gw.bytes(parent["last_frame"]["url"].as_str().unwrap())
+    let last = mean_rgb(
+        &gw.bytes(parent["last_frame"]["url"].as_str().unwrap())
             .await
             .2,
     );
-    let first = mean(gw.bytes(done["thumbnail"]["url"].as_str().unwrap()).await.2);
+    let first = mean_rgb(&gw.bytes(done["thumbnail"]["url"].as_str().unwrap()).await.2);
     for c in 0..3 {
         assert!(
-            (last[c] - first[c]).abs() <= 40,
+            (last[c] - first[c]).abs() <= 40.0,
             "parent ends {last:?}, extension starts {first:?}"
         );
     }

@@ -76,25 +76,36 @@ pub fn parse_create(body: &[u8]) -> Result<NewTask, ApiError> {
     if let Some(r) = &resolution {
         one_of("resolution", r, RESOLUTIONS)?;
     }
-    Ok(NewTask {
+    let request = GenerationRequest {
+        prompt,
+        aspect_ratio,
+        n: 1,
+        images,
+        expand_prompt: b.expand_prompt,
+        loop_video: b.loop_video,
+        resolution,
+        duration_secs: duration(b.duration)?,
+        ..GenerationRequest::default()
+    };
+    let callback_url = optional_url("callback_url", b.callback_url)?;
+    Ok(video_task(model, request, callback_url, None))
+}
+
+fn video_task(
+    model: String,
+    request: GenerationRequest,
+    callback_url: Option<String>,
+    channel: Option<String>,
+) -> NewTask {
+    NewTask {
         dialect: Dialect::Luma,
         kind: TaskKind::Video,
         model,
-        request: GenerationRequest {
-            prompt,
-            aspect_ratio,
-            n: 1,
-            images,
-            expand_prompt: b.expand_prompt,
-            loop_video: b.loop_video,
-            resolution,
-            duration_secs: duration(b.duration)?,
-            ..GenerationRequest::default()
-        },
-        callback_url: optional_url("callback_url", b.callback_url)?,
+        request,
+        callback_url,
         external_id: None,
-        channel: None,
-    })
+        channel,
+    }
 }
 
 /// Parse an extend body: a new task continuing `parent`, which must be a
@@ -120,26 +131,25 @@ pub fn parse_extend(body: &[u8], parent: &Task) -> Result<NewTask, ApiError> {
         Some(m) => model_name(Some(m))?,
         None => parent.model.clone(),
     };
-    Ok(NewTask {
-        dialect: Dialect::Luma,
-        kind: TaskKind::Video,
+    let request = GenerationRequest {
+        prompt,
+        // The continuation keeps the frame of what it continues.
+        aspect_ratio: parent.request.aspect_ratio.clone(),
+        n: 1,
+        expand_prompt: b.expand_prompt,
+        loop_video: b.loop_video,
+        duration_secs: duration(b.duration)?,
+        resolution: parent.request.resolution.clone(),
+        extend_from: Some(parent.id),
+        ..GenerationRequest::default()
+    };
+    let callback_url = optional_url("callback_url", b.callback_url)?;
+    Ok(video_task(
         model,
-        request: GenerationRequest {
-            prompt,
-            // The continuation keeps the frame of what it continues.
-            aspect_ratio: parent.request.aspect_ratio.clone(),
-            n: 1,
-            expand_prompt: b.expand_prompt,
-            loop_video: b.loop_video,
-            duration_secs: duration(b.duration)?,
-            resolution: parent.request.resolution.clone(),
-            extend_from: Some(parent.id),
-            ..GenerationRequest::default()
-        },
-        callback_url: optional_url("callback_url", b.callback_url)?,
-        external_id: None,
-        channel: parent.channel.clone(),
-    })
+        request,
+        callback_url,
+        parent.channel.clone(),
+    ))
 }
 
 /// Parse a batch get: 1..=100 UUIDs, duplicates kept once, order kept.

@@ -172,6 +172,21 @@ impl Gateway {
     }
 }
 
+/// Mean red, green and blue of an encoded image.
+pub fn mean_rgb(encoded: &[u8]) -> [f64; 3] {
+    let img = image::load_from_memory(encoded)
+        .expect("an image")
+        .to_rgb8();
+    let mut sum = [0u64; 3];
+    for p in img.pixels() {
+        for c in 0..3 {
+            sum[c] += u64::from(p[c]);
+        }
+    }
+    let n = f64::from(img.width() * img.height());
+    sum.map(|s| s as f64 / n)
+}
+
 /// Every key of `expected` is in `actual` with the same JSON type, at every
 /// level; `null` in `expected` must be `null` in `actual`.
 pub fn assert_same_shape(expected: &Value, actual: &Value, path: &str) {

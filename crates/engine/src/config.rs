@@ -1,0 +1,54 @@
+//! How the engine behaves: leases, concurrency, attempts, deadlines, bounds.
+
+use std::time::Duration;
+
+use gengate_core::{Millis, TaskKind};
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// How long a claimed task is ours; a dead worker's tasks are retaken after it.
+    pub lease: Duration,
+    /// Tasks handled at once by this instance.
+    pub concurrency: usize,
+    /// Submit attempts before a task fails for good.
+    pub max_attempts: u32,
+    /// Deadline of a video task, from its creation.
+    pub video_deadline: Duration,
+    /// Deadline of an image task, from its creation.
+    pub image_deadline: Duration,
+    /// Time allowed to finish in-flight work at shutdown.
+    pub drain_timeout: Duration,
+    /// Time allowed to fetch one input image.
+    pub fetch_timeout: Duration,
+    /// Longest wait between two polls of one task.
+    pub max_poll_interval: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            lease: Duration::from_secs(30),
+            concurrency: 64,
+            max_attempts: 5,
+            video_deadline: Duration::from_secs(3600),
+            image_deadline: Duration::from_secs(900),
+            drain_timeout: Duration::from_secs(10),
+            fetch_timeout: Duration::from_secs(30),
+            max_poll_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+impl EngineConfig {
+    pub fn deadline_for(&self, kind: TaskKind, created_at: Millis) -> Millis {
+        let d = match kind {
+            TaskKind::Video => self.video_deadline,
+            TaskKind::Image => self.image_deadline,
+        };
+        created_at.saturating_add(ms(d))
+    }
+}
+
+pub(crate) fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,225 @@
+//! One claimed task, moved one step along its life: dispatched to its
+//! channel, polled, completed with its results stored, failed, or timed out.
+//! Every change is a compare-and-swap; losing one changes nothing.
+
+use std::time::Duration;
+
+use gengate_core::{Millis, Task, TaskState, TaskUpdate};
+use gengate_providers::{PollOutcome, ProviderError, Submission};
+use gengate_store::StoreError;
+
+use crate::config::ms;
+use crate::inputs::InputError;
+use crate::{Engine, artifacts, now_ms};
+
+impl Engine {
+    pub(crate) async fn handle(&self, task: Task) {
+        let now = now_ms();
+        let result = if now >= task.deadline_at {
+            self.time_out(&task).await
+        } else {
+            match task.state {
+                TaskState::Pending => self.dispatch(&task).await,
+                TaskState::Processing => self.poll(&task).await,
+                _ => Ok(()),
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(task = %task.id, error = %e, "store error while handling task");
+        }
+    }
+
+    /// Apply an update; losing the compare-and-swap is normal (someone else
+    /// moved the task) and changes nothing.
+    async fn apply(&self, task: &Task, update: TaskUpdate) -> Result<(), StoreError> {
+        if let Some(to) = update.state
+            && !task.state.can_become(to)
+        {
+            tracing::error!(task = %task.id, from = ?task.state, ?to, "refused transition");
+            return Ok(());
+        }
+        let applied = self
+            .store
+            .update_task(task.id, task.version, &update, now_ms())
+            .await?;
+        match (applied, update.state) {
+            (None, _) => tracing::debug!(task = %task.id, "lost the race; leaving the task alone"),
+            (Some(t), Some(st)) => {
+                tracing::info!(task = %t.id, state = st.as_str(), seq = t.event_seq, "task changed state")
+            }
+            (Some(_), None) => {}
+        }
+        Ok(())
+    }
+
+    /// When to look again, never past the deadline.
+    fn due(&self, task: &Task, after: Duration) -> Millis {
+        now_ms().saturating_add(ms(after)).min(task.deadline_at)
+    }
+
+    /// Retry delay after the `attempt`-th failure: 1 s, 2 s, 4 s ... capped.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let secs = 1u64 << attempt.min(6);
+        Duration::from_secs(secs).min(self.cfg.max_poll_interval)
+    }
+
+    async fn time_out(&self, task: &Task) -> Result<(), StoreError> {
+        if let (Some(r), Some(ch)) = (
+            &task.upstream_ref,
+            task.channel.as_deref().and_then(|c| self.channels.get(c)),
+        ) && let Err(e) = ch.provider.cancel(r).await
+        {
+            tracing::warn!(task = %task.id, error = %e, "upstream cancel after timeout failed");
+        }
+        self.apply(task, TaskUpdate::fail("timeout")).await
+    }
+
+    async fn dispatch(&self, task: &Task) -> Result<(), StoreError> {
+        let Some(channel) = self.channels.route(task) else {
+            return self
+                .apply(
+                    task,
+                    TaskUpdate::fail(format!("no channel serves model {}", task.model)),
+                )
+                .await;
+        };
+        let inputs = match self
+            .fetcher
+            .resolve(task, &self.files, self.store.as_ref())
+            .await
+        {
+            Ok(i) => i,
+            Err(InputError::Bad(reason)) => {
+                return self.apply(task, TaskUpdate::fail(reason)).await;
+            }
+            Err(InputError::Transient(why)) => return self.retry_later(task, &why).await,
+        };
+        let job = Submission {
+            task,
+            inputs,
+            now: now_ms(),
+        };
+        match channel.provider.submit(job).await {
+            Ok(sub) => {
+                let first_poll = sub.poll_after.unwrap_or(Duration::from_secs(1));
+                let update = TaskUpdate {
+                    state: Some(TaskState::Processing),
+                    channel: Some(channel.name.clone()),
+                    upstream_ref: Some(sub.upstream_ref),
+                    bump_attempts: true,
+                    next_due_at: Some(self.due(task, first_poll.min(self.cfg.max_poll_interval))),
+                    detail: Some(format!(
+                        "submitted to channel {} ({})",
+                        channel.name,
+                        channel.provider.kind()
+                    )),
+                    ..TaskUpdate::default()
+                };
+                self.apply(task, update).await
+            }
+            Err(ProviderError::Permanent(reason)) => {
+                self.apply(task, TaskUpdate::fail(reason)).await
+            }
+            Err(ProviderError::Auth(_)) => {
+                tracing::error!(channel = %channel.name, "upstream refused the channel's credentials");
+                self.retry_later(task, "channel credentials refused").await
+            }
+            Err(e @ (ProviderError::Retryable(_) | ProviderError::RateLimited { .. })) => {
+                self.retry_later(task, &e.to_string()).await
+            }
+        }
+    }
+
+    /// A submit that may work later: count the attempt and wait, or give up.
+    async fn retry_later(&self, task: &Task, why: &str) -> Result<(), StoreError> {
+        if task.attempts + 1 >= self.cfg.max_attempts {
+            return self
+                .apply(
+                    task,
+                    TaskUpdate::fail(format!(
+                        "upstream unavailable after {} attempts: {why}",
+                        task.attempts + 1
+                    )),
+                )
+                .await;
+        }
+        tracing::warn!(task = %task.id, attempt = task.attempts + 1, why, "submit will be retried");
+        let update = TaskUpdate {
+            bump_attempts: true,
+            next_due_at: Some(self.due(task, self.backoff(task.attempts))),
+            ..TaskUpdate::default()
+        };
+        self.apply(task, update).await
+    }
+
+    async fn poll(&self, task: &Task) -> Result<(), StoreError> {
+        let (Some(upstream_ref), Some(channel)) = (
+            task.upstream_ref.as_deref(),
+            task.channel.as_deref().and_then(|c| self.channels.get(c)),
+        ) else {
+            return self
+                .apply(
+                    task,
+                    TaskUpdate::fail("the task's channel is no longer configured"),
+                )
+                .await;
+        };
+        match channel.provider.poll(upstream_ref, now_ms()).await {
+            Ok(PollOutcome::Running {
+                progress,
+                poll_after,
+            }) => {
+                let elapsed = Duration::from_millis(
+                    u64::try_from(now_ms() - task.started_at.unwrap_or(task.created_at))
+                        .unwrap_or(0),
+                );
+                // Soon after submit, then backing off as the job ages.
+                let next = poll_after
+                    .unwrap_or(elapsed / 4)
+                    .clamp(Duration::from_millis(20), self.cfg.max_poll_interval);
+                let update = TaskUpdate {
+                    progress,
+                    next_due_at: Some(self.due(task, next)),
+                    ..TaskUpdate::default()
+                };
+                self.apply(task, update).await
+            }
+            Ok(PollOutcome::Failed(reason)) => self.apply(task, TaskUpdate::fail(reason)).await,
+            Ok(PollOutcome::Succeeded(outputs)) => {
+                match artifacts::mirror(task, outputs, &self.files, &self.fetcher.http).await {
+                    Ok(arts) => {
+                        let update = TaskUpdate {
+                            state: Some(TaskState::Completed),
+                            progress: Some(100),
+                            artifacts: Some(arts),
+                            ..TaskUpdate::default()
+                        };
+                        self.apply(task, update).await
+                    }
+                    Err(artifacts::MirrorError::BadResult(r)) => {
+                        self.apply(task, TaskUpdate::fail(r)).await
+                    }
+                    Err(artifacts::MirrorError::Transient(why)) => {
+                        tracing::warn!(task = %task.id, why, "storing results failed; will poll again");
+                        self.poll_again(task).await
+                    }
+                }
+            }
+            Err(ProviderError::Permanent(reason)) => {
+                self.apply(task, TaskUpdate::fail(reason)).await
+            }
+            Err(e) => {
+                tracing::warn!(task = %task.id, error = %e, "poll failed; will poll again");
+                self.poll_again(task).await
+            }
+        }
+    }
+
+    async fn poll_again(&self, task: &Task) -> Result<(), StoreError> {
+        let update = TaskUpdate {
+            next_due_at: Some(self.due(task, self.backoff(2))),
+            ..TaskUpdate::default()
+        };
+        self.apply(task, update).await
+    }
+}
