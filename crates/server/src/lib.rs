@@ -14,6 +14,7 @@ use gengate_store::{StoreError, TaskStore};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::services::ServeDir;
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use uuid::Uuid;
 
@@ -93,6 +94,11 @@ pub fn router(state: AppState) -> Router {
             )
                 .into_response()
         }))
+        // A request (body upload included) gets this long; file bodies stream after it.
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
         .layer(TraceLayer::new_for_http())
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
@@ -119,6 +125,9 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await
 }
+
+/// How long one request may take, reading its body included.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long graceful shutdown waits for open requests.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
