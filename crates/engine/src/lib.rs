@@ -116,6 +116,7 @@ impl Engine {
             let pause = self.idle_pause().await;
             tokio::select! {
                 _ = self.wake.notified() => {}
+                _ = self.store.wait_for_work() => {}
                 _ = tokio::time::sleep(pause) => {}
                 _ = shutdown.changed() => {}
             }

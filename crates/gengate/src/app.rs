@@ -42,12 +42,13 @@ impl Running {
     }
 }
 
-pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn TaskStore>> {
+/// Open the configured store, migrating it when `migrate`.
+pub async fn open_store(settings: &Settings, migrate: bool) -> anyhow::Result<Arc<dyn TaskStore>> {
     tokio::fs::create_dir_all(&settings.data_dir)
         .await
         .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
     let url = settings.database_url();
-    gengate_store::open(&url)
+    gengate_store::open(&url, migrate)
         .await
         .with_context(|| format!("opening the store at {url}"))
 }
@@ -77,7 +78,7 @@ async fn first_admin_key(
 }
 
 pub async fn start(settings: Settings) -> anyhow::Result<Running> {
-    let store = open_store(&settings).await?;
+    let store = open_store(&settings, settings.migrate).await?;
     let new_admin_key = first_admin_key(store.as_ref(), &settings).await?;
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
@@ -113,12 +114,19 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         files_base: format!("{}/files", public.trim_end_matches('/')),
     };
     let (tx, rx) = watch::channel(false);
+    let run_engine = settings.role != "api";
+    let serve_api = settings.role != "worker";
     let handle = tokio::spawn(async move {
-        let engine_task = tokio::spawn(engine.run(rx.clone()));
+        let engine_task = run_engine.then(|| tokio::spawn(engine.run(rx.clone())));
         let mut server_rx = rx.clone();
-        let server = tokio::spawn(gengate_server::serve(listener, state, async move {
-            let _ = server_rx.wait_for(|stop| *stop).await;
-        }));
+        let server = tokio::spawn(gengate_server::serve(
+            listener,
+            state,
+            serve_api,
+            async move {
+                let _ = server_rx.wait_for(|stop| *stop).await;
+            },
+        ));
         let mut rx = rx;
         let _ = rx.wait_for(|stop| *stop).await;
         // Open requests get a bounded grace period; the engine bounds its own drain.
@@ -126,10 +134,12 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
             Ok(r) => r??,
             Err(_) => tracing::warn!("requests still open after the grace period; closing"),
         }
-        engine_task.await?;
+        if let Some(engine_task) = engine_task {
+            engine_task.await?;
+        }
         Ok(())
     });
-    tracing::info!(%addr, public_url = %public, "gengate listening");
+    tracing::info!(%addr, public_url = %public, role = %settings.role, "gengate listening");
     Ok(Running {
         addr,
         new_admin_key,

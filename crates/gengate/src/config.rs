@@ -32,6 +32,10 @@ pub struct Settings {
     pub fetch_timeout_secs: u64,
     /// `text` or `json`.
     pub log_format: String,
+    /// Run pending database migrations at start.
+    pub migrate: bool,
+    /// `all` (API and engine), `api` (HTTP only) or `worker` (engine, and health endpoints).
+    pub role: String,
 }
 
 impl Default for Settings {
@@ -52,6 +56,8 @@ impl Default for Settings {
             drain_timeout_secs: 10,
             fetch_timeout_secs: 30,
             log_format: "text".into(),
+            migrate: true,
+            role: "all".into(),
         }
     }
 }
@@ -74,6 +80,10 @@ impl Settings {
         anyhow::ensure!(
             matches!(self.log_format.as_str(), "text" | "json"),
             "log_format must be text or json"
+        );
+        anyhow::ensure!(
+            matches!(self.role.as_str(), "all" | "api" | "worker"),
+            "role must be all, api or worker"
         );
         Ok(())
     }
@@ -148,6 +158,14 @@ pub struct ServeFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<String>,
+    /// What this instance runs: all, api (HTTP only) or worker (background engine).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Do not run database migrations at start (run `gengate migrate` instead).
+    #[arg(long)]
+    #[serde(skip)]
+    pub no_migrate: bool,
 }
 
 pub fn load(common: &CommonFlags, serve: &ServeFlags) -> anyhow::Result<Settings> {
@@ -171,6 +189,10 @@ pub fn load(common: &CommonFlags, serve: &ServeFlags) -> anyhow::Result<Settings
         .merge(Serialized::defaults(common))
         .merge(Serialized::defaults(serve))
         .extract()?;
+    let settings = Settings {
+        migrate: settings.migrate && !serve.no_migrate,
+        ..settings
+    };
     settings.validate()?;
     Ok(settings)
 }

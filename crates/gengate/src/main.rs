@@ -79,7 +79,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(_) => serve(settings).await,
         Command::Migrate => {
-            app::open_store(&settings).await?;
+            app::open_store(&settings, true).await?;
             println!("database at {} is up to date", settings.database_url());
             Ok(())
         }
@@ -125,7 +125,7 @@ async fn wait_for_signal() {
 }
 
 async fn keys(settings: config::Settings, cmd: KeysCommand) -> anyhow::Result<()> {
-    let store = app::open_store(&settings).await?;
+    let store = app::open_store(&settings, settings.migrate).await?;
     match cmd {
         KeysCommand::Create { name, admin, json } => {
             anyhow::ensure!(!name.trim().is_empty(), "--name must not be empty");

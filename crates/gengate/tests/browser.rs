@@ -6,8 +6,10 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::Gateway;
+use common::{Backend, Gateway};
 use serde_json::{Value, json};
+
+on_both_backends!(chromium_plays_and_seeks_the_sandbox_video,);
 
 fn chromium() -> Option<PathBuf> {
     let found = std::env::var_os("CHROMIUM")
@@ -42,10 +44,9 @@ v.addEventListener('timeupdate', () => {
 v.addEventListener('error', () => report({error: v.error && v.error.code}));
 </script></body></html>"#;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn chromium_plays_and_seeks_the_sandbox_video() {
+async fn chromium_plays_and_seeks_the_sandbox_video(backend: Backend) {
     let Some(chromium) = chromium() else { return };
-    let gw = Gateway::start().await;
+    let gw = Gateway::start(backend).await;
     let (_, v) = gw
         .post(
             "/luma/generations",

@@ -3,9 +3,18 @@
 
 mod common;
 
-use common::Gateway;
+use common::{Backend, Gateway};
 use reqwest::Method;
 use serde_json::{Value, json};
+
+on_both_backends!(
+    keys_are_required_and_checked,
+    bodies_must_be_json_objects_within_the_limit,
+    unknown_ids_and_paths_are_404,
+    no_endpoint_reveals_another_keys_tasks,
+    health_and_openapi,
+    tasks_past_their_deadline_fail_with_timeout,
+);
 
 const LUMA: &str = "/luma/generations";
 const KLING: &str = "/kling/v1/images/generations";
@@ -25,9 +34,8 @@ fn kling_error(v: &Value, code: u64) -> &str {
         .unwrap_or_else(|| panic!("not a Kling error: {v}"))
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn keys_are_required_and_checked() {
-    let gw = Gateway::start().await;
+async fn keys_are_required_and_checked(backend: Backend) {
+    let gw = Gateway::start(backend).await;
     let body = || Some(("application/json", br#"{"prompt":"a"}"#.to_vec()));
     for (method, path) in [
         (Method::POST, LUMA),
@@ -60,9 +68,8 @@ async fn keys_are_required_and_checked() {
     gw.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn bodies_must_be_json_objects_within_the_limit() {
-    let gw = Gateway::start().await;
+async fn bodies_must_be_json_objects_within_the_limit(backend: Backend) {
+    let gw = Gateway::start(backend).await;
     let key = Some(gw.admin.as_str());
     for path in [LUMA, "/luma/tasks", KLING] {
         let (s, v) = gw
@@ -125,9 +132,8 @@ async fn bodies_must_be_json_objects_within_the_limit() {
     gw.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn unknown_ids_and_paths_are_404() {
-    let gw = Gateway::start().await;
+async fn unknown_ids_and_paths_are_404(backend: Backend) {
+    let gw = Gateway::start(backend).await;
     let unknown = uuid::Uuid::now_v7();
     for path in [
         format!("{LUMA}/{unknown}"),
@@ -151,9 +157,8 @@ async fn unknown_ids_and_paths_are_404() {
     gw.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn no_endpoint_reveals_another_keys_tasks() {
-    let gw = Gateway::start().await;
+async fn no_endpoint_reveals_another_keys_tasks(backend: Backend) {
+    let gw = Gateway::start(backend).await;
     let alice = gw.new_key("alice").await;
     let bob = gw.new_key("bob").await;
     let (_, v) = gw
@@ -203,9 +208,8 @@ async fn no_endpoint_reveals_another_keys_tasks() {
     gw.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn health_and_openapi() {
-    let gw = Gateway::start().await;
+async fn health_and_openapi(backend: Backend) {
+    let gw = Gateway::start(backend).await;
     let (s, _) = gw.send(Method::GET, "/healthz", None, None).await;
     assert_eq!(s, 200);
     let (s, v) = gw.send(Method::GET, "/readyz", None, None).await;
@@ -242,9 +246,8 @@ async fn health_and_openapi() {
     gw.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn tasks_past_their_deadline_fail_with_timeout() {
-    let gw = Gateway::start_with(|s| {
+async fn tasks_past_their_deadline_fail_with_timeout(backend: Backend) {
+    let gw = Gateway::start_with(backend, |s| {
         s.sandbox_latency_ms = 60_000;
         s.video_deadline_secs = 1;
         s.image_deadline_secs = 1;

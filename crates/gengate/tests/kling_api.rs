@@ -3,9 +3,20 @@
 mod common;
 
 use base64::Engine as _;
-use common::{Gateway, mean_rgb};
+use common::{Backend, Gateway, mean_rgb};
 use gengate_testkit::{ImageHost, RED_PNG};
 use serde_json::{Value, json};
+
+on_both_backends!(
+    images_are_generated_at_the_asked_ratio,
+    the_same_prompt_and_seed_give_the_same_image,
+    reference_images_by_url_and_inline_are_used,
+    image_urls_that_cannot_be_used_fail_the_task_clearly,
+    failures_use_klings_states,
+    external_task_ids_are_unique_per_key,
+    listing_pages_newest_first,
+    bad_input_is_a_400_naming_the_field_and_stores_nothing,
+);
 
 const PATH: &str = "/kling/v1/images/generations";
 
@@ -17,9 +28,8 @@ async fn create(gw: &Gateway, key: &str, body: Value) -> Value {
     v["data"].clone()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn images_are_generated_at_the_asked_ratio() {
-    let gw = Gateway::start().await;
+async fn images_are_generated_at_the_asked_ratio(backend: Backend) {
+    let gw = Gateway::start(backend).await;
     let t = create(
         &gw,
         &gw.admin,
@@ -55,9 +65,8 @@ async fn images_are_generated_at_the_asked_ratio() {
     gw.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_same_prompt_and_seed_give_the_same_image() {
-    let gw = Gateway::start().await;
+async fn the_same_prompt_and_seed_give_the_same_image(backend: Backend) {
+    let gw = Gateway::start(backend).await;
     let a = create(
         &gw,
         &gw.admin,
@@ -92,10 +101,9 @@ async fn the_same_prompt_and_seed_give_the_same_image() {
     gw.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn reference_images_by_url_and_inline_are_used() {
+async fn reference_images_by_url_and_inline_are_used(backend: Backend) {
     let host = ImageHost::start().await;
-    let gw = Gateway::start().await;
+    let gw = Gateway::start(backend).await;
     let b64 = base64::engine::general_purpose::STANDARD.encode(RED_PNG);
     let plain = create(
         &gw,
@@ -159,10 +167,9 @@ async fn reference_images_by_url_and_inline_are_used() {
     gw.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn image_urls_that_cannot_be_used_fail_the_task_clearly() {
+async fn image_urls_that_cannot_be_used_fail_the_task_clearly(backend: Backend) {
     let host = ImageHost::start().await;
-    let gw = Gateway::start_with(|s| s.fetch_timeout_secs = 1).await;
+    let gw = Gateway::start_with(backend, |s| s.fetch_timeout_secs = 1).await;
     let cases = [
         ("/missing.png", "HTTP 404"),
         ("/anim.gif", "not a jpg, jpeg or png"),
@@ -189,9 +196,8 @@ async fn image_urls_that_cannot_be_used_fail_the_task_clearly() {
     gw.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn failures_use_klings_states() {
-    let gw = Gateway::start_with(|s| s.sandbox_failure_rate = 1.0).await;
+async fn failures_use_klings_states(backend: Backend) {
+    let gw = Gateway::start_with(backend, |s| s.sandbox_failure_rate = 1.0).await;
     let t = create(&gw, &gw.admin, json!({"prompt": "doomed"})).await;
     let done = gw
         .wait_kling(&gw.admin, t["task_id"].as_str().unwrap())
@@ -207,9 +213,8 @@ async fn failures_use_klings_states() {
     gw.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn external_task_ids_are_unique_per_key() {
-    let gw = Gateway::start_with(|s| s.sandbox_latency_ms = 60_000).await;
+async fn external_task_ids_are_unique_per_key(backend: Backend) {
+    let gw = Gateway::start_with(backend, |s| s.sandbox_latency_ms = 60_000).await;
     let other = gw.new_key("other").await;
     create(
         &gw,
@@ -242,9 +247,8 @@ async fn external_task_ids_are_unique_per_key() {
     gw.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn listing_pages_newest_first() {
-    let gw = Gateway::start_with(|s| s.sandbox_latency_ms = 60_000).await;
+async fn listing_pages_newest_first(backend: Backend) {
+    let gw = Gateway::start_with(backend, |s| s.sandbox_latency_ms = 60_000).await;
     let mut ids = Vec::new();
     for i in 0..7 {
         let t = create(&gw, &gw.admin, json!({"prompt": format!("p{i}")})).await;
@@ -284,9 +288,8 @@ async fn listing_pages_newest_first() {
     gw.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn bad_input_is_a_400_naming_the_field_and_stores_nothing() {
-    let gw = Gateway::start().await;
+async fn bad_input_is_a_400_naming_the_field_and_stores_nothing(backend: Backend) {
+    let gw = Gateway::start(backend).await;
     let gif =
         base64::engine::general_purpose::STANDARD.encode(b"GIF89a\x01\x00\x01\x00\x00\x00\x00;");
     let big = "A".repeat(14 * 1024 * 1024);

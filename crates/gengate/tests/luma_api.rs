@@ -2,8 +2,17 @@
 
 mod common;
 
-use common::{Gateway, assert_same_shape, mean_rgb};
+use common::{Backend, Gateway, assert_same_shape, mean_rgb};
 use serde_json::{Value, json};
+
+on_both_backends!(
+    video_task_completes_in_the_seed_shape,
+    failed_tasks_say_why_and_have_no_media,
+    batch_get_keeps_order_omits_unknown_and_lists_duplicates_once,
+    extend_continues_a_completed_task,
+    extend_refuses_an_unfinished_task,
+    bad_input_is_a_400_naming_the_field_and_stores_nothing,
+);
 
 const SEED: &str = include_str!("fixtures/seed_batch_response.json");
 
@@ -14,9 +23,8 @@ async fn create(gw: &Gateway, key: &str, body: Value) -> String {
     v["id"].as_str().expect("an id").to_string()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn video_task_completes_in_the_seed_shape() {
-    let gw = Gateway::start().await;
+async fn video_task_completes_in_the_seed_shape(backend: Backend) {
+    let gw = Gateway::start(backend).await;
     let id = create(
         &gw,
         &gw.admin,
@@ -104,9 +112,8 @@ async fn video_task_completes_in_the_seed_shape() {
     gw.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn failed_tasks_say_why_and_have_no_media() {
-    let gw = Gateway::start_with(|s| s.sandbox_failure_rate = 1.0).await;
+async fn failed_tasks_say_why_and_have_no_media(backend: Backend) {
+    let gw = Gateway::start_with(backend, |s| s.sandbox_failure_rate = 1.0).await;
     let id = create(&gw, &gw.admin, json!({"prompt": "doomed"})).await;
     let done = gw.wait_luma(&gw.admin, &id).await;
     assert_eq!(done["state"], "failed");
@@ -126,9 +133,8 @@ async fn failed_tasks_say_why_and_have_no_media() {
     gw.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn batch_get_keeps_order_omits_unknown_and_lists_duplicates_once() {
-    let gw = Gateway::start_with(|s| s.sandbox_latency_ms = 60_000).await;
+async fn batch_get_keeps_order_omits_unknown_and_lists_duplicates_once(backend: Backend) {
+    let gw = Gateway::start_with(backend, |s| s.sandbox_latency_ms = 60_000).await;
     let a = create(&gw, &gw.admin, json!({"user_prompt": "a"})).await;
     let b = create(&gw, &gw.admin, json!({"user_prompt": "b"})).await;
     let c = create(&gw, &gw.admin, json!({"user_prompt": "c"})).await;
@@ -188,9 +194,8 @@ async fn batch_get_keeps_order_omits_unknown_and_lists_duplicates_once() {
     gw.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn extend_continues_a_completed_task() {
-    let gw = Gateway::start().await;
+async fn extend_continues_a_completed_task(backend: Backend) {
+    let gw = Gateway::start(backend).await;
     let id = create(
         &gw,
         &gw.admin,
@@ -241,9 +246,8 @@ async fn extend_continues_a_completed_task() {
     gw.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn extend_refuses_an_unfinished_task() {
-    let gw = Gateway::start_with(|s| s.sandbox_latency_ms = 60_000).await;
+async fn extend_refuses_an_unfinished_task(backend: Backend) {
+    let gw = Gateway::start_with(backend, |s| s.sandbox_latency_ms = 60_000).await;
     let id = create(&gw, &gw.admin, json!({"user_prompt": "slow"})).await;
     let (s, v) = gw
         .post(
@@ -257,9 +261,8 @@ async fn extend_refuses_an_unfinished_task() {
     gw.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn bad_input_is_a_400_naming_the_field_and_stores_nothing() {
-    let gw = Gateway::start().await;
+async fn bad_input_is_a_400_naming_the_field_and_stores_nothing(backend: Backend) {
+    let gw = Gateway::start(backend).await;
     let cases = [
         (json!({}), "user_prompt"),
         (json!({"user_prompt": ""}), "user_prompt"),

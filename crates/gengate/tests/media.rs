@@ -5,12 +5,13 @@ mod common;
 
 use std::io::Cursor;
 
-use common::Gateway;
+use common::{Backend, Gateway};
 use serde_json::json;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_video_is_an_h264_mp4_of_five_seconds_served_with_ranges() {
-    let gw = Gateway::start().await;
+on_both_backends!(the_video_is_an_h264_mp4_of_five_seconds_served_with_ranges,);
+
+async fn the_video_is_an_h264_mp4_of_five_seconds_served_with_ranges(backend: Backend) {
+    let gw = Gateway::start(backend).await;
     let (_, v) = gw
         .post(
             "/luma/generations",

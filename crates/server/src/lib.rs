@@ -75,16 +75,21 @@ pub(crate) fn add_retry_after(err: &ApiError, resp: &mut Response) {
     }
 }
 
-pub fn router(state: AppState) -> Router {
+/// The routes: with `serve_api`, the dialects, files and OpenAPI; always
+/// the health endpoints (a worker-only instance answers those alone).
+pub fn router(state: AppState, serve_api: bool) -> Router {
     // Results only: inputs clients uploaded are stored beside them but never served.
     let results = ServeDir::new(state.engine.files().root().join(RESULTS_PREFIX))
         .append_index_html_on_directories(false);
-    Router::new()
-        .merge(luma::router())
-        .merge(kling::router())
-        .merge(health::router())
-        .route("/openapi.json", get(openapi::serve))
-        .nest_service(&format!("/files/{RESULTS_PREFIX}"), results)
+    let mut routes = Router::new().merge(health::router());
+    if serve_api {
+        routes = routes
+            .merge(luma::router())
+            .merge(kling::router())
+            .route("/openapi.json", get(openapi::serve))
+            .nest_service(&format!("/files/{RESULTS_PREFIX}"), results);
+    }
+    routes
         .fallback(not_found)
         .with_state(state)
         .layer(CatchPanicLayer::custom(|_| {
@@ -119,9 +124,10 @@ async fn not_found() -> Response {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
+    serve_api: bool,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    axum::serve(listener, router(state, serve_api))
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -8,6 +8,8 @@ use async_trait::async_trait;
 use gengate_core::{ApiKey, Dialect, Millis, NewTask, Task, TaskEvent, TaskUpdate};
 use uuid::Uuid;
 
+pub mod postgres;
+mod row;
 pub mod sqlite;
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +81,12 @@ pub trait TaskStore: Send + Sync + 'static {
     /// need not wait for them to expire. Returns how many were released.
     async fn release_leases(&self, worker: &str) -> StoreResult<u64>;
 
+    /// Resolves when another instance may have added work. Single-process
+    /// backends never resolve; the engine's own wake-ups and timer suffice.
+    async fn wait_for_work(&self) {
+        std::future::pending::<()>().await
+    }
+
     /// When the earliest unfinished task falls due, to sleep until then.
     async fn next_due_at(&self) -> StoreResult<Option<Millis>>;
 
@@ -107,20 +115,33 @@ pub trait TaskStore: Send + Sync + 'static {
     async fn count_keys(&self) -> StoreResult<u64>;
 }
 
-/// Open the store a URL names, creating and migrating it as needed:
-/// `sqlite://PATH` (or a bare path).
-pub async fn open(url: &str) -> StoreResult<Arc<dyn TaskStore>> {
-    if let Some(path) = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-    {
-        return Ok(Arc::new(sqlite::SqliteStore::open(path).await?));
+/// Open the store a URL names: `postgres://…` (or `postgresql://…`), or
+/// `sqlite://PATH` (or a bare path). With `migrate`, pending migrations run
+/// first; without, a schema behind this build is an error.
+pub async fn open(url: &str, migrate: bool) -> StoreResult<Arc<dyn TaskStore>> {
+    let scheme = url.split_once("://").map(|(s, _)| s);
+    match scheme {
+        Some("postgres" | "postgresql") => {
+            Ok(Arc::new(postgres::PgStore::connect(url, migrate).await?))
+        }
+        Some("sqlite") => Ok(Arc::new(
+            sqlite::SqliteStore::open(&url["sqlite://".len()..], migrate).await?,
+        )),
+        Some(other) => Err(StoreError::Backend(format!(
+            "unsupported database URL scheme {other:?} (supported: postgres://, sqlite://)"
+        ))),
+        None => Ok(Arc::new(sqlite::SqliteStore::open(url, migrate).await?)),
     }
-    if url.contains("://") {
+}
+
+/// Refuse to run on a schema older than this build's migrations.
+pub(crate) fn require_schema(have: Option<i64>, migrations: &[(i64, &str)]) -> StoreResult<()> {
+    let latest = migrations.last().map_or(0, |m| m.0);
+    let have = have.unwrap_or(0);
+    if have < latest {
         return Err(StoreError::Backend(format!(
-            "unsupported database URL scheme in {:?} (supported: sqlite://)",
-            url.split("://").next().unwrap_or_default()
+            "the database schema is at version {have} but this gengate needs {latest}: run `gengate migrate`"
         )));
     }
-    Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
+    Ok(())
 }

@@ -5,10 +5,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use gengate_core::{
-    ApiKey, Artifact, Dialect, GenerationRequest, Millis, NewTask, Task, TaskEvent, TaskKind,
-    TaskState, TaskUpdate,
-};
+use gengate_core::{ApiKey, Dialect, Millis, NewTask, Task, TaskEvent, TaskState, TaskUpdate};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
@@ -21,7 +18,7 @@ macro_rules! sql {
 }
 use uuid::Uuid;
 
-use crate::{StoreError, StoreResult, TaskStore};
+use crate::{StoreError, StoreResult, TaskStore, row};
 
 /// Migrations, in order; each runs once, recorded in `schema_migrations`.
 const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_initial.sql"))];
@@ -47,7 +44,7 @@ impl From<sqlx::Error> for StoreError {
 }
 
 impl SqliteStore {
-    pub async fn open(path: &str) -> StoreResult<SqliteStore> {
+    pub async fn open(path: &str, migrate: bool) -> StoreResult<SqliteStore> {
         let opts = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -60,7 +57,11 @@ impl SqliteStore {
             .max_connections(1)
             .connect_with(opts.clone())
             .await?;
-        migrate(&writer).await?;
+        if migrate {
+            run_migrations(&writer).await?;
+        } else {
+            check_schema(&writer).await?;
+        }
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(opts.read_only(true))
@@ -69,7 +70,15 @@ impl SqliteStore {
     }
 }
 
-async fn migrate(pool: &SqlitePool) -> StoreResult<()> {
+async fn check_schema(pool: &SqlitePool) -> StoreResult<()> {
+    let have: Option<i64> = sqlx::query_scalar("SELECT max(version) FROM schema_migrations")
+        .fetch_one(pool)
+        .await
+        .unwrap_or(None);
+    crate::require_schema(have, MIGRATIONS)
+}
+
+async fn run_migrations(pool: &SqlitePool) -> StoreResult<()> {
     sqlx::raw_sql(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
     )
@@ -99,57 +108,16 @@ async fn migrate(pool: &SqlitePool) -> StoreResult<()> {
 }
 
 fn uuid_col(row: &SqliteRow, col: &str) -> StoreResult<Uuid> {
-    let bytes: Vec<u8> = row.try_get(col)?;
-    Uuid::from_slice(&bytes).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
+    let bytes: &[u8] = row.try_get(col)?;
+    Uuid::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
 }
 
 fn task_from_row(row: &SqliteRow) -> StoreResult<Task> {
-    let corrupt = |what: &str, v: &str| StoreError::Corrupt(format!("{what}: {v:?}"));
-    let dialect: String = row.try_get("dialect")?;
-    let kind: String = row.try_get("kind")?;
-    let state: String = row.try_get("state")?;
-    let request: String = row.try_get("request")?;
-    let artifacts: String = row.try_get("artifacts")?;
-    Ok(Task {
-        id: uuid_col(row, "id")?,
-        owner: uuid_col(row, "owner")?,
-        dialect: Dialect::parse(&dialect).ok_or_else(|| corrupt("dialect", &dialect))?,
-        kind: TaskKind::parse(&kind).ok_or_else(|| corrupt("kind", &kind))?,
-        model: row.try_get("model")?,
-        request: serde_json::from_str::<GenerationRequest>(&request)
-            .map_err(|e| corrupt("request", &e.to_string()))?,
-        callback_url: row.try_get("callback_url")?,
-        external_id: row.try_get("external_id")?,
-        channel: row.try_get("channel")?,
-        upstream_ref: row.try_get("upstream_ref")?,
-        attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
-        state: TaskState::parse(&state).ok_or_else(|| corrupt("state", &state))?,
-        failure_reason: row.try_get("failure_reason")?,
-        progress: u8::try_from(row.try_get::<i64, _>("progress")?).unwrap_or(100),
-        artifacts: serde_json::from_str::<Vec<Artifact>>(&artifacts)
-            .map_err(|e| corrupt("artifacts", &e.to_string()))?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-        started_at: row.try_get("started_at")?,
-        finished_at: row.try_get("finished_at")?,
-        deadline_at: row.try_get("deadline_at")?,
-        version: row.try_get("version")?,
-        event_seq: row.try_get("event_seq")?,
-    })
+    row::task(row, uuid_col)
 }
 
 fn key_from_row(row: &SqliteRow) -> StoreResult<ApiKey> {
-    let hash: Vec<u8> = row.try_get("hash")?;
-    Ok(ApiKey {
-        id: uuid_col(row, "id")?,
-        name: row.try_get("name")?,
-        hash: hash
-            .try_into()
-            .map_err(|_| StoreError::Corrupt("key hash is not 32 bytes".into()))?,
-        admin: row.try_get("admin")?,
-        created_at: row.try_get("created_at")?,
-        revoked_at: row.try_get("revoked_at")?,
-    })
+    row::key(row, uuid_col)
 }
 
 async fn insert_event(
@@ -423,18 +391,7 @@ impl TaskStore for SqliteStore {
         .fetch_all(&self.reader)
         .await?
         .iter()
-        .map(|row| {
-            let state: String = row.try_get("state")?;
-            Ok(TaskEvent {
-                id: uuid_col(row, "id")?,
-                task_id: uuid_col(row, "task_id")?,
-                seq: row.try_get("seq")?,
-                state: TaskState::parse(&state)
-                    .ok_or_else(|| StoreError::Corrupt(format!("event state {state:?}")))?,
-                detail: row.try_get("detail")?,
-                created_at: row.try_get("created_at")?,
-            })
-        })
+        .map(|r| row::event(r, uuid_col))
         .collect()
     }
 

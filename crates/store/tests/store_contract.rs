@@ -1,4 +1,4 @@
-//! The contract every TaskStore backend keeps, run against SQLite.
+//! The contract every TaskStore backend keeps, run against each of them.
 
 use std::sync::Arc;
 
@@ -6,12 +6,37 @@ use gengate_core::{Dialect, GenerationRequest, NewTask, TaskKind, TaskState, Tas
 use gengate_store::{StoreError, TaskStore};
 use uuid::Uuid;
 
-async fn sqlite() -> (tempfile::TempDir, Arc<dyn TaskStore>) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("t.db").display());
-    let store = gengate_store::open(&url).await.unwrap();
-    (dir, store)
+/// Runs each contract test once per backend.
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread")]
+            async fn $name() {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}", dir.path().join("t.db").display());
+                super::$name(gengate_store::open(&url, true).await.unwrap()).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread")]
+            async fn $name() {
+                let Some(db) = gengate_testkit::PgTestDb::create().await else { return };
+                let store = gengate_store::open(&db.url, true).await.unwrap();
+                super::$name(store).await;
+                db.drop_db().await;
+            })*
+        }
+    };
 }
+
+contract!(
+    create_records_the_first_event,
+    external_ids_are_unique_per_key,
+    updates_are_compare_and_swap_and_terminal_is_final,
+    claims_lease_and_expired_leases_are_retaken,
+    listing_is_newest_first_per_dialect,
+    concurrent_claimers_never_share_a_task,
+);
 
 fn new_task(ext: Option<&str>) -> NewTask {
     NewTask {
@@ -30,9 +55,7 @@ fn new_task(ext: Option<&str>) -> NewTask {
     }
 }
 
-#[tokio::test]
-async fn create_records_the_first_event() {
-    let (_d, s) = sqlite().await;
+async fn create_records_the_first_event(s: Arc<dyn TaskStore>) {
     let owner = Uuid::now_v7();
     let t = s
         .create_task(owner, &new_task(None), 1000, 9000)
@@ -48,9 +71,7 @@ async fn create_records_the_first_event() {
     assert_eq!(s.get_task(owner, t.id).await.unwrap().unwrap().id, t.id);
 }
 
-#[tokio::test]
-async fn external_ids_are_unique_per_key() {
-    let (_d, s) = sqlite().await;
+async fn external_ids_are_unique_per_key(s: Arc<dyn TaskStore>) {
     let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
     s.create_task(a, &new_task(Some("x")), 1, 2).await.unwrap();
     let dup = s.create_task(a, &new_task(Some("x")), 1, 2).await;
@@ -60,9 +81,7 @@ async fn external_ids_are_unique_per_key() {
     assert!(s.get_task_by_external_id(a, "y").await.unwrap().is_none());
 }
 
-#[tokio::test]
-async fn updates_are_compare_and_swap_and_terminal_is_final() {
-    let (_d, s) = sqlite().await;
+async fn updates_are_compare_and_swap_and_terminal_is_final(s: Arc<dyn TaskStore>) {
     let t = s
         .create_task(Uuid::now_v7(), &new_task(None), 1, 100)
         .await
@@ -120,9 +139,7 @@ async fn updates_are_compare_and_swap_and_terminal_is_final() {
     assert_eq!(s.open_task_count().await.unwrap(), 0);
 }
 
-#[tokio::test]
-async fn claims_lease_and_expired_leases_are_retaken() {
-    let (_d, s) = sqlite().await;
+async fn claims_lease_and_expired_leases_are_retaken(s: Arc<dyn TaskStore>) {
     let owner = Uuid::now_v7();
     for _ in 0..3 {
         s.create_task(owner, &new_task(None), 100, 10_000)
@@ -144,9 +161,7 @@ async fn claims_lease_and_expired_leases_are_retaken() {
     assert_eq!(s.next_due_at().await.unwrap(), Some(100));
 }
 
-#[tokio::test]
-async fn listing_is_newest_first_per_dialect() {
-    let (_d, s) = sqlite().await;
+async fn listing_is_newest_first_per_dialect(s: Arc<dyn TaskStore>) {
     let owner = Uuid::now_v7();
     let mut ids = Vec::new();
     for i in 0..5 {
@@ -175,5 +190,75 @@ async fn listing_is_newest_first_per_dialect() {
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+async fn schema_must_be_migrated(url: &str) {
+    let refused = gengate_store::open(url, false).await;
+    match refused {
+        Err(e) => assert!(e.to_string().contains("gengate migrate"), "{e}"),
+        Ok(_) => panic!("an empty database was accepted without migrating"),
+    }
+    drop(gengate_store::open(url, true).await.unwrap());
+    // Migrating twice is harmless, and a migrated schema opens as it is.
+    drop(gengate_store::open(url, true).await.unwrap());
+    drop(gengate_store::open(url, false).await.unwrap());
+}
+
+#[tokio::test]
+async fn sqlite_schema_must_be_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    schema_must_be_migrated(&format!("sqlite://{}", dir.path().join("t.db").display())).await;
+}
+
+#[tokio::test]
+async fn postgres_schema_must_be_migrated() {
+    let Some(db) = gengate_testkit::PgTestDb::create().await else {
+        return;
+    };
+    schema_must_be_migrated(&db.url).await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn unknown_url_schemes_are_refused() {
+    let err = gengate_store::open("mysql://x/y", true)
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("mysql"), "{err}");
+}
+
+async fn concurrent_claimers_never_share_a_task(s: Arc<dyn TaskStore>) {
+    let owner = Uuid::now_v7();
+    for _ in 0..200 {
+        s.create_task(owner, &new_task(None), 100, 1_000_000)
+            .await
+            .unwrap();
+    }
+    let claimers = (0..4).map(|w| {
+        let s = s.clone();
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let batch = s.claim_due(&format!("w{w}"), 500, 60_000, 7).await.unwrap();
+                if batch.is_empty() {
+                    return got;
+                }
+                got.extend(batch.into_iter().map(|t| t.id));
+            }
+        })
+    });
+    let mut all = Vec::new();
+    for c in claimers {
+        all.extend(c.await.unwrap());
+    }
+    let n = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(
+        (n, all.len()),
+        (200, 200),
+        "every task claimed exactly once"
     );
 }

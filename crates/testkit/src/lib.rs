@@ -2,5 +2,7 @@
 //! 127.0.0.1 only: no test ever sends traffic off the machine.
 
 pub mod image_host;
+pub mod postgres;
 
 pub use image_host::{ImageHost, RED_PNG};
+pub use postgres::PgTestDb;

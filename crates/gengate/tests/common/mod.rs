@@ -12,12 +12,52 @@ use serde_json::Value;
 
 pub struct Gateway {
     running: Option<Running>,
+    pg: Option<gengate_testkit::PgTestDb>,
     pub base: String,
     pub admin: String,
     pub dir: tempfile::TempDir,
     pub settings: Settings,
     pub http: reqwest::Client,
     store: Arc<dyn TaskStore>,
+}
+
+/// Which store a test's gateway runs on; every integration test runs on both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Run each listed `async fn(Backend)` as one test per backend.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread")]
+            async fn $name() {
+                super::$name($crate::common::Backend::Sqlite).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread")]
+            async fn $name() {
+                if $crate::common::postgres_available().await {
+                    super::$name($crate::common::Backend::Postgres).await;
+                }
+            })*
+        }
+    };
+}
+
+/// Whether the test PostgreSQL server answers (skips say so; CI fails instead).
+pub async fn postgres_available() -> bool {
+    match gengate_testkit::PgTestDb::create().await {
+        Some(db) => {
+            db.drop_db().await;
+            true
+        }
+        None => false,
+    }
 }
 
 pub fn settings_in(dir: &std::path::Path) -> Settings {
@@ -30,22 +70,32 @@ pub fn settings_in(dir: &std::path::Path) -> Settings {
 }
 
 impl Gateway {
-    pub async fn start() -> Gateway {
-        Gateway::start_with(|_| {}).await
+    pub async fn start(backend: Backend) -> Gateway {
+        Gateway::start_with(backend, |_| {}).await
     }
 
-    pub async fn start_with(tweak: impl FnOnce(&mut Settings)) -> Gateway {
+    pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> Gateway {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut settings = settings_in(dir.path());
+        let pg = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(
+                gengate_testkit::PgTestDb::create()
+                    .await
+                    .expect("PostgreSQL was reachable a moment ago"),
+            ),
+        };
+        settings.database_url = pg.as_ref().map(|db| db.url.clone());
         tweak(&mut settings);
         let running = app::start(settings.clone()).await.expect("gengate starts");
         let admin = running.new_admin_key.clone().expect("a first admin key");
         let base = format!("http://{}", running.addr);
-        let store = gengate_store::open(&settings.database_url())
+        let store = gengate_store::open(&settings.database_url(), false)
             .await
             .expect("store");
         Gateway {
             running: Some(running),
+            pg,
             base,
             admin,
             dir,
@@ -58,6 +108,9 @@ impl Gateway {
     pub async fn stop(mut self) {
         if let Some(r) = self.running.take() {
             r.stop().await.expect("clean stop");
+        }
+        if let Some(db) = self.pg.take() {
+            db.drop_db().await;
         }
     }
 

@@ -1,0 +1,491 @@
+//! The scale-out backend: many gengate instances on one PostgreSQL database.
+//! Claims use `FOR UPDATE SKIP LOCKED`, so instances never block on each
+//! other's work; new tasks `NOTIFY` idle instances, with polling as the
+//! fallback when a notification is missed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use gengate_core::{ApiKey, Dialect, Millis, NewTask, Task, TaskEvent, TaskState, TaskUpdate};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::{AssertSqlSafe, Postgres, Row, Transaction};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::{StoreError, StoreResult, TaskStore, row};
+
+/// Migrations, in order; each runs once, recorded in `schema_migrations`.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/postgres/0001_initial.sql"))];
+
+/// The channel new work is announced on.
+const WORK_CHANNEL: &str = "gengate_work";
+
+/// Serialises migrations when several instances start at once.
+const MIGRATION_LOCK: i64 = 0x6765_6e67_6174_65;
+
+const TASK_COLUMNS: &str = "id, owner, dialect, kind, model, request::text AS request, callback_url, \
+    external_id, channel, upstream_ref, attempts, state, failure_reason, progress, \
+    artifacts::text AS artifacts, created_at, updated_at, started_at, finished_at, deadline_at, \
+    version, event_seq";
+
+/// SQL built from constants (column lists), never from input.
+macro_rules! sql {
+    ($($t:tt)*) => { AssertSqlSafe(format!($($t)*)) };
+}
+
+pub struct PgStore {
+    pool: PgPool,
+    work: Arc<Notify>,
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+impl PgStore {
+    /// Connect; run pending migrations when `migrate`, else refuse a schema
+    /// that is behind this build.
+    pub async fn connect(url: &str, migrate: bool) -> StoreResult<PgStore> {
+        let opts: PgConnectOptions = url
+            .parse()
+            .map_err(|e: sqlx::Error| StoreError::Backend(format!("bad PostgreSQL URL: {e}")))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(10)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(opts)
+            .await?;
+        if migrate {
+            run_migrations(&pool).await?;
+        } else {
+            check_schema(&pool).await?;
+        }
+        let work = Arc::new(Notify::new());
+        let listener = tokio::spawn(listen(pool.clone(), work.clone()));
+        Ok(PgStore {
+            pool,
+            work,
+            listener,
+        })
+    }
+}
+
+/// Relay NOTIFYs to the engine. On any trouble, wake it anyway (it may have
+/// missed one) and reconnect after a pause.
+async fn listen(pool: PgPool, work: Arc<Notify>) {
+    loop {
+        match PgListener::connect_with(&pool).await {
+            Ok(mut l) => {
+                if let Err(e) = l.listen(WORK_CHANNEL).await {
+                    tracing::warn!(error = %e, "LISTEN failed");
+                } else {
+                    loop {
+                        match l.recv().await {
+                            Ok(_) => work.notify_one(),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "LISTEN connection lost");
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "LISTEN connection failed"),
+        }
+        work.notify_one();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn run_migrations(pool: &PgPool) -> StoreResult<()> {
+    let mut conn = pool.acquire().await?;
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *conn)
+        .await?;
+    let result = async {
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+        )
+        .execute(&mut *conn)
+        .await?;
+        for (version, sql) in MIGRATIONS {
+            let done: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+                    .bind(version)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            if done.is_some() {
+                continue;
+            }
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+            sqlx::raw_sql(*sql).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO schema_migrations (version) VALUES ($1)")
+                .bind(version)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            tracing::info!(version, "applied PostgreSQL migration");
+        }
+        Ok::<(), StoreError>(())
+    }
+    .await;
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *conn)
+        .await?;
+    result
+}
+
+async fn check_schema(pool: &PgPool) -> StoreResult<()> {
+    let have: Option<i64> = sqlx::query_scalar("SELECT max(version) FROM schema_migrations")
+        .fetch_one(pool)
+        .await
+        .unwrap_or(None);
+    crate::require_schema(have, MIGRATIONS)
+}
+
+fn uuid_col(row: &PgRow, col: &str) -> StoreResult<Uuid> {
+    Ok(row.try_get(col)?)
+}
+
+fn task_from_row(r: &PgRow) -> StoreResult<Task> {
+    row::task(r, uuid_col)
+}
+
+async fn insert_event(
+    tx: &mut Transaction<'_, Postgres>,
+    task_id: Uuid,
+    seq: i64,
+    state: TaskState,
+    detail: Option<&str>,
+    now: Millis,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO task_events (id, task_id, seq, state, detail, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(task_id)
+    .bind(seq)
+    .bind(state.as_str())
+    .bind(detail)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn json<T: serde::Serialize>(v: &T) -> StoreResult<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Backend(e.to_string()))
+}
+
+#[async_trait]
+impl TaskStore for PgStore {
+    async fn create_task(
+        &self,
+        owner: Uuid,
+        new: &NewTask,
+        now: Millis,
+        deadline_at: Millis,
+    ) -> StoreResult<Task> {
+        let id = Uuid::now_v7();
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(sql!(
+            "INSERT INTO tasks (id, owner, dialect, kind, model, request, callback_url, external_id, \
+             channel, state, created_at, updated_at, deadline_at, version, event_seq, due_at) \
+             VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, 'pending', $10, $10, $11, 1, 1, $10) \
+             RETURNING {TASK_COLUMNS}"
+        ))
+        .bind(id)
+        .bind(owner)
+        .bind(new.dialect.as_str())
+        .bind(new.kind.as_str())
+        .bind(&new.model)
+        .bind(json(&new.request)?)
+        .bind(&new.callback_url)
+        .bind(&new.external_id)
+        .bind(&new.channel)
+        .bind(now)
+        .bind(deadline_at)
+        .fetch_one(&mut *tx)
+        .await?;
+        insert_event(&mut tx, id, 1, TaskState::Pending, None, now).await?;
+        // Delivered at commit, to every instance listening.
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(WORK_CHANNEL)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        task_from_row(&row)
+    }
+
+    async fn get_task(&self, owner: Uuid, id: Uuid) -> StoreResult<Option<Task>> {
+        sqlx::query(sql!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1 AND owner = $2"
+        ))
+        .bind(id)
+        .bind(owner)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(task_from_row)
+        .transpose()
+    }
+
+    async fn get_tasks(
+        &self,
+        owner: Uuid,
+        dialect: Dialect,
+        ids: &[Uuid],
+    ) -> StoreResult<Vec<Task>> {
+        sqlx::query(sql!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE id = ANY($1) AND owner = $2 AND dialect = $3"
+        ))
+        .bind(ids)
+        .bind(owner)
+        .bind(dialect.as_str())
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(task_from_row)
+        .collect()
+    }
+
+    async fn get_task_by_external_id(
+        &self,
+        owner: Uuid,
+        external_id: &str,
+    ) -> StoreResult<Option<Task>> {
+        sqlx::query(sql!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE owner = $1 AND external_id = $2"
+        ))
+        .bind(owner)
+        .bind(external_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(task_from_row)
+        .transpose()
+    }
+
+    async fn list_tasks(
+        &self,
+        owner: Uuid,
+        dialect: Dialect,
+        offset: u64,
+        limit: u32,
+    ) -> StoreResult<(Vec<Task>, u64)> {
+        let total: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM tasks WHERE owner = $1 AND dialect = $2")
+                .bind(owner)
+                .bind(dialect.as_str())
+                .fetch_one(&self.pool)
+                .await?;
+        let tasks = sqlx::query(sql!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE owner = $1 AND dialect = $2 \
+             ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4"
+        ))
+        .bind(owner)
+        .bind(dialect.as_str())
+        .bind(i64::from(limit))
+        .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(task_from_row)
+        .collect::<StoreResult<Vec<_>>>()?;
+        Ok((tasks, u64::try_from(total).unwrap_or_default()))
+    }
+
+    async fn load_task(&self, id: Uuid) -> StoreResult<Option<Task>> {
+        sqlx::query(sql!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(task_from_row)
+            .transpose()
+    }
+
+    async fn claim_due(
+        &self,
+        worker: &str,
+        now: Millis,
+        lease_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<Task>> {
+        sqlx::query(sql!(
+            "UPDATE tasks SET lease_owner = $1, lease_until = $2 WHERE id IN ( \
+               SELECT id FROM tasks WHERE due_at IS NOT NULL AND due_at <= $3 \
+               AND (lease_until IS NULL OR lease_until <= $3) ORDER BY due_at LIMIT $4 \
+               FOR UPDATE SKIP LOCKED) \
+             RETURNING {TASK_COLUMNS}"
+        ))
+        .bind(worker)
+        .bind(now + lease_ms)
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(task_from_row)
+        .collect()
+    }
+
+    async fn release_leases(&self, worker: &str) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "UPDATE tasks SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1",
+        )
+        .bind(worker)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn next_due_at(&self) -> StoreResult<Option<Millis>> {
+        Ok(
+            sqlx::query_scalar("SELECT min(due_at) FROM tasks WHERE due_at IS NOT NULL")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn wait_for_work(&self) {
+        self.work.notified().await;
+    }
+
+    async fn update_task(
+        &self,
+        id: Uuid,
+        expected_version: i64,
+        update: &TaskUpdate,
+        now: Millis,
+    ) -> StoreResult<Option<Task>> {
+        let state = update.state.map(TaskState::as_str);
+        let artifacts = update.artifacts.as_ref().map(json).transpose()?;
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(sql!(
+            "UPDATE tasks SET \
+               state = COALESCE($1, state), \
+               channel = COALESCE($2, channel), \
+               upstream_ref = COALESCE($3, upstream_ref), \
+               failure_reason = COALESCE($4, failure_reason), \
+               progress = COALESCE($5, progress), \
+               artifacts = COALESCE($6::jsonb, artifacts), \
+               attempts = attempts + $7, \
+               updated_at = CASE WHEN $1 IS NULL AND $5 IS NULL THEN updated_at ELSE $8 END, \
+               started_at = CASE WHEN $1 = 'processing' AND started_at IS NULL THEN $8 ELSE started_at END, \
+               finished_at = CASE WHEN $1 IN ('completed', 'failed', 'canceled') THEN $8 ELSE finished_at END, \
+               due_at = CASE WHEN $1 IN ('completed', 'failed', 'canceled') THEN NULL ELSE COALESCE($9, due_at) END, \
+               version = version + 1, \
+               event_seq = event_seq + CASE WHEN $1 IS NULL THEN 0 ELSE 1 END, \
+               lease_owner = NULL, lease_until = NULL \
+             WHERE id = $10 AND version = $11 AND state NOT IN ('completed', 'failed', 'canceled') \
+             RETURNING {TASK_COLUMNS}"
+        ))
+        .bind(state)
+        .bind(&update.channel)
+        .bind(&update.upstream_ref)
+        .bind(&update.failure_reason)
+        .bind(update.progress.map(i64::from))
+        .bind(artifacts)
+        .bind(i64::from(update.bump_attempts))
+        .bind(now)
+        .bind(update.next_due_at)
+        .bind(id)
+        .bind(expected_version)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let task = task_from_row(&row)?;
+        if let Some(st) = update.state {
+            insert_event(
+                &mut tx,
+                id,
+                task.event_seq,
+                st,
+                update.detail.as_deref(),
+                now,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Some(task))
+    }
+
+    async fn task_events(&self, id: Uuid) -> StoreResult<Vec<TaskEvent>> {
+        sqlx::query(
+            "SELECT id, task_id, seq, state, detail, created_at FROM task_events \
+             WHERE task_id = $1 ORDER BY seq",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| row::event(r, uuid_col))
+        .collect()
+    }
+
+    async fn open_task_count(&self) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks WHERE due_at IS NOT NULL")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or_default())
+    }
+
+    async fn create_key(&self, key: &ApiKey) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, name, hash, admin, created_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(key.id)
+        .bind(&key.name)
+        .bind(key.hash.as_slice())
+        .bind(key.admin)
+        .bind(key.created_at)
+        .bind(key.revoked_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn key_by_hash(&self, hash: &[u8; 32]) -> StoreResult<Option<ApiKey>> {
+        sqlx::query("SELECT * FROM api_keys WHERE hash = $1")
+            .bind(hash.as_slice())
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(|r| row::key(r, uuid_col))
+            .transpose()
+    }
+
+    async fn list_keys(&self) -> StoreResult<Vec<ApiKey>> {
+        sqlx::query("SELECT * FROM api_keys ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| row::key(r, uuid_col))
+            .collect()
+    }
+
+    async fn revoke_key(&self, id: Uuid, now: Millis) -> StoreResult<bool> {
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(now)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn count_keys(&self) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM api_keys")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or_default())
+    }
+}
