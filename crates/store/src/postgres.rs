@@ -22,7 +22,7 @@ const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/postgres/00
 const WORK_CHANNEL: &str = "gengate_work";
 
 /// Serialises migrations when several instances start at once.
-const MIGRATION_LOCK: i64 = 0x6765_6e67_6174_65;
+const MIGRATION_LOCK: i64 = 0x0067_656e_6761_7465; // "gengate"
 
 const TASK_COLUMNS: &str = "id, owner, dialect, kind, model, request::text AS request, callback_url, \
     external_id, channel, upstream_ref, attempts, state, failure_reason, progress, \
