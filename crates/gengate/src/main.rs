@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway: HTTP API and background engine.
-    Serve(ServeFlags),
+    Serve(Box<ServeFlags>),
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -71,7 +71,7 @@ fn init_logging(json: bool) {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let serve_flags = match &cli.command {
-        Command::Serve(f) => f.clone(),
+        Command::Serve(f) => (**f).clone(),
         _ => ServeFlags::default(),
     };
     let settings = config::load(&cli.common, &serve_flags)?;
