@@ -1,18 +1,21 @@
 //! Results into storage gengate controls: each output is copied (downloaded
 //! if the upstream gave a URL), probed for its real dimensions, duration and
-//! palette, and written under the task's own key prefix.
+//! palette, and stored under the hash of its bytes. Content-addressed keys
+//! make result URLs immutable (cacheable forever) and store a result that
+//! many tasks share (the deterministic sandbox, retries) once.
 
 use std::time::Duration;
 
-use gengate_core::{Artifact, ArtifactRole, ImageFormat, Task};
+use gengate_core::{Artifact, ArtifactRole, ImageFormat};
 use gengate_providers::media;
 use gengate_providers::{Output, OutputData};
+use sha2::{Digest, Sha256};
 
 use crate::fetch::get_capped;
 use crate::files::FileStore;
 
 /// Storage prefix of results; everything under it is served at `/files/`.
-pub const RESULTS_PREFIX: &str = "tasks";
+pub const RESULTS_PREFIX: &str = "results";
 
 /// Results larger than this are refused (a 4K video is well under it).
 const MAX_RESULT_BYTES: usize = 1 << 30;
@@ -30,7 +33,6 @@ pub enum MirrorError {
 }
 
 pub async fn mirror(
-    task: &Task,
     outputs: Vec<Output>,
     files: &FileStore,
     http: &reqwest::Client,
@@ -44,15 +46,10 @@ pub async fn mirror(
         let probed = tokio::task::spawn_blocking(move || probe(out.role, bytes))
             .await
             .map_err(|e| MirrorError::Transient(format!("probe: {e}")))??;
-        let name = match out.role {
-            ArtifactRole::Video => format!("video_{}.{ext}", out.index),
-            ArtifactRole::Image => format!("image_{}.{ext}", out.index),
-            ArtifactRole::Thumbnail => format!("thumbnail_{}.{ext}", out.index),
-            ArtifactRole::LastFrame => format!("last_frame_{}.{ext}", out.index),
-        };
-        let key = format!("{RESULTS_PREFIX}/{}/{name}", task.id);
+        let hash = hex::encode(Sha256::digest(&probed.bytes));
+        let key = format!("{RESULTS_PREFIX}/{hash}.{ext}");
         files
-            .put(&key, &probed.bytes)
+            .put_once(&key, &probed.bytes)
             .await
             .map_err(|e| MirrorError::Transient(format!("storing {key}: {e}")))?;
         artifacts.push(Artifact {

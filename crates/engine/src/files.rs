@@ -46,6 +46,15 @@ impl FileStore {
         tokio::fs::File::open(&dir).await?.sync_all().await
     }
 
+    /// `put` for content-addressed keys: a key that exists already holds
+    /// these very bytes, so it is not written again.
+    pub async fn put_once(&self, key: &str, bytes: &[u8]) -> std::io::Result<()> {
+        if tokio::fs::try_exists(self.path(key)?).await? {
+            return Ok(());
+        }
+        self.put(key, bytes).await
+    }
+
     pub async fn get(&self, key: &str) -> std::io::Result<Vec<u8>> {
         tokio::fs::read(self.path(key)?).await
     }

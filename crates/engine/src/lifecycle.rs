@@ -186,7 +186,7 @@ impl Engine {
             }
             Ok(PollOutcome::Failed(reason)) => self.apply(task, TaskUpdate::fail(reason)).await,
             Ok(PollOutcome::Succeeded(outputs)) => {
-                match artifacts::mirror(task, outputs, &self.files, &self.fetcher.http).await {
+                match artifacts::mirror(outputs, &self.files, &self.fetcher.http).await {
                     Ok(arts) => {
                         let update = TaskUpdate {
                             state: Some(TaskState::Completed),

@@ -73,8 +73,12 @@ async fn first_admin_key(
         }
         None => secret,
     };
-    store.create_key(&key).await?;
-    Ok(Some(secret))
+    match store.create_key(&key).await {
+        Ok(()) => Ok(Some(secret)),
+        // Another instance starting on the same empty store made it first.
+        Err(gengate_store::StoreError::Conflict(_)) if settings.admin_key.is_some() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 pub async fn start(settings: Settings) -> anyhow::Result<Running> {
@@ -91,6 +95,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let sandbox = Sandbox::new(SandboxConfig {
         latency: Duration::from_millis(settings.sandbox_latency_ms),
         failure_rate: settings.sandbox_failure_rate,
+        submit_log: settings.sandbox_submit_log.clone(),
     });
     let channels = Channels::single(Channel {
         name: "sandbox".into(),

@@ -23,6 +23,8 @@ pub struct Settings {
     pub admin_key: Option<String>,
     pub sandbox_latency_ms: u64,
     pub sandbox_failure_rate: f64,
+    /// File the sandbox appends `<task id> <pid>` to on every submit.
+    pub sandbox_submit_log: Option<PathBuf>,
     pub lease_secs: u64,
     pub concurrency: usize,
     pub max_attempts: u32,
@@ -48,6 +50,7 @@ impl Default for Settings {
             admin_key: None,
             sandbox_latency_ms: 2000,
             sandbox_failure_rate: 0.0,
+            sandbox_submit_log: None,
             lease_secs: 30,
             concurrency: 64,
             max_attempts: 5,
@@ -126,6 +129,10 @@ pub struct ServeFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sandbox_failure_rate: Option<f64>,
+    /// File the sandbox logs each submit to (`<task id> <pid>` lines), for load tests.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sandbox_submit_log: Option<PathBuf>,
     /// Seconds a claimed task stays with this instance before another may take it.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -228,7 +228,7 @@ async fn health_and_openapi(backend: Backend) {
         ("/kling/v1/images/generations/{id}", "get"),
         ("/healthz", "get"),
         ("/readyz", "get"),
-        ("/files/tasks/{key}", "get"),
+        ("/files/results/{file}", "get"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),

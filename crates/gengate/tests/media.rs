@@ -56,12 +56,29 @@ async fn the_video_is_an_h264_mp4_of_five_seconds_served_with_ranges(backend: Ba
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 206);
+    assert!(
+        resp.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("immutable"),
+        "results are content-addressed"
+    );
     assert_eq!(
         resp.headers()["content-range"].to_str().unwrap(),
         format!("bytes 1000-1999/{size}")
     );
     assert_eq!(resp.bytes().await.unwrap().as_ref(), &bytes[1000..2000]);
 
+    // A result is stored under the hash of its bytes.
+    use sha2::Digest as _;
+    assert!(url.ends_with(&format!(
+        "{}.mp4",
+        hex::encode(sha2::Sha256::digest(&bytes))
+    )));
+    let (s, _, _) = gw
+        .bytes(&format!("{}/files/results/{}.mp4", gw.base, "0".repeat(64)))
+        .await;
+    assert_eq!(s, 404);
     // Files outside the media root are not reachable.
     let (s, _, _) = gw.bytes(&format!("{}/files/../gengate.db", gw.base)).await;
     assert!(s == 404 || s == 400, "{s}");

@@ -7,6 +7,10 @@
 //! It keeps no state: the upstream reference carries the whole job, so a
 //! restarted gengate polls it like any upstream and gets the same result.
 
+use std::collections::{HashMap, VecDeque};
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -22,12 +26,15 @@ pub const KIND: &str = "sandbox";
 const FPS: u32 = 24;
 const DEFAULT_VIDEO_SECS: u32 = 5;
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SandboxConfig {
     /// How long a job takes before it is done.
     pub latency: Duration,
     /// 0..=1: the share of jobs that fail (decided per task id, so repeatable).
     pub failure_rate: f64,
+    /// Append `<task id> <process id>` here for every submit: the upstream's
+    /// own count of what it was asked to do, shared by all instances.
+    pub submit_log: Option<PathBuf>,
 }
 
 impl Default for SandboxConfig {
@@ -35,17 +42,76 @@ impl Default for SandboxConfig {
         SandboxConfig {
             latency: Duration::from_millis(1500),
             failure_rate: 0.0,
+            submit_log: None,
         }
     }
 }
 
+/// Renders kept for reuse: output is a pure function of the job, so the
+/// same request (a load test, a retry) is encoded once.
+const CACHE_BYTES: usize = 64 << 20;
+
 pub struct Sandbox {
     cfg: SandboxConfig,
+    cache: Mutex<RenderCache>,
 }
 
 impl Sandbox {
     pub fn new(cfg: SandboxConfig) -> Sandbox {
-        Sandbox { cfg }
+        Sandbox {
+            cfg,
+            cache: Mutex::new(RenderCache::default()),
+        }
+    }
+
+    fn log_submit(&self, task: &gengate_core::Task) -> Result<(), ProviderError> {
+        let Some(path) = &self.cfg.submit_log else {
+            return Ok(());
+        };
+        // One short line per write with O_APPEND: lines from many processes never interleave.
+        let line = format!("{} {}\n", task.id, std::process::id());
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(line.as_bytes()))
+            .map_err(|e| ProviderError::Retryable(format!("sandbox submit log: {e}")))
+    }
+}
+
+#[derive(Default)]
+struct RenderCache {
+    by_job: HashMap<String, Vec<Output>>,
+    order: VecDeque<(String, usize)>,
+    bytes: usize,
+}
+
+impl RenderCache {
+    fn get(&self, key: &str) -> Option<Vec<Output>> {
+        self.by_job.get(key).cloned()
+    }
+
+    fn put(&mut self, key: String, outputs: &[Output]) {
+        let size: usize = outputs
+            .iter()
+            .map(|o| match &o.data {
+                OutputData::Inline { bytes, .. } => bytes.len(),
+                OutputData::Url(u) => u.len(),
+            })
+            .sum();
+        if size > CACHE_BYTES || self.by_job.contains_key(&key) {
+            return;
+        }
+        while self.bytes + size > CACHE_BYTES {
+            let Some((old, n)) = self.order.pop_front() else {
+                break;
+            };
+            self.by_job.remove(&old);
+            self.bytes -= n;
+        }
+        self.by_job.insert(key.clone(), outputs.to_vec());
+        self.order.push_back((key, size));
+        self.bytes += size;
     }
 }
 
@@ -158,6 +224,7 @@ impl Provider for Sandbox {
         };
         let upstream_ref = serde_json::to_string(&spec)
             .map_err(|e| ProviderError::Permanent(format!("sandbox job: {e}")))?;
+        self.log_submit(task)?;
         Ok(Submitted {
             upstream_ref,
             poll_after: Some(self.cfg.latency),
@@ -183,10 +250,18 @@ impl Provider for Sandbox {
                 self.cfg.failure_rate
             )));
         }
+        let key = job.render_key();
+        if let Some(outputs) = self.cache.lock().ok().and_then(|c| c.get(&key)) {
+            return Ok(PollOutcome::Succeeded(outputs));
+        }
         // Encoding is CPU work; keep it off the async workers.
-        tokio::task::spawn_blocking(move || render(&job))
+        let outputs = tokio::task::spawn_blocking(move || render(&job))
             .await
-            .map_err(|e| ProviderError::Retryable(format!("sandbox render task: {e}")))?
+            .map_err(|e| ProviderError::Retryable(format!("sandbox render task: {e}")))??;
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.put(key, &outputs);
+        }
+        Ok(PollOutcome::Succeeded(outputs))
     }
 
     async fn cancel(&self, _upstream_ref: &str) -> Result<(), ProviderError> {
@@ -195,7 +270,24 @@ impl Provider for Sandbox {
     }
 }
 
-fn render(job: &Job) -> Result<PollOutcome, ProviderError> {
+impl Job {
+    /// What the picture depends on (not when it was asked for).
+    fn render_key(&self) -> String {
+        format!(
+            "{:?}/{}/{}x{}/{}/{}/{:?}/{:?}",
+            self.kind,
+            self.seed,
+            self.width,
+            self.height,
+            self.n,
+            self.frames,
+            self.base_color,
+            self.tint
+        )
+    }
+}
+
+fn render(job: &Job) -> Result<Vec<Output>, ProviderError> {
     let failed = |e: media::MediaError| ProviderError::Permanent(format!("sandbox render: {e}"));
     let outputs = match job.kind {
         TaskKind::Video => {
@@ -228,7 +320,7 @@ fn render(job: &Job) -> Result<PollOutcome, ProviderError> {
             })
             .collect::<Result<Vec<_>, _>>()?,
     };
-    Ok(PollOutcome::Succeeded(outputs))
+    Ok(outputs)
 }
 
 fn inline(role: ArtifactRole, index: u32, bytes: Vec<u8>, extension: &'static str) -> Output {
@@ -239,5 +331,113 @@ fn inline(role: ArtifactRole, index: u32, bytes: Vec<u8>, extension: &'static st
             bytes: Bytes::from(bytes),
             extension,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gengate_core::{Dialect, GenerationRequest, Task, TaskState};
+
+    fn task(kind: TaskKind, prompt: &str) -> Task {
+        Task {
+            id: uuid::Uuid::now_v7(),
+            owner: uuid::Uuid::now_v7(),
+            dialect: Dialect::Kling,
+            kind,
+            model: "m".into(),
+            request: GenerationRequest {
+                prompt: prompt.into(),
+                aspect_ratio: "1:1".into(),
+                n: 2,
+                ..GenerationRequest::default()
+            },
+            callback_url: None,
+            external_id: None,
+            channel: None,
+            upstream_ref: None,
+            attempts: 0,
+            state: TaskState::Pending,
+            failure_reason: None,
+            progress: 0,
+            artifacts: Vec::new(),
+            created_at: 0,
+            updated_at: 0,
+            started_at: None,
+            finished_at: None,
+            deadline_at: 0,
+            version: 1,
+            event_seq: 1,
+        }
+    }
+
+    async fn submit(sb: &Sandbox, t: &Task, now: i64) -> String {
+        let job = Submission {
+            task: t,
+            inputs: Vec::new(),
+            now,
+        };
+        sb.submit(job).await.unwrap().upstream_ref
+    }
+
+    #[tokio::test]
+    async fn runs_for_its_latency_then_succeeds_from_cache_alike() {
+        let log = std::env::temp_dir().join(format!("sandbox-{}.log", uuid::Uuid::new_v4()));
+        let sb = Sandbox::new(SandboxConfig {
+            latency: Duration::from_millis(1000),
+            failure_rate: 0.0,
+            submit_log: Some(log.clone()),
+        });
+        let t = task(TaskKind::Image, "cache me");
+        let r = submit(&sb, &t, 10_000).await;
+        match sb.poll(&r, 10_500).await.unwrap() {
+            PollOutcome::Running {
+                progress,
+                poll_after,
+            } => {
+                assert_eq!(progress, Some(50));
+                assert_eq!(poll_after, Some(Duration::from_millis(500)));
+            }
+            other => panic!("{other:?}"),
+        }
+        let first = match sb.poll(&r, 11_000).await.unwrap() {
+            PollOutcome::Succeeded(o) => o,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(first.len(), 2);
+        // A second task with the same prompt gets the same bytes (from the cache).
+        let t2 = task(TaskKind::Image, "cache me");
+        let r2 = submit(&sb, &t2, 20_000).await;
+        let PollOutcome::Succeeded(second) = sb.poll(&r2, 21_000).await.unwrap() else {
+            panic!("not done")
+        };
+        for (a, b) in first.iter().zip(&second) {
+            match (&a.data, &b.data) {
+                (OutputData::Inline { bytes: x, .. }, OutputData::Inline { bytes: y, .. }) => {
+                    assert_eq!(x, y)
+                }
+                _ => panic!("inline outputs"),
+            }
+        }
+        let lines = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(lines.lines().count(), 2);
+        assert!(lines.starts_with(&t.id.to_string()));
+        std::fs::remove_file(log).unwrap();
+    }
+
+    #[tokio::test]
+    async fn failure_rate_one_fails_every_task() {
+        let sb = Sandbox::new(SandboxConfig {
+            latency: Duration::ZERO,
+            failure_rate: 1.0,
+            submit_log: None,
+        });
+        for _ in 0..5 {
+            let r = submit(&sb, &task(TaskKind::Video, "x"), 0).await;
+            assert!(matches!(
+                sb.poll(&r, 0).await.unwrap(),
+                PollOutcome::Failed(_)
+            ));
+        }
     }
 }

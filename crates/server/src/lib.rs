@@ -87,7 +87,13 @@ pub fn router(state: AppState, serve_api: bool) -> Router {
             .merge(luma::router())
             .merge(kling::router())
             .route("/openapi.json", get(openapi::serve))
-            .nest_service(&format!("/files/{RESULTS_PREFIX}"), results);
+            .nest_service(
+                &format!("/files/{RESULTS_PREFIX}"),
+                // Content-addressed: a result URL never changes what it serves.
+                tower::ServiceBuilder::new()
+                    .layer(axum::middleware::map_response(immutable))
+                    .service(results),
+            );
     }
     routes
         .fallback(not_found)
@@ -109,6 +115,16 @@ pub fn router(state: AppState, serve_api: bool) -> Router {
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         // Bodies are bounded where they are read (body::read_json).
         .layer(axum::extract::DefaultBodyLimit::disable())
+}
+
+async fn immutable<B>(mut resp: axum::http::Response<B>) -> axum::http::Response<B> {
+    if resp.status().is_success() {
+        resp.headers_mut().insert(
+            axum::http::header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=31536000, immutable"),
+        );
+    }
+    resp
 }
 
 async fn not_found() -> Response {

@@ -57,20 +57,20 @@ impl Modify for Files {
         let op = OperationBuilder::new()
             .tag("files")
             .summary(Some("A stored result file (video, image, thumbnail, last frame)"))
-            .description(Some("Served with its content type; supports HTTP range requests. The URLs appear in task objects."))
+            .description(Some("Content-addressed, so immutable. Served with its content type; supports HTTP range requests. The URLs appear in task objects."))
             .parameter(
                 ParameterBuilder::new()
-                    .name("key")
+                    .name("file")
                     .parameter_in(ParameterIn::Path)
                     .required(Required::True)
-                    .description(Some("Storage key, e.g. {task id}/video_0.mp4")),
+                    .description(Some("SHA-256 of the content and its extension, e.g. 3f…a9.mp4")),
             )
             .response("200", ResponseBuilder::new().description("The file"))
             .response("206", ResponseBuilder::new().description("Part of the file (Range)"))
             .response("404", ResponseBuilder::new().description("No such file"))
             .build();
         openapi.paths.paths.insert(
-            "/files/tasks/{key}".into(),
+            "/files/results/{file}".into(),
             PathItem::new(HttpMethod::Get, op),
         );
     }
