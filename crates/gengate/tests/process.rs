@@ -1,13 +1,61 @@
 //! The real binary: first start, key commands, and restarts after SIGKILL
 //! and SIGTERM with tasks in flight. Nothing accepted is ever lost.
 
-use std::path::Path;
+mod common;
+
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+
+use common::Backend;
+use gengate_testkit::PgTestDb;
+
+on_both_backends!(
+    first_start_makes_one_admin_key_and_keys_are_managed_from_the_cli,
+    a_killed_gengate_finishes_every_accepted_task_after_restart,
+    api_and_worker_instances_split_the_work,
+);
+
+/// Where a test's processes keep their data: a directory, and a fresh
+/// PostgreSQL database when the backend is PostgreSQL.
+struct Place {
+    dir: tempfile::TempDir,
+    pg: Option<PgTestDb>,
+}
+
+impl Place {
+    async fn new(backend: Backend) -> Place {
+        let pg = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(PgTestDb::create().await.expect("PostgreSQL reachable")),
+        };
+        Place {
+            dir: tempfile::tempdir().unwrap(),
+            pg,
+        }
+    }
+
+    /// `--data-dir` and, for PostgreSQL, `--database-url`.
+    fn args(&self) -> Vec<String> {
+        let mut a = vec![
+            "--data-dir".to_string(),
+            self.dir.path().display().to_string(),
+        ];
+        if let Some(db) = &self.pg {
+            a.extend(["--database-url".to_string(), db.url.clone()]);
+        }
+        a
+    }
+
+    async fn finish(self) {
+        if let Some(db) = self.pg {
+            db.drop_db().await;
+        }
+    }
+}
 
 const BIN: &str = env!("CARGO_BIN_EXE_gengate");
 const ADMIN: &str = "gg_test_admin_key_0123456789abcdefghijklmnopq";
@@ -19,15 +67,15 @@ struct Proc {
 }
 
 /// Start `gengate serve` on a free port; returns once it listens.
-async fn serve(dir: &Path, extra: &[&str]) -> Proc {
+async fn serve(place: &Place, extra: &[&str]) -> Proc {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(dir.join("gengate.log"))
+        .open(place.dir.path().join("gengate.log"))
         .unwrap();
     let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(place.args())
         .args(extra)
         .env("GENGATE_ADMIN_KEY", ADMIN)
         .env_remove("GENGATE_LISTEN")
@@ -56,11 +104,10 @@ async fn serve(dir: &Path, extra: &[&str]) -> Proc {
     }
 }
 
-async fn cli(dir: &Path, args: &[&str]) -> (bool, String, String) {
+async fn cli(place: &Place, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(BIN)
         .args(args)
-        .arg("--data-dir")
-        .arg(dir)
+        .args(place.args())
         .output()
         .await
         .unwrap();
@@ -82,14 +129,13 @@ async fn post(http: &reqwest::Client, url: String, key: &str, body: Value) -> (u
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn first_start_makes_one_admin_key_and_keys_are_managed_from_the_cli() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut p = serve(dir.path(), &[]).await;
+async fn first_start_makes_one_admin_key_and_keys_are_managed_from_the_cli(backend: Backend) {
+    let place = Place::new(backend).await;
+    let mut p = serve(&place, &[]).await;
     assert!(p.stdout.iter().any(|l| l == ADMIN), "{:?}", p.stdout);
     let http = reqwest::Client::new();
 
-    let (ok, out, err) = cli(dir.path(), &["keys", "create", "--name", "app"]).await;
+    let (ok, out, err) = cli(&place, &["keys", "create", "--name", "app"]).await;
     assert!(ok, "{err}");
     let key = out.lines().last().unwrap().trim().to_string();
     assert!(key.starts_with("gg_") && key.len() > 40, "{out}");
@@ -102,17 +148,13 @@ async fn first_start_makes_one_admin_key_and_keys_are_managed_from_the_cli() {
     .await;
     assert_eq!(s, 200);
 
-    let (ok, out, _) = cli(
-        dir.path(),
-        &["keys", "create", "--name", "script", "--json"],
-    )
-    .await;
+    let (ok, out, _) = cli(&place, &["keys", "create", "--name", "script", "--json"]).await;
     assert!(ok);
     let j: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(j["name"], "script");
     assert!(j["key"].as_str().unwrap().starts_with("gg_"));
 
-    let (ok, out, _) = cli(dir.path(), &["keys", "list", "--json"]).await;
+    let (ok, out, _) = cli(&place, &["keys", "list", "--json"]).await;
     assert!(ok);
     let list: Value = serde_json::from_str(out.trim()).unwrap();
     let names: Vec<_> = list
@@ -125,7 +167,7 @@ async fn first_start_makes_one_admin_key_and_keys_are_managed_from_the_cli() {
     assert!(!out.contains(&key), "secrets are never listed");
     let app_id = list[1]["id"].as_str().unwrap().to_string();
 
-    let (ok, _, _) = cli(dir.path(), &["keys", "revoke", &app_id]).await;
+    let (ok, _, _) = cli(&place, &["keys", "revoke", &app_id]).await;
     assert!(ok);
     let (s, v) = post(
         &http,
@@ -135,18 +177,19 @@ async fn first_start_makes_one_admin_key_and_keys_are_managed_from_the_cli() {
     )
     .await;
     assert_eq!(s, 401, "{v}");
-    let (ok, _, err) = cli(dir.path(), &["keys", "revoke", &app_id]).await;
+    let (ok, _, err) = cli(&place, &["keys", "revoke", &app_id]).await;
     assert!(!ok && err.contains("no active key"), "{err}");
 
     // A second start on the same store makes no new admin key.
     p.child.kill().await.unwrap();
-    let mut p = serve(dir.path(), &[]).await;
+    let mut p = serve(&place, &[]).await;
     assert!(
         !p.stdout.iter().any(|l| l.contains("admin key")),
         "{:?}",
         p.stdout
     );
     p.child.kill().await.unwrap();
+    place.finish().await;
 }
 
 /// Submit a mix of tasks, returning (luma ids, kling ids).
@@ -231,18 +274,17 @@ async fn all_finish(
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_killed_gengate_finishes_every_accepted_task_after_restart() {
-    let dir = tempfile::tempdir().unwrap();
+async fn a_killed_gengate_finishes_every_accepted_task_after_restart(backend: Backend) {
+    let place = Place::new(backend).await;
     let flags = ["--sandbox-latency-ms", "1500", "--lease-secs", "2"];
     let http = reqwest::Client::new();
-    let mut p = serve(dir.path(), &flags).await;
+    let mut p = serve(&place, &flags).await;
     let (luma, kling) = submit(&http, &p.base, 15).await;
     // Kill while results are being made and stored: leased, half done.
     tokio::time::sleep(Duration::from_millis(1700)).await;
     p.child.kill().await.unwrap(); // SIGKILL: no chance to clean up
 
-    let mut p = serve(dir.path(), &flags).await;
+    let mut p = serve(&place, &flags).await;
     // Another crash while the retaken work is under way, this time SIGTERM.
     let (luma2, kling2) = submit(&http, &p.base, 6).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -258,7 +300,7 @@ async fn a_killed_gengate_finishes_every_accepted_task_after_restart() {
         .unwrap();
     assert!(status.success(), "clean exit on SIGTERM: {status:?}");
 
-    let mut p = serve(dir.path(), &flags).await;
+    let mut p = serve(&place, &flags).await;
     let luma: Vec<String> = luma.into_iter().chain(luma2).collect();
     let kling: Vec<String> = kling.into_iter().chain(kling2).collect();
     let completed = all_finish(&http, &p.base, &luma, &kling).await;
@@ -268,4 +310,59 @@ async fn a_killed_gengate_finishes_every_accepted_task_after_restart() {
         "the sandbox fails nothing at rate 0"
     );
     p.child.kill().await.unwrap();
+    place.finish().await;
+}
+
+async fn api_and_worker_instances_split_the_work(backend: Backend) {
+    let place = Place::new(backend).await;
+    let http = reqwest::Client::new();
+    let flags = ["--sandbox-latency-ms", "200"];
+    let mut api = serve(&place, &[&["--role", "api"][..], &flags].concat()).await;
+    // No worker yet: the tasks are accepted and wait.
+    let (luma, kling) = submit(&http, &api.base, 3).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let r = http
+        .get(format!("{}/luma/generations/{}", api.base, luma[0]))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["state"], "pending", "an api-only instance runs no engine");
+
+    let mut worker = serve(&place, &[&["--role", "worker"][..], &flags].concat()).await;
+    let r = http
+        .post(format!("{}/luma/tasks", worker.base))
+        .bearer_auth(ADMIN)
+        .json(&json!({"ids": luma}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404, "a worker serves no API");
+    let r = http
+        .get(format!("{}/readyz", worker.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "but answers health checks");
+
+    let completed = all_finish(&http, &api.base, &luma, &kling).await;
+    assert_eq!(completed, luma.len() + kling.len());
+    // The API instance serves what the worker stored.
+    let r = http
+        .get(format!("{}/luma/generations/{}", api.base, luma[0]))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    let video = http
+        .get(v["video"]["url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(video.status().as_u16(), 200);
+    api.child.kill().await.unwrap();
+    worker.child.kill().await.unwrap();
+    place.finish().await;
 }
