@@ -4,8 +4,11 @@
 //! make result URLs immutable (cacheable forever) and store a result that
 //! many tasks share (the deterministic sandbox, retries) once.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use gengate_core::{Artifact, ArtifactRole, ImageFormat};
 use gengate_providers::media;
 use gengate_providers::{Output, OutputData};
@@ -32,42 +35,9 @@ pub enum MirrorError {
     Transient(String),
 }
 
-pub async fn mirror(
-    outputs: Vec<Output>,
-    files: &FileStore,
-    http: &reqwest::Client,
-) -> Result<Vec<Artifact>, MirrorError> {
-    let mut artifacts = Vec::with_capacity(outputs.len());
-    for out in outputs {
-        let (bytes, ext) = match out.data {
-            OutputData::Inline { bytes, extension } => (bytes.to_vec(), extension),
-            OutputData::Url(url) => download(&url, http).await?,
-        };
-        let probed = tokio::task::spawn_blocking(move || probe(out.role, bytes))
-            .await
-            .map_err(|e| MirrorError::Transient(format!("probe: {e}")))??;
-        let hash = hex::encode(Sha256::digest(&probed.bytes));
-        let key = format!("{RESULTS_PREFIX}/{hash}.{ext}");
-        files
-            .put_once(&key, &probed.bytes)
-            .await
-            .map_err(|e| MirrorError::Transient(format!("storing {key}: {e}")))?;
-        artifacts.push(Artifact {
-            role: out.role,
-            index: out.index,
-            key,
-            content_type: probed.content_type.into(),
-            width: probed.width,
-            height: probed.height,
-            duration_secs: probed.duration,
-            palette: probed.palette,
-        });
-    }
-    Ok(artifacts)
-}
-
-struct Probed {
-    bytes: Vec<u8>,
+/// What probing a file found out.
+#[derive(Debug, Clone)]
+struct Facts {
     content_type: &'static str,
     width: u32,
     height: u32,
@@ -75,14 +45,88 @@ struct Probed {
     palette: Option<Vec<u8>>,
 }
 
+/// Entries kept of files already probed, by content hash.
+const KNOWN_FILES: usize = 4096;
+
+/// Copies results into storage. Remembers what it found in files it has
+/// seen, so identical results (the sandbox's, retries) are decoded once.
+pub struct Mirror {
+    files: FileStore,
+    http: reqwest::Client,
+    known: Arc<Mutex<HashMap<(String, ArtifactRole), Facts>>>,
+}
+
+impl Mirror {
+    pub fn new(files: FileStore, http: reqwest::Client) -> Mirror {
+        Mirror {
+            files,
+            http,
+            known: Arc::default(),
+        }
+    }
+
+    pub async fn store(&self, outputs: Vec<Output>) -> Result<Vec<Artifact>, MirrorError> {
+        let mut artifacts = Vec::with_capacity(outputs.len());
+        for out in outputs {
+            let (bytes, ext) = match out.data {
+                OutputData::Inline { bytes, extension } => (bytes, extension),
+                OutputData::Url(url) => download(&url, &self.http).await?,
+            };
+            let known = self.known.clone();
+            let role = out.role;
+            let for_probe = bytes.clone();
+            let (sha256, facts) =
+                tokio::task::spawn_blocking(move || examine(role, &for_probe, &known))
+                    .await
+                    .map_err(|e| MirrorError::Transient(format!("probe: {e}")))??;
+            let key = format!("{RESULTS_PREFIX}/{sha256}.{ext}");
+            self.files
+                .put_once(&key, &bytes)
+                .await
+                .map_err(|e| MirrorError::Transient(format!("storing {key}: {e}")))?;
+            artifacts.push(Artifact {
+                role: out.role,
+                index: out.index,
+                key,
+                content_type: facts.content_type.into(),
+                width: facts.width,
+                height: facts.height,
+                duration_secs: facts.duration,
+                palette: facts.palette,
+            });
+        }
+        Ok(artifacts)
+    }
+}
+
+/// Hash a result and learn what it is. CPU-bound: runs on the blocking pool.
+fn examine(
+    role: ArtifactRole,
+    bytes: &[u8],
+    known: &Mutex<HashMap<(String, ArtifactRole), Facts>>,
+) -> Result<(String, Facts), MirrorError> {
+    let sha256 = hex::encode(Sha256::digest(bytes));
+    let key = (sha256, role);
+    if let Some(facts) = known.lock().ok().and_then(|k| k.get(&key).cloned()) {
+        return Ok((key.0, facts));
+    }
+    let facts = probe(role, bytes)?;
+    if let Ok(mut k) = known.lock() {
+        if k.len() >= KNOWN_FILES {
+            k.clear();
+        }
+        k.insert(key.clone(), facts.clone());
+    }
+    Ok((key.0, facts))
+}
+
 /// Read what the file really is; never trust the upstream's word for it.
-fn probe(role: ArtifactRole, bytes: Vec<u8>) -> Result<Probed, MirrorError> {
+fn probe(role: ArtifactRole, bytes: &[u8]) -> Result<Facts, MirrorError> {
     let bad =
         |e: media::MediaError| MirrorError::BadResult(format!("unreadable {role:?} result: {e}"));
     if role == ArtifactRole::Video {
-        let info = media::probe_mp4(&bytes).map_err(bad)?;
-        return Ok(Probed {
-            bytes,
+        let info = media::probe_mp4(bytes).map_err(bad)?;
+        return Ok(Facts {
             content_type: "video/mp4",
             width: info.width,
             height: info.height,
@@ -90,26 +134,22 @@ fn probe(role: ArtifactRole, bytes: Vec<u8>) -> Result<Probed, MirrorError> {
             palette: None,
         });
     }
-    let info = media::probe_image(&bytes).map_err(bad)?;
+    let info = media::probe_image(bytes).map_err(bad)?;
     let palette = if role == ArtifactRole::Thumbnail {
-        Some(media::palette_grid(&bytes).map_err(bad)?.to_vec())
+        Some(media::palette_grid(bytes).map_err(bad)?.to_vec())
     } else {
         None
     };
-    Ok(Probed {
+    Ok(Facts {
         content_type: info.format.mime_type(),
         width: info.width,
         height: info.height,
         duration: None,
         palette,
-        bytes,
     })
 }
 
-async fn download(
-    url: &str,
-    http: &reqwest::Client,
-) -> Result<(Vec<u8>, &'static str), MirrorError> {
+async fn download(url: &str, http: &reqwest::Client) -> Result<(Bytes, &'static str), MirrorError> {
     let body = get_capped(http, url, MAX_RESULT_BYTES, DOWNLOAD_TIMEOUT)
         .await
         .map_err(|e| {
@@ -124,5 +164,5 @@ async fn download(
         Some(f) => f.extension(),
         None => "mp4",
     };
-    Ok((body, ext))
+    Ok((Bytes::from(body), ext))
 }

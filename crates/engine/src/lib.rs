@@ -37,6 +37,7 @@ pub struct Engine {
     channels: Channels,
     files: FileStore,
     fetcher: InputFetcher,
+    mirror: artifacts::Mirror,
     cfg: EngineConfig,
     worker_id: String,
     wake: Notify,
@@ -49,11 +50,13 @@ impl Engine {
         files: FileStore,
         cfg: EngineConfig,
     ) -> Arc<Engine> {
+        let fetcher = InputFetcher::new(cfg.fetch_timeout);
         Arc::new(Engine {
             store,
             channels,
+            mirror: artifacts::Mirror::new(files.clone(), fetcher.http.clone()),
             files,
-            fetcher: InputFetcher::new(cfg.fetch_timeout),
+            fetcher,
             cfg,
             worker_id: format!("worker-{}", uuid::Uuid::new_v4()),
             wake: Notify::new(),

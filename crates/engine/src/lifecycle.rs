@@ -185,26 +185,24 @@ impl Engine {
                 self.apply(task, update).await
             }
             Ok(PollOutcome::Failed(reason)) => self.apply(task, TaskUpdate::fail(reason)).await,
-            Ok(PollOutcome::Succeeded(outputs)) => {
-                match artifacts::mirror(outputs, &self.files, &self.fetcher.http).await {
-                    Ok(arts) => {
-                        let update = TaskUpdate {
-                            state: Some(TaskState::Completed),
-                            progress: Some(100),
-                            artifacts: Some(arts),
-                            ..TaskUpdate::default()
-                        };
-                        self.apply(task, update).await
-                    }
-                    Err(artifacts::MirrorError::BadResult(r)) => {
-                        self.apply(task, TaskUpdate::fail(r)).await
-                    }
-                    Err(artifacts::MirrorError::Transient(why)) => {
-                        tracing::warn!(task = %task.id, why, "storing results failed; will poll again");
-                        self.poll_again(task).await
-                    }
+            Ok(PollOutcome::Succeeded(outputs)) => match self.mirror.store(outputs).await {
+                Ok(arts) => {
+                    let update = TaskUpdate {
+                        state: Some(TaskState::Completed),
+                        progress: Some(100),
+                        artifacts: Some(arts),
+                        ..TaskUpdate::default()
+                    };
+                    self.apply(task, update).await
                 }
-            }
+                Err(artifacts::MirrorError::BadResult(r)) => {
+                    self.apply(task, TaskUpdate::fail(r)).await
+                }
+                Err(artifacts::MirrorError::Transient(why)) => {
+                    tracing::warn!(task = %task.id, why, "storing results failed; will poll again");
+                    self.poll_again(task).await
+                }
+            },
             Err(ProviderError::Permanent(reason)) => {
                 self.apply(task, TaskUpdate::fail(reason)).await
             }

@@ -50,7 +50,7 @@ async fn images_are_generated_at_the_asked_ratio(backend: Backend) {
     for (i, img) in images.iter().enumerate() {
         assert_eq!(img["index"], i);
         let (s, ct, bytes) = gw.bytes(img["url"].as_str().unwrap()).await;
-        assert_eq!((s, ct.as_str()), (200, "image/png"));
+        assert_eq!((s, ct.as_str()), (200, "image/jpeg"));
         let decoded = image::load_from_memory(&bytes).unwrap();
         assert_eq!((decoded.width(), decoded.height()), (960, 640));
         seen.push(bytes);

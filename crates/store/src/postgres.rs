@@ -54,7 +54,7 @@ impl PgStore {
             .parse()
             .map_err(|e: sqlx::Error| StoreError::Backend(format!("bad PostgreSQL URL: {e}")))?;
         let pool = PgPoolOptions::new()
-            .max_connections(10)
+            .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(opts)
             .await?;

@@ -2,6 +2,8 @@
 //! fresh data directory, spoken to over HTTP like any client.
 #![allow(dead_code)] // each test binary uses its own share of these helpers
 
+pub mod procs;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

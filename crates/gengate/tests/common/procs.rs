@@ -1,0 +1,122 @@
+//! Running the real `gengate` binary: where its data lives, starting it,
+//! its command line, and HTTP calls a client makes.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use gengate_testkit::PgTestDb;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use super::Backend;
+
+/// Where a test's processes keep their data: a directory, and a fresh
+/// PostgreSQL database when the backend is PostgreSQL.
+pub struct Place {
+    pub dir: tempfile::TempDir,
+    pub pg: Option<PgTestDb>,
+}
+
+impl Place {
+    pub async fn new(backend: Backend) -> Place {
+        let pg = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(PgTestDb::create().await.expect("PostgreSQL reachable")),
+        };
+        Place {
+            dir: tempfile::tempdir().unwrap(),
+            pg,
+        }
+    }
+
+    /// `--data-dir` and, for PostgreSQL, `--database-url`.
+    pub fn args(&self) -> Vec<String> {
+        let mut a = vec![
+            "--data-dir".to_string(),
+            self.dir.path().display().to_string(),
+        ];
+        if let Some(db) = &self.pg {
+            a.extend(["--database-url".to_string(), db.url.clone()]);
+        }
+        a
+    }
+
+    pub async fn finish(self) {
+        if let Some(db) = self.pg {
+            db.drop_db().await;
+        }
+    }
+}
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_gengate");
+pub const ADMIN: &str = "gg_test_admin_key_0123456789abcdefghijklmnopq";
+
+pub struct Proc {
+    pub child: Child,
+    pub base: String,
+    pub stdout: Vec<String>,
+}
+
+/// Start `gengate serve` on a free port; returns once it listens.
+pub async fn serve(place: &Place, extra: &[&str]) -> Proc {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(place.dir.path().join("gengate.log"))
+        .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(place.args())
+        .args(extra)
+        .env("GENGATE_ADMIN_KEY", ADMIN)
+        .env_remove("GENGATE_LISTEN")
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("gengate starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stdout = Vec::new();
+    let base = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            stdout.push(line.clone());
+            if let Some(addr) = line.strip_prefix("gengate listening on ") {
+                return addr.to_string();
+            }
+        }
+        panic!("gengate exited before listening: {stdout:?}");
+    })
+    .await
+    .expect("listening in time");
+    Proc {
+        child,
+        base,
+        stdout,
+    }
+}
+
+pub async fn cli(place: &Place, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .args(place.args())
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub async fn post(http: &reqwest::Client, url: String, key: &str, body: Value) -> (u16, Value) {
+    let r = http
+        .post(url)
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}

@@ -1,0 +1,233 @@
+//! Scale-out under failure: three gengate processes on one PostgreSQL
+//! database and one data directory; 5 000 tasks submitted round-robin; one
+//! process killed with SIGKILL midway and started again later.
+//!
+//! Every accepted task reaches a terminal state; the sandbox's own submit log
+//! shows each task submitted once, except tasks the killed process had
+//! submitted without recording it; every task's events are recorded once
+//! each, in order.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+use sqlx::Connection;
+
+use common::Backend;
+use common::procs::{ADMIN, Place, Proc, cli, post, serve};
+
+const TASKS: usize = 5000;
+const KILL_AT: usize = 2000;
+const RESTART_AT: usize = 3500;
+
+fn flags(log: &str) -> Vec<String> {
+    [
+        "--no-migrate",
+        "--sandbox-latency-ms",
+        "1000",
+        "--lease-secs",
+        "3",
+        "--sandbox-submit-log",
+        log,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Create task `i` through `base`: mostly images, every tenth a video, from a
+/// handful of prompts (the sandbox renders each once per process).
+async fn create(http: &reqwest::Client, base: &str, i: usize) -> Option<String> {
+    let result = if i.is_multiple_of(10) {
+        let body = json!({"user_prompt": format!("scene {}", i % 2)});
+        post(http, format!("{base}/luma/generations"), ADMIN, body).await
+    } else {
+        let body = json!({"prompt": format!("picture {}", i % 7), "aspect_ratio": "1:1"});
+        post(
+            http,
+            format!("{base}/kling/v1/images/generations"),
+            ADMIN,
+            body,
+        )
+        .await
+    };
+    match result {
+        (201, v) => v["id"].as_str().map(String::from),
+        (200, v) => v["data"]["task_id"].as_str().map(String::from),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_instances_one_killed_lose_nothing_and_submit_once() {
+    if !common::postgres_available().await {
+        return;
+    }
+    let place = Place::new(Backend::Postgres).await;
+    let db_url = place.pg.as_ref().expect("a database").url.clone();
+    let log = place.dir.path().join("submits.log");
+    let log = log.to_str().expect("utf-8 path").to_string();
+    let flags = flags(&log);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+
+    let (ok, _, err) = cli(&place, &["migrate"]).await;
+    assert!(ok, "gengate migrate: {err}");
+    let mut procs: Vec<Option<Proc>> = Vec::new();
+    for _ in 0..3 {
+        procs.push(Some(serve(&place, &flags).await));
+    }
+    let http = reqwest::Client::new();
+
+    let t0 = Instant::now();
+    // Submit in order, 32 at a time, round-robin over the live instances.
+    let mut accepted = Vec::with_capacity(TASKS);
+    let mut killed_pid = None;
+    let mut down: Option<usize> = None;
+    let mut next = 0;
+    while next < TASKS {
+        if next >= KILL_AT && killed_pid.is_none() {
+            let mut p = procs[1].take().expect("instance 1 runs");
+            killed_pid = p.child.id();
+            p.child.kill().await.expect("SIGKILL");
+            down = Some(1);
+        }
+        if next >= RESTART_AT && down.is_some() {
+            let p = serve(&place, &flags).await;
+            procs[1] = Some(p);
+            down = None;
+        }
+        let batch_end = (next + 32).min(TASKS);
+        let live: Vec<String> = procs.iter().flatten().map(|p| p.base.clone()).collect();
+        let batch: Vec<(usize, String)> = (next..batch_end)
+            .map(|i| (i, live[i % live.len()].clone()))
+            .collect();
+        let results: Vec<Option<String>> = futures::stream::iter(batch)
+            .map(|(i, base)| {
+                let http = http.clone();
+                async move { create(&http, &base, i).await }
+            })
+            .buffered(32)
+            .collect()
+            .await;
+        for (i, r) in (next..batch_end).zip(results) {
+            let id = r.unwrap_or_else(|| panic!("task {i} was refused by a live instance"));
+            accepted.push(id);
+        }
+        next = batch_end;
+    }
+    assert_eq!(accepted.len(), TASKS);
+    eprintln!(
+        "{TASKS} tasks accepted in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+
+    // Every task in the database reaches a terminal state.
+    let mut db = sqlx::PgConnection::connect(&db_url)
+        .await
+        .expect("database");
+    let started = Instant::now();
+    loop {
+        let open: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks WHERE due_at IS NOT NULL")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+        if open == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "{open} tasks still open after 5 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!(
+        "all terminal {:.1} s after the first submit",
+        t0.elapsed().as_secs_f64()
+    );
+    let states: Vec<(uuid::Uuid, String)> = sqlx::query_as("SELECT id, state FROM tasks")
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+    let states: HashMap<String, String> = states
+        .into_iter()
+        .map(|(id, st)| (id.to_string(), st))
+        .collect();
+    for id in &accepted {
+        assert_eq!(
+            states.get(id).map(String::as_str),
+            Some("completed"),
+            "task {id}"
+        );
+    }
+
+    // The upstream's count: once per task, twice only after the crash.
+    let killed_pid = killed_pid.expect("an instance was killed").to_string();
+    let mut submits: HashMap<String, Vec<String>> = HashMap::new();
+    for line in std::fs::read_to_string(&log).expect("submit log").lines() {
+        let (task, pid) = line.split_once(' ').expect("`<task> <pid>` lines");
+        submits
+            .entry(task.to_string())
+            .or_default()
+            .push(pid.to_string());
+    }
+    let mut resubmitted = 0;
+    for id in states.keys() {
+        let by = submits.get(id).map(Vec::as_slice).unwrap_or_default();
+        match by {
+            [_] => {}
+            [first, _] if *first == killed_pid => resubmitted += 1,
+            other => panic!("task {id} submitted by {other:?} (killed: {killed_pid})"),
+        }
+    }
+    eprintln!(
+        "{} tasks, {resubmitted} submitted twice because of the SIGKILL",
+        states.len()
+    );
+    assert!(
+        resubmitted <= 64 * 2,
+        "at most what the killed process had in hand"
+    );
+
+    // Each task's events: once each, in order.
+    let events: Vec<(uuid::Uuid, Vec<i64>, Vec<String>)> = sqlx::query_as(
+        "SELECT task_id, array_agg(seq ORDER BY seq), array_agg(state ORDER BY seq) \
+         FROM task_events GROUP BY task_id",
+    )
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(events.len(), states.len());
+    for (id, seqs, names) in events {
+        assert_eq!(seqs, vec![1, 2, 3], "task {id}");
+        assert_eq!(names, ["pending", "processing", "completed"], "task {id}");
+    }
+
+    // Instances sharing the data directory serve each other's results.
+    let some_video = accepted[0].clone();
+    for p in procs.iter().flatten() {
+        let v: Value = http
+            .get(format!("{}/luma/generations/{some_video}", p.base))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let url = v["video"]["url"].as_str().expect("a video url").to_string();
+        let path = url.split_once("/files/").expect("a files url").1;
+        let r = http
+            .get(format!("{}/files/{path}", p.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{} serves {path}", p.base);
+    }
+    for p in procs.iter_mut().flatten() {
+        let _ = p.child.kill().await;
+    }
+    drop(db);
+    place.finish().await;
+}
