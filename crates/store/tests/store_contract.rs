@@ -262,3 +262,28 @@ async fn concurrent_claimers_never_share_a_task(s: Arc<dyn TaskStore>) {
         "every task claimed exactly once"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_wakes_other_instances_when_work_arrives() {
+    let Some(db) = gengate_testkit::PgTestDb::create().await else {
+        return;
+    };
+    let idle = gengate_store::open(&db.url, true).await.unwrap();
+    let busy = gengate_store::open(&db.url, true).await.unwrap();
+    // The listener connects in the background; give it a moment before the
+    // NOTIFY it must hear (a missed one is covered by polling, not here).
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let waiter = {
+        let idle = idle.clone();
+        tokio::spawn(async move { idle.wait_for_work().await })
+    };
+    busy.create_task(Uuid::now_v7(), &new_task(None), 1, 2)
+        .await
+        .unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), waiter)
+        .await
+        .expect("the other instance was woken by NOTIFY")
+        .unwrap();
+    drop((idle, busy));
+    db.drop_db().await;
+}
