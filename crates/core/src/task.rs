@@ -170,6 +170,21 @@ pub struct Task {
 }
 
 impl Task {
+    /// The task as it stood when `event` was recorded: later results are
+    /// not shown in the callback announcing an earlier state.
+    pub fn as_of(&self, state: TaskState, at: Millis) -> Task {
+        let mut t = self.clone();
+        t.state = state;
+        t.updated_at = at;
+        if state != TaskState::Completed {
+            t.artifacts.clear();
+        }
+        if !matches!(state, TaskState::Failed | TaskState::Canceled) {
+            t.failure_reason = None;
+        }
+        t
+    }
+
     pub fn artifacts_with(&self, role: ArtifactRole) -> impl Iterator<Item = &Artifact> {
         self.artifacts.iter().filter(move |a| a.role == role)
     }
@@ -250,6 +265,26 @@ pub struct ApiKey {
     pub admin: bool,
     pub created_at: Millis,
     pub revoked_at: Option<Millis>,
+    /// Signs this key's callbacks (`whsec_…`).
+    pub webhook_secret: Option<String>,
+    /// The secret before the last rotation, still signing until `previous_secret_until`.
+    pub previous_webhook_secret: Option<String>,
+    pub previous_secret_until: Option<Millis>,
+}
+
+impl ApiKey {
+    /// The secrets that sign a callback sent at `now`: the current one, and
+    /// the previous one during its overlap after a rotation.
+    pub fn signing_secrets(&self, now: Millis) -> Vec<&str> {
+        let mut out: Vec<&str> = self.webhook_secret.as_deref().into_iter().collect();
+        if let (Some(prev), Some(until)) =
+            (&self.previous_webhook_secret, self.previous_secret_until)
+            && now < until
+        {
+            out.push(prev);
+        }
+        out
+    }
 }
 
 #[cfg(test)]

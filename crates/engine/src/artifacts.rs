@@ -57,7 +57,14 @@ pub struct Mirror {
 }
 
 impl Mirror {
-    pub fn new(files: FileStore, http: reqwest::Client) -> Mirror {
+    /// Results come from the channels' upstreams, which the operator chose
+    /// (self-hosted ones on private networks included): no address policy here.
+    pub fn new(files: FileStore) -> Mirror {
+        let http = reqwest::Client::builder()
+            .timeout(DOWNLOAD_TIMEOUT)
+            .user_agent(concat!("gengate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default();
         Mirror {
             files,
             http,

@@ -12,6 +12,7 @@ use gengate_store::TaskStore;
 
 use crate::fetch::get_capped;
 use crate::files::FileStore;
+use crate::net::AddressPolicy;
 
 /// Why a task's inputs could not be had: the task fails with this reason.
 #[derive(Debug, thiserror::Error)]
@@ -27,17 +28,16 @@ pub enum InputError {
 pub struct InputFetcher {
     pub http: reqwest::Client,
     pub timeout: Duration,
+    policy: AddressPolicy,
 }
 
 impl InputFetcher {
-    pub fn new(timeout: Duration) -> InputFetcher {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .redirect(reqwest::redirect::Policy::limited(3))
-            .user_agent(concat!("gengate/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_default();
-        InputFetcher { http, timeout }
+    pub fn new(timeout: Duration, policy: AddressPolicy) -> InputFetcher {
+        InputFetcher {
+            http: policy.client(timeout, true),
+            timeout,
+            policy,
+        }
     }
 
     /// Everything a submit of `task` needs, in the order its request lists it.
@@ -92,6 +92,10 @@ impl InputFetcher {
 
     /// GET an image, at most 10 MB and `timeout`, jpg or png by content.
     pub async fn fetch(&self, field: &str, url: &str) -> Result<(Bytes, ImageFormat), InputError> {
+        self.policy
+            .check_url(url)
+            .await
+            .map_err(|e| InputError::Bad(format!("{field}: refused {url}: {e}")))?;
         let body = get_capped(&self.http, url, MAX_IMAGE_BYTES, self.timeout)
             .await
             .map_err(|e| InputError::Bad(format!("{field}: could not fetch {url}: {e}")))?;

@@ -18,6 +18,8 @@ mod fetch;
 pub mod files;
 pub mod inputs;
 mod lifecycle;
+pub mod net;
+pub mod webhooks;
 
 pub use channels::{Channel, Channels};
 pub use config::EngineConfig;
@@ -49,12 +51,13 @@ impl Engine {
         channels: Channels,
         files: FileStore,
         cfg: EngineConfig,
+        policy: net::AddressPolicy,
     ) -> Arc<Engine> {
-        let fetcher = InputFetcher::new(cfg.fetch_timeout);
+        let fetcher = InputFetcher::new(cfg.fetch_timeout, policy);
         Arc::new(Engine {
             store,
             channels,
-            mirror: artifacts::Mirror::new(files.clone(), fetcher.http.clone()),
+            mirror: artifacts::Mirror::new(files.clone()),
             files,
             fetcher,
             cfg,

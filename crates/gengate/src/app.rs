@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use gengate_engine::files::FileStore;
+use gengate_engine::net::AddressPolicy;
+use gengate_engine::webhooks::Deliverer;
 use gengate_engine::{Channel, Channels, Engine, EngineConfig, now_ms};
 use gengate_providers::sandbox::{Sandbox, SandboxConfig};
 use gengate_server::AppState;
@@ -112,17 +114,27 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         ..EngineConfig::default()
     };
     let files = FileStore::new(settings.data_dir.join("media"));
-    let engine = Engine::new(store.clone(), channels, files, cfg);
+    let policy = AddressPolicy::new(settings.allowed_networks()?);
+    let engine = Engine::new(store.clone(), channels, files, cfg, policy.clone());
+    let files_base = format!("{}/files", public.trim_end_matches('/'));
+    let deliverer = Deliverer::new(
+        store.clone(),
+        policy.clone(),
+        settings.retry_schedule()?,
+        files_base.clone(),
+    );
     let state = AppState {
         store,
         engine: engine.clone(),
-        files_base: format!("{}/files", public.trim_end_matches('/')),
+        files_base,
+        policy,
     };
     let (tx, rx) = watch::channel(false);
     let run_engine = settings.role != "api";
     let serve_api = settings.role != "worker";
     let handle = tokio::spawn(async move {
         let engine_task = run_engine.then(|| tokio::spawn(engine.run(rx.clone())));
+        let deliver_task = run_engine.then(|| tokio::spawn(deliverer.run(rx.clone())));
         let mut server_rx = rx.clone();
         let server = tokio::spawn(gengate_server::serve(
             listener,
@@ -139,8 +151,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
             Ok(r) => r??,
             Err(_) => tracing::warn!("requests still open after the grace period; closing"),
         }
-        if let Some(engine_task) = engine_task {
-            engine_task.await?;
+        for task in [engine_task, deliver_task].into_iter().flatten() {
+            task.await?;
         }
         Ok(())
     });

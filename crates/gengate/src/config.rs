@@ -38,6 +38,10 @@ pub struct Settings {
     pub migrate: bool,
     /// `all` (API and engine), `api` (HTTP only) or `worker` (engine, and health endpoints).
     pub role: String,
+    /// Networks callbacks and fetched URLs may reach although internal (CIDR).
+    pub allow_network: Vec<String>,
+    /// Delays before each callback attempt, e.g. `0s,5s,5m,30m,2h,5h,10h,10h`.
+    pub callback_retry_schedule: String,
 }
 
 impl Default for Settings {
@@ -61,11 +65,28 @@ impl Default for Settings {
             log_format: "text".into(),
             migrate: true,
             role: "all".into(),
+            allow_network: Vec::new(),
+            callback_retry_schedule: gengate_core::delivery::DEFAULT_SCHEDULE.into(),
         }
     }
 }
 
 impl Settings {
+    pub fn allowed_networks(&self) -> anyhow::Result<Vec<gengate_engine::net::Cidr>> {
+        self.allow_network
+            .iter()
+            .map(|c| {
+                c.parse()
+                    .map_err(|e: String| anyhow::anyhow!("allow_network: {e}"))
+            })
+            .collect()
+    }
+
+    pub fn retry_schedule(&self) -> anyhow::Result<gengate_core::RetrySchedule> {
+        gengate_core::RetrySchedule::parse(&self.callback_retry_schedule)
+            .map_err(|e| anyhow::anyhow!("callback_retry_schedule: {e}"))
+    }
+
     pub fn database_url(&self) -> String {
         self.database_url
             .clone()
@@ -88,6 +109,8 @@ impl Settings {
             matches!(self.role.as_str(), "all" | "api" | "worker"),
             "role must be all, api or worker"
         );
+        self.allowed_networks()?;
+        self.retry_schedule()?;
         Ok(())
     }
 }
@@ -169,6 +192,15 @@ pub struct ServeFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
+    /// A network callbacks and fetched URLs may reach although internal
+    /// (loopback, private...), as CIDR; repeatable.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allow_network: Vec<String>,
+    /// Delays before each callback attempt, e.g. 0s,5s,5m,30m,2h,5h,10h,10h.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callback_retry_schedule: Option<String>,
     /// Do not run database migrations at start (run `gengate migrate` instead).
     #[arg(long)]
     #[serde(skip)]

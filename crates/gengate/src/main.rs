@@ -51,6 +51,9 @@ enum KeysCommand {
     },
     /// Revoke a key by id; requests with it are refused from then on.
     Revoke { id: Uuid },
+    /// Give a key a new callback signing secret; the old one keeps signing
+    /// (beside the new) for 24 hours, so receivers can switch over.
+    RotateSecret { id: Uuid },
 }
 
 fn init_logging(json: bool) {
@@ -134,7 +137,7 @@ async fn keys(settings: config::Settings, cmd: KeysCommand) -> anyhow::Result<()
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({"id": key.id, "name": key.name, "admin": key.admin, "key": secret})
+                    serde_json::json!({"id": key.id, "name": key.name, "admin": key.admin, "key": secret, "webhook_secret": key.webhook_secret})
                 );
             } else {
                 println!(
@@ -174,6 +177,20 @@ async fn keys(settings: config::Settings, cmd: KeysCommand) -> anyhow::Result<()
                     );
                 }
             }
+        }
+        KeysCommand::RotateSecret { id } => {
+            let secret = gengate_engine::webhooks::signing::new_secret();
+            let overlap_until = now_ms() + 24 * 3600 * 1000;
+            anyhow::ensure!(
+                store
+                    .rotate_webhook_secret(id, &secret, overlap_until)
+                    .await?,
+                "no key with id {id}"
+            );
+            println!(
+                "New callback signing secret for key {id}; the old one also signs for 24 hours:"
+            );
+            println!("{secret}");
         }
         KeysCommand::Revoke { id } => {
             anyhow::ensure!(

@@ -29,6 +29,9 @@ pub fn new_key(name: &str, admin: bool, now: Millis) -> (String, ApiKey) {
         admin,
         created_at: now,
         revoked_at: None,
+        webhook_secret: Some(gengate_engine::webhooks::signing::new_secret()),
+        previous_webhook_secret: None,
+        previous_secret_until: None,
     };
     (secret, key)
 }

@@ -8,7 +8,8 @@ use axum::Router;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use gengate_core::{ApiError, NewTask, Task};
+use gengate_core::{ApiError, ImageRole, ImageSource, NewTask, Task};
+use gengate_engine::net::AddressPolicy;
 use gengate_engine::{Engine, now_ms};
 use gengate_store::{StoreError, TaskStore};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -34,9 +35,39 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     /// Absolute URL prefix of stored files, e.g. `http://host:8080/files`.
     pub files_base: String,
+    /// Which addresses gengate sends requests to for clients.
+    pub policy: AddressPolicy,
 }
 
 impl AppState {
+    /// Refuse, before anything is stored, URLs gengate would have to call
+    /// that resolve to internal addresses: a 400 naming the field.
+    pub async fn check_urls(&self, new: &NewTask) -> Result<(), ApiError> {
+        let images = new.request.images.iter().filter_map(|i| match &i.source {
+            ImageSource::Url { url } => Some((
+                match i.role {
+                    ImageRole::Reference => "image",
+                    ImageRole::Start => "image_url",
+                    ImageRole::End => "image_end_url",
+                },
+                url,
+            )),
+            ImageSource::Stored { .. } => None,
+        });
+        for (field, url) in new
+            .callback_url
+            .iter()
+            .map(|u| ("callback_url", u))
+            .chain(images)
+        {
+            self.policy
+                .check_url(url)
+                .await
+                .map_err(|e| ApiError::validation(field, format!("is refused: {e}")))?;
+        }
+        Ok(())
+    }
+
     /// Accept a task: row and first event committed before we answer.
     pub async fn create_task(&self, owner: Uuid, new: NewTask) -> Result<Task, ApiError> {
         let now = now_ms();

@@ -70,6 +70,7 @@ async fn own_task(state: &AppState, owner: Uuid, id: &str) -> Result<Task> {
 }
 
 async fn accept(state: &AppState, owner: Uuid, new: NewTask) -> Result<Response> {
+    state.check_urls(&new).await?;
     let task = state.create_task(owner, new).await?;
     Ok((
         StatusCode::CREATED,

@@ -5,7 +5,10 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use gengate_core::{ApiKey, Dialect, Millis, NewTask, Task, TaskEvent, TaskUpdate};
+use gengate_core::{
+    ApiKey, Delivery, DeliveryAttempt, DeliveryOutcome, Dialect, Millis, NewTask, Task, TaskEvent,
+    TaskUpdate,
+};
 use uuid::Uuid;
 
 pub mod postgres;
@@ -107,7 +110,41 @@ pub trait TaskStore: Send + Sync + 'static {
     /// Counts of unfinished tasks, for readiness and metrics.
     async fn open_task_count(&self) -> StoreResult<u64>;
 
+    /// Callback deliveries due at `now` whose earlier deliveries (same task,
+    /// same URL) are all settled, leased for `lease_ms`: in order per task.
+    async fn claim_deliveries(
+        &self,
+        now: Millis,
+        lease_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<Delivery>>;
+
+    /// Record an attempt and what follows it. `Gone` also settles the
+    /// task's later deliveries to the same URL.
+    async fn finish_delivery(
+        &self,
+        delivery: &Delivery,
+        attempt: &DeliveryAttempt,
+        outcome: DeliveryOutcome,
+        now: Millis,
+    ) -> StoreResult<()>;
+
+    /// A task's deliveries in order, each with its attempts.
+    async fn task_deliveries(
+        &self,
+        task_id: Uuid,
+    ) -> StoreResult<Vec<(Delivery, Vec<DeliveryAttempt>)>>;
+
     async fn create_key(&self, key: &ApiKey) -> StoreResult<()>;
+    async fn get_key(&self, id: Uuid) -> StoreResult<Option<ApiKey>>;
+    /// Make `secret` the key's signing secret; the old one keeps signing
+    /// until `overlap_until`. `false` when there is no such key.
+    async fn rotate_webhook_secret(
+        &self,
+        id: Uuid,
+        secret: &str,
+        overlap_until: Millis,
+    ) -> StoreResult<bool>;
     async fn key_by_hash(&self, hash: &[u8; 32]) -> StoreResult<Option<ApiKey>>;
     async fn list_keys(&self) -> StoreResult<Vec<ApiKey>>;
     /// `false` when no such key is active.

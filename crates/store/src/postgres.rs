@@ -7,7 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use gengate_core::{ApiKey, Dialect, Millis, NewTask, Task, TaskEvent, TaskState, TaskUpdate};
+use gengate_core::{
+    ApiKey, Delivery, DeliveryAttempt, DeliveryOutcome, Dialect, Millis, NewTask, Task, TaskEvent,
+    TaskState, TaskUpdate,
+};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Postgres, Row, Transaction};
 use tokio::sync::Notify;
@@ -16,13 +19,19 @@ use uuid::Uuid;
 use crate::{StoreError, StoreResult, TaskStore, row};
 
 /// Migrations, in order; each runs once, recorded in `schema_migrations`.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/postgres/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/postgres/0001_initial.sql")),
+    (2, include_str!("../migrations/postgres/0002_callbacks.sql")),
+];
 
 /// The channel new work is announced on.
 const WORK_CHANNEL: &str = "gengate_work";
 
 /// Serialises migrations when several instances start at once.
 const MIGRATION_LOCK: i64 = 0x0067_656e_6761_7465; // "gengate"
+
+const DELIVERY_COLUMNS: &str = "id, event_id, event_state, event_at, task_id, owner, seq, url, \
+    state, attempts, next_attempt_at, last_status, last_error, created_at";
 
 const TASK_COLUMNS: &str = "id, owner, dialect, kind, model, request::text AS request, callback_url, \
     external_id, channel, upstream_ref, attempts, state, failure_reason, progress, \
@@ -156,25 +165,47 @@ fn task_from_row(r: &PgRow) -> StoreResult<Task> {
     row::task(r, uuid_col)
 }
 
+/// Record an event, and queue its callback when the task has a URL: in the
+/// caller's transaction, so neither exists without the other.
 async fn insert_event(
     tx: &mut Transaction<'_, Postgres>,
-    task_id: Uuid,
-    seq: i64,
+    task: &Task,
     state: TaskState,
     detail: Option<&str>,
     now: Millis,
 ) -> StoreResult<()> {
+    let event_id = Uuid::now_v7();
     sqlx::query(
         "INSERT INTO task_events (id, task_id, seq, state, detail, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
     )
-    .bind(Uuid::now_v7())
-    .bind(task_id)
-    .bind(seq)
+    .bind(event_id)
+    .bind(task.id)
+    .bind(task.event_seq)
     .bind(state.as_str())
     .bind(detail)
     .bind(now)
     .execute(&mut **tx)
     .await?;
+    if let Some(url) = &task.callback_url {
+        sqlx::query(
+            "INSERT INTO deliveries (id, event_id, event_state, event_at, task_id, owner, seq, url, \
+             state, next_attempt_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(Uuid::now_v7())
+        .bind(event_id)
+        .bind(state.as_str())
+        .bind(now)
+        .bind(task.id)
+        .bind(task.owner)
+        .bind(task.event_seq)
+        .bind(url)
+        .bind("pending")
+        .bind(now)
+        .bind(now)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
     Ok(())
 }
 
@@ -212,14 +243,15 @@ impl TaskStore for PgStore {
         .bind(deadline_at)
         .fetch_one(&mut *tx)
         .await?;
-        insert_event(&mut tx, id, 1, TaskState::Pending, None, now).await?;
+        let task = task_from_row(&row)?;
+        insert_event(&mut tx, &task, TaskState::Pending, None, now).await?;
         // Delivered at commit, to every instance listening.
         sqlx::query("SELECT pg_notify($1, '')")
             .bind(WORK_CHANNEL)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        task_from_row(&row)
+        Ok(task)
     }
 
     async fn get_task(&self, owner: Uuid, id: Uuid) -> StoreResult<Option<Task>> {
@@ -404,15 +436,7 @@ impl TaskStore for PgStore {
         };
         let task = task_from_row(&row)?;
         if let Some(st) = update.state {
-            insert_event(
-                &mut tx,
-                id,
-                task.event_seq,
-                st,
-                update.detail.as_deref(),
-                now,
-            )
-            .await?;
+            insert_event(&mut tx, &task, st, update.detail.as_deref(), now).await?;
         }
         tx.commit().await?;
         Ok(Some(task))
@@ -438,9 +462,144 @@ impl TaskStore for PgStore {
         Ok(u64::try_from(n).unwrap_or_default())
     }
 
+    async fn claim_deliveries(
+        &self,
+        now: Millis,
+        lease_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<Delivery>> {
+        sqlx::query(sql!(
+            "UPDATE deliveries SET lease_until = $1 WHERE id IN ( \
+               SELECT d.id FROM deliveries d \
+               WHERE d.next_attempt_at IS NOT NULL AND d.next_attempt_at <= $2 \
+               AND (d.lease_until IS NULL OR d.lease_until <= $2) \
+               AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.task_id = d.task_id \
+                   AND p.url = d.url AND p.seq < d.seq AND p.state = 'pending') \
+               ORDER BY d.next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
+             RETURNING {DELIVERY_COLUMNS}"
+        ))
+        .bind(now + lease_ms)
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| row::delivery(r, uuid_col))
+        .collect()
+    }
+
+    async fn finish_delivery(
+        &self,
+        delivery: &Delivery,
+        attempt: &DeliveryAttempt,
+        outcome: DeliveryOutcome,
+        now: Millis,
+    ) -> StoreResult<()> {
+        let (state, next) = row::outcome_columns(outcome);
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO delivery_attempts (id, delivery_id, attempt, at, status, error, latency_ms, next_attempt_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(Uuid::now_v7())
+        .bind(delivery.id)
+        .bind(i64::from(attempt.attempt))
+        .bind(attempt.at)
+        .bind(attempt.status.map(i64::from))
+        .bind(&attempt.error)
+        .bind(attempt.latency_ms)
+        .bind(attempt.next_attempt_at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE deliveries SET attempts = attempts + 1, state = $1, next_attempt_at = $2, \
+             lease_until = NULL, last_status = $3, last_error = $4, updated_at = $5 WHERE id = $6",
+        )
+        .bind(state)
+        .bind(next)
+        .bind(attempt.status.map(i64::from))
+        .bind(&attempt.error)
+        .bind(now)
+        .bind(delivery.id)
+        .execute(&mut *tx)
+        .await?;
+        if outcome == DeliveryOutcome::Gone {
+            sqlx::query(
+                "UPDATE deliveries SET state = 'gone', next_attempt_at = NULL, updated_at = $1 \
+                 WHERE task_id = $2 AND url = $3 AND state = 'pending'",
+            )
+            .bind(now)
+            .bind(delivery.task_id)
+            .bind(&delivery.url)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn task_deliveries(
+        &self,
+        task_id: Uuid,
+    ) -> StoreResult<Vec<(Delivery, Vec<DeliveryAttempt>)>> {
+        let deliveries = sqlx::query(sql!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE task_id = $1 ORDER BY seq, created_at"
+        ))
+        .bind(task_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| row::delivery(r, uuid_col))
+        .collect::<StoreResult<Vec<_>>>()?;
+        let mut out = Vec::with_capacity(deliveries.len());
+        for d in deliveries {
+            let attempts = sqlx::query(
+                "SELECT attempt, at, status, error, latency_ms, next_attempt_at FROM delivery_attempts \
+                 WHERE delivery_id = $1 ORDER BY attempt",
+            )
+            .bind(d.id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(row::attempt)
+            .collect::<StoreResult<Vec<_>>>()?;
+            out.push((d, attempts));
+        }
+        Ok(out)
+    }
+
+    async fn get_key(&self, id: Uuid) -> StoreResult<Option<ApiKey>> {
+        sqlx::query("SELECT * FROM api_keys WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(|r| row::key(r, uuid_col))
+            .transpose()
+    }
+
+    async fn rotate_webhook_secret(
+        &self,
+        id: Uuid,
+        secret: &str,
+        overlap_until: Millis,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE api_keys SET previous_webhook_secret = webhook_secret, \
+             previous_secret_until = $1, webhook_secret = $2 WHERE id = $3",
+        )
+        .bind(overlap_until)
+        .bind(secret)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn create_key(&self, key: &ApiKey) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO api_keys (id, name, hash, admin, created_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO api_keys (id, name, hash, admin, created_at, revoked_at, webhook_secret) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(key.id)
         .bind(&key.name)
@@ -448,6 +607,7 @@ impl TaskStore for PgStore {
         .bind(key.admin)
         .bind(key.created_at)
         .bind(key.revoked_at)
+        .bind(&key.webhook_secret)
         .execute(&self.pool)
         .await?;
         Ok(())

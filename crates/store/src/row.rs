@@ -4,7 +4,8 @@
 //! knows the backend's own representation.
 
 use gengate_core::{
-    ApiKey, Artifact, Dialect, GenerationRequest, Task, TaskEvent, TaskKind, TaskState,
+    ApiKey, Artifact, Delivery, DeliveryAttempt, DeliveryOutcome, DeliveryState, Dialect,
+    GenerationRequest, Task, TaskEvent, TaskKind, TaskState,
 };
 use sqlx::{Decode, Row, Type};
 use uuid::Uuid;
@@ -101,5 +102,70 @@ where
         admin: row.try_get("admin")?,
         created_at: row.try_get("created_at")?,
         revoked_at: row.try_get("revoked_at")?,
+        webhook_secret: row.try_get("webhook_secret")?,
+        previous_webhook_secret: row.try_get("previous_webhook_secret")?,
+        previous_secret_until: row.try_get("previous_secret_until")?,
     })
+}
+
+pub(crate) fn delivery<'r, R>(
+    row: &'r R,
+    uuid: impl Fn(&'r R, &str) -> StoreResult<Uuid>,
+) -> StoreResult<Delivery>
+where
+    R: Row,
+    &'r str: sqlx::ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let event_state: String = row.try_get("event_state")?;
+    let state: String = row.try_get("state")?;
+    Ok(Delivery {
+        id: uuid(row, "id")?,
+        event_id: uuid(row, "event_id")?,
+        event_state: TaskState::parse(&event_state)
+            .ok_or_else(|| corrupt("event_state", &event_state))?,
+        event_at: row.try_get("event_at")?,
+        task_id: uuid(row, "task_id")?,
+        owner: uuid(row, "owner")?,
+        seq: row.try_get("seq")?,
+        url: row.try_get("url")?,
+        state: DeliveryState::parse(&state).ok_or_else(|| corrupt("delivery state", &state))?,
+        attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        last_status: row
+            .try_get::<Option<i64>, _>("last_status")?
+            .and_then(|s| u16::try_from(s).ok()),
+        last_error: row.try_get("last_error")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+pub(crate) fn attempt<'r, R>(row: &'r R) -> StoreResult<DeliveryAttempt>
+where
+    R: Row,
+    &'r str: sqlx::ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    Ok(DeliveryAttempt {
+        attempt: u32::try_from(row.try_get::<i64, _>("attempt")?).unwrap_or(u32::MAX),
+        at: row.try_get("at")?,
+        status: row
+            .try_get::<Option<i64>, _>("status")?
+            .and_then(|s| u16::try_from(s).ok()),
+        error: row.try_get("error")?,
+        latency_ms: row.try_get("latency_ms")?,
+        next_attempt_at: row.try_get("next_attempt_at")?,
+    })
+}
+
+/// The state a delivery is left in, and when it is tried next.
+pub(crate) fn outcome_columns(outcome: DeliveryOutcome) -> (&'static str, Option<i64>) {
+    match outcome {
+        DeliveryOutcome::Delivered => (DeliveryState::Delivered.as_str(), None),
+        DeliveryOutcome::RetryAt(at) => (DeliveryState::Pending.as_str(), Some(at)),
+        DeliveryOutcome::GiveUp => (DeliveryState::Failed.as_str(), None),
+        DeliveryOutcome::Gone => (DeliveryState::Gone.as_str(), None),
+    }
 }

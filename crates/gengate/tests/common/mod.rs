@@ -67,6 +67,8 @@ pub fn settings_in(dir: &std::path::Path) -> Settings {
         listen: "127.0.0.1:0".into(),
         data_dir: dir.to_path_buf(),
         sandbox_latency_ms: 100,
+        // The image host and callback receivers of the tests listen here.
+        allow_network: vec!["127.0.0.1/32".into()],
         ..Settings::default()
     }
 }

@@ -1,0 +1,264 @@
+//! Callbacks: every recorded state change of a task with a `callback_url`
+//! is POSTed there in the task's dialect shape, signed per Standard
+//! Webhooks, at least once and in order per task, retried on the schedule
+//! kept in the store, and never to an address the policy refuses.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gengate_core::dialect::{kling, luma};
+use gengate_core::{
+    Delivery, DeliveryAttempt, DeliveryOutcome, Dialect, Millis, RetrySchedule, Task,
+};
+use gengate_store::{StoreError, TaskStore};
+use rand::Rng;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use crate::net::AddressPolicy;
+use crate::now_ms;
+
+pub mod signing;
+
+/// How long one attempt may take.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Longest `Retry-After` honoured; a receiver cannot park a delivery for longer.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+/// Deliveries in flight to one host: a slow receiver holds only its own.
+const PER_HOST: usize = 8;
+/// Deliveries in flight in all.
+const TOTAL: usize = 64;
+/// How long a claimed delivery is ours.
+const LEASE: Duration = Duration::from_secs(60);
+
+pub struct Deliverer {
+    store: Arc<dyn TaskStore>,
+    http: reqwest::Client,
+    policy: AddressPolicy,
+    schedule: RetrySchedule,
+    files_base: String,
+    hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl Deliverer {
+    pub fn new(
+        store: Arc<dyn TaskStore>,
+        policy: AddressPolicy,
+        schedule: RetrySchedule,
+        files_base: String,
+    ) -> Arc<Deliverer> {
+        Arc::new(Deliverer {
+            store,
+            http: policy.client(ATTEMPT_TIMEOUT, false),
+            policy,
+            schedule,
+            files_base,
+            hosts: Mutex::default(),
+        })
+    }
+
+    fn host_slots(&self, url: &str) -> Arc<Semaphore> {
+        let host = url::Url::parse(url)
+            .ok()
+            .and_then(|u| u.host_str().map(String::from))
+            .unwrap_or_default();
+        match self.hosts.lock() {
+            Ok(mut h) => h
+                .entry(host)
+                .or_insert_with(|| Arc::new(Semaphore::new(PER_HOST)))
+                .clone(),
+            Err(_) => Arc::new(Semaphore::new(PER_HOST)),
+        }
+    }
+
+    /// Deliver what is due until `shutdown`, then let attempts in flight end.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let total = Arc::new(Semaphore::new(TOTAL));
+        let mut running = JoinSet::new();
+        while !*shutdown.borrow() {
+            while running.try_join_next().is_some() {}
+            let free = u32::try_from(total.available_permits()).unwrap_or(0);
+            let due = if free == 0 {
+                Vec::new()
+            } else {
+                let lease = i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX);
+                self.store
+                    .claim_deliveries(now_ms(), lease, free)
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::error!(error = %e, "claiming deliveries failed");
+                        Vec::new()
+                    })
+            };
+            let got = due.len();
+            for d in due {
+                let Ok(slot) = total.clone().try_acquire_owned() else {
+                    break;
+                };
+                let me = self.clone();
+                running.spawn(async move {
+                    let host = me.host_slots(&d.url);
+                    if let Ok(_per_host) = host.acquire_owned().await
+                        && let Err(e) = me.attempt(&d).await
+                    {
+                        tracing::error!(delivery = %d.id, error = %e, "recording a delivery failed");
+                    }
+                    drop(slot);
+                });
+            }
+            if got > 0 {
+                continue;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        let _ = tokio::time::timeout(ATTEMPT_TIMEOUT, async {
+            while running.join_next().await.is_some() {}
+        })
+        .await;
+    }
+
+    /// The body a receiver gets: the task in its dialect's shape, as of the event.
+    fn body(&self, task: &Task, d: &Delivery) -> Result<Vec<u8>, serde_json::Error> {
+        let t = task.as_of(d.event_state, d.event_at);
+        match t.dialect {
+            Dialect::Luma => serde_json::to_vec(&luma::render(&t, &self.files_base)),
+            Dialect::Kling => serde_json::to_vec(&kling::render(&t, &self.files_base)),
+        }
+    }
+
+    async fn attempt(&self, d: &Delivery) -> Result<(), StoreError> {
+        let now = now_ms();
+        let made = d.attempts + 1;
+        let (Some(task), Some(key)) = (
+            self.store.load_task(d.task_id).await?,
+            self.store.get_key(d.owner).await?,
+        ) else {
+            let a = record(
+                made,
+                now,
+                None,
+                Some("the task or its key is gone".into()),
+                0,
+                None,
+            );
+            return self
+                .store
+                .finish_delivery(d, &a, DeliveryOutcome::GiveUp, now)
+                .await;
+        };
+        let secrets = key.signing_secrets(now);
+        let started = Instant::now();
+        let result = match (self.body(&task, d), secrets.is_empty()) {
+            (Err(e), _) => Err(format!("rendering the body: {e}")),
+            (_, true) => Err("the key has no signing secret; rotate it".into()),
+            (Ok(body), false) => self.send(d, &secrets, body, now).await,
+        };
+        let latency = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+        let (status, error, outcome) = match result {
+            Ok((status, _)) if (200..300).contains(&status) => {
+                (Some(status), None, DeliveryOutcome::Delivered)
+            }
+            Ok((410, _)) => (Some(410), None, DeliveryOutcome::Gone),
+            Ok((status, retry_after)) => (Some(status), None, self.retry(made, retry_after)),
+            Err(e) => (None, Some(e), self.retry(made, None)),
+        };
+        let next = match outcome {
+            DeliveryOutcome::RetryAt(at) => Some(at),
+            _ => None,
+        };
+        if outcome != DeliveryOutcome::Delivered {
+            tracing::warn!(delivery = %d.id, task = %d.task_id, attempt = made, ?status, ?error, ?outcome, "callback not delivered");
+        }
+        let a = record(made, now, status, error, latency, next);
+        self.store.finish_delivery(d, &a, outcome, now_ms()).await
+    }
+
+    /// POST one attempt; the answer's status and `Retry-After`, or why none came.
+    async fn send(
+        &self,
+        d: &Delivery,
+        secrets: &[&str],
+        body: Vec<u8>,
+        now: Millis,
+    ) -> Result<(u16, Option<Duration>), String> {
+        // Resolved now, not when the URL was accepted: a name may have turned internal.
+        self.policy
+            .check_url(&d.url)
+            .await
+            .map_err(|e| format!("refused: {e}"))?;
+        let msg_id = d.event_id.to_string();
+        let ts = now / 1000;
+        let sig = signing::signature(secrets, &msg_id, ts, &body).map_err(|e| e.to_string())?;
+        let resp = self
+            .http
+            .post(&d.url)
+            .header("content-type", "application/json")
+            .header("webhook-id", &msg_id)
+            .header("webhook-timestamp", ts.to_string())
+            .header("webhook-signature", sig)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| describe(&e))?;
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        Ok((resp.status().as_u16(), retry_after))
+    }
+
+    /// When to try again after attempt `made` failed: the schedule's next
+    /// delay ±20 %, or later if the receiver asked for it (within bounds).
+    fn retry(&self, made: u32, retry_after: Option<Duration>) -> DeliveryOutcome {
+        let Some(delay) = self.schedule.delay_after(made) else {
+            return DeliveryOutcome::GiveUp;
+        };
+        let jitter = rand::rng().random_range(0.8..=1.2);
+        let mut wait = delay.mul_f64(jitter);
+        if let Some(asked) = retry_after {
+            wait = wait.max(asked.min(MAX_RETRY_AFTER));
+        }
+        DeliveryOutcome::RetryAt(
+            now_ms().saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX)),
+        )
+    }
+}
+
+fn record(
+    attempt: u32,
+    at: Millis,
+    status: Option<u16>,
+    error: Option<String>,
+    latency_ms: i64,
+    next_attempt_at: Option<Millis>,
+) -> DeliveryAttempt {
+    DeliveryAttempt {
+        attempt,
+        at,
+        status,
+        error,
+        latency_ms,
+        next_attempt_at,
+    }
+}
+
+/// An error and its causes (the policy's refusal sits in the chain).
+fn describe(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs());
+    }
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}
