@@ -151,6 +151,19 @@ async fn insert_event(
     .execute(&mut **tx)
     .await?;
     if let Some(url) = &task.callback_url {
+        // After a 410 from this URL, later events are recorded but not sent.
+        let gone: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM deliveries WHERE task_id = ? AND url = ? AND state = 'gone')",
+        )
+        .bind(task.id.as_bytes().as_slice())
+        .bind(url)
+        .fetch_one(&mut **tx)
+        .await?;
+        let (delivery_state, next) = if gone {
+            ("gone", None)
+        } else {
+            ("pending", Some(now))
+        };
         sqlx::query(
             "INSERT INTO deliveries (id, event_id, event_state, event_at, task_id, owner, seq, url, \
              state, next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -163,8 +176,8 @@ async fn insert_event(
         .bind(task.owner.as_bytes().as_slice())
         .bind(task.event_seq)
         .bind(url)
-        .bind("pending")
-        .bind(now)
+        .bind(delivery_state)
+        .bind(next)
         .bind(now)
         .bind(now)
         .execute(&mut **tx)

@@ -3,6 +3,8 @@
 
 pub mod image_host;
 pub mod postgres;
+pub mod receiver;
 
 pub use image_host::{ImageHost, RED_PNG};
 pub use postgres::PgTestDb;
+pub use receiver::{Received, Receiver, Reply};

@@ -136,6 +136,15 @@ impl Gateway {
         self.store.list_tasks(k.id, dialect, 0, 1).await.unwrap().1
     }
 
+    /// The key's record (its id, its callback signing secrets).
+    pub async fn key_record(&self, key: &str) -> gengate_core::ApiKey {
+        self.store
+            .key_by_hash(&gengate_server::auth::hash_key(key))
+            .await
+            .unwrap()
+            .expect("known key")
+    }
+
     pub fn store(&self) -> &dyn TaskStore {
         self.store.as_ref()
     }
