@@ -23,6 +23,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The admin key made at this start, if the store was empty.
     pub new_admin_key: Option<String>,
+    /// Its callback signing secret.
+    pub new_admin_webhook_secret: Option<String>,
     shutdown: watch::Sender<bool>,
     handle: JoinHandle<anyhow::Result<()>>,
 }
@@ -59,7 +61,7 @@ pub async fn open_store(settings: &Settings, migrate: bool) -> anyhow::Result<Ar
 async fn first_admin_key(
     store: &dyn TaskStore,
     settings: &Settings,
-) -> anyhow::Result<Option<String>> {
+) -> anyhow::Result<Option<(String, String)>> {
     if store.count_keys().await? > 0 {
         return Ok(None);
     }
@@ -76,7 +78,7 @@ async fn first_admin_key(
         None => secret,
     };
     match store.create_key(&key).await {
-        Ok(()) => Ok(Some(secret)),
+        Ok(()) => Ok(Some((secret, key.webhook_secret.unwrap_or_default()))),
         // Another instance starting on the same empty store made it first.
         Err(gengate_store::StoreError::Conflict(_)) if settings.admin_key.is_some() => Ok(None),
         Err(e) => Err(e.into()),
@@ -85,7 +87,8 @@ async fn first_admin_key(
 
 pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let store = open_store(&settings, settings.migrate).await?;
-    let new_admin_key = first_admin_key(store.as_ref(), &settings).await?;
+    let (new_admin_key, new_admin_webhook_secret) =
+        first_admin_key(store.as_ref(), &settings).await?.unzip();
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
         .with_context(|| format!("listening on {}", settings.listen))?;
@@ -160,6 +163,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     Ok(Running {
         addr,
         new_admin_key,
+        new_admin_webhook_secret,
         shutdown: tx,
         handle,
     })

@@ -95,6 +95,11 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
     if let Some(key) = &running.new_admin_key {
         println!("Created the first admin key. It is shown only this once; keep it:");
         println!("{key}");
+        if let Some(whsec) = &running.new_admin_webhook_secret {
+            println!(
+                "Its callback signing secret (rotate with `gengate keys rotate-secret`): {whsec}"
+            );
+        }
     }
     println!("gengate listening on http://{}", running.addr);
     let stop = running.shutdown_sender();

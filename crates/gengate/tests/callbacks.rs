@@ -18,6 +18,9 @@ on_both_backends!(
     retry_after_is_honoured,
     internal_addresses_are_refused_at_submit_and_at_delivery,
     a_rotated_secret_signs_beside_the_old_one,
+    owners_list_deliveries_and_ask_for_redelivery,
+    a_receiver_that_comes_back_gets_its_callbacks,
+    a_slow_receiver_does_not_hold_back_others,
 );
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -315,5 +318,139 @@ async fn a_rotated_secret_signs_beside_the_old_one(backend: Backend) {
     // A receiver with either secret accepts it.
     verify(&old, &got[0]);
     verify(&new, &got[0]);
+    gw.stop().await;
+}
+
+async fn owners_list_deliveries_and_ask_for_redelivery(backend: Backend) {
+    let rx = Receiver::start().await;
+    let gw = Gateway::start_with(backend, quick).await;
+    let other = gw.new_key("other").await;
+    let (_, v) = gw
+        .post(
+            "/luma/generations",
+            &gw.admin,
+            json!({"user_prompt": "listed", "callback_url": rx.url("/")}),
+        )
+        .await;
+    let id = v["id"].as_str().unwrap().to_string();
+    gw.wait_luma(&gw.admin, &id).await;
+    rx.wait_for(3, WAIT).await;
+    let path = format!("/v1/tasks/{id}/deliveries");
+    let list = loop {
+        let (s, list) = gw.get(&path, &gw.admin).await;
+        assert_eq!(s, 200, "{list}");
+        if list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["state"] == "delivered")
+        {
+            break list;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let data = list["data"].as_array().unwrap();
+    let events: Vec<&str> = data.iter().map(|d| d["event"].as_str().unwrap()).collect();
+    assert_eq!(events, ["pending", "processing", "completed"]);
+    assert_eq!(data[0]["attempts"][0]["status"], 200);
+    assert!(data[0]["attempts"][0]["latency_ms"].as_i64().is_some());
+
+    // Redelivery sends the same event again, under the same webhook-id.
+    let first = data[0]["id"].as_str().unwrap();
+    let (s, v) = gw
+        .post(&format!("{path}/{first}/redeliver"), &gw.admin, json!({}))
+        .await;
+    assert_eq!(s, 202, "{v}");
+    assert_eq!(v["webhook_id"], data[0]["webhook_id"]);
+    let got = rx.wait_for(4, WAIT).await;
+    assert_eq!(
+        header(&got[3], "webhook-id"),
+        data[0]["webhook_id"].as_str().unwrap()
+    );
+
+    // Another key learns nothing.
+    let (s, v) = gw.get(&path, &other).await;
+    assert_eq!(s, 404, "{v}");
+    assert!(v["error"]["message"].as_str().is_some());
+    let (s, _) = gw
+        .post(&format!("{path}/{first}/redeliver"), &other, json!({}))
+        .await;
+    assert_eq!(s, 404);
+    let (s, _) = gw
+        .post(
+            &format!("{path}/{}/redeliver", uuid::Uuid::now_v7()),
+            &gw.admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 404);
+    gw.stop().await;
+}
+
+async fn a_receiver_that_comes_back_gets_its_callbacks(backend: Backend) {
+    let mut rx = Receiver::start().await;
+    rx.down();
+    let gw = Gateway::start_with(backend, |s| {
+        s.callback_retry_schedule = "0ms,400ms,800ms,1s,2s,4s".into();
+        s.sandbox_latency_ms = 60_000;
+    })
+    .await;
+    let (_, v) = gw
+        .post(
+            "/luma/generations",
+            &gw.admin,
+            json!({"user_prompt": "patient", "callback_url": rx.url("/")}),
+        )
+        .await;
+    let id: uuid::Uuid = v["id"].as_str().unwrap().parse().unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    rx.up().await;
+    let got = rx.wait_for(1, WAIT).await;
+    let body: Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert_eq!(body["state"], "pending");
+    let deliveries = gw.store().task_deliveries(id).await.unwrap();
+    let (_, attempts) = &deliveries[0];
+    assert!(attempts.len() >= 2, "{attempts:?}");
+    assert!(
+        attempts[0].status.is_none() && attempts[0].error.is_some(),
+        "{attempts:?}"
+    );
+    gw.stop().await;
+}
+
+async fn a_slow_receiver_does_not_hold_back_others(backend: Backend) {
+    let slow = Receiver::start_on("127.0.0.2").await;
+    slow.otherwise(Reply {
+        delay: Duration::from_secs(3),
+        ..Reply::status(200)
+    });
+    let healthy = Receiver::start().await;
+    let gw = Gateway::start_with(backend, |s| {
+        quick(s);
+        s.allow_network.push("127.0.0.2/32".into());
+        s.sandbox_latency_ms = 60_000;
+    })
+    .await;
+    for i in 0..12 {
+        gw.post(
+            "/luma/generations",
+            &gw.admin,
+            json!({"user_prompt": format!("slow {i}"), "callback_url": slow.url("/")}),
+        )
+        .await;
+    }
+    slow.wait_for(1, WAIT).await;
+    gw.post(
+        "/luma/generations",
+        &gw.admin,
+        json!({"user_prompt": "quick", "callback_url": healthy.url("/")}),
+    )
+    .await;
+    let got = healthy.wait_for(1, WAIT).await;
+    let first_slow = slow.received()[0].at;
+    assert!(
+        got[0].at < first_slow + Duration::from_secs(3),
+        "the healthy receiver waited for the slow one"
+    );
     gw.stop().await;
 }

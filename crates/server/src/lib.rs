@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 pub mod auth;
 pub mod body;
+pub mod deliveries;
 pub mod health;
 pub mod kling;
 pub mod luma;
@@ -117,6 +118,7 @@ pub fn router(state: AppState, serve_api: bool) -> Router {
         routes = routes
             .merge(luma::router())
             .merge(kling::router())
+            .merge(deliveries::router())
             .route("/openapi.json", get(openapi::serve))
             .nest_service(
                 &format!("/files/{RESULTS_PREFIX}"),

@@ -16,6 +16,8 @@ use utoipa::{Modify, OpenApi};
         crate::kling::create,
         crate::kling::get_one,
         crate::kling::list,
+        crate::deliveries::list,
+        crate::deliveries::redeliver,
         crate::health::healthz,
         crate::health::readyz,
     ),
@@ -23,6 +25,7 @@ use utoipa::{Modify, OpenApi};
     tags(
         (name = "luma", description = "The reseller Luma task API, with batch get"),
         (name = "kling", description = "Kling image generation"),
+        (name = "callbacks", description = "A task's callback deliveries and redelivery"),
         (name = "health", description = "Liveness and readiness"),
     )
 )]

@@ -135,6 +135,15 @@ pub trait TaskStore: Send + Sync + 'static {
         task_id: Uuid,
     ) -> StoreResult<Vec<(Delivery, Vec<DeliveryAttempt>)>>;
 
+    /// Queue `delivery`'s event again to its URL (same `webhook-id`), at once.
+    /// `None` when there is no such delivery for `task_id`.
+    async fn redeliver(
+        &self,
+        task_id: Uuid,
+        delivery_id: Uuid,
+        now: Millis,
+    ) -> StoreResult<Option<Delivery>>;
+
     async fn create_key(&self, key: &ApiKey) -> StoreResult<()>;
     async fn get_key(&self, id: Uuid) -> StoreResult<Option<ApiKey>>;
     /// Make `secret` the key's signing secret; the old one keeps signing

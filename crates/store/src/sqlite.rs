@@ -545,6 +545,30 @@ impl TaskStore for SqliteStore {
         Ok(out)
     }
 
+    async fn redeliver(
+        &self,
+        task_id: Uuid,
+        delivery_id: Uuid,
+        now: Millis,
+    ) -> StoreResult<Option<Delivery>> {
+        sqlx::query(sql!(
+            "INSERT INTO deliveries (id, event_id, event_state, event_at, task_id, owner, seq, url, \
+               state, attempts, next_attempt_at, created_at, updated_at) \
+             SELECT ?1, event_id, event_state, event_at, task_id, owner, seq, url, 'pending', 0, ?2, ?2, ?2 \
+             FROM deliveries WHERE id = ?3 AND task_id = ?4 \
+             RETURNING {DELIVERY_COLUMNS}"
+        ))
+        .bind(Uuid::now_v7().as_bytes().as_slice())
+        .bind(now)
+        .bind(delivery_id.as_bytes().as_slice())
+        .bind(task_id.as_bytes().as_slice())
+        .fetch_optional(&self.writer)
+        .await?
+        .as_ref()
+        .map(|r| row::delivery(r, uuid_col))
+        .transpose()
+    }
+
     async fn get_key(&self, id: Uuid) -> StoreResult<Option<ApiKey>> {
         sqlx::query("SELECT * FROM api_keys WHERE id = ?1")
             .bind(id.as_bytes().as_slice())

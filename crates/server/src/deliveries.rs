@@ -1,0 +1,184 @@
+//! `/v1/tasks/{id}/deliveries`: a task's callbacks as its owner sees them,
+//! every attempt included, and redelivery on request. Any dialect's task.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use gengate_core::time::rfc3339_ms;
+use gengate_core::{ApiError, Delivery, DeliveryAttempt};
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::auth::authenticate;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/tasks/{id}/deliveries", get(list))
+        .route(
+            "/v1/tasks/{id}/deliveries/{delivery_id}/redeliver",
+            post(redeliver),
+        )
+}
+
+/// gengate's own error envelope.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// HTTP status, as a number.
+    pub status: u16,
+    pub message: String,
+}
+
+pub struct Error(ApiError);
+
+impl From<ApiError> for Error {
+    fn from(e: ApiError) -> Self {
+        Error(e)
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = ErrorBody {
+            error: ErrorDetail {
+                status: status.as_u16(),
+                message: self.0.to_string(),
+            },
+        };
+        let mut resp = (status, Json(body)).into_response();
+        crate::add_retry_after(&self.0, &mut resp);
+        resp
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryView {
+    pub id: Uuid,
+    /// The `webhook-id` header: the event's id, the same on every attempt.
+    pub webhook_id: Uuid,
+    /// The event's number in the task's history.
+    pub seq: i64,
+    /// The task state the event announces.
+    pub event: &'static str,
+    pub url: String,
+    /// pending, delivered, failed (given up) or gone (the receiver answered 410).
+    pub state: &'static str,
+    pub attempts: Vec<AttemptView>,
+    pub next_attempt_at: Option<String>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttemptView {
+    pub attempt: u32,
+    pub at: String,
+    /// The receiver's HTTP status, when it answered.
+    pub status: Option<u16>,
+    /// Why there was no answer (timeout, refused address...).
+    pub error: Option<String>,
+    pub latency_ms: i64,
+    pub next_attempt_at: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryList {
+    pub data: Vec<DeliveryView>,
+}
+
+fn view(d: &Delivery, attempts: &[DeliveryAttempt]) -> DeliveryView {
+    DeliveryView {
+        id: d.id,
+        webhook_id: d.event_id,
+        seq: d.seq,
+        event: d.event_state.as_str(),
+        url: d.url.clone(),
+        state: d.state.as_str(),
+        attempts: attempts
+            .iter()
+            .map(|a| AttemptView {
+                attempt: a.attempt,
+                at: rfc3339_ms(a.at),
+                status: a.status,
+                error: a.error.clone(),
+                latency_ms: a.latency_ms,
+                next_attempt_at: a.next_attempt_at.map(rfc3339_ms),
+            })
+            .collect(),
+        next_attempt_at: d.next_attempt_at.map(rfc3339_ms),
+        created_at: rfc3339_ms(d.created_at),
+    }
+}
+
+fn task_id(id: &str) -> Result<Uuid, Error> {
+    Uuid::try_parse(id).map_err(|_| Error(ApiError::NotFound(format!("task {id} not found"))))
+}
+
+/// The caller's task, or 404 for unknown and foreign ids alike.
+async fn own_task(state: &AppState, headers: &HeaderMap, id: &str) -> Result<Uuid, Error> {
+    let key = authenticate(state.store.as_ref(), headers).await?;
+    let id = task_id(id)?;
+    state
+        .store
+        .get_task(key.id, id)
+        .await
+        .map_err(crate::store_error)?
+        .map(|t| t.id)
+        .ok_or_else(|| Error(ApiError::NotFound(format!("task {id} not found"))))
+}
+
+/// A task's callback deliveries in order, with every attempt.
+#[utoipa::path(get, path = "/v1/tasks/{id}/deliveries", tag = "callbacks",
+    params(("id" = String, Path, description = "Task id (any dialect)")),
+    responses((status = 200, body = DeliveryList), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<DeliveryList>, Error> {
+    let id = own_task(&state, &headers, &id).await?;
+    let all = state
+        .store
+        .task_deliveries(id)
+        .await
+        .map_err(crate::store_error)?;
+    Ok(Json(DeliveryList {
+        data: all.iter().map(|(d, a)| view(d, a)).collect(),
+    }))
+}
+
+/// Send a delivery's event again, at once, with the same `webhook-id`.
+#[utoipa::path(post, path = "/v1/tasks/{id}/deliveries/{delivery_id}/redeliver", tag = "callbacks",
+    params(("id" = String, Path, description = "Task id"), ("delivery_id" = String, Path, description = "Delivery id")),
+    responses((status = 202, body = DeliveryView), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn redeliver(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((id, delivery_id)): Path<(String, String)>,
+) -> Result<Response, Error> {
+    let id = own_task(&state, &headers, &id).await?;
+    let not_found = || {
+        Error(ApiError::NotFound(format!(
+            "delivery {delivery_id} not found"
+        )))
+    };
+    let delivery_id = Uuid::try_parse(&delivery_id).map_err(|_| not_found())?;
+    let d = state
+        .store
+        .redeliver(id, delivery_id, gengate_engine::now_ms())
+        .await
+        .map_err(crate::store_error)?
+        .ok_or_else(not_found)?;
+    Ok((StatusCode::ACCEPTED, Json(view(&d, &[]))).into_response())
+}
