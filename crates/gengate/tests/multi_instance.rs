@@ -18,6 +18,7 @@ use sqlx::Connection;
 
 use common::Backend;
 use common::procs::{ADMIN, Place, Proc, cli, post, serve};
+use gengate_testkit::Receiver;
 
 const TASKS: usize = 5000;
 const KILL_AT: usize = 2000;
@@ -25,6 +26,8 @@ const RESTART_AT: usize = 3500;
 
 fn flags(log: &str) -> Vec<String> {
     [
+        "--allow-network",
+        "127.0.0.1/32",
         "--no-migrate",
         "--sandbox-latency-ms",
         "1000",
@@ -39,12 +42,12 @@ fn flags(log: &str) -> Vec<String> {
 
 /// Create task `i` through `base`: mostly images, every tenth a video, from a
 /// handful of prompts (the sandbox renders each once per process).
-async fn create(http: &reqwest::Client, base: &str, i: usize) -> Option<String> {
+async fn create(http: &reqwest::Client, base: &str, i: usize, hook: &str) -> Option<String> {
     let result = if i.is_multiple_of(10) {
-        let body = json!({"user_prompt": format!("scene {}", i % 2)});
+        let body = json!({"user_prompt": format!("scene {}", i % 2), "callback_url": hook});
         post(http, format!("{base}/luma/generations"), ADMIN, body).await
     } else {
-        let body = json!({"prompt": format!("picture {}", i % 7), "aspect_ratio": "1:1"});
+        let body = json!({"prompt": format!("picture {}", i % 7), "aspect_ratio": "1:1", "callback_url": hook});
         post(
             http,
             format!("{base}/kling/v1/images/generations"),
@@ -79,6 +82,8 @@ async fn three_instances_one_killed_lose_nothing_and_submit_once() {
         procs.push(Some(serve(&place, &flags).await));
     }
     let http = reqwest::Client::new();
+    let receiver = Receiver::start().await;
+    let hook = receiver.url("/hook");
 
     let t0 = Instant::now();
     // Submit in order, 32 at a time, round-robin over the live instances.
@@ -106,7 +111,8 @@ async fn three_instances_one_killed_lose_nothing_and_submit_once() {
         let results: Vec<Option<String>> = futures::stream::iter(batch)
             .map(|(i, base)| {
                 let http = http.clone();
-                async move { create(&http, &base, i).await }
+                let hook = hook.clone();
+                async move { create(&http, &base, i, &hook).await }
             })
             .buffered(32)
             .collect()
@@ -203,6 +209,54 @@ async fn three_instances_one_killed_lose_nothing_and_submit_once() {
         assert_eq!(seqs, vec![1, 2, 3], "task {id}");
         assert_eq!(names, ["pending", "processing", "completed"], "task {id}");
     }
+
+    // Every event of every task reached the receiver, in order per task.
+    let started = Instant::now();
+    loop {
+        let pending: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE state <> 'delivered'")
+                .fetch_one(&mut db)
+                .await
+                .unwrap();
+        if pending == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "{pending} callbacks not delivered after 5 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let mut seen: HashMap<String, Vec<String>> = HashMap::new();
+    for r in receiver.received() {
+        let body: Value = serde_json::from_slice(&r.body).expect("a JSON body");
+        let (id, state) = match body.get("task_id") {
+            Some(id) => (id.as_str(), body["task_status"].as_str()),
+            None => (body["id"].as_str(), body["state"].as_str()),
+        };
+        let (Some(id), Some(state)) = (id, state) else {
+            panic!("an unexpected body: {body}")
+        };
+        let states = seen.entry(id.to_string()).or_default();
+        // At least once: a repeat (after the crash) comes right after itself.
+        if states.last().map(String::as_str) != Some(state) {
+            states.push(state.to_string());
+        }
+    }
+    assert_eq!(seen.len(), states.len(), "callbacks for every task");
+    let duplicates = receiver.received().len() - 3 * states.len();
+    for (id, got) in &seen {
+        let want = if got[0] == "submitted" {
+            ["submitted", "processing", "succeed"]
+        } else {
+            ["pending", "processing", "completed"]
+        };
+        assert_eq!(got, &want, "task {id}");
+    }
+    eprintln!(
+        "{} callbacks, {duplicates} sent twice because of the SIGKILL",
+        receiver.received().len()
+    );
 
     // Instances sharing the data directory serve each other's results.
     let some_video = accepted[0].clone();

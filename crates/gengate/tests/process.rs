@@ -9,11 +9,13 @@ use serde_json::{Value, json};
 
 use common::Backend;
 use common::procs::{ADMIN, Place, cli, post, serve};
+use gengate_testkit::{Receiver, Reply};
 
 on_both_backends!(
     first_start_makes_one_admin_key_and_keys_are_managed_from_the_cli,
     a_killed_gengate_finishes_every_accepted_task_after_restart,
     api_and_worker_instances_split_the_work,
+    a_callback_waiting_to_be_retried_survives_a_kill,
 );
 
 async fn first_start_makes_one_admin_key_and_keys_are_managed_from_the_cli(backend: Backend) {
@@ -251,5 +253,85 @@ async fn api_and_worker_instances_split_the_work(backend: Backend) {
     assert_eq!(video.status().as_u16(), 200);
     api.child.kill().await.unwrap();
     worker.child.kill().await.unwrap();
+    place.finish().await;
+}
+
+async fn a_callback_waiting_to_be_retried_survives_a_kill(backend: Backend) {
+    let place = Place::new(backend).await;
+    let rx = Receiver::start().await;
+    rx.script([Reply::status(500)]);
+    let http = reqwest::Client::new();
+    let flags = [
+        "--callback-retry-schedule",
+        "0ms,2s,2s,2s",
+        "--allow-network",
+        "127.0.0.1/32",
+        "--sandbox-latency-ms",
+        "60000",
+    ];
+    let mut p = serve(&place, &flags).await;
+    let (s, v) = post(
+        &http,
+        format!("{}/luma/generations", p.base),
+        ADMIN,
+        json!({"user_prompt": "hold on", "callback_url": rx.url("/")}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    // Kill once the failed first attempt is recorded: mid-backoff.
+    let started = Instant::now();
+    loop {
+        let r = http
+            .get(format!("{}/v1/tasks/{id}/deliveries", p.base))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        let v: Value = r.json().await.unwrap();
+        if v["data"][0]["attempts"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no attempt: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    p.child.kill().await.unwrap();
+
+    let mut p = serve(&place, &flags).await;
+    let got = rx.wait_for(3, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got_all = rx.received();
+    assert_eq!(
+        got_all.len(),
+        3,
+        "nothing twice: {:?}",
+        got_all.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    let ids: Vec<&str> = got
+        .iter()
+        .map(|r| r.headers["webhook-id"].to_str().unwrap())
+        .collect();
+    let states: Vec<String> = got
+        .iter()
+        .map(|r| {
+            serde_json::from_slice::<Value>(&r.body).unwrap()["state"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        got.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [500, 200, 200]
+    );
+    assert_eq!(ids[0], ids[1], "the retry carries the same webhook-id");
+    assert_eq!(states, ["pending", "pending", "processing"]);
+    p.child.kill().await.unwrap();
     place.finish().await;
 }

@@ -13,7 +13,7 @@ use gengate_core::{
 };
 use gengate_store::{StoreError, TaskStore};
 use rand::Rng;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::net::AddressPolicy;
@@ -39,6 +39,8 @@ pub struct Deliverer {
     schedule: RetrySchedule,
     files_base: String,
     hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// An attempt ended: the task's next delivery may be due now.
+    settled: Notify,
 }
 
 impl Deliverer {
@@ -55,6 +57,7 @@ impl Deliverer {
             schedule,
             files_base,
             hosts: Mutex::default(),
+            settled: Notify::new(),
         })
     }
 
@@ -105,6 +108,7 @@ impl Deliverer {
                         tracing::error!(delivery = %d.id, error = %e, "recording a delivery failed");
                     }
                     drop(slot);
+                    me.settled.notify_one();
                 });
             }
             if got > 0 {
@@ -112,6 +116,7 @@ impl Deliverer {
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = self.settled.notified() => {}
                 _ = shutdown.changed() => {}
             }
         }
