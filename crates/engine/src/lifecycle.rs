@@ -45,6 +45,8 @@ impl Engine {
         match (applied, update.state) {
             (None, _) => tracing::debug!(task = %task.id, "lost the race; leaving the task alone"),
             (Some(t), Some(st)) => {
+                metrics::counter!("gengate_task_transitions_total", "state" => st.as_str())
+                    .increment(1);
                 tracing::info!(task = %t.id, state = st.as_str(), seq = t.event_seq, "task changed state")
             }
             (Some(_), None) => {}

@@ -229,6 +229,9 @@ async fn health_and_openapi(backend: Backend) {
         ("/healthz", "get"),
         ("/readyz", "get"),
         ("/files/results/{file}", "get"),
+        ("/metrics", "get"),
+        ("/v1/tasks/{id}/deliveries", "get"),
+        ("/v1/tasks/{id}/deliveries/{delivery_id}/redeliver", "post"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),

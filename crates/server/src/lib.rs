@@ -25,6 +25,7 @@ pub mod deliveries;
 pub mod health;
 pub mod kling;
 pub mod luma;
+pub mod metrics;
 pub mod openapi;
 
 /// Results live under this storage prefix (see `gengate_engine::artifacts`).
@@ -85,6 +86,8 @@ impl AppState {
                 other => store_error(other),
             })?;
         self.engine.wake();
+        ::metrics::counter!("gengate_tasks_accepted_total", "dialect" => task.dialect.as_str())
+            .increment(1);
         Ok(task)
     }
 }
@@ -113,7 +116,10 @@ pub fn router(state: AppState, serve_api: bool) -> Router {
     // Results only: inputs clients uploaded are stored beside them but never served.
     let results = ServeDir::new(state.engine.files().root().join(RESULTS_PREFIX))
         .append_index_html_on_directories(false);
-    let mut routes = Router::new().merge(health::router());
+    metrics::install();
+    let mut routes = Router::new()
+        .merge(health::router())
+        .route("/metrics", get(metrics::serve));
     if serve_api {
         routes = routes
             .merge(luma::router())

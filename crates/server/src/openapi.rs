@@ -20,6 +20,7 @@ use utoipa::{Modify, OpenApi};
         crate::deliveries::redeliver,
         crate::health::healthz,
         crate::health::readyz,
+        crate::metrics::serve,
     ),
     modifiers(&Bearer, &Files),
     tags(

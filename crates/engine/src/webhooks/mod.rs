@@ -178,6 +178,15 @@ impl Deliverer {
         if outcome != DeliveryOutcome::Delivered {
             tracing::warn!(delivery = %d.id, task = %d.task_id, attempt = made, ?status, ?error, ?outcome, "callback not delivered");
         }
+        let label = match outcome {
+            DeliveryOutcome::Delivered => "delivered",
+            DeliveryOutcome::RetryAt(_) => "retry",
+            DeliveryOutcome::GiveUp => "given_up",
+            DeliveryOutcome::Gone => "gone",
+        };
+        metrics::counter!("gengate_callback_attempts_total", "outcome" => label).increment(1);
+        metrics::histogram!("gengate_callback_latency_seconds")
+            .record(started.elapsed().as_secs_f64());
         let a = record(made, now, status, error, latency, next);
         self.store.finish_delivery(d, &a, outcome, now_ms()).await
     }
