@@ -264,6 +264,18 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure type, not ours
+    fn networks_come_from_the_environment_as_a_list() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("GENGATE_ALLOW_NETWORK", "[10.0.0.0/8, 127.0.0.2/32]");
+            let s =
+                load(&CommonFlags::default(), &ServeFlags::default()).map_err(|e| e.to_string())?;
+            assert_eq!(s.allow_network, ["10.0.0.0/8", "127.0.0.2/32"]);
+            Ok(())
+        });
+    }
+
+    #[test]
     fn bad_settings_are_refused() {
         let serve = ServeFlags {
             sandbox_failure_rate: Some(2.0),
