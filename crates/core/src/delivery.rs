@@ -79,7 +79,7 @@ pub enum DeliveryOutcome {
     Gone,
 }
 
-/// When attempts are made: the first at once (or after `schedule[0]`), each
+/// When attempts are made: the first at once (`schedule[0]` is 0), each
 /// retry after the next delay; past the last, the delivery is given up.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetrySchedule(Vec<Duration>);
@@ -116,8 +116,12 @@ impl RetrySchedule {
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
-        if delays.is_empty() {
-            return Err("the schedule needs at least one delay".into());
+        match delays.first() {
+            None => return Err("the schedule needs at least one delay".into()),
+            Some(first) if !first.is_zero() => {
+                return Err("the first attempt is made at once: start the schedule with 0s".into());
+            }
+            Some(_) => {}
         }
         Ok(RetrySchedule(delays))
     }
@@ -151,6 +155,10 @@ mod tests {
         let s = RetrySchedule::parse("0ms, 20ms,1s").unwrap();
         assert_eq!(s.delay_after(1), Some(Duration::from_millis(20)));
         assert!(RetrySchedule::parse("5x").is_err());
+        assert!(
+            RetrySchedule::parse("5s,10s").is_err(),
+            "the first attempt is at once"
+        );
         assert!(RetrySchedule::parse("").is_err());
     }
 }

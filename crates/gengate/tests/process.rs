@@ -56,6 +56,9 @@ async fn first_start_makes_one_admin_key_and_keys_are_managed_from_the_cli(backe
     assert!(!out.contains(&key), "secrets are never listed");
     let app_id = list[1]["id"].as_str().unwrap().to_string();
 
+    let (ok, out, err) = cli(&place, &["keys", "rotate-secret", &app_id]).await;
+    assert!(ok, "{err}");
+    assert!(out.lines().last().unwrap().starts_with("whsec_"), "{out}");
     let (ok, _, _) = cli(&place, &["keys", "revoke", &app_id]).await;
     assert!(ok);
     let (s, v) = post(
