@@ -47,17 +47,13 @@ impl From<ApiError> for Error {
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = ErrorBody {
             error: ErrorDetail {
-                status: status.as_u16(),
+                status: self.0.status(),
                 message: self.0.to_string(),
             },
         };
-        let mut resp = (status, Json(body)).into_response();
-        crate::add_retry_after(&self.0, &mut resp);
-        resp
+        crate::error_response(&self.0, body)
     }
 }
 

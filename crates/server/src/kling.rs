@@ -3,7 +3,7 @@
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -40,17 +40,13 @@ pub struct Error {
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = Envelope {
             code: kling::error_code(&self.err),
             message: self.err.to_string(),
             request_id: self.request_id,
             data: serde_json::Value::Null,
         };
-        let mut resp = (status, Json(body)).into_response();
-        crate::add_retry_after(&self.err, &mut resp);
-        resp
+        crate::error_response(&self.err, body)
     }
 }
 

@@ -98,16 +98,22 @@ pub fn store_error(e: StoreError) -> ApiError {
     ApiError::Unavailable("storage is unavailable, try again".into())
 }
 
-pub(crate) fn add_retry_after(err: &ApiError, resp: &mut Response) {
+/// An error answered with `err`'s status, `body` (the dialect's envelope)
+/// and `Retry-After` where waiting helps: the one place every dialect's
+/// errors become responses.
+pub(crate) fn error_response(err: &ApiError, body: impl serde::Serialize) -> Response {
+    let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = (status, axum::Json(body)).into_response();
     let secs = match err {
-        ApiError::RateLimited { retry_after_secs } => *retry_after_secs,
-        ApiError::Unavailable(_) => 1,
-        _ => return,
+        ApiError::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+        ApiError::Unavailable(_) => Some(1),
+        _ => None,
     };
-    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+    if let Some(v) = secs.and_then(|s| HeaderValue::from_str(&s.to_string()).ok()) {
         resp.headers_mut()
             .insert(axum::http::header::RETRY_AFTER, v);
     }
+    resp
 }
 
 /// The routes: with `serve_api`, the dialects, files and OpenAPI; always

@@ -37,17 +37,12 @@ impl From<ApiError> for Error {
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut resp = (
-            status,
-            Json(LumaError {
+        crate::error_response(
+            &self.0,
+            LumaError {
                 detail: self.0.to_string(),
-            }),
+            },
         )
-            .into_response();
-        crate::add_retry_after(&self.0, &mut resp);
-        resp
     }
 }
 
