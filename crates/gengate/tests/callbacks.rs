@@ -193,7 +193,10 @@ async fn retry_after_is_honoured(backend: Backend) {
     .await;
     let got = rx.wait_for(2, WAIT).await;
     // The pending event twice, then (maybe already) the processing event.
-    assert_eq!(got[..2].iter().map(|r| r.status).collect::<Vec<_>>(), [429, 200]);
+    assert_eq!(
+        got[..2].iter().map(|r| r.status).collect::<Vec<_>>(),
+        [429, 200]
+    );
     assert_eq!(header(&got[0], "webhook-id"), header(&got[1], "webhook-id"));
     let gap = got[1].at.duration_since(got[0].at);
     // The schedule says 100 ms; the receiver asked for a second.

@@ -1,0 +1,90 @@
+//! The gengate under test: the release binary, as its own process, on a
+//! fresh data directory, on loopback.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub const KEY: &str = "gg_bench_admin_key_0123456789abcdefghijklmnopqrst";
+
+pub struct Gateway {
+    pub base: String,
+    child: Child,
+    /// Removed when the gateway is dropped (after the process is killed).
+    _dir: tempfile::TempDir,
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Build the release binary (a no-op when it is up to date).
+pub fn build() -> anyhow::Result<PathBuf> {
+    let status = std::process::Command::new(env!("CARGO"))
+        .args(["build", "--release", "-p", "gengate"])
+        .current_dir(workspace_root())
+        .status()
+        .context("running cargo build")?;
+    anyhow::ensure!(status.success(), "cargo build --release -p gengate failed");
+    Ok(workspace_root().join("target/release/gengate"))
+}
+
+impl Gateway {
+    pub async fn start(bin: &Path, extra: &[&str]) -> anyhow::Result<Gateway> {
+        let dir = tempfile::tempdir()?;
+        let mut child = Command::new(bin)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .args(["--allow-network", "127.0.0.1/32"])
+            .args(extra)
+            .env("GENGATE_ADMIN_KEY", KEY)
+            .env("GENGATE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting gengate")?;
+        let stdout = child.stdout.take().context("gengate's stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let base = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(addr) = line.strip_prefix("gengate listening on ") {
+                    return Some(addr.to_string());
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten()
+        .context("gengate did not start listening")?;
+        Ok(Gateway {
+            base,
+            child,
+            _dir: dir,
+        })
+    }
+
+    /// Peak resident memory so far (VmHWM), in MiB.
+    pub fn peak_rss_mib(&self) -> Option<f64> {
+        let pid = self.child.id()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let kb: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kb / 1024.0)
+    }
+}

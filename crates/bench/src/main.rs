@@ -1,0 +1,86 @@
+//! `cargo run --release -p bench -- [--quick] [scenario...]`: measures
+//! gengate against DESIGN.md's performance targets on this machine, prints
+//! one table and writes it to BENCHMARKS.md. Not a test: figures are
+//! compared as ratios taken in one run.
+
+use clap::Parser;
+
+mod gateway;
+mod load;
+mod report;
+mod scenarios;
+
+#[derive(Parser)]
+#[command(about = "gengate's bench harness")]
+struct Cli {
+    /// About a minute instead of up to ten.
+    #[arg(long)]
+    quick: bool,
+    /// Scenarios to run (default: all): batch, scale, submits, e2e, inflight, upstream.
+    scenarios: Vec<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let all = ["batch", "scale", "submits", "e2e", "inflight", "upstream"];
+    for s in &cli.scenarios {
+        anyhow::ensure!(
+            all.contains(&s.as_str()),
+            "unknown scenario {s:?}; choose from {all:?}"
+        );
+    }
+    let wanted = |s: &str| cli.scenarios.is_empty() || cli.scenarios.iter().any(|w| w == s);
+    let bin = gateway::build()?;
+    let plan = scenarios::Plan::new(cli.quick);
+    let mut rows = Vec::new();
+    if wanted("batch") {
+        eprintln!("== batch get");
+        rows.extend(scenarios::batch_ratio(&bin, plan).await?);
+    }
+    if wanted("scale") {
+        rows.push(scenarios::not_yet(
+            "2 scale",
+            "batch-get latency at 10 k and 1 M stored tasks",
+            "p50 ratio ≤ 1.3",
+            "needs a bulk seeding path into the store",
+        ));
+    }
+    if wanted("submits") {
+        eprintln!("== durable submits");
+        rows.extend(scenarios::submits(&bin, plan).await?);
+    }
+    if wanted("e2e") {
+        eprintln!("== end to end");
+        rows.extend(scenarios::end_to_end(&bin, plan).await?);
+    }
+    if wanted("inflight") {
+        rows.push(scenarios::not_yet(
+            "5 in flight",
+            "100 k tasks at a slow upstream: peak RSS, longest poll gap",
+            "≤ 256 MB, no task starved",
+            "not built yet",
+        ));
+    }
+    if wanted("upstream") {
+        rows.push(scenarios::not_yet(
+            "6 upstream cost",
+            "upstream requests per completed 60 s task",
+            "≤ 3 polling, 1 with callbacks",
+            "no provider adapters exist yet (issue 6)",
+        ));
+    }
+    let table = report::table(&rows);
+    println!("{table}");
+    let mut command = String::from("cargo run --release -p bench --");
+    if cli.quick {
+        command.push_str(" --quick");
+    }
+    for s in &cli.scenarios {
+        command.push(' ');
+        command.push_str(s);
+    }
+    report::write_markdown(&rows, &command, &[])?;
+    eprintln!("wrote BENCHMARKS.md");
+    Ok(())
+}

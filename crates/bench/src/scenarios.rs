@@ -1,0 +1,344 @@
+//! The scenarios of DESIGN.md's performance targets, each returning its rows.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use crate::gateway::{Gateway, KEY};
+use crate::load::{self, Request};
+use crate::report::{Row, stats};
+
+/// How long and how often each measurement runs.
+#[derive(Clone, Copy)]
+pub struct Plan {
+    pub reps: usize,
+    pub secs: u64,
+    pub connections: usize,
+    pub e2e_tasks: usize,
+}
+
+impl Plan {
+    pub fn new(quick: bool) -> Plan {
+        if quick {
+            Plan {
+                reps: 3,
+                secs: 2,
+                connections: 32,
+                e2e_tasks: 1000,
+            }
+        } else {
+            Plan {
+                reps: 5,
+                secs: 5,
+                connections: 32,
+                e2e_tasks: 5000,
+            }
+        }
+    }
+
+    fn duration(&self) -> Duration {
+        Duration::from_secs(self.secs)
+    }
+}
+
+fn post(url: String, body: Value) -> Request {
+    Request {
+        method: reqwest::Method::POST,
+        url,
+        key: Some(KEY.into()),
+        body: Some(Bytes::from(body.to_string())),
+    }
+}
+
+async fn send(http: &reqwest::Client, url: &str, body: &Value) -> anyhow::Result<Value> {
+    let resp = http.post(url).bearer_auth(KEY).json(body).send().await?;
+    anyhow::ensure!(resp.status().is_success(), "{url}: HTTP {}", resp.status());
+    Ok(resp.json().await?)
+}
+
+/// A server answering every POST with the same bytes: the ceiling a
+/// batch get is compared with.
+async fn static_server(body: Bytes) -> anyhow::Result<String> {
+    let app = axum::Router::new().route(
+        "/static",
+        axum::routing::post(move || {
+            let body = body.clone();
+            async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    body,
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(format!("http://{addr}/static"))
+}
+
+/// 1. `POST /luma/tasks` with 100 completed video tasks, against the same
+/// bytes served static.
+pub async fn batch_ratio(bin: &Path, plan: Plan) -> anyhow::Result<Vec<Row>> {
+    let gw = Gateway::start(bin, &["--sandbox-latency-ms", "0"]).await?;
+    let http = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for _ in 0..100 {
+        let t = send(
+            &http,
+            &format!("{}/luma/generations", gw.base),
+            &json!({"user_prompt": "bench"}),
+        )
+        .await?;
+        ids.push(t["id"].as_str().context("an id")?.to_string());
+    }
+    let batch = json!({ "ids": ids });
+    let url = format!("{}/luma/tasks", gw.base);
+    let started = Instant::now();
+    let body = loop {
+        let resp = http.post(&url).bearer_auth(KEY).json(&batch).send().await?;
+        let bytes = resp.bytes().await?;
+        let tasks: Vec<Value> = serde_json::from_slice(&bytes)?;
+        if tasks.len() == 100 && tasks.iter().all(|t| t["state"] == "completed") {
+            break bytes;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(120),
+            "tasks did not complete"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let static_url = static_server(body.clone()).await?;
+    let (mut ours, mut ceiling, mut p50s, mut p99s) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..plan.reps {
+        let req = post(url.clone(), batch.clone());
+        let o = load::run(
+            plan.connections,
+            plan.duration(),
+            None,
+            Arc::new(move |_| req.clone()),
+        )
+        .await;
+        ours.push(o.rate());
+        p50s.push(o.percentile_ms(0.5));
+        p99s.push(o.percentile_ms(0.99));
+        let req = post(static_url.clone(), batch.clone());
+        let o = load::run(
+            plan.connections,
+            plan.duration(),
+            None,
+            Arc::new(move |_| req.clone()),
+        )
+        .await;
+        ceiling.push(o.rate());
+    }
+    let ratios: Vec<f64> = ours.iter().zip(&ceiling).map(|(a, b)| a / b).collect();
+    let (ratio, lo, hi) = stats(ratios);
+    let kb = body.len() as f64 / 1024.0;
+    Ok(vec![
+        Row {
+            scenario: "1 batch get",
+            figure: format!(
+                "POST /luma/tasks, 100 completed ids ({kb:.0} KB), {} conns",
+                plan.connections
+            ),
+            unit: "req/s",
+            values: Some(stats(ours)),
+            target: String::new(),
+            verdict: String::new(),
+        },
+        Row {
+            scenario: "1 batch get",
+            figure: "the same bytes served static (ceiling)".into(),
+            unit: "req/s",
+            values: Some(stats(ceiling)),
+            target: String::new(),
+            verdict: String::new(),
+        },
+        Row {
+            scenario: "1 batch get",
+            figure: "batch get / static".into(),
+            unit: "ratio",
+            values: Some((ratio, lo, hi)),
+            target: "≥ 0.5".into(),
+            verdict: verdict(ratio >= 0.5),
+        },
+        Row {
+            scenario: "1 batch get",
+            figure: "latency p50 / p99 at that load".into(),
+            unit: "ms",
+            values: Some(stats(p50s)),
+            target: format!("p99 median {:.1} ms", stats(p99s).0),
+            verdict: String::new(),
+        },
+    ])
+}
+
+fn verdict(met: bool) -> String {
+    if met {
+        "met".into()
+    } else {
+        "**missed**".into()
+    }
+}
+
+/// 3. Durable submits through each create endpoint, SQLite as shipped.
+pub async fn submits(bin: &Path, plan: Plan) -> anyhow::Result<Vec<Row>> {
+    let gw = Gateway::start(bin, &["--sandbox-latency-ms", "600000"]).await?;
+    let mut rows = Vec::new();
+    for (name, path, body) in [
+        (
+            "POST /luma/generations",
+            "/luma/generations",
+            json!({"user_prompt": "bench"}),
+        ),
+        (
+            "POST /kling/v1/images/generations",
+            "/kling/v1/images/generations",
+            json!({"prompt": "bench"}),
+        ),
+    ] {
+        let mut rates = Vec::new();
+        for _ in 0..plan.reps {
+            let req = post(format!("{}{path}", gw.base), body.clone());
+            let o = load::run(
+                plan.connections,
+                plan.duration(),
+                None,
+                Arc::new(move |_| req.clone()),
+            )
+            .await;
+            rates.push(o.rate());
+        }
+        let s = stats(rates);
+        rows.push(Row {
+            scenario: "3 durable submits",
+            figure: format!("{name}, {} conns", plan.connections),
+            unit: "tasks/s",
+            values: Some(s),
+            target: "≥ 10 000".into(),
+            verdict: verdict(s.0 >= 10_000.0),
+        });
+    }
+    Ok(rows)
+}
+
+/// 4. Submit → completed → callback delivered, sandbox at zero latency.
+pub async fn end_to_end(bin: &Path, plan: Plan) -> anyhow::Result<Vec<Row>> {
+    let gw = Gateway::start(bin, &["--sandbox-latency-ms", "0"]).await?;
+    let arrived: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let receiver = {
+        let arrived = arrived.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |body: Bytes| {
+                let arrived = arrived.clone();
+                async move {
+                    if let Ok(v) = serde_json::from_slice::<Value>(&body)
+                        && v["task_status"] == "succeed"
+                        && let (Some(id), Ok(mut a)) = (v["task_id"].as_str(), arrived.lock())
+                    {
+                        a.entry(id.to_string()).or_insert_with(Instant::now);
+                    }
+                    "ok"
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        format!("http://{addr}/hook")
+    };
+    let n = plan.e2e_tasks;
+    let submitted: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let t0 = Instant::now();
+    let http = reqwest::Client::new();
+    let url = format!("{}/kling/v1/images/generations", gw.base);
+    let body = json!({"prompt": "bench", "aspect_ratio": "1:1", "callback_url": receiver});
+    futures::future::try_join_all((0..plan.connections).map(|c| {
+        let (http, url, body, submitted) =
+            (http.clone(), url.clone(), body.clone(), submitted.clone());
+        async move {
+            for _ in (c..n).step_by(plan.connections) {
+                let at = Instant::now();
+                let v = send(&http, &url, &body).await?;
+                if let (Some(id), Ok(mut s)) = (v["data"]["task_id"].as_str(), submitted.lock()) {
+                    s.insert(id.to_string(), at);
+                }
+            }
+            anyhow::Ok(())
+        }
+    }))
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while arrived.lock().map(|a| a.len()).unwrap_or(0) < n {
+        anyhow::ensure!(Instant::now() < deadline, "callbacks did not all arrive");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let arrived = arrived.lock().map(|a| a.clone()).unwrap_or_default();
+    let submitted = submitted.lock().map(|s| s.clone()).unwrap_or_default();
+    let last = arrived.values().max().copied().unwrap_or(t0);
+    let rate = n as f64 / last.duration_since(t0).as_secs_f64();
+    let mut lat: Vec<f64> = submitted
+        .iter()
+        .filter_map(|(id, at)| {
+            arrived
+                .get(id)
+                .map(|done| done.duration_since(*at).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    lat.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        lat.get(((lat.len().saturating_sub(1)) as f64 * p) as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    Ok(vec![
+        Row {
+            scenario: "4 end to end",
+            figure: format!("{n} image tasks: submit → completed → callback delivered"),
+            unit: "tasks/s",
+            values: Some((rate, rate, rate)),
+            target: "≥ 5 000".into(),
+            verdict: verdict(rate >= 5000.0),
+        },
+        Row {
+            scenario: "4 end to end",
+            figure: "latency per task, p50 (min–max: p90–p99)".into(),
+            unit: "ms",
+            values: Some((pct(0.5), pct(0.9), pct(0.99))),
+            target: String::new(),
+            verdict: String::new(),
+        },
+        Row {
+            scenario: "4 end to end",
+            figure: "gengate's peak resident memory".into(),
+            unit: "MiB",
+            values: gw.peak_rss_mib().map(|m| (m, m, m)),
+            target: String::new(),
+            verdict: String::new(),
+        },
+    ])
+}
+
+/// Rows for what this harness does not measure yet, said plainly.
+pub fn not_yet(scenario: &'static str, figure: &str, target: &str, why: &str) -> Row {
+    Row {
+        scenario,
+        figure: figure.into(),
+        unit: "",
+        values: None,
+        target: target.into(),
+        verdict: format!("not measured: {why}"),
+    }
+}
