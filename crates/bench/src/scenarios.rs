@@ -84,8 +84,8 @@ async fn static_server(body: Bytes) -> anyhow::Result<String> {
     Ok(format!("http://{addr}/static"))
 }
 
-/// 1. `POST /luma/tasks` with 100 completed video tasks, against the same
-/// bytes served static.
+/// Scenario 1: `POST /luma/tasks` with 100 completed video tasks, against
+/// the same bytes served static.
 pub async fn batch_ratio(bin: &Path, plan: Plan) -> anyhow::Result<Vec<Row>> {
     let gw = Gateway::start(bin, &["--sandbox-latency-ms", "0"]).await?;
     let http = reqwest::Client::new();
@@ -190,7 +190,7 @@ fn verdict(met: bool) -> String {
     }
 }
 
-/// 3. Durable submits through each create endpoint, SQLite as shipped.
+/// Scenario 3: durable submits through each create endpoint, SQLite as shipped.
 pub async fn submits(bin: &Path, plan: Plan) -> anyhow::Result<Vec<Row>> {
     let gw = Gateway::start(bin, &["--sandbox-latency-ms", "600000"]).await?;
     let mut rows = Vec::new();
@@ -231,7 +231,7 @@ pub async fn submits(bin: &Path, plan: Plan) -> anyhow::Result<Vec<Row>> {
     Ok(rows)
 }
 
-/// 4. Submit → completed → callback delivered, sandbox at zero latency.
+/// Scenario 4: submit → completed → callback delivered, sandbox at zero latency.
 pub async fn end_to_end(bin: &Path, plan: Plan) -> anyhow::Result<Vec<Row>> {
     let gw = Gateway::start(bin, &["--sandbox-latency-ms", "0"]).await?;
     let arrived: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
