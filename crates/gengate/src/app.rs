@@ -127,6 +127,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         files_base.clone(),
     );
     let state = AppState {
+        keys: Arc::new(gengate_server::auth::Keys::new(store.clone())),
+        rendered: Arc::default(),
         store,
         engine: engine.clone(),
         files_base,

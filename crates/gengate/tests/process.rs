@@ -61,6 +61,8 @@ async fn first_start_makes_one_admin_key_and_keys_are_managed_from_the_cli(backe
     assert!(out.lines().last().unwrap().starts_with("whsec_"), "{out}");
     let (ok, _, _) = cli(&place, &["keys", "revoke", &app_id]).await;
     assert!(ok);
+    // Key lookups are remembered for a second: revocation bites within it.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let (s, v) = post(
         &http,
         format!("{}/luma/tasks", p.base),

@@ -2,6 +2,10 @@
 
 use base64::Engine as _;
 use gengate_core::{ApiError, ApiKey, Millis};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use gengate_store::TaskStore;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -36,33 +40,64 @@ pub fn new_key(name: &str, admin: bool, now: Millis) -> (String, ApiKey) {
     (secret, key)
 }
 
-/// The key a request presents as `Authorization: Bearer gg_...`.
-pub async fn authenticate(
-    store: &dyn TaskStore,
-    headers: &axum::http::HeaderMap,
-) -> Result<ApiKey, ApiError> {
-    let value = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or(ApiError::Unauthorized(
-            "missing API key: send Authorization: Bearer <key>",
-        ))?;
-    let secret = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .ok_or(ApiError::Unauthorized(
-            "missing API key: send Authorization: Bearer <key>",
-        ))?;
-    let hash = hash_key(secret);
-    let key = store.key_by_hash(&hash).await.map_err(|e| {
-        tracing::error!(error = %e, "key lookup failed");
-        ApiError::Unavailable("key store unreachable".into())
-    })?;
-    match key {
-        Some(k) if bool::from(k.hash.ct_eq(&hash)) && k.revoked_at.is_none() => Ok(k),
-        _ => Err(ApiError::Unauthorized("unknown or revoked API key")),
+/// How long a key lookup is remembered: a revoked key stops working
+/// within this, and requests skip the database meanwhile.
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(1);
+/// Remembered lookups at most (unknown keys included).
+const KEY_CACHE_ENTRIES: usize = 10_000;
+
+/// Key lookups by secret hash, remembered for `KEY_CACHE_TTL`.
+pub struct Keys {
+    store: Arc<dyn TaskStore>,
+    seen: Mutex<HashMap<[u8; 32], (Option<ApiKey>, Instant)>>,
+}
+
+impl Keys {
+    pub fn new(store: Arc<dyn TaskStore>) -> Keys {
+        Keys {
+            store,
+            seen: Mutex::default(),
+        }
+    }
+
+    async fn lookup(&self, hash: &[u8; 32]) -> Result<Option<ApiKey>, ApiError> {
+        if let Ok(seen) = self.seen.lock()
+            && let Some((key, at)) = seen.get(hash)
+            && at.elapsed() < KEY_CACHE_TTL
+        {
+            return Ok(key.clone());
+        }
+        let key = self.store.key_by_hash(hash).await.map_err(|e| {
+            tracing::error!(error = %e, "key lookup failed");
+            ApiError::Unavailable("key store unreachable".into())
+        })?;
+        if let Ok(mut seen) = self.seen.lock() {
+            if seen.len() >= KEY_CACHE_ENTRIES {
+                seen.clear();
+            }
+            seen.insert(*hash, (key.clone(), Instant::now()));
+        }
+        Ok(key)
+    }
+
+    /// The key a request presents as `Authorization: Bearer gg_...`.
+    pub async fn authenticate(&self, headers: &axum::http::HeaderMap) -> Result<ApiKey, ApiError> {
+        let missing = ApiError::Unauthorized("missing API key: send Authorization: Bearer <key>");
+        let value = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or(missing.clone())?;
+        let secret = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .ok_or(missing)?;
+        let hash = hash_key(secret);
+        match self.lookup(&hash).await? {
+            Some(k) if bool::from(k.hash.ct_eq(&hash)) && k.revoked_at.is_none() => Ok(k),
+            _ => Err(ApiError::Unauthorized("unknown or revoked API key")),
+        }
     }
 }
 

@@ -13,7 +13,6 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::auth::authenticate;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -121,7 +120,7 @@ fn task_id(id: &str) -> Result<Uuid, Error> {
 
 /// The caller's task, or 404 for unknown and foreign ids alike.
 async fn own_task(state: &AppState, headers: &HeaderMap, id: &str) -> Result<Uuid, Error> {
-    let key = authenticate(state.store.as_ref(), headers).await?;
+    let key = state.keys.authenticate(headers).await?;
     let id = task_id(id)?;
     state
         .store

@@ -13,7 +13,6 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::auth::authenticate;
 use crate::body::read_json;
 
 const BASE: &str = "/kling/v1/images/generations";
@@ -87,7 +86,7 @@ where
     security(("bearer" = [])))]
 pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     with_envelope(&headers, async {
-        let key = authenticate(state.store.as_ref(), &headers).await?;
+        let key = state.keys.authenticate(&headers).await?;
         let body = read_json(&headers, body).await?;
         let mut parsed = kling::parse_create(&body)?;
         state.check_urls(&parsed.task).await?;
@@ -127,7 +126,7 @@ pub async fn get_one(
     Path(id): Path<String>,
 ) -> Response {
     with_envelope(&headers, async {
-        let key = authenticate(state.store.as_ref(), &headers).await?;
+        let key = state.keys.authenticate(&headers).await?;
         let task = match Uuid::try_parse(&id) {
             Ok(uuid) => state.store.get_task(key.id, uuid).await,
             Err(_) => state.store.get_task_by_external_id(key.id, &id).await,
@@ -154,7 +153,7 @@ pub async fn list(
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     with_envelope(&headers, async {
-        let key = authenticate(state.store.as_ref(), &headers).await?;
+        let key = state.keys.authenticate(&headers).await?;
         let Query(query) = query.map_err(|e| ApiError::validation("query", e.body_text()))?;
         let (offset, limit) = query.page()?;
         let (tasks, _total) = state

@@ -27,6 +27,7 @@ pub mod kling;
 pub mod luma;
 pub mod metrics;
 pub mod openapi;
+pub mod rendered;
 
 /// Results live under this storage prefix (see `gengate_engine::artifacts`).
 const RESULTS_PREFIX: &str = gengate_engine::artifacts::RESULTS_PREFIX;
@@ -39,6 +40,9 @@ pub struct AppState {
     pub files_base: String,
     /// Which addresses gengate sends requests to for clients.
     pub policy: AddressPolicy,
+    pub keys: Arc<auth::Keys>,
+    /// Rendered finished tasks, served as bytes.
+    pub rendered: Arc<rendered::Rendered>,
 }
 
 impl AppState {

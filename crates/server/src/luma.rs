@@ -6,13 +6,14 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use bytes::Bytes;
 use gengate_core::dialect::luma::{self, DownloadUrl, LumaError, LumaTask};
 use gengate_core::{ApiError, ArtifactRole, Dialect, NewTask, Task, TaskState};
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::auth::authenticate;
 use crate::body::read_json;
+use crate::rendered::Lookup;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -86,7 +87,7 @@ pub async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    let key = authenticate(state.store.as_ref(), &headers).await?;
+    let key = state.keys.authenticate(&headers).await?;
     let body = read_json(&headers, body).await?;
     accept(&state, key.id, luma::parse_create(&body)?).await
 }
@@ -101,7 +102,7 @@ pub async fn get_one(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<LumaTask>> {
-    let key = authenticate(state.store.as_ref(), &headers).await?;
+    let key = state.keys.authenticate(&headers).await?;
     let task = own_task(&state, key.id, &id).await?;
     Ok(Json(luma::render(&task, &state.files_base)))
 }
@@ -119,7 +120,7 @@ pub async fn extend(
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Response> {
-    let key = authenticate(state.store.as_ref(), &headers).await?;
+    let key = state.keys.authenticate(&headers).await?;
     let parent = own_task(&state, key.id, &id).await?;
     let body = if body_is_empty(&headers) {
         bytes::Bytes::new()
@@ -147,7 +148,7 @@ pub async fn download_url(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<DownloadUrl>> {
-    let key = authenticate(state.store.as_ref(), &headers).await?;
+    let key = state.keys.authenticate(&headers).await?;
     let task = own_task(&state, key.id, &id).await?;
     let video = task
         .artifact(ArtifactRole::Video)
@@ -174,20 +175,49 @@ pub async fn batch_get(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    let key = authenticate(state.store.as_ref(), &headers).await?;
+    let key = state.keys.authenticate(&headers).await?;
     let body = read_json(&headers, body).await?;
     let ids = luma::parse_batch(&body)?;
-    let mut found = state
-        .store
-        .get_tasks(key.id, Dialect::Luma, &ids)
-        .await
-        .map_err(crate::store_error)?;
-    let ordered: Vec<LumaTask> = ids
-        .iter()
-        .filter_map(|id| {
-            let at = found.iter().position(|t| t.id == *id)?;
-            Some(luma::render(&found.swap_remove(at), &state.files_base))
-        })
-        .collect();
-    Ok(Json(ordered).into_response())
+    // Finished tasks come rendered from memory; the rest from the store.
+    let mut parts: Vec<Option<Bytes>> = vec![None; ids.len()];
+    let mut missing = Vec::new();
+    for (at, id) in ids.iter().enumerate() {
+        match state.rendered.get(key.id, *id, Dialect::Luma) {
+            Lookup::Hit(json) => parts[at] = Some(json),
+            Lookup::Foreign => {}
+            Lookup::Miss => missing.push(*id),
+        }
+    }
+    if !missing.is_empty() {
+        let found = state
+            .store
+            .get_tasks(key.id, Dialect::Luma, &missing)
+            .await
+            .map_err(crate::store_error)?;
+        for task in found {
+            let json = Bytes::from(
+                serde_json::to_vec(&luma::render(&task, &state.files_base))
+                    .map_err(|_| Error(ApiError::Internal))?,
+            );
+            state.rendered.put(&task, Dialect::Luma, &json);
+            if let Some(at) = ids.iter().position(|id| *id == task.id) {
+                parts[at] = Some(json);
+            }
+        }
+    }
+    let parts: Vec<Bytes> = parts.into_iter().flatten().collect();
+    let mut out = Vec::with_capacity(parts.iter().map(Bytes::len).sum::<usize>() + parts.len() + 2);
+    out.push(b'[');
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(p);
+    }
+    out.push(b']');
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        out,
+    )
+        .into_response())
 }
