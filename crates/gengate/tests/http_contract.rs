@@ -203,6 +203,15 @@ async fn no_endpoint_reveals_another_keys_tasks(backend: Backend) {
         .post("/luma/tasks", &alice, json!({"ids": [luma_id]}))
         .await;
     assert_eq!((s, v.as_array().unwrap().len()), (200, 1));
+    // Finished tasks are served from rendered bytes; still only to their owner.
+    let (s, again) = gw
+        .post("/luma/tasks", &alice, json!({"ids": [luma_id]}))
+        .await;
+    assert_eq!((s, &again), (200, &v));
+    let (s, v) = gw
+        .post("/luma/tasks", &bob, json!({"ids": [luma_id]}))
+        .await;
+    assert_eq!((s, v), (200, json!([])));
     let (s, v) = gw.get(KLING, &alice).await;
     assert_eq!((s, v["data"].as_array().unwrap().len()), (200, 1));
     gw.stop().await;

@@ -46,10 +46,13 @@ pub const KEY_CACHE_TTL: Duration = Duration::from_secs(1);
 /// Remembered lookups at most (unknown keys included).
 const KEY_CACHE_ENTRIES: usize = 10_000;
 
+/// What a lookup found (`None`: no such key), and when.
+type Seen = HashMap<[u8; 32], (Option<ApiKey>, Instant)>;
+
 /// Key lookups by secret hash, remembered for `KEY_CACHE_TTL`.
 pub struct Keys {
     store: Arc<dyn TaskStore>,
-    seen: Mutex<HashMap<[u8; 32], (Option<ApiKey>, Instant)>>,
+    seen: Mutex<Seen>,
 }
 
 impl Keys {
