@@ -97,10 +97,15 @@ pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Bod
                 hex::encode(Sha256::digest(&bytes)),
                 format.extension()
             );
-            state.engine.files().put(&key, &bytes).await.map_err(|e| {
-                tracing::error!(error = %e, "storing an input image failed");
-                ApiError::Unavailable("could not store the image".into())
-            })?;
+            state
+                .engine
+                .files()
+                .put_once(&key, &bytes)
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "storing an input image failed");
+                    ApiError::Unavailable("could not store the image".into())
+                })?;
             parsed.task.request.images.push(InputImage {
                 role: ImageRole::Reference,
                 source: ImageSource::Stored { key, format },

@@ -181,8 +181,9 @@ pub async fn batch_get(
     // Finished tasks come rendered from memory; the rest from the store.
     let mut parts: Vec<Option<Bytes>> = vec![None; ids.len()];
     let mut missing = Vec::new();
-    for (at, id) in ids.iter().enumerate() {
-        match state.rendered.get(key.id, *id, Dialect::Luma) {
+    let looked_up = state.rendered.get_many(key.id, &ids, Dialect::Luma);
+    for (at, (id, found)) in ids.iter().zip(looked_up).enumerate() {
+        match found {
             Lookup::Hit(json) => parts[at] = Some(json),
             Lookup::Foreign => {}
             Lookup::Miss => missing.push(*id),

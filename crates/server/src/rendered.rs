@@ -32,15 +32,18 @@ struct Inner {
 }
 
 impl Rendered {
-    pub fn get(&self, owner: Uuid, id: Uuid, dialect: Dialect) -> Lookup {
+    /// Look up many tasks under one lock (a batch get asks for up to 100).
+    pub fn get_many(&self, owner: Uuid, ids: &[Uuid], dialect: Dialect) -> Vec<Lookup> {
         let Ok(inner) = self.inner.lock() else {
-            return Lookup::Miss;
+            return ids.iter().map(|_| Lookup::Miss).collect();
         };
-        match inner.by_task.get(&(id, dialect)) {
-            Some((o, json)) if *o == owner => Lookup::Hit(json.clone()),
-            Some(_) => Lookup::Foreign,
-            None => Lookup::Miss,
-        }
+        ids.iter()
+            .map(|id| match inner.by_task.get(&(*id, dialect)) {
+                Some((o, json)) if *o == owner => Lookup::Hit(json.clone()),
+                Some(_) => Lookup::Foreign,
+                None => Lookup::Miss,
+            })
+            .collect()
     }
 
     /// Keep `json`, the rendering of `task` in `dialect`, if the task is finished.
