@@ -26,8 +26,8 @@ pub enum InputError {
 }
 
 pub struct InputFetcher {
-    pub http: reqwest::Client,
-    pub timeout: Duration,
+    http: reqwest::Client,
+    timeout: Duration,
     policy: AddressPolicy,
 }
 

@@ -22,22 +22,33 @@ fn server_url() -> String {
     std::env::var("GENGATE_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_SERVER.into())
 }
 
+/// A connection to the test server; `None` (skip, said aloud) when it
+/// cannot be reached outside CI, a failure under CI.
+async fn connect_server(server: &str) -> Option<PgConnection> {
+    match PgConnection::connect(server).await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            assert!(
+                std::env::var("CI").is_err(),
+                "PostgreSQL at {server} is unreachable under CI: {e}"
+            );
+            eprintln!(
+                "SKIPPED: PostgreSQL at {server} is unreachable ({e}); start it to run this test"
+            );
+            None
+        }
+    }
+}
+
 impl PgTestDb {
+    /// Whether the test server answers (with the same skip/fail rule as `create`).
+    pub async fn reachable() -> bool {
+        connect_server(&server_url()).await.is_some()
+    }
+
     pub async fn create() -> Option<PgTestDb> {
         let server = server_url();
-        let mut conn = match PgConnection::connect(&server).await {
-            Ok(c) => c,
-            Err(e) => {
-                assert!(
-                    std::env::var("CI").is_err(),
-                    "PostgreSQL at {server} is unreachable under CI: {e}"
-                );
-                eprintln!(
-                    "SKIPPED: PostgreSQL at {server} is unreachable ({e}); start it to run this test"
-                );
-                return None;
-            }
-        };
+        let mut conn = connect_server(&server).await?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())

@@ -53,13 +53,7 @@ macro_rules! on_both_backends {
 
 /// Whether the test PostgreSQL server answers (skips say so; CI fails instead).
 pub async fn postgres_available() -> bool {
-    match gengate_testkit::PgTestDb::create().await {
-        Some(db) => {
-            db.drop_db().await;
-            true
-        }
-        None => false,
-    }
+    gengate_testkit::PgTestDb::reachable().await
 }
 
 pub fn settings_in(dir: &std::path::Path) -> Settings {

@@ -260,42 +260,40 @@ impl Scene {
     /// Screen-blends a soft disc whose strength falls off smoothly to zero at
     /// its rim.
     fn draw_blob(&self, rgb: &mut [u8], blob: &Blob, cx: i64, cy: i64) {
-        let (w, h) = (self.width as i64, self.height as i64);
         let r = i64::from(blob.radius);
-        let r2 = r * r;
         // 1/r² in 0.32 fixed point, so the falloff needs no per-pixel division.
-        let inv = (1u64 << 32) / r2.max(1) as u64;
-        let (x0, x1) = ((cx - r).max(0), (cx + r + 1).min(w));
-        let (y0, y1) = ((cy - r).max(0), (cy + r + 1).min(h));
-        for y in y0..y1 {
-            let dy = y - cy;
-            let row = y as usize * self.width * 3;
-            for x in x0..x1 {
-                let dx = x - cx;
-                let d2 = dx * dx + dy * dy;
-                if d2 >= r2 {
-                    continue;
-                }
-                let a = (((r2 - d2) as u64 * inv) >> 24) as i32;
-                let a = (((a * a) >> 8) * blob.strength) >> 8;
-                let i = row + x as usize * 3;
-                let Some(px) = rgb.get_mut(i..i + 3) else {
-                    continue;
-                };
-                screen(px, blob.color, a);
-            }
-        }
+        let inv = (1u64 << 32) / (r * r).max(1) as u64;
+        self.blend_disc(rgb, cx, cy, r, blob.color, |inside| {
+            let a = ((inside * inv) >> 24) as i32;
+            (((a * a) >> 8) * blob.strength) >> 8
+        });
     }
-}
 
-impl Scene {
     /// Screen-blends a disc with a one-pixel anti-aliased rim.
     fn draw_bubble(&self, rgb: &mut [u8], b: &Bubble, cx: i64, cy: i64) {
-        let (w, h) = (self.width as i64, self.height as i64);
         let r = i64::from(b.radius);
-        let r2 = r * r;
         // (r² − d²)/(2r) ≈ r − d near the rim: coverage without a square root.
         let inv = (1u64 << 32) / (2 * r).max(1) as u64;
+        self.blend_disc(rgb, cx, cy, r, b.color, |inside| {
+            let cover = ((inside * inv) >> 24).min(256) as i32;
+            (cover * b.strength) >> 8
+        });
+    }
+
+    /// Screen-blends `color` into every pixel strictly inside the disc of
+    /// radius `r` at (`cx`, `cy`), with the strength `alpha` gives for the
+    /// pixel's r² − d².
+    fn blend_disc(
+        &self,
+        rgb: &mut [u8],
+        cx: i64,
+        cy: i64,
+        r: i64,
+        color: [i32; 3],
+        alpha: impl Fn(u64) -> i32,
+    ) {
+        let (w, h) = (self.width as i64, self.height as i64);
+        let r2 = r * r;
         let (x0, x1) = ((cx - r).max(0), (cx + r + 1).min(w));
         let (y0, y1) = ((cy - r).max(0), (cy + r + 1).min(h));
         for y in y0..y1 {
@@ -307,13 +305,11 @@ impl Scene {
                 if d2 >= r2 {
                     continue;
                 }
-                let cover = (((r2 - d2) as u64 * inv) >> 24).min(256) as i32;
-                let a = (cover * b.strength) >> 8;
                 let i = row + x as usize * 3;
                 let Some(px) = rgb.get_mut(i..i + 3) else {
                     continue;
                 };
-                screen(px, b.color, a);
+                screen(px, color, alpha((r2 - d2) as u64));
             }
         }
     }
