@@ -15,7 +15,7 @@ pub struct Gateway {
     pub base: String,
     child: Child,
     /// Removed when the gateway is dropped (after the process is killed).
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 pub fn workspace_root() -> PathBuf {
@@ -39,7 +39,15 @@ pub fn build() -> anyhow::Result<PathBuf> {
 
 impl Gateway {
     pub async fn start(bin: &Path, extra: &[&str]) -> anyhow::Result<Gateway> {
-        let dir = tempfile::tempdir()?;
+        Gateway::start_in(bin, tempfile::tempdir()?, extra).await
+    }
+
+    /// Start on an existing data directory (one a stopped gateway left).
+    pub async fn start_in(
+        bin: &Path,
+        dir: tempfile::TempDir,
+        extra: &[&str],
+    ) -> anyhow::Result<Gateway> {
         let mut child = Command::new(bin)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path())
@@ -69,8 +77,26 @@ impl Gateway {
         Ok(Gateway {
             base,
             child,
-            _dir: dir,
+            dir,
         })
+    }
+
+    /// The SQLite database in the data directory.
+    pub fn database_url(&self) -> String {
+        format!("sqlite://{}", self.dir.path().join("gengate.db").display())
+    }
+
+    /// Stop with SIGTERM (a clean drain) and hand back the data directory.
+    pub async fn stop(mut self) -> anyhow::Result<tempfile::TempDir> {
+        let pid = self.child.id().context("gengate already exited")?;
+        let term = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()?;
+        anyhow::ensure!(term.success(), "kill -TERM {pid} failed");
+        tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+            .await
+            .context("gengate did not stop within 60 s of SIGTERM")??;
+        Ok(self.dir)
     }
 
     /// Peak resident memory so far (VmHWM), in MiB.

@@ -14,6 +14,7 @@ use uuid::Uuid;
 pub mod postgres;
 mod row;
 pub mod sqlite;
+mod sqlite_writer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

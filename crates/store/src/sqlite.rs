@@ -13,7 +13,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
+use sqlx::{AssertSqlSafe, Connection, Row, SqliteConnection};
 
 /// SQL built from constants (column lists, placeholders), never from input.
 macro_rules! sql {
@@ -21,6 +21,7 @@ macro_rules! sql {
 }
 use uuid::Uuid;
 
+use crate::sqlite_writer::Writer;
 use crate::{StoreError, StoreResult, TaskStore, row};
 
 /// Migrations, in order; each runs once, recorded in `schema_migrations`.
@@ -37,7 +38,7 @@ const TASK_COLUMNS: &str = "id, owner, dialect, kind, model, request, callback_u
     updated_at, started_at, finished_at, deadline_at, version, event_seq";
 
 pub struct SqliteStore {
-    writer: SqlitePool,
+    writer: Writer,
     reader: SqlitePool,
 }
 
@@ -62,39 +63,39 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(opts.clone())
-            .await?;
+        let mut writer = SqliteConnection::connect_with(&opts).await?;
         if migrate {
-            run_migrations(&writer).await?;
+            run_migrations(&mut writer).await?;
         } else {
-            check_schema(&writer).await?;
+            check_schema(&mut writer).await?;
         }
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(opts.read_only(true))
             .await?;
-        Ok(SqliteStore { writer, reader })
+        Ok(SqliteStore {
+            writer: Writer::start(writer),
+            reader,
+        })
     }
 }
 
-async fn check_schema(pool: &SqlitePool) -> StoreResult<()> {
+async fn check_schema(conn: &mut SqliteConnection) -> StoreResult<()> {
     let have: Option<i64> = sqlx::query_scalar("SELECT max(version) FROM schema_migrations")
-        .fetch_one(pool)
+        .fetch_one(conn)
         .await
         .unwrap_or(None);
     crate::require_schema(have, MIGRATIONS)
 }
 
-async fn run_migrations(pool: &SqlitePool) -> StoreResult<()> {
+async fn run_migrations(conn: &mut SqliteConnection) -> StoreResult<()> {
     sqlx::raw_sql(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
     )
-    .execute(pool)
+    .execute(&mut *conn)
     .await?;
     for (version, sql) in MIGRATIONS {
-        let mut tx = pool.begin().await?;
+        let mut tx = conn.begin().await?;
         let done: Option<i64> =
             sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
                 .bind(version)
@@ -132,7 +133,7 @@ fn key_from_row(row: &SqliteRow) -> StoreResult<ApiKey> {
 /// Record an event, and queue its callback when the task has a URL: in the
 /// caller's transaction, so neither exists without the other.
 async fn insert_event(
-    tx: &mut Transaction<'_, Sqlite>,
+    conn: &mut SqliteConnection,
     task: &Task,
     state: TaskState,
     detail: Option<&str>,
@@ -148,7 +149,7 @@ async fn insert_event(
     .bind(state.as_str())
     .bind(detail)
     .bind(now)
-    .execute(&mut **tx)
+    .execute(&mut *conn)
     .await?;
     if let Some(url) = &task.callback_url {
         // After a 410 from this URL, later events are recorded but not sent.
@@ -157,7 +158,7 @@ async fn insert_event(
         )
         .bind(task.id.as_bytes().as_slice())
         .bind(url)
-        .fetch_one(&mut **tx)
+        .fetch_one(&mut *conn)
         .await?;
         let (delivery_state, next) = if gone {
             ("gone", None)
@@ -180,7 +181,7 @@ async fn insert_event(
         .bind(next)
         .bind(now)
         .bind(now)
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await?;
     }
     Ok(())
@@ -200,31 +201,39 @@ impl TaskStore for SqliteStore {
         deadline_at: Millis,
     ) -> StoreResult<Task> {
         let id = Uuid::now_v7();
-        let mut tx = self.writer.begin().await?;
-        let row = sqlx::query(sql!(
-            "INSERT INTO tasks (id, owner, dialect, kind, model, request, callback_url, external_id, \
-             channel, state, created_at, updated_at, deadline_at, version, event_seq, due_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, 1, 1, ?) RETURNING {TASK_COLUMNS}"
-        ))
-        .bind(id.as_bytes().as_slice())
-        .bind(owner.as_bytes().as_slice())
-        .bind(new.dialect.as_str())
-        .bind(new.kind.as_str())
-        .bind(&new.model)
-        .bind(json(&new.request)?)
-        .bind(&new.callback_url)
-        .bind(&new.external_id)
-        .bind(&new.channel)
-        .bind(now)
-        .bind(now)
-        .bind(deadline_at)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
-        let task = task_from_row(&row)?;
-        insert_event(&mut tx, &task, TaskState::Pending, None, now).await?;
-        tx.commit().await?;
-        Ok(task)
+        let request = json(&new.request)?;
+        let new = new.clone();
+        self.writer
+            .write(move |conn| {
+                Box::pin(async move {
+                    let row = sqlx::query(sql!(
+                        "INSERT INTO tasks (id, owner, dialect, kind, model, request, callback_url, \
+                         external_id, channel, state, created_at, updated_at, deadline_at, version, \
+                         event_seq, due_at) \
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, 1, 1, ?) \
+                         RETURNING {TASK_COLUMNS}"
+                    ))
+                    .bind(id.as_bytes().as_slice())
+                    .bind(owner.as_bytes().as_slice())
+                    .bind(new.dialect.as_str())
+                    .bind(new.kind.as_str())
+                    .bind(&new.model)
+                    .bind(request)
+                    .bind(&new.callback_url)
+                    .bind(&new.external_id)
+                    .bind(&new.channel)
+                    .bind(now)
+                    .bind(now)
+                    .bind(deadline_at)
+                    .bind(now)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                    let task = task_from_row(&row)?;
+                    insert_event(conn, &task, TaskState::Pending, None, now).await?;
+                    Ok(task)
+                })
+            })
+            .await
     }
 
     async fn get_task(&self, owner: Uuid, id: Uuid) -> StoreResult<Option<Task>> {
@@ -330,32 +339,46 @@ impl TaskStore for SqliteStore {
         lease_ms: i64,
         limit: u32,
     ) -> StoreResult<Vec<Task>> {
-        sqlx::query(sql!(
-            "UPDATE tasks SET lease_owner = ?, lease_until = ? WHERE id IN ( \
-               SELECT id FROM tasks WHERE due_at IS NOT NULL AND due_at <= ? \
-               AND (lease_until IS NULL OR lease_until <= ?) ORDER BY due_at LIMIT ?) \
-             RETURNING {TASK_COLUMNS}"
-        ))
-        .bind(worker)
-        .bind(now + lease_ms)
-        .bind(now)
-        .bind(now)
-        .bind(i64::from(limit))
-        .fetch_all(&self.writer)
-        .await?
-        .iter()
-        .map(task_from_row)
-        .collect()
+        let worker = worker.to_string();
+        self.writer
+            .write(move |conn| {
+                Box::pin(async move {
+                    sqlx::query(sql!(
+                        "UPDATE tasks SET lease_owner = ?, lease_until = ? WHERE id IN ( \
+                           SELECT id FROM tasks WHERE due_at IS NOT NULL AND due_at <= ? \
+                           AND (lease_until IS NULL OR lease_until <= ?) ORDER BY due_at LIMIT ?) \
+                         RETURNING {TASK_COLUMNS}"
+                    ))
+                    .bind(worker)
+                    .bind(now + lease_ms)
+                    .bind(now)
+                    .bind(now)
+                    .bind(i64::from(limit))
+                    .fetch_all(conn)
+                    .await?
+                    .iter()
+                    .map(task_from_row)
+                    .collect()
+                })
+            })
+            .await
     }
 
     async fn release_leases(&self, worker: &str) -> StoreResult<u64> {
-        let done = sqlx::query(
-            "UPDATE tasks SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?",
-        )
-        .bind(worker)
-        .execute(&self.writer)
-        .await?;
-        Ok(done.rows_affected())
+        let worker = worker.to_string();
+        self.writer
+            .write(move |conn| {
+                Box::pin(async move {
+                    let done = sqlx::query(
+                        "UPDATE tasks SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?",
+                    )
+                    .bind(worker)
+                    .execute(conn)
+                    .await?;
+                    Ok(done.rows_affected())
+                })
+            })
+            .await
     }
 
     async fn next_due_at(&self) -> StoreResult<Option<Millis>> {
@@ -375,7 +398,9 @@ impl TaskStore for SqliteStore {
     ) -> StoreResult<Option<Task>> {
         let state = update.state.map(TaskState::as_str);
         let artifacts = update.artifacts.as_ref().map(json).transpose()?;
-        let mut tx = self.writer.begin().await?;
+        let update = update.clone();
+        self.writer
+            .write(move |conn| Box::pin(async move {
         let row = sqlx::query(sql!(
             "UPDATE tasks SET \
                state = COALESCE(?1, state), \
@@ -406,17 +431,18 @@ impl TaskStore for SqliteStore {
         .bind(update.next_due_at)
         .bind(id.as_bytes().as_slice())
         .bind(expected_version)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut *conn)
         .await?;
         let Some(row) = row else {
             return Ok(None);
         };
         let task = task_from_row(&row)?;
         if let Some(st) = update.state {
-            insert_event(&mut tx, &task, st, update.detail.as_deref(), now).await?;
+            insert_event(conn, &task, st, update.detail.as_deref(), now).await?;
         }
-        tx.commit().await?;
         Ok(Some(task))
+            }))
+            .await
     }
 
     async fn task_events(&self, id: Uuid) -> StoreResult<Vec<TaskEvent>> {
@@ -445,8 +471,11 @@ impl TaskStore for SqliteStore {
         lease_ms: i64,
         limit: u32,
     ) -> StoreResult<Vec<Delivery>> {
-        sqlx::query(sql!(
-            "UPDATE deliveries SET lease_until = ?1 WHERE id IN ( \
+        self.writer
+            .write(move |conn| {
+                Box::pin(async move {
+                    sqlx::query(sql!(
+                        "UPDATE deliveries SET lease_until = ?1 WHERE id IN ( \
                SELECT d.id FROM deliveries d \
                WHERE d.next_attempt_at IS NOT NULL AND d.next_attempt_at <= ?2 \
                AND (d.lease_until IS NULL OR d.lease_until <= ?2) \
@@ -454,15 +483,18 @@ impl TaskStore for SqliteStore {
                    AND p.url = d.url AND p.seq < d.seq AND p.state = 'pending') \
                ORDER BY d.next_attempt_at LIMIT ?3) \
              RETURNING {DELIVERY_COLUMNS}"
-        ))
-        .bind(now + lease_ms)
-        .bind(now)
-        .bind(i64::from(limit))
-        .fetch_all(&self.writer)
-        .await?
-        .iter()
-        .map(|r| row::delivery(r, uuid_col))
-        .collect()
+                    ))
+                    .bind(now + lease_ms)
+                    .bind(now)
+                    .bind(i64::from(limit))
+                    .fetch_all(conn)
+                    .await?
+                    .iter()
+                    .map(|r| row::delivery(r, uuid_col))
+                    .collect()
+                })
+            })
+            .await
     }
 
     async fn finish_delivery(
@@ -473,7 +505,9 @@ impl TaskStore for SqliteStore {
         now: Millis,
     ) -> StoreResult<()> {
         let (state, next) = row::outcome_columns(outcome);
-        let mut tx = self.writer.begin().await?;
+        let (delivery, attempt) = (delivery.clone(), attempt.clone());
+        self.writer
+            .write(move |conn| Box::pin(async move {
         sqlx::query(
             "INSERT INTO delivery_attempts (id, delivery_id, attempt, at, status, error, latency_ms, next_attempt_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -486,7 +520,7 @@ impl TaskStore for SqliteStore {
         .bind(&attempt.error)
         .bind(attempt.latency_ms)
         .bind(attempt.next_attempt_at)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
         sqlx::query(
             "UPDATE deliveries SET attempts = attempts + 1, state = ?1, next_attempt_at = ?2, \
@@ -498,7 +532,7 @@ impl TaskStore for SqliteStore {
         .bind(&attempt.error)
         .bind(now)
         .bind(delivery.id.as_bytes().as_slice())
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
         if outcome == DeliveryOutcome::Gone {
             sqlx::query(
@@ -508,11 +542,12 @@ impl TaskStore for SqliteStore {
             .bind(now)
             .bind(delivery.task_id.as_bytes().as_slice())
             .bind(&delivery.url)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
         }
-        tx.commit().await?;
         Ok(())
+            }))
+            .await
     }
 
     async fn task_deliveries(
@@ -551,6 +586,8 @@ impl TaskStore for SqliteStore {
         delivery_id: Uuid,
         now: Millis,
     ) -> StoreResult<Option<Delivery>> {
+        self.writer
+            .write(move |conn| Box::pin(async move {
         sqlx::query(sql!(
             "INSERT INTO deliveries (id, event_id, event_state, event_at, task_id, owner, seq, url, \
                state, attempts, next_attempt_at, created_at, updated_at) \
@@ -562,11 +599,13 @@ impl TaskStore for SqliteStore {
         .bind(now)
         .bind(delivery_id.as_bytes().as_slice())
         .bind(task_id.as_bytes().as_slice())
-        .fetch_optional(&self.writer)
+        .fetch_optional(conn)
         .await?
         .as_ref()
         .map(|r| row::delivery(r, uuid_col))
         .transpose()
+            }))
+            .await
     }
 
     async fn get_key(&self, id: Uuid) -> StoreResult<Option<ApiKey>> {
@@ -585,20 +624,31 @@ impl TaskStore for SqliteStore {
         secret: &str,
         overlap_until: Millis,
     ) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "UPDATE api_keys SET previous_webhook_secret = webhook_secret, \
+        let secret = secret.to_string();
+        self.writer
+            .write(move |conn| {
+                Box::pin(async move {
+                    let done = sqlx::query(
+                        "UPDATE api_keys SET previous_webhook_secret = webhook_secret, \
              previous_secret_until = ?1, webhook_secret = ?2 WHERE id = ?3",
-        )
-        .bind(overlap_until)
-        .bind(secret)
-        .bind(id.as_bytes().as_slice())
-        .execute(&self.writer)
-        .await?;
-        Ok(done.rows_affected() == 1)
+                    )
+                    .bind(overlap_until)
+                    .bind(secret)
+                    .bind(id.as_bytes().as_slice())
+                    .execute(conn)
+                    .await?;
+                    Ok(done.rows_affected() == 1)
+                })
+            })
+            .await
     }
 
     async fn create_key(&self, key: &ApiKey) -> StoreResult<()> {
-        sqlx::query(
+        let key = key.clone();
+        self.writer
+            .write(move |conn| {
+                Box::pin(async move {
+                    sqlx::query(
             "INSERT INTO api_keys (id, name, hash, admin, created_at, revoked_at, webhook_secret) \
              VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
@@ -609,9 +659,12 @@ impl TaskStore for SqliteStore {
         .bind(key.created_at)
         .bind(key.revoked_at)
         .bind(&key.webhook_secret)
-        .execute(&self.writer)
+        .execute(conn)
         .await?;
-        Ok(())
+                    Ok(())
+                })
+            })
+            .await
     }
 
     async fn key_by_hash(&self, hash: &[u8; 32]) -> StoreResult<Option<ApiKey>> {
@@ -634,13 +687,20 @@ impl TaskStore for SqliteStore {
     }
 
     async fn revoke_key(&self, id: Uuid, now: Millis) -> StoreResult<bool> {
-        let done =
-            sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
-                .bind(now)
-                .bind(id.as_bytes().as_slice())
-                .execute(&self.writer)
-                .await?;
-        Ok(done.rows_affected() == 1)
+        self.writer
+            .write(move |conn| {
+                Box::pin(async move {
+                    let done = sqlx::query(
+                        "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                    )
+                    .bind(now)
+                    .bind(id.as_bytes().as_slice())
+                    .execute(conn)
+                    .await?;
+                    Ok(done.rows_affected() == 1)
+                })
+            })
+            .await
     }
 
     async fn count_keys(&self) -> StoreResult<u64> {

@@ -36,6 +36,7 @@ contract!(
     claims_lease_and_expired_leases_are_retaken,
     listing_is_newest_first_per_dialect,
     concurrent_claimers_never_share_a_task,
+    concurrent_creates_fail_alone,
 );
 
 fn new_task(ext: Option<&str>) -> NewTask {
@@ -79,6 +80,40 @@ async fn external_ids_are_unique_per_key(s: Arc<dyn TaskStore>) {
     s.create_task(b, &new_task(Some("x")), 1, 2).await.unwrap();
     assert!(s.get_task_by_external_id(a, "x").await.unwrap().is_some());
     assert!(s.get_task_by_external_id(a, "y").await.unwrap().is_none());
+}
+
+/// Writes that arrive together may share a transaction (SQLite's group
+/// commit): a conflicting one must fail alone, leaving no trace, while the
+/// others are stored with their events.
+async fn concurrent_creates_fail_alone(s: Arc<dyn TaskStore>) {
+    let owner = Uuid::now_v7();
+    let results = futures::future::join_all((0..300).map(|i| {
+        let s = s.clone();
+        // Every third create reuses external id "dup-0".
+        let ext = if i % 3 == 0 {
+            "dup-0".to_string()
+        } else {
+            format!("u-{i}")
+        };
+        async move { s.create_task(owner, &new_task(Some(&ext)), 1, 2).await }
+    }))
+    .await;
+    let ok: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    let conflicts = results
+        .iter()
+        .filter(|r| matches!(r, Err(StoreError::Conflict(_))))
+        .count();
+    assert_eq!(
+        (ok.len(), conflicts),
+        (201, 99),
+        "one dup-0 wins, 99 conflict"
+    );
+    let (_, total) = s.list_tasks(owner, Dialect::Kling, 0, 1).await.unwrap();
+    assert_eq!(total, 201, "nothing of a failed create is stored");
+    for t in ok {
+        let ev = s.task_events(t.id).await.unwrap();
+        assert_eq!(ev.len(), 1, "each stored task has its first event");
+    }
 }
 
 async fn updates_are_compare_and_swap_and_terminal_is_final(s: Arc<dyn TaskStore>) {
