@@ -74,11 +74,7 @@ impl Gateway {
         .ok()
         .flatten()
         .context("gengate did not start listening")?;
-        Ok(Gateway {
-            base,
-            child,
-            dir,
-        })
+        Ok(Gateway { base, child, dir })
     }
 
     /// The SQLite database in the data directory.

@@ -96,33 +96,33 @@ async fn commit_batch(
     batch: impl Iterator<Item = Job>,
 ) -> (Vec<Reply>, Result<(), String>) {
     let mut replies = Vec::new();
-    let mut broken = conn
-        .execute("BEGIN IMMEDIATE")
-        .await
-        .err()
-        .map(|e| e.to_string());
+    let mut broken = None;
+    // Closing one job's savepoint and opening the next's is one statement
+    // batch: each round trip to SQLite's thread costs a wake-up.
+    let mut open = "BEGIN IMMEDIATE; SAVEPOINT job";
+    let mut close = "RELEASE job; COMMIT";
     for job in batch {
         if broken.is_some() {
             continue;
         }
-        if let Err(e) = conn.execute("SAVEPOINT job").await {
+        if let Err(e) = conn.execute(open).await {
             broken = Some(e.to_string());
             continue;
         }
         let (ok, reply) = job(conn).await;
         replies.push(reply);
-        let end = if ok {
-            "RELEASE job"
+        (open, close) = if ok {
+            ("RELEASE job; SAVEPOINT job", "RELEASE job; COMMIT")
         } else {
-            "ROLLBACK TO job; RELEASE job"
+            (
+                "ROLLBACK TO job; RELEASE job; SAVEPOINT job",
+                "ROLLBACK TO job; RELEASE job; COMMIT",
+            )
         };
-        if let Err(e) = conn.execute(end).await {
-            broken = Some(e.to_string());
-        }
     }
     let outcome = match broken {
         None => conn
-            .execute("COMMIT")
+            .execute(close)
             .await
             .map(drop)
             .map_err(|e| e.to_string()),
