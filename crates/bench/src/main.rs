@@ -39,12 +39,8 @@ async fn main() -> anyhow::Result<()> {
         rows.extend(scenarios::batch_ratio(&bin, plan).await?);
     }
     if wanted("scale") {
-        rows.push(scenarios::not_yet(
-            "2 scale",
-            "batch-get latency at 10 k and 1 M stored tasks",
-            "p50 ratio ≤ 1.3",
-            "needs a bulk seeding path into the store",
-        ));
+        eprintln!("== scale");
+        rows.extend(scenarios::scale(&bin, plan).await?);
     }
     if wanted("submits") {
         eprintln!("== durable submits");

@@ -20,6 +20,8 @@ pub struct Plan {
     pub secs: u64,
     pub connections: usize,
     pub e2e_tasks: usize,
+    /// Tasks stored for the scale scenario's two measurements.
+    pub scale: [u64; 2],
 }
 
 impl Plan {
@@ -30,6 +32,7 @@ impl Plan {
                 secs: 2,
                 connections: 32,
                 e2e_tasks: 1000,
+                scale: [10_000, 100_000],
             }
         } else {
             Plan {
@@ -37,6 +40,7 @@ impl Plan {
                 secs: 5,
                 connections: 32,
                 e2e_tasks: 5000,
+                scale: [10_000, 1_000_000],
             }
         }
     }
@@ -188,6 +192,176 @@ fn verdict(met: bool) -> String {
     } else {
         "**missed**".into()
     }
+}
+
+/// Wait until the Luma task `id` reads `state`.
+async fn wait_for_state(
+    http: &reqwest::Client,
+    base: &str,
+    id: &str,
+    state: &str,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let url = format!("{base}/luma/generations/{id}");
+        let t: Value = http.get(&url).bearer_auth(KEY).send().await?.json().await?;
+        if t["state"] == state {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(120),
+            "task {id} never reached {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Copy the task `template` until `total` tasks are stored, writing to the
+/// stopped gateway's database directly (seconds, not hours). Copies get
+/// ordered ids, as v7 ids are, and no due time, so the engine leaves them
+/// be; they keep the template's state.
+async fn seed(db: &str, template: uuid::Uuid, total: u64) -> anyhow::Result<()> {
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect(db)
+        .await?;
+    let have: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tasks")
+        .fetch_one(&pool)
+        .await?;
+    let mut next = u64::try_from(have)?;
+    while next < total {
+        let upto = total.min(next + 100_000);
+        sqlx::query(
+            "WITH RECURSIVE n(i) AS (SELECT ?2 UNION ALL SELECT i + 1 FROM n WHERE i < ?3) \
+             INSERT OR IGNORE INTO tasks (id, owner, dialect, kind, model, request, channel, \
+               upstream_ref, attempts, state, progress, artifacts, created_at, updated_at, \
+               started_at, deadline_at, version, event_seq) \
+             SELECT unhex(printf('%s%012x', hex(substr(t.id, 1, 10)), n.i)), owner, dialect, \
+               kind, model, request, channel, upstream_ref, attempts, state, progress, artifacts, \
+               t.created_at + n.i, updated_at, started_at, deadline_at, version, event_seq \
+             FROM tasks t, n WHERE t.id = ?1",
+        )
+        .bind(template.as_bytes().as_slice())
+        .bind(i64::try_from(next)?)
+        .bind(i64::try_from(upto - 1)?)
+        .execute(&pool)
+        .await?;
+        next = upto;
+    }
+    pool.close().await;
+    Ok(())
+}
+
+/// `n` stored task ids, drawn at random.
+async fn sample_ids(db: &str, n: u32) -> anyhow::Result<Vec<String>> {
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect(db)
+        .await?;
+    let ids: Vec<Vec<u8>> = sqlx::query_scalar("SELECT id FROM tasks ORDER BY random() LIMIT ?")
+        .bind(n)
+        .fetch_all(&pool)
+        .await?;
+    pool.close().await;
+    Ok(ids
+        .iter()
+        .filter_map(|b| uuid::Uuid::from_slice(b).ok())
+        .map(|u| u.to_string())
+        .collect())
+}
+
+/// Scenario 2: batch-get latency with few and with many tasks stored. The
+/// tasks asked for are in flight, so every answer is read from the
+/// database (finished tasks would come from the cache of rendered bytes,
+/// which does not depend on how much is stored).
+pub async fn scale(bin: &Path, plan: Plan) -> anyhow::Result<Vec<Row>> {
+    let flags = ["--sandbox-latency-ms", "86400000"];
+    let mut gw = Gateway::start(bin, &flags).await?;
+    let http = reqwest::Client::new();
+    let t = send(
+        &http,
+        &format!("{}/luma/generations", gw.base),
+        &json!({"user_prompt": "bench"}),
+    )
+    .await?;
+    let id = t["id"].as_str().context("an id")?.to_string();
+    wait_for_state(&http, &gw.base, &id, "processing").await?;
+    let template: uuid::Uuid = id.parse()?;
+    let connections = 8;
+    let mut rows = Vec::new();
+    let mut p50_at = Vec::new();
+    for size in plan.scale {
+        let db = gw.database_url();
+        let dir = gw.stop().await?;
+        let seeding = Instant::now();
+        seed(&db, template, size).await?;
+        eprintln!("   seeded {size} tasks in {:.1?}", seeding.elapsed());
+        let sample = sample_ids(&db, 10_000).await?;
+        gw = Gateway::start_in(bin, dir, &flags).await?;
+        // 256 bodies of 100 ids each, drawn from the sample by a fixed LCG.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let bodies: Vec<Bytes> = (0..256)
+            .map(|_| {
+                let ids: Vec<&String> = (0..100)
+                    .map(|_| {
+                        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                        &sample[(x >> 33) as usize % sample.len()]
+                    })
+                    .collect();
+                Bytes::from(json!({ "ids": ids }).to_string())
+            })
+            .collect();
+        let url = format!("{}/luma/tasks", gw.base);
+        let (mut p50s, mut p99s, mut rates) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..plan.reps {
+            let (url, bodies) = (url.clone(), bodies.clone());
+            let o = load::run(
+                connections,
+                plan.duration(),
+                None,
+                Arc::new(move |i| Request {
+                    method: reqwest::Method::POST,
+                    url: url.clone(),
+                    key: Some(KEY.into()),
+                    body: Some(bodies[i as usize % bodies.len()].clone()),
+                }),
+            )
+            .await;
+            anyhow::ensure!(o.errors == 0, "{} batch gets failed", o.errors);
+            p50s.push(o.percentile_ms(0.5));
+            p99s.push(o.percentile_ms(0.99));
+            rates.push(o.rate());
+        }
+        let (p50, p99) = (stats(p50s), stats(p99s));
+        p50_at.push((p50.0, p99.0));
+        rows.push(Row {
+            scenario: "2 scale",
+            figure: format!(
+                "POST /luma/tasks, 100 random in-flight ids of {size} stored, {connections} conns: p50"
+            ),
+            unit: "ms",
+            values: Some(p50),
+            target: format!("p99 {:.1} ms, {:.0} req/s", p99.0, stats(rates).0),
+            verdict: String::new(),
+        });
+    }
+    if let [(small50, small99), (big50, big99)] = p50_at[..] {
+        let ratio = big50 / small50;
+        rows.push(Row {
+            scenario: "2 scale",
+            figure: format!(
+                "p50 at {} / p50 at {} stored (p99 ratio {:.2})",
+                plan.scale[1],
+                plan.scale[0],
+                big99 / small99
+            ),
+            unit: "ratio",
+            values: Some((ratio, ratio, ratio)),
+            target: "≤ 1.3".into(),
+            verdict: verdict(ratio <= 1.3),
+        });
+    }
+    Ok(rows)
 }
 
 /// Scenario 3: durable submits through each create endpoint, SQLite as shipped.

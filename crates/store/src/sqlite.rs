@@ -238,7 +238,7 @@ impl TaskStore for SqliteStore {
 
     async fn get_task(&self, owner: Uuid, id: Uuid) -> StoreResult<Option<Task>> {
         sqlx::query(sql!(
-            "SELECT {TASK_COLUMNS} FROM tasks WHERE id = ? AND owner = ?"
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE id = ? AND +owner = ?"
         ))
         .bind(id.as_bytes().as_slice())
         .bind(owner.as_bytes().as_slice())
@@ -259,9 +259,12 @@ impl TaskStore for SqliteStore {
             return Ok(Vec::new());
         }
         let marks = vec!["?"; ids.len()].join(",");
-        // Only placeholders are spliced in; the ids themselves are bound.
+        // Only placeholders are spliced in; the ids themselves are bound. The
+        // unary `+` keeps the planner on the primary key: without it, having
+        // no statistics, it may walk the owner's listing index, a scan that
+        // grows with every task the key ever made.
         let sql = format!(
-            "SELECT {TASK_COLUMNS} FROM tasks WHERE id IN ({marks}) AND owner = ? AND dialect = ?"
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE id IN ({marks}) AND +owner = ? AND +dialect = ?"
         );
         let mut q = sqlx::query(AssertSqlSafe(sql));
         for id in ids {
