@@ -11,8 +11,8 @@ use gengate_core::{
     ApiKey, Delivery, DeliveryAttempt, DeliveryOutcome, Dialect, Millis, NewTask, Task, TaskEvent,
     TaskState, TaskUpdate,
 };
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
-use sqlx::{AssertSqlSafe, Postgres, Row, Transaction};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Postgres, Transaction};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -157,14 +157,6 @@ async fn check_schema(pool: &PgPool) -> StoreResult<()> {
     crate::require_schema(have, MIGRATIONS)
 }
 
-fn uuid_col(row: &PgRow, col: &str) -> StoreResult<Uuid> {
-    Ok(row.try_get(col)?)
-}
-
-fn task_from_row(r: &PgRow) -> StoreResult<Task> {
-    row::task(r, uuid_col)
-}
-
 /// Record an event, and queue its callback when the task has a URL: in the
 /// caller's transaction, so neither exists without the other.
 async fn insert_event(
@@ -256,7 +248,7 @@ impl TaskStore for PgStore {
         .bind(deadline_at)
         .fetch_one(&mut *tx)
         .await?;
-        let task = task_from_row(&row)?;
+        let task = row::task(&row)?;
         insert_event(&mut tx, &task, TaskState::Pending, None, now).await?;
         // Delivered at commit, to every instance listening.
         sqlx::query("SELECT pg_notify($1, '')")
@@ -276,7 +268,7 @@ impl TaskStore for PgStore {
         .fetch_optional(&self.pool)
         .await?
         .as_ref()
-        .map(task_from_row)
+        .map(row::task)
         .transpose()
     }
 
@@ -295,7 +287,7 @@ impl TaskStore for PgStore {
         .fetch_all(&self.pool)
         .await?
         .iter()
-        .map(task_from_row)
+        .map(row::task)
         .collect()
     }
 
@@ -312,7 +304,7 @@ impl TaskStore for PgStore {
         .fetch_optional(&self.pool)
         .await?
         .as_ref()
-        .map(task_from_row)
+        .map(row::task)
         .transpose()
     }
 
@@ -340,7 +332,7 @@ impl TaskStore for PgStore {
         .fetch_all(&self.pool)
         .await?
         .iter()
-        .map(task_from_row)
+        .map(row::task)
         .collect::<StoreResult<Vec<_>>>()?;
         Ok((tasks, u64::try_from(total).unwrap_or_default()))
     }
@@ -351,7 +343,7 @@ impl TaskStore for PgStore {
             .fetch_optional(&self.pool)
             .await?
             .as_ref()
-            .map(task_from_row)
+            .map(row::task)
             .transpose()
     }
 
@@ -376,7 +368,7 @@ impl TaskStore for PgStore {
         .fetch_all(&self.pool)
         .await?
         .iter()
-        .map(task_from_row)
+        .map(row::task)
         .collect()
     }
 
@@ -447,7 +439,7 @@ impl TaskStore for PgStore {
         let Some(row) = row else {
             return Ok(None);
         };
-        let task = task_from_row(&row)?;
+        let task = row::task(&row)?;
         if let Some(st) = update.state {
             insert_event(&mut tx, &task, st, update.detail.as_deref(), now).await?;
         }
@@ -464,7 +456,7 @@ impl TaskStore for PgStore {
         .fetch_all(&self.pool)
         .await?
         .iter()
-        .map(|r| row::event(r, uuid_col))
+        .map(row::event)
         .collect()
     }
 
@@ -497,7 +489,7 @@ impl TaskStore for PgStore {
         .fetch_all(&self.pool)
         .await?
         .iter()
-        .map(|r| row::delivery(r, uuid_col))
+        .map(row::delivery)
         .collect()
     }
 
@@ -562,7 +554,7 @@ impl TaskStore for PgStore {
         .fetch_all(&self.pool)
         .await?
         .iter()
-        .map(|r| row::delivery(r, uuid_col))
+        .map(row::delivery)
         .collect::<StoreResult<Vec<_>>>()?;
         let mut out = Vec::with_capacity(deliveries.len());
         for d in deliveries {
@@ -601,7 +593,7 @@ impl TaskStore for PgStore {
         .fetch_optional(&self.pool)
         .await?
         .as_ref()
-        .map(|r| row::delivery(r, uuid_col))
+        .map(row::delivery)
         .transpose()
     }
 
@@ -611,7 +603,7 @@ impl TaskStore for PgStore {
             .fetch_optional(&self.pool)
             .await?
             .as_ref()
-            .map(|r| row::key(r, uuid_col))
+            .map(row::key)
             .transpose()
     }
 
@@ -656,7 +648,7 @@ impl TaskStore for PgStore {
             .fetch_optional(&self.pool)
             .await?
             .as_ref()
-            .map(|r| row::key(r, uuid_col))
+            .map(row::key)
             .transpose()
     }
 
@@ -665,7 +657,7 @@ impl TaskStore for PgStore {
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(|r| row::key(r, uuid_col))
+            .map(row::key)
             .collect()
     }
 

@@ -1,162 +1,192 @@
-//! Reading rows back into the core's types, shared by both backends. Each
-//! backend selects the same column names with the same SQL types: TEXT for
-//! strings and JSON, BIGINT for numbers; ids come through `uuid`, which
-//! knows the backend's own representation.
+//! Reading rows back into the core's types, shared by both backends and
+//! both drivers. Each backend selects the same column names with the same
+//! SQL types: TEXT for strings and JSON, BIGINT for numbers; ids are read
+//! through [`Columns::uuid`], which knows the backend's representation.
 
 use gengate_core::{
     ApiKey, Artifact, Delivery, DeliveryAttempt, DeliveryOutcome, DeliveryState, Dialect,
     GenerationRequest, Task, TaskEvent, TaskKind, TaskState,
 };
-use sqlx::{Decode, Row, Type};
+use sqlx::Row as _;
 use uuid::Uuid;
 
 use crate::{StoreError, StoreResult};
+
+/// One row's columns, by name, whatever driver read it.
+pub(crate) trait Columns {
+    fn text(&self, col: &str) -> StoreResult<String>;
+    fn opt_text(&self, col: &str) -> StoreResult<Option<String>>;
+    fn int(&self, col: &str) -> StoreResult<i64>;
+    fn opt_int(&self, col: &str) -> StoreResult<Option<i64>>;
+    fn flag(&self, col: &str) -> StoreResult<bool>;
+    fn bytes(&self, col: &str) -> StoreResult<Vec<u8>>;
+    fn uuid(&self, col: &str) -> StoreResult<Uuid>;
+}
+
+fn uuid_from_blob(bytes: &[u8], col: &str) -> StoreResult<Uuid> {
+    Uuid::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
+}
+
+/// sqlx rows: the same calls for each backend but the id's type.
+macro_rules! sqlx_columns {
+    ($row:ty, |$r:ident, $c:ident| $uuid:expr) => {
+        impl Columns for $row {
+            fn text(&self, col: &str) -> StoreResult<String> {
+                Ok(self.try_get(col)?)
+            }
+            fn opt_text(&self, col: &str) -> StoreResult<Option<String>> {
+                Ok(self.try_get(col)?)
+            }
+            fn int(&self, col: &str) -> StoreResult<i64> {
+                Ok(self.try_get(col)?)
+            }
+            fn opt_int(&self, col: &str) -> StoreResult<Option<i64>> {
+                Ok(self.try_get(col)?)
+            }
+            fn flag(&self, col: &str) -> StoreResult<bool> {
+                Ok(self.try_get(col)?)
+            }
+            fn bytes(&self, col: &str) -> StoreResult<Vec<u8>> {
+                Ok(self.try_get(col)?)
+            }
+            fn uuid(&self, col: &str) -> StoreResult<Uuid> {
+                let ($r, $c) = (self, col);
+                $uuid
+            }
+        }
+    };
+}
+
+sqlx_columns!(sqlx::postgres::PgRow, |r, c| Ok(r.try_get::<Uuid, _>(c)?));
+sqlx_columns!(sqlx::sqlite::SqliteRow, |r, c| uuid_from_blob(
+    r.try_get::<&[u8], _>(c)?,
+    c
+));
+
+impl Columns for rusqlite::Row<'_> {
+    fn text(&self, col: &str) -> StoreResult<String> {
+        Ok(self.get(col)?)
+    }
+    fn opt_text(&self, col: &str) -> StoreResult<Option<String>> {
+        Ok(self.get(col)?)
+    }
+    fn int(&self, col: &str) -> StoreResult<i64> {
+        Ok(self.get(col)?)
+    }
+    fn opt_int(&self, col: &str) -> StoreResult<Option<i64>> {
+        Ok(self.get(col)?)
+    }
+    fn flag(&self, col: &str) -> StoreResult<bool> {
+        Ok(self.get(col)?)
+    }
+    fn bytes(&self, col: &str) -> StoreResult<Vec<u8>> {
+        Ok(self.get(col)?)
+    }
+    fn uuid(&self, col: &str) -> StoreResult<Uuid> {
+        let blob = self.get_ref(col)?.as_blob();
+        uuid_from_blob(blob.map_err(|e| corrupt(col, &e.to_string()))?, col)
+    }
+}
 
 fn corrupt(what: &str, v: &str) -> StoreError {
     StoreError::Corrupt(format!("{what}: {v:?}"))
 }
 
-pub(crate) fn task<'r, R>(
-    row: &'r R,
-    uuid: impl Fn(&'r R, &str) -> StoreResult<Uuid>,
-) -> StoreResult<Task>
-where
-    R: Row,
-    &'r str: sqlx::ColumnIndex<R>,
-    String: Decode<'r, R::Database> + Type<R::Database>,
-    i64: Decode<'r, R::Database> + Type<R::Database>,
-{
-    let dialect: String = row.try_get("dialect")?;
-    let kind: String = row.try_get("kind")?;
-    let state: String = row.try_get("state")?;
-    let request: String = row.try_get("request")?;
-    let artifacts: String = row.try_get("artifacts")?;
+pub(crate) fn task(row: &impl Columns) -> StoreResult<Task> {
+    let dialect = row.text("dialect")?;
+    let kind = row.text("kind")?;
+    let state = row.text("state")?;
+    let request = row.text("request")?;
+    let artifacts = row.text("artifacts")?;
     Ok(Task {
-        id: uuid(row, "id")?,
-        owner: uuid(row, "owner")?,
+        id: row.uuid("id")?,
+        owner: row.uuid("owner")?,
         dialect: Dialect::parse(&dialect).ok_or_else(|| corrupt("dialect", &dialect))?,
         kind: TaskKind::parse(&kind).ok_or_else(|| corrupt("kind", &kind))?,
-        model: row.try_get("model")?,
+        model: row.text("model")?,
         request: serde_json::from_str::<GenerationRequest>(&request)
             .map_err(|e| corrupt("request", &e.to_string()))?,
-        callback_url: row.try_get("callback_url")?,
-        external_id: row.try_get("external_id")?,
-        channel: row.try_get("channel")?,
-        upstream_ref: row.try_get("upstream_ref")?,
-        attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
+        callback_url: row.opt_text("callback_url")?,
+        external_id: row.opt_text("external_id")?,
+        channel: row.opt_text("channel")?,
+        upstream_ref: row.opt_text("upstream_ref")?,
+        attempts: u32::try_from(row.int("attempts")?).unwrap_or(u32::MAX),
         state: TaskState::parse(&state).ok_or_else(|| corrupt("state", &state))?,
-        failure_reason: row.try_get("failure_reason")?,
-        progress: u8::try_from(row.try_get::<i64, _>("progress")?).unwrap_or(100),
+        failure_reason: row.opt_text("failure_reason")?,
+        progress: u8::try_from(row.int("progress")?).unwrap_or(100),
         artifacts: serde_json::from_str::<Vec<Artifact>>(&artifacts)
             .map_err(|e| corrupt("artifacts", &e.to_string()))?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-        started_at: row.try_get("started_at")?,
-        finished_at: row.try_get("finished_at")?,
-        deadline_at: row.try_get("deadline_at")?,
-        version: row.try_get("version")?,
-        event_seq: row.try_get("event_seq")?,
+        created_at: row.int("created_at")?,
+        updated_at: row.int("updated_at")?,
+        started_at: row.opt_int("started_at")?,
+        finished_at: row.opt_int("finished_at")?,
+        deadline_at: row.int("deadline_at")?,
+        version: row.int("version")?,
+        event_seq: row.int("event_seq")?,
     })
 }
 
-pub(crate) fn event<'r, R>(
-    row: &'r R,
-    uuid: impl Fn(&'r R, &str) -> StoreResult<Uuid>,
-) -> StoreResult<TaskEvent>
-where
-    R: Row,
-    &'r str: sqlx::ColumnIndex<R>,
-    String: Decode<'r, R::Database> + Type<R::Database>,
-    i64: Decode<'r, R::Database> + Type<R::Database>,
-{
-    let state: String = row.try_get("state")?;
+pub(crate) fn event(row: &impl Columns) -> StoreResult<TaskEvent> {
+    let state = row.text("state")?;
     Ok(TaskEvent {
-        id: uuid(row, "id")?,
-        task_id: uuid(row, "task_id")?,
-        seq: row.try_get("seq")?,
+        id: row.uuid("id")?,
+        task_id: row.uuid("task_id")?,
+        seq: row.int("seq")?,
         state: TaskState::parse(&state).ok_or_else(|| corrupt("event state", &state))?,
-        detail: row.try_get("detail")?,
-        created_at: row.try_get("created_at")?,
+        detail: row.opt_text("detail")?,
+        created_at: row.int("created_at")?,
     })
 }
 
-pub(crate) fn key<'r, R>(
-    row: &'r R,
-    uuid: impl Fn(&'r R, &str) -> StoreResult<Uuid>,
-) -> StoreResult<ApiKey>
-where
-    R: Row,
-    &'r str: sqlx::ColumnIndex<R>,
-    String: Decode<'r, R::Database> + Type<R::Database>,
-    i64: Decode<'r, R::Database> + Type<R::Database>,
-    bool: Decode<'r, R::Database> + Type<R::Database>,
-    Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
-{
-    let hash: Vec<u8> = row.try_get("hash")?;
+pub(crate) fn key(row: &impl Columns) -> StoreResult<ApiKey> {
+    let hash = row.bytes("hash")?;
     Ok(ApiKey {
-        id: uuid(row, "id")?,
-        name: row.try_get("name")?,
+        id: row.uuid("id")?,
+        name: row.text("name")?,
         hash: hash
             .try_into()
             .map_err(|_| StoreError::Corrupt("key hash is not 32 bytes".into()))?,
-        admin: row.try_get("admin")?,
-        created_at: row.try_get("created_at")?,
-        revoked_at: row.try_get("revoked_at")?,
-        webhook_secret: row.try_get("webhook_secret")?,
-        previous_webhook_secret: row.try_get("previous_webhook_secret")?,
-        previous_secret_until: row.try_get("previous_secret_until")?,
+        admin: row.flag("admin")?,
+        created_at: row.int("created_at")?,
+        revoked_at: row.opt_int("revoked_at")?,
+        webhook_secret: row.opt_text("webhook_secret")?,
+        previous_webhook_secret: row.opt_text("previous_webhook_secret")?,
+        previous_secret_until: row.opt_int("previous_secret_until")?,
     })
 }
 
-pub(crate) fn delivery<'r, R>(
-    row: &'r R,
-    uuid: impl Fn(&'r R, &str) -> StoreResult<Uuid>,
-) -> StoreResult<Delivery>
-where
-    R: Row,
-    &'r str: sqlx::ColumnIndex<R>,
-    String: Decode<'r, R::Database> + Type<R::Database>,
-    i64: Decode<'r, R::Database> + Type<R::Database>,
-{
-    let event_state: String = row.try_get("event_state")?;
-    let state: String = row.try_get("state")?;
+pub(crate) fn delivery(row: &impl Columns) -> StoreResult<Delivery> {
+    let event_state = row.text("event_state")?;
+    let state = row.text("state")?;
     Ok(Delivery {
-        id: uuid(row, "id")?,
-        event_id: uuid(row, "event_id")?,
+        id: row.uuid("id")?,
+        event_id: row.uuid("event_id")?,
         event_state: TaskState::parse(&event_state)
             .ok_or_else(|| corrupt("event_state", &event_state))?,
-        event_at: row.try_get("event_at")?,
-        task_id: uuid(row, "task_id")?,
-        owner: uuid(row, "owner")?,
-        seq: row.try_get("seq")?,
-        url: row.try_get("url")?,
+        event_at: row.int("event_at")?,
+        task_id: row.uuid("task_id")?,
+        owner: row.uuid("owner")?,
+        seq: row.int("seq")?,
+        url: row.text("url")?,
         state: DeliveryState::parse(&state).ok_or_else(|| corrupt("delivery state", &state))?,
-        attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
-        next_attempt_at: row.try_get("next_attempt_at")?,
+        attempts: u32::try_from(row.int("attempts")?).unwrap_or(u32::MAX),
+        next_attempt_at: row.opt_int("next_attempt_at")?,
         last_status: row
-            .try_get::<Option<i64>, _>("last_status")?
+            .opt_int("last_status")?
             .and_then(|s| u16::try_from(s).ok()),
-        last_error: row.try_get("last_error")?,
-        created_at: row.try_get("created_at")?,
+        last_error: row.opt_text("last_error")?,
+        created_at: row.int("created_at")?,
     })
 }
 
-pub(crate) fn attempt<'r, R>(row: &'r R) -> StoreResult<DeliveryAttempt>
-where
-    R: Row,
-    &'r str: sqlx::ColumnIndex<R>,
-    String: Decode<'r, R::Database> + Type<R::Database>,
-    i64: Decode<'r, R::Database> + Type<R::Database>,
-{
+pub(crate) fn attempt(row: &impl Columns) -> StoreResult<DeliveryAttempt> {
     Ok(DeliveryAttempt {
-        attempt: u32::try_from(row.try_get::<i64, _>("attempt")?).unwrap_or(u32::MAX),
-        at: row.try_get("at")?,
-        status: row
-            .try_get::<Option<i64>, _>("status")?
-            .and_then(|s| u16::try_from(s).ok()),
-        error: row.try_get("error")?,
-        latency_ms: row.try_get("latency_ms")?,
-        next_attempt_at: row.try_get("next_attempt_at")?,
+        attempt: u32::try_from(row.int("attempt")?).unwrap_or(u32::MAX),
+        at: row.int("at")?,
+        status: row.opt_int("status")?.and_then(|s| u16::try_from(s).ok()),
+        error: row.opt_text("error")?,
+        latency_ms: row.int("latency_ms")?,
+        next_attempt_at: row.opt_int("next_attempt_at")?,
     })
 }
 

@@ -1,6 +1,6 @@
-//! The embedded backend: one SQLite file in WAL mode. Writes go through a
-//! single connection (SQLite has one writer anyway, and this avoids
-//! lock-upgrade failures); reads use a pool of their own.
+//! The embedded backend: one SQLite file in WAL mode. Writes go through one
+//! connection owned by the group-commit writer (SQLite has one writer
+//! anyway); reads use a pool of their own.
 
 use std::time::Duration;
 
@@ -9,20 +9,18 @@ use gengate_core::{
     ApiKey, Delivery, DeliveryAttempt, DeliveryOutcome, Dialect, Millis, NewTask, Task, TaskEvent,
     TaskState, TaskUpdate,
 };
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
-};
-use sqlx::{AssertSqlSafe, Connection, Row, SqliteConnection};
+use rusqlite::{Connection, OptionalExtension, params};
+use sqlx::AssertSqlSafe;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use uuid::Uuid;
+
+use crate::sqlite_writer::Writer;
+use crate::{StoreError, StoreResult, TaskStore, row};
 
 /// SQL built from constants (column lists, placeholders), never from input.
 macro_rules! sql {
     ($($t:tt)*) => { AssertSqlSafe(format!($($t)*)) };
 }
-use uuid::Uuid;
-
-use crate::sqlite_writer::Writer;
-use crate::{StoreError, StoreResult, TaskStore, row};
 
 /// Migrations, in order; each runs once, recorded in `schema_migrations`.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -36,6 +34,9 @@ const DELIVERY_COLUMNS: &str = "id, event_id, event_state, event_at, task_id, ow
 const TASK_COLUMNS: &str = "id, owner, dialect, kind, model, request, callback_url, external_id, \
     channel, upstream_ref, attempts, state, failure_reason, progress, artifacts, created_at, \
     updated_at, started_at, finished_at, deadline_at, version, event_seq";
+
+/// How long a connection waits for another's lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct SqliteStore {
     writer: Writer,
@@ -53,136 +54,149 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match &e {
+            rusqlite::Error::SqliteFailure(f, _)
+                if f.code == rusqlite::ErrorCode::ConstraintViolation
+                    && matches!(
+                        f.extended_code,
+                        rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                            | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+                    ) =>
+            {
+                StoreError::Conflict(e.to_string())
+            }
+            _ => StoreError::Backend(e.to_string()),
+        }
+    }
+}
+
 impl SqliteStore {
     pub async fn open(path: &str, migrate: bool) -> StoreResult<SqliteStore> {
-        let opts = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
+        let owned = path.to_string();
+        // The writer connection comes first: it creates the file, sets WAL
+        // and migrates, so that readers find the schema.
+        let writer = tokio::task::spawn_blocking(move || -> StoreResult<Connection> {
+            let conn = Connection::open(&owned)?;
+            conn.busy_timeout(BUSY_TIMEOUT)?;
+            conn.set_prepared_statement_cache_capacity(32);
             // FULL: every commit is on disk before the client hears "accepted".
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        let mut writer = SqliteConnection::connect_with(&opts).await?;
-        if migrate {
-            run_migrations(&mut writer).await?;
-        } else {
-            check_schema(&mut writer).await?;
-        }
+            conn.execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+            )?;
+            if migrate {
+                run_migrations(&conn)?;
+            } else {
+                check_schema(&conn)?;
+            }
+            Ok(conn)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("opening SQLite: {e}")))??;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(opts.read_only(true))
+            .connect_with(
+                SqliteConnectOptions::new()
+                    .filename(path)
+                    .busy_timeout(BUSY_TIMEOUT)
+                    .read_only(true),
+            )
             .await?;
         Ok(SqliteStore {
-            writer: Writer::start(writer),
+            writer: Writer::start(writer)?,
             reader,
         })
     }
 }
 
-async fn check_schema(conn: &mut SqliteConnection) -> StoreResult<()> {
-    let have: Option<i64> = sqlx::query_scalar("SELECT max(version) FROM schema_migrations")
-        .fetch_one(conn)
-        .await
+fn check_schema(conn: &Connection) -> StoreResult<()> {
+    let have: Option<i64> = conn
+        .query_row("SELECT max(version) FROM schema_migrations", [], |r| {
+            r.get(0)
+        })
         .unwrap_or(None);
     crate::require_schema(have, MIGRATIONS)
 }
 
-async fn run_migrations(conn: &mut SqliteConnection) -> StoreResult<()> {
-    sqlx::raw_sql(
+fn run_migrations(conn: &Connection) -> StoreResult<()> {
+    conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
-    )
-    .execute(&mut *conn)
-    .await?;
+    )?;
     for (version, sql) in MIGRATIONS {
-        let mut tx = conn.begin().await?;
-        let done: Option<i64> =
-            sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
-                .bind(version)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let done: Option<i64> = conn
+            .query_row(
+                "SELECT version FROM schema_migrations WHERE version = ?1",
+                [version],
+                |r| r.get(0),
+            )
+            .optional()?;
         if done.is_some() {
             continue;
         }
-        sqlx::raw_sql(*sql).execute(&mut *tx).await?;
-        sqlx::query(
-            "INSERT INTO schema_migrations (version, applied_at) VALUES (?, strftime('%s','now'))",
-        )
-        .bind(version)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {sql}; \
+             INSERT INTO schema_migrations (version, applied_at) VALUES ({version}, strftime('%s','now')); \
+             COMMIT;"
+        ))
+        .inspect_err(|_| {
+            let _ = conn.execute_batch("ROLLBACK");
+        })?;
         tracing::info!(version, "applied SQLite migration");
     }
     Ok(())
 }
 
-fn uuid_col(row: &SqliteRow, col: &str) -> StoreResult<Uuid> {
-    let bytes: &[u8] = row.try_get(col)?;
-    Uuid::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
-}
-
-fn task_from_row(row: &SqliteRow) -> StoreResult<Task> {
-    row::task(row, uuid_col)
-}
-
-fn key_from_row(row: &SqliteRow) -> StoreResult<ApiKey> {
-    row::key(row, uuid_col)
-}
-
 /// Record an event, and queue its callback when the task has a URL: in the
 /// caller's transaction, so neither exists without the other.
-async fn insert_event(
-    conn: &mut SqliteConnection,
+fn insert_event(
+    conn: &Connection,
     task: &Task,
     state: TaskState,
     detail: Option<&str>,
     now: Millis,
 ) -> StoreResult<()> {
     let event_id = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO task_events (id, task_id, seq, state, detail, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-    )
-    .bind(event_id.as_bytes().as_slice())
-    .bind(task.id.as_bytes().as_slice())
-    .bind(task.event_seq)
-    .bind(state.as_str())
-    .bind(detail)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
+    conn.prepare_cached(
+        "INSERT INTO task_events (id, task_id, seq, state, detail, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        event_id.as_bytes(),
+        task.id.as_bytes(),
+        task.event_seq,
+        state.as_str(),
+        detail,
+        now
+    ])?;
     if let Some(url) = &task.callback_url {
         // After a 410 from this URL, later events are recorded but not sent.
-        let gone: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM deliveries WHERE task_id = ? AND url = ? AND state = 'gone')",
-        )
-        .bind(task.id.as_bytes().as_slice())
-        .bind(url)
-        .fetch_one(&mut *conn)
-        .await?;
+        let gone: bool = conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM deliveries WHERE task_id = ?1 AND url = ?2 AND state = 'gone')",
+            )?
+            .query_row(params![task.id.as_bytes(), url], |r| r.get(0))?;
         let (delivery_state, next) = if gone {
             ("gone", None)
         } else {
             ("pending", Some(now))
         };
-        sqlx::query(
+        conn.prepare_cached(
             "INSERT INTO deliveries (id, event_id, event_state, event_at, task_id, owner, seq, url, \
-             state, next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(Uuid::now_v7().as_bytes().as_slice())
-        .bind(event_id.as_bytes().as_slice())
-        .bind(state.as_str())
-        .bind(now)
-        .bind(task.id.as_bytes().as_slice())
-        .bind(task.owner.as_bytes().as_slice())
-        .bind(task.event_seq)
-        .bind(url)
-        .bind(delivery_state)
-        .bind(next)
-        .bind(now)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
+             state, next_attempt_at, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?4, ?4)",
+        )?
+        .execute(params![
+            Uuid::now_v7().as_bytes(),
+            event_id.as_bytes(),
+            state.as_str(),
+            now,
+            task.id.as_bytes(),
+            task.owner.as_bytes(),
+            task.event_seq,
+            url,
+            delivery_state,
+            next
+        ])?;
     }
     Ok(())
 }
@@ -205,33 +219,34 @@ impl TaskStore for SqliteStore {
         let new = new.clone();
         self.writer
             .write(move |conn| {
-                Box::pin(async move {
-                    let row = sqlx::query(sql!(
+                let task = conn
+                    .prepare_cached(&format!(
                         "INSERT INTO tasks (id, owner, dialect, kind, model, request, callback_url, \
                          external_id, channel, state, created_at, updated_at, deadline_at, version, \
                          event_seq, due_at) \
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, 1, 1, ?) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?10, ?10, ?11, 1, 1, ?10) \
                          RETURNING {TASK_COLUMNS}"
-                    ))
-                    .bind(id.as_bytes().as_slice())
-                    .bind(owner.as_bytes().as_slice())
-                    .bind(new.dialect.as_str())
-                    .bind(new.kind.as_str())
-                    .bind(&new.model)
-                    .bind(request)
-                    .bind(&new.callback_url)
-                    .bind(&new.external_id)
-                    .bind(&new.channel)
-                    .bind(now)
-                    .bind(now)
-                    .bind(deadline_at)
-                    .bind(now)
-                    .fetch_one(&mut *conn)
-                    .await?;
-                    let task = task_from_row(&row)?;
-                    insert_event(conn, &task, TaskState::Pending, None, now).await?;
-                    Ok(task)
-                })
+                    ))?
+                    .query_and_then(
+                        params![
+                            id.as_bytes(),
+                            owner.as_bytes(),
+                            new.dialect.as_str(),
+                            new.kind.as_str(),
+                            new.model,
+                            request,
+                            new.callback_url,
+                            new.external_id,
+                            new.channel,
+                            now,
+                            deadline_at
+                        ],
+                        |r| row::task(r),
+                    )?
+                    .next()
+                    .ok_or_else(|| StoreError::Backend("INSERT returned no row".into()))??;
+                insert_event(conn, &task, TaskState::Pending, None, now)?;
+                Ok(task)
             })
             .await
     }
@@ -245,7 +260,7 @@ impl TaskStore for SqliteStore {
         .fetch_optional(&self.reader)
         .await?
         .as_ref()
-        .map(task_from_row)
+        .map(row::task)
         .transpose()
     }
 
@@ -275,7 +290,7 @@ impl TaskStore for SqliteStore {
             .fetch_all(&self.reader)
             .await?
             .iter()
-            .map(task_from_row)
+            .map(row::task)
             .collect()
     }
 
@@ -292,7 +307,7 @@ impl TaskStore for SqliteStore {
         .fetch_optional(&self.reader)
         .await?
         .as_ref()
-        .map(task_from_row)
+        .map(row::task)
         .transpose()
     }
 
@@ -320,7 +335,7 @@ impl TaskStore for SqliteStore {
         .fetch_all(&self.reader)
         .await?
         .iter()
-        .map(task_from_row)
+        .map(row::task)
         .collect::<StoreResult<Vec<_>>>()?;
         Ok((tasks, u64::try_from(total).unwrap_or_default()))
     }
@@ -331,7 +346,7 @@ impl TaskStore for SqliteStore {
             .fetch_optional(&self.reader)
             .await?
             .as_ref()
-            .map(task_from_row)
+            .map(row::task)
             .transpose()
     }
 
@@ -345,24 +360,16 @@ impl TaskStore for SqliteStore {
         let worker = worker.to_string();
         self.writer
             .write(move |conn| {
-                Box::pin(async move {
-                    sqlx::query(sql!(
-                        "UPDATE tasks SET lease_owner = ?, lease_until = ? WHERE id IN ( \
-                           SELECT id FROM tasks WHERE due_at IS NOT NULL AND due_at <= ? \
-                           AND (lease_until IS NULL OR lease_until <= ?) ORDER BY due_at LIMIT ?) \
-                         RETURNING {TASK_COLUMNS}"
-                    ))
-                    .bind(worker)
-                    .bind(now + lease_ms)
-                    .bind(now)
-                    .bind(now)
-                    .bind(i64::from(limit))
-                    .fetch_all(conn)
-                    .await?
-                    .iter()
-                    .map(task_from_row)
-                    .collect()
-                })
+                conn.prepare_cached(&format!(
+                    "UPDATE tasks SET lease_owner = ?1, lease_until = ?2 WHERE id IN ( \
+                       SELECT id FROM tasks WHERE due_at IS NOT NULL AND due_at <= ?3 \
+                       AND (lease_until IS NULL OR lease_until <= ?3) ORDER BY due_at LIMIT ?4) \
+                     RETURNING {TASK_COLUMNS}"
+                ))?
+                .query_and_then(params![worker, now + lease_ms, now, limit], |r| {
+                    row::task(r)
+                })?
+                .collect()
             })
             .await
     }
@@ -371,15 +378,11 @@ impl TaskStore for SqliteStore {
         let worker = worker.to_string();
         self.writer
             .write(move |conn| {
-                Box::pin(async move {
-                    let done = sqlx::query(
-                        "UPDATE tasks SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?",
-                    )
-                    .bind(worker)
-                    .execute(conn)
-                    .await?;
-                    Ok(done.rows_affected())
-                })
+                let n = conn.execute(
+                    "UPDATE tasks SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?1",
+                    [worker],
+                )?;
+                Ok(n as u64)
             })
             .await
     }
@@ -399,52 +402,53 @@ impl TaskStore for SqliteStore {
         update: &TaskUpdate,
         now: Millis,
     ) -> StoreResult<Option<Task>> {
-        let state = update.state.map(TaskState::as_str);
         let artifacts = update.artifacts.as_ref().map(json).transpose()?;
         let update = update.clone();
         self.writer
-            .write(move |conn| Box::pin(async move {
-        let row = sqlx::query(sql!(
-            "UPDATE tasks SET \
-               state = COALESCE(?1, state), \
-               channel = COALESCE(?2, channel), \
-               upstream_ref = COALESCE(?3, upstream_ref), \
-               failure_reason = COALESCE(?4, failure_reason), \
-               progress = COALESCE(?5, progress), \
-               artifacts = COALESCE(?6, artifacts), \
-               attempts = attempts + ?7, \
-               updated_at = CASE WHEN ?1 IS NULL AND ?5 IS NULL THEN updated_at ELSE ?8 END, \
-               started_at = CASE WHEN ?1 = 'processing' AND started_at IS NULL THEN ?8 ELSE started_at END, \
-               finished_at = CASE WHEN ?1 IN ('completed', 'failed', 'canceled') THEN ?8 ELSE finished_at END, \
-               due_at = CASE WHEN ?1 IN ('completed', 'failed', 'canceled') THEN NULL ELSE COALESCE(?9, due_at) END, \
-               version = version + 1, \
-               event_seq = event_seq + (?1 IS NOT NULL), \
-               lease_owner = NULL, lease_until = NULL \
-             WHERE id = ?10 AND version = ?11 AND state NOT IN ('completed', 'failed', 'canceled') \
-             RETURNING {TASK_COLUMNS}"
-        ))
-        .bind(state)
-        .bind(&update.channel)
-        .bind(&update.upstream_ref)
-        .bind(&update.failure_reason)
-        .bind(update.progress.map(i64::from))
-        .bind(artifacts)
-        .bind(i64::from(update.bump_attempts))
-        .bind(now)
-        .bind(update.next_due_at)
-        .bind(id.as_bytes().as_slice())
-        .bind(expected_version)
-        .fetch_optional(&mut *conn)
-        .await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let task = task_from_row(&row)?;
-        if let Some(st) = update.state {
-            insert_event(conn, &task, st, update.detail.as_deref(), now).await?;
-        }
-        Ok(Some(task))
-            }))
+            .write(move |conn| {
+                let task = conn
+                    .prepare_cached(&format!(
+                        "UPDATE tasks SET \
+                           state = COALESCE(?1, state), \
+                           channel = COALESCE(?2, channel), \
+                           upstream_ref = COALESCE(?3, upstream_ref), \
+                           failure_reason = COALESCE(?4, failure_reason), \
+                           progress = COALESCE(?5, progress), \
+                           artifacts = COALESCE(?6, artifacts), \
+                           attempts = attempts + ?7, \
+                           updated_at = CASE WHEN ?1 IS NULL AND ?5 IS NULL THEN updated_at ELSE ?8 END, \
+                           started_at = CASE WHEN ?1 = 'processing' AND started_at IS NULL THEN ?8 ELSE started_at END, \
+                           finished_at = CASE WHEN ?1 IN ('completed', 'failed', 'canceled') THEN ?8 ELSE finished_at END, \
+                           due_at = CASE WHEN ?1 IN ('completed', 'failed', 'canceled') THEN NULL ELSE COALESCE(?9, due_at) END, \
+                           version = version + 1, \
+                           event_seq = event_seq + (?1 IS NOT NULL), \
+                           lease_owner = NULL, lease_until = NULL \
+                         WHERE id = ?10 AND version = ?11 AND state NOT IN ('completed', 'failed', 'canceled') \
+                         RETURNING {TASK_COLUMNS}"
+                    ))?
+                    .query_and_then(
+                        params![
+                            update.state.map(TaskState::as_str),
+                            update.channel,
+                            update.upstream_ref,
+                            update.failure_reason,
+                            update.progress,
+                            artifacts,
+                            i64::from(update.bump_attempts),
+                            now,
+                            update.next_due_at,
+                            id.as_bytes(),
+                            expected_version
+                        ],
+                        |r| row::task(r),
+                    )?
+                    .next()
+                    .transpose()?;
+                if let (Some(task), Some(st)) = (&task, update.state) {
+                    insert_event(conn, task, st, update.detail.as_deref(), now)?;
+                }
+                Ok(task)
+            })
             .await
     }
 
@@ -457,7 +461,7 @@ impl TaskStore for SqliteStore {
         .fetch_all(&self.reader)
         .await?
         .iter()
-        .map(|r| row::event(r, uuid_col))
+        .map(row::event)
         .collect()
     }
 
@@ -476,26 +480,18 @@ impl TaskStore for SqliteStore {
     ) -> StoreResult<Vec<Delivery>> {
         self.writer
             .write(move |conn| {
-                Box::pin(async move {
-                    sqlx::query(sql!(
-                        "UPDATE deliveries SET lease_until = ?1 WHERE id IN ( \
-               SELECT d.id FROM deliveries d \
-               WHERE d.next_attempt_at IS NOT NULL AND d.next_attempt_at <= ?2 \
-               AND (d.lease_until IS NULL OR d.lease_until <= ?2) \
-               AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.task_id = d.task_id \
-                   AND p.url = d.url AND p.seq < d.seq AND p.state = 'pending') \
-               ORDER BY d.next_attempt_at LIMIT ?3) \
-             RETURNING {DELIVERY_COLUMNS}"
-                    ))
-                    .bind(now + lease_ms)
-                    .bind(now)
-                    .bind(i64::from(limit))
-                    .fetch_all(conn)
-                    .await?
-                    .iter()
-                    .map(|r| row::delivery(r, uuid_col))
-                    .collect()
-                })
+                conn.prepare_cached(&format!(
+                    "UPDATE deliveries SET lease_until = ?1 WHERE id IN ( \
+                       SELECT d.id FROM deliveries d \
+                       WHERE d.next_attempt_at IS NOT NULL AND d.next_attempt_at <= ?2 \
+                       AND (d.lease_until IS NULL OR d.lease_until <= ?2) \
+                       AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.task_id = d.task_id \
+                           AND p.url = d.url AND p.seq < d.seq AND p.state = 'pending') \
+                       ORDER BY d.next_attempt_at LIMIT ?3) \
+                     RETURNING {DELIVERY_COLUMNS}"
+                ))?
+                .query_and_then(params![now + lease_ms, now, limit], |r| row::delivery(r))?
+                .collect()
             })
             .await
     }
@@ -510,46 +506,42 @@ impl TaskStore for SqliteStore {
         let (state, next) = row::outcome_columns(outcome);
         let (delivery, attempt) = (delivery.clone(), attempt.clone());
         self.writer
-            .write(move |conn| Box::pin(async move {
-        sqlx::query(
-            "INSERT INTO delivery_attempts (id, delivery_id, attempt, at, status, error, latency_ms, next_attempt_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )
-        .bind(Uuid::now_v7().as_bytes().as_slice())
-        .bind(delivery.id.as_bytes().as_slice())
-        .bind(i64::from(attempt.attempt))
-        .bind(attempt.at)
-        .bind(attempt.status.map(i64::from))
-        .bind(&attempt.error)
-        .bind(attempt.latency_ms)
-        .bind(attempt.next_attempt_at)
-        .execute(&mut *conn)
-        .await?;
-        sqlx::query(
-            "UPDATE deliveries SET attempts = attempts + 1, state = ?1, next_attempt_at = ?2, \
-             lease_until = NULL, last_status = ?3, last_error = ?4, updated_at = ?5 WHERE id = ?6",
-        )
-        .bind(state)
-        .bind(next)
-        .bind(attempt.status.map(i64::from))
-        .bind(&attempt.error)
-        .bind(now)
-        .bind(delivery.id.as_bytes().as_slice())
-        .execute(&mut *conn)
-        .await?;
-        if outcome == DeliveryOutcome::Gone {
-            sqlx::query(
-                "UPDATE deliveries SET state = 'gone', next_attempt_at = NULL, updated_at = ?1 \
-                 WHERE task_id = ?2 AND url = ?3 AND state = 'pending'",
-            )
-            .bind(now)
-            .bind(delivery.task_id.as_bytes().as_slice())
-            .bind(&delivery.url)
-            .execute(&mut *conn)
-            .await?;
-        }
-        Ok(())
-            }))
+            .write(move |conn| {
+                conn.prepare_cached(
+                    "INSERT INTO delivery_attempts (id, delivery_id, attempt, at, status, error, \
+                     latency_ms, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?
+                .execute(params![
+                    Uuid::now_v7().as_bytes(),
+                    delivery.id.as_bytes(),
+                    attempt.attempt,
+                    attempt.at,
+                    attempt.status,
+                    attempt.error,
+                    attempt.latency_ms,
+                    attempt.next_attempt_at
+                ])?;
+                conn.prepare_cached(
+                    "UPDATE deliveries SET attempts = attempts + 1, state = ?1, next_attempt_at = ?2, \
+                     lease_until = NULL, last_status = ?3, last_error = ?4, updated_at = ?5 WHERE id = ?6",
+                )?
+                .execute(params![
+                    state,
+                    next,
+                    attempt.status,
+                    attempt.error,
+                    now,
+                    delivery.id.as_bytes()
+                ])?;
+                if outcome == DeliveryOutcome::Gone {
+                    conn.prepare_cached(
+                        "UPDATE deliveries SET state = 'gone', next_attempt_at = NULL, updated_at = ?1 \
+                         WHERE task_id = ?2 AND url = ?3 AND state = 'pending'",
+                    )?
+                    .execute(params![now, delivery.task_id.as_bytes(), delivery.url])?;
+                }
+                Ok(())
+            })
             .await
     }
 
@@ -564,7 +556,7 @@ impl TaskStore for SqliteStore {
         .fetch_all(&self.reader)
         .await?
         .iter()
-        .map(|r| row::delivery(r, uuid_col))
+        .map(row::delivery)
         .collect::<StoreResult<Vec<_>>>()?;
         let mut out = Vec::with_capacity(deliveries.len());
         for d in deliveries {
@@ -590,24 +582,26 @@ impl TaskStore for SqliteStore {
         now: Millis,
     ) -> StoreResult<Option<Delivery>> {
         self.writer
-            .write(move |conn| Box::pin(async move {
-        sqlx::query(sql!(
-            "INSERT INTO deliveries (id, event_id, event_state, event_at, task_id, owner, seq, url, \
-               state, attempts, next_attempt_at, created_at, updated_at) \
-             SELECT ?1, event_id, event_state, event_at, task_id, owner, seq, url, 'pending', 0, ?2, ?2, ?2 \
-             FROM deliveries WHERE id = ?3 AND task_id = ?4 \
-             RETURNING {DELIVERY_COLUMNS}"
-        ))
-        .bind(Uuid::now_v7().as_bytes().as_slice())
-        .bind(now)
-        .bind(delivery_id.as_bytes().as_slice())
-        .bind(task_id.as_bytes().as_slice())
-        .fetch_optional(conn)
-        .await?
-        .as_ref()
-        .map(|r| row::delivery(r, uuid_col))
-        .transpose()
-            }))
+            .write(move |conn| {
+                conn.prepare_cached(&format!(
+                    "INSERT INTO deliveries (id, event_id, event_state, event_at, task_id, owner, seq, url, \
+                       state, attempts, next_attempt_at, created_at, updated_at) \
+                     SELECT ?1, event_id, event_state, event_at, task_id, owner, seq, url, 'pending', 0, ?2, ?2, ?2 \
+                     FROM deliveries WHERE id = ?3 AND task_id = ?4 \
+                     RETURNING {DELIVERY_COLUMNS}"
+                ))?
+                .query_and_then(
+                    params![
+                        Uuid::now_v7().as_bytes(),
+                        now,
+                        delivery_id.as_bytes(),
+                        task_id.as_bytes()
+                    ],
+                    |r| row::delivery(r),
+                )?
+                .next()
+                .transpose()
+            })
             .await
     }
 
@@ -617,7 +611,7 @@ impl TaskStore for SqliteStore {
             .fetch_optional(&self.reader)
             .await?
             .as_ref()
-            .map(|r| row::key(r, uuid_col))
+            .map(row::key)
             .transpose()
     }
 
@@ -630,18 +624,12 @@ impl TaskStore for SqliteStore {
         let secret = secret.to_string();
         self.writer
             .write(move |conn| {
-                Box::pin(async move {
-                    let done = sqlx::query(
-                        "UPDATE api_keys SET previous_webhook_secret = webhook_secret, \
-             previous_secret_until = ?1, webhook_secret = ?2 WHERE id = ?3",
-                    )
-                    .bind(overlap_until)
-                    .bind(secret)
-                    .bind(id.as_bytes().as_slice())
-                    .execute(conn)
-                    .await?;
-                    Ok(done.rows_affected() == 1)
-                })
+                let n = conn.execute(
+                    "UPDATE api_keys SET previous_webhook_secret = webhook_secret, \
+                     previous_secret_until = ?1, webhook_secret = ?2 WHERE id = ?3",
+                    params![overlap_until, secret, id.as_bytes()],
+                )?;
+                Ok(n == 1)
             })
             .await
     }
@@ -650,22 +638,20 @@ impl TaskStore for SqliteStore {
         let key = key.clone();
         self.writer
             .write(move |conn| {
-                Box::pin(async move {
-                    sqlx::query(
-            "INSERT INTO api_keys (id, name, hash, admin, created_at, revoked_at, webhook_secret) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(key.id.as_bytes().as_slice())
-        .bind(&key.name)
-        .bind(key.hash.as_slice())
-        .bind(key.admin)
-        .bind(key.created_at)
-        .bind(key.revoked_at)
-        .bind(&key.webhook_secret)
-        .execute(conn)
-        .await?;
-                    Ok(())
-                })
+                conn.execute(
+                    "INSERT INTO api_keys (id, name, hash, admin, created_at, revoked_at, webhook_secret) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        key.id.as_bytes(),
+                        key.name,
+                        key.hash,
+                        key.admin,
+                        key.created_at,
+                        key.revoked_at,
+                        key.webhook_secret
+                    ],
+                )?;
+                Ok(())
             })
             .await
     }
@@ -676,7 +662,7 @@ impl TaskStore for SqliteStore {
             .fetch_optional(&self.reader)
             .await?
             .as_ref()
-            .map(key_from_row)
+            .map(row::key)
             .transpose()
     }
 
@@ -685,23 +671,18 @@ impl TaskStore for SqliteStore {
             .fetch_all(&self.reader)
             .await?
             .iter()
-            .map(key_from_row)
+            .map(row::key)
             .collect()
     }
 
     async fn revoke_key(&self, id: Uuid, now: Millis) -> StoreResult<bool> {
         self.writer
             .write(move |conn| {
-                Box::pin(async move {
-                    let done = sqlx::query(
-                        "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-                    )
-                    .bind(now)
-                    .bind(id.as_bytes().as_slice())
-                    .execute(conn)
-                    .await?;
-                    Ok(done.rows_affected() == 1)
-                })
+                let n = conn.execute(
+                    "UPDATE api_keys SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
+                    params![now, id.as_bytes()],
+                )?;
+                Ok(n == 1)
             })
             .await
     }
