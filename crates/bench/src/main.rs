@@ -72,7 +72,21 @@ async fn main() -> anyhow::Result<()> {
         command.push(' ');
         command.push_str(s);
     }
-    report::write_markdown(&rows, &command, &[])?;
+    // Each scenario can be rerun alone; say how, for every one in the table.
+    let mut notes: Vec<String> = all
+        .iter()
+        .filter(|s| wanted(s))
+        .map(|s| {
+            let quick = if cli.quick { " --quick" } else { "" };
+            format!("Scenario `{s}` alone: `cargo run --release -p bench --{quick} {s}`")
+        })
+        .collect();
+    notes.push(
+        "Micro-benchmarks of the hot paths (rendering, validation, the batch-get query): \
+         `cargo bench -p gengate-core` and `cargo bench -p gengate-store`"
+            .into(),
+    );
+    report::write_markdown(&rows, &command, &notes)?;
     eprintln!("wrote BENCHMARKS.md");
     Ok(())
 }
