@@ -1,6 +1,7 @@
 //! gengate's core: the task model, its state machine, request validation and
 //! the dialects' views. Pure: no I/O, no clock, no randomness.
 
+pub mod channel;
 pub mod delivery;
 pub mod dialect;
 pub mod error;
@@ -9,6 +10,7 @@ pub mod task;
 pub mod time;
 pub mod validate;
 
+pub use channel::{ChannelSpec, Credentials, ProviderKind};
 pub use delivery::{Delivery, DeliveryAttempt, DeliveryOutcome, DeliveryState, RetrySchedule};
 pub use error::ApiError;
 pub use request::{GenerationRequest, ImageFormat, ImageRole, ImageSource, InputImage};

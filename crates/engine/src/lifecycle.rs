@@ -12,6 +12,9 @@ use crate::config::ms;
 use crate::inputs::InputError;
 use crate::{Engine, artifacts, now_ms};
 
+/// Channels one dispatch tries before waiting to try again.
+const MAX_CHANNELS_PER_DISPATCH: usize = 3;
+
 impl Engine {
     pub(crate) async fn handle(&self, task: Task) {
         let now = now_ms();
@@ -77,14 +80,15 @@ impl Engine {
     }
 
     async fn dispatch(&self, task: &Task) -> Result<(), StoreError> {
-        let Some(channel) = self.channels.route(task) else {
+        let channels = self.channels.route(task);
+        if channels.is_empty() {
             return self
                 .apply(
                     task,
                     TaskUpdate::fail(format!("no channel serves model {}", task.model)),
                 )
                 .await;
-        };
+        }
         let inputs = match self
             .fetcher
             .resolve(task, &self.files, self.store.as_ref())
@@ -96,40 +100,58 @@ impl Engine {
             }
             Err(InputError::Transient(why)) => return self.retry_later(task, &why).await,
         };
-        let job = Submission {
-            task,
-            inputs,
-            now: now_ms(),
-        };
-        match channel.provider.submit(job).await {
-            Ok(sub) => {
-                let first_poll = sub.poll_after.unwrap_or(Duration::from_secs(1));
-                let update = TaskUpdate {
-                    state: Some(TaskState::Processing),
-                    channel: Some(channel.name.clone()),
-                    upstream_ref: Some(sub.upstream_ref),
-                    bump_attempts: true,
-                    next_due_at: Some(self.due(task, first_poll.min(self.cfg.max_poll_interval))),
-                    detail: Some(format!(
-                        "submitted to channel {} ({})",
-                        channel.name,
-                        channel.provider.kind()
-                    )),
-                    ..TaskUpdate::default()
-                };
-                self.apply(task, update).await
-            }
-            Err(ProviderError::Permanent(reason)) => {
-                self.apply(task, TaskUpdate::fail(reason)).await
-            }
-            Err(ProviderError::Auth(_)) => {
-                tracing::error!(channel = %channel.name, "upstream refused the channel's credentials");
-                self.retry_later(task, "channel credentials refused").await
-            }
-            Err(e @ (ProviderError::Retryable(_) | ProviderError::RateLimited { .. })) => {
-                self.retry_later(task, &e.to_string()).await
+        // Fail over: a channel in trouble passes the task to the next one.
+        let mut why = String::new();
+        for channel in channels.into_iter().take(MAX_CHANNELS_PER_DISPATCH) {
+            let job = Submission {
+                task,
+                model: channel
+                    .spec
+                    .upstream_model(&task.model)
+                    .unwrap_or(&task.model),
+                inputs: inputs.clone(),
+                now: now_ms(),
+            };
+            match channel.provider.submit(job).await {
+                Ok(sub) => {
+                    self.channels.succeeded(channel);
+                    let first_poll = sub.poll_after.unwrap_or(Duration::from_secs(1));
+                    let update = TaskUpdate {
+                        state: Some(TaskState::Processing),
+                        channel: Some(channel.name().to_string()),
+                        upstream_ref: Some(sub.upstream_ref),
+                        bump_attempts: true,
+                        next_due_at: Some(
+                            self.due(task, first_poll.min(self.cfg.max_poll_interval)),
+                        ),
+                        detail: Some(format!(
+                            "submitted to channel {} ({})",
+                            channel.name(),
+                            channel.provider.kind()
+                        )),
+                        ..TaskUpdate::default()
+                    };
+                    return self.apply(task, update).await;
+                }
+                Err(ProviderError::Permanent(reason)) => {
+                    return self.apply(task, TaskUpdate::fail(reason)).await;
+                }
+                Err(e) => {
+                    if let ProviderError::Auth(detail) = &e {
+                        tracing::error!(
+                            channel = channel.name(),
+                            detail,
+                            "upstream refused the channel's credentials"
+                        );
+                    } else {
+                        tracing::warn!(task = %task.id, channel = channel.name(), error = %e, "submit failed; trying the next channel");
+                    }
+                    self.channels.failed(channel);
+                    why = format!("channel {}: {}", channel.name(), e);
+                }
             }
         }
+        self.retry_later(task, &why).await
     }
 
     /// A submit that may work later: count the attempt and wait, or give up.
@@ -166,7 +188,12 @@ impl Engine {
                 )
                 .await;
         };
-        match channel.provider.poll(upstream_ref, now_ms()).await {
+        let outcome = channel.provider.poll(upstream_ref, now_ms()).await;
+        match &outcome {
+            Ok(_) | Err(ProviderError::Permanent(_)) => self.channels.succeeded(channel),
+            Err(_) => self.channels.failed(channel),
+        }
+        match outcome {
             Ok(PollOutcome::Running {
                 progress,
                 poll_after,

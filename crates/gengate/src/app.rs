@@ -10,7 +10,6 @@ use gengate_engine::files::FileStore;
 use gengate_engine::net::AddressPolicy;
 use gengate_engine::webhooks::Deliverer;
 use gengate_engine::{Channel, Channels, Engine, EngineConfig, now_ms};
-use gengate_providers::sandbox::{Sandbox, SandboxConfig};
 use gengate_server::AppState;
 use gengate_store::TaskStore;
 use tokio::sync::watch;
@@ -97,15 +96,17 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
-    let sandbox = Sandbox::new(SandboxConfig {
-        latency: Duration::from_millis(settings.sandbox_latency_ms),
-        failure_rate: settings.sandbox_failure_rate,
-        submit_log: settings.sandbox_submit_log.clone(),
-    });
-    let channels = Channels::single(Channel {
-        name: "sandbox".into(),
-        provider: Arc::new(sandbox),
-    });
+    let channels = settings
+        .channel_specs()
+        .into_iter()
+        .map(|spec| {
+            let provider =
+                gengate_providers::for_channel(&spec, settings.sandbox_submit_log.clone())
+                    .map_err(|e| anyhow::anyhow!("channels: {e}"))?;
+            Ok(Channel { spec, provider })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let channels = Channels::new(channels);
     let cfg = EngineConfig {
         lease: Duration::from_secs(settings.lease_secs),
         concurrency: settings.concurrency,

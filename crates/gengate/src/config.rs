@@ -42,6 +42,9 @@ pub struct Settings {
     pub allow_network: Vec<String>,
     /// Delays before each callback attempt, e.g. `0s,5s,5m,30m,2h,5h,10h,10h`.
     pub callback_retry_schedule: String,
+    /// Upstreams (`[[channels]]` tables). None: one sandbox channel named
+    /// `sandbox` serving every model, with the `sandbox_*` settings.
+    pub channels: Vec<gengate_core::ChannelSpec>,
 }
 
 impl Default for Settings {
@@ -67,6 +70,7 @@ impl Default for Settings {
             role: "all".into(),
             allow_network: Vec::new(),
             callback_retry_schedule: gengate_core::delivery::DEFAULT_SCHEDULE.into(),
+            channels: Vec::new(),
         }
     }
 }
@@ -111,7 +115,38 @@ impl Settings {
         );
         self.allowed_networks()?;
         self.retry_schedule()?;
+        let mut names = std::collections::HashSet::new();
+        for c in &self.channels {
+            c.check().map_err(|e| anyhow::anyhow!("channels: {e}"))?;
+            anyhow::ensure!(
+                names.insert(c.name.as_str()),
+                "channels: the name {:?} is used twice",
+                c.name
+            );
+        }
         Ok(())
+    }
+
+    /// The channels to run: those configured, or the default sandbox one.
+    pub fn channel_specs(&self) -> Vec<gengate_core::ChannelSpec> {
+        if !self.channels.is_empty() {
+            return self.channels.clone();
+        }
+        vec![gengate_core::ChannelSpec {
+            name: "sandbox".into(),
+            provider: gengate_core::ProviderKind::Sandbox,
+            base_url: None,
+            credentials: gengate_core::Credentials::default(),
+            models: [("*".to_string(), "*".to_string())].into(),
+            priority: 0,
+            weight: 1,
+            max_in_flight: None,
+            rate_limit_per_sec: None,
+            deadline_secs: Default::default(),
+            enabled: true,
+            latency_ms: Some(self.sandbox_latency_ms),
+            failure_rate: Some(self.sandbox_failure_rate),
+        }]
     }
 }
 

@@ -2,12 +2,15 @@
 //! upstream. The engine only ever talks to this trait, so the built-in
 //! sandbox runs the same dispatch and poll paths as real upstreams.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use gengate_core::{ArtifactRole, ImageFormat, ImageRole, Task};
+use gengate_core::{ArtifactRole, ChannelSpec, ImageFormat, ImageRole, ProviderKind, Task};
 
+pub mod http;
+pub mod kling;
 pub mod media;
 pub mod sandbox;
 
@@ -23,6 +26,8 @@ pub struct InputBytes {
 #[derive(Debug)]
 pub struct Submission<'a> {
     pub task: &'a Task,
+    /// The upstream's name for the task's model (the channel's model map).
+    pub model: &'a str,
     pub inputs: Vec<InputBytes>,
     /// Unix ms, from the engine's clock.
     pub now: i64,
@@ -93,4 +98,55 @@ pub trait Provider: Send + Sync + 'static {
 
     /// Ask the upstream to stop (deadline passed, client canceled). Best effort.
     async fn cancel(&self, upstream_ref: &str) -> Result<(), ProviderError>;
+}
+
+/// Time one upstream API request may take (not the generation: that is polled).
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The adapter a configured channel speaks through. `submit_log` is the
+/// sandbox's record of submits (tests and benchmarks count them).
+pub fn for_channel(
+    spec: &ChannelSpec,
+    submit_log: Option<std::path::PathBuf>,
+) -> Result<Arc<dyn Provider>, String> {
+    let base = || {
+        spec.base_url
+            .as_deref()
+            .ok_or_else(|| format!("channel {:?}: base_url is required", spec.name))
+    };
+    match spec.provider {
+        ProviderKind::Sandbox => {
+            let defaults = sandbox::SandboxConfig::default();
+            Ok(Arc::new(sandbox::Sandbox::new(sandbox::SandboxConfig {
+                latency: spec
+                    .latency_ms
+                    .map_or(defaults.latency, Duration::from_millis),
+                failure_rate: spec.failure_rate.unwrap_or(defaults.failure_rate),
+                submit_log,
+            })))
+        }
+        ProviderKind::Kling => {
+            let c = &spec.credentials;
+            let auth = match (&c.access_key, &c.secret_key, &c.api_key) {
+                (Some(a), Some(s), _) => kling::KlingAuth::Signed {
+                    access_key: a.clone(),
+                    secret_key: s.clone(),
+                },
+                (_, _, Some(k)) => kling::KlingAuth::ApiKey(k.clone()),
+                _ => {
+                    return Err(format!(
+                        "channel {:?}: kling needs credentials.api_key or access_key + secret_key",
+                        spec.name
+                    ));
+                }
+            };
+            let upstream = http::Upstream::new(base()?, UPSTREAM_TIMEOUT)?;
+            Ok(Arc::new(kling::Kling::new(upstream, auth)))
+        }
+        other => Err(format!(
+            "channel {:?}: the {} provider is not available in this build yet",
+            spec.name,
+            other.as_str()
+        )),
+    }
 }

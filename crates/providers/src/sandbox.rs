@@ -387,6 +387,7 @@ mod tests {
     async fn submit(sb: &Sandbox, t: &Task, now: i64) -> String {
         let job = Submission {
             task: t,
+            model: "m",
             inputs: Vec::new(),
             now,
         };

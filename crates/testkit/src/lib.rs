@@ -2,9 +2,11 @@
 //! 127.0.0.1 only: no test ever sends traffic off the machine.
 
 pub mod image_host;
+pub mod kling;
 pub mod postgres;
 pub mod receiver;
 
 pub use image_host::{ImageHost, RED_PNG};
+pub use kling::{Fault, KlingAccount, KlingEmu};
 pub use postgres::PgTestDb;
 pub use receiver::{Received, Receiver, Reply};

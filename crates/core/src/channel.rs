@@ -1,0 +1,323 @@
+//! Channels as configured — which upstream serves which models, with what
+//! credentials and limits — and the order a task tries them in. Pure: the
+//! engine supplies channel health and the random draws.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The upstream a channel talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProviderKind {
+    Sandbox,
+    Luma,
+    Kling,
+    Replicate,
+    OpenaiImages,
+    Comfyui,
+    Gengate,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Sandbox => "sandbox",
+            ProviderKind::Luma => "luma",
+            ProviderKind::Kling => "kling",
+            ProviderKind::Replicate => "replicate",
+            ProviderKind::OpenaiImages => "openai-images",
+            ProviderKind::Comfyui => "comfyui",
+            ProviderKind::Gengate => "gengate",
+        }
+    }
+}
+
+/// Secrets a channel authenticates with. Never shown: `Debug` and the
+/// admin views print only which fields are set.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    /// A bearer token (Luma, Replicate, OpenAI, Kling's API-key mode, gengate).
+    #[serde(default)]
+    pub api_key: Option<String>,
+    /// Kling's access key and secret key, signed into a short-lived JWT.
+    #[serde(default)]
+    pub access_key: Option<String>,
+    #[serde(default)]
+    pub secret_key: Option<String>,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let set = |v: &Option<String>| if v.is_some() { "<set>" } else { "<unset>" };
+        f.debug_struct("Credentials")
+            .field("api_key", &set(&self.api_key))
+            .field("access_key", &set(&self.access_key))
+            .field("secret_key", &set(&self.secret_key))
+            .finish()
+    }
+}
+
+/// Any client-facing model name, in a channel's `models` map.
+pub const ANY_MODEL: &str = "*";
+
+/// One channel, as written in `gengate.toml` (`[[channels]]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelSpec {
+    /// Unique; tasks record the channel they were sent to by this name.
+    pub name: String,
+    pub provider: ProviderKind,
+    /// The upstream's API root; every provider but the sandbox needs one.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    #[serde(default)]
+    pub credentials: Credentials,
+    /// Client-facing model name → the upstream's model name. `"*"` serves
+    /// every model, passing its name through unless mapped to another.
+    pub models: BTreeMap<String, String>,
+    /// Higher first; channels of equal priority share by weight.
+    #[serde(default)]
+    pub priority: i32,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Tasks submitted and not yet finished on this channel, at most.
+    #[serde(default)]
+    pub max_in_flight: Option<u32>,
+    /// Upstream requests per second, at most (submits and polls alike).
+    #[serde(default)]
+    pub rate_limit_per_sec: Option<f64>,
+    /// Deadline per client-facing model, in seconds, overriding the
+    /// gateway's video/image defaults.
+    #[serde(default)]
+    pub deadline_secs: BTreeMap<String, u64>,
+    #[serde(default = "default_enabled")]
+    pub enabled: bool,
+    /// Sandbox only: how long its jobs take, and how often they fail.
+    #[serde(default)]
+    pub latency_ms: Option<u64>,
+    #[serde(default)]
+    pub failure_rate: Option<f64>,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+fn default_enabled() -> bool {
+    true
+}
+
+impl ChannelSpec {
+    /// The upstream's name for `model`, if this channel serves it.
+    pub fn upstream_model<'a>(&'a self, model: &'a str) -> Option<&'a str> {
+        match self.models.get(model) {
+            Some(m) => Some(m),
+            None => self
+                .models
+                .get(ANY_MODEL)
+                .map(|m| if m == ANY_MODEL { model } else { m.as_str() }),
+        }
+    }
+
+    /// What is wrong with this channel's settings, naming the field.
+    pub fn check(&self) -> Result<(), String> {
+        let field = |f: &str, why: &str| Err(format!("channel {:?}: {f} {why}", self.name));
+        if self.name.is_empty()
+            || self.name.len() > 64
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(format!(
+                "channel name {:?} must be 1 to 64 of letters, digits, '-', '_' or '.'",
+                self.name
+            ));
+        }
+        if self.models.is_empty() {
+            return field("models", "must name at least one model (or \"*\")");
+        }
+        if self.weight == 0 {
+            return field("weight", "must be at least 1");
+        }
+        if self.max_in_flight == Some(0) {
+            return field("max_in_flight", "must be at least 1");
+        }
+        if self
+            .rate_limit_per_sec
+            .is_some_and(|r| r <= 0.0 || !r.is_finite())
+        {
+            return field("rate_limit_per_sec", "must be a positive number");
+        }
+        if self.failure_rate.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
+            return field("failure_rate", "must be between 0 and 1");
+        }
+        let sandbox = self.provider == ProviderKind::Sandbox;
+        if !sandbox && (self.latency_ms.is_some() || self.failure_rate.is_some()) {
+            return field("latency_ms/failure_rate", "apply to sandbox channels only");
+        }
+        match &self.base_url {
+            None if !sandbox => return field("base_url", "is required"),
+            Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => {
+                return field("base_url", "must be an http:// or https:// URL");
+            }
+            _ => {}
+        }
+        let c = &self.credentials;
+        let needs_key = !matches!(
+            self.provider,
+            ProviderKind::Sandbox | ProviderKind::Comfyui | ProviderKind::OpenaiImages
+        );
+        let kling_pair = c.access_key.is_some() && c.secret_key.is_some();
+        if c.access_key.is_some() != c.secret_key.is_some() {
+            return field(
+                "credentials",
+                "need both access_key and secret_key, or neither",
+            );
+        }
+        if kling_pair && self.provider != ProviderKind::Kling {
+            return field(
+                "credentials",
+                "access_key/secret_key are for kling channels",
+            );
+        }
+        if needs_key && c.api_key.is_none() && !kling_pair {
+            return field("credentials.api_key", "is required for this provider");
+        }
+        Ok(())
+    }
+}
+
+/// The channels to try for `model`, best first, as indices into
+/// `channels`: enabled ones that serve it and are `healthy`, highest
+/// priority first; within one priority, a weighted random order (each
+/// channel's key is `u^(1/weight)` for a draw `u` in (0, 1], largest
+/// first), so traffic splits by weight.
+pub fn candidates(
+    channels: &[ChannelSpec],
+    model: &str,
+    healthy: impl Fn(&ChannelSpec) -> bool,
+    mut draw: impl FnMut() -> f64,
+) -> Vec<usize> {
+    let mut keyed: Vec<(i32, f64, usize)> = channels
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.enabled && c.upstream_model(model).is_some() && healthy(c))
+        .map(|(i, c)| {
+            let u = draw().clamp(f64::MIN_POSITIVE, 1.0);
+            (c.priority, u.powf(1.0 / f64::from(c.weight)), i)
+        })
+        .collect();
+    keyed.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.total_cmp(&a.1)));
+    keyed.into_iter().map(|(_, _, i)| i).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, priority: i32, weight: u32, models: &[(&str, &str)]) -> ChannelSpec {
+        ChannelSpec {
+            name: name.into(),
+            provider: ProviderKind::Sandbox,
+            base_url: None,
+            credentials: Credentials::default(),
+            models: models
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+            priority,
+            weight,
+            max_in_flight: None,
+            rate_limit_per_sec: None,
+            deadline_secs: BTreeMap::new(),
+            enabled: true,
+            latency_ms: None,
+            failure_rate: None,
+        }
+    }
+
+    #[test]
+    fn models_map_to_upstream_names_and_star_passes_through() {
+        let c = spec("a", 0, 1, &[("kling-image", "kling-v2"), ("*", "*")]);
+        assert_eq!(c.upstream_model("kling-image"), Some("kling-v2"));
+        assert_eq!(c.upstream_model("ray-2"), Some("ray-2"));
+        let only = spec("b", 0, 1, &[("ray-2", "ray-2-upstream")]);
+        assert_eq!(only.upstream_model("kling-image"), None);
+        let fixed = spec("c", 0, 1, &[("*", "flux")]);
+        assert_eq!(fixed.upstream_model("anything"), Some("flux"));
+    }
+
+    #[test]
+    fn higher_priority_first_then_unhealthy_and_disabled_are_skipped() {
+        let mut off = spec("off", 9, 1, &[("*", "*")]);
+        off.enabled = false;
+        let chans = [
+            spec("low", 0, 1, &[("*", "*")]),
+            spec("high", 5, 1, &[("*", "*")]),
+            spec("sick", 7, 1, &[("*", "*")]),
+            off,
+            spec("other-model", 8, 1, &[("x", "x")]),
+        ];
+        let names: Vec<_> = candidates(&chans, "m", |c| c.name != "sick", || 0.5)
+            .into_iter()
+            .map(|i| chans[i].name.as_str())
+            .collect();
+        assert_eq!(names, ["high", "low"]);
+    }
+
+    #[test]
+    fn equal_priorities_split_by_weight() {
+        let chans = [
+            spec("heavy", 1, 3, &[("*", "*")]),
+            spec("light", 1, 1, &[("*", "*")]),
+        ];
+        // A fixed LCG stands in for the engine's random draws.
+        let mut x: u64 = 42;
+        let mut draw = || {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (x >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let first_heavy = (0..10_000)
+            .filter(|_| chans[candidates(&chans, "m", |_| true, &mut draw)[0]].name == "heavy")
+            .count();
+        // Weight 3 against 1: heavy goes first 3 times in 4.
+        assert!((7_000..8_000).contains(&first_heavy), "{first_heavy}");
+    }
+
+    #[test]
+    fn checks_name_the_field() {
+        let mut c = spec("k", 0, 1, &[("*", "*")]);
+        c.provider = ProviderKind::Kling;
+        assert!(c.check().unwrap_err().contains("base_url"));
+        c.base_url = Some("https://api.klingai.com".into());
+        assert!(c.check().unwrap_err().contains("credentials.api_key"));
+        c.credentials.access_key = Some("ak".into());
+        assert!(
+            c.check()
+                .unwrap_err()
+                .contains("both access_key and secret_key")
+        );
+        c.credentials.secret_key = Some("sk".into());
+        assert_eq!(c.check(), Ok(()));
+        c.weight = 0;
+        assert!(c.check().unwrap_err().contains("weight"));
+        let mut s = spec("bad name!", 0, 1, &[("*", "*")]);
+        assert!(s.check().unwrap_err().contains("channel name"));
+        s.name = "ok".into();
+        s.models.clear();
+        assert!(s.check().unwrap_err().contains("models"));
+    }
+
+    #[test]
+    fn credentials_never_show_in_debug() {
+        let mut c = spec("k", 0, 1, &[("*", "*")]);
+        c.credentials.api_key = Some("sk-very-secret".into());
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("sk-very-secret"), "{shown}");
+        assert!(shown.contains("<set>"));
+    }
+}

@@ -1,0 +1,233 @@
+//! Real upstreams through channels: gengate sending Kling-dialect tasks to
+//! the emulated Kling API, routing by priority, failing over, and turning
+//! each upstream error class into what a client can act on.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::{Backend, Gateway, mean_rgb};
+use gengate_core::{ChannelSpec, Credentials, ProviderKind};
+use gengate_testkit::kling::color_for;
+use gengate_testkit::{Fault, KlingAccount, KlingEmu};
+use serde_json::json;
+
+const ACCESS: &str = "ak-emulated";
+const SECRET: &str = "sk-emulated-secret-never-shown";
+
+fn keys() -> KlingAccount {
+    KlingAccount::Keys {
+        access_key: ACCESS.into(),
+        secret_key: SECRET.into(),
+    }
+}
+
+fn kling_channel(name: &str, emu: &KlingEmu, priority: i32) -> ChannelSpec {
+    ChannelSpec {
+        name: name.into(),
+        provider: ProviderKind::Kling,
+        base_url: Some(emu.base_url()),
+        credentials: Credentials {
+            api_key: None,
+            access_key: Some(ACCESS.into()),
+            secret_key: Some(SECRET.into()),
+        },
+        models: BTreeMap::from([("kling-image".into(), "kling-v1-5".into())]),
+        priority,
+        weight: 1,
+        max_in_flight: None,
+        rate_limit_per_sec: None,
+        deadline_secs: BTreeMap::new(),
+        enabled: true,
+        latency_ms: None,
+        failure_rate: None,
+    }
+}
+
+async fn submit(gw: &Gateway, key: &str, prompt: &str, n: u32) -> String {
+    let (status, v) = gw
+        .post(
+            "/kling/v1/images/generations",
+            key,
+            json!({"prompt": prompt, "n": n, "aspect_ratio": "1:1"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    v["data"]["task_id"]
+        .as_str()
+        .expect("a task id")
+        .to_string()
+}
+
+async fn kling_channel_completes_tasks_with_mirrored_results(backend: Backend) {
+    let emu = KlingEmu::start(keys(), Duration::from_millis(300)).await;
+    let gw = Gateway::start_with(backend, |s| {
+        s.channels = vec![kling_channel("kling-a", &emu, 0)];
+    })
+    .await;
+    let key = gw.new_key("client").await;
+    let id = submit(&gw, &key, "a red fox", 2).await;
+    let done = gw.wait_kling(&key, &id).await;
+    assert_eq!(done["task_status"], "succeed", "{done}");
+    let images = done["task_result"]["images"].as_array().expect("images");
+    assert_eq!(images.len(), 2);
+    for (i, img) in images.iter().enumerate() {
+        let url = img["url"].as_str().expect("a url");
+        assert!(
+            url.starts_with(&gw.base),
+            "served by gengate, not the upstream: {url}"
+        );
+        let (status, ctype, bytes) = gw.bytes(url).await;
+        assert_eq!((status, ctype.as_str()), (200, "image/png"));
+        let decoded = image::load_from_memory(&bytes).expect("a PNG");
+        assert_eq!((decoded.width(), decoded.height()), (256, 256));
+        let want = color_for("a red fox", u32::try_from(i).unwrap());
+        let got = mean_rgb(&bytes);
+        for c in 0..3 {
+            assert!(
+                (got[c] - f64::from(want[c])).abs() < 1.0,
+                "image {i}: {got:?} vs {want:?}"
+            );
+        }
+    }
+    // One upstream task, tagged with gengate's id, signed with the keys.
+    assert_eq!(emu.tasks_by_external_id().get(&id), Some(&1));
+    assert_eq!(emu.submits(), 1);
+    let task = gw
+        .store()
+        .load_task(id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(task.channel.as_deref(), Some("kling-a"));
+    gw.stop().await;
+}
+
+async fn failing_channel_hands_tasks_to_the_next(backend: Backend) {
+    let primary = KlingEmu::start(keys(), Duration::from_millis(200)).await;
+    let secondary = KlingEmu::start(keys(), Duration::from_millis(200)).await;
+    for _ in 0..10 {
+        primary.inject(Fault::Error {
+            status: 500,
+            code: 5000,
+            retry_after: None,
+        });
+    }
+    let gw = Gateway::start_with(backend, |s| {
+        s.channels = vec![
+            kling_channel("primary", &primary, 10),
+            kling_channel("secondary", &secondary, 0),
+        ];
+    })
+    .await;
+    let key = gw.new_key("client").await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(submit(&gw, &key, &format!("task {i}"), 1).await);
+    }
+    for id in &ids {
+        let done = gw.wait_kling(&key, id).await;
+        assert_eq!(done["task_status"], "succeed", "{done}");
+        let task = gw
+            .store()
+            .load_task(id.parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(task.channel.as_deref(), Some("secondary"));
+    }
+    assert_eq!(primary.submits(), 0, "the failing channel made nothing");
+    assert_eq!(secondary.submits(), 4, "each task submitted once");
+    gw.stop().await;
+}
+
+async fn upstream_errors_become_reasons_a_client_can_act_on(backend: Backend) {
+    let emu = KlingEmu::start(keys(), Duration::from_millis(200)).await;
+    let gw = Gateway::start_with(backend, |s| {
+        s.channels = vec![kling_channel("kling-a", &emu, 0)];
+    })
+    .await;
+    let key = gw.new_key("client").await;
+
+    // Content policy: permanent, the task fails at once with Kling's word.
+    emu.inject(Fault::Error {
+        status: 400,
+        code: 1301,
+        retry_after: None,
+    });
+    let refused = submit(&gw, &key, "refused", 1).await;
+    let done = gw.wait_kling(&key, &refused).await;
+    assert_eq!(done["task_status"], "failed");
+    let msg = done["task_status_msg"].as_str().unwrap();
+    assert!(msg.contains("1301"), "{msg}");
+
+    // A rate limit and a malformed answer: retried, then completed, once.
+    emu.inject(Fault::Error {
+        status: 429,
+        code: 1302,
+        retry_after: Some(1),
+    });
+    emu.inject(Fault::Malformed);
+    let retried = submit(&gw, &key, "retried", 1).await;
+    let done = gw.wait_kling(&key, &retried).await;
+    assert_eq!(done["task_status"], "succeed", "{done}");
+    assert_eq!(emu.tasks_by_external_id().get(&retried), Some(&1));
+
+    // The upstream fails the task itself.
+    let failed = submit(&gw, &key, "please FAIL", 1).await;
+    let done = gw.wait_kling(&key, &failed).await;
+    assert_eq!(done["task_status"], "failed");
+    assert_eq!(done["task_status_msg"], "kling: emulated failure");
+    gw.stop().await;
+}
+
+async fn refused_credentials_fail_without_showing_them(backend: Backend) {
+    let emu = KlingEmu::start(
+        KlingAccount::Keys {
+            access_key: ACCESS.into(),
+            secret_key: "a-different-secret".into(),
+        },
+        Duration::from_millis(200),
+    )
+    .await;
+    let gw = Gateway::start_with(backend, |s| {
+        s.channels = vec![kling_channel("kling-a", &emu, 0)];
+        s.max_attempts = 2;
+    })
+    .await;
+    let key = gw.new_key("client").await;
+    let id = submit(&gw, &key, "a cat", 1).await;
+    let done = gw.wait_kling(&key, &id).await;
+    assert_eq!(done["task_status"], "failed");
+    let msg = done["task_status_msg"].as_str().unwrap();
+    assert!(msg.contains("credentials"), "{msg}");
+    assert!(!msg.contains(SECRET) && !msg.contains(ACCESS), "{msg}");
+    assert_eq!(emu.submits(), 0);
+    gw.stop().await;
+}
+
+async fn a_model_no_channel_serves_fails_with_that_reason(backend: Backend) {
+    let emu = KlingEmu::start(keys(), Duration::from_millis(200)).await;
+    let gw = Gateway::start_with(backend, |s| {
+        s.channels = vec![kling_channel("kling-a", &emu, 0)];
+    })
+    .await;
+    let key = gw.new_key("client").await;
+    let (status, v) = gw
+        .post("/luma/generations", &key, json!({"user_prompt": "a wave"}))
+        .await;
+    assert_eq!(status, 201, "{v}");
+    let done = gw.wait_luma(&key, v["id"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "failed");
+    assert_eq!(done["failure_reason"], "no channel serves model ray-2");
+    gw.stop().await;
+}
+
+on_both_backends!(
+    kling_channel_completes_tasks_with_mirrored_results,
+    failing_channel_hands_tasks_to_the_next,
+    upstream_errors_become_reasons_a_client_can_act_on,
+    refused_credentials_fail_without_showing_them,
+    a_model_no_channel_serves_fails_with_that_reason,
+);

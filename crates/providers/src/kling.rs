@@ -1,0 +1,384 @@
+//! Kling's official API: images (`/v1/images/generations`) and videos
+//! (`/v1/videos/text2video`, `/v1/videos/image2video`). Every answer is the
+//! `{code, message, request_id, data}` envelope; authentication is a bearer
+//! API key, or an access key + secret key signed into a 30-minute HS256 JWT.
+//! The gengate task id goes up as `external_task_id`, so a task retaken
+//! after a crash finds its first submission instead of paying twice.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use gengate_core::{ArtifactRole, ImageRole, TaskKind};
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::http::{Upstream, UpstreamError};
+use crate::{Output, OutputData, PollOutcome, Provider, ProviderError, Submission, Submitted};
+
+pub const KIND: &str = "kling";
+
+/// How the channel proves who it is.
+#[derive(Clone)]
+pub enum KlingAuth {
+    ApiKey(String),
+    /// Kling's access key (the JWT's `iss`) and secret key (its HMAC key).
+    Signed {
+        access_key: String,
+        secret_key: String,
+    },
+}
+
+pub struct Kling {
+    upstream: Upstream,
+    auth: KlingAuth,
+}
+
+impl Kling {
+    pub fn new(upstream: Upstream, auth: KlingAuth) -> Kling {
+        Kling { upstream, auth }
+    }
+
+    /// The `Authorization` header's value for a request made at `now` (Unix s).
+    fn bearer(&self, now: i64) -> String {
+        match &self.auth {
+            KlingAuth::ApiKey(k) => format!("Bearer {k}"),
+            KlingAuth::Signed {
+                access_key,
+                secret_key,
+            } => {
+                // Valid from 5 s ago (clock skew) for 30 minutes.
+                let claims = json!({"iss": access_key, "exp": now + 1800, "nbf": now - 5});
+                format!("Bearer {}", hs256_jwt(&claims.to_string(), secret_key))
+            }
+        }
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ProviderError> {
+        let auth = self.bearer(unix_secs());
+        let resp = self
+            .upstream
+            .send(method, path, &[("authorization", auth.as_str())], body)
+            .await;
+        let (status, bytes, retry_after) = match resp {
+            Ok(r) => r,
+            Err(UpstreamError::Transport(e)) => return Err(ProviderError::Retryable(e)),
+        };
+        let envelope: Envelope = match serde_json::from_slice(&bytes) {
+            Ok(e) => e,
+            Err(_) if status.is_success() => {
+                return Err(ProviderError::Retryable(format!(
+                    "kling answered HTTP {status} with a body that is not its envelope"
+                )));
+            }
+            Err(_) => return Err(classify_status(status, retry_after, "no envelope")),
+        };
+        if envelope.code == 0 && status.is_success() {
+            return Ok(envelope.data);
+        }
+        Err(classify(
+            envelope.code,
+            status,
+            retry_after,
+            &envelope.message,
+        ))
+    }
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    code: u32,
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    data: Value,
+}
+
+#[derive(Deserialize)]
+struct TaskData {
+    task_id: String,
+    task_status: String,
+    #[serde(default)]
+    task_status_msg: String,
+    #[serde(default)]
+    task_result: Option<TaskResult>,
+}
+
+#[derive(Deserialize, Default)]
+struct TaskResult {
+    #[serde(default)]
+    images: Vec<ResultFile>,
+    #[serde(default)]
+    videos: Vec<ResultFile>,
+}
+
+#[derive(Deserialize)]
+struct ResultFile {
+    #[serde(default)]
+    index: Option<u32>,
+    url: String,
+}
+
+/// Kling's codes, by what gengate should do: 1000–1004 authentication;
+/// 1100–1103 the account (arrears, no resource pack, no permission: an
+/// operator must act, so treated as auth); 1200–1203 the request itself;
+/// 1300–1301 content policy; 1302 rate and 1303 concurrency limits; 1304
+/// the IP allow-list; 5000–5002 Kling's side, worth retrying.
+fn classify(
+    code: u32,
+    status: reqwest::StatusCode,
+    retry_after: Option<Duration>,
+    message: &str,
+) -> ProviderError {
+    let what = format!("kling code {code}: {message}");
+    match code {
+        1000..=1004 | 1100..=1103 | 1304 => ProviderError::Auth(what),
+        1302 | 1303 => ProviderError::RateLimited { retry_after },
+        1200..=1203 | 1300 | 1301 => ProviderError::Permanent(what),
+        5000..=5999 => ProviderError::Retryable(what),
+        _ => classify_status(status, retry_after, &what),
+    }
+}
+
+fn classify_status(
+    status: reqwest::StatusCode,
+    retry_after: Option<Duration>,
+    what: &str,
+) -> ProviderError {
+    let what = format!("HTTP {status}: {what}");
+    match status.as_u16() {
+        401 | 403 => ProviderError::Auth(what),
+        429 => ProviderError::RateLimited { retry_after },
+        408 | 500..=599 => ProviderError::Retryable(what),
+        _ => ProviderError::Permanent(what),
+    }
+}
+
+fn unix_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// A compact JWS with `{"alg":"HS256","typ":"JWT"}` over `claims`.
+pub fn hs256_jwt(claims: &str, secret: &str) -> String {
+    let head = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let body = URL_SAFE_NO_PAD.encode(claims.as_bytes());
+    let signing_input = format!("{head}.{body}");
+    // HMAC accepts keys of any length; `new_from_slice` cannot fail for it.
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    mac.update(signing_input.as_bytes());
+    let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+    format!("{signing_input}.{sig}")
+}
+
+/// Where a submitted task lives, relative to `/v1/`: the upstream ref.
+fn task_path(endpoint: &str, id: &str) -> String {
+    format!("{endpoint}/{id}")
+}
+
+#[async_trait]
+impl Provider for Kling {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    async fn submit(&self, job: Submission<'_>) -> Result<Submitted, ProviderError> {
+        let task = job.task;
+        let r = &task.request;
+        let b64 = |role: ImageRole| {
+            job.inputs
+                .iter()
+                .find(|i| i.role == role)
+                .map(|i| STANDARD.encode(&i.bytes))
+        };
+        let external = task.id.to_string();
+        let (endpoint, mut body) = match task.kind {
+            TaskKind::Image => (
+                "images/generations",
+                json!({
+                    "model_name": job.model,
+                    "prompt": r.prompt,
+                    "n": r.n,
+                    "aspect_ratio": r.aspect_ratio,
+                }),
+            ),
+            TaskKind::Video => {
+                let start = b64(ImageRole::Start);
+                let endpoint = if start.is_some() {
+                    "videos/image2video"
+                } else {
+                    "videos/text2video"
+                };
+                let mut body = json!({
+                    "model_name": job.model,
+                    "prompt": r.prompt,
+                    "aspect_ratio": r.aspect_ratio,
+                    "duration": r.duration_secs.unwrap_or(5).to_string(),
+                });
+                if let Some(s) = start {
+                    body["image"] = s.into();
+                }
+                if let Some(e) = b64(ImageRole::End) {
+                    body["image_tail"] = e.into();
+                }
+                (endpoint, body)
+            }
+        };
+        body["external_task_id"] = external.clone().into();
+        if let Some(n) = &r.negative_prompt {
+            body["negative_prompt"] = n.clone().into();
+        }
+        if let Some(img) = b64(ImageRole::Reference) {
+            body["image"] = img.into();
+            if let Some(f) = r.image_fidelity {
+                body["image_fidelity"] = f.into();
+            }
+        }
+        let data = match self
+            .call(
+                reqwest::Method::POST,
+                &format!("/v1/{endpoint}"),
+                Some(&body),
+            )
+            .await
+        {
+            Ok(d) => d,
+            // Submitted before (a retaken task): find the first submission.
+            Err(ProviderError::Permanent(m)) if m.contains("external_task_id") => {
+                self.call(
+                    reqwest::Method::GET,
+                    &format!("/v1/{}", task_path(endpoint, &external)),
+                    None,
+                )
+                .await?
+            }
+            Err(e) => return Err(e),
+        };
+        let t: TaskData = serde_json::from_value(data)
+            .map_err(|e| ProviderError::Retryable(format!("kling's task is malformed: {e}")))?;
+        Ok(Submitted {
+            upstream_ref: task_path(endpoint, &t.task_id),
+            poll_after: None,
+        })
+    }
+
+    async fn poll(&self, upstream_ref: &str, _now: i64) -> Result<PollOutcome, ProviderError> {
+        let data = self
+            .call(reqwest::Method::GET, &format!("/v1/{upstream_ref}"), None)
+            .await?;
+        let t: TaskData = serde_json::from_value(data)
+            .map_err(|e| ProviderError::Retryable(format!("kling's task is malformed: {e}")))?;
+        match t.task_status.as_str() {
+            "submitted" | "processing" => Ok(PollOutcome::Running {
+                progress: None,
+                poll_after: None,
+            }),
+            "succeed" => {
+                let result = t.task_result.unwrap_or_default();
+                let (role, files) = if upstream_ref.starts_with("videos/") {
+                    (ArtifactRole::Video, result.videos)
+                } else {
+                    (ArtifactRole::Image, result.images)
+                };
+                if files.is_empty() {
+                    return Ok(PollOutcome::Failed(
+                        "kling reported success but returned no files".into(),
+                    ));
+                }
+                Ok(PollOutcome::Succeeded(
+                    files
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, f)| Output {
+                            role,
+                            index: f.index.unwrap_or(u32::try_from(i).unwrap_or(u32::MAX)),
+                            data: OutputData::Url(f.url),
+                        })
+                        .collect(),
+                ))
+            }
+            "failed" => Ok(PollOutcome::Failed(if t.task_status_msg.is_empty() {
+                "kling failed the task without a reason".into()
+            } else {
+                format!("kling: {}", t.task_status_msg)
+            })),
+            other => Err(ProviderError::Retryable(format!(
+                "kling task {} has an unknown status {other:?}",
+                t.task_id
+            ))),
+        }
+    }
+
+    async fn cancel(&self, _upstream_ref: &str) -> Result<(), ProviderError> {
+        // Kling's API has no cancel; the task runs out upstream.
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jwt_matches_the_published_hs256_example() {
+        // jwt.io's example token, signed with "your-256-bit-secret".
+        let token = hs256_jwt(
+            r#"{"sub":"1234567890","name":"John Doe","iat":1516239022}"#,
+            "your-256-bit-secret",
+        );
+        assert_eq!(
+            token,
+            "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.\
+             eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ.\
+             SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
+        );
+    }
+
+    #[test]
+    fn codes_map_to_what_gengate_does() {
+        let ok = reqwest::StatusCode::OK;
+        assert!(matches!(
+            classify(1002, ok, None, ""),
+            ProviderError::Auth(_)
+        ));
+        assert!(matches!(
+            classify(1102, ok, None, ""),
+            ProviderError::Auth(_)
+        ));
+        assert!(matches!(
+            classify(1302, reqwest::StatusCode::TOO_MANY_REQUESTS, Some(Duration::from_secs(3)), ""),
+            ProviderError::RateLimited { retry_after: Some(d) } if d == Duration::from_secs(3)
+        ));
+        assert!(matches!(
+            classify(1303, ok, None, ""),
+            ProviderError::RateLimited { .. }
+        ));
+        assert!(matches!(
+            classify(1301, ok, None, ""),
+            ProviderError::Permanent(_)
+        ));
+        assert!(matches!(
+            classify(1201, ok, None, ""),
+            ProviderError::Permanent(_)
+        ));
+        assert!(matches!(
+            classify(5001, ok, None, ""),
+            ProviderError::Retryable(_)
+        ));
+        let gateway = reqwest::StatusCode::BAD_GATEWAY;
+        assert!(matches!(
+            classify_status(gateway, None, ""),
+            ProviderError::Retryable(_)
+        ));
+    }
+}

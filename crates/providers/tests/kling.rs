@@ -1,0 +1,157 @@
+//! The kling adapter against the emulated Kling API: auth either way, each
+//! endpoint, and a retaken task finding its first submission.
+
+use std::time::Duration;
+
+use gengate_core::{Dialect, GenerationRequest, ImageFormat, ImageRole, Task, TaskKind, TaskState};
+use gengate_providers::http::Upstream;
+use gengate_providers::kling::{Kling, KlingAuth};
+use gengate_providers::{InputBytes, OutputData, PollOutcome, Provider, ProviderError, Submission};
+use gengate_testkit::{KlingAccount, KlingEmu};
+
+fn task(kind: TaskKind, prompt: &str) -> Task {
+    Task {
+        id: uuid::Uuid::now_v7(),
+        owner: uuid::Uuid::now_v7(),
+        dialect: Dialect::Kling,
+        kind,
+        model: "kling-image".into(),
+        request: GenerationRequest {
+            prompt: prompt.into(),
+            aspect_ratio: "16:9".into(),
+            n: 1,
+            ..GenerationRequest::default()
+        },
+        callback_url: None,
+        external_id: None,
+        channel: None,
+        upstream_ref: None,
+        attempts: 0,
+        state: TaskState::Pending,
+        failure_reason: None,
+        progress: 0,
+        artifacts: Vec::new(),
+        created_at: 0,
+        updated_at: 0,
+        started_at: None,
+        finished_at: None,
+        deadline_at: 0,
+        version: 1,
+        event_seq: 1,
+    }
+}
+
+fn adapter(emu: &KlingEmu, auth: KlingAuth) -> Kling {
+    Kling::new(
+        Upstream::new(&emu.base_url(), Duration::from_secs(5)).unwrap(),
+        auth,
+    )
+}
+
+async fn submit(k: &Kling, t: &Task, inputs: Vec<InputBytes>) -> Result<String, ProviderError> {
+    let job = Submission {
+        task: t,
+        model: "kling-v1",
+        inputs,
+        now: 0,
+    };
+    k.submit(job).await.map(|s| s.upstream_ref)
+}
+
+async fn poll_until_done(k: &Kling, r: &str) -> PollOutcome {
+    for _ in 0..100 {
+        match k.poll(r, 0).await.unwrap() {
+            PollOutcome::Running { .. } => tokio::time::sleep(Duration::from_millis(20)).await,
+            done => return done,
+        }
+    }
+    panic!("{r} never finished");
+}
+
+#[tokio::test]
+async fn api_key_auth_and_a_retaken_task_is_not_submitted_twice() {
+    let emu = KlingEmu::start(
+        KlingAccount::ApiKey("key-1".into()),
+        Duration::from_millis(100),
+    )
+    .await;
+    let k = adapter(&emu, KlingAuth::ApiKey("key-1".into()));
+    let t = task(TaskKind::Image, "a lighthouse");
+    let first = submit(&k, &t, Vec::new()).await.unwrap();
+    // The same task again, as after a crash between submit and commit.
+    let again = submit(&k, &t, Vec::new()).await.unwrap();
+    assert_eq!(first, again);
+    assert_eq!(emu.submits(), 1);
+    assert!(first.starts_with("images/generations/"), "{first}");
+    let PollOutcome::Succeeded(out) = poll_until_done(&k, &first).await else {
+        panic!("expected success");
+    };
+    assert_eq!(out.len(), 1);
+    assert!(matches!(&out[0].data, OutputData::Url(u) if u.starts_with(&emu.base_url())));
+
+    let wrong = adapter(&emu, KlingAuth::ApiKey("key-2".into()));
+    let err = submit(&wrong, &task(TaskKind::Image, "x"), Vec::new()).await;
+    assert!(
+        matches!(err, Err(ProviderError::Auth(ref m)) if m.contains("1000")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn signed_keys_and_the_video_endpoints() {
+    let account = KlingAccount::Keys {
+        access_key: "ak".into(),
+        secret_key: "sk".into(),
+    };
+    let emu = KlingEmu::start(account, Duration::from_millis(100)).await;
+    let k = adapter(
+        &emu,
+        KlingAuth::Signed {
+            access_key: "ak".into(),
+            secret_key: "sk".into(),
+        },
+    );
+    let text = submit(&k, &task(TaskKind::Video, "waves"), Vec::new())
+        .await
+        .unwrap();
+    assert!(text.starts_with("videos/text2video/"), "{text}");
+    let start = InputBytes {
+        role: ImageRole::Start,
+        format: ImageFormat::Png,
+        bytes: bytes::Bytes::from_static(gengate_testkit::RED_PNG),
+    };
+    let image = submit(&k, &task(TaskKind::Video, "waves"), vec![start])
+        .await
+        .unwrap();
+    assert!(image.starts_with("videos/image2video/"), "{image}");
+    let PollOutcome::Succeeded(out) = poll_until_done(&k, &image).await else {
+        panic!("expected success");
+    };
+    assert_eq!(out[0].role, gengate_core::ArtifactRole::Video);
+
+    let forged = adapter(
+        &emu,
+        KlingAuth::Signed {
+            access_key: "ak".into(),
+            secret_key: "not-sk".into(),
+        },
+    );
+    let err = submit(&forged, &task(TaskKind::Image, "x"), Vec::new()).await;
+    assert!(matches!(err, Err(ProviderError::Auth(_))), "{err:?}");
+}
+
+#[tokio::test]
+async fn an_unreachable_upstream_is_retryable() {
+    // Bind and drop a listener: nothing answers on that port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let k = Kling::new(
+        Upstream::new(&format!("http://127.0.0.1:{port}"), Duration::from_secs(2)).unwrap(),
+        KlingAuth::ApiKey("k".into()),
+    );
+    let err = submit(&k, &task(TaskKind::Image, "x"), Vec::new()).await;
+    assert!(matches!(err, Err(ProviderError::Retryable(_))), "{err:?}");
+}
