@@ -55,12 +55,8 @@ async fn main() -> anyhow::Result<()> {
         rows.extend(scenarios::in_flight(&bin, plan).await?);
     }
     if wanted("upstream") {
-        rows.push(scenarios::not_yet(
-            "6 upstream cost",
-            "upstream requests per completed 60 s task",
-            "≤ 3 polling, 1 with callbacks",
-            "no provider adapters exist yet (issue 6)",
-        ));
+        eprintln!("== upstream cost");
+        rows.extend(scenarios::upstream_cost(&bin, plan).await?);
     }
     let table = report::table(&rows);
     println!("{table}");

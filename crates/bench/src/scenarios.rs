@@ -25,6 +25,8 @@ pub struct Plan {
     /// Tasks held in flight, and for how long their polls are watched.
     pub in_flight: u64,
     pub watch_secs: u64,
+    /// How long the upstream-cost scenario's jobs take.
+    pub job_secs: u64,
 }
 
 impl Plan {
@@ -38,6 +40,7 @@ impl Plan {
                 scale: [10_000, 100_000],
                 in_flight: 10_000,
                 watch_secs: 40,
+                job_secs: 20,
             }
         } else {
             Plan {
@@ -47,7 +50,8 @@ impl Plan {
                 e2e_tasks: 5000,
                 scale: [10_000, 1_000_000],
                 in_flight: 100_000,
-                watch_secs: 150,
+                watch_secs: 120,
+                job_secs: 60,
             }
         }
     }
@@ -485,6 +489,82 @@ pub async fn in_flight(bin: &Path, plan: Plan) -> anyhow::Result<Vec<Row>> {
             verdict: String::new(),
         },
     ])
+}
+
+/// Scenario 6: what a task costs at the upstream. gengate runs with one
+/// Kling channel pointed at the emulated Kling API (jobs of `job_secs`);
+/// a first wave finds the channel cold, a second runs once gengate has
+/// learned how long its jobs take. Requests are counted by the upstream.
+pub async fn upstream_cost(bin: &Path, plan: Plan) -> anyhow::Result<Vec<Row>> {
+    use gengate_testkit::{KlingAccount, KlingEmu};
+    let emu = KlingEmu::start(
+        KlingAccount::ApiKey("bench".into()),
+        Duration::from_secs(plan.job_secs),
+    )
+    .await;
+    let config_dir = tempfile::tempdir()?;
+    let config = config_dir.path().join("gengate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[channels]]\nname = \"kling\"\nprovider = \"kling\"\nbase_url = \"{}\"\n\
+             credentials = {{ api_key = \"bench\" }}\nmodels = {{ \"kling-image\" = \"kling-v1\" }}\n",
+            emu.base_url()
+        ),
+    )?;
+    let config = config.to_string_lossy().to_string();
+    let gw = Gateway::start(bin, &["--config", &config]).await?;
+    let http = reqwest::Client::new();
+    let mut rows = Vec::new();
+    for (wave, tasks) in [("cold channel", 10), ("learned durations", 50)] {
+        let (submits, polls) = (emu.submits(), emu.polls());
+        let url = format!("{}/kling/v1/images/generations", gw.base);
+        let mut ids = Vec::new();
+        for i in 0..tasks {
+            let v = send(&http, &url, &json!({"prompt": format!("{wave} {i}")})).await?;
+            ids.push(v["data"]["task_id"].as_str().context("a task id")?.to_string());
+        }
+        let deadline = Instant::now() + Duration::from_secs(plan.job_secs * 3 + 30);
+        for id in &ids {
+            loop {
+                let v: Value = http
+                    .get(format!("{url}/{id}"))
+                    .bearer_auth(KEY)
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                match v["data"]["task_status"].as_str() {
+                    Some("succeed") => break,
+                    Some("failed") => anyhow::bail!("task {id} failed: {v}"),
+                    _ => {}
+                }
+                anyhow::ensure!(Instant::now() < deadline, "task {id} did not finish");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+        let requests = (emu.submits() - submits) + (emu.polls() - polls);
+        let per_task = requests as f64 / f64::from(tasks);
+        let learned = wave == "learned durations";
+        rows.push(Row {
+            scenario: "6 upstream cost",
+            figure: format!(
+                "{tasks} tasks of a {} s job, {wave}: submits + polls per completed task",
+                plan.job_secs
+            ),
+            unit: "requests",
+            values: Some((per_task, per_task, per_task)),
+            target: if learned { "≤ 3".into() } else { String::new() },
+            verdict: if learned { verdict(per_task <= 3.0) } else { String::new() },
+        });
+    }
+    rows.push(not_yet(
+        "6 upstream cost",
+        "the same when the upstream calls back",
+        "1",
+        "upstream callbacks are not built yet (issue 6)",
+    ));
+    Ok(rows)
 }
 
 /// Scenario 3: durable submits through each create endpoint, SQLite as shipped.

@@ -19,6 +19,7 @@ pub mod files;
 pub mod inputs;
 mod lifecycle;
 pub mod net;
+mod pacing;
 pub mod webhooks;
 
 pub use channels::{Channel, Channels};
@@ -43,6 +44,7 @@ pub struct Engine {
     cfg: EngineConfig,
     worker_id: String,
     wake: Notify,
+    pacer: pacing::Pacer,
 }
 
 impl Engine {
@@ -63,6 +65,7 @@ impl Engine {
             cfg,
             worker_id: format!("worker-{}", uuid::Uuid::new_v4()),
             wake: Notify::new(),
+            pacer: pacing::Pacer::default(),
         })
     }
 

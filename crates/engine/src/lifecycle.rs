@@ -5,12 +5,18 @@
 use std::time::Duration;
 
 use gengate_core::{Millis, Task, TaskState, TaskUpdate};
-use gengate_providers::{PollOutcome, ProviderError, Submission};
+use gengate_providers::{Output, PollOutcome, ProviderError, Submission};
 use gengate_store::StoreError;
 
 use crate::config::ms;
 use crate::inputs::InputError;
 use crate::{Engine, artifacts, now_ms};
+
+/// How long a task has been at its upstream (since it was submitted).
+fn running_for(task: &Task) -> Duration {
+    let since = task.started_at.unwrap_or(task.created_at);
+    Duration::from_millis(u64::try_from(now_ms() - since).unwrap_or(0))
+}
 
 /// Channels one dispatch tries before waiting to try again.
 const MAX_CHANNELS_PER_DISPATCH: usize = 3;
@@ -115,7 +121,9 @@ impl Engine {
             match channel.provider.submit(job).await {
                 Ok(sub) => {
                     self.channels.succeeded(channel);
-                    let first_poll = sub.poll_after.unwrap_or(Duration::from_secs(1));
+                    let first_poll = sub
+                        .poll_after
+                        .unwrap_or_else(|| self.pacer.first_poll(channel.name(), &task.model));
                     let update = TaskUpdate {
                         state: Some(TaskState::Processing),
                         channel: Some(channel.name().to_string()),
@@ -198,13 +206,11 @@ impl Engine {
                 progress,
                 poll_after,
             }) => {
-                let elapsed = Duration::from_millis(
-                    u64::try_from(now_ms() - task.started_at.unwrap_or(task.created_at))
-                        .unwrap_or(0),
-                );
-                // Soon after submit, then backing off as the job ages.
                 let next = poll_after
-                    .unwrap_or(elapsed / 4)
+                    .unwrap_or_else(|| {
+                        self.pacer
+                            .next_poll(channel.name(), &task.model, running_for(task))
+                    })
                     .clamp(Duration::from_millis(20), self.cfg.max_poll_interval);
                 let update = TaskUpdate {
                     progress,
@@ -214,29 +220,38 @@ impl Engine {
                 self.apply(task, update).await
             }
             Ok(PollOutcome::Failed(reason)) => self.apply(task, TaskUpdate::fail(reason)).await,
-            Ok(PollOutcome::Succeeded(outputs)) => match self.mirror.store(outputs).await {
-                Ok(arts) => {
-                    let update = TaskUpdate {
-                        state: Some(TaskState::Completed),
-                        progress: Some(100),
-                        artifacts: Some(arts),
-                        ..TaskUpdate::default()
-                    };
-                    self.apply(task, update).await
-                }
-                Err(artifacts::MirrorError::BadResult(r)) => {
-                    self.apply(task, TaskUpdate::fail(r)).await
-                }
-                Err(artifacts::MirrorError::Transient(why)) => {
-                    tracing::warn!(task = %task.id, why, "storing results failed; will poll again");
-                    self.poll_again(task).await
-                }
-            },
+            Ok(PollOutcome::Succeeded(outputs)) => {
+                self.pacer
+                    .finished(channel.name(), &task.model, running_for(task));
+                self.store_results(task, outputs).await
+            }
             Err(ProviderError::Permanent(reason)) => {
                 self.apply(task, TaskUpdate::fail(reason)).await
             }
             Err(e) => {
                 tracing::warn!(task = %task.id, error = %e, "poll failed; will poll again");
+                self.poll_again(task).await
+            }
+        }
+    }
+
+    /// Copy the upstream's results into storage and complete the task.
+    async fn store_results(&self, task: &Task, outputs: Vec<Output>) -> Result<(), StoreError> {
+        match self.mirror.store(outputs).await {
+            Ok(arts) => {
+                let update = TaskUpdate {
+                    state: Some(TaskState::Completed),
+                    progress: Some(100),
+                    artifacts: Some(arts),
+                    ..TaskUpdate::default()
+                };
+                self.apply(task, update).await
+            }
+            Err(artifacts::MirrorError::BadResult(r)) => {
+                self.apply(task, TaskUpdate::fail(r)).await
+            }
+            Err(artifacts::MirrorError::Transient(why)) => {
+                tracing::warn!(task = %task.id, why, "storing results failed; will poll again");
                 self.poll_again(task).await
             }
         }

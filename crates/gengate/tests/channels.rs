@@ -224,7 +224,38 @@ async fn a_model_no_channel_serves_fails_with_that_reason(backend: Backend) {
     gw.stop().await;
 }
 
+async fn polls_learn_how_long_jobs_take(backend: Backend) {
+    let emu = KlingEmu::start(keys(), Duration::from_secs(2)).await;
+    let gw = Gateway::start_with(backend, |s| {
+        s.channels = vec![kling_channel("kling-a", &emu, 0)];
+    })
+    .await;
+    let key = gw.new_key("client").await;
+    // Cold: nothing known, so polls start after a second and back off.
+    let first = submit(&gw, &key, "cold", 1).await;
+    gw.wait_kling(&key, &first).await;
+    let cold_polls = emu.polls();
+    // Learned: first polls land near the 2 s the channel's jobs take.
+    let polls_before = emu.polls();
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        ids.push(submit(&gw, &key, &format!("warm {i}"), 1).await);
+    }
+    for id in &ids {
+        let done = gw.wait_kling(&key, id).await;
+        assert_eq!(done["task_status"], "succeed");
+    }
+    let per_task = (emu.polls() - polls_before) as f64 / ids.len() as f64;
+    eprintln!("polls: {cold_polls} for the first task, {per_task} per task after");
+    assert!(
+        per_task <= 3.0,
+        "{per_task} polls per task once learned ({cold_polls} for the first)"
+    );
+    gw.stop().await;
+}
+
 on_both_backends!(
+    polls_learn_how_long_jobs_take,
     kling_channel_completes_tasks_with_mirrored_results,
     failing_channel_hands_tasks_to_the_next,
     upstream_errors_become_reasons_a_client_can_act_on,
