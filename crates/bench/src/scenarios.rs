@@ -522,7 +522,12 @@ pub async fn upstream_cost(bin: &Path, plan: Plan) -> anyhow::Result<Vec<Row>> {
         let mut ids = Vec::new();
         for i in 0..tasks {
             let v = send(&http, &url, &json!({"prompt": format!("{wave} {i}")})).await?;
-            ids.push(v["data"]["task_id"].as_str().context("a task id")?.to_string());
+            ids.push(
+                v["data"]["task_id"]
+                    .as_str()
+                    .context("a task id")?
+                    .to_string(),
+            );
         }
         let deadline = Instant::now() + Duration::from_secs(plan.job_secs * 3 + 30);
         for id in &ids {
@@ -554,8 +559,16 @@ pub async fn upstream_cost(bin: &Path, plan: Plan) -> anyhow::Result<Vec<Row>> {
             ),
             unit: "requests",
             values: Some((per_task, per_task, per_task)),
-            target: if learned { "≤ 3".into() } else { String::new() },
-            verdict: if learned { verdict(per_task <= 3.0) } else { String::new() },
+            target: if learned {
+                "≤ 3".into()
+            } else {
+                String::new()
+            },
+            verdict: if learned {
+                verdict(per_task <= 3.0)
+            } else {
+                String::new()
+            },
         });
     }
     rows.push(not_yet(
