@@ -318,4 +318,77 @@ mod tests {
         };
         assert!(load(&CommonFlags::default(), &serve).is_err());
     }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure type, not ours
+    fn channels_come_from_the_file_and_are_checked() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "g.toml",
+                r#"
+[[channels]]
+name = "kling-main"
+provider = "kling"
+base_url = "https://api.klingai.com"
+credentials = { access_key = "ak", secret_key = "sk" }
+models = { "kling-image" = "kling-v2" }
+priority = 10
+
+[[channels]]
+name = "spare"
+provider = "sandbox"
+models = { "*" = "*" }
+latency_ms = 50
+"#,
+            )?;
+            let common = CommonFlags {
+                config: Some("g.toml".into()),
+                ..Default::default()
+            };
+            let s = load(&common, &ServeFlags::default()).map_err(|e| e.to_string())?;
+            let specs = s.channel_specs();
+            assert_eq!(specs.len(), 2);
+            assert_eq!(specs[0].upstream_model("kling-image"), Some("kling-v2"));
+            assert_eq!(specs[0].credentials.secret_key.as_deref(), Some("sk"));
+            assert_eq!((specs[0].priority, specs[0].weight), (10, 1));
+            assert_eq!(specs[1].latency_ms, Some(50));
+
+            // A kling channel without credentials, and a name used twice.
+            jail.create_file(
+                "bad.toml",
+                "[[channels]]\nname = \"k\"\nprovider = \"kling\"\nbase_url = \"https://x\"\nmodels = { \"*\" = \"*\" }\n",
+            )?;
+            let bad = CommonFlags {
+                config: Some("bad.toml".into()),
+                ..Default::default()
+            };
+            let err = load(&bad, &ServeFlags::default()).unwrap_err().to_string();
+            assert!(err.contains("credentials.api_key"), "{err}");
+            jail.create_file(
+                "twice.toml",
+                "[[channels]]\nname = \"s\"\nprovider = \"sandbox\"\nmodels = { \"*\" = \"*\" }\n\
+                 [[channels]]\nname = \"s\"\nprovider = \"sandbox\"\nmodels = { \"*\" = \"*\" }\n",
+            )?;
+            let twice = CommonFlags {
+                config: Some("twice.toml".into()),
+                ..Default::default()
+            };
+            let err = load(&twice, &ServeFlags::default()).unwrap_err().to_string();
+            assert!(err.contains("used twice"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn no_channels_means_one_sandbox_serving_every_model() {
+        let s = Settings {
+            sandbox_latency_ms: 7,
+            ..Settings::default()
+        };
+        let specs = s.channel_specs();
+        assert_eq!(specs.len(), 1);
+        assert_eq!(specs[0].provider, gengate_core::ProviderKind::Sandbox);
+        assert_eq!(specs[0].upstream_model("anything"), Some("anything"));
+        assert_eq!(specs[0].latency_ms, Some(7));
+    }
 }
