@@ -373,7 +373,9 @@ latency_ms = 50
                 config: Some("twice.toml".into()),
                 ..Default::default()
             };
-            let err = load(&twice, &ServeFlags::default()).unwrap_err().to_string();
+            let err = load(&twice, &ServeFlags::default())
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("used twice"), "{err}");
             Ok(())
         });
