@@ -2,13 +2,18 @@
 //! healthy each has been lately. A channel that keeps failing is cooled
 //! down (skipped while others can serve) and tried again once its cooling
 //! ends: that try is the probe, and a success makes it healthy again.
+//! Each channel's own limits are kept here too: requests per second (in
+//! this instance) and tasks in flight (all instances, from the store).
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gengate_core::{ChannelSpec, Task, channel};
 use gengate_providers::Provider;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 /// Consecutive failures that cool a channel down.
 const FAILURES_TO_COOL: u32 = 3;
@@ -16,16 +21,45 @@ const FAILURES_TO_COOL: u32 = 3;
 const COOL_FOR: Duration = Duration::from_secs(15);
 const MAX_COOL: Duration = Duration::from_secs(300);
 
-/// A configured upstream: its settings and the adapter speaking to it.
-#[derive(Clone)]
+/// How long in-flight counts read from the store are trusted.
+const IN_FLIGHT_FRESH: Duration = Duration::from_secs(1);
+
+/// A configured upstream: its settings, the adapter speaking to it, and
+/// the pace its requests are held to.
 pub struct Channel {
     pub spec: ChannelSpec,
     pub provider: Arc<dyn Provider>,
+    rate: Option<DefaultDirectRateLimiter>,
 }
 
 impl Channel {
+    pub fn new(spec: ChannelSpec, provider: Arc<dyn Provider>) -> Channel {
+        // A burst of one second's worth, at least one request.
+        let rate = spec.rate_limit_per_sec.and_then(|r| {
+            let burst = NonZeroU32::new(r.ceil().clamp(1.0, f64::from(u32::MAX)) as u32)?;
+            Some(RateLimiter::direct(
+                Quota::with_period(Duration::from_secs_f64(1.0 / r))?.allow_burst(burst),
+            ))
+        });
+        Channel {
+            spec,
+            provider,
+            rate,
+        }
+    }
+
     pub fn name(&self) -> &str {
         &self.spec.name
+    }
+
+    /// Take one request from the channel's rate, or say how long to wait.
+    pub(crate) fn take_request(&self) -> Result<(), Duration> {
+        match &self.rate {
+            None => Ok(()),
+            Some(r) => r
+                .check()
+                .map_err(|n| n.wait_time_from(DefaultClock::default().now())),
+        }
     }
 }
 
@@ -35,10 +69,21 @@ struct Health {
     cool_until: Option<Instant>,
 }
 
+/// Tasks in flight per channel: the store's count (plus this instance's
+/// submits recorded since it was read), and places reserved by submits
+/// under way, which the store cannot count yet.
+#[derive(Default)]
+struct InFlight {
+    read_at: Option<Instant>,
+    counts: HashMap<String, u64>,
+    reserved: HashMap<String, u64>,
+}
+
 pub struct Channels {
     list: Vec<Channel>,
     specs: Vec<ChannelSpec>,
     health: Mutex<HashMap<String, Health>>,
+    in_flight: Mutex<InFlight>,
 }
 
 impl Channels {
@@ -48,6 +93,7 @@ impl Channels {
             list,
             specs,
             health: Mutex::default(),
+            in_flight: Mutex::default(),
         }
     }
 
@@ -82,6 +128,62 @@ impl Channels {
     /// Whether any enabled channel serves `model`.
     pub fn serves(&self, model: &str) -> bool {
         !channel::candidates(&self.specs, model, |_| true, || 1.0).is_empty()
+    }
+
+    /// Whether the in-flight counts should be read again from the store;
+    /// answering yes marks them read, so concurrent dispatches read once.
+    pub(crate) fn in_flight_stale(&self) -> bool {
+        if self.specs.iter().all(|s| s.max_in_flight.is_none()) {
+            return false;
+        }
+        let Ok(mut f) = self.in_flight.lock() else {
+            return false;
+        };
+        if f.read_at.is_some_and(|t| t.elapsed() < IN_FLIGHT_FRESH) {
+            return false;
+        }
+        f.read_at = Some(Instant::now());
+        true
+    }
+
+    pub(crate) fn set_in_flight(&self, counts: Vec<(String, u64)>) {
+        if let Ok(mut f) = self.in_flight.lock() {
+            f.counts = counts.into_iter().collect();
+        }
+    }
+
+    /// Take a place for one more task on the channel, if it has room (one
+    /// check and count, so concurrent dispatches cannot both take the last).
+    pub(crate) fn reserve(&self, channel: &Channel) -> bool {
+        let Some(max) = channel.spec.max_in_flight else {
+            return true;
+        };
+        let Ok(mut f) = self.in_flight.lock() else {
+            return false;
+        };
+        let stored = f.counts.get(channel.name()).copied().unwrap_or(0);
+        let reserved = f.reserved.entry(channel.name().to_string()).or_default();
+        if stored + *reserved >= u64::from(max) {
+            return false;
+        }
+        *reserved += 1;
+        true
+    }
+
+    /// End a reservation: `submitted` when the task is now recorded as in
+    /// flight on the channel, otherwise the place is given back.
+    pub(crate) fn settle(&self, channel: &Channel, submitted: bool) {
+        if channel.spec.max_in_flight.is_none() {
+            return;
+        }
+        if let Ok(mut f) = self.in_flight.lock() {
+            if let Some(n) = f.reserved.get_mut(channel.name()) {
+                *n = n.saturating_sub(1);
+            }
+            if submitted {
+                *f.counts.entry(channel.name().to_string()).or_default() += 1;
+            }
+        }
     }
 
     pub(crate) fn succeeded(&self, channel: &Channel) {

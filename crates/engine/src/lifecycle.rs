@@ -18,6 +18,9 @@ fn running_for(task: &Task) -> Duration {
     Duration::from_millis(u64::try_from(now_ms() - since).unwrap_or(0))
 }
 
+/// How long a task waits when every channel for it is full.
+const FULL_WAIT: Duration = Duration::from_secs(1);
+
 /// Channels one dispatch tries before waiting to try again.
 const MAX_CHANNELS_PER_DISPATCH: usize = 3;
 
@@ -106,9 +109,25 @@ impl Engine {
             }
             Err(InputError::Transient(why)) => return self.retry_later(task, &why).await,
         };
+        self.refresh_in_flight().await;
         // Fail over: a channel in trouble passes the task to the next one.
-        let mut why = String::new();
-        for channel in channels.into_iter().take(MAX_CHANNELS_PER_DISPATCH) {
+        // One at its limits is passed over without a request.
+        let (mut why, mut tried, mut wait) = (String::new(), 0, None::<Duration>);
+        for channel in channels {
+            if tried == MAX_CHANNELS_PER_DISPATCH {
+                break;
+            }
+            if let Err(w) = channel.take_request() {
+                why = format!("channel {} is at its rate limit", channel.name());
+                wait = Some(wait.map_or(w, |x| x.min(w)));
+                continue;
+            }
+            if !self.channels.reserve(channel) {
+                why = format!("channel {} is at its max_in_flight", channel.name());
+                wait = Some(wait.map_or(FULL_WAIT, |x| x.min(FULL_WAIT)));
+                continue;
+            }
+            tried += 1;
             let job = Submission {
                 task,
                 model: channel
@@ -139,12 +158,16 @@ impl Engine {
                         )),
                         ..TaskUpdate::default()
                     };
-                    return self.apply(task, update).await;
+                    let stored = self.apply(task, update).await;
+                    self.channels.settle(channel, true);
+                    return stored;
                 }
                 Err(ProviderError::Permanent(reason)) => {
+                    self.channels.settle(channel, false);
                     return self.apply(task, TaskUpdate::fail(reason)).await;
                 }
                 Err(e) => {
+                    self.channels.settle(channel, false);
                     if let ProviderError::Auth(detail) = &e {
                         tracing::error!(
                             channel = channel.name(),
@@ -159,7 +182,31 @@ impl Engine {
                 }
             }
         }
-        self.retry_later(task, &why).await
+        match wait {
+            // Nothing was tried: every channel was full or at its rate. Wait
+            // without spending an attempt; the task has done nothing wrong.
+            Some(w) if tried == 0 => {
+                tracing::debug!(task = %task.id, why, "waiting for channel capacity");
+                let update = TaskUpdate {
+                    next_due_at: Some(self.due(task, w.max(Duration::from_millis(50)))),
+                    ..TaskUpdate::default()
+                };
+                self.apply(task, update).await
+            }
+            _ => self.retry_later(task, &why).await,
+        }
+    }
+
+    /// Read how many tasks each channel has in flight, when a channel has a
+    /// `max_in_flight` and the last reading is over a second old.
+    async fn refresh_in_flight(&self) {
+        if !self.channels.in_flight_stale() {
+            return;
+        }
+        match self.store.in_flight_by_channel().await {
+            Ok(counts) => self.channels.set_in_flight(counts),
+            Err(e) => tracing::warn!(error = %e, "reading in-flight counts failed"),
+        }
     }
 
     /// A submit that may work later: count the attempt and wait, or give up.
@@ -196,6 +243,13 @@ impl Engine {
                 )
                 .await;
         };
+        if let Err(wait) = channel.take_request() {
+            let update = TaskUpdate {
+                next_due_at: Some(self.due(task, wait.max(Duration::from_millis(50)))),
+                ..TaskUpdate::default()
+            };
+            return self.apply(task, update).await;
+        }
         let outcome = channel.provider.poll(upstream_ref, now_ms()).await;
         match &outcome {
             Ok(_) | Err(ProviderError::Permanent(_)) => self.channels.succeeded(channel),

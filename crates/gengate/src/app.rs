@@ -103,7 +103,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
             let provider =
                 gengate_providers::for_channel(&spec, settings.sandbox_submit_log.clone())
                     .map_err(|e| anyhow::anyhow!("channels: {e}"))?;
-            Ok(Channel { spec, provider })
+            Ok(Channel::new(spec, provider))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let channels = Channels::new(channels);

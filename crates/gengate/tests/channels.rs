@@ -254,7 +254,53 @@ async fn polls_learn_how_long_jobs_take(backend: Backend) {
     gw.stop().await;
 }
 
+async fn channel_limits_hold_tasks_back_without_failing_them(backend: Backend) {
+    let full = KlingEmu::start(keys(), Duration::from_millis(600)).await;
+    let paced = KlingEmu::start(keys(), Duration::from_millis(100)).await;
+    let gw = Gateway::start_with(backend, |s| {
+        let mut a = kling_channel("two-at-a-time", &full, 0);
+        a.max_in_flight = Some(2);
+        a.models = BTreeMap::from([("kling-image".into(), "kling-v1".into())]);
+        let mut b = kling_channel("two-per-second", &paced, 0);
+        b.rate_limit_per_sec = Some(2.0);
+        b.models = BTreeMap::from([("paced".into(), "kling-v1".into())]);
+        s.channels = vec![a, b];
+        // Waiting for room must not spend attempts.
+        s.max_attempts = 1;
+    })
+    .await;
+    let key = gw.new_key("client").await;
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(submit(&gw, &key, &format!("full {i}"), 1).await);
+    }
+    for i in 0..6 {
+        let (status, v) = gw
+            .post(
+                "/kling/v1/images/generations",
+                &key,
+                json!({"prompt": format!("paced {i}"), "model": "paced"}),
+            )
+            .await;
+        assert_eq!(status, 200, "{v}");
+        ids.push(v["data"]["task_id"].as_str().unwrap().to_string());
+    }
+    for id in &ids {
+        let done = gw.wait_kling(&key, id).await;
+        assert_eq!(done["task_status"], "succeed", "{done}");
+    }
+    assert_eq!(full.submits(), 6);
+    assert!(full.max_running() <= 2, "{} at once", full.max_running());
+    // Two per second with a burst of two: six submits span at least 1.5 s.
+    let times = paced.submit_times();
+    assert_eq!(times.len(), 6);
+    let span = times[5].duration_since(times[0]);
+    assert!(span >= Duration::from_millis(1400), "{span:?}");
+    gw.stop().await;
+}
+
 on_both_backends!(
+    channel_limits_hold_tasks_back_without_failing_them,
     polls_learn_how_long_jobs_take,
     kling_channel_completes_tasks_with_mirrored_results,
     failing_channel_hands_tasks_to_the_next,

@@ -111,6 +111,10 @@ pub trait TaskStore: Send + Sync + 'static {
     /// Counts of unfinished tasks, for readiness and metrics.
     async fn open_task_count(&self) -> StoreResult<u64>;
 
+    /// Tasks submitted to each channel and not finished yet, by channel
+    /// name: what a channel's `max_in_flight` is checked against.
+    async fn in_flight_by_channel(&self) -> StoreResult<Vec<(String, u64)>>;
+
     /// Callback deliveries due at `now` whose earlier deliveries (same task,
     /// same URL) are all settled, leased for `lease_ms`: in order per task.
     async fn claim_deliveries(

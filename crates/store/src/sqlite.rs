@@ -476,6 +476,19 @@ impl TaskStore for SqliteStore {
         Ok(u64::try_from(n).unwrap_or_default())
     }
 
+    async fn in_flight_by_channel(&self) -> StoreResult<Vec<(String, u64)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT channel, count(*) FROM tasks WHERE due_at IS NOT NULL AND state = 'processing' \
+             AND channel IS NOT NULL GROUP BY channel",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(c, n)| (c, u64::try_from(n).unwrap_or_default()))
+            .collect())
+    }
+
     async fn claim_deliveries(
         &self,
         now: Millis,

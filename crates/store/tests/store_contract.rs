@@ -37,6 +37,7 @@ contract!(
     listing_is_newest_first_per_dialect,
     concurrent_claimers_never_share_a_task,
     concurrent_creates_fail_alone,
+    in_flight_is_counted_per_channel,
 );
 
 fn new_task(ext: Option<&str>) -> NewTask {
@@ -114,6 +115,40 @@ async fn concurrent_creates_fail_alone(s: Arc<dyn TaskStore>) {
         let ev = s.task_events(t.id).await.unwrap();
         assert_eq!(ev.len(), 1, "each stored task has its first event");
     }
+}
+
+async fn in_flight_is_counted_per_channel(s: Arc<dyn TaskStore>) {
+    let owner = Uuid::now_v7();
+    let submit = |channel: &'static str| TaskUpdate {
+        state: Some(TaskState::Processing),
+        channel: Some(channel.into()),
+        next_due_at: Some(5),
+        ..TaskUpdate::default()
+    };
+    let mut on_a = Vec::new();
+    for _ in 0..3 {
+        let t = s.create_task(owner, &new_task(None), 1, 99).await.unwrap();
+        on_a.push(
+            s.update_task(t.id, t.version, &submit("a"), 2)
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    let t = s.create_task(owner, &new_task(None), 1, 99).await.unwrap();
+    s.update_task(t.id, t.version, &submit("b"), 2)
+        .await
+        .unwrap();
+    // Pending tasks count nowhere; finished ones no longer count.
+    s.create_task(owner, &new_task(None), 1, 99).await.unwrap();
+    let done = &on_a[0];
+    s.update_task(done.id, done.version, &TaskUpdate::fail("x"), 3)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut counts = s.in_flight_by_channel().await.unwrap();
+    counts.sort();
+    assert_eq!(counts, [("a".to_string(), 2), ("b".to_string(), 1)]);
 }
 
 async fn updates_are_compare_and_swap_and_terminal_is_final(s: Arc<dyn TaskStore>) {

@@ -70,6 +70,10 @@ struct Shared {
     base: String,
     submits: AtomicU64,
     polls: AtomicU64,
+    /// When each accepted submit arrived.
+    submitted_at: Mutex<Vec<Instant>>,
+    /// The most tasks unfinished at once, counted at each submit.
+    max_running: AtomicU64,
 }
 
 pub struct KlingEmu {
@@ -102,6 +106,8 @@ impl KlingEmu {
             base: format!("http://{addr}"),
             submits: AtomicU64::new(0),
             polls: AtomicU64::new(0),
+            submitted_at: Mutex::default(),
+            max_running: AtomicU64::new(0),
         });
         let app = Router::new()
             .route("/v1/images/generations", post(create_image))
@@ -132,6 +138,20 @@ impl KlingEmu {
     /// Tasks created (accepted submits).
     pub fn submits(&self) -> u64 {
         self.shared.submits.load(Ordering::SeqCst)
+    }
+
+    /// When each accepted submit arrived, in order.
+    pub fn submit_times(&self) -> Vec<Instant> {
+        self.shared
+            .submitted_at
+            .lock()
+            .map(|t| t.clone())
+            .unwrap_or_default()
+    }
+
+    /// The most tasks this upstream was running at once.
+    pub fn max_running(&self) -> u64 {
+        self.shared.max_running.load(Ordering::SeqCst)
     }
 
     /// Task queries answered.
@@ -339,7 +359,16 @@ async fn create(
         created_ms: unix_now() * 1000,
     });
     tasks.insert(task.id.clone(), task.clone());
+    let running = tasks
+        .values()
+        .filter(|t| t.created.elapsed() < s.run_for)
+        .count();
     drop(tasks);
+    s.max_running
+        .fetch_max(u64::try_from(running).unwrap_or(u64::MAX), Ordering::SeqCst);
+    if let Ok(mut at) = s.submitted_at.lock() {
+        at.push(Instant::now());
+    }
     s.submits.fetch_add(1, Ordering::SeqCst);
     envelope(StatusCode::OK, 0, "SUCCEED", view(&s, &task))
 }
