@@ -77,6 +77,14 @@ impl Dialect {
         }
     }
 
+    /// The request field that names the model, in this dialect's words.
+    pub fn model_field(self) -> &'static str {
+        match self {
+            Dialect::Luma => "model_name",
+            Dialect::Kling => "model",
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Dialect> {
         [Dialect::Luma, Dialect::Kling]
             .into_iter()

@@ -69,6 +69,10 @@ impl Engine {
         })
     }
 
+    pub fn channels(&self) -> &Channels {
+        &self.channels
+    }
+
     pub fn config(&self) -> &EngineConfig {
         &self.cfg
     }

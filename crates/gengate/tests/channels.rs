@@ -207,7 +207,7 @@ async fn refused_credentials_fail_without_showing_them(backend: Backend) {
     gw.stop().await;
 }
 
-async fn a_model_no_channel_serves_fails_with_that_reason(backend: Backend) {
+async fn a_model_no_channel_serves_is_refused_at_submit(backend: Backend) {
     let emu = KlingEmu::start(keys(), Duration::from_millis(200)).await;
     let gw = Gateway::start_with(backend, |s| {
         s.channels = vec![kling_channel("kling-a", &emu, 0)];
@@ -217,10 +217,27 @@ async fn a_model_no_channel_serves_fails_with_that_reason(backend: Backend) {
     let (status, v) = gw
         .post("/luma/generations", &key, json!({"user_prompt": "a wave"}))
         .await;
-    assert_eq!(status, 201, "{v}");
-    let done = gw.wait_luma(&key, v["id"].as_str().unwrap()).await;
-    assert_eq!(done["state"], "failed");
-    assert_eq!(done["failure_reason"], "no channel serves model ray-2");
+    assert_eq!(status, 400, "{v}");
+    let detail = v["detail"].as_str().unwrap();
+    assert!(detail.starts_with("model_name"), "{detail}");
+    assert!(
+        detail.contains("no channel serves model \"ray-2\""),
+        "{detail}"
+    );
+    let (status, v) = gw
+        .post(
+            "/kling/v1/images/generations",
+            &key,
+            json!({"prompt": "a cat", "model": "kling-v9"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["code"], 1201);
+    assert!(v["message"].as_str().unwrap().starts_with("model"), "{v}");
+    // Nothing was stored for either.
+    assert_eq!(gw.task_count(&key, gengate_core::Dialect::Luma).await, 0);
+    assert_eq!(gw.task_count(&key, gengate_core::Dialect::Kling).await, 0);
+    assert_eq!(emu.submits(), 0);
     gw.stop().await;
 }
 
@@ -306,5 +323,5 @@ on_both_backends!(
     failing_channel_hands_tasks_to_the_next,
     upstream_errors_become_reasons_a_client_can_act_on,
     refused_credentials_fail_without_showing_them,
-    a_model_no_channel_serves_fails_with_that_reason,
+    a_model_no_channel_serves_is_refused_at_submit,
 );

@@ -76,6 +76,14 @@ impl AppState {
 
     /// Accept a task: row and first event committed before we answer.
     pub async fn create_task(&self, owner: Uuid, new: NewTask) -> Result<Task, ApiError> {
+        // A follow-up goes to its parent's channel; anything else needs a
+        // channel serving its model, or it could only ever fail.
+        if new.channel.is_none() && !self.engine.channels().serves(&new.model) {
+            return Err(ApiError::validation(
+                new.dialect.model_field(),
+                format!("no channel serves model {:?}", new.model),
+            ));
+        }
         let now = now_ms();
         let deadline = self.engine.config().deadline_for(new.kind, now);
         let task = self
