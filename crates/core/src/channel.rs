@@ -90,7 +90,8 @@ pub struct ChannelSpec {
     #[serde(default)]
     pub rate_limit_per_sec: Option<f64>,
     /// Deadline per client-facing model, in seconds, overriding the
-    /// gateway's video/image defaults.
+    /// gateway's video/image defaults (the longest among the channels
+    /// serving a model applies, fixed when the task is accepted).
     #[serde(default)]
     pub deadline_secs: BTreeMap<String, u64>,
     #[serde(default = "default_enabled")]
@@ -139,6 +140,9 @@ impl ChannelSpec {
         }
         if self.models.is_empty() {
             return field("models", "must name at least one model (or \"*\")");
+        }
+        if self.deadline_secs.values().any(|s| *s == 0) {
+            return field("deadline_secs", "must be at least 1 second");
         }
         if self.weight == 0 {
             return field("weight", "must be at least 1");
@@ -303,6 +307,9 @@ mod tests {
         );
         c.credentials.secret_key = Some("sk".into());
         assert_eq!(c.check(), Ok(()));
+        c.deadline_secs.insert("kling-image".into(), 0);
+        assert!(c.check().unwrap_err().contains("deadline_secs"));
+        c.deadline_secs.clear();
         c.weight = 0;
         assert!(c.check().unwrap_err().contains("weight"));
         let mut s = spec("bad name!", 0, 1, &[("*", "*")]);

@@ -125,6 +125,17 @@ impl Channels {
         self.list.iter().find(|c| c.spec.name == name)
     }
 
+    /// The deadline channels set for `model`: the longest any enabled
+    /// channel serving it asks for, so no channel's jobs are cut short.
+    pub fn deadline_for(&self, model: &str) -> Option<Duration> {
+        self.specs
+            .iter()
+            .filter(|c| c.enabled && c.upstream_model(model).is_some())
+            .filter_map(|c| c.deadline_secs.get(model))
+            .max()
+            .map(|s| Duration::from_secs(*s))
+    }
+
     /// Whether any enabled channel serves `model`.
     pub fn serves(&self, model: &str) -> bool {
         !channel::candidates(&self.specs, model, |_| true, || 1.0).is_empty()

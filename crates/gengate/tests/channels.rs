@@ -316,7 +316,31 @@ async fn channel_limits_hold_tasks_back_without_failing_them(backend: Backend) {
     gw.stop().await;
 }
 
+async fn a_channel_deadline_fails_tasks_that_run_past_it(backend: Backend) {
+    let emu = KlingEmu::start(keys(), Duration::from_millis(200)).await;
+    let gw = Gateway::start_with(backend, |s| {
+        let mut c = kling_channel("kling-a", &emu, 0);
+        c.deadline_secs = BTreeMap::from([("kling-image".into(), 2)]);
+        s.channels = vec![c];
+    })
+    .await;
+    let key = gw.new_key("client").await;
+    let stuck = submit(&gw, &key, "NEVER done", 1).await;
+    let fine = submit(&gw, &key, "done soon", 1).await;
+    let done = gw.wait_kling(&key, &stuck).await;
+    assert_eq!(done["task_status"], "failed");
+    assert_eq!(done["task_status_msg"], "timeout");
+    let took = done["updated_at"].as_i64().unwrap() - done["created_at"].as_i64().unwrap();
+    assert!(
+        (2_000..30_000).contains(&took),
+        "failed {took} ms after submit"
+    );
+    assert_eq!(gw.wait_kling(&key, &fine).await["task_status"], "succeed");
+    gw.stop().await;
+}
+
 on_both_backends!(
+    a_channel_deadline_fails_tasks_that_run_past_it,
     channel_limits_hold_tasks_back_without_failing_them,
     polls_learn_how_long_jobs_take,
     kling_channel_completes_tasks_with_mirrored_results,

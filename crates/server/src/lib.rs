@@ -85,7 +85,10 @@ impl AppState {
             ));
         }
         let now = now_ms();
-        let deadline = self.engine.config().deadline_for(new.kind, now);
+        let deadline = match self.engine.channels().deadline_for(&new.model) {
+            Some(d) => now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            None => self.engine.config().deadline_for(new.kind, now),
+        };
         let task = self
             .store
             .create_task(owner, &new, now, deadline)
