@@ -198,8 +198,12 @@ impl Channels {
     }
 
     pub(crate) fn succeeded(&self, channel: &Channel) {
-        if let Ok(mut h) = self.health.lock() {
-            h.remove(channel.name());
+        if let Ok(mut h) = self.health.lock()
+            && h.remove(channel.name())
+                .is_some_and(|was| was.cool_until.is_some())
+        {
+            metrics::gauge!("gengate_channel_cooling", "channel" => channel.name().to_string())
+                .set(0.0);
         }
     }
 
@@ -214,6 +218,8 @@ impl Channels {
             let doublings = (h.failures - FAILURES_TO_COOL).min(8);
             let cool = (COOL_FOR * 2u32.pow(doublings)).min(MAX_COOL);
             h.cool_until = Some(Instant::now() + cool);
+            metrics::gauge!("gengate_channel_cooling", "channel" => channel.name().to_string())
+                .set(1.0);
             tracing::warn!(
                 channel = channel.name(),
                 failures = h.failures,

@@ -8,6 +8,7 @@ use gengate_core::{Millis, Task, TaskState, TaskUpdate};
 use gengate_providers::{Output, PollOutcome, ProviderError, Submission};
 use gengate_store::StoreError;
 
+use crate::channels::Channel;
 use crate::config::ms;
 use crate::inputs::InputError;
 use crate::{Engine, artifacts, now_ms};
@@ -16,6 +17,24 @@ use crate::{Engine, artifacts, now_ms};
 fn running_for(task: &Task) -> Duration {
     let since = task.started_at.unwrap_or(task.created_at);
     Duration::from_millis(u64::try_from(now_ms() - since).unwrap_or(0))
+}
+
+/// Count one upstream request by channel, operation and outcome class.
+fn count_request<T>(channel: &Channel, op: &'static str, result: &Result<T, ProviderError>) {
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(ProviderError::Retryable(_)) => "retryable",
+        Err(ProviderError::RateLimited { .. }) => "rate_limited",
+        Err(ProviderError::Permanent(_)) => "permanent",
+        Err(ProviderError::Auth(_)) => "auth",
+    };
+    metrics::counter!(
+        "gengate_upstream_requests_total",
+        "channel" => channel.name().to_string(),
+        "op" => op,
+        "outcome" => outcome
+    )
+    .increment(1);
 }
 
 /// How long a task waits when every channel for it is full.
@@ -137,7 +156,9 @@ impl Engine {
                 inputs: inputs.clone(),
                 now: now_ms(),
             };
-            match channel.provider.submit(job).await {
+            let submitted = channel.provider.submit(job).await;
+            count_request(channel, "submit", &submitted);
+            match submitted {
                 Ok(sub) => {
                     self.channels.succeeded(channel);
                     let first_poll = sub
@@ -251,6 +272,7 @@ impl Engine {
             return self.apply(task, update).await;
         }
         let outcome = channel.provider.poll(upstream_ref, now_ms()).await;
+        count_request(channel, "poll", &outcome);
         match &outcome {
             Ok(_) | Err(ProviderError::Permanent(_)) => self.channels.succeeded(channel),
             Err(_) => self.channels.failed(channel),

@@ -139,6 +139,34 @@ async fn failing_channel_hands_tasks_to_the_next(backend: Backend) {
     }
     assert_eq!(primary.submits(), 0, "the failing channel made nothing");
     assert_eq!(secondary.submits(), 4, "each task submitted once");
+    // Operators see it on /metrics: the failures, the cooling, the successes.
+    let (status, _, body) = gw.bytes(&format!("{}/metrics", gw.base)).await;
+    assert_eq!(status, 200);
+    let metrics = String::from_utf8(body).unwrap();
+    let value = |name: &str, labels: &[&str]| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && labels.iter().all(|p| l.contains(p)))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} {labels:?} in\n{metrics}"))
+    };
+    let requests = "gengate_upstream_requests_total";
+    let failed = [
+        r#"channel="primary""#,
+        r#"op="submit""#,
+        r#"outcome="retryable""#,
+    ];
+    assert!(value(requests, &failed) >= 3.0);
+    let ok = [
+        r#"channel="secondary""#,
+        r#"op="submit""#,
+        r#"outcome="ok""#,
+    ];
+    assert!(value(requests, &ok) >= 4.0);
+    assert_eq!(
+        value("gengate_channel_cooling", &[r#"channel="primary""#]),
+        1.0
+    );
     gw.stop().await;
 }
 
