@@ -45,6 +45,18 @@ fn kling_channel(name: &str, emu: &KlingEmu, priority: i32) -> ChannelSpec {
     }
 }
 
+/// An emulated Kling with jobs of `run_for`, a gateway whose one channel
+/// is it, and a client key.
+async fn one_kling_channel(backend: Backend, run_for: Duration) -> (KlingEmu, Gateway, String) {
+    let emu = KlingEmu::start(keys(), run_for).await;
+    let gw = Gateway::start_with(backend, |s| {
+        s.channels = vec![kling_channel("kling-a", &emu, 0)];
+    })
+    .await;
+    let key = gw.new_key("client").await;
+    (emu, gw, key)
+}
+
 async fn submit(gw: &Gateway, key: &str, prompt: &str, n: u32) -> String {
     let (status, v) = gw
         .post(
@@ -61,12 +73,7 @@ async fn submit(gw: &Gateway, key: &str, prompt: &str, n: u32) -> String {
 }
 
 async fn kling_channel_completes_tasks_with_mirrored_results(backend: Backend) {
-    let emu = KlingEmu::start(keys(), Duration::from_millis(300)).await;
-    let gw = Gateway::start_with(backend, |s| {
-        s.channels = vec![kling_channel("kling-a", &emu, 0)];
-    })
-    .await;
-    let key = gw.new_key("client").await;
+    let (emu, gw, key) = one_kling_channel(backend, Duration::from_millis(300)).await;
     let id = submit(&gw, &key, "a red fox", 2).await;
     let done = gw.wait_kling(&key, &id).await;
     assert_eq!(done["task_status"], "succeed", "{done}");
@@ -171,12 +178,7 @@ async fn failing_channel_hands_tasks_to_the_next(backend: Backend) {
 }
 
 async fn upstream_errors_become_reasons_a_client_can_act_on(backend: Backend) {
-    let emu = KlingEmu::start(keys(), Duration::from_millis(200)).await;
-    let gw = Gateway::start_with(backend, |s| {
-        s.channels = vec![kling_channel("kling-a", &emu, 0)];
-    })
-    .await;
-    let key = gw.new_key("client").await;
+    let (emu, gw, key) = one_kling_channel(backend, Duration::from_millis(200)).await;
 
     // Content policy: permanent, the task fails at once with Kling's word.
     emu.inject(Fault::Error {
@@ -236,12 +238,7 @@ async fn refused_credentials_fail_without_showing_them(backend: Backend) {
 }
 
 async fn a_model_no_channel_serves_is_refused_at_submit(backend: Backend) {
-    let emu = KlingEmu::start(keys(), Duration::from_millis(200)).await;
-    let gw = Gateway::start_with(backend, |s| {
-        s.channels = vec![kling_channel("kling-a", &emu, 0)];
-    })
-    .await;
-    let key = gw.new_key("client").await;
+    let (emu, gw, key) = one_kling_channel(backend, Duration::from_millis(200)).await;
     let (status, v) = gw
         .post("/luma/generations", &key, json!({"user_prompt": "a wave"}))
         .await;
@@ -270,12 +267,7 @@ async fn a_model_no_channel_serves_is_refused_at_submit(backend: Backend) {
 }
 
 async fn polls_learn_how_long_jobs_take(backend: Backend) {
-    let emu = KlingEmu::start(keys(), Duration::from_secs(2)).await;
-    let gw = Gateway::start_with(backend, |s| {
-        s.channels = vec![kling_channel("kling-a", &emu, 0)];
-    })
-    .await;
-    let key = gw.new_key("client").await;
+    let (emu, gw, key) = one_kling_channel(backend, Duration::from_secs(2)).await;
     // Cold: nothing known, so polls start after a second and back off.
     let first = submit(&gw, &key, "cold", 1).await;
     gw.wait_kling(&key, &first).await;

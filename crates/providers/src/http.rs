@@ -60,12 +60,7 @@ impl Upstream {
             .await
             .map_err(|e| UpstreamError::Transport(transport_reason(e)))?;
         let status = resp.status();
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = retry_after(resp.headers());
         let mut buf = Vec::new();
         while let Some(chunk) = resp
             .chunk()
@@ -81,6 +76,15 @@ impl Upstream {
         }
         Ok((status, Bytes::from(buf), retry_after))
     }
+}
+
+/// A `Retry-After` given in seconds (what upstreams and webhook receivers send).
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
 }
 
 /// What went wrong, without the URL (which may carry a token in its query).

@@ -350,38 +350,10 @@ fn inline(role: ArtifactRole, index: u32, bytes: Vec<u8>, extension: &'static st
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gengate_core::{Dialect, GenerationRequest, Task, TaskState};
+    use gengate_core::Task;
 
     fn task(kind: TaskKind, prompt: &str) -> Task {
-        Task {
-            id: uuid::Uuid::now_v7(),
-            owner: uuid::Uuid::now_v7(),
-            dialect: Dialect::Kling,
-            kind,
-            model: "m".into(),
-            request: GenerationRequest {
-                prompt: prompt.into(),
-                aspect_ratio: "1:1".into(),
-                n: 2,
-                ..GenerationRequest::default()
-            },
-            callback_url: None,
-            external_id: None,
-            channel: None,
-            upstream_ref: None,
-            attempts: 0,
-            state: TaskState::Pending,
-            failure_reason: None,
-            progress: 0,
-            artifacts: Vec::new(),
-            created_at: 0,
-            updated_at: 0,
-            started_at: None,
-            finished_at: None,
-            deadline_at: 0,
-            version: 1,
-            event_seq: 1,
-        }
+        gengate_testkit::fixtures::pending_task(kind, prompt)
     }
 
     async fn submit(sb: &Sandbox, t: &Task, now: i64) -> String {

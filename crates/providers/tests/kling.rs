@@ -3,42 +3,18 @@
 
 use std::time::Duration;
 
-use gengate_core::{Dialect, GenerationRequest, ImageFormat, ImageRole, Task, TaskKind, TaskState};
+use gengate_core::{ImageFormat, ImageRole, Task, TaskKind};
 use gengate_providers::http::Upstream;
 use gengate_providers::kling::{Kling, KlingAuth};
 use gengate_providers::{InputBytes, OutputData, PollOutcome, Provider, ProviderError, Submission};
 use gengate_testkit::{KlingAccount, KlingEmu};
 
 fn task(kind: TaskKind, prompt: &str) -> Task {
-    Task {
-        id: uuid::Uuid::now_v7(),
-        owner: uuid::Uuid::now_v7(),
-        dialect: Dialect::Kling,
-        kind,
-        model: "kling-image".into(),
-        request: GenerationRequest {
-            prompt: prompt.into(),
-            aspect_ratio: "16:9".into(),
-            n: 1,
-            ..GenerationRequest::default()
-        },
-        callback_url: None,
-        external_id: None,
-        channel: None,
-        upstream_ref: None,
-        attempts: 0,
-        state: TaskState::Pending,
-        failure_reason: None,
-        progress: 0,
-        artifacts: Vec::new(),
-        created_at: 0,
-        updated_at: 0,
-        started_at: None,
-        finished_at: None,
-        deadline_at: 0,
-        version: 1,
-        event_seq: 1,
-    }
+    let mut t = gengate_testkit::fixtures::pending_task(kind, prompt);
+    t.model = "kling-image".into();
+    t.request.aspect_ratio = "16:9".into();
+    t.request.n = 1;
+    t
 }
 
 fn adapter(emu: &KlingEmu, auth: KlingAuth) -> Kling {

@@ -218,12 +218,7 @@ impl Deliverer {
             .send()
             .await
             .map_err(|e| describe(&e))?;
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = gengate_providers::http::retry_after(resp.headers());
         Ok((resp.status().as_u16(), retry_after))
     }
 
