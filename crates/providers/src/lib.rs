@@ -11,7 +11,7 @@ use gengate_core::{ArtifactRole, ChannelSpec, ImageFormat, ImageRole, ProviderKi
 
 pub mod http;
 pub mod kling;
-pub mod media;
+pub use gengate_media as media;
 pub mod sandbox;
 
 /// An input image the engine has fetched (or read from storage) for a submit.
