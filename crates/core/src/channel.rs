@@ -47,6 +47,10 @@ pub struct Credentials {
     pub access_key: Option<String>,
     #[serde(default)]
     pub secret_key: Option<String>,
+    /// The secret an upstream signs its callbacks with (Replicate's
+    /// `whsec_...`, Standard Webhooks).
+    #[serde(default)]
+    pub webhook_secret: Option<String>,
 }
 
 impl fmt::Debug for Credentials {
@@ -56,6 +60,7 @@ impl fmt::Debug for Credentials {
             .field("api_key", &set(&self.api_key))
             .field("access_key", &set(&self.access_key))
             .field("secret_key", &set(&self.secret_key))
+            .field("webhook_secret", &set(&self.webhook_secret))
             .finish()
     }
 }
@@ -101,6 +106,10 @@ pub struct ChannelSpec {
     pub latency_ms: Option<u64>,
     #[serde(default)]
     pub failure_rate: Option<f64>,
+    /// ComfyUI only: the file holding the workflow template (API-format
+    /// JSON) with placeholders for prompt, negative prompt, seed and size.
+    #[serde(default)]
+    pub workflow: Option<String>,
 }
 
 fn default_weight() -> u32 {
@@ -112,6 +121,27 @@ fn default_enabled() -> bool {
 }
 
 impl ChannelSpec {
+    /// A channel of `provider` serving every model under its own name, with
+    /// the defaults a `[[channels]]` entry gets for the fields it leaves out.
+    pub fn new(name: &str, provider: ProviderKind) -> ChannelSpec {
+        ChannelSpec {
+            name: name.into(),
+            provider,
+            base_url: None,
+            credentials: Credentials::default(),
+            models: BTreeMap::from([(ANY_MODEL.into(), ANY_MODEL.into())]),
+            priority: 0,
+            weight: default_weight(),
+            max_in_flight: None,
+            rate_limit_per_sec: None,
+            deadline_secs: BTreeMap::new(),
+            enabled: default_enabled(),
+            latency_ms: None,
+            failure_rate: None,
+            workflow: None,
+        }
+    }
+
     /// The upstream's name for `model`, if this channel serves it.
     pub fn upstream_model<'a>(&'a self, model: &'a str) -> Option<&'a str> {
         match self.models.get(model) {
@@ -225,22 +255,13 @@ mod tests {
 
     fn spec(name: &str, priority: i32, weight: u32, models: &[(&str, &str)]) -> ChannelSpec {
         ChannelSpec {
-            name: name.into(),
-            provider: ProviderKind::Sandbox,
-            base_url: None,
-            credentials: Credentials::default(),
             models: models
                 .iter()
                 .map(|(a, b)| (a.to_string(), b.to_string()))
                 .collect(),
             priority,
             weight,
-            max_in_flight: None,
-            rate_limit_per_sec: None,
-            deadline_secs: BTreeMap::new(),
-            enabled: true,
-            latency_ms: None,
-            failure_rate: None,
+            ..ChannelSpec::new(name, ProviderKind::Sandbox)
         }
     }
 

@@ -155,6 +155,7 @@ impl Engine {
                     .unwrap_or(&task.model),
                 inputs: inputs.clone(),
                 now: now_ms(),
+                callback_url: None,
             };
             let submitted = channel.provider.submit(job).await;
             count_request(channel, "submit", &submitted);

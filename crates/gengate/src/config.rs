@@ -133,19 +133,9 @@ impl Settings {
             return self.channels.clone();
         }
         vec![gengate_core::ChannelSpec {
-            name: "sandbox".into(),
-            provider: gengate_core::ProviderKind::Sandbox,
-            base_url: None,
-            credentials: gengate_core::Credentials::default(),
-            models: [("*".to_string(), "*".to_string())].into(),
-            priority: 0,
-            weight: 1,
-            max_in_flight: None,
-            rate_limit_per_sec: None,
-            deadline_secs: Default::default(),
-            enabled: true,
             latency_ms: Some(self.sandbox_latency_ms),
             failure_rate: Some(self.sandbox_failure_rate),
+            ..gengate_core::ChannelSpec::new("sandbox", gengate_core::ProviderKind::Sandbox)
         }]
     }
 }

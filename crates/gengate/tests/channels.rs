@@ -25,23 +25,15 @@ fn keys() -> KlingAccount {
 
 fn kling_channel(name: &str, emu: &KlingEmu, priority: i32) -> ChannelSpec {
     ChannelSpec {
-        name: name.into(),
-        provider: ProviderKind::Kling,
         base_url: Some(emu.base_url()),
         credentials: Credentials {
-            api_key: None,
             access_key: Some(ACCESS.into()),
             secret_key: Some(SECRET.into()),
+            ..Credentials::default()
         },
         models: BTreeMap::from([("kling-image".into(), "kling-v1-5".into())]),
         priority,
-        weight: 1,
-        max_in_flight: None,
-        rate_limit_per_sec: None,
-        deadline_secs: BTreeMap::new(),
-        enabled: true,
-        latency_ms: None,
-        failure_rate: None,
+        ..ChannelSpec::new(name, ProviderKind::Kling)
     }
 }
 

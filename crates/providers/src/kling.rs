@@ -17,7 +17,9 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use crate::http::{Upstream, UpstreamError};
-use crate::{Output, OutputData, PollOutcome, Provider, ProviderError, Submission, Submitted};
+use crate::{
+    CallbackNews, Output, OutputData, PollOutcome, Provider, ProviderError, Submission, Submitted,
+};
 
 pub const KIND: &str = "kling";
 
@@ -235,6 +237,9 @@ impl Provider for Kling {
             }
         };
         body["external_task_id"] = external.clone().into();
+        if let Some(url) = job.callback_url {
+            body["callback_url"] = url.into();
+        }
         if let Some(n) = &r.negative_prompt {
             body["negative_prompt"] = n.clone().into();
         }
@@ -276,52 +281,77 @@ impl Provider for Kling {
         let data = self
             .call(reqwest::Method::GET, &format!("/v1/{upstream_ref}"), None)
             .await?;
-        let t: TaskData = serde_json::from_value(data)
-            .map_err(|e| ProviderError::Retryable(format!("kling's task is malformed: {e}")))?;
-        match t.task_status.as_str() {
-            "submitted" | "processing" => Ok(PollOutcome::Running {
-                progress: None,
-                poll_after: None,
-            }),
-            "succeed" => {
-                let result = t.task_result.unwrap_or_default();
-                let (role, files) = if upstream_ref.starts_with("videos/") {
-                    (ArtifactRole::Video, result.videos)
-                } else {
-                    (ArtifactRole::Image, result.images)
-                };
-                if files.is_empty() {
-                    return Ok(PollOutcome::Failed(
-                        "kling reported success but returned no files".into(),
-                    ));
-                }
-                Ok(PollOutcome::Succeeded(
-                    files
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, f)| Output {
-                            role,
-                            index: f.index.unwrap_or(u32::try_from(i).unwrap_or(u32::MAX)),
-                            data: OutputData::Url(f.url),
-                        })
-                        .collect(),
-                ))
-            }
-            "failed" => Ok(PollOutcome::Failed(if t.task_status_msg.is_empty() {
-                "kling failed the task without a reason".into()
-            } else {
-                format!("kling: {}", t.task_status_msg)
-            })),
-            other => Err(ProviderError::Retryable(format!(
-                "kling task {} has an unknown status {other:?}",
-                t.task_id
-            ))),
-        }
+        Ok(outcome(read_task(data)?))
     }
 
     async fn cancel(&self, _upstream_ref: &str) -> Result<(), ProviderError> {
         // Kling's API has no cancel; the task runs out upstream.
         Ok(())
+    }
+
+    /// Kling calls back with the task as its query answers it (no envelope).
+    fn read_callback(
+        &self,
+        _headers: &reqwest::header::HeaderMap,
+        body: &[u8],
+    ) -> Result<CallbackNews, ProviderError> {
+        let data: serde_json::Value = serde_json::from_slice(body)
+            .map_err(|e| ProviderError::Permanent(format!("kling's callback is not JSON: {e}")))?;
+        let t = read_task(data)?;
+        Ok(CallbackNews {
+            upstream_id: t.task_id.clone(),
+            outcome: outcome(t),
+        })
+    }
+}
+
+fn read_task(data: serde_json::Value) -> Result<TaskData, ProviderError> {
+    serde_json::from_value(data)
+        .map_err(|e| ProviderError::Retryable(format!("kling's task is malformed: {e}")))
+}
+
+/// A task's status as the engine sees it; results are videos or images.
+fn outcome(t: TaskData) -> PollOutcome {
+    match t.task_status.as_str() {
+        "submitted" | "processing" => PollOutcome::Running {
+            progress: None,
+            poll_after: None,
+        },
+        "succeed" => {
+            let result = t.task_result.unwrap_or_default();
+            let (role, files) = if result.videos.is_empty() {
+                (ArtifactRole::Image, result.images)
+            } else {
+                (ArtifactRole::Video, result.videos)
+            };
+            if files.is_empty() {
+                return PollOutcome::Failed("kling reported success but returned no files".into());
+            }
+            PollOutcome::Succeeded(
+                files
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, f)| Output {
+                        role,
+                        index: f.index.unwrap_or(u32::try_from(i).unwrap_or(u32::MAX)),
+                        data: OutputData::Url(f.url),
+                    })
+                    .collect(),
+            )
+        }
+        "failed" => PollOutcome::Failed(if t.task_status_msg.is_empty() {
+            "kling failed the task without a reason".into()
+        } else {
+            format!("kling: {}", t.task_status_msg)
+        }),
+        // Unknown statuses are read as still running; the deadline bounds them.
+        other => {
+            tracing::warn!(task = %t.task_id, status = other, "kling task has an unknown status");
+            PollOutcome::Running {
+                progress: None,
+                poll_after: None,
+            }
+        }
     }
 }
 

@@ -9,9 +9,14 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use gengate_core::{ArtifactRole, ChannelSpec, ImageFormat, ImageRole, ProviderKind, Task};
 
+pub mod comfyui;
+pub mod gengate;
 pub mod http;
 pub mod kling;
+pub mod luma;
 pub use gengate_media as media;
+pub mod openai_images;
+pub mod replicate;
 pub mod sandbox;
 
 /// An input image the engine has fetched (or read from storage) for a submit.
@@ -31,6 +36,10 @@ pub struct Submission<'a> {
     pub inputs: Vec<InputBytes>,
     /// Unix ms, from the engine's clock.
     pub now: i64,
+    /// Where an upstream that calls back should report this task's changes
+    /// (a URL of gengate's own, carrying a token for this task); `None` when
+    /// gengate has no public URL or the channel does not use callbacks.
+    pub callback_url: Option<&'a str>,
 }
 
 /// The upstream's reference for a submitted task, opaque to the engine.
@@ -58,6 +67,15 @@ pub enum OutputData {
     },
     /// The upstream gave a (usually short-lived) URL; the engine copies it.
     Url(String),
+}
+
+/// What an upstream's callback says about one of its tasks.
+#[derive(Debug, Clone)]
+pub struct CallbackNews {
+    /// The upstream's own id for the task; the task's `upstream_ref` ends
+    /// with it, which is how the engine checks the news is about that task.
+    pub upstream_id: String,
+    pub outcome: PollOutcome,
 }
 
 #[derive(Debug, Clone)]
@@ -98,6 +116,40 @@ pub trait Provider: Send + Sync + 'static {
 
     /// Ask the upstream to stop (deadline passed, client canceled). Best effort.
     async fn cancel(&self, upstream_ref: &str) -> Result<(), ProviderError>;
+
+    /// How many tasks one [`Provider::poll_batch`] call may cover; 1 for
+    /// upstreams without a batch endpoint.
+    fn poll_batch_size(&self) -> usize {
+        1
+    }
+
+    /// Polls several tasks at once where the upstream has a batch endpoint:
+    /// one result per ref, in order.
+    async fn poll_batch(
+        &self,
+        upstream_refs: &[&str],
+        now: i64,
+    ) -> Vec<Result<PollOutcome, ProviderError>> {
+        let mut out = Vec::with_capacity(upstream_refs.len());
+        for r in upstream_refs {
+            out.push(self.poll(r, now).await);
+        }
+        out
+    }
+
+    /// Reads a callback the upstream sent to the task's callback URL. The
+    /// engine has checked the URL's token already; adapters whose upstream
+    /// signs its callbacks (Replicate) verify the signature here.
+    fn read_callback(
+        &self,
+        _headers: &reqwest::header::HeaderMap,
+        _body: &[u8],
+    ) -> Result<CallbackNews, ProviderError> {
+        Err(ProviderError::Permanent(format!(
+            "the {} provider does not call back",
+            self.kind()
+        )))
+    }
 }
 
 /// Time one upstream API request may take (not the generation: that is polled).
@@ -109,11 +161,6 @@ pub fn for_channel(
     spec: &ChannelSpec,
     submit_log: Option<std::path::PathBuf>,
 ) -> Result<Arc<dyn Provider>, String> {
-    let base = || {
-        spec.base_url
-            .as_deref()
-            .ok_or_else(|| format!("channel {:?}: base_url is required", spec.name))
-    };
     match spec.provider {
         ProviderKind::Sandbox => {
             let defaults = sandbox::SandboxConfig::default();
@@ -140,13 +187,32 @@ pub fn for_channel(
                     ));
                 }
             };
-            let upstream = http::Upstream::new(base()?, UPSTREAM_TIMEOUT)?;
-            Ok(Arc::new(kling::Kling::new(upstream, auth)))
+            Ok(Arc::new(kling::Kling::new(upstream_for(spec)?, auth)))
         }
-        other => Err(format!(
-            "channel {:?}: the {} provider is not available in this build yet",
-            spec.name,
-            other.as_str()
-        )),
+        ProviderKind::Luma => luma::from_spec(spec),
+        ProviderKind::Replicate => replicate::from_spec(spec),
+        ProviderKind::OpenaiImages => openai_images::from_spec(spec),
+        ProviderKind::Comfyui => comfyui::from_spec(spec),
+        ProviderKind::Gengate => gengate::from_spec(spec),
     }
+}
+
+/// The HTTP client for a channel's upstream: its `base_url` is required.
+pub(crate) fn upstream_for(spec: &ChannelSpec) -> Result<http::Upstream, String> {
+    let base = spec
+        .base_url
+        .as_deref()
+        .ok_or_else(|| format!("channel {:?}: base_url is required", spec.name))?;
+    http::Upstream::new(base, UPSTREAM_TIMEOUT)
+}
+
+/// The channel's bearer token (`credentials.api_key`), required.
+pub(crate) fn required_api_key(spec: &ChannelSpec) -> Result<String, String> {
+    spec.credentials.api_key.clone().ok_or_else(|| {
+        format!(
+            "channel {:?}: the {} provider needs credentials.api_key",
+            spec.name,
+            spec.provider.as_str()
+        )
+    })
 }

@@ -362,6 +362,7 @@ mod tests {
             model: "m",
             inputs: Vec::new(),
             now,
+            callback_url: None,
         };
         sb.submit(job).await.unwrap().upstream_ref
     }

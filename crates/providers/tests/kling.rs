@@ -30,6 +30,7 @@ async fn submit(k: &Kling, t: &Task, inputs: Vec<InputBytes>) -> Result<String, 
         model: "kling-v1",
         inputs,
         now: 0,
+        callback_url: None,
     };
     k.submit(job).await.map(|s| s.upstream_ref)
 }

@@ -1,11 +1,16 @@
 //! Emulated upstreams and helpers for gengate's tests. Everything here binds
 //! 127.0.0.1 only: no test ever sends traffic off the machine.
 
+pub mod comfyui;
 pub mod fixtures;
 pub mod image_host;
 pub mod kling;
+pub mod luma;
+pub mod openai_images;
+pub mod openapi;
 pub mod postgres;
 pub mod receiver;
+pub mod replicate;
 
 pub use image_host::{ImageHost, RED_PNG};
 pub use kling::{Fault, KlingAccount, KlingEmu};

@@ -1,0 +1,1 @@
+//! An emulated Luma Dream Machine API on loopback.

@@ -1,0 +1,1 @@
+//! An emulated OpenAI images API on loopback.

@@ -1,0 +1,1 @@
+//! An emulated Replicate API on loopback.
