@@ -25,6 +25,14 @@ pub enum InputError {
     Transient(String),
 }
 
+/// What a submit takes besides the task: its images, and for a follow-up
+/// the parent's upstream reference.
+#[derive(Debug, Clone, Default)]
+pub struct Resolved {
+    pub images: Vec<InputBytes>,
+    pub parent_upstream_ref: Option<String>,
+}
+
 pub struct InputFetcher {
     http: reqwest::Client,
     timeout: Duration,
@@ -46,28 +54,32 @@ impl InputFetcher {
         task: &Task,
         files: &FileStore,
         store: &dyn TaskStore,
-    ) -> Result<Vec<InputBytes>, InputError> {
-        let mut out = Vec::new();
+    ) -> Result<Resolved, InputError> {
+        let mut out = Resolved::default();
         for img in &task.request.images {
             let field = match img.role {
                 ImageRole::Reference => "image",
                 ImageRole::Start => "image_url",
                 ImageRole::End => "image_end_url",
             };
-            let (bytes, format) = match &img.source {
-                ImageSource::Url { url } => self.fetch(field, url).await?,
+            let (bytes, format, url) = match &img.source {
+                ImageSource::Url { url } => {
+                    let (bytes, format) = self.fetch(field, url).await?;
+                    (bytes, format, Some(url.clone()))
+                }
                 ImageSource::Stored { key, format } => {
                     let bytes = files
                         .get(key)
                         .await
                         .map_err(|e| InputError::Transient(format!("stored input {key}: {e}")))?;
-                    (Bytes::from(bytes), *format)
+                    (Bytes::from(bytes), *format, None)
                 }
             };
-            out.push(InputBytes {
+            out.images.push(InputBytes {
                 role: img.role,
                 format,
                 bytes,
+                url,
             });
         }
         if let Some(parent_id) = task.request.extend_from {
@@ -80,12 +92,14 @@ impl InputFetcher {
                 let bytes = files.get(&last.key).await.map_err(|e| {
                     InputError::Transient(format!("last frame of {parent_id}: {e}"))
                 })?;
-                out.push(InputBytes {
+                out.images.push(InputBytes {
                     role: ImageRole::Start,
                     format: ImageFormat::Jpeg,
                     bytes: Bytes::from(bytes),
+                    url: None,
                 });
             }
+            out.parent_upstream_ref = parent.upstream_ref;
         }
         Ok(out)
     }

@@ -153,7 +153,8 @@ impl Engine {
                     .spec
                     .upstream_model(&task.model)
                     .unwrap_or(&task.model),
-                inputs: inputs.clone(),
+                inputs: inputs.images.clone(),
+                parent_upstream_ref: inputs.parent_upstream_ref.as_deref(),
                 now: now_ms(),
                 callback_url: None,
             };

@@ -25,6 +25,9 @@ pub struct InputBytes {
     pub role: ImageRole,
     pub format: ImageFormat,
     pub bytes: Bytes,
+    /// Where an upstream that takes image URLs (Luma, Replicate) can fetch
+    /// it: the client's own URL; `None` for stored images and last frames.
+    pub url: Option<String>,
 }
 
 /// What a provider is given to submit: the task and its inputs, ready.
@@ -34,6 +37,9 @@ pub struct Submission<'a> {
     /// The upstream's name for the task's model (the channel's model map).
     pub model: &'a str,
     pub inputs: Vec<InputBytes>,
+    /// For a follow-up (extend): the parent's `upstream_ref` on this same
+    /// channel, for upstreams that continue their own generations (Luma).
+    pub parent_upstream_ref: Option<&'a str>,
     /// Unix ms, from the engine's clock.
     pub now: i64,
     /// Where an upstream that calls back should report this task's changes

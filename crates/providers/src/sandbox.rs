@@ -361,6 +361,7 @@ mod tests {
             task: t,
             model: "m",
             inputs: Vec::new(),
+            parent_upstream_ref: None,
             now,
             callback_url: None,
         };

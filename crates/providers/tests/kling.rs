@@ -29,6 +29,7 @@ async fn submit(k: &Kling, t: &Task, inputs: Vec<InputBytes>) -> Result<String, 
         task: t,
         model: "kling-v1",
         inputs,
+        parent_upstream_ref: None,
         now: 0,
         callback_url: None,
     };
@@ -96,6 +97,7 @@ async fn signed_keys_and_the_video_endpoints() {
         role: ImageRole::Start,
         format: ImageFormat::Png,
         bytes: bytes::Bytes::from_static(gengate_testkit::RED_PNG),
+        url: None,
     };
     let image = submit(&k, &task(TaskKind::Video, "waves"), vec![start])
         .await
