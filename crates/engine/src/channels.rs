@@ -4,10 +4,13 @@
 //! ends: that try is the probe, and a success makes it healthy again.
 //! Each channel's own limits are kept here too: requests per second (in
 //! this instance) and tasks in flight (all instances, from the store).
+//!
+//! Channels come from `gengate.toml` (fixed while running) and from the
+//! store (added through the admin API or CLI, re-read while running).
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use gengate_core::{ChannelSpec, Task, channel};
@@ -79,21 +82,97 @@ struct InFlight {
     reserved: HashMap<String, u64>,
 }
 
-pub struct Channels {
-    list: Vec<Channel>,
+/// Builds the adapter a channel speaks through.
+pub type ProviderFactory =
+    Arc<dyn Fn(&ChannelSpec) -> Result<Arc<dyn Provider>, String> + Send + Sync>;
+
+/// The channels in use at one moment.
+#[derive(Default)]
+struct Set {
+    list: Vec<Arc<Channel>>,
     specs: Vec<ChannelSpec>,
+}
+
+pub struct Channels {
+    set: RwLock<Arc<Set>>,
+    /// From `gengate.toml`: always first, never changed while running.
+    file: Vec<ChannelSpec>,
+    factory: ProviderFactory,
     health: Mutex<HashMap<String, Health>>,
     in_flight: Mutex<InFlight>,
 }
 
 impl Channels {
-    pub fn new(list: Vec<Channel>) -> Channels {
-        let specs = list.iter().map(|c| c.spec.clone()).collect();
-        Channels {
-            list,
-            specs,
+    /// The channels of `gengate.toml`; each must build.
+    pub fn new(file: Vec<ChannelSpec>, factory: ProviderFactory) -> Result<Channels, String> {
+        let list = file
+            .iter()
+            .map(|spec| Ok(Arc::new(Channel::new(spec.clone(), factory(spec)?))))
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(Channels {
+            set: RwLock::new(Arc::new(Set {
+                list,
+                specs: file.clone(),
+            })),
+            file,
+            factory,
             health: Mutex::default(),
             in_flight: Mutex::default(),
+        })
+    }
+
+    fn current(&self) -> Arc<Set> {
+        self.set.read().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// The channels `gengate.toml` defines (read-only while running).
+    pub fn file_specs(&self) -> &[ChannelSpec] {
+        &self.file
+    }
+
+    /// Every channel in use now, `gengate.toml`'s first.
+    pub fn snapshot(&self) -> Vec<Arc<Channel>> {
+        self.current().list.clone()
+    }
+
+    /// Whether `spec` could be used: its fields, and its adapter builds.
+    pub fn check(&self, spec: &ChannelSpec) -> Result<(), String> {
+        spec.check()?;
+        (self.factory)(spec).map(|_| ())
+    }
+
+    /// Use `stored` (the store's channels) beside `gengate.toml`'s. A
+    /// channel whose settings did not change keeps its adapter and rate
+    /// limiter; one that does not build, or whose name `gengate.toml`
+    /// already uses, is left out with an error logged.
+    pub fn set_stored(&self, stored: Vec<ChannelSpec>) {
+        let old = self.current();
+        let mut list: Vec<Arc<Channel>> = old.list[..self.file.len()].to_vec();
+        for spec in stored {
+            if list.iter().any(|c| c.spec.name == spec.name) {
+                tracing::error!(
+                    channel = spec.name,
+                    "a stored channel has the name of one in gengate.toml; left out"
+                );
+                continue;
+            }
+            if let Some(same) = old.list.iter().find(|c| c.spec == spec) {
+                list.push(same.clone());
+                continue;
+            }
+            match spec.check().and_then(|()| (self.factory)(&spec)) {
+                Ok(provider) => {
+                    tracing::info!(channel = spec.name, "channel (re)loaded");
+                    list.push(Arc::new(Channel::new(spec, provider)));
+                }
+                Err(e) => {
+                    tracing::error!(channel = spec.name, error = e, "stored channel left out")
+                }
+            }
+        }
+        let specs = list.iter().map(|c| c.spec.clone()).collect();
+        if let Ok(mut set) = self.set.write() {
+            *set = Arc::new(Set { list, specs });
         }
     }
 
@@ -101,10 +180,11 @@ impl Channels {
     /// channel (a follow-up such as extend, or one submitted before) stays
     /// there; others go to the healthy channels serving their model, or,
     /// when every one of those is cooling down, to all of them.
-    pub(crate) fn route(&self, task: &Task) -> Vec<&Channel> {
+    pub(crate) fn route(&self, task: &Task) -> Vec<Arc<Channel>> {
         if let Some(name) = &task.channel {
             return self.get(name).into_iter().collect();
         }
+        let set = self.current();
         let now = Instant::now();
         let cooling = |c: &ChannelSpec| {
             self.health.lock().is_ok_and(|h| {
@@ -114,21 +194,26 @@ impl Channels {
             })
         };
         let mut picked =
-            channel::candidates(&self.specs, &task.model, |c| !cooling(c), rand::random);
+            channel::candidates(&set.specs, &task.model, |c| !cooling(c), rand::random);
         if picked.is_empty() {
-            picked = channel::candidates(&self.specs, &task.model, |_| true, rand::random);
+            picked = channel::candidates(&set.specs, &task.model, |_| true, rand::random);
         }
-        picked.into_iter().map(|i| &self.list[i]).collect()
+        picked.into_iter().map(|i| set.list[i].clone()).collect()
     }
 
-    pub fn get(&self, name: &str) -> Option<&Channel> {
-        self.list.iter().find(|c| c.spec.name == name)
+    pub fn get(&self, name: &str) -> Option<Arc<Channel>> {
+        self.current()
+            .list
+            .iter()
+            .find(|c| c.spec.name == name)
+            .cloned()
     }
 
     /// The deadline channels set for `model`: the longest any enabled
     /// channel serving it asks for, so no channel's jobs are cut short.
     pub fn deadline_for(&self, model: &str) -> Option<Duration> {
-        self.specs
+        self.current()
+            .specs
             .iter()
             .filter(|c| c.enabled && c.upstream_model(model).is_some())
             .filter_map(|c| c.deadline_secs.get(model))
@@ -138,13 +223,18 @@ impl Channels {
 
     /// Whether any enabled channel serves `model`.
     pub fn serves(&self, model: &str) -> bool {
-        !channel::candidates(&self.specs, model, |_| true, || 1.0).is_empty()
+        !channel::candidates(&self.current().specs, model, |_| true, || 1.0).is_empty()
     }
 
     /// Whether the in-flight counts should be read again from the store;
     /// answering yes marks them read, so concurrent dispatches read once.
     pub(crate) fn in_flight_stale(&self) -> bool {
-        if self.specs.iter().all(|s| s.max_in_flight.is_none()) {
+        if self
+            .current()
+            .specs
+            .iter()
+            .all(|s| s.max_in_flight.is_none())
+        {
             return false;
         }
         let Ok(mut f) = self.in_flight.lock() else {

@@ -22,7 +22,7 @@ pub mod net;
 mod pacing;
 pub mod webhooks;
 
-pub use channels::{Channel, Channels};
+pub use channels::{Channel, Channels, ProviderFactory};
 pub use config::EngineConfig;
 use config::ms;
 use files::FileStore;

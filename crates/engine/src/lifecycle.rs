@@ -132,7 +132,7 @@ impl Engine {
         // Fail over: a channel in trouble passes the task to the next one.
         // One at its limits is passed over without a request.
         let (mut why, mut tried, mut wait) = (String::new(), 0, None::<Duration>);
-        for channel in channels {
+        for channel in channels.iter().map(|c| &**c) {
             if tried == MAX_CHANNELS_PER_DISPATCH {
                 break;
             }
@@ -266,6 +266,7 @@ impl Engine {
                 )
                 .await;
         };
+        let channel = &*channel;
         if let Err(wait) = channel.take_request() {
             let update = TaskUpdate {
                 next_due_at: Some(self.due(task, wait.max(Duration::from_millis(50)))),

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use gengate_engine::files::FileStore;
 use gengate_engine::net::AddressPolicy;
 use gengate_engine::webhooks::Deliverer;
-use gengate_engine::{Channel, Channels, Engine, EngineConfig, now_ms};
+use gengate_engine::{Channels, Engine, EngineConfig, ProviderFactory, now_ms};
 use gengate_server::AppState;
 use gengate_store::TaskStore;
 use tokio::sync::watch;
@@ -96,17 +96,11 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
-    let channels = settings
-        .channel_specs()
-        .into_iter()
-        .map(|spec| {
-            let provider =
-                gengate_providers::for_channel(&spec, settings.sandbox_submit_log.clone())
-                    .map_err(|e| anyhow::anyhow!("channels: {e}"))?;
-            Ok(Channel::new(spec, provider))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let channels = Channels::new(channels);
+    let submit_log = settings.sandbox_submit_log.clone();
+    let factory: ProviderFactory =
+        Arc::new(move |spec| gengate_providers::for_channel(spec, submit_log.clone()));
+    let channels = Channels::new(settings.channel_specs(), factory)
+        .map_err(|e| anyhow::anyhow!("channels: {e}"))?;
     let cfg = EngineConfig {
         lease: Duration::from_secs(settings.lease_secs),
         concurrency: settings.concurrency,
