@@ -1,17 +1,552 @@
-//! OpenAI images and compatible servers.
+//! OpenAI's image API (`POST /images/generations`) and the servers that
+//! copy it (LocalAI and others). The channel's `base_url` is the API root
+//! (`https://api.openai.com/v1`); `credentials.api_key` is sent as a bearer
+//! token, and may be left out for self-hosted servers without auth.
 //!
-//! Being written: the channel is refused at start until this lands.
+//! The API is synchronous (the request holds until the images exist, which
+//! can take minutes), while [`Provider`] is submit-then-poll. So `submit`
+//! starts the request on a background task and waits a short grace period:
+//! an answer in that time (above all the quick refusals: bad key, rate
+//! limit, bad request) is returned or classed as usual, so the engine's
+//! failover sees real error classes. Past it, `submit` returns a ref and
+//! `poll` reports `Running` until the answer is in. A late refusal becomes
+//! a `Failed` outcome; a late transient failure (5xx, reset) is retried in
+//! the background a bounded number of times first.
+//!
+//! Answers live in this process only. A ref this process does not know
+//! (gengate restarted, or the answer waited unpolled past [`KEEP_FINISHED`])
+//! polls as `Failed` with a reason saying to submit again: the upstream has
+//! no way to look a generation up, and hanging until the deadline would
+//! help nobody.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use gengate_core::ChannelSpec;
+use async_trait::async_trait;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use gengate_core::request::aspect_parts;
+use gengate_core::{ArtifactRole, ChannelSpec};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::watch;
 
-use crate::Provider;
+use crate::{Output, OutputData, PollOutcome, Provider, ProviderError, Submission, Submitted};
+
+pub const KIND: &str = "openai-images";
+
+/// One generation request may take this long (gpt-image-1 takes minutes).
+const GENERATION_TIMEOUT: Duration = Duration::from_secs(600);
+/// Answers carry the images inline as base64: ten 1536×1024 PNGs fit.
+const MAX_ANSWER: usize = 64 << 20;
+/// How long `submit` waits for an early answer before handing out a ref.
+const DEFAULT_GRACE: Duration = Duration::from_secs(2);
+/// Finished answers nobody polled within this long are dropped.
+pub const KEEP_FINISHED: Duration = Duration::from_secs(15 * 60);
+/// Late transient failures are retried this many times in the background.
+const LATE_RETRIES: u32 = 2;
+/// The longest a background retry waits, whatever `Retry-After` says.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
+
+type Answer = Result<Vec<Output>, ProviderError>;
+
+/// A request's answer and when it came.
+struct Finished {
+    answer: Answer,
+    at: Instant,
+}
+
+struct Job {
+    /// `None` while the request runs.
+    finished: watch::Receiver<Option<Finished>>,
+    worker: tokio::task::JoinHandle<()>,
+}
+
+pub struct OpenAiImages {
+    http: reqwest::Client,
+    base: String,
+    api_key: Option<String>,
+    grace: Duration,
+    jobs: Arc<Mutex<HashMap<String, Job>>>,
+}
 
 pub fn from_spec(spec: &ChannelSpec) -> Result<Arc<dyn Provider>, String> {
-    Err(format!(
-        "channel {:?}: the {} provider is not available in this build yet",
-        spec.name,
-        spec.provider.as_str()
-    ))
+    let base = spec
+        .base_url
+        .as_deref()
+        .ok_or_else(|| format!("channel {:?}: base_url is required", spec.name))?;
+    let p = OpenAiImages::new(base, spec.credentials.api_key.clone())
+        .map_err(|e| format!("channel {:?}: {e}", spec.name))?;
+    Ok(Arc::new(p))
+}
+
+/// What one request asks for: the JSON body and how many images it makes.
+#[derive(Clone)]
+struct Call {
+    body: Value,
+    n: u32,
+}
+
+impl OpenAiImages {
+    /// `base` is the API root, e.g. `https://api.openai.com/v1`.
+    pub fn new(base: &str, api_key: Option<String>) -> Result<OpenAiImages, String> {
+        // Its own client rather than the shared `Upstream`: the request holds
+        // for minutes and the answer carries images, past `Upstream`'s limits.
+        let http = reqwest::Client::builder()
+            .timeout(GENERATION_TIMEOUT)
+            .connect_timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("gengate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("building the HTTP client: {e}"))?;
+        Ok(OpenAiImages {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            api_key: api_key.filter(|k| !k.is_empty()),
+            grace: DEFAULT_GRACE,
+            jobs: Arc::default(),
+        })
+    }
+
+    /// How long `submit` waits for an early answer (tests shorten it).
+    pub fn with_grace(mut self, grace: Duration) -> OpenAiImages {
+        self.grace = grace;
+        self
+    }
+
+    /// Drops answers nobody came for.
+    fn sweep(&self) {
+        if let Ok(mut jobs) = self.jobs.lock() {
+            jobs.retain(|_, j| {
+                j.finished
+                    .borrow()
+                    .as_ref()
+                    .is_none_or(|f| f.at.elapsed() < KEEP_FINISHED)
+            });
+        }
+    }
+}
+
+/// The requests a task takes: dall-e-3 makes one image per request, the
+/// others at most ten (the API's bound on `n`).
+fn calls(job: &Submission<'_>) -> Vec<Call> {
+    let r = &job.task.request;
+    let model = job.model;
+    let per_call = if model == "dall-e-3" { 1 } else { 10 };
+    let size = size_for(model, &r.aspect_ratio, r.resolution.as_deref());
+    let mut out = Vec::new();
+    let mut left = r.n.max(1);
+    while left > 0 {
+        let n = left.min(per_call);
+        left -= n;
+        let mut body = json!({
+            "model": model,
+            "prompt": r.prompt,
+            "n": n,
+            "size": size,
+            "user": job.task.owner.to_string(),
+        });
+        // GPT image models always answer base64 and refuse the parameter.
+        if !model.starts_with("gpt-image") {
+            body["response_format"] = "b64_json".into();
+        }
+        out.push(Call { body, n });
+    }
+    out
+}
+
+/// The size the model accepts closest to the aspect ratio. A `resolution`
+/// written `WxH` that the model accepts wins (dall-e-2's smaller squares).
+/// Models unknown here get a 1024 long side, the short side a multiple of 64.
+pub fn size_for(model: &str, aspect_ratio: &str, resolution: Option<&str>) -> String {
+    let fixed: &[(u32, u32)] = match model {
+        "dall-e-2" => &[(1024, 1024)],
+        "dall-e-3" => &[(1024, 1024), (1792, 1024), (1024, 1792)],
+        m if m.starts_with("gpt-image") => &[(1024, 1024), (1536, 1024), (1024, 1536)],
+        _ => &[],
+    };
+    let explicit = resolution.and_then(|r| {
+        let (w, h) = r.split_once('x')?;
+        Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?))
+    });
+    if let Some((w, h)) = explicit {
+        let allowed = match model {
+            "dall-e-2" => w == h && [256, 512, 1024].contains(&w),
+            _ if !fixed.is_empty() => fixed.contains(&(w, h)),
+            _ => w > 0 && h > 0,
+        };
+        if allowed {
+            return format!("{w}x{h}");
+        }
+    }
+    let (aw, ah) = aspect_parts(aspect_ratio).unwrap_or((1, 1));
+    let want = (f64::from(aw) / f64::from(ah)).ln();
+    let (w, h) = if fixed.is_empty() {
+        let short = |a: u32, b: u32| ((1024 * b / a + 32) / 64 * 64).max(64);
+        if aw >= ah {
+            (1024, short(aw, ah))
+        } else {
+            (short(ah, aw), 1024)
+        }
+    } else {
+        *fixed
+            .iter()
+            .min_by(|a, b| {
+                let d = |s: &(u32, u32)| (f64::from(s.0) / f64::from(s.1)).ln() - want;
+                d(a).abs().total_cmp(&d(b).abs())
+            })
+            .unwrap_or(&(1024, 1024))
+    };
+    format!("{w}x{h}")
+}
+
+#[derive(Deserialize)]
+struct ImagesResponse {
+    #[serde(default)]
+    data: Vec<ImageData>,
+}
+
+#[derive(Deserialize)]
+struct ImageData {
+    #[serde(default)]
+    b64_json: Option<String>,
+    #[serde(default)]
+    url: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ErrorEnvelope {
+    error: ErrorBody,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    code: Option<String>,
+}
+
+/// Sends one request and reads its images, numbered from `first`.
+async fn generate(
+    http: &reqwest::Client,
+    url: &str,
+    api_key: Option<&str>,
+    call: &Call,
+    first: u32,
+) -> Answer {
+    let mut req = http.post(url).json(&call.body);
+    if let Some(k) = api_key {
+        req = req.bearer_auth(k);
+    }
+    let mut resp = req.send().await.map_err(transport)?;
+    let status = resp.status();
+    let retry_after = crate::http::retry_after(resp.headers());
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+        if body.len() + chunk.len() > MAX_ANSWER {
+            return Err(ProviderError::Retryable(format!(
+                "the upstream's answer is over {MAX_ANSWER} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    if !status.is_success() {
+        return Err(classify(status, retry_after, &body));
+    }
+    let parsed: ImagesResponse = serde_json::from_slice(&body).map_err(|e| {
+        ProviderError::Retryable(format!("the upstream's answer is not an image list: {e}"))
+    })?;
+    if parsed.data.is_empty() {
+        return Err(ProviderError::Retryable(
+            "the upstream answered without images".into(),
+        ));
+    }
+    parsed
+        .data
+        .into_iter()
+        .zip(first..)
+        .map(|(d, index)| {
+            let data = match (d.b64_json, d.url) {
+                (Some(b), _) => {
+                    let bytes = STANDARD.decode(b.trim()).map_err(|e| {
+                        ProviderError::Retryable(format!("an image is not valid base64: {e}"))
+                    })?;
+                    let extension = sniff(&bytes).ok_or_else(|| {
+                        ProviderError::Retryable("an image is not PNG, JPEG or WebP".into())
+                    })?;
+                    OutputData::Inline {
+                        bytes: Bytes::from(bytes),
+                        extension,
+                    }
+                }
+                (None, Some(u)) => OutputData::Url(u),
+                (None, None) => {
+                    return Err(ProviderError::Retryable(
+                        "an image came without data or URL".into(),
+                    ));
+                }
+            };
+            Ok(Output {
+                role: ArtifactRole::Image,
+                index,
+                data,
+            })
+        })
+        .collect()
+}
+
+fn sniff(b: &[u8]) -> Option<&'static str> {
+    if b.starts_with(b"\x89PNG\r\n\x1a\n") {
+        Some("png")
+    } else if b.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        Some("jpg")
+    } else if b.len() >= 12 && &b[..4] == b"RIFF" && &b[8..12] == b"WEBP" {
+        Some("webp")
+    } else {
+        None
+    }
+}
+
+/// A failed answer by what gengate should do, with OpenAI's own message.
+fn classify(
+    status: reqwest::StatusCode,
+    retry_after: Option<Duration>,
+    body: &[u8],
+) -> ProviderError {
+    let what = match serde_json::from_slice::<ErrorEnvelope>(body) {
+        Ok(e) if !e.error.message.is_empty() => e.error.message,
+        _ => format!("HTTP {status}"),
+    };
+    let policy = serde_json::from_slice::<ErrorEnvelope>(body)
+        .ok()
+        .and_then(|e| e.error.code)
+        .is_some_and(|c| c == "content_policy_violation");
+    match status.as_u16() {
+        _ if policy => ProviderError::Permanent(format!("refused by content policy: {what}")),
+        401 | 403 => ProviderError::Auth(format!("HTTP {status}: {what}")),
+        429 => ProviderError::RateLimited { retry_after },
+        408 | 500..=599 => ProviderError::Retryable(format!("HTTP {status}: {what}")),
+        _ => ProviderError::Permanent(what),
+    }
+}
+
+/// What went wrong, without the URL.
+fn transport(e: reqwest::Error) -> ProviderError {
+    let e = e.without_url();
+    ProviderError::Retryable(if e.is_timeout() {
+        "the upstream did not answer in time".into()
+    } else if e.is_connect() {
+        "could not connect to the upstream".into()
+    } else {
+        format!("talking to the upstream failed: {e}")
+    })
+}
+
+/// Runs every request of a task; a late transient failure is retried (an
+/// early one is `submit`'s to report, so the engine can fail over).
+async fn run(
+    http: reqwest::Client,
+    url: String,
+    api_key: Option<String>,
+    calls: Vec<Call>,
+    grace: Duration,
+) -> Answer {
+    let started = Instant::now();
+    let mut tries = 0;
+    loop {
+        let mut set = tokio::task::JoinSet::new();
+        let mut first = 0;
+        for (i, call) in calls.iter().enumerate() {
+            let start = first;
+            first += call.n;
+            let (http, url, key, call) = (http.clone(), url.clone(), api_key.clone(), call.clone());
+            set.spawn(
+                async move { (i, generate(&http, &url, key.as_deref(), &call, start).await) },
+            );
+        }
+        let mut parts: Vec<(usize, Vec<Output>)> = Vec::new();
+        let mut failed = None;
+        while let Some(joined) = set.join_next().await {
+            match joined {
+                Ok((i, Ok(out))) => parts.push((i, out)),
+                Ok((_, Err(e))) => {
+                    failed = Some(e);
+                    break;
+                }
+                Err(e) => {
+                    failed = Some(ProviderError::Retryable(format!("request task: {e}")));
+                    break;
+                }
+            }
+        }
+        let Some(e) = failed else {
+            parts.sort_by_key(|(i, _)| *i);
+            return Ok(parts.into_iter().flat_map(|(_, o)| o).collect());
+        };
+        let wait = match &e {
+            ProviderError::Retryable(_) => Duration::from_secs(2 << tries),
+            ProviderError::RateLimited { retry_after } => {
+                retry_after.unwrap_or(Duration::from_secs(5 << tries))
+            }
+            _ => return Err(e),
+        };
+        if started.elapsed() < grace || tries == LATE_RETRIES {
+            return Err(e);
+        }
+        tries += 1;
+        tracing::warn!(error = %e, attempt = tries, "openai image request failed; retrying");
+        tokio::time::sleep(wait.min(MAX_RETRY_WAIT)).await;
+    }
+}
+
+/// The outcome a finished answer gives the engine.
+fn outcome(answer: &Answer) -> PollOutcome {
+    match answer {
+        Ok(out) => PollOutcome::Succeeded(out.clone()),
+        Err(ProviderError::Permanent(m)) => PollOutcome::Failed(m.clone()),
+        Err(ProviderError::Auth(_)) => {
+            PollOutcome::Failed("the upstream refused the channel's credentials".into())
+        }
+        Err(ProviderError::RateLimited { .. }) => {
+            PollOutcome::Failed("the upstream kept refusing: rate limited".into())
+        }
+        Err(ProviderError::Retryable(m)) => {
+            PollOutcome::Failed(format!("upstream unavailable: {m}"))
+        }
+    }
+}
+
+#[async_trait]
+impl Provider for OpenAiImages {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    async fn submit(&self, job: Submission<'_>) -> Result<Submitted, ProviderError> {
+        self.sweep();
+        let calls = calls(&job);
+        let id = format!("oai_{}", uuid::Uuid::new_v4().simple());
+        let (tx, mut rx) = watch::channel(None);
+        let work = run(
+            self.http.clone(),
+            format!("{}/images/generations", self.base),
+            self.api_key.clone(),
+            calls,
+            self.grace,
+        );
+        let worker = tokio::spawn(async move {
+            let answer = work.await;
+            let _ = tx.send(Some(Finished {
+                answer,
+                at: Instant::now(),
+            }));
+        });
+        if let Ok(mut jobs) = self.jobs.lock() {
+            jobs.insert(
+                id.clone(),
+                Job {
+                    finished: rx.clone(),
+                    worker,
+                },
+            );
+        }
+        let early = tokio::time::timeout(self.grace, rx.wait_for(Option::is_some)).await;
+        let refused = match early {
+            Ok(Ok(f)) => f.as_ref().and_then(|f| f.answer.as_ref().err().cloned()),
+            _ => None,
+        };
+        if let Some(e) = refused {
+            if let Ok(mut jobs) = self.jobs.lock() {
+                jobs.remove(&id);
+            }
+            return Err(e);
+        }
+        Ok(Submitted {
+            upstream_ref: id,
+            poll_after: None,
+        })
+    }
+
+    async fn poll(&self, upstream_ref: &str, _now: i64) -> Result<PollOutcome, ProviderError> {
+        self.sweep();
+        let Ok(mut jobs) = self.jobs.lock() else {
+            return Err(ProviderError::Retryable("job table unavailable".into()));
+        };
+        let Some(job) = jobs.get(upstream_ref) else {
+            return Ok(PollOutcome::Failed(
+                "the image request was lost (gengate restarted or the result expired); submit the task again"
+                    .into(),
+            ));
+        };
+        let answer = job.finished.borrow().as_ref().map(|f| outcome(&f.answer));
+        Ok(match answer {
+            Some(done) => {
+                // Handed over once: the engine stores the results.
+                jobs.remove(upstream_ref);
+                done
+            }
+            None => PollOutcome::Running {
+                progress: None,
+                poll_after: None,
+            },
+        })
+    }
+
+    async fn cancel(&self, upstream_ref: &str) -> Result<(), ProviderError> {
+        // The API cannot cancel; dropping the request is the most we can do.
+        if let Ok(mut jobs) = self.jobs.lock()
+            && let Some(j) = jobs.remove(upstream_ref)
+        {
+            j.worker.abort();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_follow_the_model_and_aspect_ratio() {
+        assert_eq!(size_for("dall-e-3", "16:9", None), "1792x1024");
+        assert_eq!(size_for("dall-e-3", "9:16", None), "1024x1792");
+        assert_eq!(size_for("dall-e-3", "1:1", None), "1024x1024");
+        assert_eq!(size_for("gpt-image-1", "3:2", None), "1536x1024");
+        assert_eq!(size_for("gpt-image-1", "4:5", None), "1024x1024");
+        assert_eq!(size_for("dall-e-2", "16:9", None), "1024x1024");
+        assert_eq!(size_for("dall-e-2", "1:1", Some("256x256")), "256x256");
+        assert_eq!(size_for("dall-e-2", "1:1", Some("300x300")), "1024x1024");
+        assert_eq!(size_for("dall-e-3", "1:1", Some("256x256")), "1024x1024");
+        assert_eq!(size_for("sd-local", "16:9", None), "1024x576");
+        assert_eq!(size_for("sd-local", "2:3", None), "704x1024");
+    }
+
+    #[test]
+    fn errors_are_classed_with_openai_s_message() {
+        let body = |code: &str| {
+            json!({"error": {"message": "Your request was rejected", "type": "invalid_request_error", "param": null, "code": code}})
+                .to_string()
+        };
+        let bad = reqwest::StatusCode::BAD_REQUEST;
+        assert!(matches!(
+            classify(bad, None, body("content_policy_violation").as_bytes()),
+            ProviderError::Permanent(m) if m.contains("content policy") && m.contains("rejected")
+        ));
+        assert!(matches!(
+            classify(
+                reqwest::StatusCode::UNAUTHORIZED,
+                None,
+                body("invalid_api_key").as_bytes()
+            ),
+            ProviderError::Auth(_)
+        ));
+        assert!(matches!(
+            classify(reqwest::StatusCode::BAD_GATEWAY, None, b"<html>"),
+            ProviderError::Retryable(_)
+        ));
+    }
 }
