@@ -101,6 +101,12 @@ pub struct ChannelSpec {
     pub deadline_secs: BTreeMap<String, u64>,
     #[serde(default = "default_enabled")]
     pub enabled: bool,
+    /// Give upstreams that call back (Luma, Kling, Replicate, gengate) a
+    /// callback URL of gengate's own, so results arrive without polling;
+    /// polls become a slow fallback. Needs gengate reachable from the
+    /// upstream at `public_url`.
+    #[serde(default)]
+    pub callbacks: bool,
     /// Sandbox only: how long its jobs take, and how often they fail.
     #[serde(default)]
     pub latency_ms: Option<u64>,
@@ -136,6 +142,7 @@ impl ChannelSpec {
             rate_limit_per_sec: None,
             deadline_secs: BTreeMap::new(),
             enabled: default_enabled(),
+            callbacks: false,
             latency_ms: None,
             failure_rate: None,
             workflow: None,

@@ -22,6 +22,9 @@ pub struct EngineConfig {
     pub fetch_timeout: Duration,
     /// Longest wait between two polls of one task.
     pub max_poll_interval: Duration,
+    /// Where upstreams reach this gateway, for their callbacks (`None`:
+    /// no upstream callbacks).
+    pub public_url: Option<String>,
 }
 
 impl Default for EngineConfig {
@@ -35,6 +38,7 @@ impl Default for EngineConfig {
             drain_timeout: Duration::from_secs(10),
             fetch_timeout: Duration::from_secs(30),
             max_poll_interval: Duration::from_secs(30),
+            public_url: None,
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod inputs;
 mod lifecycle;
 pub mod net;
 mod pacing;
+pub mod upstream_callbacks;
 pub mod webhooks;
 
 pub use channels::{Channel, Channels, ProviderFactory};
@@ -27,6 +28,9 @@ pub use config::EngineConfig;
 use config::ms;
 use files::FileStore;
 use inputs::InputFetcher;
+
+/// How often stored channels are re-read.
+const CHANNEL_RELOAD: Duration = Duration::from_secs(3);
 
 pub fn now_ms() -> Millis {
     std::time::SystemTime::now()
@@ -45,6 +49,8 @@ pub struct Engine {
     worker_id: String,
     wake: Notify,
     pacer: pacing::Pacer,
+    /// Shared by every instance through the store; read on first use.
+    callback_secret: tokio::sync::OnceCell<Vec<u8>>,
 }
 
 impl Engine {
@@ -66,6 +72,7 @@ impl Engine {
             worker_id: format!("worker-{}", uuid::Uuid::new_v4()),
             wake: Notify::new(),
             pacer: pacing::Pacer::default(),
+            callback_secret: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -79,6 +86,27 @@ impl Engine {
 
     pub fn files(&self) -> &FileStore {
         &self.files
+    }
+
+    /// Use the store's channels as they are now (after an admin change).
+    pub async fn reload_channels(&self) -> Result<(), gengate_store::StoreError> {
+        let stored = self.store.list_channels().await?;
+        self.channels.set_stored(stored);
+        Ok(())
+    }
+
+    /// Re-read the store's channels every few seconds until `shutdown`, so
+    /// a change made through another instance or the CLI reaches this one.
+    pub async fn watch_channels(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        while !*shutdown.borrow() {
+            if let Err(e) = self.reload_channels().await {
+                tracing::warn!(error = %e, "reading stored channels failed");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(CHANNEL_RELOAD) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
     }
 
     /// New work is in the store: look now rather than at the next tick.

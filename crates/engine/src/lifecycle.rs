@@ -11,6 +11,7 @@ use gengate_store::StoreError;
 use crate::channels::Channel;
 use crate::config::ms;
 use crate::inputs::InputError;
+use crate::upstream_callbacks::fallback_poll;
 use crate::{Engine, artifacts, now_ms};
 
 /// How long a task has been at its upstream (since it was submitted).
@@ -35,6 +36,11 @@ fn count_request<T>(channel: &Channel, op: &'static str, result: &Result<T, Prov
         "outcome" => outcome
     )
     .increment(1);
+}
+
+/// Whether tasks on `channel` are told of by callbacks (polls fall back).
+fn uses_callbacks(channel: &Channel) -> bool {
+    channel.spec.callbacks && channel.provider.calls_back()
 }
 
 /// How long a task waits when every channel for it is full.
@@ -62,7 +68,7 @@ impl Engine {
 
     /// Apply an update; losing the compare-and-swap is normal (someone else
     /// moved the task) and changes nothing.
-    async fn apply(&self, task: &Task, update: TaskUpdate) -> Result<(), StoreError> {
+    pub(crate) async fn apply(&self, task: &Task, update: TaskUpdate) -> Result<(), StoreError> {
         if let Some(to) = update.state
             && !task.state.can_become(to)
         {
@@ -147,6 +153,7 @@ impl Engine {
                 continue;
             }
             tried += 1;
+            let callback_url = self.callback_url(channel, task).await;
             let job = Submission {
                 task,
                 model: channel
@@ -156,7 +163,7 @@ impl Engine {
                 inputs: inputs.images.clone(),
                 parent_upstream_ref: inputs.parent_upstream_ref.as_deref(),
                 now: now_ms(),
-                callback_url: None,
+                callback_url: callback_url.as_deref(),
             };
             let submitted = channel.provider.submit(job).await;
             count_request(channel, "submit", &submitted);
@@ -166,14 +173,17 @@ impl Engine {
                     let first_poll = sub
                         .poll_after
                         .unwrap_or_else(|| self.pacer.first_poll(channel.name(), &task.model));
+                    let first_poll = if callback_url.is_some() {
+                        fallback_poll(first_poll)
+                    } else {
+                        first_poll.min(self.cfg.max_poll_interval)
+                    };
                     let update = TaskUpdate {
                         state: Some(TaskState::Processing),
                         channel: Some(channel.name().to_string()),
                         upstream_ref: Some(sub.upstream_ref),
                         bump_attempts: true,
-                        next_due_at: Some(
-                            self.due(task, first_poll.min(self.cfg.max_poll_interval)),
-                        ),
+                        next_due_at: Some(self.due(task, first_poll)),
                         detail: Some(format!(
                             "submitted to channel {} ({})",
                             channel.name(),
@@ -280,17 +290,30 @@ impl Engine {
             Ok(_) | Err(ProviderError::Permanent(_)) => self.channels.succeeded(channel),
             Err(_) => self.channels.failed(channel),
         }
+        self.settle_poll(task, channel, outcome).await
+    }
+
+    /// Apply what a poll (or a callback) said about a task.
+    pub(crate) async fn settle_poll(
+        &self,
+        task: &Task,
+        channel: &Channel,
+        outcome: Result<PollOutcome, ProviderError>,
+    ) -> Result<(), StoreError> {
         match outcome {
             Ok(PollOutcome::Running {
                 progress,
                 poll_after,
             }) => {
-                let next = poll_after
-                    .unwrap_or_else(|| {
-                        self.pacer
-                            .next_poll(channel.name(), &task.model, running_for(task))
-                    })
-                    .clamp(Duration::from_millis(20), self.cfg.max_poll_interval);
+                let next = poll_after.unwrap_or_else(|| {
+                    self.pacer
+                        .next_poll(channel.name(), &task.model, running_for(task))
+                });
+                let next = if uses_callbacks(channel) {
+                    fallback_poll(next)
+                } else {
+                    next.clamp(Duration::from_millis(20), self.cfg.max_poll_interval)
+                };
                 let update = TaskUpdate {
                     progress,
                     next_due_at: Some(self.due(task, next)),

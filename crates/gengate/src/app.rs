@@ -109,11 +109,17 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         image_deadline: Duration::from_secs(settings.image_deadline_secs),
         drain_timeout: Duration::from_secs(settings.drain_timeout_secs),
         fetch_timeout: Duration::from_secs(settings.fetch_timeout_secs),
+        public_url: Some(public.clone()),
         ..EngineConfig::default()
     };
     let files = FileStore::new(settings.data_dir.join("media"));
     let policy = AddressPolicy::new(settings.allowed_networks()?);
     let engine = Engine::new(store.clone(), channels, files, cfg, policy.clone());
+    // Stored channels serve from the first request on.
+    engine
+        .reload_channels()
+        .await
+        .context("reading stored channels")?;
     let files_base = format!("{}/files", public.trim_end_matches('/'));
     let deliverer = Deliverer::new(
         store.clone(),
@@ -133,6 +139,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let run_engine = settings.role != "api";
     let serve_api = settings.role != "worker";
     let handle = tokio::spawn(async move {
+        let watch_task = tokio::spawn(engine.clone().watch_channels(rx.clone()));
         let engine_task = run_engine.then(|| tokio::spawn(engine.run(rx.clone())));
         let deliver_task = run_engine.then(|| tokio::spawn(deliverer.run(rx.clone())));
         let mut server_rx = rx.clone();
@@ -151,7 +158,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
             Ok(r) => r??,
             Err(_) => tracing::warn!("requests still open after the grace period; closing"),
         }
-        for task in [engine_task, deliver_task].into_iter().flatten() {
+        for task in [Some(watch_task), engine_task, deliver_task].into_iter().flatten() {
             task.await?;
         }
         Ok(())

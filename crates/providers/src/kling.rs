@@ -289,6 +289,10 @@ impl Provider for Kling {
         Ok(())
     }
 
+    fn calls_back(&self) -> bool {
+        true
+    }
+
     /// Kling calls back with the task as its query answers it (no envelope).
     fn read_callback(
         &self,

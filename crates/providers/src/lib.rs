@@ -143,6 +143,12 @@ pub trait Provider: Send + Sync + 'static {
         out
     }
 
+    /// Whether the upstream reports changes to a callback URL given at
+    /// submit (then [`Provider::read_callback`] reads them).
+    fn calls_back(&self) -> bool {
+        false
+    }
+
     /// Reads a callback the upstream sent to the task's callback URL. The
     /// engine has checked the URL's token already; adapters whose upstream
     /// signs its callbacks (Replicate) verify the signature here.

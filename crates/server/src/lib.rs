@@ -28,6 +28,7 @@ pub mod luma;
 pub mod metrics;
 pub mod openapi;
 pub mod rendered;
+pub mod upstream_callbacks;
 
 /// Results live under this storage prefix (see `gengate_engine::artifacts`).
 const RESULTS_PREFIX: &str = gengate_engine::artifacts::RESULTS_PREFIX;
@@ -146,6 +147,7 @@ pub fn router(state: AppState, serve_api: bool) -> Router {
             .merge(luma::router())
             .merge(kling::router())
             .merge(deliveries::router())
+            .merge(upstream_callbacks::router())
             .route("/openapi.json", get(openapi::serve))
             .nest_service(
                 &format!("/files/{RESULTS_PREFIX}"),
