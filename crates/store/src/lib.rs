@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use gengate_core::{
-    ApiKey, Delivery, DeliveryAttempt, DeliveryOutcome, Dialect, Millis, NewTask, Task, TaskEvent,
-    TaskUpdate,
+    ApiKey, ChannelSpec, Delivery, DeliveryAttempt, DeliveryOutcome, Dialect, Millis, NewTask,
+    Task, TaskEvent, TaskUpdate,
 };
 use uuid::Uuid;
 
@@ -164,6 +164,41 @@ pub trait TaskStore: Send + Sync + 'static {
     /// `false` when no such key is active.
     async fn revoke_key(&self, id: Uuid, now: Millis) -> StoreResult<bool>;
     async fn count_keys(&self) -> StoreResult<u64>;
+
+    /// Channels added through the admin API or CLI (gengate.toml's are
+    /// never stored), by name.
+    async fn list_channels(&self) -> StoreResult<Vec<ChannelSpec>>;
+    /// `false`: the name is taken.
+    async fn create_channel(&self, spec: &ChannelSpec, now: Millis) -> StoreResult<bool>;
+    /// Replace the settings of the channel named `spec.name`. `false`: no
+    /// such channel.
+    async fn update_channel(&self, spec: &ChannelSpec, now: Millis) -> StoreResult<bool>;
+    /// A random 32-byte secret by name, made on first use and the same for
+    /// every instance sharing the store (e.g. the key gengate signs
+    /// upstream callback URLs with). Concurrent first uses agree.
+    async fn gateway_secret(&self, name: &str) -> StoreResult<Vec<u8>>;
+}
+
+/// A channel's settings as stored (JSON, credentials included).
+pub(crate) fn channel_json(spec: &ChannelSpec) -> StoreResult<String> {
+    serde_json::to_string(spec).map_err(|e| StoreError::Backend(e.to_string()))
+}
+
+pub(crate) fn channel_from_json(name: &str, json: &str) -> StoreResult<ChannelSpec> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("channel {name:?}: {e}")))
+}
+
+/// 32 bytes from the OS's random source: the fully random bytes of v4
+/// UUIDs (all but the version and variant bytes).
+pub(crate) fn random_secret() -> Vec<u8> {
+    let mut out = Vec::with_capacity(32);
+    while out.len() < 32 {
+        let u = Uuid::new_v4();
+        let b = u.as_bytes();
+        out.extend(b[..6].iter().chain(&b[7..8]).chain(&b[9..]));
+    }
+    out.truncate(32);
+    out
 }
 
 /// Open the store a URL names: `postgres://…` (or `postgresql://…`), or

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use gengate_core::{
-    ApiKey, Delivery, DeliveryAttempt, DeliveryOutcome, Dialect, Millis, NewTask, Task, TaskEvent,
-    TaskState, TaskUpdate,
+    ApiKey, ChannelSpec, Delivery, DeliveryAttempt, DeliveryOutcome, Dialect, Millis, NewTask,
+    Task, TaskEvent, TaskState, TaskUpdate,
 };
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Postgres, Transaction};
@@ -22,6 +22,7 @@ use crate::{StoreError, StoreResult, TaskStore, row};
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_initial.sql")),
     (2, include_str!("../migrations/postgres/0002_callbacks.sql")),
+    (3, include_str!("../migrations/postgres/0003_channels.sql")),
 ];
 
 /// The channel new work is announced on.
@@ -689,5 +690,51 @@ impl TaskStore for PgStore {
             .fetch_one(&self.pool)
             .await?;
         Ok(u64::try_from(n).unwrap_or_default())
+    }
+
+    async fn list_channels(&self) -> StoreResult<Vec<ChannelSpec>> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT name, spec FROM channels ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|(name, spec)| crate::channel_from_json(name, spec))
+            .collect()
+    }
+
+    async fn create_channel(&self, spec: &ChannelSpec, now: Millis) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "INSERT INTO channels (name, spec, created_at, updated_at) VALUES ($1, $2, $3, $3) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&spec.name)
+        .bind(crate::channel_json(spec)?)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn update_channel(&self, spec: &ChannelSpec, now: Millis) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE channels SET spec = $1, updated_at = $2 WHERE name = $3")
+            .bind(crate::channel_json(spec)?)
+            .bind(now)
+            .bind(&spec.name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn gateway_secret(&self, name: &str) -> StoreResult<Vec<u8>> {
+        // One statement: a concurrent first insert makes this one wait for
+        // it, then update nothing and return the winner's value.
+        Ok(sqlx::query_scalar(
+            "INSERT INTO gateway_secrets (name, value) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET value = gateway_secrets.value RETURNING value",
+        )
+        .bind(name)
+        .bind(crate::random_secret())
+        .fetch_one(&self.pool)
+        .await?)
     }
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use gengate_core::{
-    ApiKey, Delivery, DeliveryAttempt, DeliveryOutcome, Dialect, Millis, NewTask, Task, TaskEvent,
-    TaskState, TaskUpdate,
+    ApiKey, ChannelSpec, Delivery, DeliveryAttempt, DeliveryOutcome, Dialect, Millis, NewTask,
+    Task, TaskEvent, TaskState, TaskUpdate,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use sqlx::AssertSqlSafe;
@@ -26,6 +26,7 @@ macro_rules! sql {
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_initial.sql")),
     (2, include_str!("../migrations/sqlite/0002_callbacks.sql")),
+    (3, include_str!("../migrations/sqlite/0003_channels.sql")),
 ];
 
 const DELIVERY_COLUMNS: &str = "id, event_id, event_state, event_at, task_id, owner, seq, url, \
@@ -709,5 +710,60 @@ impl TaskStore for SqliteStore {
             .fetch_one(&self.reader)
             .await?;
         Ok(u64::try_from(n).unwrap_or_default())
+    }
+
+    async fn list_channels(&self) -> StoreResult<Vec<ChannelSpec>> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT name, spec FROM channels ORDER BY name")
+                .fetch_all(&self.reader)
+                .await?;
+        rows.iter()
+            .map(|(name, spec)| crate::channel_from_json(name, spec))
+            .collect()
+    }
+
+    async fn create_channel(&self, spec: &ChannelSpec, now: Millis) -> StoreResult<bool> {
+        let (name, json) = (spec.name.clone(), crate::channel_json(spec)?);
+        self.writer
+            .write(move |conn| {
+                let n = conn.execute(
+                    "INSERT INTO channels (name, spec, created_at, updated_at) VALUES (?1, ?2, ?3, ?3) \
+                     ON CONFLICT (name) DO NOTHING",
+                    params![name, json, now],
+                )?;
+                Ok(n == 1)
+            })
+            .await
+    }
+
+    async fn update_channel(&self, spec: &ChannelSpec, now: Millis) -> StoreResult<bool> {
+        let (name, json) = (spec.name.clone(), crate::channel_json(spec)?);
+        self.writer
+            .write(move |conn| {
+                let n = conn.execute(
+                    "UPDATE channels SET spec = ?1, updated_at = ?2 WHERE name = ?3",
+                    params![json, now, name],
+                )?;
+                Ok(n == 1)
+            })
+            .await
+    }
+
+    async fn gateway_secret(&self, name: &str) -> StoreResult<Vec<u8>> {
+        let (name, fresh) = (name.to_string(), crate::random_secret());
+        // One writer: the first insert wins, and everyone reads it back.
+        self.writer
+            .write(move |conn| {
+                conn.execute(
+                    "INSERT INTO gateway_secrets (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+                    params![name, fresh],
+                )?;
+                Ok(conn.query_row(
+                    "SELECT value FROM gateway_secrets WHERE name = ?1",
+                    [&name],
+                    |r| r.get(0),
+                )?)
+            })
+            .await
     }
 }

@@ -2,7 +2,12 @@
 
 use std::sync::Arc;
 
-use gengate_core::{Dialect, GenerationRequest, NewTask, TaskKind, TaskState, TaskUpdate};
+use std::collections::BTreeMap;
+
+use gengate_core::{
+    ChannelSpec, Credentials, Dialect, GenerationRequest, NewTask, ProviderKind, TaskKind,
+    TaskState, TaskUpdate,
+};
 use gengate_store::{StoreError, TaskStore};
 use uuid::Uuid;
 
@@ -38,6 +43,8 @@ contract!(
     concurrent_claimers_never_share_a_task,
     concurrent_creates_fail_alone,
     in_flight_is_counted_per_channel,
+    channels_are_created_listed_and_updated_by_name,
+    gateway_secrets_are_made_once,
 );
 
 fn new_task(ext: Option<&str>) -> NewTask {
@@ -355,5 +362,106 @@ async fn postgres_wakes_other_instances_when_work_arrives() {
         .expect("the other instance was woken by NOTIFY")
         .unwrap();
     drop((idle, busy));
+    db.drop_db().await;
+}
+
+fn kling_spec(name: &str, api_key: &str) -> ChannelSpec {
+    ChannelSpec {
+        base_url: Some("https://kling.example".into()),
+        credentials: Credentials {
+            api_key: Some(api_key.into()),
+            webhook_secret: Some("whsec_abc".into()),
+            ..Credentials::default()
+        },
+        models: BTreeMap::from([("kling-image".into(), "kling-v1-5".into())]),
+        priority: 3,
+        weight: 2,
+        max_in_flight: Some(10),
+        rate_limit_per_sec: Some(2.5),
+        deadline_secs: BTreeMap::from([("kling-image".into(), 120)]),
+        ..ChannelSpec::new(name, ProviderKind::Kling)
+    }
+}
+
+async fn channels_are_created_listed_and_updated_by_name(s: Arc<dyn TaskStore>) {
+    assert!(s.list_channels().await.unwrap().is_empty());
+    let b = kling_spec("b-chan", "key-b");
+    let a = ChannelSpec {
+        latency_ms: Some(5),
+        ..ChannelSpec::new("a-chan", ProviderKind::Sandbox)
+    };
+    assert!(s.create_channel(&b, 10).await.unwrap());
+    assert!(s.create_channel(&a, 11).await.unwrap());
+    // Every field comes back, credentials included; listed by name.
+    assert_eq!(s.list_channels().await.unwrap(), vec![a.clone(), b.clone()]);
+
+    // A taken name is refused and the stored channel is left as it was.
+    let dup = kling_spec("b-chan", "another-key");
+    assert!(!s.create_channel(&dup, 12).await.unwrap());
+    assert_eq!(s.list_channels().await.unwrap(), vec![a.clone(), b.clone()]);
+
+    let mut b2 = b.clone();
+    b2.enabled = false;
+    b2.credentials.api_key = Some("key-b-rotated".into());
+    b2.models.insert("*".into(), "*".into());
+    assert!(s.update_channel(&b2, 13).await.unwrap());
+    assert_eq!(s.list_channels().await.unwrap(), vec![a.clone(), b2]);
+
+    // Updating an unknown channel changes nothing and creates nothing.
+    let ghost = ChannelSpec::new("ghost", ProviderKind::Sandbox);
+    assert!(!s.update_channel(&ghost, 14).await.unwrap());
+    let names: Vec<_> = s
+        .list_channels()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(names, ["a-chan", "b-chan"]);
+}
+
+async fn gateway_secrets_are_made_once(s: Arc<dyn TaskStore>) {
+    // Concurrent first uses (separate connections on PostgreSQL) agree.
+    let all = futures::future::join_all((0..16).map(|_| {
+        let s = s.clone();
+        async move { s.gateway_secret("callbacks").await.unwrap() }
+    }))
+    .await;
+    assert_eq!(all[0].len(), 32);
+    assert!(all.iter().all(|v| v == &all[0]), "one secret: {all:?}");
+    assert_ne!(all[0], vec![0u8; 32]);
+    assert_eq!(s.gateway_secret("callbacks").await.unwrap(), all[0]);
+    let other = s.gateway_secret("something-else").await.unwrap();
+    assert_eq!(other.len(), 32);
+    assert_ne!(other, all[0], "each name has its own secret");
+}
+
+/// Instances sharing a store see the same gateway secrets and channels.
+async fn instances_share_secrets_and_channels(url: &str) {
+    let one = gengate_store::open(url, true).await.unwrap();
+    let two = gengate_store::open(url, true).await.unwrap();
+    let secret = one.gateway_secret("callbacks").await.unwrap();
+    assert_eq!(two.gateway_secret("callbacks").await.unwrap(), secret);
+    let spec = kling_spec("shared", "k");
+    assert!(one.create_channel(&spec, 1).await.unwrap());
+    assert_eq!(two.list_channels().await.unwrap(), vec![spec]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_instances_share_secrets_and_channels() {
+    let dir = tempfile::tempdir().unwrap();
+    instances_share_secrets_and_channels(&format!(
+        "sqlite://{}",
+        dir.path().join("t.db").display()
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_instances_share_secrets_and_channels() {
+    let Some(db) = gengate_testkit::PgTestDb::create().await else {
+        return;
+    };
+    instances_share_secrets_and_channels(&db.url).await;
     db.drop_db().await;
 }
