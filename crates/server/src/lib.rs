@@ -19,6 +19,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use uuid::Uuid;
 
+pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod deliveries;
@@ -147,6 +148,7 @@ pub fn router(state: AppState, serve_api: bool) -> Router {
             .merge(luma::router())
             .merge(kling::router())
             .merge(deliveries::router())
+            .merge(admin::router())
             .merge(upstream_callbacks::router())
             .route("/openapi.json", get(openapi::serve))
             .nest_service(

@@ -1,0 +1,428 @@
+//! `/admin/channels`: channels added and changed while gengate runs, kept in
+//! the store; gengate.toml's are listed beside them, read-only. Admin keys
+//! only. Credentials are written here but never read back: every answer
+//! says only which of them are set.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use gengate_core::{ApiError, ChannelSpec, Credentials, ProviderKind};
+use serde_json::{Map, Value};
+
+use crate::AppState;
+use crate::body::read_json;
+use crate::deliveries::Error;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/admin/channels", get(list).post(create))
+        .route("/admin/channels/{name}", get(get_one).patch(update))
+        .route("/admin/channels/{name}/disable", post(disable))
+        .route("/admin/channels/{name}/enable", post(enable))
+}
+
+type Result<T> = std::result::Result<T, Error>;
+
+/// Where a channel is defined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// gengate.toml: read-only while running.
+    Config,
+    /// The store (this API or `gengate channels`).
+    Api,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Config => "config",
+            Source::Api => "api",
+        }
+    }
+}
+
+/// A channel as shown to admins: its settings with each credential
+/// replaced by whether it is set, where it is defined, and whether it is
+/// in use (running in this instance). Never a secret value.
+pub fn view(spec: &ChannelSpec, source: Source, in_use: bool) -> Value {
+    let mut v = match serde_json::to_value(spec) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    v.insert(
+        "credentials".into(),
+        Value::Object(credentials_set(&spec.credentials)),
+    );
+    v.insert("source".into(), source.as_str().into());
+    v.insert("in_use".into(), in_use.into());
+    Value::Object(v)
+}
+
+/// `{"api_key": true, "secret_key": false, ...}`: every credential field,
+/// and whether it is set.
+fn credentials_set(c: &Credentials) -> Map<String, Value> {
+    match serde_json::to_value(c) {
+        Ok(Value::Object(m)) => m
+            .into_iter()
+            .map(|(k, v)| (k, Value::Bool(!v.is_null())))
+            .collect(),
+        _ => Map::new(),
+    }
+}
+
+/// The caller's key, which must be an admin's.
+async fn admin(state: &AppState, headers: &HeaderMap) -> Result<()> {
+    let key = state.keys.authenticate(headers).await?;
+    if !key.admin {
+        return Err(ApiError::Forbidden.into());
+    }
+    Ok(())
+}
+
+fn in_use(state: &AppState) -> std::collections::HashSet<String> {
+    state
+        .engine
+        .channels()
+        .snapshot()
+        .iter()
+        .map(|c| c.name().to_string())
+        .collect()
+}
+
+/// Every channel: gengate.toml's first, then the stored ones by name.
+async fn all(state: &AppState) -> Result<Vec<(ChannelSpec, Source)>> {
+    let stored = state
+        .store
+        .list_channels()
+        .await
+        .map_err(crate::store_error)?;
+    Ok(state
+        .engine
+        .channels()
+        .file_specs()
+        .iter()
+        .map(|s| (s.clone(), Source::Config))
+        .chain(stored.into_iter().map(|s| (s, Source::Api)))
+        .collect())
+}
+
+fn not_found(name: &str) -> Error {
+    ApiError::NotFound(format!("channel {name:?} not found")).into()
+}
+
+fn in_config(state: &AppState, name: &str) -> bool {
+    state
+        .engine
+        .channels()
+        .file_specs()
+        .iter()
+        .any(|s| s.name == name)
+}
+
+/// The stored channel `name`: 409 for one of gengate.toml's, 404 for none.
+async fn stored(state: &AppState, name: &str) -> Result<ChannelSpec> {
+    if in_config(state, name) {
+        return Err(ApiError::Conflict(format!(
+            "channel {name:?} is defined in gengate.toml: change it there (and restart)"
+        ))
+        .into());
+    }
+    state
+        .store
+        .list_channels()
+        .await
+        .map_err(crate::store_error)?
+        .into_iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| not_found(name))
+}
+
+/// Put the store's channels to use in this instance at once (others
+/// re-read them within seconds).
+async fn reload(state: &AppState) -> Result<()> {
+    state
+        .engine
+        .reload_channels()
+        .await
+        .map_err(crate::store_error)?;
+    Ok(())
+}
+
+/// One channel's view as this instance now runs it.
+fn shown(state: &AppState, spec: &ChannelSpec, source: Source) -> Value {
+    view(spec, source, in_use(state).contains(&spec.name))
+}
+
+/// Every channel, gengate.toml's first, then the stored ones by name.
+pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Value>> {
+    admin(&state, &headers).await?;
+    let running = in_use(&state);
+    let data = all(&state)
+        .await?
+        .iter()
+        .map(|(s, src)| view(s, *src, running.contains(&s.name)))
+        .collect();
+    Ok(Json(serde_json::json!({ "data": Value::Array(data) })))
+}
+
+/// One channel, by name.
+pub async fn get_one(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<Value>> {
+    admin(&state, &headers).await?;
+    let (spec, src) = all(&state)
+        .await?
+        .into_iter()
+        .find(|(s, _)| s.name == name)
+        .ok_or_else(|| not_found(&name))?;
+    Ok(Json(shown(&state, &spec, src)))
+}
+
+/// Add a channel: the body is a `[[channels]]` table as JSON.
+pub async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    admin(&state, &headers).await?;
+    let fields = json_object(&headers, body).await?;
+    check_credentials(&fields)?;
+    let spec = parse_spec(fields)?;
+    checked(&state, &spec)?;
+    let taken = || {
+        Error::from(ApiError::Conflict(format!(
+            "a channel named {:?} already exists",
+            spec.name
+        )))
+    };
+    if in_config(&state, &spec.name) {
+        return Err(ApiError::Conflict(format!(
+            "a channel named {:?} is defined in gengate.toml",
+            spec.name
+        ))
+        .into());
+    }
+    if !state
+        .store
+        .create_channel(&spec, gengate_engine::now_ms())
+        .await
+        .map_err(crate::store_error)?
+    {
+        return Err(taken());
+    }
+    reload(&state).await?;
+    Ok((StatusCode::CREATED, Json(shown(&state, &spec, Source::Api))).into_response())
+}
+
+/// Change some of a stored channel's fields. Credentials given replace
+/// those fields; `null` removes one. The name cannot change.
+pub async fn update(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Body,
+) -> Result<Json<Value>> {
+    admin(&state, &headers).await?;
+    let patch = json_object(&headers, body).await?;
+    let current = stored(&state, &name).await?;
+    check_credentials(&patch)?;
+    let spec = parse_spec(merge(&current, patch)?)?;
+    checked(&state, &spec)?;
+    save(&state, &spec).await?;
+    Ok(Json(shown(&state, &spec, Source::Api)))
+}
+
+/// Stop routing new tasks to a stored channel (tasks already on it finish there).
+pub async fn disable(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<Value>> {
+    set_enabled(state, headers, name, false).await
+}
+
+/// Route tasks to a stored channel again.
+pub async fn enable(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<Value>> {
+    set_enabled(state, headers, name, true).await
+}
+
+async fn set_enabled(
+    state: AppState,
+    headers: HeaderMap,
+    name: String,
+    enabled: bool,
+) -> Result<Json<Value>> {
+    admin(&state, &headers).await?;
+    let mut spec = stored(&state, &name).await?;
+    spec.enabled = enabled;
+    save(&state, &spec).await?;
+    Ok(Json(shown(&state, &spec, Source::Api)))
+}
+
+async fn save(state: &AppState, spec: &ChannelSpec) -> Result<()> {
+    if !state
+        .store
+        .update_channel(spec, gengate_engine::now_ms())
+        .await
+        .map_err(crate::store_error)?
+    {
+        // Removed meanwhile (by hand in the database: there is no delete).
+        return Err(not_found(&spec.name));
+    }
+    reload(state).await
+}
+
+/// The body, which must be one JSON object.
+async fn json_object(headers: &HeaderMap, body: Body) -> Result<Map<String, Value>> {
+    let bytes = read_json(headers, body).await?;
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiError::MalformedJson("the body must be a JSON object".into()).into()),
+        Err(e) => Err(ApiError::MalformedJson(e.to_string()).into()),
+    }
+}
+
+/// The fields of a channel, each set to a valid value.
+fn template() -> Map<String, Value> {
+    match serde_json::to_value(ChannelSpec::new("x", ProviderKind::Sandbox)) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    }
+}
+
+/// `credentials`, when given, is an object of known fields, each a
+/// non-empty string or `null`.
+fn check_credentials(fields: &Map<String, Value>) -> Result<()> {
+    let Some(c) = fields.get("credentials") else {
+        return Ok(());
+    };
+    let Value::Object(c) = c else {
+        return Err(ApiError::validation("credentials", "must be an object").into());
+    };
+    let known = credentials_set(&Credentials::default());
+    for (k, v) in c {
+        let field = format!("credentials.{k}");
+        if !known.contains_key(k) {
+            let names: Vec<_> = known.keys().map(String::as_str).collect();
+            return Err(ApiError::validation(
+                field,
+                format!("is not a credential (known: {})", names.join(", ")),
+            )
+            .into());
+        }
+        match v {
+            Value::Null => {}
+            Value::String(s) if !s.is_empty() => {}
+            _ => {
+                return Err(ApiError::validation(field, "must be a non-empty string").into());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A channel from its fields, or a 400 naming the field that is wrong.
+pub fn parse_spec(fields: Map<String, Value>) -> Result<ChannelSpec> {
+    let template = template();
+    if let Some(k) = fields.keys().find(|k| !template.contains_key(*k)) {
+        return Err(ApiError::validation(
+            k.as_str(),
+            "is not a channel field (the fields are those of [[channels]] in gengate.toml)",
+        )
+        .into());
+    }
+    let e = match serde_json::from_value::<ChannelSpec>(Value::Object(fields.clone())) {
+        Ok(spec) => return Ok(spec),
+        Err(e) => e,
+    };
+    // Find the field at fault: each given field alone, beside valid others.
+    for (k, v) in &fields {
+        let mut probe = template.clone();
+        probe.insert(k.clone(), v.clone());
+        if let Err(e) = serde_json::from_value::<ChannelSpec>(Value::Object(probe)) {
+            return Err(ApiError::validation(k.as_str(), e.to_string()).into());
+        }
+    }
+    let msg = e.to_string();
+    Err(match msg
+        .strip_prefix("missing field `")
+        .and_then(|r| r.split('`').next())
+    {
+        Some(field) => ApiError::validation(field, "is required"),
+        None => ApiError::validation("body", msg),
+    }
+    .into())
+}
+
+/// `current` with `patch` applied: fields given replace those stored;
+/// within `credentials`, each given one replaces (or, `null`, removes) that
+/// one alone.
+fn merge(current: &ChannelSpec, patch: Map<String, Value>) -> Result<Map<String, Value>> {
+    let Ok(Value::Object(mut merged)) = serde_json::to_value(current) else {
+        return Err(ApiError::Internal.into());
+    };
+    let template = template();
+    for (k, v) in patch {
+        if !template.contains_key(&k) {
+            return Err(ApiError::validation(
+                k,
+                "is not a channel field (the fields are those of [[channels]] in gengate.toml)",
+            )
+            .into());
+        }
+        match (k.as_str(), v) {
+            ("name", v) if v != Value::String(current.name.clone()) => {
+                return Err(ApiError::validation("name", "cannot be changed").into());
+            }
+            ("credentials", Value::Object(given)) => {
+                if let Some(Value::Object(c)) = merged.get_mut("credentials") {
+                    for (ck, cv) in given {
+                        c.insert(ck, cv);
+                    }
+                }
+            }
+            (_, v) => {
+                merged.insert(k, v);
+            }
+        }
+    }
+    Ok(merged)
+}
+
+/// The engine's check (fields, and that the adapter builds), as a 400
+/// naming the field.
+fn checked(state: &AppState, spec: &ChannelSpec) -> Result<()> {
+    state
+        .engine
+        .channels()
+        .check(spec)
+        .map_err(|e| check_error(spec, &e).into())
+}
+
+/// `ChannelSpec::check` and the adapters say `channel "NAME": FIELD rule`
+/// (or `channel name ...`): made a validation error on that field.
+pub fn check_error(spec: &ChannelSpec, msg: &str) -> ApiError {
+    if msg.starts_with("channel name") {
+        return ApiError::validation("name", msg);
+    }
+    let rest = msg
+        .strip_prefix(&format!("channel {:?}: ", spec.name))
+        .unwrap_or(msg);
+    let (first, rule) = rest.split_once(' ').unwrap_or((rest, ""));
+    let known = template();
+    let root = first.split(['.', '/']).next().unwrap_or(first);
+    if known.contains_key(root) && !rule.is_empty() {
+        ApiError::validation(first, rule)
+    } else {
+        ApiError::validation("channel", rest)
+    }
+}
