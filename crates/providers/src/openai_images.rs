@@ -472,7 +472,7 @@ impl Provider for OpenAiImages {
 
     async fn poll(&self, upstream_ref: &str, _now: i64) -> Result<PollOutcome, ProviderError> {
         self.sweep();
-        let Ok(mut jobs) = self.jobs.lock() else {
+        let Ok(jobs) = self.jobs.lock() else {
             return Err(ProviderError::Retryable("job table unavailable".into()));
         };
         let Some(job) = jobs.get(upstream_ref) else {
@@ -482,17 +482,12 @@ impl Provider for OpenAiImages {
             ));
         };
         let answer = job.finished.borrow().as_ref().map(|f| outcome(&f.answer));
-        Ok(match answer {
-            Some(done) => {
-                // Handed over once: the engine stores the results.
-                jobs.remove(upstream_ref);
-                done
-            }
-            None => PollOutcome::Running {
-                progress: None,
-                poll_after: None,
-            },
-        })
+        // A finished answer stays until swept: the engine polls again when
+        // storing the results failed for a while.
+        Ok(answer.unwrap_or(PollOutcome::Running {
+            progress: None,
+            poll_after: None,
+        }))
     }
 
     async fn cancel(&self, upstream_ref: &str) -> Result<(), ProviderError> {

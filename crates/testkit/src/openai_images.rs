@@ -390,7 +390,14 @@ async fn generate(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes)
     }
     let model = b["model"].as_str().unwrap_or("dall-e-2");
     let Some(allowed) = sizes(model) else {
-        return invalid(&s, "model", &format!("The model `{model}` does not exist."));
+        // Not a malformed request: the account may lack the model.
+        return error(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            Some("model_not_found"),
+            Some("model"),
+            &format!("The model `{model}` does not exist or you do not have access to it."),
+        );
     };
     let gpt = model.starts_with("gpt-image");
     if gpt && b.get("response_format").is_some() {

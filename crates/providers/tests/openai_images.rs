@@ -1,0 +1,273 @@
+//! The openai-images adapter against the emulated OpenAI images API: real
+//! images of the asked size, requests the spec and the models accept, the
+//! synchronous request behind submit-then-poll, and every error class.
+
+use std::time::{Duration, Instant};
+
+use gengate_core::{ChannelSpec, ProviderKind, Task, TaskKind};
+use gengate_providers::media::{average_color, probe_image};
+use gengate_providers::openai_images::OpenAiImages;
+use gengate_providers::{Output, OutputData, PollOutcome, Provider, ProviderError, Submission};
+use gengate_testkit::openai_images::{Fault, OpenAiImagesEmu, color_for};
+
+const KEY: &str = "sk-test-1";
+
+fn task(prompt: &str, n: u32) -> Task {
+    let mut t = gengate_testkit::fixtures::pending_task(TaskKind::Image, prompt);
+    t.request.n = n;
+    // dall-e-2's smallest square keeps the emulation's rendering quick.
+    t.request.resolution = Some("256x256".into());
+    t
+}
+
+fn adapter(emu: &OpenAiImagesEmu, key: Option<&str>) -> OpenAiImages {
+    OpenAiImages::new(&emu.base_url(), key.map(String::from)).unwrap()
+}
+
+async fn submit(p: &OpenAiImages, t: &Task, model: &str) -> Result<String, ProviderError> {
+    let job = Submission {
+        task: t,
+        model,
+        inputs: Vec::new(),
+        parent_upstream_ref: None,
+        now: 0,
+        callback_url: None,
+    };
+    p.submit(job).await.map(|s| s.upstream_ref)
+}
+
+async fn poll_until_done(p: &OpenAiImages, r: &str) -> PollOutcome {
+    for _ in 0..200 {
+        match p.poll(r, 0).await.unwrap() {
+            PollOutcome::Running { .. } => tokio::time::sleep(Duration::from_millis(20)).await,
+            done => return done,
+        }
+    }
+    panic!("{r} never finished");
+}
+
+/// Each output decoded: (width, height, average colour).
+fn decoded(out: &[Output]) -> Vec<(u32, u32, [u8; 3])> {
+    out.iter()
+        .map(|o| {
+            let OutputData::Inline { bytes, extension } = &o.data else {
+                panic!("expected inline bytes, got {:?}", o.data);
+            };
+            assert_eq!(*extension, "png");
+            let info = probe_image(bytes).unwrap();
+            (info.width, info.height, average_color(bytes).unwrap())
+        })
+        .collect()
+}
+
+fn near(a: [u8; 3], b: [u8; 3]) -> bool {
+    a.iter().zip(b).all(|(x, y)| x.abs_diff(y) <= 24)
+}
+
+#[tokio::test]
+async fn images_come_back_inline_at_the_asked_size() {
+    let emu = OpenAiImagesEmu::start(Some(KEY.into()), Duration::from_millis(30)).await;
+    let p = adapter(&emu, Some(KEY));
+    let t = task("a red lighthouse", 2);
+    let r = submit(&p, &t, "dall-e-2").await.unwrap();
+    let PollOutcome::Succeeded(out) = poll_until_done(&p, &r).await else {
+        panic!("expected success");
+    };
+    let images = decoded(&out);
+    assert_eq!(images.len(), 2);
+    for (i, (w, h, color)) in images.into_iter().enumerate() {
+        assert_eq!((w, h), (256, 256));
+        let want = color_for("a red lighthouse", u32::try_from(i).unwrap());
+        assert!(near(color, want), "image {i}: {color:?} vs {want:?}");
+        assert_eq!(out[i].index, u32::try_from(i).unwrap());
+    }
+    let sent = emu.last_request().unwrap();
+    assert_eq!(sent["size"], "256x256");
+    assert_eq!(sent["n"], 2);
+    assert_eq!(sent["response_format"], "b64_json");
+    assert_eq!(sent["user"], t.owner.to_string());
+    assert_eq!(emu.submits(), 1);
+    assert_eq!(emu.spec_violations(), 0);
+    // Polled again (the engine retries storing): the same answer.
+    assert!(matches!(p.poll(&r, 0).await.unwrap(), PollOutcome::Succeeded(o) if o.len() == 2));
+}
+
+#[tokio::test]
+async fn dall_e_3_gets_one_request_per_image_and_gpt_image_no_response_format() {
+    let emu = OpenAiImagesEmu::start(Some(KEY.into()), Duration::ZERO).await;
+    let p = adapter(&emu, Some(KEY));
+    let mut t = task("two moons", 2);
+    t.request.aspect_ratio = "16:9".into();
+    t.request.resolution = None;
+    let r = submit(&p, &t, "dall-e-3").await.unwrap();
+    let PollOutcome::Succeeded(out) = poll_until_done(&p, &r).await else {
+        panic!("expected success");
+    };
+    let sizes: Vec<_> = decoded(&out).into_iter().map(|(w, h, _)| (w, h)).collect();
+    assert_eq!(sizes, [(1792, 1024), (1792, 1024)]);
+    let indices: Vec<_> = out.iter().map(|o| o.index).collect();
+    assert_eq!(indices, [0, 1]);
+    assert_eq!(emu.submits(), 2);
+    assert_eq!(emu.last_request().unwrap()["n"], 1);
+
+    let mut t = task("a square", 1);
+    t.request.resolution = None;
+    let r = submit(&p, &t, "gpt-image-1").await.unwrap();
+    assert!(matches!(poll_until_done(&p, &r).await, PollOutcome::Succeeded(o) if o.len() == 1));
+    let sent = emu.last_request().unwrap();
+    assert!(sent.get("response_format").is_none(), "{sent}");
+    assert_eq!(sent["size"], "1024x1024");
+    assert_eq!(emu.spec_violations(), 0);
+}
+
+#[tokio::test]
+async fn a_keyless_server_answering_urls() {
+    let emu = OpenAiImagesEmu::start(None, Duration::ZERO).await;
+    emu.answer_with_urls(true);
+    let p = adapter(&emu, None);
+    let mut t = task("a field", 1);
+    t.request.resolution = Some("320x192".into());
+    let r = submit(&p, &t, "local-sd").await.unwrap();
+    let PollOutcome::Succeeded(out) = poll_until_done(&p, &r).await else {
+        panic!("expected success");
+    };
+    let OutputData::Url(url) = &out[0].data else {
+        panic!("expected a URL, got {:?}", out[0].data);
+    };
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let png = reqwest::get(url).await.unwrap().bytes().await.unwrap();
+    let info = probe_image(&png).unwrap();
+    assert_eq!((info.width, info.height), (320, 192));
+    assert_eq!(emu.spec_violations(), 0);
+}
+
+#[tokio::test]
+async fn a_slow_request_polls_running_and_a_lost_ref_fails_clearly() {
+    let emu = OpenAiImagesEmu::start(Some(KEY.into()), Duration::from_millis(500)).await;
+    let p = adapter(&emu, Some(KEY)).with_grace(Duration::from_millis(50));
+    let started = Instant::now();
+    let r = submit(&p, &task("slow", 1), "dall-e-2").await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(400),
+        "submit waited for the images"
+    );
+    assert!(matches!(
+        p.poll(&r, 0).await.unwrap(),
+        PollOutcome::Running { .. }
+    ));
+    assert!(matches!(
+        poll_until_done(&p, &r).await,
+        PollOutcome::Succeeded(_)
+    ));
+
+    // After a restart the answer is gone: a clear failure, not a hang.
+    let restarted = adapter(&emu, Some(KEY));
+    let PollOutcome::Failed(why) = restarted.poll(&r, 0).await.unwrap() else {
+        panic!("expected a failure");
+    };
+    assert!(why.contains("submit the task again"), "{why}");
+
+    // A request that never ends is dropped on cancel.
+    let r = submit(&p, &task("NEVER done", 1), "dall-e-2")
+        .await
+        .unwrap();
+    assert!(matches!(
+        p.poll(&r, 0).await.unwrap(),
+        PollOutcome::Running { .. }
+    ));
+    p.cancel(&r).await.unwrap();
+    assert!(matches!(
+        p.poll(&r, 0).await.unwrap(),
+        PollOutcome::Failed(_)
+    ));
+}
+
+#[tokio::test]
+async fn errors_are_classed() {
+    let emu = OpenAiImagesEmu::start(Some(KEY.into()), Duration::ZERO).await;
+    let p = adapter(&emu, Some(KEY));
+    let t = task("x", 1);
+
+    let wrong = adapter(&emu, Some("sk-wrong"));
+    let err = submit(&wrong, &t, "dall-e-2").await;
+    assert!(
+        matches!(&err, Err(ProviderError::Auth(m)) if m.contains("Incorrect API key")),
+        "{err:?}"
+    );
+    let none = adapter(&emu, None);
+    assert!(matches!(
+        submit(&none, &t, "dall-e-2").await,
+        Err(ProviderError::Auth(_))
+    ));
+
+    emu.inject(Fault::Error {
+        status: 429,
+        retry_after: Some(7),
+    });
+    let err = submit(&p, &t, "dall-e-2").await;
+    assert!(
+        matches!(err, Err(ProviderError::RateLimited { retry_after: Some(d) }) if d == Duration::from_secs(7)),
+        "{err:?}"
+    );
+    for fault in [
+        Fault::Error {
+            status: 503,
+            retry_after: None,
+        },
+        Fault::Malformed,
+        Fault::Reset,
+    ] {
+        emu.inject(fault.clone());
+        let err = submit(&p, &t, "dall-e-2").await;
+        let Err(ProviderError::Retryable(why)) = err else {
+            panic!("{fault:?}: expected retryable, got {err:?}");
+        };
+        // A reset is a transport failure, not an answer that failed to parse.
+        let transport = why.contains("talking to the upstream failed");
+        assert_eq!(transport, matches!(fault, Fault::Reset), "{fault:?}: {why}");
+    }
+
+    let err = submit(&p, &task("FAIL this", 1), "dall-e-2").await;
+    let Err(ProviderError::Permanent(why)) = err else {
+        panic!("expected a permanent refusal, got {err:?}");
+    };
+    assert!(
+        why.contains("content policy") && why.contains("safety system"),
+        "{why}"
+    );
+    // Nothing in the reason a user should not see.
+    assert!(!why.contains(KEY) && !why.contains("127.0.0.1"), "{why}");
+
+    // The model's own rules are upstream refusals too.
+    let err = submit(&p, &t, "no-such-model").await;
+    assert!(
+        matches!(&err, Err(ProviderError::Permanent(m)) if m.contains("does not exist")),
+        "{err:?}"
+    );
+    assert_eq!(emu.spec_violations(), 0);
+}
+
+#[tokio::test]
+async fn a_late_refusal_fails_the_task_with_the_reason() {
+    let emu = OpenAiImagesEmu::start(Some(KEY.into()), Duration::ZERO).await;
+    let p = adapter(&emu, Some(KEY)).with_grace(Duration::from_millis(20));
+    emu.inject(Fault::Delay(Duration::from_millis(200)));
+    let r = submit(&p, &task("FAIL later", 1), "dall-e-2")
+        .await
+        .unwrap();
+    let PollOutcome::Failed(why) = poll_until_done(&p, &r).await else {
+        panic!("expected a failure");
+    };
+    assert!(why.contains("content policy"), "{why}");
+}
+
+#[test]
+fn from_spec_names_the_missing_field() {
+    let mut spec = ChannelSpec::new("oai", ProviderKind::OpenaiImages);
+    let err = gengate_providers::for_channel(&spec, None).err().unwrap();
+    assert!(err.contains("\"oai\"") && err.contains("base_url"), "{err}");
+    // A self-hosted server without a key is fine.
+    spec.base_url = Some("http://127.0.0.1:9/v1".into());
+    let p = gengate_providers::for_channel(&spec, None).unwrap();
+    assert_eq!(p.kind(), "openai-images");
+}
