@@ -140,7 +140,19 @@ impl Engine {
                 }
             };
             let got = claimed.len();
-            for task in claimed {
+            let (batches, singles) = self.batch_polls(claimed);
+            for (channel, tasks) in batches {
+                let Ok(permit) = permits.clone().try_acquire_owned() else {
+                    break;
+                };
+                let me = self.clone();
+                running.spawn(async move {
+                    me.poll_batch(&channel, tasks).await;
+                    drop(permit);
+                    me.wake();
+                });
+            }
+            for task in singles {
                 let Ok(permit) = permits.clone().try_acquire_owned() else {
                     break;
                 };
@@ -180,6 +192,45 @@ impl Engine {
             Err(e) => tracing::warn!(error = %e, "releasing leases failed"),
         }
         tracing::info!("engine stopped");
+    }
+
+    /// Split claimed tasks into batch polls (due polls at a channel whose
+    /// upstream polls many at once, in batches of its size) and the rest,
+    /// handled one by one.
+    fn batch_polls(
+        &self,
+        claimed: Vec<gengate_core::Task>,
+    ) -> (
+        Vec<(Arc<Channel>, Vec<gengate_core::Task>)>,
+        Vec<gengate_core::Task>,
+    ) {
+        let now = now_ms();
+        let mut groups: Vec<(Arc<Channel>, Vec<gengate_core::Task>)> = Vec::new();
+        let mut singles = Vec::new();
+        for task in claimed {
+            let channel = (task.state == gengate_core::TaskState::Processing
+                && task.upstream_ref.is_some()
+                && now < task.deadline_at)
+                .then(|| task.channel.as_deref().and_then(|c| self.channels.get(c)))
+                .flatten()
+                .filter(|c| c.provider.poll_batch_size() > 1);
+            match channel {
+                Some(c) => match groups.iter_mut().find(|(g, _)| g.name() == c.name()) {
+                    Some((_, tasks)) => tasks.push(task),
+                    None => groups.push((c, vec![task])),
+                },
+                None => singles.push(task),
+            }
+        }
+        let mut batches = Vec::new();
+        for (channel, tasks) in groups {
+            let size = channel.provider.poll_batch_size();
+            let mut tasks = tasks.into_iter().peekable();
+            while tasks.peek().is_some() {
+                batches.push((channel.clone(), tasks.by_ref().take(size).collect()));
+            }
+        }
+        (batches, singles)
     }
 
     /// Sleep until the next task falls due, within bounds.

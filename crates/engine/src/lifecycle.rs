@@ -293,6 +293,49 @@ impl Engine {
         self.settle_poll(task, channel, outcome).await
     }
 
+    /// Poll `tasks`, all at `channel` and due, in one batch request (for
+    /// upstreams with a batch endpoint).
+    pub(crate) async fn poll_batch(&self, channel: &Channel, tasks: Vec<Task>) {
+        let result = async {
+            if let Err(wait) = channel.take_request() {
+                for task in &tasks {
+                    let update = TaskUpdate {
+                        next_due_at: Some(self.due(task, wait.max(Duration::from_millis(50)))),
+                        ..TaskUpdate::default()
+                    };
+                    self.apply(task, update).await?;
+                }
+                return Ok(());
+            }
+            let refs: Vec<&str> = tasks
+                .iter()
+                .map(|t| t.upstream_ref.as_deref().unwrap_or_default())
+                .collect();
+            let outcomes = channel.provider.poll_batch(&refs, now_ms()).await;
+            // One request, counted once: ok unless every task's answer failed alike.
+            let overall = match outcomes.iter().find(|o| o.is_ok()) {
+                Some(_) => Ok(()),
+                None => match outcomes.first() {
+                    Some(Err(e)) => Err(e.clone()),
+                    _ => Ok(()),
+                },
+            };
+            count_request(channel, "poll_batch", &overall);
+            match &overall {
+                Ok(()) | Err(ProviderError::Permanent(_)) => self.channels.succeeded(channel),
+                Err(_) => self.channels.failed(channel),
+            }
+            for (task, outcome) in tasks.iter().zip(outcomes) {
+                self.settle_poll(task, channel, outcome).await?;
+            }
+            Ok::<(), StoreError>(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::error!(channel = channel.name(), error = %e, "store error while polling a batch");
+        }
+    }
+
     /// Apply what a poll (or a callback) said about a task.
     pub(crate) async fn settle_poll(
         &self,

@@ -351,7 +351,81 @@ async fn a_channel_deadline_fails_tasks_that_run_past_it(backend: Backend) {
     gw.stop().await;
 }
 
+async fn upstream_callbacks_bring_results_without_polls(backend: Backend) {
+    let emu = KlingEmu::start(keys(), Duration::from_millis(600)).await;
+    let gw = Gateway::start_with(backend, |s| {
+        let mut c = kling_channel("kling-a", &emu, 0);
+        c.callbacks = true;
+        s.channels = vec![c];
+    })
+    .await;
+    let key = gw.new_key("client").await;
+    let ids = [
+        submit(&gw, &key, "a red fox", 1).await,
+        submit(&gw, &key, "a grey owl", 1).await,
+        submit(&gw, &key, "FAIL at this", 1).await,
+    ];
+    for id in &ids[..2] {
+        assert_eq!(gw.wait_kling(&key, id).await["task_status"], "succeed");
+    }
+    let failed = gw.wait_kling(&key, &ids[2]).await;
+    assert_eq!(failed["task_status"], "failed", "{failed}");
+    assert!(
+        failed["task_status_msg"]
+            .as_str()
+            .unwrap()
+            .contains("emulated failure"),
+        "{failed}"
+    );
+    // Told by callbacks (processing, then the end), never asked.
+    assert_eq!(emu.polls(), 0, "the upstream was polled");
+    assert_eq!(emu.callbacks(), 6);
+
+    let http = reqwest::Client::new();
+    let url = emu.callback_url(&ids[0]).expect("a callback URL was given");
+    assert!(
+        url.starts_with(&format!(
+            "{}/upstream/callbacks/kling-a/{}?token=",
+            gw.base, ids[0]
+        )),
+        "{url}"
+    );
+    let about_other = emu.task_view(&ids[1]).unwrap();
+    let post = |url: String, body: serde_json::Value| {
+        let http = http.clone();
+        async move {
+            http.post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // A real URL carrying news of another upstream job is refused.
+    assert_eq!(post(url.clone(), about_other.clone()).await, 400);
+    // A guessed token, a token moved to another task, an unknown task.
+    let forged = format!(
+        "{}/upstream/callbacks/kling-a/{}?token={}",
+        gw.base,
+        ids[1],
+        "0".repeat(32)
+    );
+    assert_eq!(post(forged, about_other.clone()).await, 401);
+    let moved = url.replace(&ids[0], &ids[1]);
+    assert_eq!(post(moved, about_other.clone()).await, 401);
+    let no_token = format!("{}/upstream/callbacks/kling-a/{}", gw.base, ids[1]);
+    assert_eq!(post(no_token, about_other).await, 401);
+    // The genuine callback again changes nothing (the task is done).
+    let genuine = emu.task_view(&ids[0]).unwrap();
+    assert_eq!(post(url, genuine).await, 204);
+    assert_eq!(gw.wait_kling(&key, &ids[0]).await["task_status"], "succeed");
+    gw.stop().await;
+}
+
 on_both_backends!(
+    upstream_callbacks_bring_results_without_polls,
     a_channel_deadline_fails_tasks_that_run_past_it,
     channel_limits_hold_tasks_back_without_failing_them,
     polls_learn_how_long_jobs_take,

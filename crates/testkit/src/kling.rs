@@ -5,7 +5,9 @@
 //! served from its own `/files`, and faults injected on request.
 //!
 //! Prompts steer single tasks: one containing `FAIL` ends `failed`, one
-//! containing `NEVER` stays `processing`.
+//! containing `NEVER` stays `processing`. A task created with a
+//! `callback_url` is reported there as Kling does: the task, once it starts
+//! processing and once it ends.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -54,6 +56,7 @@ pub enum Fault {
 struct EmuTask {
     id: String,
     external: Option<String>,
+    callback_url: Option<String>,
     endpoint: &'static str,
     prompt: String,
     n: u32,
@@ -74,6 +77,7 @@ struct Shared {
     submitted_at: Mutex<Vec<Instant>>,
     /// The most tasks unfinished at once, counted at each submit.
     max_running: AtomicU64,
+    callbacks: AtomicU64,
 }
 
 pub struct KlingEmu {
@@ -108,6 +112,7 @@ impl KlingEmu {
             polls: AtomicU64::new(0),
             submitted_at: Mutex::default(),
             max_running: AtomicU64::new(0),
+            callbacks: AtomicU64::new(0),
         });
         let app = Router::new()
             .route("/v1/images/generations", post(create_image))
@@ -152,6 +157,29 @@ impl KlingEmu {
     /// The most tasks this upstream was running at once.
     pub fn max_running(&self) -> u64 {
         self.shared.max_running.load(Ordering::SeqCst)
+    }
+
+    /// Callbacks delivered (answered 2xx).
+    pub fn callbacks(&self) -> u64 {
+        self.shared.callbacks.load(Ordering::SeqCst)
+    }
+
+    /// The callback URL the task with `external_task_id` was created with.
+    pub fn callback_url(&self, external_task_id: &str) -> Option<String> {
+        let tasks = self.shared.tasks.lock().ok()?;
+        tasks
+            .values()
+            .find(|t| t.external.as_deref() == Some(external_task_id))
+            .and_then(|t| t.callback_url.clone())
+    }
+
+    /// The task as its query answers it (what a callback carries).
+    pub fn task_view(&self, external_task_id: &str) -> Option<Value> {
+        let tasks = self.shared.tasks.lock().ok()?;
+        let t = tasks
+            .values()
+            .find(|t| t.external.as_deref() == Some(external_task_id))?;
+        Some(view(&self.shared, t))
     }
 
     /// Task queries answered.
@@ -351,6 +379,10 @@ async fn create(
     let task = Arc::new(EmuTask {
         id: format!("kt_{}", uuid::Uuid::new_v4().simple()),
         external,
+        callback_url: b["callback_url"]
+            .as_str()
+            .filter(|u| !u.is_empty())
+            .map(String::from),
         endpoint,
         prompt: prompt.to_string(),
         n: u32::try_from(n).unwrap_or(1),
@@ -370,7 +402,29 @@ async fn create(
         at.push(Instant::now());
     }
     s.submits.fetch_add(1, Ordering::SeqCst);
+    if let Some(url) = task.callback_url.clone() {
+        tokio::spawn(call_back(s.clone(), task.clone(), url));
+    }
     envelope(StatusCode::OK, 0, "SUCCEED", view(&s, &task))
+}
+
+/// Reports the task when it starts processing and when it ends.
+async fn call_back(s: Arc<Shared>, t: Arc<EmuTask>, url: String) {
+    let mut moments = vec![s.run_for / 4];
+    if !t.prompt.contains("NEVER") {
+        moments.push(s.run_for);
+    }
+    for at in moments {
+        tokio::time::sleep(at.saturating_sub(t.created.elapsed())).await;
+        let body = serde_json::to_vec(&view(&s, &t)).unwrap_or_default();
+        match crate::call_back::post_json(&url, &[], body).await {
+            Ok(status) if (200..300).contains(&status) => {
+                s.callbacks.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok(status) => tracing::warn!(status, "kling emulation: callback refused"),
+            Err(e) => tracing::warn!(error = e, "kling emulation: callback failed"),
+        }
+    }
 }
 
 fn view(s: &Shared, t: &EmuTask) -> Value {

@@ -1,6 +1,7 @@
 //! Emulated upstreams and helpers for gengate's tests. Everything here binds
 //! 127.0.0.1 only: no test ever sends traffic off the machine.
 
+pub mod call_back;
 pub mod comfyui;
 pub mod fixtures;
 pub mod image_host;
