@@ -1,1 +1,636 @@
-//! An emulated Luma Dream Machine API on loopback.
+//! An emulated Luma Dream Machine API on loopback, for the `luma` adapter's
+//! tests. It serves `/dream-machine/v1` as Luma does: bearer auth,
+//! `{"detail": ...}` errors, every request checked against Luma's official
+//! OpenAPI spec (refused 422 and counted when it does not conform) and every
+//! Generation it sends checked too, generations that advance `queued` →
+//! `dreaming` → `completed` over time, real H.264 MP4s and JPEG/PNG images
+//! served from its own `/files`, the Generation POSTed to a loopback
+//! `callback_url` on each change, and faults injected on request.
+//!
+//! Prompts steer single generations: one containing `FAIL` ends `failed`,
+//! one containing `NEVER` stays `dreaming`.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use gengate_media::{ImageFormat, ImageSpec, VideoSpec};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::kling::color_for;
+use crate::openapi;
+
+/// Where the API lives on the emulation, as on `api.lumalabs.ai`.
+const API: &str = "/dream-machine/v1";
+
+/// The account's balance at start, in USD cents, and what each generation
+/// takes from it (emulated prices: only the balance going down matters).
+const START_CREDITS: u64 = 100_000;
+const GENERATION_COST: u64 = 40;
+
+/// A fault served instead of the next API answer (queued, in order).
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// `{"detail": detail}` with this status; `retry_after` in seconds as
+    /// the header.
+    Error {
+        status: u16,
+        detail: String,
+        retry_after: Option<u64>,
+    },
+    /// A success status with a body that is not JSON.
+    Malformed,
+    /// Wait this long, then answer normally.
+    Delay(Duration),
+    /// Close the connection without answering.
+    Reset,
+}
+
+struct Generation {
+    id: String,
+    /// `video` or `image`, Luma's `generation_type`.
+    kind: &'static str,
+    model: String,
+    prompt: String,
+    aspect: (u32, u32),
+    /// The image format asked for (Luma's default is JPEG).
+    png: bool,
+    /// The request body as received.
+    request: Value,
+    callback_url: Option<String>,
+    created: Instant,
+    created_at: String,
+}
+
+struct Shared {
+    api_key: String,
+    run_for: Duration,
+    /// `http://127.0.0.1:PORT`, for asset URLs.
+    origin: String,
+    generations: Mutex<HashMap<String, Arc<Generation>>>,
+    /// Rendered results by file name, so each is encoded once.
+    files: Mutex<HashMap<String, Bytes>>,
+    faults: Mutex<VecDeque<Fault>>,
+    submits: AtomicU64,
+    polls: AtomicU64,
+    deletes: AtomicU64,
+    callbacks: AtomicU64,
+    spec_violations: AtomicU64,
+    own_violations: Mutex<Vec<String>>,
+    credits: AtomicU64,
+}
+
+pub struct LumaEmu {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for LumaEmu {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl LumaEmu {
+    /// An account with this API key whose generations take `run_for` from
+    /// submit to `completed` (a quarter of it `queued`, the rest `dreaming`).
+    pub async fn start(api_key: &str, run_for: Duration) -> LumaEmu {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        let shared = Arc::new(Shared {
+            api_key: api_key.into(),
+            run_for,
+            origin: format!("http://{addr}"),
+            generations: Mutex::default(),
+            files: Mutex::default(),
+            faults: Mutex::default(),
+            submits: AtomicU64::new(0),
+            polls: AtomicU64::new(0),
+            deletes: AtomicU64::new(0),
+            callbacks: AtomicU64::new(0),
+            spec_violations: AtomicU64::new(0),
+            own_violations: Mutex::default(),
+            credits: AtomicU64::new(START_CREDITS),
+        });
+        let api = Router::new()
+            .route("/ping", get(ping))
+            .route("/credits", get(credits))
+            .route("/generations/video", post(create_video))
+            .route("/generations/image", post(create_image))
+            .route(
+                "/generations/{id}",
+                get(get_generation).delete(delete_generation),
+            );
+        let app = Router::new()
+            .nest(API, api)
+            .route("/files/{name}", get(file))
+            .with_state(shared.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        LumaEmu { addr, shared, task }
+    }
+
+    /// The API root a channel's `base_url` takes (`.../dream-machine/v1`).
+    pub fn base_url(&self) -> String {
+        format!("{}{API}", self.shared.origin)
+    }
+
+    pub fn inject(&self, fault: Fault) {
+        if let Ok(mut f) = self.shared.faults.lock() {
+            f.push_back(fault);
+        }
+    }
+
+    /// Generations created.
+    pub fn submits(&self) -> u64 {
+        self.shared.submits.load(Ordering::SeqCst)
+    }
+
+    /// Generations read (`GET /generations/{id}` answered).
+    pub fn polls(&self) -> u64 {
+        self.shared.polls.load(Ordering::SeqCst)
+    }
+
+    /// Generations deleted.
+    pub fn deletes(&self) -> u64 {
+        self.shared.deletes.load(Ordering::SeqCst)
+    }
+
+    /// Callbacks delivered (the receiver answered).
+    pub fn callbacks(&self) -> u64 {
+        self.shared.callbacks.load(Ordering::SeqCst)
+    }
+
+    /// Requests refused because Luma's spec does not allow them.
+    pub fn spec_violations(&self) -> u64 {
+        self.shared.spec_violations.load(Ordering::SeqCst)
+    }
+
+    /// Where the emulation's own answers and callbacks strayed from the spec.
+    pub fn own_violations(&self) -> Vec<String> {
+        self.shared
+            .own_violations
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default()
+    }
+
+    /// The body generation `id` was created with, as received.
+    pub fn request_of(&self, id: &str) -> Option<Value> {
+        let generations = self.shared.generations.lock().ok()?;
+        generations.get(id).map(|g| g.request.clone())
+    }
+}
+
+fn detail(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(json!({ "detail": message }))).into_response()
+}
+
+/// The next injected fault, if any, as the response to send instead.
+async fn fault(s: &Shared) -> Option<Response> {
+    let next = s.faults.lock().ok()?.pop_front()?;
+    match next {
+        Fault::Error {
+            status,
+            detail: message,
+            retry_after,
+        } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut r = detail(status, &message);
+            if let Some(secs) = retry_after
+                && let Ok(v) = secs.to_string().parse()
+            {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            Some(r)
+        }
+        Fault::Malformed => Some((StatusCode::OK, "<html>upstream error</html>").into_response()),
+        Fault::Delay(d) => {
+            tokio::time::sleep(d).await;
+            None
+        }
+        // Unwinding out of the handler ends the connection's task, so the
+        // socket closes with nothing sent; `resume_unwind` skips the panic
+        // hook, keeping test output clean.
+        Fault::Reset => std::panic::resume_unwind(Box::new("emulated connection reset")),
+    }
+}
+
+/// What every API request goes through, in order: an injected fault, the
+/// bearer key, and the spec's check of the method, path and JSON body
+/// (`path` relative to the API root). Gives the body, parsed.
+async fn admit(
+    s: &Shared,
+    headers: &HeaderMap,
+    method: &str,
+    path: &str,
+    body: Option<&Bytes>,
+) -> Result<Option<Value>, Response> {
+    if let Some(r) = fault(s).await {
+        return Err(r);
+    }
+    let key = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if key != Some(s.api_key.as_str()) {
+        return Err(detail(
+            StatusCode::UNAUTHORIZED,
+            "Invalid API key is provided",
+        ));
+    }
+    let refuse = |message: String| {
+        s.spec_violations.fetch_add(1, Ordering::SeqCst);
+        detail(StatusCode::UNPROCESSABLE_ENTITY, &message)
+    };
+    let json = match body {
+        Some(b) => match serde_json::from_slice::<Value>(b) {
+            Ok(v) => Some(v),
+            Err(e) => return Err(refuse(format!("the body is not JSON: {e}"))),
+        },
+        None => None,
+    };
+    openapi::luma()
+        .check_request(method, path, json.as_ref())
+        .map_err(refuse)?;
+    Ok(json)
+}
+
+/// A JSON answer, checked against what the spec says `method path` answers
+/// with `status`; a mismatch is recorded for tests to see.
+fn checked(s: &Shared, method: &str, path: &str, status: StatusCode, body: Value) -> Response {
+    check_own(s, method, path, status.as_u16(), &body);
+    (status, axum::Json(body)).into_response()
+}
+
+/// Where the spec's `Generation` schema is checked for every Generation the
+/// emulation sends (reads and callbacks too): the spec gives
+/// `GET /generations/{id}` the same schema, but `openapi` cannot yet compile
+/// a path with a `{parameter}` (its `$ref` pointer is not URI-escaped).
+const GENERATION_SCHEMA: (&str, &str, u16) = ("POST", "/generations/video", 201);
+
+fn check_generation(s: &Shared, body: &Value) {
+    let (method, path, status) = GENERATION_SCHEMA;
+    check_own(s, method, path, status, body);
+}
+
+fn check_own(s: &Shared, method: &str, path: &str, status: u16, body: &Value) {
+    if let Err(e) = openapi::luma().check_response(method, path, status, body)
+        && let Ok(mut v) = s.own_violations.lock()
+    {
+        v.push(format!("{method} {path} {status}: {e}"));
+    }
+}
+
+async fn ping(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Err(r) = admit(&s, &headers, "GET", "/ping", None).await {
+        return r;
+    }
+    checked(
+        &s,
+        "GET",
+        "/ping",
+        StatusCode::OK,
+        json!({"message": "pong"}),
+    )
+}
+
+async fn credits(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Err(r) = admit(&s, &headers, "GET", "/credits", None).await {
+        return r;
+    }
+    let cents = s.credits.load(Ordering::SeqCst) as f64;
+    checked(
+        &s,
+        "GET",
+        "/credits",
+        StatusCode::OK,
+        json!({ "credit_balance": cents }),
+    )
+}
+
+async fn create_video(s: State<Arc<Shared>>, h: HeaderMap, b: Bytes) -> Response {
+    create(s, h, b, "video").await
+}
+
+async fn create_image(s: State<Arc<Shared>>, h: HeaderMap, b: Bytes) -> Response {
+    create(s, h, b, "image").await
+}
+
+async fn create(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+    kind: &'static str,
+) -> Response {
+    let path = format!("/generations/{kind}");
+    let b = match admit(&s, &headers, "POST", &path, Some(&body)).await {
+        Ok(b) => b.unwrap_or_default(),
+        Err(r) => return r,
+    };
+    let prompt = b["prompt"].as_str().unwrap_or_default();
+    if prompt.trim().is_empty() {
+        return detail(StatusCode::BAD_REQUEST, "prompt is required");
+    }
+    // The spec allows only ratios `aspect_parts` reads.
+    let aspect = gengate_core::request::aspect_parts(b["aspect_ratio"].as_str().unwrap_or("16:9"))
+        .unwrap_or((16, 9));
+    let Ok(mut generations) = s.generations.lock() else {
+        return detail(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+    };
+    // A generation keyframe must name a finished video of this account.
+    for frame in ["frame0", "frame1"] {
+        let Some(id) = b["keyframes"][frame]["id"].as_str() else {
+            continue;
+        };
+        let usable = generations
+            .get(id)
+            .is_some_and(|g| g.kind == "video" && state_of(&s, g) == "completed");
+        if !usable {
+            return detail(
+                StatusCode::BAD_REQUEST,
+                &format!("{frame}: generation {id} is not a completed video"),
+            );
+        }
+    }
+    let g = Arc::new(Generation {
+        id: uuid::Uuid::new_v4().to_string(),
+        kind,
+        model: b["model"].as_str().unwrap_or_default().into(),
+        prompt: prompt.into(),
+        aspect,
+        png: b["format"] == "png",
+        callback_url: b["callback_url"].as_str().map(String::from),
+        request: b,
+        created: Instant::now(),
+        created_at: gengate_core::time::rfc3339_ms(unix_ms()),
+    });
+    generations.insert(g.id.clone(), g.clone());
+    drop(generations);
+    s.submits.fetch_add(1, Ordering::SeqCst);
+    // Saturating: an emptied account stays at zero.
+    let _ = s
+        .credits
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
+            Some(c.saturating_sub(GENERATION_COST))
+        });
+    call_back(s.clone(), g.clone());
+    checked(&s, "POST", &path, StatusCode::CREATED, view(&s, &g))
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn state_of(s: &Shared, g: &Generation) -> &'static str {
+    let age = g.created.elapsed();
+    if age < s.run_for / 4 {
+        "queued"
+    } else if g.prompt.contains("NEVER") || age < s.run_for {
+        "dreaming"
+    } else if g.prompt.contains("FAIL") {
+        "failed"
+    } else {
+        "completed"
+    }
+}
+
+/// The result's file name under `/files`.
+fn file_name(g: &Generation) -> String {
+    let ext = match (g.kind, g.png) {
+        ("video", _) => "mp4",
+        (_, true) => "png",
+        (_, false) => "jpg",
+    };
+    format!("{}.{ext}", g.id)
+}
+
+/// The Generation object as Luma answers it and calls back with.
+fn view(s: &Shared, g: &Generation) -> Value {
+    let state = state_of(s, g);
+    // Luma echoes the request with its type, which is also what tells the
+    // spec's `oneOf` of request kinds apart.
+    let mut request = g.request.clone();
+    request["generation_type"] = g.kind.into();
+    let mut v = json!({
+        "id": g.id,
+        "generation_type": g.kind,
+        "state": state,
+        "created_at": g.created_at,
+        "model": g.model,
+        "request": request,
+    });
+    match state {
+        "completed" => {
+            v["assets"] = json!({ g.kind: format!("{}/files/{}", s.origin, file_name(g)) });
+        }
+        "failed" => v["failure_reason"] = "emulated failure: the prompt asked to fail".into(),
+        _ => {}
+    }
+    v
+}
+
+fn find(s: &Shared, id: &str) -> Option<Arc<Generation>> {
+    s.generations.lock().ok()?.get(id).cloned()
+}
+
+async fn get_generation(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let path = format!("/generations/{id}");
+    if let Err(r) = admit(&s, &headers, "GET", &path, None).await {
+        return r;
+    }
+    let Some(g) = find(&s, &id) else {
+        return detail(StatusCode::NOT_FOUND, "Generation not found");
+    };
+    s.polls.fetch_add(1, Ordering::SeqCst);
+    let body = view(&s, &g);
+    check_generation(&s, &body);
+    (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+async fn delete_generation(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = admit(&s, &headers, "DELETE", &format!("/generations/{id}"), None).await {
+        return r;
+    }
+    let removed = s
+        .generations
+        .lock()
+        .ok()
+        .and_then(|mut g| g.remove(&id))
+        .is_some();
+    if !removed {
+        return detail(StatusCode::NOT_FOUND, "Generation not found");
+    }
+    s.deletes.fetch_add(1, Ordering::SeqCst);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// A completed generation's result, rendered on first fetch: a 1 s H.264
+/// MP4 (160 px on the long side) opening on the prompt's colour, or an
+/// image (256 px on the long side) tinted with it, so tests can tell
+/// results apart. Public like a CDN's: no key needed.
+async fn file(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
+    let id = name.split('.').next().unwrap_or_default();
+    let Some(g) = find(&s, id).filter(|g| file_name(g) == name && state_of(&s, g) == "completed")
+    else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let cached = s.files.lock().ok().and_then(|f| f.get(&name).cloned());
+    let bytes = match cached {
+        Some(b) => b,
+        None => {
+            let g2 = g.clone();
+            match tokio::task::spawn_blocking(move || render(&g2)).await {
+                Ok(Ok(b)) => {
+                    if let Ok(mut f) = s.files.lock() {
+                        f.insert(name.clone(), b.clone());
+                    }
+                    b
+                }
+                Ok(Err(e)) => return detail(StatusCode::INTERNAL_SERVER_ERROR, &e),
+                Err(e) => return detail(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+            }
+        }
+    };
+    let content_type = match (g.kind, g.png) {
+        ("video", _) => "video/mp4",
+        (_, true) => ImageFormat::Png.mime_type(),
+        (_, false) => ImageFormat::Jpeg.mime_type(),
+    };
+    ([(header::CONTENT_TYPE, content_type)], bytes).into_response()
+}
+
+fn render(g: &Generation) -> Result<Bytes, String> {
+    let color = color_for(&g.prompt, 0);
+    // The seed follows the colour, so one prompt always renders the same.
+    let seed = u64::from(u32::from_le_bytes([color[0], color[1], color[2], 0]));
+    let (w, h) = g.aspect;
+    let out = if g.kind == "video" {
+        // H.264 wants sides in multiples of 16.
+        let side = |n: u32, d: u32| (160 * n / d + 8) / 16 * 16;
+        let (width, height) = if w >= h {
+            (160, side(h, w).max(16))
+        } else {
+            (side(w, h).max(16), 160)
+        };
+        gengate_media::render_video(&VideoSpec {
+            width,
+            height,
+            seed,
+            frames: 24,
+            fps: 24,
+            base_color: Some(color),
+        })
+        .map(|v| v.mp4)
+    } else {
+        let (width, height) = if w >= h {
+            (256, (256 * h / w).max(1))
+        } else {
+            ((256 * w / h).max(1), 256)
+        };
+        gengate_media::render_image(&ImageSpec {
+            width,
+            height,
+            seed,
+            format: if g.png {
+                ImageFormat::Png
+            } else {
+                ImageFormat::Jpeg
+            },
+            tint: Some((color, 0.9)),
+        })
+    };
+    out.map(Bytes::from).map_err(|e| e.to_string())
+}
+
+/// Luma POSTs the Generation to `callback_url` when it starts dreaming and
+/// when it completes or fails; the emulation calls loopback URLs only.
+fn call_back(s: Arc<Shared>, g: Arc<Generation>) {
+    let Some((port, path)) = g.callback_url.as_deref().and_then(loopback_target) else {
+        return;
+    };
+    let mut changes = vec![s.run_for / 4];
+    if !g.prompt.contains("NEVER") {
+        changes.push(s.run_for);
+    }
+    tokio::spawn(async move {
+        for at in changes {
+            tokio::time::sleep_until(tokio::time::Instant::from_std(g.created + at)).await;
+            // A deleted generation says nothing more.
+            if find(&s, &g.id).is_none() {
+                return;
+            }
+            let body = view(&s, &g);
+            check_generation(&s, &body);
+            match post_json(port, &path, &body).await {
+                Ok(()) => {
+                    s.callbacks.fetch_add(1, Ordering::SeqCst);
+                }
+                Err(e) => tracing::warn!(error = %e, "luma emulation: callback failed"),
+            }
+        }
+    });
+}
+
+/// The port and path of an `http://127.0.0.1:PORT/...` URL; `None` for any
+/// other address, which the emulation never calls.
+fn loopback_target(url: &str) -> Option<(u16, String)> {
+    let rest = url.strip_prefix("http://127.0.0.1:")?;
+    let at = rest.find(['/', '?']).unwrap_or(rest.len());
+    let port = rest[..at].parse().ok()?;
+    let path = match &rest[at..] {
+        "" => "/".to_owned(),
+        p if p.starts_with('?') => format!("/{p}"),
+        p => p.to_owned(),
+    };
+    Some((port, path))
+}
+
+/// A minimal HTTP/1.1 POST (testkit has no HTTP client, and loopback needs
+/// no more); the answer is read to its end so the receiver finishes it.
+async fn post_json(port: u16, path: &str, body: &Value) -> std::io::Result<()> {
+    let body = body.to_string();
+    let send = async {
+        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nUser-Agent: luma-emulation\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        conn.write_all(head.as_bytes()).await?;
+        conn.write_all(body.as_bytes()).await?;
+        let mut answer = Vec::new();
+        conn.read_to_end(&mut answer).await?;
+        if answer.starts_with(b"HTTP/1.1 2") {
+            Ok(())
+        } else {
+            Err(std::io::Error::other("the receiver did not answer 2xx"))
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), send)
+        .await
+        .map_err(|_| std::io::Error::other("the receiver did not answer in time"))?
+}
