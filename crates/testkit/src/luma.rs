@@ -24,7 +24,6 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use gengate_media::{ImageFormat, ImageSpec, VideoSpec};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::kling::color_for;
 use crate::openapi;
@@ -567,9 +566,9 @@ fn render(g: &Generation) -> Result<Bytes, String> {
 }
 
 /// Luma POSTs the Generation to `callback_url` when it starts dreaming and
-/// when it completes or fails; the emulation calls loopback URLs only.
+/// when it completes or fails (the shared poster calls loopback URLs only).
 fn call_back(s: Arc<Shared>, g: Arc<Generation>) {
-    let Some((port, path)) = g.callback_url.as_deref().and_then(loopback_target) else {
+    let Some(url) = g.callback_url.clone() else {
         return;
     };
     let mut changes = vec![s.run_for / 4];
@@ -585,52 +584,13 @@ fn call_back(s: Arc<Shared>, g: Arc<Generation>) {
             }
             let body = view(&s, &g);
             check_generation(&s, &body);
-            match post_json(port, &path, &body).await {
-                Ok(()) => {
+            match crate::call_back::post_json(&url, &[], body.to_string().into_bytes()).await {
+                Ok(status) if (200..300).contains(&status) => {
                     s.callbacks.fetch_add(1, Ordering::SeqCst);
                 }
+                Ok(status) => tracing::warn!(status, "luma emulation: callback refused"),
                 Err(e) => tracing::warn!(error = %e, "luma emulation: callback failed"),
             }
         }
     });
-}
-
-/// The port and path of an `http://127.0.0.1:PORT/...` URL; `None` for any
-/// other address, which the emulation never calls.
-fn loopback_target(url: &str) -> Option<(u16, String)> {
-    let rest = url.strip_prefix("http://127.0.0.1:")?;
-    let at = rest.find(['/', '?']).unwrap_or(rest.len());
-    let port = rest[..at].parse().ok()?;
-    let path = match &rest[at..] {
-        "" => "/".to_owned(),
-        p if p.starts_with('?') => format!("/{p}"),
-        p => p.to_owned(),
-    };
-    Some((port, path))
-}
-
-/// A minimal HTTP/1.1 POST (testkit has no HTTP client, and loopback needs
-/// no more); the answer is read to its end so the receiver finishes it.
-async fn post_json(port: u16, path: &str, body: &Value) -> std::io::Result<()> {
-    let body = body.to_string();
-    let send = async {
-        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-        let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nUser-Agent: luma-emulation\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        conn.write_all(head.as_bytes()).await?;
-        conn.write_all(body.as_bytes()).await?;
-        let mut answer = Vec::new();
-        conn.read_to_end(&mut answer).await?;
-        if answer.starts_with(b"HTTP/1.1 2") {
-            Ok(())
-        } else {
-            Err(std::io::Error::other("the receiver did not answer 2xx"))
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), send)
-        .await
-        .map_err(|_| std::io::Error::other("the receiver did not answer in time"))?
 }
