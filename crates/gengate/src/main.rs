@@ -1,4 +1,6 @@
-//! The gengate command: `serve`, `keys`, `migrate`.
+//! The gengate command: `serve`, `keys`, `channels`, `migrate`.
+
+mod channels_cli;
 
 use clap::{Parser, Subcommand};
 use gengate::app;
@@ -27,6 +29,9 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage stored channels (upstreams added while gengate runs).
+    #[command(subcommand)]
+    Channels(channels_cli::ChannelsCommand),
     /// Create or upgrade the database schema, then exit.
     Migrate,
 }
@@ -87,6 +92,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys(cmd) => keys(settings, cmd).await,
+        Command::Channels(cmd) => channels_cli::run(settings, cmd).await,
     }
 }
 

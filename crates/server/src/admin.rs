@@ -46,7 +46,8 @@ impl Source {
 
 /// A channel as shown to admins: its settings with each credential
 /// replaced by whether it is set, where it is defined, and whether it is
-/// in use (running in this instance). Never a secret value.
+/// in use (loaded and enabled in this instance, so new tasks may go to
+/// it). Never a secret value.
 pub fn view(spec: &ChannelSpec, source: Source, in_use: bool) -> Value {
     let mut v = match serde_json::to_value(spec) {
         Ok(Value::Object(m)) => m,
@@ -88,6 +89,7 @@ fn in_use(state: &AppState) -> std::collections::HashSet<String> {
         .channels()
         .snapshot()
         .iter()
+        .filter(|c| c.spec.enabled)
         .map(|c| c.name().to_string())
         .collect()
 }
@@ -126,7 +128,7 @@ fn in_config(state: &AppState, name: &str) -> bool {
 async fn stored(state: &AppState, name: &str) -> Result<ChannelSpec> {
     if in_config(state, name) {
         return Err(ApiError::Conflict(format!(
-            "channel {name:?} is defined in gengate.toml: change it there (and restart)"
+            "channel {name:?} is defined in gengate.toml: edit it there (and restart)"
         ))
         .into());
     }
