@@ -102,6 +102,10 @@ impl ComfyUi {
                 .await
                 .map_err(|UpstreamError::Transport(e)| ProviderError::Retryable(e))?;
         let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
+        // `/queue` and `/interrupt` answer 200 with an empty body.
+        if status.is_success() && bytes.is_empty() {
+            return Ok(Value::Null);
+        }
         if status.is_success() {
             return parsed.ok_or_else(|| {
                 ProviderError::Retryable(format!(
