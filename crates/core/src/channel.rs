@@ -91,6 +91,10 @@ pub struct ChannelSpec {
     /// Tasks submitted and not yet finished on this channel, at most.
     #[serde(default)]
     pub max_in_flight: Option<u32>,
+    /// Requests to the upstream under way at once from one instance, at
+    /// most (polls wait their turn; default 32).
+    #[serde(default)]
+    pub max_concurrent_requests: Option<u32>,
     /// Upstream requests per second, at most (submits and polls alike).
     #[serde(default)]
     pub rate_limit_per_sec: Option<f64>,
@@ -139,6 +143,7 @@ impl ChannelSpec {
             priority: 0,
             weight: default_weight(),
             max_in_flight: None,
+            max_concurrent_requests: None,
             rate_limit_per_sec: None,
             deadline_secs: BTreeMap::new(),
             enabled: default_enabled(),
@@ -186,6 +191,9 @@ impl ChannelSpec {
         }
         if self.max_in_flight == Some(0) {
             return field("max_in_flight", "must be at least 1");
+        }
+        if self.max_concurrent_requests == Some(0) {
+            return field("max_concurrent_requests", "must be at least 1");
         }
         if self
             .rate_limit_per_sec

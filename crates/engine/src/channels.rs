@@ -33,7 +33,14 @@ pub struct Channel {
     pub spec: ChannelSpec,
     pub provider: Arc<dyn Provider>,
     rate: Option<DefaultDirectRateLimiter>,
+    requests: Arc<tokio::sync::Semaphore>,
 }
+
+/// How long a request waits, about, when the channel has none free.
+const SLOT_WAIT: Duration = Duration::from_millis(100);
+
+/// Requests under way at once to one channel, unless its spec says.
+const MAX_CONCURRENT_REQUESTS: u32 = 32;
 
 impl Channel {
     pub fn new(spec: ChannelSpec, provider: Arc<dyn Provider>) -> Channel {
@@ -44,11 +51,28 @@ impl Channel {
                 Quota::with_period(Duration::from_secs_f64(1.0 / r))?.allow_burst(burst),
             ))
         });
+        let requests = spec
+            .max_concurrent_requests
+            .unwrap_or(MAX_CONCURRENT_REQUESTS);
         Channel {
             spec,
             provider,
             rate,
+            requests: Arc::new(tokio::sync::Semaphore::new(requests as usize)),
         }
+    }
+
+    /// Leave to send one request now: a place among the channel's
+    /// requests under way (held until the permit drops) and a token of its
+    /// rate; otherwise how long to wait.
+    pub(crate) fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Duration> {
+        let slot = self
+            .requests
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| SLOT_WAIT.mul_f64(0.5 + rand::random::<f64>()))?;
+        self.take_request()?;
+        Ok(slot)
     }
 
     pub fn name(&self) -> &str {
@@ -56,7 +80,7 @@ impl Channel {
     }
 
     /// Take one request from the channel's rate, or say how long to wait.
-    pub(crate) fn take_request(&self) -> Result<(), Duration> {
+    fn take_request(&self) -> Result<(), Duration> {
         match &self.rate {
             None => Ok(()),
             Some(r) => r

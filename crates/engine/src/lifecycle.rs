@@ -142,11 +142,14 @@ impl Engine {
             if tried == MAX_CHANNELS_PER_DISPATCH {
                 break;
             }
-            if let Err(w) = channel.take_request() {
-                why = format!("channel {} is at its rate limit", channel.name());
-                wait = Some(wait.map_or(w, |x| x.min(w)));
-                continue;
-            }
+            let _slot = match channel.admit() {
+                Ok(slot) => slot,
+                Err(w) => {
+                    why = format!("channel {} is at its request limits", channel.name());
+                    wait = Some(wait.map_or(w, |x| x.min(w)));
+                    continue;
+                }
+            };
             if !self.channels.reserve(channel) {
                 why = format!("channel {} is at its max_in_flight", channel.name());
                 wait = Some(wait.map_or(FULL_WAIT, |x| x.min(FULL_WAIT)));
@@ -277,14 +280,18 @@ impl Engine {
                 .await;
         };
         let channel = &*channel;
-        if let Err(wait) = channel.take_request() {
-            let update = TaskUpdate {
-                next_due_at: Some(self.due(task, wait.max(Duration::from_millis(50)))),
-                ..TaskUpdate::default()
-            };
-            return self.apply(task, update).await;
-        }
+        let slot = match channel.admit() {
+            Ok(slot) => slot,
+            Err(wait) => {
+                let update = TaskUpdate {
+                    next_due_at: Some(self.due(task, wait.max(Duration::from_millis(50)))),
+                    ..TaskUpdate::default()
+                };
+                return self.apply(task, update).await;
+            }
+        };
         let outcome = channel.provider.poll(upstream_ref, now_ms()).await;
+        drop(slot);
         count_request(channel, "poll", &outcome);
         match &outcome {
             Ok(_) | Err(ProviderError::Permanent(_)) => self.channels.succeeded(channel),
@@ -297,21 +304,25 @@ impl Engine {
     /// upstreams with a batch endpoint).
     pub(crate) async fn poll_batch(&self, channel: &Channel, tasks: Vec<Task>) {
         let result = async {
-            if let Err(wait) = channel.take_request() {
-                for task in &tasks {
-                    let update = TaskUpdate {
-                        next_due_at: Some(self.due(task, wait.max(Duration::from_millis(50)))),
-                        ..TaskUpdate::default()
-                    };
-                    self.apply(task, update).await?;
+            let slot = match channel.admit() {
+                Ok(slot) => slot,
+                Err(wait) => {
+                    for task in &tasks {
+                        let update = TaskUpdate {
+                            next_due_at: Some(self.due(task, wait.max(Duration::from_millis(50)))),
+                            ..TaskUpdate::default()
+                        };
+                        self.apply(task, update).await?;
+                    }
+                    return Ok(());
                 }
-                return Ok(());
-            }
+            };
             let refs: Vec<&str> = tasks
                 .iter()
                 .map(|t| t.upstream_ref.as_deref().unwrap_or_default())
                 .collect();
             let outcomes = channel.provider.poll_batch(&refs, now_ms()).await;
+            drop(slot);
             // One request, counted once: ok unless every task's answer failed alike.
             let overall = match outcomes.iter().find(|o| o.is_ok()) {
                 Some(_) => Ok(()),

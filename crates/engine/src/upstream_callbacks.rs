@@ -180,8 +180,17 @@ mod tests {
 
     #[test]
     fn fallback_polls_wait_past_the_expected_end() {
-        assert_eq!(fallback_poll(Duration::from_secs(1)), Duration::from_secs(30));
-        assert_eq!(fallback_poll(Duration::from_secs(60)), Duration::from_secs(120));
-        assert_eq!(fallback_poll(Duration::from_secs(3600)), Duration::from_secs(300));
+        assert_eq!(
+            fallback_poll(Duration::from_secs(1)),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            fallback_poll(Duration::from_secs(60)),
+            Duration::from_secs(120)
+        );
+        assert_eq!(
+            fallback_poll(Duration::from_secs(3600)),
+            Duration::from_secs(300)
+        );
     }
 }

@@ -351,6 +351,28 @@ async fn a_channel_deadline_fails_tasks_that_run_past_it(backend: Backend) {
     gw.stop().await;
 }
 
+async fn requests_to_a_slow_channel_are_bounded(backend: Backend) {
+    let emu = KlingEmu::start(keys(), Duration::from_millis(300)).await;
+    emu.set_latency(Duration::from_millis(100));
+    let gw = Gateway::start_with(backend, |s| {
+        let mut c = kling_channel("kling-a", &emu, 0);
+        c.max_concurrent_requests = Some(3);
+        s.channels = vec![c];
+    })
+    .await;
+    let key = gw.new_key("client").await;
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        ids.push(submit(&gw, &key, &format!("slow {i}"), 1).await);
+    }
+    for id in &ids {
+        assert_eq!(gw.wait_kling(&key, id).await["task_status"], "succeed");
+    }
+    let most = emu.max_concurrent_requests();
+    assert!((1..=3).contains(&most), "{most} requests at once");
+    gw.stop().await;
+}
+
 async fn upstream_callbacks_bring_results_without_polls(backend: Backend) {
     let emu = KlingEmu::start(keys(), Duration::from_millis(600)).await;
     let gw = Gateway::start_with(backend, |s| {
@@ -425,6 +447,7 @@ async fn upstream_callbacks_bring_results_without_polls(backend: Backend) {
 }
 
 on_both_backends!(
+    requests_to_a_slow_channel_are_bounded,
     upstream_callbacks_bring_results_without_polls,
     a_channel_deadline_fails_tasks_that_run_past_it,
     channel_limits_hold_tasks_back_without_failing_them,

@@ -78,6 +78,11 @@ struct Shared {
     /// The most tasks unfinished at once, counted at each submit.
     max_running: AtomicU64,
     callbacks: AtomicU64,
+    /// Every API request takes this long to answer.
+    latency: Mutex<Duration>,
+    /// API requests being answered now, and the most at once.
+    active: AtomicU64,
+    max_active: AtomicU64,
 }
 
 pub struct KlingEmu {
@@ -113,6 +118,9 @@ impl KlingEmu {
             submitted_at: Mutex::default(),
             max_running: AtomicU64::new(0),
             callbacks: AtomicU64::new(0),
+            latency: Mutex::default(),
+            active: AtomicU64::new(0),
+            max_active: AtomicU64::new(0),
         });
         let app = Router::new()
             .route("/v1/images/generations", post(create_image))
@@ -157,6 +165,18 @@ impl KlingEmu {
     /// The most tasks this upstream was running at once.
     pub fn max_running(&self) -> u64 {
         self.shared.max_running.load(Ordering::SeqCst)
+    }
+
+    /// Make every API request take `latency` to answer from now on.
+    pub fn set_latency(&self, latency: Duration) {
+        if let Ok(mut l) = self.shared.latency.lock() {
+            *l = latency;
+        }
+    }
+
+    /// The most API requests answered at once while a latency was set.
+    pub fn max_concurrent_requests(&self) -> u64 {
+        self.shared.max_active.load(Ordering::SeqCst)
     }
 
     /// Callbacks delivered (answered 2xx).
@@ -217,6 +237,13 @@ fn refuse(status: StatusCode, code: u32, message: &str) -> Response {
 
 /// The next injected fault, if any, as the response to send instead.
 async fn fault(s: &Shared) -> Option<Response> {
+    let latency = s.latency.lock().map(|l| *l).unwrap_or_default();
+    if !latency.is_zero() {
+        let now = s.active.fetch_add(1, Ordering::SeqCst) + 1;
+        s.max_active.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(latency).await;
+        s.active.fetch_sub(1, Ordering::SeqCst);
+    }
     let next = s.faults.lock().ok()?.pop_front()?;
     match next {
         Fault::Error {
