@@ -300,21 +300,28 @@ async fn errors_are_classed_for_the_engine() {
         "{err:?}"
     );
 
-    for fault in [
-        Fault::Error {
-            status: 503,
-            detail: "Service unavailable".into(),
-            retry_after: None,
-        },
-        Fault::Malformed,
-        Fault::Reset,
+    // Each a retry for the engine, each with its own reason for operators.
+    for (fault, reason) in [
+        (
+            Fault::Error {
+                status: 503,
+                detail: "Service unavailable".into(),
+                retry_after: None,
+            },
+            "HTTP 503: Service unavailable",
+        ),
+        (Fault::Malformed, "not a generation"),
+        (Fault::Reset, "talking to the upstream failed"),
         // Longer than the adapter's 1 s for one request.
-        Fault::Delay(Duration::from_secs(2)),
+        (
+            Fault::Delay(Duration::from_secs(2)),
+            "did not answer in time",
+        ),
     ] {
         emu.inject(fault.clone());
         let err = attempt().await.unwrap_err();
         assert!(
-            matches!(err, ProviderError::Retryable(_)),
+            matches!(&err, ProviderError::Retryable(m) if m.contains(reason)),
             "{fault:?}: {err:?}"
         );
     }
