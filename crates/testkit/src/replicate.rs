@@ -30,8 +30,8 @@ use gengate_media::{ImageFormat, ImageSpec, VideoSpec};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::call_back;
 use crate::kling::color_for;
 use crate::openapi;
 
@@ -802,8 +802,9 @@ async fn complete(s: Arc<Shared>, id: String) {
     }
 }
 
-/// POSTs the prediction as it stands to its webhook, signed, retrying a
-/// couple of times on failure as Replicate does.
+/// POSTs the prediction as it stands to its webhook (127.0.0.1 only, as
+/// `call_back` enforces), signed, retrying a couple of times on failure as
+/// Replicate does.
 async fn deliver(s: &Shared, id: &str) {
     let Some(p) = find(s, id) else { return };
     let Some(url) = &p.webhook else { return };
@@ -818,52 +819,13 @@ async fn deliver(s: &Shared, id: &str) {
             ("webhook-signature", signature),
         ];
         s.webhooks_sent.fetch_add(1, Ordering::SeqCst);
-        match post_loopback(url, &headers, body.as_bytes()).await {
+        match call_back::post_json(url, &headers, body.clone().into_bytes()).await {
             Ok(status) if (200..300).contains(&status) => return,
             Ok(status) => tracing::debug!(status, attempt, "webhook refused"),
             Err(e) => tracing::debug!(error = %e, attempt, "webhook not delivered"),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// A minimal HTTP/1.1 POST to an `http://127.0.0.1:PORT/...` URL (testkit
-/// has no HTTP client, and emulations never call off the machine).
-async fn post_loopback(url: &str, headers: &[(&str, String)], body: &[u8]) -> Result<u16, String> {
-    let rest = url
-        .strip_prefix("http://127.0.0.1:")
-        .ok_or_else(|| format!("{url} is not a 127.0.0.1 URL"))?;
-    let (port, path) = match rest.find(['/', '?']) {
-        Some(at) => (&rest[..at], &rest[at..]),
-        None => (rest, "/"),
-    };
-    let authority = format!("127.0.0.1:{port}");
-    let mut head = format!(
-        "POST {path} HTTP/1.1\r\nhost: {authority}\r\ncontent-type: application/json\r\n\
-         content-length: {}\r\nconnection: close\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(&authority).await?;
-        stream.write_all(head.as_bytes()).await?;
-        stream.write_all(body).await?;
-        let mut answer = Vec::new();
-        stream.read_to_end(&mut answer).await?;
-        Ok::<_, std::io::Error>(answer)
-    };
-    let answer = tokio::time::timeout(Duration::from_secs(5), exchange)
-        .await
-        .map_err(|_| "webhook receiver did not answer in time".to_string())?
-        .map_err(|e| e.to_string())?;
-    String::from_utf8_lossy(&answer)
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| "webhook receiver answered without an HTTP status".into())
 }
 
 #[cfg(test)]
