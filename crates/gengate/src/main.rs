@@ -31,7 +31,7 @@ enum Command {
     Keys(KeysCommand),
     /// Manage stored channels (upstreams added while gengate runs).
     #[command(subcommand)]
-    Channels(channels_cli::ChannelsCommand),
+    Channels(Box<channels_cli::ChannelsCommand>),
     /// Create or upgrade the database schema, then exit.
     Migrate,
 }
@@ -92,7 +92,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys(cmd) => keys(settings, cmd).await,
-        Command::Channels(cmd) => channels_cli::run(settings, cmd).await,
+        Command::Channels(cmd) => channels_cli::run(settings, *cmd).await,
     }
 }
 

@@ -159,6 +159,10 @@ fn shown(state: &AppState, spec: &ChannelSpec, source: Source) -> Value {
 }
 
 /// Every channel, gengate.toml's first, then the stored ones by name.
+#[utoipa::path(get, path = "/admin/channels", tag = "admin",
+    responses((status = 200, description = "`{\"data\": [channel, ...]}`: gengate.toml's (`\"source\": \"config\"`) then stored ones (`\"api\"`); credentials as true/false", body = serde_json::Value),
+        (status = 401, body = crate::deliveries::ErrorBody), (status = 403, body = crate::deliveries::ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Value>> {
     admin(&state, &headers).await?;
     let running = in_use(&state);
@@ -171,6 +175,11 @@ pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<J
 }
 
 /// One channel, by name.
+#[utoipa::path(get, path = "/admin/channels/{name}", tag = "admin",
+    params(("name" = String, Path, description = "Channel name")),
+    responses((status = 200, description = "The channel, credentials as true/false", body = serde_json::Value),
+        (status = 404, body = crate::deliveries::ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn get_one(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -186,6 +195,12 @@ pub async fn get_one(
 }
 
 /// Add a channel: the body is a `[[channels]]` table as JSON.
+#[utoipa::path(post, path = "/admin/channels", tag = "admin",
+    request_body(content = serde_json::Value, description = "One `[[channels]]` table of gengate.toml, as JSON"),
+    responses((status = 201, description = "The channel, credentials as true/false", body = serde_json::Value),
+        (status = 400, description = "A field is wrong; the message names it", body = crate::deliveries::ErrorBody),
+        (status = 409, description = "The name is taken", body = crate::deliveries::ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -223,6 +238,13 @@ pub async fn create(
 
 /// Change some of a stored channel's fields. Credentials given replace
 /// those fields; `null` removes one. The name cannot change.
+#[utoipa::path(patch, path = "/admin/channels/{name}", tag = "admin",
+    params(("name" = String, Path, description = "Channel name")),
+    request_body(content = serde_json::Value, description = "Any channel fields; within credentials, each given one replaces that one (null removes it)"),
+    responses((status = 200, description = "The channel, credentials as true/false", body = serde_json::Value),
+        (status = 400, body = crate::deliveries::ErrorBody), (status = 404, body = crate::deliveries::ErrorBody),
+        (status = 409, description = "A gengate.toml channel: edit the file", body = crate::deliveries::ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn update(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -240,6 +262,11 @@ pub async fn update(
 }
 
 /// Stop routing new tasks to a stored channel (tasks already on it finish there).
+#[utoipa::path(post, path = "/admin/channels/{name}/disable", tag = "admin",
+    params(("name" = String, Path, description = "Channel name")),
+    responses((status = 200, body = serde_json::Value), (status = 404, body = crate::deliveries::ErrorBody),
+        (status = 409, body = crate::deliveries::ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn disable(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -249,6 +276,11 @@ pub async fn disable(
 }
 
 /// Route tasks to a stored channel again.
+#[utoipa::path(post, path = "/admin/channels/{name}/enable", tag = "admin",
+    params(("name" = String, Path, description = "Channel name")),
+    responses((status = 200, body = serde_json::Value), (status = 404, body = crate::deliveries::ErrorBody),
+        (status = 409, body = crate::deliveries::ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn enable(
     State(state): State<AppState>,
     headers: HeaderMap,
