@@ -12,14 +12,18 @@ use std::time::Duration;
 
 use common::{Backend, Gateway};
 use gengate::config::Settings;
-use gengate_core::{ChannelSpec, Credentials, Dialect, ImageSource, ProviderKind, Task, TaskKind};
+use gengate_core::{
+    ChannelSpec, Credentials, Dialect, ImageFormat, ImageRole, ImageSource, ProviderKind, Task,
+    TaskKind,
+};
 use gengate_providers::media::{probe_image, probe_mp4};
 use gengate_providers::{
-    OutputData, PollOutcome, Provider, ProviderError, Submission, for_channel,
+    InputBytes, OutputData, PollOutcome, Provider, ProviderError, Submission, for_channel,
 };
 use gengate_testkit::fixtures::pending_task;
-use gengate_testkit::{ImageHost, Receiver, Reply};
+use gengate_testkit::{ImageHost, RED_PNG, Receiver, Reply};
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
@@ -464,15 +468,38 @@ async fn many_video_tasks_are_polled_in_batches() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_retaken_image_task_is_submitted_once() {
+async fn a_retaken_image_task_is_submitted_once_with_its_uploaded_image() {
     let up = Gateway::start(Backend::Sqlite).await;
     let key = up.new_key("relay").await;
     let provider = for_channel(&gengate_channel("relay", &up.base, &key), None).unwrap();
     let task = pending_task(TaskKind::Image, "retaken");
-    let first = submit(provider.as_ref(), &task, "kling-image").await;
-    let again = submit(provider.as_ref(), &task, "kling-image").await;
-    assert_eq!(first, again);
+    // An image the client uploaded has no URL: it goes up as base64.
+    let uploaded = || InputBytes {
+        role: ImageRole::Reference,
+        format: ImageFormat::Png,
+        bytes: RED_PNG.into(),
+        url: None,
+    };
+    let mut refs = Vec::new();
+    for _ in 0..2 {
+        let job = Submission {
+            inputs: vec![uploaded()],
+            ..submission(&task, "kling-image")
+        };
+        refs.push(provider.submit(job).await.expect("submitted").upstream_ref);
+    }
+    assert_eq!(refs[0], refs[1]);
     assert_eq!(up.task_count(&key, Dialect::Kling).await, 1);
+    let id = refs[0].rsplit('/').next().unwrap().parse().unwrap();
+    let upstream = up.store().load_task(id).await.unwrap().unwrap();
+    let sha = hex::encode(Sha256::digest(RED_PNG));
+    assert_eq!(
+        upstream.request.images[0].source,
+        ImageSource::Stored {
+            key: format!("inputs/{sha}.png"),
+            format: ImageFormat::Png
+        }
+    );
     up.stop().await;
 }
 
