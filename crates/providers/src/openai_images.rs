@@ -511,7 +511,8 @@ mod tests {
         assert_eq!(size_for("dall-e-3", "9:16", None), "1024x1792");
         assert_eq!(size_for("dall-e-3", "1:1", None), "1024x1024");
         assert_eq!(size_for("gpt-image-1", "3:2", None), "1536x1024");
-        assert_eq!(size_for("gpt-image-1", "4:5", None), "1024x1024");
+        assert_eq!(size_for("gpt-image-1", "4:5", None), "1024x1536");
+        assert_eq!(size_for("gpt-image-1", "10:9", None), "1024x1024");
         assert_eq!(size_for("dall-e-2", "16:9", None), "1024x1024");
         assert_eq!(size_for("dall-e-2", "1:1", Some("256x256")), "256x256");
         assert_eq!(size_for("dall-e-2", "1:1", Some("300x300")), "1024x1024");

@@ -80,7 +80,7 @@ async fn placeholders_are_filled_and_images_come_back_at_the_asked_size() {
     ));
 
     // One run with a batch of two; every placeholder a typed value.
-    assert_eq!(emu.prompt_ids(), [r.clone()]);
+    assert_eq!(emu.prompt_ids(), vec![r.clone()]);
     let wf = emu.prompt(&r).unwrap();
     assert_eq!(wf["3"]["inputs"]["seed"], 42);
     assert_eq!(wf["5"]["inputs"]["width"], 1024);

@@ -180,20 +180,15 @@ fn fault_error(status: StatusCode) -> Response {
     comfy_error(status, "server_error", "emulated fault", "", json!({}))
 }
 
-fn authorize(s: &Shared, headers: &HeaderMap) -> Result<(), Response> {
-    let want = s.api_key.lock().ok().and_then(|k| k.clone());
-    let Some(want) = want else {
-        return Ok(());
-    };
+/// The refusal for a caller without the proxy's key, if one is required.
+fn unauthorized(s: &Shared, headers: &HeaderMap) -> Option<Response> {
+    let want = s.api_key.lock().ok().and_then(|k| k.clone())?;
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    if given == Some(want.as_str()) {
-        Ok(())
-    } else {
-        Err((StatusCode::UNAUTHORIZED, "401 Unauthorized").into_response())
-    }
+    (given != Some(want.as_str()))
+        .then(|| (StatusCode::UNAUTHORIZED, "401 Unauthorized").into_response())
 }
 
 /// Faults first, then auth: what every route does before its work.
@@ -201,13 +196,13 @@ async fn gate(s: &Shared, headers: &HeaderMap) -> Option<Response> {
     if let Some(r) = s.faults.next(fault_error).await {
         return Some(r);
     }
-    authorize(s, headers).err()
+    unauthorized(s, headers)
 }
 
-/// ComfyUI's validation: `Err` is the 400 it answers.
-fn validate(prompt: &Value) -> Result<(), Response> {
+/// ComfyUI's validation: the 400 it answers, if any.
+fn invalid(prompt: &Value) -> Option<Response> {
     let Some(nodes) = prompt.as_object() else {
-        return Err(comfy_error(
+        return Some(comfy_error(
             StatusCode::BAD_REQUEST,
             "invalid_prompt",
             "Invalid prompt",
@@ -219,7 +214,7 @@ fn validate(prompt: &Value) -> Result<(), Response> {
     for (id, node) in nodes {
         let class = node["class_type"].as_str();
         let Some(inputs) = node["inputs"].as_object().filter(|_| class.is_some()) else {
-            return Err(comfy_error(
+            return Some(comfy_error(
                 StatusCode::BAD_REQUEST,
                 "invalid_prompt",
                 "Cannot execute because a node is missing the class_type property.",
@@ -229,7 +224,7 @@ fn validate(prompt: &Value) -> Result<(), Response> {
         };
         let class = class.unwrap_or_default();
         let Some((_, ints)) = NODES.iter().find(|(c, _)| *c == class) else {
-            return Err(comfy_error(
+            return Some(comfy_error(
                 StatusCode::BAD_REQUEST,
                 "invalid_prompt",
                 &format!("Cannot execute because node {class} does not exist."),
@@ -262,7 +257,7 @@ fn validate(prompt: &Value) -> Result<(), Response> {
         }
     }
     if !node_errors.is_empty() {
-        return Err(comfy_error(
+        return Some(comfy_error(
             StatusCode::BAD_REQUEST,
             "prompt_outputs_failed_validation",
             "Prompt outputs failed validation",
@@ -274,7 +269,7 @@ fn validate(prompt: &Value) -> Result<(), Response> {
         .values()
         .any(|n| OUTPUT_NODES.contains(&n["class_type"].as_str().unwrap_or("")))
     {
-        return Err(comfy_error(
+        return Some(comfy_error(
             StatusCode::BAD_REQUEST,
             "prompt_no_outputs",
             "Prompt has no outputs",
@@ -282,7 +277,7 @@ fn validate(prompt: &Value) -> Result<(), Response> {
             json!({}),
         ));
     }
-    Ok(())
+    None
 }
 
 async fn queue_prompt(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -291,7 +286,7 @@ async fn queue_prompt(State(s): State<Arc<Shared>>, headers: HeaderMap, body: By
     }
     let b: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let prompt = b["prompt"].clone();
-    if let Err(r) = validate(&prompt) {
+    if let Some(r) = invalid(&prompt) {
         s.violations.fetch_add(1, Ordering::SeqCst);
         return r;
     }

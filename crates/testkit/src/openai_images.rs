@@ -339,25 +339,23 @@ fn invalid(s: &Shared, param: &str, message: &str) -> Response {
     )
 }
 
-/// OpenAI's checks: the bearer key, when the server has one.
-fn authorize(s: &Shared, headers: &HeaderMap) -> Result<(), Response> {
-    let Some(want) = &s.api_key else {
-        return Ok(());
-    };
+/// OpenAI's refusal of the caller's bearer key, when the server has one.
+fn unauthorized(s: &Shared, headers: &HeaderMap) -> Option<Response> {
+    let want = s.api_key.as_ref()?;
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match given {
-        Some(k) if k == want => Ok(()),
-        Some(_) => Err(error(
+        Some(k) if k == want => None,
+        Some(_) => Some(error(
             StatusCode::UNAUTHORIZED,
             "invalid_request_error",
             Some("invalid_api_key"),
             None,
             "Incorrect API key provided.",
         )),
-        None => Err(error(
+        None => Some(error(
             StatusCode::UNAUTHORIZED,
             "invalid_request_error",
             None,
@@ -371,7 +369,7 @@ async fn generate(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes)
     if let Some(r) = s.faults.next(server_error).await {
         return r;
     }
-    if let Err(r) = authorize(&s, &headers) {
+    if let Some(r) = unauthorized(&s, &headers) {
         return r;
     }
     s.requests.fetch_add(1, Ordering::SeqCst);
