@@ -61,18 +61,18 @@ impl Via {
     }
 
     fn parse_ref(upstream_ref: &str) -> Result<(Via, Uuid), ProviderError> {
-        let (via, id) = match upstream_ref.split_once('/') {
-            Some(("luma", id)) => (Via::Luma, id),
-            Some(("kling", id)) => (Via::Kling, id),
-            _ => (Via::Luma, ""),
+        let (dialect, id) = upstream_ref.split_once('/').unwrap_or_default();
+        let via = match dialect {
+            "luma" => Some(Via::Luma),
+            "kling" => Some(Via::Kling),
+            _ => None,
         };
-        // Checked here: one bad id would make the whole batch get a 400.
-        let id = Uuid::try_parse(id).map_err(|_| {
+        // The id is checked here: one bad id would make a whole batch get a 400.
+        via.zip(Uuid::try_parse(id).ok()).ok_or_else(|| {
             ProviderError::Permanent(format!(
                 "{upstream_ref:?} is not a task reference of the gengate provider"
             ))
-        })?;
-        Ok((via, id))
+        })
     }
 }
 
