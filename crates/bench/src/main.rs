@@ -16,14 +16,16 @@ struct Cli {
     /// About a minute instead of up to ten.
     #[arg(long)]
     quick: bool,
-    /// Scenarios to run (default: all): batch, scale, submits, e2e, inflight, upstream.
+    /// Scenarios to run (default: all): batch, scale, submits, e2e, inflight, upstream, slow.
     scenarios: Vec<String>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let all = ["batch", "scale", "submits", "e2e", "inflight", "upstream"];
+    let all = [
+        "batch", "scale", "submits", "e2e", "inflight", "upstream", "slow",
+    ];
     for s in &cli.scenarios {
         anyhow::ensure!(
             all.contains(&s.as_str()),
@@ -57,6 +59,10 @@ async fn main() -> anyhow::Result<()> {
     if wanted("upstream") {
         eprintln!("== upstream cost");
         rows.extend(scenarios::upstream_cost(&bin, plan).await?);
+    }
+    if wanted("slow") {
+        eprintln!("== slow upstream");
+        rows.extend(scenarios::slow_upstream(&bin, plan).await?);
     }
     let table = report::table(&rows);
     println!("{table}");

@@ -27,6 +27,8 @@ pub struct Plan {
     pub watch_secs: u64,
     /// How long the upstream-cost scenario's jobs take.
     pub job_secs: u64,
+    /// Tasks open at once at the slow upstream.
+    pub slow_tasks: u32,
 }
 
 impl Plan {
@@ -41,6 +43,7 @@ impl Plan {
                 in_flight: 10_000,
                 watch_secs: 40,
                 job_secs: 20,
+                slow_tasks: 300,
             }
         } else {
             Plan {
@@ -52,6 +55,7 @@ impl Plan {
                 in_flight: 100_000,
                 watch_secs: 120,
                 job_secs: 60,
+                slow_tasks: 1000,
             }
         }
     }
@@ -491,66 +495,77 @@ pub async fn in_flight(bin: &Path, plan: Plan) -> anyhow::Result<Vec<Row>> {
     ])
 }
 
-/// Scenario 6: what a task costs at the upstream. gengate runs with one
-/// Kling channel pointed at the emulated Kling API (jobs of `job_secs`);
-/// a first wave finds the channel cold, a second runs once gengate has
-/// learned how long its jobs take. Requests are counted by the upstream.
-pub async fn upstream_cost(bin: &Path, plan: Plan) -> anyhow::Result<Vec<Row>> {
-    use gengate_testkit::{KlingAccount, KlingEmu};
-    let emu = KlingEmu::start(
-        KlingAccount::ApiKey("bench".into()),
-        Duration::from_secs(plan.job_secs),
-    )
-    .await;
+/// gengate with one Kling channel at `emu`, plus `extra` lines of its table.
+async fn kling_gateway(
+    bin: &Path,
+    emu: &gengate_testkit::KlingEmu,
+    extra: &str,
+) -> anyhow::Result<(Gateway, tempfile::TempDir)> {
     let config_dir = tempfile::tempdir()?;
     let config = config_dir.path().join("gengate.toml");
     std::fs::write(
         &config,
         format!(
             "[[channels]]\nname = \"kling\"\nprovider = \"kling\"\nbase_url = \"{}\"\n\
-             credentials = {{ api_key = \"bench\" }}\nmodels = {{ \"kling-image\" = \"kling-v1\" }}\n",
+             credentials = {{ api_key = \"bench\" }}\nmodels = {{ \"kling-image\" = \"kling-v1\" }}\n{extra}",
             emu.base_url()
         ),
     )?;
     let config = config.to_string_lossy().to_string();
-    let gw = Gateway::start(bin, &["--config", &config]).await?;
+    Ok((
+        Gateway::start(bin, &["--config", &config]).await?,
+        config_dir,
+    ))
+}
+
+/// Submit `tasks` Kling image tasks and wait until every one succeeded.
+async fn run_wave(gw: &Gateway, label: &str, tasks: u32, within: Duration) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
-    let mut rows = Vec::new();
-    for (wave, tasks) in [("cold channel", 10), ("learned durations", 50)] {
-        let (submits, polls) = (emu.submits(), emu.polls());
-        let url = format!("{}/kling/v1/images/generations", gw.base);
-        let mut ids = Vec::new();
-        for i in 0..tasks {
-            let v = send(&http, &url, &json!({"prompt": format!("{wave} {i}")})).await?;
-            ids.push(
-                v["data"]["task_id"]
-                    .as_str()
-                    .context("a task id")?
-                    .to_string(),
-            );
-        }
-        let deadline = Instant::now() + Duration::from_secs(plan.job_secs * 3 + 30);
-        for id in &ids {
-            loop {
-                let v: Value = http
-                    .get(format!("{url}/{id}"))
-                    .bearer_auth(KEY)
-                    .send()
-                    .await?
-                    .json()
-                    .await?;
-                match v["data"]["task_status"].as_str() {
-                    Some("succeed") => break,
-                    Some("failed") => anyhow::bail!("task {id} failed: {v}"),
-                    _ => {}
-                }
-                anyhow::ensure!(Instant::now() < deadline, "task {id} did not finish");
-                tokio::time::sleep(Duration::from_millis(250)).await;
+    let url = format!("{}/kling/v1/images/generations", gw.base);
+    let mut ids = Vec::new();
+    for i in 0..tasks {
+        let v = send(&http, &url, &json!({"prompt": format!("{label} {i}")})).await?;
+        ids.push(
+            v["data"]["task_id"]
+                .as_str()
+                .context("a task id")?
+                .to_string(),
+        );
+    }
+    let deadline = Instant::now() + within;
+    for id in &ids {
+        loop {
+            let v: Value = http
+                .get(format!("{url}/{id}"))
+                .bearer_auth(KEY)
+                .send()
+                .await?
+                .json()
+                .await?;
+            match v["data"]["task_status"].as_str() {
+                Some("succeed") => break,
+                Some("failed") => anyhow::bail!("task {id} failed: {v}"),
+                _ => {}
             }
+            anyhow::ensure!(Instant::now() < deadline, "task {id} did not finish");
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        let requests = (emu.submits() - submits) + (emu.polls() - polls);
+    }
+    Ok(())
+}
+
+/// Scenario 6: what a task costs at the upstream. gengate runs with one
+/// Kling channel pointed at the emulated Kling API (jobs of `job_secs`);
+/// a first wave finds the channel cold, a second runs once gengate has
+/// learned how long its jobs take, a third on a channel whose upstream
+/// calls back. Requests are counted by the upstream.
+pub async fn upstream_cost(bin: &Path, plan: Plan) -> anyhow::Result<Vec<Row>> {
+    use gengate_testkit::{KlingAccount, KlingEmu};
+    let job = Duration::from_secs(plan.job_secs);
+    let within = job * 3 + Duration::from_secs(30);
+    let mut rows = Vec::new();
+    let mut row = |tasks: u32, wave: &str, requests: u64, target: Option<f64>| {
         let per_task = requests as f64 / f64::from(tasks);
-        let learned = wave == "learned durations";
         rows.push(Row {
             scenario: "6 upstream cost",
             figure: format!(
@@ -559,25 +574,77 @@ pub async fn upstream_cost(bin: &Path, plan: Plan) -> anyhow::Result<Vec<Row>> {
             ),
             unit: "requests",
             values: Some((per_task, per_task, per_task)),
-            target: if learned {
-                "≤ 3".into()
-            } else {
-                String::new()
-            },
-            verdict: if learned {
-                verdict(per_task <= 3.0)
-            } else {
-                String::new()
-            },
+            target: target.map_or(String::new(), |t| format!("≤ {t}")),
+            verdict: target.map_or(String::new(), |t| verdict(per_task <= t)),
         });
+    };
+    let emu = KlingEmu::start(KlingAccount::ApiKey("bench".into()), job).await;
+    let (gw, _config) = kling_gateway(bin, &emu, "").await?;
+    for (wave, tasks, target) in [
+        ("cold channel", 10, None),
+        ("learned durations", 50, Some(3.0)),
+    ] {
+        let before = emu.submits() + emu.polls();
+        run_wave(&gw, wave, tasks, within).await?;
+        row(tasks, wave, emu.submits() + emu.polls() - before, target);
     }
-    rows.push(not_yet(
-        "6 upstream cost",
-        "the same when the upstream calls back",
-        "1",
-        "upstream callbacks are not built yet (issue 6)",
-    ));
+    gw.stop().await?;
+    let emu = KlingEmu::start(KlingAccount::ApiKey("bench".into()), job).await;
+    let (gw, _config) = kling_gateway(bin, &emu, "callbacks = true\n").await?;
+    run_wave(&gw, "callbacks", 50, within).await?;
+    row(
+        50,
+        "upstream calls back",
+        emu.submits() + emu.polls(),
+        Some(1.0),
+    );
+    gw.stop().await?;
     Ok(rows)
+}
+
+/// Scenario 7: polling never falls behind. Many tasks open at one slow
+/// upstream (every request takes 200 ms): how long any task waited between
+/// two looks, against the longest poll interval (30 s).
+pub async fn slow_upstream(bin: &Path, plan: Plan) -> anyhow::Result<Vec<Row>> {
+    use gengate_testkit::{KlingAccount, KlingEmu};
+    let job = Duration::from_secs(plan.job_secs);
+    let emu = KlingEmu::start(KlingAccount::ApiKey("bench".into()), job).await;
+    emu.set_latency(Duration::from_millis(200));
+    let (gw, _config) = kling_gateway(bin, &emu, "").await?;
+    let tasks = plan.slow_tasks;
+    let started = Instant::now();
+    run_wave(&gw, "slow", tasks, job * 4 + Duration::from_secs(60)).await?;
+    let took = started.elapsed();
+    let gap = emu.longest_poll_gap().as_secs_f64();
+    let polls = emu.polls();
+    gw.stop().await?;
+    Ok(vec![
+        Row {
+            scenario: "7 slow upstream",
+            figure: format!(
+                "{tasks} open tasks of a {} s job, 200 ms per upstream request: longest wait between two looks at one task",
+                plan.job_secs
+            ),
+            unit: "s",
+            values: Some((gap, gap, gap)),
+            target: "≤ 30".into(),
+            verdict: verdict(gap <= 30.0),
+        },
+        Row {
+            scenario: "7 slow upstream",
+            figure: format!(
+                "the same: polls per second over the run ({polls} polls, {:.0} s)",
+                took.as_secs_f64()
+            ),
+            unit: "polls/s",
+            values: Some({
+                let r = polls as f64 / took.as_secs_f64();
+                (r, r, r)
+            }),
+            target: String::new(),
+            verdict: String::new(),
+        },
+    ])
 }
 
 /// Scenario 3: durable submits through each create endpoint, SQLite as shipped.
@@ -719,16 +786,4 @@ pub async fn end_to_end(bin: &Path, plan: Plan) -> anyhow::Result<Vec<Row>> {
             verdict: String::new(),
         },
     ])
-}
-
-/// Rows for what this harness does not measure yet, said plainly.
-pub fn not_yet(scenario: &'static str, figure: &str, target: &str, why: &str) -> Row {
-    Row {
-        scenario,
-        figure: figure.into(),
-        unit: "",
-        values: None,
-        target: target.into(),
-        verdict: format!("not measured: {why}"),
-    }
 }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gengate_core::Millis;
+use gengate_core::{Millis, Task, TaskState};
 use gengate_store::TaskStore;
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
@@ -28,6 +28,9 @@ pub use config::EngineConfig;
 use config::ms;
 use files::FileStore;
 use inputs::InputFetcher;
+
+/// Due polls at one channel, sent as one request.
+type Batch = (Arc<Channel>, Vec<Task>);
 
 /// How often stored channels are re-read.
 const CHANNEL_RELOAD: Duration = Duration::from_secs(3);
@@ -197,18 +200,12 @@ impl Engine {
     /// Split claimed tasks into batch polls (due polls at a channel whose
     /// upstream polls many at once, in batches of its size) and the rest,
     /// handled one by one.
-    fn batch_polls(
-        &self,
-        claimed: Vec<gengate_core::Task>,
-    ) -> (
-        Vec<(Arc<Channel>, Vec<gengate_core::Task>)>,
-        Vec<gengate_core::Task>,
-    ) {
+    fn batch_polls(&self, claimed: Vec<Task>) -> (Vec<Batch>, Vec<Task>) {
         let now = now_ms();
-        let mut groups: Vec<(Arc<Channel>, Vec<gengate_core::Task>)> = Vec::new();
+        let mut groups: Vec<(Arc<Channel>, Vec<Task>)> = Vec::new();
         let mut singles = Vec::new();
         for task in claimed {
-            let channel = (task.state == gengate_core::TaskState::Processing
+            let channel = (task.state == TaskState::Processing
                 && task.upstream_ref.is_some()
                 && now < task.deadline_at)
                 .then(|| task.channel.as_deref().and_then(|c| self.channels.get(c)))

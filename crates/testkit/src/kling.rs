@@ -78,6 +78,9 @@ struct Shared {
     /// The most tasks unfinished at once, counted at each submit.
     max_running: AtomicU64,
     callbacks: AtomicU64,
+    /// Per task: when it was last submitted or polled while unfinished,
+    /// and the longest wait between two of those.
+    poll_gaps: Mutex<HashMap<String, (Option<Instant>, Duration)>>,
     /// Every API request takes this long to answer.
     latency: Mutex<Duration>,
     /// API requests being answered now, and the most at once.
@@ -118,6 +121,7 @@ impl KlingEmu {
             submitted_at: Mutex::default(),
             max_running: AtomicU64::new(0),
             callbacks: AtomicU64::new(0),
+            poll_gaps: Mutex::default(),
             latency: Mutex::default(),
             active: AtomicU64::new(0),
             max_active: AtomicU64::new(0),
@@ -165,6 +169,21 @@ impl KlingEmu {
     /// The most tasks this upstream was running at once.
     pub fn max_running(&self) -> u64 {
         self.shared.max_running.load(Ordering::SeqCst)
+    }
+
+    /// The longest wait any polled task had between its submit or a poll
+    /// and the next poll, up to the poll that saw it finished.
+    pub fn longest_poll_gap(&self) -> Duration {
+        self.shared
+            .poll_gaps
+            .lock()
+            .map(|g| {
+                g.values()
+                    .map(|(_, longest)| *longest)
+                    .max()
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default()
     }
 
     /// Make every API request take `latency` to answer from now on.
@@ -513,7 +532,19 @@ async fn get_task(
         return refuse(StatusCode::NOT_FOUND, 1203, "task not found");
     };
     s.polls.fetch_add(1, Ordering::SeqCst);
-    envelope(StatusCode::OK, 0, "SUCCEED", view(&s, &task))
+    let v = view(&s, &task);
+    if let Ok(mut gaps) = s.poll_gaps.lock() {
+        let (last, longest) = gaps
+            .entry(task.id.clone())
+            .or_insert((Some(task.created), Duration::ZERO));
+        // Counted up to the poll that first sees the task finished.
+        if let Some(at) = *last {
+            *longest = (*longest).max(at.elapsed());
+            let running = matches!(v["task_status"].as_str(), Some("submitted" | "processing"));
+            *last = running.then(Instant::now);
+        }
+    }
+    envelope(StatusCode::OK, 0, "SUCCEED", v)
 }
 
 /// A result: a real PNG at the task's aspect ratio (256 px on the long
