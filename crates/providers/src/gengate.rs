@@ -488,6 +488,10 @@ impl Provider for Gengate {
         out
     }
 
+    fn calls_back(&self) -> bool {
+        true
+    }
+
     /// The other gengate calls back with the task in its dialect's shape
     /// (no envelope), as it would call back any client.
     fn read_callback(

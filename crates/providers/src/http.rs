@@ -20,6 +20,7 @@ pub enum UpstreamError {
 pub struct Upstream {
     base: String,
     http: reqwest::Client,
+    max_body: usize,
 }
 
 /// What came back: status, body, and `Retry-After` if the upstream sent one.
@@ -28,6 +29,12 @@ pub type Answer = (reqwest::StatusCode, Bytes, Option<Duration>);
 impl Upstream {
     /// `base` is the API root (`https://api.klingai.com`), without a trailing slash.
     pub fn new(base: &str, timeout: Duration) -> Result<Upstream, String> {
+        Upstream::with_limits(base, timeout, MAX_BODY)
+    }
+
+    /// For upstreams whose answers carry media (synchronous image APIs):
+    /// a longer `timeout` and a larger answer cap.
+    pub fn with_limits(base: &str, timeout: Duration, max_body: usize) -> Result<Upstream, String> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(10))
@@ -38,6 +45,7 @@ impl Upstream {
         Ok(Upstream {
             base: base.trim_end_matches('/').to_string(),
             http,
+            max_body,
         })
     }
 
@@ -67,9 +75,10 @@ impl Upstream {
             .await
             .map_err(|e| UpstreamError::Transport(transport_reason(e)))?
         {
-            if buf.len() + chunk.len() > MAX_BODY {
+            if buf.len() + chunk.len() > self.max_body {
                 return Err(UpstreamError::Transport(format!(
-                    "the upstream's answer is over {MAX_BODY} bytes"
+                    "the upstream's answer is over {} bytes",
+                    self.max_body
                 )));
             }
             buf.extend_from_slice(&chunk);

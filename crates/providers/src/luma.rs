@@ -300,6 +300,10 @@ impl Provider for Luma {
         Err(classify(status, retry_after, &detail(&bytes)))
     }
 
+    fn calls_back(&self) -> bool {
+        true
+    }
+
     /// Luma POSTs the Generation, as `GET /generations/{id}` answers it.
     fn read_callback(
         &self,

@@ -33,6 +33,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use crate::http::{Upstream, UpstreamError};
 use crate::{Output, OutputData, PollOutcome, Provider, ProviderError, Submission, Submitted};
 
 pub const KIND: &str = "openai-images";
@@ -65,8 +66,7 @@ struct Job {
 }
 
 pub struct OpenAiImages {
-    http: reqwest::Client,
-    base: String,
+    upstream: Upstream,
     api_key: Option<String>,
     grace: Duration,
     jobs: Arc<Mutex<HashMap<String, Job>>>,
@@ -92,18 +92,10 @@ struct Call {
 impl OpenAiImages {
     /// `base` is the API root, e.g. `https://api.openai.com/v1`.
     pub fn new(base: &str, api_key: Option<String>) -> Result<OpenAiImages, String> {
-        // Its own client rather than the shared `Upstream`: the request holds
-        // for minutes and the answer carries images, past `Upstream`'s limits.
-        let http = reqwest::Client::builder()
-            .timeout(GENERATION_TIMEOUT)
-            .connect_timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("gengate/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("building the HTTP client: {e}"))?;
+        // The request holds for minutes and the answer carries the images.
+        let upstream = Upstream::with_limits(base, GENERATION_TIMEOUT, MAX_ANSWER)?;
         Ok(OpenAiImages {
-            http,
-            base: base.trim_end_matches('/').to_string(),
+            upstream,
             api_key: api_key.filter(|k| !k.is_empty()),
             grace: DEFAULT_GRACE,
             jobs: Arc::default(),
@@ -230,29 +222,22 @@ struct ErrorBody {
 }
 
 /// Sends one request and reads its images, numbered from `first`.
-async fn generate(
-    http: &reqwest::Client,
-    url: &str,
-    api_key: Option<&str>,
-    call: &Call,
-    first: u32,
-) -> Answer {
-    let mut req = http.post(url).json(&call.body);
-    if let Some(k) = api_key {
-        req = req.bearer_auth(k);
-    }
-    let mut resp = req.send().await.map_err(transport)?;
-    let status = resp.status();
-    let retry_after = crate::http::retry_after(resp.headers());
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(transport)? {
-        if body.len() + chunk.len() > MAX_ANSWER {
-            return Err(ProviderError::Retryable(format!(
-                "the upstream's answer is over {MAX_ANSWER} bytes"
-            )));
-        }
-        body.extend_from_slice(&chunk);
-    }
+async fn generate(upstream: &Upstream, api_key: Option<&str>, call: &Call, first: u32) -> Answer {
+    let bearer = api_key.map(|k| format!("Bearer {k}"));
+    let headers: Vec<(&str, &str)> = bearer
+        .as_deref()
+        .map(|b| ("authorization", b))
+        .into_iter()
+        .collect();
+    let (status, body, retry_after) = upstream
+        .send(
+            reqwest::Method::POST,
+            "/images/generations",
+            &headers,
+            Some(&call.body),
+        )
+        .await
+        .map_err(|UpstreamError::Transport(why)| ProviderError::Retryable(why))?;
     if !status.is_success() {
         return Err(classify(status, retry_after, &body));
     }
@@ -333,23 +318,10 @@ fn classify(
     }
 }
 
-/// What went wrong, without the URL.
-fn transport(e: reqwest::Error) -> ProviderError {
-    let e = e.without_url();
-    ProviderError::Retryable(if e.is_timeout() {
-        "the upstream did not answer in time".into()
-    } else if e.is_connect() {
-        "could not connect to the upstream".into()
-    } else {
-        format!("talking to the upstream failed: {e}")
-    })
-}
-
 /// Runs every request of a task; a late transient failure is retried (an
 /// early one is `submit`'s to report, so the engine can fail over).
 async fn run(
-    http: reqwest::Client,
-    url: String,
+    upstream: Upstream,
     api_key: Option<String>,
     calls: Vec<Call>,
     grace: Duration,
@@ -362,10 +334,8 @@ async fn run(
         for (i, call) in calls.iter().enumerate() {
             let start = first;
             first += call.n;
-            let (http, url, key, call) = (http.clone(), url.clone(), api_key.clone(), call.clone());
-            set.spawn(
-                async move { (i, generate(&http, &url, key.as_deref(), &call, start).await) },
-            );
+            let (upstream, key, call) = (upstream.clone(), api_key.clone(), call.clone());
+            set.spawn(async move { (i, generate(&upstream, key.as_deref(), &call, start).await) });
         }
         let mut parts: Vec<(usize, Vec<Output>)> = Vec::new();
         let mut failed = None;
@@ -431,8 +401,7 @@ impl Provider for OpenAiImages {
         let id = format!("oai_{}", uuid::Uuid::new_v4().simple());
         let (tx, mut rx) = watch::channel(None);
         let work = run(
-            self.http.clone(),
-            format!("{}/images/generations", self.base),
+            self.upstream.clone(),
             self.api_key.clone(),
             calls,
             self.grace,

@@ -317,6 +317,10 @@ impl Provider for Replicate {
         .map(drop)
     }
 
+    fn calls_back(&self) -> bool {
+        true
+    }
+
     /// Replicate POSTs the prediction as `GET /predictions/{id}` answers it.
     fn read_callback(
         &self,

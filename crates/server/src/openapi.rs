@@ -18,6 +18,13 @@ use utoipa::{Modify, OpenApi};
         crate::kling::list,
         crate::deliveries::list,
         crate::deliveries::redeliver,
+        crate::admin::list,
+        crate::admin::get_one,
+        crate::admin::create,
+        crate::admin::update,
+        crate::admin::disable,
+        crate::admin::enable,
+        crate::upstream_callbacks::receive,
         crate::health::healthz,
         crate::health::readyz,
         crate::metrics::serve,
@@ -27,6 +34,8 @@ use utoipa::{Modify, OpenApi};
         (name = "luma", description = "The reseller Luma task API, with batch get"),
         (name = "kling", description = "Kling image generation"),
         (name = "callbacks", description = "A task's callback deliveries and redelivery"),
+        (name = "admin", description = "Channels added and changed while running (admin keys)"),
+        (name = "upstreams", description = "Where upstreams report on the tasks gengate gave them"),
         (name = "health", description = "Liveness and readiness"),
     )
 )]

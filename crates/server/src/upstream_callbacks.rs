@@ -19,13 +19,34 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/upstream/callbacks/{channel}/{task}", post(receive))
 }
 
-#[derive(Deserialize)]
-struct Token {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct Token {
+    /// The token gengate put in the callback URL it gave the upstream.
     #[serde(default)]
-    token: String,
+    pub token: String,
 }
 
-async fn receive(
+/// An upstream's news of one task, at the URL gengate gave it at submit
+/// (channels with `callbacks = true`). Checked and applied at once.
+#[utoipa::path(
+    post,
+    path = "/upstream/callbacks/{channel}/{task}",
+    tag = "upstreams",
+    params(
+        ("channel" = String, Path, description = "The channel the task was sent to"),
+        ("task" = String, Path, description = "The gengate task id"),
+        Token,
+    ),
+    request_body(content = serde_json::Value, description = "What the upstream sends (its own shape)", content_type = "application/json"),
+    responses(
+        (status = 204, description = "Taken"),
+        (status = 400, description = "Not about this task's upstream job, or unreadable", body = ErrorBody),
+        (status = 401, description = "Bad token or upstream signature", body = ErrorBody),
+        (status = 404, description = "No such task on this channel", body = ErrorBody),
+    )
+)]
+pub async fn receive(
     State(state): State<AppState>,
     Path((channel, task)): Path<(String, String)>,
     Query(q): Query<Token>,

@@ -20,12 +20,13 @@ pub struct OpenApi {
 fn load(name: &'static str, file: &str) -> OpenApi {
     let path = format!("{}/specs/{file}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let doc: Value = if file.ends_with(".json") {
+    let mut doc: Value = if file.ends_with(".json") {
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
     } else {
         serde_yaml_ng::from_str(&widen_huge_integers(&text))
             .unwrap_or_else(|e| panic!("{path}: {e}"))
     };
+    nullable_to_types(&mut doc);
     let templates = doc["paths"]
         .as_object()
         .map(|paths| {
@@ -88,9 +89,32 @@ fn segments(path: &str) -> impl Iterator<Item = &str> {
         .filter(|s| !s.is_empty())
 }
 
-/// A JSON pointer token (RFC 6901).
+/// A JSON pointer token (RFC 6901), as it stands in a URI fragment: path
+/// templates' braces are not allowed there unescaped.
 fn escape(token: &str) -> String {
-    token.replace('~', "~0").replace('/', "~1")
+    token
+        .replace('~', "~0")
+        .replace('/', "~1")
+        .replace('{', "%7B")
+        .replace('}', "%7D")
+}
+
+/// OpenAPI 3.0's `nullable: true` (which 3.1 specs such as Replicate's
+/// still use) as JSON Schema says it: `null` joins the allowed types.
+fn nullable_to_types(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            if map.get("nullable") == Some(&Value::Bool(true))
+                && let Some(Value::String(t)) = map.get("type")
+            {
+                let t = t.clone();
+                map.insert("type".into(), json!([t, "null"]));
+            }
+            map.values_mut().for_each(nullable_to_types);
+        }
+        Value::Array(items) => items.iter_mut().for_each(nullable_to_types),
+        _ => {}
+    }
 }
 
 impl OpenApi {
