@@ -11,7 +11,7 @@ use gengate_providers::http::Upstream;
 use gengate_providers::media::{average_color, probe_image, probe_mp4};
 use gengate_providers::{OutputData, PollOutcome, Provider, ProviderError, Submission};
 use gengate_testkit::comfyui::{ComfyEmu, color_for};
-use gengate_testkit::openai_images::Fault;
+use gengate_testkit::faults::Fault;
 use serde_json::Value;
 
 const TEMPLATE: &str = concat!(
@@ -241,6 +241,7 @@ async fn errors_are_classed() {
 
     emu.inject(Fault::Error {
         status: 429,
+        message: "Too many requests".into(),
         retry_after: Some(3),
     });
     let err = submit(&p, &t).await;
@@ -251,6 +252,7 @@ async fn errors_are_classed() {
     for fault in [
         Fault::Error {
             status: 502,
+            message: "Bad gateway".into(),
             retry_after: None,
         },
         Fault::Malformed,
@@ -267,6 +269,7 @@ async fn errors_are_classed() {
     let r = submit(&p, &t).await.unwrap();
     emu.inject(Fault::Error {
         status: 500,
+        message: "emulated fault".into(),
         retry_after: None,
     });
     assert!(matches!(

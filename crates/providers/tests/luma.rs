@@ -14,8 +14,9 @@ use gengate_providers::media;
 use gengate_providers::{
     InputBytes, OutputData, PollOutcome, Provider, ProviderError, Submission, for_channel,
 };
+use gengate_testkit::faults::Fault;
 use gengate_testkit::kling::color_for;
-use gengate_testkit::luma::{Fault, LumaEmu};
+use gengate_testkit::luma::LumaEmu;
 use gengate_testkit::{ImageHost, Receiver};
 use serde_json::json;
 
@@ -279,7 +280,7 @@ async fn errors_are_classed_for_the_engine() {
 
     emu.inject(Fault::Error {
         status: 429,
-        detail: "Too many requests".into(),
+        message: "Too many requests".into(),
         retry_after: Some(7),
     });
     let err = attempt().await.unwrap_err();
@@ -291,7 +292,7 @@ async fn errors_are_classed_for_the_engine() {
     let moderation = "prompt not allowed because advanced moderation failed";
     emu.inject(Fault::Error {
         status: 400,
-        detail: moderation.into(),
+        message: moderation.into(),
         retry_after: None,
     });
     let err = attempt().await.unwrap_err();
@@ -305,7 +306,7 @@ async fn errors_are_classed_for_the_engine() {
         (
             Fault::Error {
                 status: 503,
-                detail: "Service unavailable".into(),
+                message: "Service unavailable".into(),
                 retry_after: None,
             },
             "HTTP 503: Service unavailable",
@@ -331,7 +332,7 @@ async fn errors_are_classed_for_the_engine() {
     let id = attempt().await.unwrap();
     emu.inject(Fault::Error {
         status: 502,
-        detail: "Bad gateway".into(),
+        message: "Bad gateway".into(),
         retry_after: None,
     });
     let err = l.poll(&id, 0).await.unwrap_err();

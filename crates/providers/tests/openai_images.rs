@@ -8,7 +8,8 @@ use gengate_core::{ChannelSpec, ProviderKind, Task, TaskKind};
 use gengate_providers::media::{average_color, probe_image};
 use gengate_providers::openai_images::OpenAiImages;
 use gengate_providers::{Output, OutputData, PollOutcome, Provider, ProviderError, Submission};
-use gengate_testkit::openai_images::{Fault, OpenAiImagesEmu, color_for};
+use gengate_testkit::faults::Fault;
+use gengate_testkit::openai_images::{OpenAiImagesEmu, color_for};
 
 const KEY: &str = "sk-test-1";
 
@@ -202,6 +203,7 @@ async fn errors_are_classed() {
 
     emu.inject(Fault::Error {
         status: 429,
+        message: "Rate limit reached for images per minute. Please try again later.".into(),
         retry_after: Some(7),
     });
     let err = submit(&p, &t, "dall-e-2").await;
@@ -212,6 +214,7 @@ async fn errors_are_classed() {
     for fault in [
         Fault::Error {
             status: 503,
+            message: "The server had an error while processing your request.".into(),
             retry_after: None,
         },
         Fault::Malformed,

@@ -13,8 +13,9 @@ use gengate_providers::{
     InputBytes, Output, OutputData, PollOutcome, Provider, ProviderError, Submission,
 };
 use gengate_testkit::Receiver;
+use gengate_testkit::faults::Fault;
 use gengate_testkit::replicate::{
-    Fault, IMAGE_MODEL, IMAGE_VERSION, ReplicateEmu, VIDEO_MODEL, VIDEO_VERSION, sign,
+    IMAGE_MODEL, IMAGE_VERSION, ReplicateEmu, VIDEO_MODEL, VIDEO_VERSION, sign,
 };
 
 const TOKEN: &str = "r8_test_token";
@@ -234,6 +235,7 @@ async fn errors_are_classed() {
 
     emu.inject(Fault::Error {
         status: 429,
+        message: "Request was throttled.".into(),
         retry_after: Some(7),
     });
     let err = submit(&r, "x").await;
@@ -244,6 +246,7 @@ async fn errors_are_classed() {
 
     emu.inject(Fault::Error {
         status: 503,
+        message: "Service unavailable".into(),
         retry_after: None,
     });
     let err = submit(&r, "x").await;

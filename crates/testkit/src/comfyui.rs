@@ -13,7 +13,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,8 +24,9 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
+use crate::faults::{self, Counter, Fault, Faults};
 pub use crate::kling::color_for;
-use crate::openai_images::{Fault, Faults, bind, png, serve};
+use crate::openai_images::png;
 
 /// Node types the emulated server has, with the inputs that must be integers.
 const NODES: &[(&str, &[&str])] = &[
@@ -53,53 +53,50 @@ struct Run {
 struct Shared {
     run_for: Duration,
     api_key: Mutex<Option<String>>,
-    faults: Faults,
+    faults: Arc<Faults>,
     runs: Mutex<HashMap<String, Run>>,
     files: Mutex<HashMap<(String, String), Bytes>>,
-    submits: AtomicU64,
-    polls: AtomicU64,
-    violations: AtomicU64,
-    interrupts: AtomicU64,
-    file_seq: AtomicU64,
+    submits: Counter,
+    polls: Counter,
+    violations: Counter,
+    interrupts: Counter,
+    file_seq: Counter,
 }
 
 pub struct ComfyEmu {
     pub addr: SocketAddr,
     shared: Arc<Shared>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for ComfyEmu {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _server: faults::Server,
 }
 
 impl ComfyEmu {
     /// Runs take `run_for` from queued to finished.
     pub async fn start(run_for: Duration) -> ComfyEmu {
-        let (listener, addr) = bind().await;
+        let (listener, addr) = faults::bind().await;
         let shared = Arc::new(Shared {
             run_for,
             api_key: Mutex::default(),
-            faults: Faults::default(),
+            faults: Faults::new(server_error),
             runs: Mutex::default(),
             files: Mutex::default(),
-            submits: AtomicU64::new(0),
-            polls: AtomicU64::new(0),
-            violations: AtomicU64::new(0),
-            interrupts: AtomicU64::new(0),
-            file_seq: AtomicU64::new(0),
+            submits: Counter::default(),
+            polls: Counter::default(),
+            violations: Counter::default(),
+            interrupts: Counter::default(),
+            file_seq: Counter::default(),
         });
-        let app = Router::new()
+        let api = Router::new()
             .route("/prompt", post(queue_prompt))
             .route("/history/{id}", get(history))
             .route("/view", get(view))
             .route("/queue", get(queue).post(edit_queue))
-            .route("/interrupt", post(interrupt))
-            .with_state(shared.clone());
-        let task = serve(listener, app, &shared.faults);
-        ComfyEmu { addr, shared, task }
+            .route("/interrupt", post(interrupt));
+        let app = shared.faults.guard(api).with_state(shared.clone());
+        ComfyEmu {
+            addr,
+            shared,
+            _server: faults::serve(listener, app),
+        }
     }
 
     pub fn base_url(&self) -> String {
@@ -116,7 +113,7 @@ impl ComfyEmu {
 
     /// Serve `fault` instead of the next answer (queued, in order).
     pub fn inject(&self, fault: Fault) {
-        self.shared.faults.push(fault);
+        self.shared.faults.inject(fault);
     }
 
     /// Forget every run, as a restarted ComfyUI does.
@@ -128,22 +125,22 @@ impl ComfyEmu {
 
     /// Workflows queued.
     pub fn submits(&self) -> u64 {
-        self.shared.submits.load(Ordering::SeqCst)
+        self.shared.submits.get()
     }
 
     /// History requests answered.
     pub fn polls(&self) -> u64 {
-        self.shared.polls.load(Ordering::SeqCst)
+        self.shared.polls.get()
     }
 
     /// Workflows refused as invalid. Tests assert zero.
     pub fn spec_violations(&self) -> u64 {
-        self.shared.violations.load(Ordering::SeqCst)
+        self.shared.violations.get()
     }
 
     /// Runs interrupted through `POST /interrupt`.
     pub fn interrupts(&self) -> u64 {
-        self.shared.interrupts.load(Ordering::SeqCst)
+        self.shared.interrupts.get()
     }
 
     /// The workflow queued as `prompt_id`, as received.
@@ -176,8 +173,9 @@ fn comfy_error(
     (status, axum::Json(body)).into_response()
 }
 
-fn fault_error(status: StatusCode) -> Response {
-    comfy_error(status, "server_error", "emulated fault", "", json!({}))
+/// ComfyUI's error for a failure of its own.
+fn server_error(status: StatusCode, message: &str) -> Response {
+    comfy_error(status, "server_error", message, "", json!({}))
 }
 
 /// The refusal for a caller without the proxy's key, if one is required.
@@ -189,14 +187,6 @@ fn unauthorized(s: &Shared, headers: &HeaderMap) -> Option<Response> {
         .and_then(|v| v.strip_prefix("Bearer "));
     (given != Some(want.as_str()))
         .then(|| (StatusCode::UNAUTHORIZED, "401 Unauthorized").into_response())
-}
-
-/// Faults first, then auth: what every route does before its work.
-async fn gate(s: &Shared, headers: &HeaderMap) -> Option<Response> {
-    if let Some(r) = s.faults.next(fault_error).await {
-        return Some(r);
-    }
-    unauthorized(s, headers)
 }
 
 /// ComfyUI's validation: the 400 it answers, if any.
@@ -281,17 +271,17 @@ fn invalid(prompt: &Value) -> Option<Response> {
 }
 
 async fn queue_prompt(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(r) = gate(&s, &headers).await {
+    if let Some(r) = unauthorized(&s, &headers) {
         return r;
     }
     let b: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let prompt = b["prompt"].clone();
     if let Some(r) = invalid(&prompt) {
-        s.violations.fetch_add(1, Ordering::SeqCst);
+        s.violations.add();
         return r;
     }
     let id = uuid::Uuid::new_v4().to_string();
-    let number = s.submits.fetch_add(1, Ordering::SeqCst);
+    let number = s.submits.add();
     if let Ok(mut runs) = s.runs.lock() {
         runs.insert(
             id.clone(),
@@ -398,7 +388,7 @@ fn write_outputs(s: &Shared, prompt: &Value) -> Result<Value, String> {
             batch
         };
         for i in 0..u32::try_from(count).map_err(|e| e.to_string())? {
-            let seq = s.file_seq.fetch_add(1, Ordering::SeqCst) + 1;
+            let seq = s.file_seq.add() + 1;
             let (name, bytes) = if class == "VHS_VideoCombine" {
                 let video = gengate_media::render_video(&gengate_media::VideoSpec {
                     width: w / 16 * 16,
@@ -440,10 +430,10 @@ async fn history(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Some(r) = gate(&s, &headers).await {
+    if let Some(r) = unauthorized(&s, &headers) {
         return r;
     }
-    s.polls.fetch_add(1, Ordering::SeqCst);
+    s.polls.add();
     let found = s.runs.lock().ok().and_then(|runs| {
         let run = runs.get(&id)?;
         Some((
@@ -471,7 +461,10 @@ async fn history(
                     let Ok(Ok(o)) =
                         tokio::task::spawn_blocking(move || write_outputs(&shared, &p)).await
                     else {
-                        return fault_error(StatusCode::INTERNAL_SERVER_ERROR);
+                        return server_error(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "writing the outputs failed",
+                        );
                     };
                     if let Ok(mut runs) = s.runs.lock()
                         && let Some(r) = runs.get_mut(&id)
@@ -501,7 +494,7 @@ async fn view(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Some(r) = gate(&s, &headers).await {
+    if let Some(r) = unauthorized(&s, &headers) {
         return r;
     }
     let key = (
@@ -522,7 +515,7 @@ async fn view(
 }
 
 async fn queue(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    if let Some(r) = gate(&s, &headers).await {
+    if let Some(r) = unauthorized(&s, &headers) {
         return r;
     }
     let (mut running, mut pending) = (Vec::new(), Vec::new());
@@ -541,7 +534,7 @@ async fn queue(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
 
 /// `{"delete": [ids]}` drops queued runs (not the running one); `{"clear": true}` all queued.
 async fn edit_queue(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(r) = gate(&s, &headers).await {
+    if let Some(r) = unauthorized(&s, &headers) {
         return r;
     }
     let b: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -563,7 +556,7 @@ async fn edit_queue(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Byte
 
 /// Stops the running run; with `{"prompt_id"}`, only if that one runs.
 async fn interrupt(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(r) = gate(&s, &headers).await {
+    if let Some(r) = unauthorized(&s, &headers) {
         return r;
     }
     let b: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -580,7 +573,7 @@ async fn interrupt(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
         for id in running {
             if let Some(r) = runs.get_mut(&id) {
                 r.interrupted = true;
-                s.interrupts.fetch_add(1, Ordering::SeqCst);
+                s.interrupts.add();
             }
         }
     }

@@ -10,7 +10,7 @@
 //! Prompts steer single generations: one containing `FAIL` ends `failed`,
 //! one containing `NEVER` stays `dreaming`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,6 +25,7 @@ use bytes::Bytes;
 use gengate_media::{ImageFormat, ImageSpec, VideoSpec};
 use serde_json::{Value, json};
 
+use crate::faults::{self, Counter, Fault, Faults};
 use crate::kling::color_for;
 use crate::openapi;
 
@@ -35,24 +36,6 @@ const API: &str = "/dream-machine/v1";
 /// takes from it (emulated prices: only the balance going down matters).
 const START_CREDITS: u64 = 100_000;
 const GENERATION_COST: u64 = 40;
-
-/// A fault served instead of the next API answer (queued, in order).
-#[derive(Clone, Debug)]
-pub enum Fault {
-    /// `{"detail": detail}` with this status; `retry_after` in seconds as
-    /// the header.
-    Error {
-        status: u16,
-        detail: String,
-        retry_after: Option<u64>,
-    },
-    /// A success status with a body that is not JSON.
-    Malformed,
-    /// Wait this long, then answer normally.
-    Delay(Duration),
-    /// Close the connection without answering.
-    Reset,
-}
 
 struct Generation {
     id: String,
@@ -78,12 +61,12 @@ struct Shared {
     generations: Mutex<HashMap<String, Arc<Generation>>>,
     /// Rendered results by file name, so each is encoded once.
     files: Mutex<HashMap<String, Bytes>>,
-    faults: Mutex<VecDeque<Fault>>,
-    submits: AtomicU64,
-    polls: AtomicU64,
-    deletes: AtomicU64,
-    callbacks: AtomicU64,
-    spec_violations: AtomicU64,
+    faults: Arc<Faults>,
+    submits: Counter,
+    polls: Counter,
+    deletes: Counter,
+    callbacks: Counter,
+    spec_violations: Counter,
     own_violations: Mutex<Vec<String>>,
     credits: AtomicU64,
 }
@@ -91,35 +74,26 @@ struct Shared {
 pub struct LumaEmu {
     pub addr: SocketAddr,
     shared: Arc<Shared>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for LumaEmu {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _server: faults::Server,
 }
 
 impl LumaEmu {
     /// An account with this API key whose generations take `run_for` from
     /// submit to `completed` (a quarter of it `queued`, the rest `dreaming`).
     pub async fn start(api_key: &str, run_for: Duration) -> LumaEmu {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
-        let addr = listener.local_addr().expect("local addr");
+        let (listener, addr) = faults::bind().await;
         let shared = Arc::new(Shared {
             api_key: api_key.into(),
             run_for,
             origin: format!("http://{addr}"),
             generations: Mutex::default(),
             files: Mutex::default(),
-            faults: Mutex::default(),
-            submits: AtomicU64::new(0),
-            polls: AtomicU64::new(0),
-            deletes: AtomicU64::new(0),
-            callbacks: AtomicU64::new(0),
-            spec_violations: AtomicU64::new(0),
+            faults: Faults::new(detail),
+            submits: Counter::default(),
+            polls: Counter::default(),
+            deletes: Counter::default(),
+            callbacks: Counter::default(),
+            spec_violations: Counter::default(),
             own_violations: Mutex::default(),
             credits: AtomicU64::new(START_CREDITS),
         });
@@ -133,13 +107,14 @@ impl LumaEmu {
                 get(get_generation).delete(delete_generation),
             );
         let app = Router::new()
-            .nest(API, api)
+            .nest(API, shared.faults.guard(api))
             .route("/files/{name}", get(file))
             .with_state(shared.clone());
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        LumaEmu { addr, shared, task }
+        LumaEmu {
+            addr,
+            shared,
+            _server: faults::serve(listener, app),
+        }
     }
 
     /// The API root a channel's `base_url` takes (`.../dream-machine/v1`).
@@ -147,35 +122,35 @@ impl LumaEmu {
         format!("{}{API}", self.shared.origin)
     }
 
+    /// Serve `fault` instead of the next API answer (queued, in order;
+    /// `/files` takes none).
     pub fn inject(&self, fault: Fault) {
-        if let Ok(mut f) = self.shared.faults.lock() {
-            f.push_back(fault);
-        }
+        self.shared.faults.inject(fault);
     }
 
     /// Generations created.
     pub fn submits(&self) -> u64 {
-        self.shared.submits.load(Ordering::SeqCst)
+        self.shared.submits.get()
     }
 
     /// Generations read (`GET /generations/{id}` answered).
     pub fn polls(&self) -> u64 {
-        self.shared.polls.load(Ordering::SeqCst)
+        self.shared.polls.get()
     }
 
     /// Generations deleted.
     pub fn deletes(&self) -> u64 {
-        self.shared.deletes.load(Ordering::SeqCst)
+        self.shared.deletes.get()
     }
 
     /// Callbacks delivered (the receiver answered).
     pub fn callbacks(&self) -> u64 {
-        self.shared.callbacks.load(Ordering::SeqCst)
+        self.shared.callbacks.get()
     }
 
     /// Requests refused because Luma's spec does not allow them.
     pub fn spec_violations(&self) -> u64 {
-        self.shared.spec_violations.load(Ordering::SeqCst)
+        self.shared.spec_violations.get()
     }
 
     /// Where the emulation's own answers and callbacks strayed from the spec.
@@ -198,38 +173,8 @@ fn detail(status: StatusCode, message: &str) -> Response {
     (status, axum::Json(json!({ "detail": message }))).into_response()
 }
 
-/// The next injected fault, if any, as the response to send instead.
-async fn fault(s: &Shared) -> Option<Response> {
-    let next = s.faults.lock().ok()?.pop_front()?;
-    match next {
-        Fault::Error {
-            status,
-            detail: message,
-            retry_after,
-        } => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let mut r = detail(status, &message);
-            if let Some(secs) = retry_after
-                && let Ok(v) = secs.to_string().parse()
-            {
-                r.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-            Some(r)
-        }
-        Fault::Malformed => Some((StatusCode::OK, "<html>upstream error</html>").into_response()),
-        Fault::Delay(d) => {
-            tokio::time::sleep(d).await;
-            None
-        }
-        // Unwinding out of the handler ends the connection's task, so the
-        // socket closes with nothing sent; `resume_unwind` skips the panic
-        // hook, keeping test output clean.
-        Fault::Reset => std::panic::resume_unwind(Box::new("emulated connection reset")),
-    }
-}
-
-/// What every API request goes through, in order: an injected fault, the
-/// bearer key, and the spec's check of the method, path and JSON body
+/// What every API request goes through after its injected fault, if any:
+/// the bearer key, and the spec's check of the method, path and JSON body
 /// (`path` relative to the API root). Gives the body, parsed.
 async fn admit(
     s: &Shared,
@@ -238,9 +183,6 @@ async fn admit(
     path: &str,
     body: Option<&Bytes>,
 ) -> Result<Option<Value>, Response> {
-    if let Some(r) = fault(s).await {
-        return Err(r);
-    }
     let key = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -252,7 +194,7 @@ async fn admit(
         ));
     }
     let refuse = |message: String| {
-        s.spec_violations.fetch_add(1, Ordering::SeqCst);
+        s.spec_violations.add();
         detail(StatusCode::UNPROCESSABLE_ENTITY, &message)
     };
     let json = match body {
@@ -275,15 +217,10 @@ fn checked(s: &Shared, method: &str, path: &str, status: StatusCode, body: Value
     (status, axum::Json(body)).into_response()
 }
 
-/// Where the spec's `Generation` schema is checked for every Generation the
-/// emulation sends (reads and callbacks too): the spec gives
-/// `GET /generations/{id}` the same schema, but `openapi` cannot yet compile
-/// a path with a `{parameter}` (its `$ref` pointer is not URI-escaped).
-const GENERATION_SCHEMA: (&str, &str, u16) = ("POST", "/generations/video", 201);
-
+/// Every Generation the emulation sends (creates, reads and callbacks) is
+/// checked against the schema the spec gives `GET /generations/{id}`.
 fn check_generation(s: &Shared, body: &Value) {
-    let (method, path, status) = GENERATION_SCHEMA;
-    check_own(s, method, path, status, body);
+    check_own(s, "GET", "/generations/{id}", 200, body);
 }
 
 fn check_own(s: &Shared, method: &str, path: &str, status: u16, body: &Value) {
@@ -379,7 +316,7 @@ async fn create(
     });
     generations.insert(g.id.clone(), g.clone());
     drop(generations);
-    s.submits.fetch_add(1, Ordering::SeqCst);
+    s.submits.add();
     // Saturating: an emptied account stays at zero.
     let _ = s
         .credits
@@ -460,7 +397,7 @@ async fn get_generation(
     let Some(g) = find(&s, &id) else {
         return detail(StatusCode::NOT_FOUND, "Generation not found");
     };
-    s.polls.fetch_add(1, Ordering::SeqCst);
+    s.polls.add();
     let body = view(&s, &g);
     check_generation(&s, &body);
     (StatusCode::OK, axum::Json(body)).into_response()
@@ -483,7 +420,7 @@ async fn delete_generation(
     if !removed {
         return detail(StatusCode::NOT_FOUND, "Generation not found");
     }
-    s.deletes.fetch_add(1, Ordering::SeqCst);
+    s.deletes.add();
     StatusCode::NO_CONTENT.into_response()
 }
 
@@ -586,7 +523,7 @@ fn call_back(s: Arc<Shared>, g: Arc<Generation>) {
             check_generation(&s, &body);
             match crate::call_back::post_json(&url, &[], body.to_string().into_bytes()).await {
                 Ok(status) if (200..300).contains(&status) => {
-                    s.callbacks.fetch_add(1, Ordering::SeqCst);
+                    s.callbacks.add();
                 }
                 Ok(status) => tracing::warn!(status, "luma emulation: callback refused"),
                 Err(e) => tracing::warn!(error = %e, "luma emulation: callback failed"),

@@ -10,16 +10,11 @@
 //! Prompts steer single requests: one containing `FAIL` is refused by the
 //! safety system (`content_policy_violation`), one containing `NEVER` is
 //! held open forever.
-//!
-//! The fault machinery here ([`Fault`], the listener that can reset a
-//! connection) is shared with the ComfyUI emulation.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -31,160 +26,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use serde_json::{Value, json};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::faults::{self, Counter, Fault, Faults};
 pub use crate::kling::color_for;
 use crate::openapi;
-
-/// A fault served instead of the next request's answer.
-#[derive(Clone, Debug)]
-pub enum Fault {
-    /// The upstream's error body with this HTTP status; `retry_after` in
-    /// seconds is sent as the header.
-    Error {
-        status: u16,
-        retry_after: Option<u64>,
-    },
-    /// HTTP 200 with a body that is not JSON.
-    Malformed,
-    /// Wait this long before answering normally.
-    Delay(Duration),
-    /// Close the connection without answering.
-    Reset,
-}
-
-/// Queued faults and the switch that resets the next answer's connection.
-#[derive(Default)]
-pub(crate) struct Faults {
-    queue: Mutex<VecDeque<Fault>>,
-    reset_next: Arc<AtomicBool>,
-}
-
-impl Faults {
-    pub(crate) fn push(&self, f: Fault) {
-        if let Ok(mut q) = self.queue.lock() {
-            q.push_back(f);
-        }
-    }
-
-    /// The next fault as the response to send instead, if any; `error`
-    /// builds the upstream's own error body for a status.
-    pub(crate) async fn next(&self, error: impl Fn(StatusCode) -> Response) -> Option<Response> {
-        let next = self.queue.lock().ok()?.pop_front()?;
-        match next {
-            Fault::Error {
-                status,
-                retry_after,
-            } => {
-                let status =
-                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                let mut r = error(status);
-                if let Some(secs) = retry_after
-                    && let Ok(v) = secs.to_string().parse()
-                {
-                    r.headers_mut().insert(header::RETRY_AFTER, v);
-                }
-                Some(r)
-            }
-            Fault::Malformed => Some((StatusCode::OK, "<html>not json</html>").into_response()),
-            Fault::Delay(d) => {
-                tokio::time::sleep(d).await;
-                None
-            }
-            Fault::Reset => {
-                // The connection's writer fails this answer, closing it.
-                self.reset_next.store(true, Ordering::SeqCst);
-                Some(StatusCode::OK.into_response())
-            }
-        }
-    }
-}
-
-/// A listener on 127.0.0.1:0 and its address.
-pub(crate) async fn bind() -> (tokio::net::TcpListener, SocketAddr) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind 127.0.0.1:0");
-    let addr = listener.local_addr().expect("local addr");
-    (listener, addr)
-}
-
-/// Serves `app` on `listener` with connections that [`Fault::Reset`] can
-/// close before answering.
-pub(crate) fn serve(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    faults: &Faults,
-) -> tokio::task::JoinHandle<()> {
-    let listener = ResettingListener {
-        inner: listener,
-        reset_next: faults.reset_next.clone(),
-    };
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    })
-}
-
-struct ResettingListener {
-    inner: tokio::net::TcpListener,
-    reset_next: Arc<AtomicBool>,
-}
-
-impl axum::serve::Listener for ResettingListener {
-    type Io = ResettingStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (ResettingStream, SocketAddr) {
-        loop {
-            if let Ok((stream, addr)) = self.inner.accept().await {
-                let reset_next = self.reset_next.clone();
-                return (ResettingStream { stream, reset_next }, addr);
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
-}
-
-/// A connection whose next write fails when a reset was asked for, so the
-/// client sees it closed before any answer.
-struct ResettingStream {
-    stream: tokio::net::TcpStream,
-    reset_next: Arc<AtomicBool>,
-}
-
-impl AsyncRead for ResettingStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for ResettingStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        if self.reset_next.swap(false, Ordering::SeqCst) {
-            return Poll::Ready(Err(std::io::ErrorKind::ConnectionReset.into()));
-        }
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-}
 
 /// A real PNG of `width`×`height` painted `color` (the media crate's scene,
 /// fully tinted, so tests can tell images apart by colour).
@@ -203,25 +48,19 @@ struct Shared {
     api_key: Option<String>,
     latency: Duration,
     base: String,
-    faults: Faults,
+    faults: Arc<Faults>,
     files: Mutex<HashMap<String, Bytes>>,
     urls_only: AtomicBool,
-    requests: AtomicU64,
-    answered: AtomicU64,
-    violations: AtomicU64,
+    requests: Counter,
+    answered: Counter,
+    violations: Counter,
     last_request: Mutex<Option<Value>>,
 }
 
 pub struct OpenAiImagesEmu {
     pub addr: SocketAddr,
     shared: Arc<Shared>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for OpenAiImagesEmu {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _server: faults::Server,
 }
 
 /// Models the emulation serves, with the sizes each accepts (`None`: any
@@ -242,25 +81,29 @@ impl OpenAiImagesEmu {
     /// `dall-e-2`, `dall-e-3`, `gpt-image-*`, and `local-sd` (any size, as
     /// self-hosted compatible servers take).
     pub async fn start(api_key: Option<String>, latency: Duration) -> OpenAiImagesEmu {
-        let (listener, addr) = bind().await;
+        let (listener, addr) = faults::bind().await;
         let shared = Arc::new(Shared {
             api_key,
             latency,
             base: format!("http://{addr}"),
-            faults: Faults::default(),
+            faults: Faults::new(upstream_error),
             files: Mutex::default(),
             urls_only: AtomicBool::new(false),
-            requests: AtomicU64::new(0),
-            answered: AtomicU64::new(0),
-            violations: AtomicU64::new(0),
+            requests: Counter::default(),
+            answered: Counter::default(),
+            violations: Counter::default(),
             last_request: Mutex::default(),
         });
+        let api = Router::new().route("/v1/images/generations", post(generate));
         let app = Router::new()
-            .route("/v1/images/generations", post(generate))
+            .merge(shared.faults.guard(api))
             .route("/files/{name}", get(file))
             .with_state(shared.clone());
-        let task = serve(listener, app, &shared.faults);
-        OpenAiImagesEmu { addr, shared, task }
+        OpenAiImagesEmu {
+            addr,
+            shared,
+            _server: faults::serve(listener, app),
+        }
     }
 
     /// The API root, as a channel's `base_url`.
@@ -268,9 +111,10 @@ impl OpenAiImagesEmu {
         format!("{}/v1", self.shared.base)
     }
 
-    /// Serve `fault` instead of the next answer (queued, in order).
+    /// Serve `fault` instead of the next generation's answer (queued, in
+    /// order; `/files` takes none).
     pub fn inject(&self, fault: Fault) {
-        self.shared.faults.push(fault);
+        self.shared.faults.inject(fault);
     }
 
     /// Answer URLs whatever `response_format` says, as some compatible
@@ -281,18 +125,18 @@ impl OpenAiImagesEmu {
 
     /// Generation requests that passed auth (each is one billed request).
     pub fn submits(&self) -> u64 {
-        self.shared.requests.load(Ordering::SeqCst)
+        self.shared.requests.get()
     }
 
     /// Generation requests answered with images.
     pub fn answered(&self) -> u64 {
-        self.shared.answered.load(Ordering::SeqCst)
+        self.shared.answered.get()
     }
 
     /// Requests the real API would refuse as malformed: against the spec's
     /// schema or the models' documented rules. Tests assert zero.
     pub fn spec_violations(&self) -> u64 {
-        self.shared.violations.load(Ordering::SeqCst)
+        self.shared.violations.get()
     }
 
     /// The last generation request's body, as received.
@@ -313,23 +157,18 @@ fn error(
     (status, axum::Json(body)).into_response()
 }
 
-fn server_error(status: StatusCode) -> Response {
-    let (kind, message) = if status == StatusCode::TOO_MANY_REQUESTS {
-        (
-            "requests",
-            "Rate limit reached for images per minute. Please try again later.",
-        )
+/// OpenAI's error for a failure of its own (or a rate limit) with `message`.
+fn upstream_error(status: StatusCode, message: &str) -> Response {
+    let kind = if status == StatusCode::TOO_MANY_REQUESTS {
+        "requests"
     } else {
-        (
-            "server_error",
-            "The server had an error while processing your request.",
-        )
+        "server_error"
     };
     error(status, kind, None, None, message)
 }
 
 fn invalid(s: &Shared, param: &str, message: &str) -> Response {
-    s.violations.fetch_add(1, Ordering::SeqCst);
+    s.violations.add();
     error(
         StatusCode::BAD_REQUEST,
         "invalid_request_error",
@@ -366,13 +205,10 @@ fn unauthorized(s: &Shared, headers: &HeaderMap) -> Option<Response> {
 }
 
 async fn generate(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(r) = s.faults.next(server_error).await {
-        return r;
-    }
     if let Some(r) = unauthorized(&s, &headers) {
         return r;
     }
-    s.requests.fetch_add(1, Ordering::SeqCst);
+    s.requests.add();
     let Ok(b) = serde_json::from_slice::<Value>(&body) else {
         return invalid(
             &s,
@@ -447,7 +283,10 @@ async fn generate(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes)
         let color = color_for(&prompt, i);
         let rendered = tokio::task::spawn_blocking(move || png(width, height, color)).await;
         let Ok(Ok(img)) = rendered else {
-            return server_error(StatusCode::INTERNAL_SERVER_ERROR);
+            return upstream_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The server had an error while processing your request.",
+            );
         };
         if urls {
             let name = format!("img-{}.png", uuid::Uuid::new_v4().simple());
@@ -478,7 +317,7 @@ async fn generate(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes)
             &format!("emulation answer off spec: {why}"),
         );
     }
-    s.answered.fetch_add(1, Ordering::SeqCst);
+    s.answered.add();
     axum::Json(answer).into_response()
 }
 

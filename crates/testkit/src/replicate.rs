@@ -11,9 +11,9 @@
 //! Prompts steer single predictions: one containing `FAIL` ends `failed`,
 //! one containing `NEVER` stays `processing`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use crate::call_back;
+use crate::faults::{self, Counter, Fault, Faults};
 use crate::kling::color_for;
 use crate::openapi;
 
@@ -75,23 +76,6 @@ const ASPECTS: &[(&str, (u32, u32))] = &[
 /// Events a webhook is sent for when the request names none.
 const ALL_EVENTS: &[&str] = &["start", "output", "logs", "completed"];
 
-/// A fault served instead of the next API request's answer.
-#[derive(Clone, Debug)]
-pub enum Fault {
-    /// A problem-details error with this status; `retry_after` in seconds
-    /// is sent as the header.
-    Error {
-        status: u16,
-        retry_after: Option<u64>,
-    },
-    /// HTTP 200 with a body that is not JSON.
-    Malformed,
-    /// Wait this long before answering normally.
-    Delay(Duration),
-    /// Close the connection without answering.
-    Reset,
-}
-
 #[derive(Clone)]
 struct Prediction {
     id: String,
@@ -117,13 +101,13 @@ struct Shared {
     base: String,
     predictions: Mutex<HashMap<String, Prediction>>,
     inputs: Mutex<Vec<Value>>,
-    faults: Mutex<VecDeque<Fault>>,
-    submits: AtomicU64,
-    polls: AtomicU64,
-    cancels: AtomicU64,
-    spec_violations: AtomicU64,
-    response_violations: AtomicU64,
-    webhooks_sent: AtomicU64,
+    faults: Arc<Faults>,
+    submits: Counter,
+    polls: Counter,
+    cancels: Counter,
+    spec_violations: Counter,
+    response_violations: Counter,
+    webhooks_sent: Counter,
 }
 
 impl Shared {
@@ -139,13 +123,13 @@ impl Shared {
             base,
             predictions: Mutex::default(),
             inputs: Mutex::default(),
-            faults: Mutex::default(),
-            submits: AtomicU64::new(0),
-            polls: AtomicU64::new(0),
-            cancels: AtomicU64::new(0),
-            spec_violations: AtomicU64::new(0),
-            response_violations: AtomicU64::new(0),
-            webhooks_sent: AtomicU64::new(0),
+            faults: Faults::new(fault_problem),
+            submits: Counter::default(),
+            polls: Counter::default(),
+            cancels: Counter::default(),
+            spec_violations: Counter::default(),
+            response_violations: Counter::default(),
+            webhooks_sent: Counter::default(),
         }
     }
 }
@@ -153,25 +137,16 @@ impl Shared {
 pub struct ReplicateEmu {
     pub addr: SocketAddr,
     shared: Arc<Shared>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for ReplicateEmu {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _server: faults::Server,
 }
 
 impl ReplicateEmu {
     /// Accepts `token` as the bearer token; predictions take `run_for` from
     /// creation to their end (the first quarter `starting`).
     pub async fn start(token: &str, run_for: Duration) -> ReplicateEmu {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
-        let addr = listener.local_addr().expect("local addr");
+        let (listener, addr) = faults::bind().await;
         let shared = Arc::new(Shared::new(token, run_for, format!("http://{addr}")));
-        let app = Router::new()
+        let api = Router::new()
             .route("/v1/predictions", post(create_by_version))
             .route(
                 "/v1/models/{owner}/{name}/predictions",
@@ -179,13 +154,16 @@ impl ReplicateEmu {
             )
             .route("/v1/predictions/{id}", get(get_prediction))
             .route("/v1/predictions/{id}/cancel", post(cancel))
-            .route("/v1/webhooks/default/secret", get(webhook_secret))
+            .route("/v1/webhooks/default/secret", get(webhook_secret));
+        let app = Router::new()
+            .merge(shared.faults.guard(api))
             .route("/files/{id}/{name}", get(file))
             .with_state(shared.clone());
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        ReplicateEmu { addr, shared, task }
+        ReplicateEmu {
+            addr,
+            shared,
+            _server: faults::serve(listener, app),
+        }
     }
 
     /// The API root, as a channel's `base_url` (`http://127.0.0.1:PORT/v1`).
@@ -198,42 +176,41 @@ impl ReplicateEmu {
         self.shared.secret.clone()
     }
 
-    /// Serve `fault` instead of the next API answer (queued, in order).
+    /// Serve `fault` instead of the next API answer (queued, in order;
+    /// `/files` takes none).
     pub fn inject(&self, fault: Fault) {
-        if let Ok(mut f) = self.shared.faults.lock() {
-            f.push_back(fault);
-        }
+        self.shared.faults.inject(fault);
     }
 
     /// Predictions created.
     pub fn submits(&self) -> u64 {
-        self.shared.submits.load(Ordering::SeqCst)
+        self.shared.submits.get()
     }
 
     /// Prediction reads answered.
     pub fn polls(&self) -> u64 {
-        self.shared.polls.load(Ordering::SeqCst)
+        self.shared.polls.get()
     }
 
     /// Cancel requests answered.
     pub fn cancels(&self) -> u64 {
-        self.shared.cancels.load(Ordering::SeqCst)
+        self.shared.cancels.get()
     }
 
     /// Requests the official spec refused (answered 422).
     pub fn spec_violations(&self) -> u64 {
-        self.shared.spec_violations.load(Ordering::SeqCst)
+        self.shared.spec_violations.get()
     }
 
     /// Answers of its own the spec refused (answered 500 instead): an
     /// emulation bug, for tests to assert there are none.
     pub fn response_violations(&self) -> u64 {
-        self.shared.response_violations.load(Ordering::SeqCst)
+        self.shared.response_violations.get()
     }
 
     /// Webhook POSTs made (retries included).
     pub fn webhooks_sent(&self) -> u64 {
-        self.shared.webhooks_sent.load(Ordering::SeqCst)
+        self.shared.webhooks_sent.get()
     }
 
     /// Each created prediction's `input`, in order.
@@ -270,14 +247,20 @@ fn problem(status: StatusCode, title: &str, detail: &str) -> Response {
         .into_response()
 }
 
+/// An injected [`Fault::Error`], titled as Replicate titles its statuses.
+fn fault_problem(status: StatusCode, detail: &str) -> Response {
+    problem(status, status.canonical_reason().unwrap_or("Error"), detail)
+}
+
 fn unix_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// What every API request goes through, in Replicate's order: faults,
-/// authentication, then the spec. Answers the request's JSON body, if any.
+/// What every API request goes through after its injected fault, if any,
+/// in Replicate's order: authentication, then the spec. Answers the
+/// request's JSON body, if any.
 async fn gate(
     s: &Shared,
     headers: &HeaderMap,
@@ -285,9 +268,6 @@ async fn gate(
     path: &str,
     body: &Bytes,
 ) -> Result<Option<Value>, Response> {
-    if let Some(r) = fault(s).await {
-        return Err(r);
-    }
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -308,7 +288,7 @@ async fn gate(
         match serde_json::from_slice::<Value>(body) {
             Ok(v) => Some(v),
             Err(e) => {
-                s.spec_violations.fetch_add(1, Ordering::SeqCst);
+                s.spec_violations.add();
                 return Err(problem(
                     StatusCode::BAD_REQUEST,
                     "Invalid JSON",
@@ -319,7 +299,7 @@ async fn gate(
     };
     let relative = path.strip_prefix("/v1").unwrap_or(path);
     if let Err(e) = check_request(&method, relative, json.as_ref()) {
-        s.spec_violations.fetch_add(1, Ordering::SeqCst);
+        s.spec_violations.add();
         return Err(problem(
             StatusCode::UNPROCESSABLE_ENTITY,
             "Request does not match the API",
@@ -329,89 +309,28 @@ async fn gate(
     Ok(json)
 }
 
-/// The next injected fault, if any, as the response to send instead.
-async fn fault(s: &Shared) -> Option<Response> {
-    let next = s.faults.lock().ok()?.pop_front()?;
-    match next {
-        Fault::Error {
-            status,
-            retry_after,
-        } => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let mut r = problem(status, "Injected fault", "injected fault");
-            if let Some(secs) = retry_after {
-                r.headers_mut().insert(header::RETRY_AFTER, secs.into());
-            }
-            Some(r)
-        }
-        Fault::Malformed => Some((StatusCode::OK, "<html>not json</html>").into_response()),
-        Fault::Delay(d) => {
-            tokio::time::sleep(d).await;
-            None
-        }
-        // Unwinding ends the connection's task, which drops the socket
-        // without a byte written: the client sees the connection reset.
-        // `resume_unwind` skips the panic hook, so nothing is printed.
-        Fault::Reset => std::panic::resume_unwind(Box::new("injected reset")),
-    }
-}
-
-/// The operation whose schemas the spec checks are made against, for
-/// `method path`. openapi.rs puts path templates into its schema pointers
-/// unescaped (`{` is not allowed in a URI fragment), so schemas under
-/// `/predictions/{id}` and `/models/{owner}/{name}/predictions` do not
-/// compile; every prediction answer shares `POST /predictions`' schema,
-/// and the by-model request is that one's without `version`.
-const PREDICTION_OP: Op = ("POST", "/predictions", 201);
-
-/// An operation and the status of the response schema to check against.
-type Op = (&'static str, &'static str, u16);
-
 /// Checks a request (path relative to `/v1`) against the official spec.
 fn check_request(method: &Method, path: &str, body: Option<&Value>) -> Result<(), String> {
-    let spec = openapi::replicate();
-    match body {
-        Some(b) if path.starts_with("/models/") && b.is_object() => {
-            if b.get("version").is_some() {
-                return Err(
-                    "replicate: \"version\" is not allowed when the path names the model".into(),
-                );
-            }
-            let mut versioned = b.clone();
-            versioned["version"] = "by-model".into();
-            spec.check_request(PREDICTION_OP.0, PREDICTION_OP.1, Some(&versioned))
-        }
-        _ => spec.check_request(method.as_str(), path, body),
-    }
+    openapi::replicate().check_request(method.as_str(), path, body)
 }
 
-/// An answer checked against the spec's schema for `op` first; `checked`
-/// is the body as checked, when it must differ from what is sent.
-fn checked_as(s: &Shared, op: Op, status: StatusCode, body: Value, checked: &Value) -> Response {
-    match openapi::replicate().check_response(op.0, op.1, op.2, checked) {
+/// A prediction as the API answers it (201 on create, else 200), checked
+/// against the prediction schema every prediction answer shares.
+fn answer(s: &Shared, status: StatusCode, p: &Prediction) -> Response {
+    let body = view(s, p);
+    checked(s, ("GET", "/predictions/{prediction_id}"), status, body)
+}
+
+/// An answer, checked against the spec's schema for what `op` answers
+/// with 200; a mismatch is counted and answered 500.
+fn checked(s: &Shared, op: (&str, &str), status: StatusCode, body: Value) -> Response {
+    match openapi::replicate().check_response(op.0, op.1, 200, &body) {
         Ok(()) => (status, axum::Json(body)).into_response(),
         Err(e) => {
-            s.response_violations.fetch_add(1, Ordering::SeqCst);
+            s.response_violations.add();
             problem(StatusCode::INTERNAL_SERVER_ERROR, "Emulation bug", &e)
         }
     }
-}
-
-/// A prediction as the API answers it (201 on create, else 200).
-fn answer(s: &Shared, status: StatusCode, p: &Prediction) -> Response {
-    let body = view(s, p);
-    let checked = nullable_filled(&body);
-    checked_as(s, PREDICTION_OP, status, body, &checked)
-}
-
-/// The spec marks `error` `nullable: true`, OpenAPI 3.0's way, which the
-/// JSON Schema validator does not read; a null `error` is checked as "".
-fn nullable_filled(prediction: &Value) -> Value {
-    let mut v = prediction.clone();
-    if v["error"].is_null() {
-        v["error"] = "".into();
-    }
-    v
 }
 
 async fn create_by_version(
@@ -516,7 +435,7 @@ async fn create(
     if let Ok(mut i) = s.inputs.lock() {
         i.push(p.input.clone());
     }
-    s.submits.fetch_add(1, Ordering::SeqCst);
+    s.submits.add();
     if p.webhook.is_some() {
         tokio::spawn(drive_webhooks(s.clone(), p.id.clone()));
     }
@@ -679,7 +598,7 @@ async fn get_prediction(
     let Some(p) = find(&s, &id) else {
         return not_found();
     };
-    s.polls.fetch_add(1, Ordering::SeqCst);
+    s.polls.add();
     answer(&s, StatusCode::OK, &p)
 }
 
@@ -704,7 +623,7 @@ async fn cancel(
     let Some(p) = updated else {
         return not_found();
     };
-    s.cancels.fetch_add(1, Ordering::SeqCst);
+    s.cancels.add();
     if p.canceled.is_some() {
         tokio::spawn(complete(s.clone(), id));
     }
@@ -717,8 +636,12 @@ async fn webhook_secret(State(s): State<Arc<Shared>>, headers: HeaderMap, body: 
         return r;
     }
     let body = json!({ "key": s.secret });
-    let op = ("GET", "/webhooks/default/secret", 200);
-    checked_as(s.as_ref(), op, StatusCode::OK, body.clone(), &body)
+    checked(
+        &s,
+        ("GET", "/webhooks/default/secret"),
+        StatusCode::OK,
+        body,
+    )
 }
 
 /// An output: a PNG at the prediction's aspect ratio (256 px on the long
@@ -818,7 +741,7 @@ async fn deliver(s: &Shared, id: &str) {
             ("webhook-timestamp", ts.to_string()),
             ("webhook-signature", signature),
         ];
-        s.webhooks_sent.fetch_add(1, Ordering::SeqCst);
+        s.webhooks_sent.add();
         match call_back::post_json(url, &headers, body.clone().into_bytes()).await {
             Ok(status) if (200..300).contains(&status) => return,
             Ok(status) => tracing::debug!(status, attempt, "webhook refused"),
