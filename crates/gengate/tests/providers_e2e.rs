@@ -1,0 +1,234 @@
+//! gengate with a channel on every kind of upstream at once (Kling and
+//! Replicate sharing one model, Luma with callbacks, OpenAI images,
+//! ComfyUI), each emulation injecting faults: every task ends `completed`
+//! or `failed` with a reason a user can act on, none is stuck, none is
+//! submitted twice where the upstream has an idempotency key, and no
+//! request broke an upstream's spec.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::{Backend, Gateway};
+use gengate_core::{ChannelSpec, Credentials, ProviderKind};
+use gengate_testkit::comfyui::ComfyEmu;
+use gengate_testkit::faults::Fault;
+use gengate_testkit::luma::LumaEmu;
+use gengate_testkit::openai_images::OpenAiImagesEmu;
+use gengate_testkit::replicate::{self, ReplicateEmu};
+use gengate_testkit::{KlingAccount, KlingEmu};
+use serde_json::json;
+
+const KLING_KEY: &str = "kling-secret-key";
+const REPLICATE_TOKEN: &str = "r8_secret_token";
+const LUMA_KEY: &str = "luma-secret-key";
+const OPENAI_KEY: &str = "sk-secret-openai";
+const SECRETS: &[&str] = &[KLING_KEY, REPLICATE_TOKEN, LUMA_KEY, OPENAI_KEY];
+
+fn channel(
+    name: &str,
+    provider: ProviderKind,
+    base: String,
+    key: &str,
+    model: (&str, &str),
+) -> ChannelSpec {
+    ChannelSpec {
+        base_url: Some(base),
+        credentials: Credentials {
+            api_key: (!key.is_empty()).then(|| key.to_string()),
+            ..Credentials::default()
+        },
+        models: BTreeMap::from([(model.0.to_string(), model.1.to_string())]),
+        ..ChannelSpec::new(name, provider)
+    }
+}
+
+fn error(status: u16, retry_after: Option<u64>) -> Fault {
+    Fault::Error {
+        status,
+        message: format!("injected {status}"),
+        retry_after,
+    }
+}
+
+async fn every_provider_under_faults_ends_every_task(backend: Backend) {
+    let run_for = Duration::from_millis(400);
+    let kling = KlingEmu::start(KlingAccount::ApiKey(KLING_KEY.into()), run_for).await;
+    let replicate = ReplicateEmu::start(REPLICATE_TOKEN, run_for).await;
+    let luma = LumaEmu::start(LUMA_KEY, run_for).await;
+    let openai = OpenAiImagesEmu::start(Some(OPENAI_KEY.into()), Duration::from_millis(50)).await;
+    let comfy = ComfyEmu::start(run_for).await;
+
+    kling.inject(gengate_testkit::Fault::Error {
+        status: 500,
+        code: 5000,
+        retry_after: None,
+    });
+    kling.inject(gengate_testkit::Fault::Error {
+        status: 429,
+        code: 1302,
+        retry_after: Some(1),
+    });
+    kling.inject(gengate_testkit::Fault::Malformed);
+    replicate.inject(Fault::Reset);
+    replicate.inject(error(503, None));
+    luma.inject(error(500, None));
+    luma.inject(Fault::Reset);
+    openai.inject(error(429, Some(1)));
+    openai.inject(Fault::Reset);
+    comfy.inject(error(502, None));
+
+    let workflow = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../testkit/fixtures/comfyui/txt2img.json"
+    );
+    let gw = Gateway::start_with(backend, |s| {
+        let mut luma_channel = channel(
+            "luma",
+            ProviderKind::Luma,
+            luma.base_url(),
+            LUMA_KEY,
+            ("ray-2", "ray-2"),
+        );
+        luma_channel.callbacks = true;
+        let mut comfy_channel = channel(
+            "comfy",
+            ProviderKind::Comfyui,
+            comfy.base_url(),
+            "",
+            ("comfy-sd", "txt2img"),
+        );
+        comfy_channel.workflow = Some(workflow.into());
+        s.channels = vec![
+            channel(
+                "kling",
+                ProviderKind::Kling,
+                kling.base_url(),
+                KLING_KEY,
+                ("shared-image", "kling-v1"),
+            ),
+            channel(
+                "replicate",
+                ProviderKind::Replicate,
+                replicate.base_url(),
+                REPLICATE_TOKEN,
+                ("shared-image", replicate::IMAGE_MODEL),
+            ),
+            luma_channel,
+            channel(
+                "openai",
+                ProviderKind::OpenaiImages,
+                openai.base_url(),
+                OPENAI_KEY,
+                ("dalle", "dall-e-2"),
+            ),
+            comfy_channel,
+        ];
+    })
+    .await;
+    let key = gw.new_key("client").await;
+
+    // (id, dialect is Luma, should fail)
+    let mut tasks = Vec::new();
+    for (model, count) in [("shared-image", 8), ("dalle", 3), ("comfy-sd", 3)] {
+        for i in 0..count {
+            let fail = i == 0;
+            let prompt = format!("{model} {i}{}", if fail { " FAIL" } else { "" });
+            let (status, v) = gw
+                .post(
+                    "/kling/v1/images/generations",
+                    &key,
+                    json!({"model": model, "prompt": prompt, "n": 1, "aspect_ratio": "1:1"}),
+                )
+                .await;
+            assert_eq!(status, 200, "{v}");
+            tasks.push((
+                v["data"]["task_id"].as_str().unwrap().to_string(),
+                false,
+                fail,
+            ));
+        }
+    }
+    for i in 0..3 {
+        let fail = i == 0;
+        let prompt = format!("a wave {i}{}", if fail { " FAIL" } else { "" });
+        let (status, v) = gw
+            .post(
+                "/luma/generations",
+                &key,
+                json!({"model_name": "ray-2", "prompt": prompt, "aspect_ratio": "16:9"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{v}");
+        tasks.push((v["id"].as_str().unwrap().to_string(), true, fail));
+    }
+
+    for (id, is_luma, fail) in &tasks {
+        let (state, reason, urls) = if *is_luma {
+            let t = gw.wait_luma(&key, id).await;
+            let url = t["video"]["url"].as_str().map(String::from);
+            (
+                t["state"].as_str().unwrap().to_string(),
+                t["failure_reason"].as_str().unwrap_or_default().to_string(),
+                url.into_iter().collect::<Vec<_>>(),
+            )
+        } else {
+            let t = gw.wait_kling(&key, id).await;
+            let urls = t["task_result"]["images"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|i| i["url"].as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let state = match t["task_status"].as_str().unwrap() {
+                "succeed" => "completed",
+                other => other,
+            };
+            (
+                state.to_string(),
+                t["task_status_msg"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                urls,
+            )
+        };
+        if *fail {
+            assert_eq!(state, "failed", "{id}");
+            assert!(!reason.is_empty(), "{id} failed without a reason");
+        } else {
+            assert_eq!(state, "completed", "{id}: {reason}");
+            assert!(!urls.is_empty(), "{id} has no results");
+            for url in &urls {
+                assert!(url.starts_with(&gw.base), "{id}: not gengate's URL: {url}");
+                let (status, _, bytes) = gw.bytes(url).await;
+                assert_eq!(status, 200);
+                assert!(!bytes.is_empty());
+            }
+        }
+        for secret in SECRETS {
+            assert!(!reason.contains(secret), "{id}: a credential in {reason:?}");
+        }
+    }
+
+    // Kling has an idempotency key: no task was made twice there.
+    for (external, made) in kling.tasks_by_external_id() {
+        assert_eq!(made, 1, "{external} was submitted {made} times");
+    }
+    // Each shared-model task was taken by one of its two channels (Kling
+    // starts with three faults in a row, so it is cooled down and Replicate
+    // takes the rest), and every upstream saw only requests its spec allows.
+    assert!(kling.submits() + replicate.submits() >= 8);
+    assert_eq!(luma.spec_violations(), 0);
+    assert_eq!(replicate.spec_violations(), 0);
+    assert_eq!(openai.spec_violations(), 0);
+    assert_eq!(comfy.spec_violations(), 0);
+    // Luma reported by callback.
+    assert!(luma.callbacks() > 0);
+    gw.stop().await;
+}
+
+on_both_backends!(every_provider_under_faults_ends_every_task);
