@@ -158,7 +158,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
             Ok(r) => r??,
             Err(_) => tracing::warn!("requests still open after the grace period; closing"),
         }
-        for task in [Some(watch_task), engine_task, deliver_task].into_iter().flatten() {
+        for task in [Some(watch_task), engine_task, deliver_task]
+            .into_iter()
+            .flatten()
+        {
             task.await?;
         }
         Ok(())
