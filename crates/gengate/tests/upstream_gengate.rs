@@ -508,7 +508,11 @@ async fn the_upstreams_callbacks_read_as_news_of_the_task() {
     let rx = Receiver::start().await;
     let up = Gateway::start(Backend::Sqlite).await;
     let key = up.new_key("relay").await;
-    let provider = for_channel(&gengate_channel("relay", &up.base, &key), None).unwrap();
+    // With the relay key's signing secret, callbacks must carry its signature.
+    let mut channel = gengate_channel("relay", &up.base, &key);
+    channel.credentials.webhook_secret = up.key_record(&key).await.webhook_secret;
+    assert!(channel.credentials.webhook_secret.is_some());
+    let provider = for_channel(&channel, None).unwrap();
     let video = luma_task("called back");
     let image = pending_task(TaskKind::Image, "called back");
     let mut refs = Vec::new();
@@ -566,11 +570,20 @@ async fn the_upstreams_callbacks_read_as_news_of_the_task() {
             other => panic!("expected success, got {other:?}"),
         };
         assert_eq!(urls(&last.outcome), urls(&polled), "{path}");
+        // The same callback, altered on the way, is refused.
+        let genuine = rx.received().into_iter().find(|r| r.path == path).unwrap();
+        let mut altered = genuine.body.to_vec();
+        altered.push(b' ');
+        let refused = provider.read_callback(&genuine.headers, &altered);
+        assert!(
+            matches!(refused, Err(ProviderError::Auth(_))),
+            "{refused:?}"
+        );
     }
-    let garbage = provider.read_callback(&Default::default(), b"not json");
+    let unsigned = provider.read_callback(&Default::default(), b"{}");
     assert!(
-        matches!(garbage, Err(ProviderError::Permanent(_))),
-        "{garbage:?}"
+        matches!(unsigned, Err(ProviderError::Auth(_))),
+        "{unsigned:?}"
     );
     up.stop().await;
 }

@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::http::{Upstream, UpstreamError};
+use crate::signing::{WebhookKey, unix_secs};
 use crate::{
     CallbackNews, InputBytes, Output, OutputData, PollOutcome, Provider, ProviderError, Submission,
     Submitted,
@@ -32,16 +33,23 @@ const LUMA_BATCH: &str = "/luma/tasks";
 const KLING: &str = "/kling/v1/images/generations";
 
 pub fn from_spec(spec: &ChannelSpec) -> Result<Arc<dyn Provider>, String> {
-    Ok(Arc::new(Gengate::new(
-        crate::upstream_for(spec)?,
-        crate::required_api_key(spec)?,
-    )))
+    let mut g = Gengate::new(crate::upstream_for(spec)?, crate::required_api_key(spec)?);
+    if let Some(secret) = &spec.credentials.webhook_secret {
+        g.webhook_key = Some(
+            WebhookKey::parse(secret)
+                .map_err(|e| format!("channel {:?}: credentials.webhook_secret {e}", spec.name))?,
+        );
+    }
+    Ok(Arc::new(g))
 }
 
 pub struct Gengate {
     upstream: Upstream,
     /// `Bearer <a key on the other gengate>`.
     bearer: String,
+    /// That key's callback signing secret, when the channel has it: then
+    /// callbacks must carry its signature.
+    webhook_key: Option<WebhookKey>,
 }
 
 /// The dialect a task went through. Upstream refs are `luma/<id>` or
@@ -81,6 +89,7 @@ impl Gengate {
         Gengate {
             upstream,
             bearer: format!("Bearer {api_key}"),
+            webhook_key: None,
         }
     }
 
@@ -496,9 +505,12 @@ impl Provider for Gengate {
     /// (no envelope), as it would call back any client.
     fn read_callback(
         &self,
-        _headers: &reqwest::header::HeaderMap,
+        headers: &reqwest::header::HeaderMap,
         body: &[u8],
     ) -> Result<CallbackNews, ProviderError> {
+        if let Some(key) = &self.webhook_key {
+            key.verify("the upstream gengate's", headers, body, unix_secs())?;
+        }
         let v: Value = serde_json::from_slice(body).map_err(|e| {
             ProviderError::Permanent(format!("the upstream gengate's callback is not JSON: {e}"))
         })?;

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use crate::http::{Upstream, UpstreamError};
+use crate::signing::unix_secs;
 use crate::{
     CallbackNews, Output, OutputData, PollOutcome, Provider, ProviderError, Submission, Submitted,
 };
@@ -162,12 +163,6 @@ fn classify_status(
         408 | 500..=599 => ProviderError::Retryable(what),
         _ => ProviderError::Permanent(what),
     }
-}
-
-fn unix_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// A compact JWS with `{"alg":"HS256","typ":"JWT"}` over `claims`.

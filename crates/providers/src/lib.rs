@@ -18,6 +18,7 @@ pub use gengate_media as media;
 pub mod openai_images;
 pub mod replicate;
 pub mod sandbox;
+pub mod signing;
 
 /// An input image the engine has fetched (or read from storage) for a submit.
 #[derive(Debug, Clone)]

@@ -31,26 +31,22 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use gengate_core::{ArtifactRole, ChannelSpec, ImageRole, TaskKind};
-use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sha2::Sha256;
 
 use crate::http::{Upstream, UpstreamError};
+use crate::signing::{WebhookKey, unix_secs};
 use crate::{
     CallbackNews, Output, OutputData, PollOutcome, Provider, ProviderError, Submission, Submitted,
 };
 
 pub const KIND: &str = "replicate";
 
-/// How far a callback's `webhook-timestamp` may be from now (replays).
-const CALLBACK_TOLERANCE_SECS: i64 = 300;
-
 pub struct Replicate {
     upstream: Upstream,
     token: String,
     /// The decoded Standard Webhooks key callbacks are signed with.
-    webhook_key: Option<Vec<u8>>,
+    webhook_key: Option<WebhookKey>,
 }
 
 pub fn from_spec(spec: &ChannelSpec) -> Result<Arc<dyn Provider>, String> {
@@ -69,7 +65,7 @@ impl Replicate {
         token: String,
         webhook_secret: Option<&str>,
     ) -> Result<Replicate, String> {
-        let webhook_key = webhook_secret.map(webhook_key).transpose()?;
+        let webhook_key = webhook_secret.map(WebhookKey::parse).transpose()?;
         Ok(Replicate {
             upstream,
             token,
@@ -95,64 +91,6 @@ impl Replicate {
             });
         }
         Err(classify(status, retry_after, &problem_message(&bytes)))
-    }
-
-    /// Checks a callback's Standard Webhooks signature, if a key is set.
-    fn verify(
-        &self,
-        headers: &reqwest::header::HeaderMap,
-        body: &[u8],
-        now: i64,
-    ) -> Result<(), ProviderError> {
-        let Some(key) = &self.webhook_key else {
-            return Ok(());
-        };
-        let header = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .ok_or_else(|| ProviderError::Auth(format!("replicate callback without {name}")))
-        };
-        let id = header("webhook-id")?;
-        let timestamp = header("webhook-timestamp")?;
-        let signatures = header("webhook-signature")?;
-        let ts: i64 = timestamp.parse().map_err(|_| {
-            ProviderError::Permanent(
-                "replicate callback has an unreadable webhook-timestamp".into(),
-            )
-        })?;
-        if (now - ts).abs() > CALLBACK_TOLERANCE_SECS {
-            return Err(ProviderError::Permanent(
-                "replicate callback is over 5 minutes old (or from the future): refused as a replay"
-                    .into(),
-            ));
-        }
-        let mut mac = Hmac::<Sha256>::new_from_slice(key)
-            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
-        mac.update(format!("{id}.{timestamp}.").as_bytes());
-        mac.update(body);
-        let genuine = signatures
-            .split(' ')
-            .filter_map(|s| s.strip_prefix("v1,"))
-            .filter_map(|s| STANDARD.decode(s).ok())
-            // `verify_slice` compares in constant time.
-            .any(|sig| mac.clone().verify_slice(&sig).is_ok());
-        if genuine {
-            Ok(())
-        } else {
-            Err(ProviderError::Auth(
-                "replicate callback signature does not match credentials.webhook_secret".into(),
-            ))
-        }
-    }
-}
-
-/// The HMAC key in a `whsec_<base64>` secret (the prefix is optional).
-fn webhook_key(secret: &str) -> Result<Vec<u8>, String> {
-    let b64 = secret.strip_prefix("whsec_").unwrap_or(secret);
-    match STANDARD.decode(b64) {
-        Ok(k) if !k.is_empty() => Ok(k),
-        _ => Err("is not a Replicate signing secret (whsec_ followed by base64)".into()),
     }
 }
 
@@ -327,7 +265,9 @@ impl Provider for Replicate {
         headers: &reqwest::header::HeaderMap,
         body: &[u8],
     ) -> Result<CallbackNews, ProviderError> {
-        self.verify(headers, body, unix_secs())?;
+        if let Some(key) = &self.webhook_key {
+            key.verify("replicate", headers, body, unix_secs())?;
+        }
         let p: Prediction = serde_json::from_slice(body).map_err(|e| {
             ProviderError::Permanent(format!("replicate's callback is not a prediction: {e}"))
         })?;
@@ -336,12 +276,6 @@ impl Provider for Replicate {
             outcome: outcome(p),
         })
     }
-}
-
-fn unix_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 fn outcome(p: Prediction) -> PollOutcome {
@@ -455,39 +389,6 @@ mod tests {
                 "{bad}"
             );
         }
-    }
-
-    #[test]
-    fn signatures_match_the_standard_webhooks_example() {
-        // The example in the Standard Webhooks specification.
-        let r = Replicate::new(
-            Upstream::new("http://127.0.0.1:9", Duration::from_secs(1)).unwrap(),
-            "t".into(),
-            Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
-        )
-        .unwrap();
-        let mut h = reqwest::header::HeaderMap::new();
-        h.insert(
-            "webhook-id",
-            "msg_p5jXN8AQM9LWM0D4loKWxJek".parse().unwrap(),
-        );
-        h.insert("webhook-timestamp", "1614265330".parse().unwrap());
-        h.insert(
-            "webhook-signature",
-            "v1,bm9ldHUKLpe7p5aJ2H7fyo3ZlNrcPdEGZrD3RW1C2c8= v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
-                .parse()
-                .unwrap(),
-        );
-        let body = br#"{"test": 2432232314}"#;
-        r.verify(&h, body, 1_614_265_330).unwrap();
-        assert!(matches!(
-            r.verify(&h, br#"{"test": 2432232315}"#, 1_614_265_330),
-            Err(ProviderError::Auth(_))
-        ));
-        assert!(matches!(
-            r.verify(&h, body, 1_614_265_330 + 301),
-            Err(ProviderError::Permanent(_))
-        ));
     }
 
     #[test]
