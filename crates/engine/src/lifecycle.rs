@@ -38,6 +38,16 @@ fn count_request<T>(channel: &Channel, op: &'static str, result: &Result<T, Prov
     .increment(1);
 }
 
+/// The update that completes a task with its stored results.
+fn completed(artifacts: Vec<gengate_core::Artifact>) -> TaskUpdate {
+    TaskUpdate {
+        state: Some(TaskState::Completed),
+        progress: Some(100),
+        artifacts: Some(artifacts),
+        ..TaskUpdate::default()
+    }
+}
+
 /// Whether tasks on `channel` are told of by callbacks (polls fall back).
 fn uses_callbacks(channel: &Channel) -> bool {
     channel.spec.callbacks && channel.provider.calls_back()
@@ -69,17 +79,26 @@ impl Engine {
     /// Apply an update; losing the compare-and-swap is normal (someone else
     /// moved the task) and changes nothing.
     pub(crate) async fn apply(&self, task: &Task, update: TaskUpdate) -> Result<(), StoreError> {
+        self.apply_returning(task, update).await.map(|_| ())
+    }
+
+    /// [`Engine::apply`], answering the task as stored if the update won.
+    async fn apply_returning(
+        &self,
+        task: &Task,
+        update: TaskUpdate,
+    ) -> Result<Option<Task>, StoreError> {
         if let Some(to) = update.state
             && !task.state.can_become(to)
         {
             tracing::error!(task = %task.id, from = ?task.state, ?to, "refused transition");
-            return Ok(());
+            return Ok(None);
         }
         let applied = self
             .store
             .update_task(task.id, task.version, &update, now_ms())
             .await?;
-        match (applied, update.state) {
+        match (&applied, update.state) {
             (None, _) => tracing::debug!(task = %task.id, "lost the race; leaving the task alone"),
             (Some(t), Some(st)) => {
                 metrics::counter!("gengate_task_transitions_total", "state" => st.as_str())
@@ -88,7 +107,26 @@ impl Engine {
             }
             (Some(_), None) => {}
         }
-        Ok(())
+        Ok(applied)
+    }
+
+    /// Run `work` (an upstream request) while keeping this worker's lease
+    /// on `task`, so a long synchronous request is not retaken meanwhile.
+    async fn keeping_lease<T>(&self, task: &Task, work: impl Future<Output = T>) -> T {
+        let mut work = std::pin::pin!(work);
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                _ = tokio::time::sleep(self.cfg.lease / 3) => {
+                    let until = now_ms().saturating_add(ms(self.cfg.lease));
+                    match self.store.extend_lease(task.id, &self.worker_id, until).await {
+                        Ok(true) => {}
+                        Ok(false) => tracing::warn!(task = %task.id, "lost the lease during a submit"),
+                        Err(e) => tracing::warn!(task = %task.id, error = %e, "extending a lease failed"),
+                    }
+                }
+            }
+        }
     }
 
     /// When to look again, never past the deadline.
@@ -168,16 +206,38 @@ impl Engine {
                 now: now_ms(),
                 callback_url: callback_url.as_deref(),
             };
-            let submitted = channel.provider.submit(job).await;
+            let submitted = self.keeping_lease(task, channel.provider.submit(job)).await;
             count_request(channel, "submit", &submitted);
             match submitted {
                 Ok(sub) => {
                     self.channels.succeeded(channel);
+                    // A synchronous upstream answered with the results: they
+                    // are stored while the lease still holds, so the task is
+                    // never left waiting for a poll that cannot find them.
+                    let artifacts = match sub.outputs {
+                        None => None,
+                        Some(outputs) => {
+                            match self.keeping_lease(task, self.mirror.store(outputs)).await {
+                                Ok(arts) => Some(arts),
+                                Err(artifacts::MirrorError::BadResult(r)) => {
+                                    self.channels.settle(channel, false);
+                                    return self.apply(task, TaskUpdate::fail(r)).await;
+                                }
+                                Err(artifacts::MirrorError::Transient(why)) => {
+                                    self.channels.settle(channel, false);
+                                    return self.retry_later(task, &why).await;
+                                }
+                            }
+                        }
+                    };
                     let first_poll = sub
                         .poll_after
                         .unwrap_or_else(|| self.pacer.first_poll(channel.name(), &task.model));
                     let first_poll = if callback_url.is_some() {
                         fallback_poll(first_poll)
+                    } else if artifacts.is_some() {
+                        // Completed right after; this only covers a crash between.
+                        self.cfg.lease
                     } else {
                         first_poll.min(self.cfg.max_poll_interval)
                     };
@@ -194,9 +254,16 @@ impl Engine {
                         )),
                         ..TaskUpdate::default()
                     };
-                    let stored = self.apply(task, update).await;
+                    let stored = self.apply_returning(task, update).await;
                     self.channels.settle(channel, true);
-                    return stored;
+                    return match (stored?, artifacts) {
+                        (Some(task), Some(arts)) => {
+                            self.pacer
+                                .finished(channel.name(), &task.model, running_for(&task));
+                            self.apply(&task, completed(arts)).await
+                        }
+                        _ => Ok(()),
+                    };
                 }
                 Err(ProviderError::Permanent(reason)) => {
                     self.channels.settle(channel, false);
@@ -394,15 +461,7 @@ impl Engine {
     /// Copy the upstream's results into storage and complete the task.
     async fn store_results(&self, task: &Task, outputs: Vec<Output>) -> Result<(), StoreError> {
         match self.mirror.store(outputs).await {
-            Ok(arts) => {
-                let update = TaskUpdate {
-                    state: Some(TaskState::Completed),
-                    progress: Some(100),
-                    artifacts: Some(arts),
-                    ..TaskUpdate::default()
-                };
-                self.apply(task, update).await
-            }
+            Ok(arts) => self.apply(task, completed(arts)).await,
             Err(artifacts::MirrorError::BadResult(r)) => {
                 self.apply(task, TaskUpdate::fail(r)).await
             }

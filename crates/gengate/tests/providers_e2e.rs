@@ -231,4 +231,40 @@ async fn every_provider_under_faults_ends_every_task(backend: Backend) {
     gw.stop().await;
 }
 
-on_both_backends!(every_provider_under_faults_ends_every_task);
+/// A synchronous upstream answering after several leases' worth of time:
+/// the worker keeps its lease meanwhile, so no other pass retakes the task
+/// and pays for it again, and the images land without a poll.
+async fn a_slow_synchronous_upstream_is_paid_once(backend: Backend) {
+    let openai = OpenAiImagesEmu::start(Some(OPENAI_KEY.into()), Duration::from_millis(2500)).await;
+    let gw = Gateway::start_with(backend, |s| {
+        s.lease_secs = 1;
+        s.channels = vec![channel(
+            "openai",
+            ProviderKind::OpenaiImages,
+            openai.base_url(),
+            OPENAI_KEY,
+            ("dalle", "dall-e-2"),
+        )];
+    })
+    .await;
+    let key = gw.new_key("client").await;
+    let (status, v) = gw
+        .post(
+            "/kling/v1/images/generations",
+            &key,
+            json!({"model": "dalle", "prompt": "a slow lighthouse", "n": 2}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let id = v["data"]["task_id"].as_str().unwrap();
+    let done = gw.wait_kling(&key, id).await;
+    assert_eq!(done["task_status"], "succeed", "{done}");
+    assert_eq!(done["task_result"]["images"].as_array().unwrap().len(), 2);
+    assert_eq!(openai.submits(), 1, "the task was submitted again");
+    gw.stop().await;
+}
+
+on_both_backends!(
+    every_provider_under_faults_ends_every_task,
+    a_slow_synchronous_upstream_is_paid_once,
+);

@@ -313,6 +313,7 @@ impl Provider for ComfyUi {
         Ok(Submitted {
             upstream_ref: ids.join(","),
             poll_after: None,
+            outputs: None,
         })
     }
 

@@ -179,6 +179,7 @@ impl Gengate {
         Ok(Submitted {
             upstream_ref: Via::Luma.upstream_ref(&t.id),
             poll_after: None,
+            outputs: None,
         })
     }
 
@@ -223,6 +224,7 @@ impl Gengate {
         Ok(Submitted {
             upstream_ref: Via::Kling.upstream_ref(&t.task_id),
             poll_after: None,
+            outputs: None,
         })
     }
 

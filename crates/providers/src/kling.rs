@@ -269,6 +269,7 @@ impl Provider for Kling {
         Ok(Submitted {
             upstream_ref: task_path(endpoint, &t.task_id),
             poll_after: None,
+            outputs: None,
         })
     }
 

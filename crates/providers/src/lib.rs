@@ -50,11 +50,14 @@ pub struct Submission<'a> {
 }
 
 /// The upstream's reference for a submitted task, opaque to the engine.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Submitted {
     pub upstream_ref: String,
     /// When polling first makes sense, if the upstream can tell.
     pub poll_after: Option<Duration>,
+    /// A synchronous upstream (OpenAI images) answers with the results
+    /// themselves: the task completes without a poll.
+    pub outputs: Option<Vec<Output>>,
 }
 
 /// One result file as the upstream gives it.

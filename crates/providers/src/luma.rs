@@ -275,6 +275,7 @@ impl Provider for Luma {
         Ok(Submitted {
             upstream_ref: g.id,
             poll_after: None,
+            outputs: None,
         })
     }
 

@@ -3,25 +3,17 @@
 //! (`https://api.openai.com/v1`); `credentials.api_key` is sent as a bearer
 //! token, and may be left out for self-hosted servers without auth.
 //!
-//! The API is synchronous (the request holds until the images exist, which
-//! can take minutes), while [`Provider`] is submit-then-poll. So `submit`
-//! starts the request on a background task and waits a short grace period:
-//! an answer in that time (above all the quick refusals: bad key, rate
-//! limit, bad request) is returned or classed as usual, so the engine's
-//! failover sees real error classes. Past it, `submit` returns a ref and
-//! `poll` reports `Running` until the answer is in. A late refusal becomes
-//! a `Failed` outcome; a late transient failure (5xx, reset) is retried in
-//! the background a bounded number of times first.
-//!
-//! Answers live in this process only. A ref this process does not know
-//! (gengate restarted, or the answer waited unpolled past [`KEEP_FINISHED`])
-//! polls as `Failed` with a reason saying to submit again: the upstream has
-//! no way to look a generation up, and hanging until the deadline would
-//! help nobody.
+//! The API is synchronous: the request holds until the images exist, which
+//! can take minutes. So `submit` makes the request(s) and answers with the
+//! images themselves ([`Submitted::outputs`]); the engine keeps its lease
+//! on the task meanwhile and completes it without a poll. Errors come back
+//! classed as usual, so the engine fails over on them. Nothing is kept in
+//! memory: a gengate that dies mid-request leaves the task to be retaken
+//! and submitted again (the API has no idempotency key), and a poll, which
+//! only happens if the results could not be stored, answers `Failed`.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -31,7 +23,6 @@ use gengate_core::request::aspect_parts;
 use gengate_core::{ArtifactRole, ChannelSpec};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::watch;
 
 use crate::http::{Upstream, UpstreamError};
 use crate::{Output, OutputData, PollOutcome, Provider, ProviderError, Submission, Submitted};
@@ -42,34 +33,12 @@ pub const KIND: &str = "openai-images";
 const GENERATION_TIMEOUT: Duration = Duration::from_secs(600);
 /// Answers carry the images inline as base64: ten 1536×1024 PNGs fit.
 const MAX_ANSWER: usize = 64 << 20;
-/// How long `submit` waits for an early answer before handing out a ref.
-const DEFAULT_GRACE: Duration = Duration::from_secs(2);
-/// Finished answers nobody polled within this long are dropped.
-pub const KEEP_FINISHED: Duration = Duration::from_secs(15 * 60);
-/// Late transient failures are retried this many times in the background.
-const LATE_RETRIES: u32 = 2;
-/// The longest a background retry waits, whatever `Retry-After` says.
-const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
 
 type Answer = Result<Vec<Output>, ProviderError>;
-
-/// A request's answer and when it came.
-struct Finished {
-    answer: Answer,
-    at: Instant,
-}
-
-struct Job {
-    /// `None` while the request runs.
-    finished: watch::Receiver<Option<Finished>>,
-    worker: tokio::task::JoinHandle<()>,
-}
 
 pub struct OpenAiImages {
     upstream: Upstream,
     api_key: Option<String>,
-    grace: Duration,
-    jobs: Arc<Mutex<HashMap<String, Job>>>,
 }
 
 pub fn from_spec(spec: &ChannelSpec) -> Result<Arc<dyn Provider>, String> {
@@ -97,27 +66,7 @@ impl OpenAiImages {
         Ok(OpenAiImages {
             upstream,
             api_key: api_key.filter(|k| !k.is_empty()),
-            grace: DEFAULT_GRACE,
-            jobs: Arc::default(),
         })
-    }
-
-    /// How long `submit` waits for an early answer (tests shorten it).
-    pub fn with_grace(mut self, grace: Duration) -> OpenAiImages {
-        self.grace = grace;
-        self
-    }
-
-    /// Drops answers nobody came for.
-    fn sweep(&self) {
-        if let Ok(mut jobs) = self.jobs.lock() {
-            jobs.retain(|_, j| {
-                j.finished
-                    .borrow()
-                    .as_ref()
-                    .is_none_or(|f| f.at.elapsed() < KEEP_FINISHED)
-            });
-        }
     }
 }
 
@@ -318,75 +267,16 @@ fn classify(
     }
 }
 
-/// Runs every request of a task; a late transient failure is retried (an
-/// early one is `submit`'s to report, so the engine can fail over).
-async fn run(
-    upstream: Upstream,
-    api_key: Option<String>,
-    calls: Vec<Call>,
-    grace: Duration,
-) -> Answer {
-    let started = Instant::now();
-    let mut tries = 0;
-    loop {
-        let mut set = tokio::task::JoinSet::new();
-        let mut first = 0;
-        for (i, call) in calls.iter().enumerate() {
-            let start = first;
-            first += call.n;
-            let (upstream, key, call) = (upstream.clone(), api_key.clone(), call.clone());
-            set.spawn(async move { (i, generate(&upstream, key.as_deref(), &call, start).await) });
-        }
-        let mut parts: Vec<(usize, Vec<Output>)> = Vec::new();
-        let mut failed = None;
-        while let Some(joined) = set.join_next().await {
-            match joined {
-                Ok((i, Ok(out))) => parts.push((i, out)),
-                Ok((_, Err(e))) => {
-                    failed = Some(e);
-                    break;
-                }
-                Err(e) => {
-                    failed = Some(ProviderError::Retryable(format!("request task: {e}")));
-                    break;
-                }
-            }
-        }
-        let Some(e) = failed else {
-            parts.sort_by_key(|(i, _)| *i);
-            return Ok(parts.into_iter().flat_map(|(_, o)| o).collect());
-        };
-        let wait = match &e {
-            ProviderError::Retryable(_) => Duration::from_secs(2 << tries),
-            ProviderError::RateLimited { retry_after } => {
-                retry_after.unwrap_or(Duration::from_secs(5 << tries))
-            }
-            _ => return Err(e),
-        };
-        if started.elapsed() < grace || tries == LATE_RETRIES {
-            return Err(e);
-        }
-        tries += 1;
-        tracing::warn!(error = %e, attempt = tries, "openai image request failed; retrying");
-        tokio::time::sleep(wait.min(MAX_RETRY_WAIT)).await;
-    }
-}
-
-/// The outcome a finished answer gives the engine.
-fn outcome(answer: &Answer) -> PollOutcome {
-    match answer {
-        Ok(out) => PollOutcome::Succeeded(out.clone()),
-        Err(ProviderError::Permanent(m)) => PollOutcome::Failed(m.clone()),
-        Err(ProviderError::Auth(_)) => {
-            PollOutcome::Failed("the upstream refused the channel's credentials".into())
-        }
-        Err(ProviderError::RateLimited { .. }) => {
-            PollOutcome::Failed("the upstream kept refusing: rate limited".into())
-        }
-        Err(ProviderError::Retryable(m)) => {
-            PollOutcome::Failed(format!("upstream unavailable: {m}"))
-        }
-    }
+/// Makes every request of a task at once; the first failure is the task's.
+async fn run(upstream: &Upstream, api_key: Option<&str>, calls: Vec<Call>) -> Answer {
+    let mut first = 0;
+    let requests = calls.iter().map(|call| {
+        let start = first;
+        first += call.n;
+        generate(upstream, api_key, call, start)
+    });
+    let parts = futures::future::try_join_all(requests).await?;
+    Ok(parts.into_iter().flatten().collect())
 }
 
 #[async_trait]
@@ -396,76 +286,25 @@ impl Provider for OpenAiImages {
     }
 
     async fn submit(&self, job: Submission<'_>) -> Result<Submitted, ProviderError> {
-        self.sweep();
-        let calls = calls(&job);
-        let id = format!("oai_{}", uuid::Uuid::new_v4().simple());
-        let (tx, mut rx) = watch::channel(None);
-        let work = run(
-            self.upstream.clone(),
-            self.api_key.clone(),
-            calls,
-            self.grace,
-        );
-        let worker = tokio::spawn(async move {
-            let answer = work.await;
-            let _ = tx.send(Some(Finished {
-                answer,
-                at: Instant::now(),
-            }));
-        });
-        if let Ok(mut jobs) = self.jobs.lock() {
-            jobs.insert(
-                id.clone(),
-                Job {
-                    finished: rx.clone(),
-                    worker,
-                },
-            );
-        }
-        let early = tokio::time::timeout(self.grace, rx.wait_for(Option::is_some)).await;
-        let refused = match early {
-            Ok(Ok(f)) => f.as_ref().and_then(|f| f.answer.as_ref().err().cloned()),
-            _ => None,
-        };
-        if let Some(e) = refused {
-            if let Ok(mut jobs) = self.jobs.lock() {
-                jobs.remove(&id);
-            }
-            return Err(e);
-        }
+        let outputs = run(&self.upstream, self.api_key.as_deref(), calls(&job)).await?;
         Ok(Submitted {
-            upstream_ref: id,
+            // The API names no generation; this one is for logs and events.
+            upstream_ref: format!("oai_{}", uuid::Uuid::new_v4().simple()),
             poll_after: None,
+            outputs: Some(outputs),
         })
     }
 
-    async fn poll(&self, upstream_ref: &str, _now: i64) -> Result<PollOutcome, ProviderError> {
-        self.sweep();
-        let Ok(jobs) = self.jobs.lock() else {
-            return Err(ProviderError::Retryable("job table unavailable".into()));
-        };
-        let Some(job) = jobs.get(upstream_ref) else {
-            return Ok(PollOutcome::Failed(
-                "the image request was lost (gengate restarted or the result expired); submit the task again"
-                    .into(),
-            ));
-        };
-        let answer = job.finished.borrow().as_ref().map(|f| outcome(&f.answer));
-        // A finished answer stays until swept: the engine polls again when
-        // storing the results failed for a while.
-        Ok(answer.unwrap_or(PollOutcome::Running {
-            progress: None,
-            poll_after: None,
-        }))
+    /// Only asked when the results given at submit could not be stored:
+    /// the API keeps nothing to look up.
+    async fn poll(&self, _upstream_ref: &str, _now: i64) -> Result<PollOutcome, ProviderError> {
+        Ok(PollOutcome::Failed(
+            "the images were made but could not be stored; submit the task again".into(),
+        ))
     }
 
-    async fn cancel(&self, upstream_ref: &str) -> Result<(), ProviderError> {
-        // The API cannot cancel; dropping the request is the most we can do.
-        if let Ok(mut jobs) = self.jobs.lock()
-            && let Some(j) = jobs.remove(upstream_ref)
-        {
-            j.worker.abort();
-        }
+    async fn cancel(&self, _upstream_ref: &str) -> Result<(), ProviderError> {
+        // Nothing runs once submit has answered.
         Ok(())
     }
 }

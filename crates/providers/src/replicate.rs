@@ -231,6 +231,7 @@ impl Provider for Replicate {
         Ok(Submitted {
             upstream_ref: p.id,
             poll_after: None,
+            outputs: None,
         })
     }
 

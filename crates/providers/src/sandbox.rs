@@ -231,6 +231,7 @@ impl Provider for Sandbox {
         Ok(Submitted {
             upstream_ref,
             poll_after: Some(self.cfg.latency),
+            outputs: None,
         })
     }
 

@@ -1,8 +1,9 @@
 //! The openai-images adapter against the emulated OpenAI images API: real
-//! images of the asked size, requests the spec and the models accept, the
-//! synchronous request behind submit-then-poll, and every error class.
+//! images of the asked size, requests the spec and the models accept,
+//! images answered at submit however long the request takes, and every
+//! error class.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gengate_core::{ChannelSpec, ProviderKind, Task, TaskKind};
 use gengate_providers::media::{average_color, probe_image};
@@ -25,7 +26,7 @@ fn adapter(emu: &OpenAiImagesEmu, key: Option<&str>) -> OpenAiImages {
     OpenAiImages::new(&emu.base_url(), key.map(String::from)).unwrap()
 }
 
-async fn submit(p: &OpenAiImages, t: &Task, model: &str) -> Result<String, ProviderError> {
+async fn submit(p: &OpenAiImages, t: &Task, model: &str) -> Result<Vec<Output>, ProviderError> {
     let job = Submission {
         task: t,
         model,
@@ -34,17 +35,9 @@ async fn submit(p: &OpenAiImages, t: &Task, model: &str) -> Result<String, Provi
         now: 0,
         callback_url: None,
     };
-    p.submit(job).await.map(|s| s.upstream_ref)
-}
-
-async fn poll_until_done(p: &OpenAiImages, r: &str) -> PollOutcome {
-    for _ in 0..200 {
-        match p.poll(r, 0).await.unwrap() {
-            PollOutcome::Running { .. } => tokio::time::sleep(Duration::from_millis(20)).await,
-            done => return done,
-        }
-    }
-    panic!("{r} never finished");
+    let submitted = p.submit(job).await?;
+    assert!(submitted.upstream_ref.starts_with("oai_"));
+    Ok(submitted.outputs.expect("images answered at submit"))
 }
 
 /// Each output decoded: (width, height, average colour).
@@ -70,10 +63,7 @@ async fn images_come_back_inline_at_the_asked_size() {
     let emu = OpenAiImagesEmu::start(Some(KEY.into()), Duration::from_millis(30)).await;
     let p = adapter(&emu, Some(KEY));
     let t = task("a red lighthouse", 2);
-    let r = submit(&p, &t, "dall-e-2").await.unwrap();
-    let PollOutcome::Succeeded(out) = poll_until_done(&p, &r).await else {
-        panic!("expected success");
-    };
+    let out = submit(&p, &t, "dall-e-2").await.unwrap();
     let images = decoded(&out);
     assert_eq!(images.len(), 2);
     for (i, (w, h, color)) in images.into_iter().enumerate() {
@@ -89,8 +79,12 @@ async fn images_come_back_inline_at_the_asked_size() {
     assert_eq!(sent["user"], t.owner.to_string());
     assert_eq!(emu.submits(), 1);
     assert_eq!(emu.spec_violations(), 0);
-    // Polled again (the engine retries storing): the same answer.
-    assert!(matches!(p.poll(&r, 0).await.unwrap(), PollOutcome::Succeeded(o) if o.len() == 2));
+    // A poll comes only if the images could not be stored: nothing is kept
+    // upstream, so the task fails clearly instead of hanging.
+    let PollOutcome::Failed(why) = p.poll("oai_x", 0).await.unwrap() else {
+        panic!("expected a failure");
+    };
+    assert!(why.contains("submit the task again"), "{why}");
 }
 
 #[tokio::test]
@@ -100,10 +94,7 @@ async fn dall_e_3_gets_one_request_per_image_and_gpt_image_no_response_format() 
     let mut t = task("two moons", 2);
     t.request.aspect_ratio = "16:9".into();
     t.request.resolution = None;
-    let r = submit(&p, &t, "dall-e-3").await.unwrap();
-    let PollOutcome::Succeeded(out) = poll_until_done(&p, &r).await else {
-        panic!("expected success");
-    };
+    let out = submit(&p, &t, "dall-e-3").await.unwrap();
     let sizes: Vec<_> = decoded(&out).into_iter().map(|(w, h, _)| (w, h)).collect();
     assert_eq!(sizes, [(1792, 1024), (1792, 1024)]);
     let indices: Vec<_> = out.iter().map(|o| o.index).collect();
@@ -113,8 +104,7 @@ async fn dall_e_3_gets_one_request_per_image_and_gpt_image_no_response_format() 
 
     let mut t = task("a square", 1);
     t.request.resolution = None;
-    let r = submit(&p, &t, "gpt-image-1").await.unwrap();
-    assert!(matches!(poll_until_done(&p, &r).await, PollOutcome::Succeeded(o) if o.len() == 1));
+    assert_eq!(submit(&p, &t, "gpt-image-1").await.unwrap().len(), 1);
     let sent = emu.last_request().unwrap();
     assert!(sent.get("response_format").is_none(), "{sent}");
     assert_eq!(sent["size"], "1024x1024");
@@ -128,10 +118,7 @@ async fn a_keyless_server_answering_urls() {
     let p = adapter(&emu, None);
     let mut t = task("a field", 1);
     t.request.resolution = Some("320x192".into());
-    let r = submit(&p, &t, "local-sd").await.unwrap();
-    let PollOutcome::Succeeded(out) = poll_until_done(&p, &r).await else {
-        panic!("expected success");
-    };
+    let out = submit(&p, &t, "local-sd").await.unwrap();
     let OutputData::Url(url) = &out[0].data else {
         panic!("expected a URL, got {:?}", out[0].data);
     };
@@ -140,47 +127,6 @@ async fn a_keyless_server_answering_urls() {
     let info = probe_image(&png).unwrap();
     assert_eq!((info.width, info.height), (320, 192));
     assert_eq!(emu.spec_violations(), 0);
-}
-
-#[tokio::test]
-async fn a_slow_request_polls_running_and_a_lost_ref_fails_clearly() {
-    let emu = OpenAiImagesEmu::start(Some(KEY.into()), Duration::from_millis(500)).await;
-    let p = adapter(&emu, Some(KEY)).with_grace(Duration::from_millis(50));
-    let started = Instant::now();
-    let r = submit(&p, &task("slow", 1), "dall-e-2").await.unwrap();
-    assert!(
-        started.elapsed() < Duration::from_millis(400),
-        "submit waited for the images"
-    );
-    assert!(matches!(
-        p.poll(&r, 0).await.unwrap(),
-        PollOutcome::Running { .. }
-    ));
-    assert!(matches!(
-        poll_until_done(&p, &r).await,
-        PollOutcome::Succeeded(_)
-    ));
-
-    // After a restart the answer is gone: a clear failure, not a hang.
-    let restarted = adapter(&emu, Some(KEY));
-    let PollOutcome::Failed(why) = restarted.poll(&r, 0).await.unwrap() else {
-        panic!("expected a failure");
-    };
-    assert!(why.contains("submit the task again"), "{why}");
-
-    // A request that never ends is dropped on cancel.
-    let r = submit(&p, &task("NEVER done", 1), "dall-e-2")
-        .await
-        .unwrap();
-    assert!(matches!(
-        p.poll(&r, 0).await.unwrap(),
-        PollOutcome::Running { .. }
-    ));
-    p.cancel(&r).await.unwrap();
-    assert!(matches!(
-        p.poll(&r, 0).await.unwrap(),
-        PollOutcome::Failed(_)
-    ));
 }
 
 #[tokio::test]
@@ -251,17 +197,22 @@ async fn errors_are_classed() {
 }
 
 #[tokio::test]
-async fn a_late_refusal_fails_the_task_with_the_reason() {
-    let emu = OpenAiImagesEmu::start(Some(KEY.into()), Duration::ZERO).await;
-    let p = adapter(&emu, Some(KEY)).with_grace(Duration::from_millis(20));
+async fn a_slow_answer_is_awaited_and_a_slow_refusal_still_classed() {
+    let emu = OpenAiImagesEmu::start(Some(KEY.into()), Duration::from_millis(300)).await;
+    let p = adapter(&emu, Some(KEY));
+    assert_eq!(
+        submit(&p, &task("slow", 1), "dall-e-2")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     emu.inject(Fault::Delay(Duration::from_millis(200)));
-    let r = submit(&p, &task("FAIL later", 1), "dall-e-2")
-        .await
-        .unwrap();
-    let PollOutcome::Failed(why) = poll_until_done(&p, &r).await else {
-        panic!("expected a failure");
-    };
-    assert!(why.contains("content policy"), "{why}");
+    let err = submit(&p, &task("FAIL later", 1), "dall-e-2").await;
+    assert!(
+        matches!(&err, Err(ProviderError::Permanent(m)) if m.contains("content policy")),
+        "{err:?}"
+    );
 }
 
 #[test]

@@ -85,6 +85,10 @@ pub trait TaskStore: Send + Sync + 'static {
     /// need not wait for them to expire. Returns how many were released.
     async fn release_leases(&self, worker: &str) -> StoreResult<u64>;
 
+    /// Keep `worker`'s lease on task `id` until `until` (a long upstream
+    /// request under way). False: the lease is no longer `worker`'s.
+    async fn extend_lease(&self, id: Uuid, worker: &str, until: Millis) -> StoreResult<bool>;
+
     /// Resolves when another instance may have added work. Single-process
     /// backends never resolve; the engine's own wake-ups and timer suffice.
     async fn wait_for_work(&self) {

@@ -383,6 +383,17 @@ impl TaskStore for PgStore {
         Ok(done.rows_affected())
     }
 
+    async fn extend_lease(&self, id: Uuid, worker: &str, until: Millis) -> StoreResult<bool> {
+        let done =
+            sqlx::query("UPDATE tasks SET lease_until = $3 WHERE id = $1 AND lease_owner = $2")
+                .bind(id)
+                .bind(worker)
+                .bind(until)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn next_due_at(&self) -> StoreResult<Option<Millis>> {
         Ok(
             sqlx::query_scalar("SELECT min(due_at) FROM tasks WHERE due_at IS NOT NULL")

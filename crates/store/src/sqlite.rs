@@ -392,6 +392,19 @@ impl TaskStore for SqliteStore {
             .await
     }
 
+    async fn extend_lease(&self, id: Uuid, worker: &str, until: Millis) -> StoreResult<bool> {
+        let worker = worker.to_string();
+        self.writer
+            .write(move |conn| {
+                let n = conn.execute(
+                    "UPDATE tasks SET lease_until = ?3 WHERE id = ?1 AND lease_owner = ?2",
+                    params![id.as_bytes(), worker, until],
+                )?;
+                Ok(n == 1)
+            })
+            .await
+    }
+
     async fn next_due_at(&self) -> StoreResult<Option<Millis>> {
         Ok(
             sqlx::query_scalar("SELECT MIN(due_at) FROM tasks WHERE due_at IS NOT NULL")

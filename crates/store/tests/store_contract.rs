@@ -39,6 +39,7 @@ contract!(
     external_ids_are_unique_per_key,
     updates_are_compare_and_swap_and_terminal_is_final,
     claims_lease_and_expired_leases_are_retaken,
+    a_lease_is_extended_by_its_holder_only,
     listing_is_newest_first_per_dialect,
     concurrent_claimers_never_share_a_task,
     concurrent_creates_fail_alone,
@@ -236,6 +237,21 @@ async fn claims_lease_and_expired_leases_are_retaken(s: Arc<dyn TaskStore>) {
     // w1 died: its leases expire and another worker takes them.
     assert_eq!(s.claim_due("w3", 1100, 1000, 10).await.unwrap().len(), 2);
     assert_eq!(s.next_due_at().await.unwrap(), Some(100));
+}
+
+async fn a_lease_is_extended_by_its_holder_only(s: Arc<dyn TaskStore>) {
+    let owner = Uuid::now_v7();
+    s.create_task(owner, &new_task(None), 100, 10_000)
+        .await
+        .unwrap();
+    let task = s.claim_due("w1", 100, 1000, 10).await.unwrap().remove(0);
+    // w1's request runs long: it keeps the task past the first lease.
+    assert!(s.extend_lease(task.id, "w1", 5000).await.unwrap());
+    assert!(!s.extend_lease(task.id, "w2", 9000).await.unwrap());
+    assert!(s.claim_due("w2", 4000, 1000, 10).await.unwrap().is_empty());
+    assert_eq!(s.claim_due("w2", 5000, 1000, 10).await.unwrap().len(), 1);
+    // Now w2's: w1 can no longer extend it.
+    assert!(!s.extend_lease(task.id, "w1", 9000).await.unwrap());
 }
 
 async fn listing_is_newest_first_per_dialect(s: Arc<dyn TaskStore>) {
