@@ -33,7 +33,7 @@ fn completed(dialect: Dialect) -> Task {
                 artifact(ArtifactRole::LastFrame, 0),
             ],
         ),
-        Dialect::Kling => (
+        Dialect::Kling | Dialect::Gengate => (
             TaskKind::Image,
             (0..4).map(|i| artifact(ArtifactRole::Image, i)).collect(),
         ),

@@ -67,6 +67,8 @@ impl TaskState {
 pub enum Dialect {
     Luma,
     Kling,
+    /// gengate's own provider-neutral API (`/v1/tasks`).
+    Gengate,
 }
 
 impl Dialect {
@@ -74,6 +76,7 @@ impl Dialect {
         match self {
             Dialect::Luma => "luma",
             Dialect::Kling => "kling",
+            Dialect::Gengate => "gengate",
         }
     }
 
@@ -81,12 +84,12 @@ impl Dialect {
     pub fn model_field(self) -> &'static str {
         match self {
             Dialect::Luma => "model_name",
-            Dialect::Kling => "model",
+            Dialect::Kling | Dialect::Gengate => "model",
         }
     }
 
     pub fn parse(s: &str) -> Option<Dialect> {
-        [Dialect::Luma, Dialect::Kling]
+        [Dialect::Luma, Dialect::Kling, Dialect::Gengate]
             .into_iter()
             .find(|d| d.as_str() == s)
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use gengate_core::{
     ApiKey, ChannelSpec, Delivery, DeliveryAttempt, DeliveryOutcome, Dialect, Millis, NewTask,
-    Task, TaskEvent, TaskUpdate,
+    Task, TaskEvent, TaskState, TaskUpdate,
 };
 use uuid::Uuid;
 
@@ -30,6 +30,18 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Which tasks [`TaskStore::page_tasks`] answers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskFilter {
+    pub state: Option<TaskState>,
+    pub model: Option<String>,
+    /// Created strictly after this.
+    pub created_after: Option<Millis>,
+    /// Strictly after this position in the newest-first order: older than
+    /// `created_at`, or as old with a smaller id (a page's last task).
+    pub before: Option<(Millis, Uuid)>,
+}
+
 #[async_trait]
 pub trait TaskStore: Send + Sync + 'static {
     /// Store a new task and its first event in one transaction.
@@ -51,6 +63,28 @@ pub trait TaskStore: Send + Sync + 'static {
         dialect: Dialect,
         ids: &[Uuid],
     ) -> StoreResult<Vec<Task>>;
+
+    /// Tasks of `owner` among `ids`, whatever dialect made them, in no given order.
+    async fn get_owned_tasks(&self, owner: Uuid, ids: &[Uuid]) -> StoreResult<Vec<Task>>;
+
+    /// Up to `limit` of `owner`'s tasks (every dialect) matching `filter`,
+    /// newest first: by `created_at` then `id`, both descending, a total
+    /// order, so paging by position never skips or repeats a task.
+    async fn page_tasks(
+        &self,
+        owner: Uuid,
+        filter: &TaskFilter,
+        limit: u32,
+    ) -> StoreResult<Vec<Task>>;
+
+    /// Clear task `id`'s `external_id` if it is still `external_id` (an
+    /// expired idempotency key, free for a new task). `false` otherwise.
+    async fn forget_external_id(
+        &self,
+        owner: Uuid,
+        id: Uuid,
+        external_id: &str,
+    ) -> StoreResult<bool>;
 
     /// The task `owner` created with this `external_task_id`.
     async fn get_task_by_external_id(

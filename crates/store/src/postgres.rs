@@ -16,13 +16,17 @@ use sqlx::{AssertSqlSafe, Postgres, Transaction};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::{StoreError, StoreResult, TaskStore, row};
+use crate::{StoreError, StoreResult, TaskFilter, TaskStore, row};
 
 /// Migrations, in order; each runs once, recorded in `schema_migrations`.
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_initial.sql")),
     (2, include_str!("../migrations/postgres/0002_callbacks.sql")),
     (3, include_str!("../migrations/postgres/0003_channels.sql")),
+    (
+        4,
+        include_str!("../migrations/postgres/0004_task_listing.sql"),
+    ),
 ];
 
 /// The channel new work is announced on.
@@ -290,6 +294,88 @@ impl TaskStore for PgStore {
         .iter()
         .map(row::task)
         .collect()
+    }
+
+    async fn get_owned_tasks(&self, owner: Uuid, ids: &[Uuid]) -> StoreResult<Vec<Task>> {
+        sqlx::query(sql!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE id = ANY($1) AND owner = $2"
+        ))
+        .bind(ids)
+        .bind(owner)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(row::task)
+        .collect()
+    }
+
+    async fn page_tasks(
+        &self,
+        owner: Uuid,
+        filter: &TaskFilter,
+        limit: u32,
+    ) -> StoreResult<Vec<Task>> {
+        // Only the conditions asked for, so the position is an index range
+        // (not a filter); conditions are constants and every value is bound.
+        let mut sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE owner = $1");
+        let mut n = 1;
+        let mut next = || {
+            n += 1;
+            n
+        };
+        if filter.state.is_some() {
+            sql.push_str(&format!(" AND state = ${}", next()));
+        }
+        if filter.model.is_some() {
+            sql.push_str(&format!(" AND model = ${}", next()));
+        }
+        if filter.created_after.is_some() {
+            sql.push_str(&format!(" AND created_at > ${}", next()));
+        }
+        if filter.before.is_some() {
+            let (a, b) = (next(), next());
+            sql.push_str(&format!(" AND (created_at, id) < (${a}, ${b})"));
+        }
+        sql.push_str(&format!(
+            " ORDER BY created_at DESC, id DESC LIMIT ${}",
+            next()
+        ));
+        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(owner);
+        if let Some(st) = filter.state {
+            q = q.bind(st.as_str());
+        }
+        if let Some(m) = &filter.model {
+            q = q.bind(m.clone());
+        }
+        if let Some(t) = filter.created_after {
+            q = q.bind(t);
+        }
+        if let Some((at, id)) = filter.before {
+            q = q.bind(at).bind(id);
+        }
+        q.bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(row::task)
+            .collect()
+    }
+
+    async fn forget_external_id(
+        &self,
+        owner: Uuid,
+        id: Uuid,
+        external_id: &str,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE tasks SET external_id = NULL WHERE id = $1 AND owner = $2 AND external_id = $3",
+        )
+        .bind(id)
+        .bind(owner)
+        .bind(external_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn get_task_by_external_id(

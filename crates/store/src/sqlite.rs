@@ -15,7 +15,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use uuid::Uuid;
 
 use crate::sqlite_writer::Writer;
-use crate::{StoreError, StoreResult, TaskStore, row};
+use crate::{StoreError, StoreResult, TaskFilter, TaskStore, row};
 
 /// SQL built from constants (column lists, placeholders), never from input.
 macro_rules! sql {
@@ -27,6 +27,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_initial.sql")),
     (2, include_str!("../migrations/sqlite/0002_callbacks.sql")),
     (3, include_str!("../migrations/sqlite/0003_channels.sql")),
+    (
+        4,
+        include_str!("../migrations/sqlite/0004_task_listing.sql"),
+    ),
 ];
 
 const DELIVERY_COLUMNS: &str = "id, event_id, event_state, event_at, task_id, owner, seq, url, \
@@ -297,6 +301,85 @@ impl TaskStore for SqliteStore {
             .iter()
             .map(row::task)
             .collect()
+    }
+
+    async fn get_owned_tasks(&self, owner: Uuid, ids: &[Uuid]) -> StoreResult<Vec<Task>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let marks = vec!["?"; ids.len()].join(",");
+        // Placeholders only; `+owner` keeps the planner on the primary key.
+        let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id IN ({marks}) AND +owner = ?");
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for id in ids {
+            q = q.bind(id.as_bytes().as_slice());
+        }
+        q.bind(owner.as_bytes().as_slice())
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map(row::task)
+            .collect()
+    }
+
+    async fn page_tasks(
+        &self,
+        owner: Uuid,
+        filter: &TaskFilter,
+        limit: u32,
+    ) -> StoreResult<Vec<Task>> {
+        // Conditions are constants; every value is bound.
+        let mut sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE owner = ?");
+        if filter.state.is_some() {
+            sql.push_str(" AND state = ?");
+        }
+        if filter.model.is_some() {
+            sql.push_str(" AND model = ?");
+        }
+        if filter.created_after.is_some() {
+            sql.push_str(" AND created_at > ?");
+        }
+        if filter.before.is_some() {
+            sql.push_str(" AND (created_at, id) < (?, ?)");
+        }
+        sql.push_str(" ORDER BY created_at DESC, id DESC LIMIT ?");
+        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(owner.as_bytes().as_slice());
+        if let Some(st) = filter.state {
+            q = q.bind(st.as_str());
+        }
+        if let Some(m) = &filter.model {
+            q = q.bind(m.as_str());
+        }
+        if let Some(t) = filter.created_after {
+            q = q.bind(t);
+        }
+        if let Some((at, id)) = filter.before {
+            q = q.bind(at).bind(id.as_bytes().to_vec());
+        }
+        q.bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map(row::task)
+            .collect()
+    }
+
+    async fn forget_external_id(
+        &self,
+        owner: Uuid,
+        id: Uuid,
+        external_id: &str,
+    ) -> StoreResult<bool> {
+        let external_id = external_id.to_string();
+        self.writer
+            .write(move |conn| {
+                let n = conn.execute(
+                    "UPDATE tasks SET external_id = NULL WHERE id = ?1 AND owner = ?2 AND external_id = ?3",
+                    params![id.as_bytes(), owner.as_bytes(), external_id],
+                )?;
+                Ok(n == 1)
+            })
+            .await
     }
 
     async fn get_task_by_external_id(

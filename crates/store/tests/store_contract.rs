@@ -8,7 +8,7 @@ use gengate_core::{
     ChannelSpec, Credentials, Dialect, GenerationRequest, NewTask, ProviderKind, TaskKind,
     TaskState, TaskUpdate,
 };
-use gengate_store::{StoreError, TaskStore};
+use gengate_store::{StoreError, TaskFilter, TaskStore};
 use uuid::Uuid;
 
 /// Runs each contract test once per backend.
@@ -46,6 +46,9 @@ contract!(
     in_flight_is_counted_per_channel,
     channels_are_created_listed_and_updated_by_name,
     gateway_secrets_are_made_once,
+    pages_cover_every_dialect_by_position_with_filters,
+    owned_tasks_of_any_dialect_by_id,
+    an_external_id_is_forgotten_only_as_asked,
 );
 
 fn new_task(ext: Option<&str>) -> NewTask {
@@ -480,4 +483,116 @@ async fn postgres_instances_share_secrets_and_channels() {
     };
     instances_share_secrets_and_channels(&db.url).await;
     db.drop_db().await;
+}
+
+/// Tasks of two dialects, some sharing a creation time: pages by position
+/// cover each exactly once, newest first, whatever is inserted meanwhile,
+/// and the filters apply.
+async fn pages_cover_every_dialect_by_position_with_filters(s: Arc<dyn TaskStore>) {
+    let owner = Uuid::now_v7();
+    let mut made = Vec::new();
+    for i in 0..30i64 {
+        let mut n = new_task(None);
+        if i % 3 == 0 {
+            n.dialect = Dialect::Luma;
+            n.model = "ray-2".into();
+        }
+        // Three tasks per millisecond: ties are broken by id.
+        made.push(s.create_task(owner, &n, 1000 + i / 3, 9000).await.unwrap());
+    }
+    s.create_task(Uuid::now_v7(), &new_task(None), 1005, 9000)
+        .await
+        .unwrap();
+    let mut expected = made.clone();
+    expected.sort_by(|a, b| (b.created_at, b.id).cmp(&(a.created_at, a.id)));
+    let (mut seen, mut filter) = (Vec::new(), TaskFilter::default());
+    loop {
+        let page = s.page_tasks(owner, &filter, 7).await.unwrap();
+        // An insert between pages lands before the position: never seen twice.
+        s.create_task(owner, &new_task(None), 5000, 9000)
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        filter.before = Some((last.created_at, last.id));
+        seen.extend(page.iter().map(|t| t.id));
+    }
+    assert_eq!(seen, expected.iter().map(|t| t.id).collect::<Vec<_>>());
+
+    let luma = TaskFilter {
+        model: Some("ray-2".into()),
+        ..TaskFilter::default()
+    };
+    let page = s.page_tasks(owner, &luma, 100).await.unwrap();
+    assert_eq!(page.len(), 10);
+    assert!(page.iter().all(|t| t.dialect == Dialect::Luma));
+    let recent = TaskFilter {
+        created_after: Some(1008),
+        state: Some(TaskState::Pending),
+        ..TaskFilter::default()
+    };
+    let page = s.page_tasks(owner, &recent, 100).await.unwrap();
+    // 1009 (three tasks) and the six inserted at 5000 (one per page read).
+    assert_eq!(page.len(), 9, "{page:?}");
+    let done = TaskFilter {
+        state: Some(TaskState::Completed),
+        ..TaskFilter::default()
+    };
+    assert!(s.page_tasks(owner, &done, 100).await.unwrap().is_empty());
+}
+
+async fn owned_tasks_of_any_dialect_by_id(s: Arc<dyn TaskStore>) {
+    let owner = Uuid::now_v7();
+    let kling = s.create_task(owner, &new_task(None), 1, 9).await.unwrap();
+    let mut l = new_task(None);
+    l.dialect = Dialect::Luma;
+    let luma = s.create_task(owner, &l, 1, 9).await.unwrap();
+    let foreign = s
+        .create_task(Uuid::now_v7(), &new_task(None), 1, 9)
+        .await
+        .unwrap();
+    let mut got: Vec<Uuid> = s
+        .get_owned_tasks(owner, &[kling.id, luma.id, foreign.id, Uuid::now_v7()])
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.id)
+        .collect();
+    got.sort();
+    let mut want = vec![kling.id, luma.id];
+    want.sort();
+    assert_eq!(got, want);
+    assert!(s.get_owned_tasks(owner, &[]).await.unwrap().is_empty());
+}
+
+async fn an_external_id_is_forgotten_only_as_asked(s: Arc<dyn TaskStore>) {
+    let (owner, other) = (Uuid::now_v7(), Uuid::now_v7());
+    let t = s
+        .create_task(owner, &new_task(Some("k")), 1, 9)
+        .await
+        .unwrap();
+    // Not another key's, not another value.
+    assert!(!s.forget_external_id(other, t.id, "k").await.unwrap());
+    assert!(!s.forget_external_id(owner, t.id, "j").await.unwrap());
+    assert!(
+        s.get_task_by_external_id(owner, "k")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(s.forget_external_id(owner, t.id, "k").await.unwrap());
+    assert!(
+        s.get_task_by_external_id(owner, "k")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        s.get_task(owner, t.id).await.unwrap().unwrap().external_id,
+        None
+    );
+    // The id is free again.
+    s.create_task(owner, &new_task(Some("k")), 2, 9)
+        .await
+        .unwrap();
+    assert!(!s.forget_external_id(owner, t.id, "k").await.unwrap());
 }

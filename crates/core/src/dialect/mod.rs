@@ -4,3 +4,4 @@
 
 pub mod kling;
 pub mod luma;
+pub mod tasks;

@@ -1,0 +1,856 @@
+//! gengate's own provider-neutral task API (`/v1/tasks`): request parsing,
+//! the task object, list cursors. Tasks of every dialect render here.
+//!
+//! A create body is `{model, kind?, input, callback_url?}`; `input` is the
+//! normalized [`GenerationRequest`] in client words:
+//!
+//! | field | rule |
+//! |---|---|
+//! | `prompt` | required, at most 5000 characters |
+//! | `negative_prompt` | at most 2000 characters |
+//! | `aspect_ratio` | `W:H`, each 1 to 100, default `16:9` |
+//! | `n` | images: 1 to 9 (default 1); videos: 1 |
+//! | `seed` | an unsigned integer |
+//! | `images` | up to 4 of `{url, role}`: role `reference` (images) or `start` / `end` (videos, once each); http(s) URLs fetched at dispatch |
+//! | `image_fidelity` | images with a reference image: 0 to 1 |
+//! | `duration` | videos: 1 to 60 seconds |
+//! | `resolution` | videos: 540p, 720p, 1080p or 4k |
+//! | `loop` | videos |
+//! | `expand_prompt` | let the upstream enrich the prompt |
+//! | `extend_from` | videos: id of a completed video task of the same key to continue (it runs on that task's channel) |
+//!
+//! `kind` (`image` | `video`) may be left out: a video-only input makes it
+//! a video; otherwise the model's kind when its channels make only one.
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::request::{GenerationRequest, ImageRole, ImageSource, InputImage, aspect_parts};
+use crate::task::{Dialect, Millis, NewTask, Task, TaskKind, TaskState};
+use crate::time::rfc3339_ms;
+use crate::validate::{http_url, max_chars, optional_text, optional_url, parse_json};
+
+pub const MAX_PROMPT_CHARS: usize = 5000;
+pub const MAX_NEGATIVE_PROMPT_CHARS: usize = 2000;
+pub const MAX_MODEL_CHARS: usize = 128;
+pub const MAX_N: u32 = 9;
+pub const MAX_IMAGES: usize = 4;
+pub const MAX_DURATION_SECS: u32 = 60;
+pub const MAX_ASPECT_PART: u32 = 100;
+pub const RESOLUTIONS: &[&str] = &["540p", "720p", "1080p", "4k"];
+pub const DEFAULT_ASPECT_RATIO: &str = "16:9";
+/// The batch get takes this many ids at most.
+pub const MAX_BATCH_IDS: usize = 100;
+pub const DEFAULT_LIMIT: u32 = 20;
+pub const MAX_LIMIT: u32 = 100;
+pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
+/// How long an `Idempotency-Key` answers its first task.
+pub const IDEMPOTENCY_WINDOW_MS: Millis = 24 * 3600 * 1000;
+
+/// The input fields each kind accepts (shown by `GET /v1/models`).
+pub const IMAGE_INPUTS: &[&str] = &[
+    "prompt",
+    "negative_prompt",
+    "aspect_ratio",
+    "n",
+    "seed",
+    "images[role=reference]",
+    "image_fidelity",
+    "expand_prompt",
+];
+pub const VIDEO_INPUTS: &[&str] = &[
+    "prompt",
+    "negative_prompt",
+    "aspect_ratio",
+    "seed",
+    "images[role=start]",
+    "images[role=end]",
+    "duration",
+    "resolution",
+    "loop",
+    "expand_prompt",
+    "extend_from",
+];
+
+/// `POST /v1/tasks`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTask {
+    /// A model some channel serves (see `GET /v1/models`).
+    pub model: Option<String>,
+    /// `image` or `video`; inferred when left out (see the input rules).
+    pub kind: Option<String>,
+    pub input: Option<TaskInput>,
+    /// Where every state change is POSTed (signed, Standard Webhooks).
+    pub callback_url: Option<String>,
+}
+
+/// What to generate.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskInput {
+    /// Required, at most 5000 characters.
+    pub prompt: Option<String>,
+    /// At most 2000 characters.
+    pub negative_prompt: Option<String>,
+    /// `W:H` (each 1 to 100), default 16:9.
+    pub aspect_ratio: Option<String>,
+    /// Images: 1 to 9, default 1. Videos: 1.
+    pub n: Option<u32>,
+    pub seed: Option<u64>,
+    /// Up to 4 input images by URL.
+    pub images: Option<Vec<ImageInput>>,
+    /// 0 to 1: how close an image stays to its reference image.
+    pub image_fidelity: Option<f64>,
+    /// Video length in seconds, 1 to 60.
+    pub duration: Option<u32>,
+    /// Video resolution: 540p, 720p, 1080p or 4k.
+    pub resolution: Option<String>,
+    /// A video that loops.
+    #[serde(rename = "loop")]
+    pub loop_video: Option<bool>,
+    pub expand_prompt: Option<bool>,
+    /// Id of a completed video task of this key to continue.
+    pub extend_from: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImageInput {
+    /// An http(s) URL, fetched when the task is dispatched (jpg or png, at most 10 MB).
+    pub url: Option<String>,
+    /// `reference` (images), `start` or `end` (first and last frame of a video).
+    pub role: Option<String>,
+}
+
+/// `POST /v1/tasks/batch-get`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct BatchGet {
+    /// 1 to 100 task ids.
+    pub ids: Option<Vec<String>>,
+}
+
+fn role_name(r: ImageRole) -> &'static str {
+    match r {
+        ImageRole::Reference => "reference",
+        ImageRole::Start => "start",
+        ImageRole::End => "end",
+    }
+}
+
+/// The video-only input that makes a task a video, if any.
+fn video_only_field(i: &TaskInput) -> Option<&'static str> {
+    let frames = i
+        .images
+        .iter()
+        .flatten()
+        .any(|im| matches!(im.role.as_deref(), Some("start" | "end")));
+    if i.duration.is_some() {
+        Some("duration")
+    } else if i.resolution.is_some() {
+        Some("resolution")
+    } else if i.loop_video.is_some() {
+        Some("loop")
+    } else if i.extend_from.is_some() {
+        Some("extend_from")
+    } else if frames {
+        Some("images")
+    } else {
+        None
+    }
+}
+
+fn no(field: &str, kind: TaskKind) -> ApiError {
+    ApiError::validation(
+        format!("input.{field}"),
+        format!("does not apply to {} tasks", kind.as_str()),
+    )
+}
+
+/// Parse a create body. `kind_of_model` answers the one kind a model's
+/// channels make, when there is one; it decides a task that does not say.
+pub fn parse_create(
+    body: &[u8],
+    kind_of_model: impl FnOnce(&str) -> Option<TaskKind>,
+) -> Result<NewTask, ApiError> {
+    let b: CreateTask = parse_json(body)?;
+    let model = b
+        .model
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| ApiError::validation("model", "is required"))?;
+    if model.chars().count() > MAX_MODEL_CHARS
+        || model.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(ApiError::validation(
+            "model",
+            format!("must be 1 to {MAX_MODEL_CHARS} characters without spaces"),
+        ));
+    }
+    let input = b
+        .input
+        .ok_or_else(|| ApiError::validation("input", "is required"))?;
+    let kind = match b.kind.as_deref() {
+        Some(k) => TaskKind::parse(k).ok_or_else(|| {
+            ApiError::validation("kind", format!("must be image or video (got {k:?})"))
+        })?,
+        None => match video_only_field(&input) {
+            Some(_) => TaskKind::Video,
+            None => kind_of_model(&model).ok_or_else(|| {
+                ApiError::validation(
+                    "kind",
+                    format!("is required: model {model:?} makes both images and videos"),
+                )
+            })?,
+        },
+    };
+    let video = kind == TaskKind::Video;
+    let prompt = input
+        .prompt
+        .ok_or_else(|| ApiError::validation("input.prompt", "is required"))?;
+    if prompt.trim().is_empty() {
+        return Err(ApiError::validation("input.prompt", "must not be empty"));
+    }
+    max_chars("input.prompt", &prompt, MAX_PROMPT_CHARS)?;
+    let negative_prompt = optional_text(
+        "input.negative_prompt",
+        input.negative_prompt,
+        MAX_NEGATIVE_PROMPT_CHARS,
+    )?;
+    let aspect_ratio = input
+        .aspect_ratio
+        .unwrap_or_else(|| DEFAULT_ASPECT_RATIO.into());
+    match aspect_parts(&aspect_ratio) {
+        Some((w, h)) if w <= MAX_ASPECT_PART && h <= MAX_ASPECT_PART => {}
+        _ => {
+            return Err(ApiError::validation(
+                "input.aspect_ratio",
+                format!("must be W:H with each from 1 to {MAX_ASPECT_PART} (got {aspect_ratio:?})"),
+            ));
+        }
+    }
+    let n = input.n.unwrap_or(1);
+    if video && n != 1 {
+        return Err(ApiError::validation("input.n", "must be 1 for video tasks"));
+    }
+    if !(1..=MAX_N).contains(&n) {
+        return Err(ApiError::validation(
+            "input.n",
+            format!("must be between 1 and {MAX_N} (got {n})"),
+        ));
+    }
+    let raw_images = input.images.unwrap_or_default();
+    if raw_images.len() > MAX_IMAGES {
+        return Err(ApiError::validation(
+            "input.images",
+            format!("must list at most {MAX_IMAGES} images"),
+        ));
+    }
+    let mut images = Vec::with_capacity(raw_images.len());
+    for (i, im) in raw_images.into_iter().enumerate() {
+        let field = |f: &str| format!("input.images[{i}].{f}");
+        let role = match im.role.as_deref() {
+            None if video => ImageRole::Start,
+            None | Some("reference") => ImageRole::Reference,
+            Some("start") => ImageRole::Start,
+            Some("end") => ImageRole::End,
+            Some(other) => {
+                return Err(ApiError::validation(
+                    field("role"),
+                    format!("must be reference, start or end (got {other:?})"),
+                ));
+            }
+        };
+        if video == (role == ImageRole::Reference) {
+            return Err(ApiError::validation(
+                field("role"),
+                format!(
+                    "{} does not apply to {} tasks",
+                    role_name(role),
+                    kind.as_str()
+                ),
+            ));
+        }
+        if video && images.iter().any(|x: &InputImage| x.role == role) {
+            return Err(ApiError::validation(
+                field("role"),
+                format!("a video takes one {} image", role_name(role)),
+            ));
+        }
+        let url = im
+            .url
+            .ok_or_else(|| ApiError::validation(field("url"), "is required"))?;
+        images.push(InputImage {
+            role,
+            source: ImageSource::Url {
+                url: http_url(&field("url"), &url)?,
+            },
+        });
+    }
+    if let Some(f) = input.image_fidelity {
+        if video {
+            return Err(no("image_fidelity", kind));
+        }
+        if !(0.0..=1.0).contains(&f) {
+            return Err(ApiError::validation(
+                "input.image_fidelity",
+                format!("must be between 0 and 1 (got {f})"),
+            ));
+        }
+    }
+    if !video {
+        for (set, f) in [
+            (input.duration.is_some(), "duration"),
+            (input.resolution.is_some(), "resolution"),
+            (input.loop_video.is_some(), "loop"),
+            (input.extend_from.is_some(), "extend_from"),
+        ] {
+            if set {
+                return Err(no(f, kind));
+            }
+        }
+    }
+    if let Some(d) = input.duration
+        && !(1..=MAX_DURATION_SECS).contains(&d)
+    {
+        return Err(ApiError::validation(
+            "input.duration",
+            format!("must be 1 to {MAX_DURATION_SECS} seconds (got {d})"),
+        ));
+    }
+    if let Some(r) = &input.resolution
+        && !RESOLUTIONS.contains(&r.as_str())
+    {
+        return Err(ApiError::validation(
+            "input.resolution",
+            format!("must be one of {} (got {r:?})", RESOLUTIONS.join(", ")),
+        ));
+    }
+    let extend_from = match input.extend_from {
+        None => None,
+        Some(s) => Some(Uuid::try_parse(&s).map_err(|_| {
+            ApiError::validation("input.extend_from", format!("{s:?} is not a task id"))
+        })?),
+    };
+    Ok(NewTask {
+        dialect: Dialect::Gengate,
+        kind,
+        model,
+        request: GenerationRequest {
+            prompt,
+            negative_prompt,
+            aspect_ratio,
+            n,
+            seed: input.seed,
+            images,
+            image_fidelity: input.image_fidelity,
+            expand_prompt: input.expand_prompt,
+            loop_video: input.loop_video,
+            resolution: input.resolution,
+            duration_secs: input.duration,
+            extend_from,
+        },
+        callback_url: optional_url("callback_url", b.callback_url)?,
+        external_id: None,
+        channel: None,
+    })
+}
+
+/// Make `new` a continuation of `parent` (its `extend_from`): the parent
+/// must be a completed video of the same key; the task runs on its channel
+/// and keeps its frame.
+pub fn follow(new: &mut NewTask, parent: &Task) -> Result<(), ApiError> {
+    if parent.kind != TaskKind::Video || parent.state != TaskState::Completed {
+        return Err(ApiError::Conflict(format!(
+            "input.extend_from: task {} is a {} {} task; only a completed video can be extended",
+            parent.id,
+            parent.state.as_str(),
+            parent.kind.as_str()
+        )));
+    }
+    new.channel = parent.channel.clone();
+    new.request.aspect_ratio = parent.request.aspect_ratio.clone();
+    if new.request.resolution.is_none() {
+        new.request.resolution = parent.request.resolution.clone();
+    }
+    Ok(())
+}
+
+/// Whether an existing task is what `new` asks for: the same normalized
+/// request (an `Idempotency-Key` replay), not merely the same bytes.
+pub fn same_request(task: &Task, new: &NewTask) -> bool {
+    task.dialect == new.dialect
+        && task.kind == new.kind
+        && task.model == new.model
+        && task.request == new.request
+        && task.callback_url == new.callback_url
+}
+
+/// Check an `Idempotency-Key` header value.
+pub fn idempotency_key(value: &str) -> Result<&str, ApiError> {
+    let field = "Idempotency-Key";
+    if value.trim().is_empty() {
+        return Err(ApiError::validation(field, "must not be empty"));
+    }
+    max_chars(field, value, MAX_IDEMPOTENCY_KEY_CHARS)?;
+    Ok(value)
+}
+
+/// Parse a batch get: 1..=100 UUIDs, duplicates kept once, order kept.
+pub fn parse_batch(body: &[u8]) -> Result<Vec<Uuid>, ApiError> {
+    let b: BatchGet = parse_json(body)?;
+    let ids = b
+        .ids
+        .ok_or_else(|| ApiError::validation("ids", "is required"))?;
+    if ids.is_empty() {
+        return Err(ApiError::validation("ids", "must name at least one id"));
+    }
+    if ids.len() > MAX_BATCH_IDS {
+        return Err(ApiError::validation(
+            "ids",
+            format!("must name at most {MAX_BATCH_IDS} ids (got {})", ids.len()),
+        ));
+    }
+    let mut out: Vec<Uuid> = Vec::with_capacity(ids.len());
+    for (i, s) in ids.iter().enumerate() {
+        let id = Uuid::try_parse(s).map_err(|_| {
+            ApiError::validation(format!("ids[{i}]"), format!("{s:?} is not a task id"))
+        })?;
+        if !out.contains(&id) {
+            out.push(id);
+        }
+    }
+    Ok(out)
+}
+
+// ---- listing -----------------------------------------------------------------
+
+/// `GET /v1/tasks` query parameters.
+#[derive(Debug, Default, Deserialize, ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only tasks in this state: pending, processing, completed, failed, canceled.
+    pub state: Option<String>,
+    /// Only tasks of this model.
+    pub model: Option<String>,
+    /// Only tasks created after this instant: RFC 3339, or Unix milliseconds.
+    pub created_after: Option<String>,
+    /// 1 to 100, default 20.
+    pub limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// A list request, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListParams {
+    pub state: Option<TaskState>,
+    pub model: Option<String>,
+    pub created_after: Option<Millis>,
+    pub limit: u32,
+    /// Tasks strictly older than this position (created_at, id), newest first.
+    pub before: Option<(Millis, Uuid)>,
+}
+
+impl ListQuery {
+    pub fn check(self) -> Result<ListParams, ApiError> {
+        let state = match self.state.as_deref() {
+            None | Some("") => None,
+            Some(s) => Some(TaskState::parse(s).ok_or_else(|| {
+                ApiError::validation(
+                    "state",
+                    format!(
+                        "must be one of pending, processing, completed, failed, canceled (got {s:?})"
+                    ),
+                )
+            })?),
+        };
+        let model = self.model.filter(|m| !m.is_empty());
+        if let Some(m) = &model {
+            max_chars("model", m, MAX_MODEL_CHARS)?;
+        }
+        let created_after = match self.created_after.as_deref() {
+            None | Some("") => None,
+            Some(s) => Some(parse_instant(s).ok_or_else(|| {
+                ApiError::validation(
+                    "created_after",
+                    format!("must be an RFC 3339 time or Unix milliseconds (got {s:?})"),
+                )
+            })?),
+        };
+        let limit = match self.limit.as_deref() {
+            None | Some("") => DEFAULT_LIMIT,
+            Some(s) => match s.parse::<u32>() {
+                Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+                _ => {
+                    return Err(ApiError::validation(
+                        "limit",
+                        format!("must be an integer from 1 to {MAX_LIMIT} (got {s:?})"),
+                    ));
+                }
+            },
+        };
+        let before =
+            match self.cursor.as_deref() {
+                None | Some("") => None,
+                Some(c) => Some(decode_cursor(c).ok_or_else(|| {
+                    ApiError::validation("cursor", "is not a cursor this API gave")
+                })?),
+            };
+        Ok(ListParams {
+            state,
+            model,
+            created_after,
+            limit,
+            before,
+        })
+    }
+}
+
+fn parse_instant(s: &str) -> Option<Millis> {
+    if let Ok(ms) = s.parse::<i64>() {
+        return Some(ms);
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+/// The position after `task` in the newest-first order, opaque to clients:
+/// base64url of its creation time and id. Paging by position, not offset,
+/// keeps pages stable while tasks are added.
+pub fn encode_cursor(task: &Task) -> String {
+    let mut raw = Vec::with_capacity(24);
+    raw.extend_from_slice(&task.created_at.to_be_bytes());
+    raw.extend_from_slice(task.id.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+pub fn decode_cursor(s: &str) -> Option<(Millis, Uuid)> {
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .ok()?;
+    if raw.len() != 24 {
+        return None;
+    }
+    let at = i64::from_be_bytes(raw[..8].try_into().ok()?);
+    Some((at, Uuid::from_slice(&raw[8..]).ok()?))
+}
+
+// ---- the task object ---------------------------------------------------------
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GengateTask {
+    pub id: Uuid,
+    /// Always "task".
+    pub object: &'static str,
+    /// The API the task was made through: gengate, luma or kling.
+    pub dialect: &'static str,
+    pub model: String,
+    /// image or video.
+    pub kind: &'static str,
+    /// pending, processing, completed, failed or canceled.
+    pub state: &'static str,
+    /// 0 to 100, as the upstream reports it.
+    pub progress: u8,
+    pub input: InputView,
+    pub callback_url: Option<String>,
+    /// The results, in gengate's storage; empty until completed.
+    pub outputs: Vec<OutputView>,
+    /// Why the task failed or was canceled.
+    pub failure_reason: Option<String>,
+    /// The Kling `external_task_id` of a Kling task.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    /// Sequence number of the task's last event (see `/v1/tasks/{id}/events`).
+    pub last_event_seq: i64,
+    pub created_at: String,
+    pub updated_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InputView {
+    pub prompt: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub negative_prompt: Option<String>,
+    pub aspect_ratio: String,
+    pub n: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    pub images: Vec<ImageView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_fidelity: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<String>,
+    #[serde(rename = "loop", skip_serializing_if = "Option::is_none")]
+    pub loop_video: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expand_prompt: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extend_from: Option<Uuid>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImageView {
+    /// reference, start or end.
+    pub role: &'static str,
+    /// The URL given; absent for an image uploaded inline (through Kling).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OutputView {
+    /// video, image, thumbnail or last_frame.
+    pub role: &'static str,
+    /// Position among outputs of the same role.
+    pub index: u32,
+    pub url: String,
+    pub content_type: String,
+    pub width: u32,
+    pub height: u32,
+    /// Seconds, for videos.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration: Option<f64>,
+}
+
+fn artifact_role(r: crate::task::ArtifactRole) -> &'static str {
+    use crate::task::ArtifactRole::*;
+    match r {
+        Video => "video",
+        Image => "image",
+        Thumbnail => "thumbnail",
+        LastFrame => "last_frame",
+    }
+}
+
+pub fn render(task: &Task, files_base: &str) -> GengateTask {
+    let r = &task.request;
+    let complete = task.state == TaskState::Completed;
+    GengateTask {
+        id: task.id,
+        object: "task",
+        dialect: task.dialect.as_str(),
+        model: task.model.clone(),
+        kind: task.kind.as_str(),
+        state: task.state.as_str(),
+        progress: task.progress,
+        input: InputView {
+            prompt: r.prompt.clone(),
+            negative_prompt: r.negative_prompt.clone(),
+            aspect_ratio: r.aspect_ratio.clone(),
+            n: r.n,
+            seed: r.seed,
+            images: r
+                .images
+                .iter()
+                .map(|i| ImageView {
+                    role: role_name(i.role),
+                    url: match &i.source {
+                        ImageSource::Url { url } => Some(url.clone()),
+                        ImageSource::Stored { .. } => None,
+                    },
+                })
+                .collect(),
+            image_fidelity: r.image_fidelity,
+            duration: r.duration_secs,
+            resolution: r.resolution.clone(),
+            loop_video: r.loop_video,
+            expand_prompt: r.expand_prompt,
+            extend_from: r.extend_from,
+        },
+        callback_url: task.callback_url.clone(),
+        outputs: if complete {
+            task.artifacts
+                .iter()
+                .map(|a| OutputView {
+                    role: artifact_role(a.role),
+                    index: a.index,
+                    url: format!("{files_base}/{}", a.key),
+                    content_type: a.content_type.clone(),
+                    width: a.width,
+                    height: a.height,
+                    duration: a.duration_secs,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
+        failure_reason: matches!(task.state, TaskState::Failed | TaskState::Canceled).then(|| {
+            task.failure_reason
+                .clone()
+                .unwrap_or_else(|| task.state.as_str().into())
+        }),
+        // A gengate task's external id is its derived idempotency id: not the client's.
+        external_id: task
+            .external_id
+            .clone()
+            .filter(|_| task.dialect != Dialect::Gengate),
+        last_event_seq: task.event_seq,
+        created_at: rfc3339_ms(task.created_at),
+        updated_at: rfc3339_ms(task.updated_at),
+        started_at: task.started_at.map(rfc3339_ms),
+        finished_at: task.finished_at.map(rfc3339_ms),
+    }
+}
+
+/// `GET /v1/tasks`: a page, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TaskList {
+    /// Always "list".
+    pub object: &'static str,
+    pub data: Vec<GengateTask>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+    pub has_more: bool,
+}
+
+/// One `data:` of the events stream (`GET /v1/tasks/{id}/events`); the
+/// SSE `id` is `seq` and the SSE `event` is `state`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventView {
+    pub seq: i64,
+    pub task_id: Uuid,
+    pub state: &'static str,
+    pub created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The task as it stood at this event.
+    pub task: GengateTask,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(body: &str) -> String {
+        match parse_create(body.as_bytes(), |_| None) {
+            Err(ApiError::Validation { field, .. }) => field,
+            other => panic!("expected a validation error for {body}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn creates_with_defaults_and_infers_kind() {
+        let t = parse_create(
+            br#"{"model":"m","input":{"prompt":"a cat","duration":5}}"#,
+            |_| None,
+        )
+        .unwrap();
+        assert_eq!(t.kind, TaskKind::Video);
+        assert_eq!(t.request.aspect_ratio, "16:9");
+        assert_eq!(t.dialect, Dialect::Gengate);
+        let t = parse_create(br#"{"model":"m","input":{"prompt":"a"}}"#, |_| {
+            Some(TaskKind::Image)
+        })
+        .unwrap();
+        assert_eq!(t.kind, TaskKind::Image);
+    }
+
+    #[test]
+    fn rules_name_their_field() {
+        assert_eq!(field(r#"{"input":{"prompt":"a"}}"#), "model");
+        assert_eq!(field(r#"{"model":"m","kind":"image"}"#), "input");
+        assert_eq!(field(r#"{"model":"m","input":{"prompt":"a"}}"#), "kind");
+        assert_eq!(
+            field(r#"{"model":"m","kind":"audio","input":{"prompt":"a"}}"#),
+            "kind"
+        );
+        assert_eq!(
+            field(r#"{"model":"m","kind":"image","input":{}}"#),
+            "input.prompt"
+        );
+        assert_eq!(
+            field(r#"{"model":"m","kind":"image","input":{"prompt":"a","n":10}}"#),
+            "input.n"
+        );
+        assert_eq!(
+            field(r#"{"model":"m","kind":"video","input":{"prompt":"a","n":2}}"#),
+            "input.n"
+        );
+        assert_eq!(
+            field(r#"{"model":"m","kind":"image","input":{"prompt":"a","aspect_ratio":"0:1"}}"#),
+            "input.aspect_ratio"
+        );
+        assert_eq!(
+            field(
+                r#"{"model":"m","kind":"image","input":{"prompt":"a","images":[{"url":"ftp://x/y"}]}}"#
+            ),
+            "input.images[0].url"
+        );
+        assert_eq!(
+            field(
+                r#"{"model":"m","kind":"image","input":{"prompt":"a","images":[{"url":"https://x/y","role":"start"}]}}"#
+            ),
+            "input.images[0].role"
+        );
+        assert_eq!(
+            field(r#"{"model":"m","kind":"image","input":{"prompt":"a","loop":true}}"#),
+            "input.loop"
+        );
+        assert_eq!(
+            field(r#"{"model":"m","kind":"video","input":{"prompt":"a","duration":0}}"#),
+            "input.duration"
+        );
+        assert_eq!(
+            field(r#"{"model":"m","kind":"video","input":{"prompt":"a","extend_from":"x"}}"#),
+            "input.extend_from"
+        );
+        assert_eq!(
+            field(r#"{"model":"m","kind":"image","input":{"prompt":"a"},"callback_url":"nope"}"#),
+            "callback_url"
+        );
+        assert_eq!(
+            field(r#"{"model":"m","kind":"image","input":{"prompt":"a","seed":"x"}}"#),
+            "input.seed"
+        );
+    }
+
+    #[test]
+    fn cursors_round_trip_and_refuse_garbage() {
+        let t = crate::task::Task {
+            id: Uuid::now_v7(),
+            created_at: 1_700_000_000_123,
+            ..sample()
+        };
+        assert_eq!(
+            decode_cursor(&encode_cursor(&t)),
+            Some((t.created_at, t.id))
+        );
+        assert_eq!(decode_cursor("nope"), None);
+        assert_eq!(decode_cursor(""), None);
+    }
+
+    fn sample() -> Task {
+        Task {
+            id: Uuid::nil(),
+            owner: Uuid::nil(),
+            dialect: Dialect::Gengate,
+            kind: TaskKind::Image,
+            model: "m".into(),
+            request: GenerationRequest::default(),
+            callback_url: None,
+            external_id: None,
+            channel: None,
+            upstream_ref: None,
+            attempts: 0,
+            state: TaskState::Pending,
+            failure_reason: None,
+            progress: 0,
+            artifacts: Vec::new(),
+            created_at: 0,
+            updated_at: 0,
+            started_at: None,
+            finished_at: None,
+            deadline_at: 0,
+            version: 1,
+            event_seq: 1,
+        }
+    }
+}
