@@ -134,6 +134,13 @@ impl Engine {
         now_ms().saturating_add(ms(after)).min(task.deadline_at)
     }
 
+    /// The longest a running task is left before its next poll is due:
+    /// a little under `max_poll_interval`, so that with the time a claim
+    /// and the request take, no task waits longer than that between looks.
+    fn longest_poll_wait(&self) -> Duration {
+        self.cfg.max_poll_interval.mul_f64(0.95)
+    }
+
     /// Retry delay after the `attempt`-th failure: 1 s, 2 s, 4 s ... capped.
     fn backoff(&self, attempt: u32) -> Duration {
         let secs = 1u64 << attempt.min(6);
@@ -234,12 +241,12 @@ impl Engine {
                         .poll_after
                         .unwrap_or_else(|| self.pacer.first_poll(channel.name(), &task.model));
                     let first_poll = if callback_url.is_some() {
-                        fallback_poll(first_poll)
+                        fallback_poll(self.pacer.estimate(channel.name(), &task.model))
                     } else if artifacts.is_some() {
                         // Completed right after; this only covers a crash between.
                         self.cfg.lease
                     } else {
-                        first_poll.min(self.cfg.max_poll_interval)
+                        first_poll.min(self.longest_poll_wait())
                     };
                     let update = TaskUpdate {
                         state: Some(TaskState::Processing),
@@ -357,14 +364,15 @@ impl Engine {
                 return self.apply(task, update).await;
             }
         };
-        let outcome = channel.provider.poll(upstream_ref, now_ms()).await;
+        let asked_at = now_ms();
+        let outcome = channel.provider.poll(upstream_ref, asked_at).await;
         drop(slot);
         count_request(channel, "poll", &outcome);
         match &outcome {
             Ok(_) | Err(ProviderError::Permanent(_)) => self.channels.succeeded(channel),
             Err(_) => self.channels.failed(channel),
         }
-        self.settle_poll(task, channel, outcome).await
+        self.settle_poll(task, channel, outcome, asked_at).await
     }
 
     /// Poll `tasks`, all at `channel` and due, in one batch request (for
@@ -388,7 +396,8 @@ impl Engine {
                 .iter()
                 .map(|t| t.upstream_ref.as_deref().unwrap_or_default())
                 .collect();
-            let outcomes = channel.provider.poll_batch(&refs, now_ms()).await;
+            let asked_at = now_ms();
+            let outcomes = channel.provider.poll_batch(&refs, asked_at).await;
             drop(slot);
             // One request, counted once: ok unless every task's answer failed alike.
             let overall = match outcomes.iter().find(|o| o.is_ok()) {
@@ -404,7 +413,7 @@ impl Engine {
                 Err(_) => self.channels.failed(channel),
             }
             for (task, outcome) in tasks.iter().zip(outcomes) {
-                self.settle_poll(task, channel, outcome).await?;
+                self.settle_poll(task, channel, outcome, asked_at).await?;
             }
             Ok::<(), StoreError>(())
         }
@@ -414,30 +423,33 @@ impl Engine {
         }
     }
 
-    /// Apply what a poll (or a callback) said about a task.
+    /// Apply what a poll (or a callback) said about a task; `asked_at` is
+    /// when the upstream was asked, which the next look counts from.
     pub(crate) async fn settle_poll(
         &self,
         task: &Task,
         channel: &Channel,
         outcome: Result<PollOutcome, ProviderError>,
+        asked_at: Millis,
     ) -> Result<(), StoreError> {
         match outcome {
             Ok(PollOutcome::Running {
                 progress,
                 poll_after,
             }) => {
-                let next = poll_after.unwrap_or_else(|| {
-                    self.pacer
-                        .next_poll(channel.name(), &task.model, running_for(task))
-                });
                 let next = if uses_callbacks(channel) {
-                    fallback_poll(next)
+                    fallback_poll(self.pacer.estimate(channel.name(), &task.model))
                 } else {
-                    next.clamp(Duration::from_millis(20), self.cfg.max_poll_interval)
+                    poll_after
+                        .unwrap_or_else(|| {
+                            self.pacer
+                                .next_poll(channel.name(), &task.model, running_for(task))
+                        })
+                        .clamp(Duration::from_millis(20), self.longest_poll_wait())
                 };
                 let update = TaskUpdate {
                     progress,
-                    next_due_at: Some(self.due(task, next)),
+                    next_due_at: Some(asked_at.saturating_add(ms(next)).min(task.deadline_at)),
                     ..TaskUpdate::default()
                 };
                 self.apply(task, update).await

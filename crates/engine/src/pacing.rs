@@ -26,7 +26,8 @@ fn jitter(lo: f64, hi: f64) -> f64 {
 }
 
 impl Pacer {
-    fn estimate(&self, channel: &str, model: &str) -> Option<Duration> {
+    /// How long jobs of `model` on `channel` have been taking, once learned.
+    pub(crate) fn estimate(&self, channel: &str, model: &str) -> Option<Duration> {
         let took = self.took.lock().ok()?;
         took.get(&(channel.to_string(), model.to_string())).copied()
     }

@@ -38,10 +38,16 @@ pub enum CallbackError {
     Store(String),
 }
 
-/// With callbacks, polls only catch a callback that never came: the
-/// expected duration twice over, at least 30 s, at most 5 min.
-pub(crate) fn fallback_poll(expected: Duration) -> Duration {
-    (expected * 2).clamp(Duration::from_secs(30), Duration::from_secs(300))
+/// The longest a task with callbacks goes unpolled.
+const MAX_FALLBACK: Duration = Duration::from_secs(300);
+
+/// With callbacks, polls only catch a callback that never came: after the
+/// learned duration twice over (at least 30 s), or, before any is learned,
+/// after the longest wait.
+pub(crate) fn fallback_poll(expected: Option<Duration>) -> Duration {
+    expected.map_or(MAX_FALLBACK, |e| {
+        (e * 2).clamp(Duration::from_secs(30), MAX_FALLBACK)
+    })
 }
 
 impl Engine {
@@ -155,7 +161,7 @@ impl Engine {
                     }
                     _ => Ok(()),
                 },
-                done => me.settle_poll(&task, &ch, Ok(done)).await,
+                done => me.settle_poll(&task, &ch, Ok(done), crate::now_ms()).await,
             };
             if let Err(e) = result {
                 tracing::error!(task = %task.id, error = %e, "applying an upstream callback failed; polls will catch up");
@@ -180,17 +186,10 @@ mod tests {
 
     #[test]
     fn fallback_polls_wait_past_the_expected_end() {
-        assert_eq!(
-            fallback_poll(Duration::from_secs(1)),
-            Duration::from_secs(30)
-        );
-        assert_eq!(
-            fallback_poll(Duration::from_secs(60)),
-            Duration::from_secs(120)
-        );
-        assert_eq!(
-            fallback_poll(Duration::from_secs(3600)),
-            Duration::from_secs(300)
-        );
+        assert_eq!(fallback_poll(None), MAX_FALLBACK);
+        let secs = |s| Some(Duration::from_secs(s));
+        assert_eq!(fallback_poll(secs(1)), Duration::from_secs(30));
+        assert_eq!(fallback_poll(secs(60)), Duration::from_secs(120));
+        assert_eq!(fallback_poll(secs(3600)), MAX_FALLBACK);
     }
 }

@@ -75,6 +75,9 @@ pub struct ChannelFlags {
     weight: Option<u32>,
     #[arg(long)]
     max_in_flight: Option<u32>,
+    /// Upstream requests under way at once, per instance (default 32).
+    #[arg(long)]
+    max_concurrent_requests: Option<u32>,
     /// Upstream requests per second, at most.
     #[arg(long)]
     rate_limit: Option<f64>,
@@ -163,6 +166,9 @@ impl ChannelFlags {
         }
         if let Some(v) = self.max_in_flight {
             spec.max_in_flight = Some(v);
+        }
+        if let Some(v) = self.max_concurrent_requests {
+            spec.max_concurrent_requests = Some(v);
         }
         if let Some(v) = self.rate_limit {
             spec.rate_limit_per_sec = Some(v);
