@@ -27,8 +27,10 @@ pub mod health;
 pub mod kling;
 pub mod luma;
 pub mod metrics;
+pub mod models_api;
 pub mod openapi;
 pub mod rendered;
+pub mod tasks_api;
 pub mod upstream_callbacks;
 
 /// Results live under this storage prefix (see `gengate_engine::artifacts`).
@@ -148,6 +150,8 @@ pub fn router(state: AppState, serve_api: bool) -> Router {
             .merge(luma::router())
             .merge(kling::router())
             .merge(deliveries::router())
+            .merge(tasks_api::router())
+            .merge(models_api::router())
             .merge(admin::router())
             .merge(upstream_callbacks::router())
             .route("/openapi.json", get(openapi::serve))

@@ -1,0 +1,510 @@
+//! `/v1/tasks`: gengate's own provider-neutral task API. Create (with
+//! `Idempotency-Key`), get, batch get, list by cursor, cancel and a live
+//! event stream. Every task of the caller shows here, whichever dialect
+//! made it; errors are gengate's `{"error": {"status", "message"}}`.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use gengate_core::dialect::tasks::{
+    self, EventView, GengateTask, IDEMPOTENCY_WINDOW_MS, ListQuery, TaskList,
+};
+use gengate_core::{
+    ApiError, Dialect, ImageSource, NewTask, Task, TaskEvent, TaskState, TaskUpdate,
+};
+use gengate_engine::now_ms;
+use gengate_store::TaskFilter;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::body::read_json;
+use crate::deliveries::{Error, ErrorBody};
+use crate::rendered::Lookup;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/tasks", post(create).get(list))
+        .route("/v1/tasks/batch-get", post(batch_get))
+        .route("/v1/tasks/{id}", get(get_one))
+        .route("/v1/tasks/{id}/cancel", post(cancel))
+        .route("/v1/tasks/{id}/events", get(events))
+}
+
+type Result<T> = std::result::Result<T, Error>;
+
+fn not_found(id: &str) -> Error {
+    Error::from(ApiError::NotFound(format!("task {id} not found")))
+}
+
+/// The caller's task, any dialect; 404 for unknown and foreign ids alike.
+async fn own_task(state: &AppState, owner: Uuid, id: &str) -> Result<Task> {
+    let uuid = Uuid::try_parse(id).map_err(|_| not_found(id))?;
+    state
+        .store
+        .get_task(owner, uuid)
+        .await
+        .map_err(crate::store_error)?
+        .ok_or_else(|| not_found(id))
+}
+
+fn json_response(status: StatusCode, task: &Task, files_base: &str) -> Response {
+    (status, Json(tasks::render(task, files_base))).into_response()
+}
+
+/// The `external_id` a task made with `Idempotency-Key: key` is stored
+/// under. Idempotency needs no schema of its own: the key's task is found
+/// by the per-key unique `external_id` (so two concurrent first uses
+/// cannot both create), and "the same body" is its stored, normalized
+/// request. The id is a UUID derived from the key, because Kling refuses
+/// UUID-shaped `external_task_id`s: the two dialects' ids never collide.
+fn idempotency_external_id(key: &str) -> String {
+    let digest = Sha256::digest(format!("gengate-idempotency:{key}").as_bytes());
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&digest[..16]);
+    Uuid::from_bytes(b).to_string()
+}
+
+/// Refuse, before anything is stored, URLs resolving to internal
+/// addresses, naming this API's field.
+async fn check_urls(state: &AppState, new: &NewTask) -> Result<()> {
+    let images = new
+        .request
+        .images
+        .iter()
+        .enumerate()
+        .filter_map(|(i, im)| match &im.source {
+            ImageSource::Url { url } => Some((format!("input.images[{i}].url"), url)),
+            ImageSource::Stored { .. } => None,
+        });
+    for (field, url) in new
+        .callback_url
+        .iter()
+        .map(|u| ("callback_url".to_string(), u))
+        .chain(images)
+    {
+        state
+            .policy
+            .check_url(url)
+            .await
+            .map_err(|e| ApiError::validation(field, format!("is refused: {e}")))?;
+    }
+    Ok(())
+}
+
+/// What an `Idempotency-Key` already stands for: its task when the request
+/// is the same, 409 when not; `None` when the key is unused (or expired,
+/// and then freed).
+async fn replay(state: &AppState, owner: Uuid, new: &NewTask) -> Result<Option<Task>> {
+    let Some(ext) = new.external_id.as_deref() else {
+        return Ok(None);
+    };
+    let Some(first) = state
+        .store
+        .get_task_by_external_id(owner, ext)
+        .await
+        .map_err(crate::store_error)?
+    else {
+        return Ok(None);
+    };
+    if first.created_at < now_ms().saturating_sub(IDEMPOTENCY_WINDOW_MS) {
+        state
+            .store
+            .forget_external_id(owner, first.id, ext)
+            .await
+            .map_err(crate::store_error)?;
+        return Ok(None);
+    }
+    if tasks::same_request(&first, new) {
+        Ok(Some(first))
+    } else {
+        Err(Error::from(ApiError::Conflict(format!(
+            "Idempotency-Key: already used within 24 h for a different request (task {})",
+            first.id
+        ))))
+    }
+}
+
+/// Create a task. With `Idempotency-Key`, the same key and request within
+/// 24 h answer the first task (200, `Idempotent-Replayed: true`); the same
+/// key with a different request is a 409.
+#[utoipa::path(post, path = "/v1/tasks", tag = "tasks",
+    request_body = tasks::CreateTask,
+    params(("Idempotency-Key" = Option<String>, Header, description = "At most 255 characters; remembered 24 h")),
+    responses((status = 201, body = GengateTask, description = "Created"),
+              (status = 200, body = GengateTask, description = "The task this Idempotency-Key made"),
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 409, body = ErrorBody, description = "Idempotency-Key used for another request, or extend_from not completed"),
+              (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let key = state.keys.authenticate(&headers).await?;
+    let idem = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let v = v.to_str().map_err(|_| {
+                ApiError::validation("Idempotency-Key", "must be visible ASCII characters")
+            })?;
+            Some(tasks::idempotency_key(v)?.to_string())
+        }
+    };
+    let body = read_json(&headers, body).await?;
+    let channels = state.engine.channels();
+    let mut new = tasks::parse_create(&body, |m| crate::models_api::kind_of_model(channels, m))?;
+    if let Some(parent) = new.request.extend_from {
+        let parent = state
+            .store
+            .get_task(key.id, parent)
+            .await
+            .map_err(crate::store_error)?
+            .ok_or_else(|| {
+                ApiError::validation("input.extend_from", format!("task {parent} not found"))
+            })?;
+        tasks::follow(&mut new, &parent)?;
+    }
+    check_urls(&state, &new).await?;
+    new.external_id = idem.as_deref().map(idempotency_external_id);
+    // A concurrent first use of the key wins the unique index; the loser
+    // then finds its task. Bounded: each round either answers or frees
+    // an expired key.
+    for _ in 0..3 {
+        if let Some(first) = replay(&state, key.id, &new).await? {
+            let mut resp = json_response(StatusCode::OK, &first, &state.files_base);
+            resp.headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            return Ok(resp);
+        }
+        match state.create_task(key.id, new.clone()).await {
+            Ok(task) => return Ok(json_response(StatusCode::CREATED, &task, &state.files_base)),
+            Err(ApiError::Conflict(_)) if new.external_id.is_some() => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(
+        ApiError::Conflict("Idempotency-Key: a request with this key is in progress; retry".into())
+            .into(),
+    )
+}
+
+/// One task, whichever API made it.
+#[utoipa::path(get, path = "/v1/tasks/{id}", tag = "tasks",
+    params(("id" = String, Path, description = "Task id")),
+    responses((status = 200, body = GengateTask), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get_one(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let key = state.keys.authenticate(&headers).await?;
+    let task = own_task(&state, key.id, &id).await?;
+    Ok(json_response(StatusCode::OK, &task, &state.files_base))
+}
+
+/// Many tasks at once: the caller's among `ids`, in the order asked; unknown
+/// and foreign ids are left out, a duplicate is listed once.
+#[utoipa::path(post, path = "/v1/tasks/batch-get", tag = "tasks",
+    request_body = tasks::BatchGet,
+    responses((status = 200, body = TaskList, description = "`next_cursor` is null and `has_more` false"),
+              (status = 400, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn batch_get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let key = state.keys.authenticate(&headers).await?;
+    let body = read_json(&headers, body).await?;
+    let ids = tasks::parse_batch(&body)?;
+    // Finished tasks come rendered from memory (kept under this API's
+    // dialect: the shape, not the task's origin); the rest from the store.
+    let mut parts: Vec<Option<Bytes>> = vec![None; ids.len()];
+    let mut missing = Vec::new();
+    let looked_up = state.rendered.get_many(key.id, &ids, Dialect::Gengate);
+    for (at, (id, found)) in ids.iter().zip(looked_up).enumerate() {
+        match found {
+            Lookup::Hit(json) => parts[at] = Some(json),
+            Lookup::Foreign => {}
+            Lookup::Miss => missing.push(*id),
+        }
+    }
+    if !missing.is_empty() {
+        let found = state
+            .store
+            .get_owned_tasks(key.id, &missing)
+            .await
+            .map_err(crate::store_error)?;
+        for task in found {
+            let json = Bytes::from(
+                serde_json::to_vec(&tasks::render(&task, &state.files_base))
+                    .map_err(|_| ApiError::Internal)?,
+            );
+            state.rendered.put(&task, Dialect::Gengate, &json);
+            if let Some(at) = ids.iter().position(|id| *id == task.id) {
+                parts[at] = Some(json);
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(parts.iter().flatten().map(Bytes::len).sum::<usize>() + 80);
+    out.extend_from_slice(br#"{"object":"list","data":["#);
+    for (i, p) in parts.iter().flatten().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(p);
+    }
+    out.extend_from_slice(br#"],"next_cursor":null,"has_more":false}"#);
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        out,
+    )
+        .into_response())
+}
+
+/// The caller's tasks, newest first, a page at a time. Paging is by
+/// position (the cursor names the page's last task), so tasks created
+/// while paging never shift a page: none is skipped or repeated.
+#[utoipa::path(get, path = "/v1/tasks", tag = "tasks",
+    params(ListQuery),
+    responses((status = 200, body = TaskList), (status = 400, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: std::result::Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<TaskList>> {
+    let key = state.keys.authenticate(&headers).await?;
+    let Query(query) = query.map_err(|e| ApiError::validation("query", e.body_text()))?;
+    let p = query.check()?;
+    let filter = TaskFilter {
+        state: p.state,
+        model: p.model,
+        created_after: p.created_after,
+        before: p.before,
+    };
+    let mut page = state
+        .store
+        .page_tasks(key.id, &filter, p.limit + 1)
+        .await
+        .map_err(crate::store_error)?;
+    let has_more = page.len() > p.limit as usize;
+    page.truncate(p.limit as usize);
+    Ok(Json(TaskList {
+        object: "list",
+        next_cursor: page.last().filter(|_| has_more).map(tasks::encode_cursor),
+        has_more,
+        data: page
+            .iter()
+            .map(|t| tasks::render(t, &state.files_base))
+            .collect(),
+    }))
+}
+
+/// Cancel a task that has not finished: it becomes `canceled` at once, and
+/// its upstream is asked to stop where it can (best effort). A finished
+/// task answers 409.
+#[utoipa::path(post, path = "/v1/tasks/{id}/cancel", tag = "tasks",
+    params(("id" = String, Path, description = "Task id")),
+    responses((status = 200, body = GengateTask), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody, description = "The task has finished")),
+    security(("bearer" = [])))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let key = state.keys.authenticate(&headers).await?;
+    // The engine may move the task meanwhile: swap on the version read,
+    // and read again when it lost.
+    for _ in 0..5 {
+        let task = own_task(&state, key.id, &id).await?;
+        if task.state.is_terminal() {
+            return Err(ApiError::Conflict(format!(
+                "task {} is {}; only an unfinished task can be canceled",
+                task.id,
+                task.state.as_str()
+            ))
+            .into());
+        }
+        let update = TaskUpdate {
+            detail: Some("canceled by the client".into()),
+            failure_reason: Some("canceled by the client".into()),
+            ..TaskUpdate::to_state(TaskState::Canceled)
+        };
+        let Some(done) = state
+            .store
+            .update_task(task.id, task.version, &update, now_ms())
+            .await
+            .map_err(crate::store_error)?
+        else {
+            continue;
+        };
+        ::metrics::counter!("gengate_task_transitions_total", "state" => "canceled").increment(1);
+        if let (Some(upstream), Some(channel)) = (
+            done.upstream_ref.clone(),
+            done.channel
+                .as_deref()
+                .and_then(|c| state.engine.channels().get(c)),
+        ) {
+            let task_id = done.id;
+            tokio::spawn(async move {
+                if let Err(e) = channel.provider.cancel(&upstream).await {
+                    tracing::warn!(task = %task_id, error = %e, "upstream cancel failed");
+                }
+            });
+        }
+        return Ok(json_response(StatusCode::OK, &done, &state.files_base));
+    }
+    Err(ApiError::Unavailable("the task is changing; try again".into()).into())
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// Resume after this sequence number, for clients that cannot send
+    /// the `Last-Event-ID` header (which wins when both are given).
+    pub last_event_id: Option<String>,
+}
+
+/// How often an open stream looks for new events.
+const EVENTS_POLL: Duration = Duration::from_millis(250);
+
+/// The task's events as server-sent events, from the first (or after
+/// `Last-Event-ID`), live; the stream ends after the terminal event. Each
+/// event's SSE `id` is its sequence number, its `event` the state, its
+/// `data` an [`EventView`] with the task as it stood then.
+#[utoipa::path(get, path = "/v1/tasks/{id}/events", tag = "tasks",
+    params(("id" = String, Path, description = "Task id"),
+           ("Last-Event-ID" = Option<String>, Header, description = "Resume after this sequence number"),
+           EventsQuery),
+    responses((status = 200, content_type = "text/event-stream", body = EventView,
+               description = "A stream of `id: <seq>`, `event: <state>`, `data: <EventView JSON>`"),
+              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    query: std::result::Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response> {
+    let key = state.keys.authenticate(&headers).await?;
+    let Query(query) = query.map_err(|e| ApiError::validation("query", e.body_text()))?;
+    let task = own_task(&state, key.id, &id).await?;
+    let (field, raw) = match headers.get("last-event-id") {
+        Some(v) => ("Last-Event-ID", Some(v.to_str().unwrap_or("?").to_string())),
+        None => ("last_event_id", query.last_event_id),
+    };
+    let after = match raw.as_deref().map(str::trim) {
+        None | Some("") => 0,
+        Some(s) => s.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+            ApiError::validation(
+                field,
+                format!("must be an event sequence number (got {s:?})"),
+            )
+        })?,
+    };
+    let feed = Feed {
+        state,
+        owner: key.id,
+        id: task.id,
+        after,
+        queue: VecDeque::new(),
+        done: false,
+    };
+    let stream = futures::stream::unfold(feed, |mut feed| async move {
+        let event = feed.next().await?;
+        Some((Ok::<Event, Infallible>(event), feed))
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// One open event stream's position.
+struct Feed {
+    state: AppState,
+    owner: Uuid,
+    id: Uuid,
+    after: i64,
+    queue: VecDeque<Event>,
+    done: bool,
+}
+
+impl Feed {
+    /// The next event, waiting for it; `None` once the terminal one is
+    /// sent (or the task cannot be read any more).
+    async fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(e) = self.queue.pop_front() {
+                return Some(e);
+            }
+            if self.done {
+                return None;
+            }
+            let task = match self.state.store.get_task(self.owner, self.id).await {
+                Ok(Some(t)) => t,
+                Ok(None) => return None,
+                Err(e) => {
+                    tracing::warn!(task = %self.id, error = %e, "events stream: store unreachable");
+                    tokio::time::sleep(EVENTS_POLL).await;
+                    continue;
+                }
+            };
+            if task.event_seq > self.after {
+                match self.state.store.task_events(self.id).await {
+                    Ok(all) => self.take(&task, all),
+                    Err(e) => {
+                        tracing::warn!(task = %self.id, error = %e, "events stream: store unreachable")
+                    }
+                }
+            } else if task.state.is_terminal() {
+                // Resumed after the terminal event: nothing more will come.
+                self.done = true;
+            }
+            if self.queue.is_empty() && !self.done {
+                tokio::time::sleep(EVENTS_POLL).await;
+            }
+        }
+    }
+
+    fn take(&mut self, task: &Task, all: Vec<TaskEvent>) {
+        let after = self.after;
+        for ev in all.into_iter().filter(|e| e.seq > after) {
+            self.after = ev.seq;
+            let view = EventView {
+                seq: ev.seq,
+                task_id: ev.task_id,
+                state: ev.state.as_str(),
+                created_at: gengate_core::time::rfc3339_ms(ev.created_at),
+                detail: ev.detail.clone(),
+                task: tasks::render(&task.as_of(ev.state, ev.created_at), &self.state.files_base),
+            };
+            match Event::default()
+                .id(ev.seq.to_string())
+                .event(ev.state.as_str())
+                .json_data(&view)
+            {
+                Ok(e) => self.queue.push_back(e),
+                Err(e) => tracing::error!(task = %self.id, error = %e, "rendering an event failed"),
+            }
+            if ev.state.is_terminal() {
+                self.done = true;
+                break;
+            }
+        }
+    }
+}
