@@ -504,7 +504,7 @@ async fn pages_cover_every_dialect_by_position_with_filters(s: Arc<dyn TaskStore
         .await
         .unwrap();
     let mut expected = made.clone();
-    expected.sort_by(|a, b| (b.created_at, b.id).cmp(&(a.created_at, a.id)));
+    expected.sort_by_key(|t| std::cmp::Reverse((t.created_at, t.id)));
     let (mut seen, mut filter) = (Vec::new(), TaskFilter::default());
     loop {
         let page = s.page_tasks(owner, &filter, 7).await.unwrap();
