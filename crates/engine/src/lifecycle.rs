@@ -134,13 +134,6 @@ impl Engine {
         now_ms().saturating_add(ms(after)).min(task.deadline_at)
     }
 
-    /// The longest a running task is left before its next poll is due:
-    /// a little under `max_poll_interval`, so that with the time a claim
-    /// and the request take, no task waits longer than that between looks.
-    fn longest_poll_wait(&self) -> Duration {
-        self.cfg.max_poll_interval.mul_f64(0.95)
-    }
-
     /// Retry delay after the `attempt`-th failure: 1 s, 2 s, 4 s ... capped.
     fn backoff(&self, attempt: u32) -> Duration {
         let secs = 1u64 << attempt.min(6);
@@ -246,7 +239,7 @@ impl Engine {
                         // Completed right after; this only covers a crash between.
                         self.cfg.lease
                     } else {
-                        first_poll.min(self.longest_poll_wait())
+                        first_poll.min(self.cfg.max_poll_interval)
                     };
                     let update = TaskUpdate {
                         state: Some(TaskState::Processing),
@@ -445,7 +438,7 @@ impl Engine {
                             self.pacer
                                 .next_poll(channel.name(), &task.model, running_for(task))
                         })
-                        .clamp(Duration::from_millis(20), self.longest_poll_wait())
+                        .clamp(Duration::from_millis(20), self.cfg.max_poll_interval)
                 };
                 let update = TaskUpdate {
                     progress,
