@@ -39,6 +39,9 @@ pub struct Channel {
 /// How long a request waits, about, when the channel has none free.
 const SLOT_WAIT: Duration = Duration::from_millis(100);
 
+/// How long a poll waits in line for a place before trying again later.
+const QUEUE_WAIT: Duration = Duration::from_secs(5);
+
 /// Requests under way at once to one channel, unless its spec says.
 const MAX_CONCURRENT_REQUESTS: u32 = 32;
 
@@ -71,6 +74,22 @@ impl Channel {
             .clone()
             .try_acquire_owned()
             .map_err(|_| SLOT_WAIT.mul_f64(0.5 + rand::random::<f64>()))?;
+        self.take_request()?;
+        Ok(slot)
+    }
+
+    /// [`Channel::admit`] for polls: waits its turn for a place, up to
+    /// `QUEUE_WAIT`. The places are handed out first come, first served, so
+    /// when many polls fall due at once none is pushed back behind the
+    /// others again and again.
+    pub(crate) async fn admit_in_turn(
+        &self,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, Duration> {
+        let slot = tokio::time::timeout(QUEUE_WAIT, self.requests.clone().acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or(SLOT_WAIT)?;
         self.take_request()?;
         Ok(slot)
     }

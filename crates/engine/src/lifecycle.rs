@@ -347,7 +347,7 @@ impl Engine {
                 .await;
         };
         let channel = &*channel;
-        let slot = match channel.admit() {
+        let slot = match channel.admit_in_turn().await {
             Ok(slot) => slot,
             Err(wait) => {
                 let update = TaskUpdate {
@@ -372,7 +372,7 @@ impl Engine {
     /// upstreams with a batch endpoint).
     pub(crate) async fn poll_batch(&self, channel: &Channel, tasks: Vec<Task>) {
         let result = async {
-            let slot = match channel.admit() {
+            let slot = match channel.admit_in_turn().await {
                 Ok(slot) => slot,
                 Err(wait) => {
                     for task in &tasks {
