@@ -39,9 +39,6 @@ pub struct Channel {
 /// How long a request waits, about, when the channel has none free.
 const SLOT_WAIT: Duration = Duration::from_millis(100);
 
-/// How long a poll waits in line for a place before trying again later.
-const QUEUE_WAIT: Duration = Duration::from_secs(5);
-
 /// Requests under way at once to one channel, unless its spec says.
 const MAX_CONCURRENT_REQUESTS: u32 = 32;
 
@@ -74,22 +71,6 @@ impl Channel {
             .clone()
             .try_acquire_owned()
             .map_err(|_| SLOT_WAIT.mul_f64(0.5 + rand::random::<f64>()))?;
-        self.take_request()?;
-        Ok(slot)
-    }
-
-    /// [`Channel::admit`] for polls: waits its turn for a place, up to
-    /// `QUEUE_WAIT`. The places are handed out first come, first served, so
-    /// when many polls fall due at once none is pushed back behind the
-    /// others again and again.
-    pub(crate) async fn admit_in_turn(
-        &self,
-    ) -> Result<tokio::sync::OwnedSemaphorePermit, Duration> {
-        let slot = tokio::time::timeout(QUEUE_WAIT, self.requests.clone().acquire_owned())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .ok_or(SLOT_WAIT)?;
         self.take_request()?;
         Ok(slot)
     }
@@ -236,10 +217,17 @@ impl Channels {
                     .is_some_and(|t| t > now)
             })
         };
-        let mut picked =
-            channel::candidates(&set.specs, &task.model, |c| !cooling(c), rand::random);
+        let makes = |i: &usize| set.list[*i].provider.makes(task.kind);
+        let mut picked: Vec<usize> =
+            channel::candidates(&set.specs, &task.model, |c| !cooling(c), rand::random)
+                .into_iter()
+                .filter(makes)
+                .collect();
         if picked.is_empty() {
-            picked = channel::candidates(&set.specs, &task.model, |_| true, rand::random);
+            picked = channel::candidates(&set.specs, &task.model, |_| true, rand::random)
+                .into_iter()
+                .filter(makes)
+                .collect();
         }
         picked.into_iter().map(|i| set.list[i].clone()).collect()
     }

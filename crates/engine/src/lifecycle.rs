@@ -157,7 +157,11 @@ impl Engine {
             return self
                 .apply(
                     task,
-                    TaskUpdate::fail(format!("no channel serves model {}", task.model)),
+                    TaskUpdate::fail(format!(
+                        "no channel makes {} tasks of model {}",
+                        task.kind.as_str(),
+                        task.model
+                    )),
                 )
                 .await;
         }
@@ -244,7 +248,7 @@ impl Engine {
                     let update = TaskUpdate {
                         state: Some(TaskState::Processing),
                         channel: Some(channel.name().to_string()),
-                        upstream_ref: Some(sub.upstream_ref),
+                        upstream_ref: Some(sub.upstream_ref.clone()),
                         bump_attempts: true,
                         next_due_at: Some(self.due(task, first_poll)),
                         detail: Some(format!(
@@ -254,15 +258,24 @@ impl Engine {
                         )),
                         ..TaskUpdate::default()
                     };
-                    let stored = self.apply_returning(task, update).await;
-                    self.channels.settle(channel, true);
-                    return match (stored?, artifacts) {
+                    let upstream_ref = sub.upstream_ref.clone();
+                    let stored = self.apply_returning(task, update).await?;
+                    self.channels.settle(channel, stored.is_some());
+                    return match (stored, artifacts) {
                         (Some(task), Some(arts)) => {
                             self.pacer
                                 .finished(channel.name(), &task.model, running_for(&task));
                             self.apply(&task, completed(arts)).await
                         }
-                        _ => Ok(()),
+                        (Some(_), None) => Ok(()),
+                        // Canceled (or retaken) while the submit ran: the
+                        // upstream job is nobody's now, so stop it if it can be.
+                        (None, _) => {
+                            if let Err(e) = channel.provider.cancel(&upstream_ref).await {
+                                tracing::warn!(task = %task.id, error = %e, "canceling an orphaned upstream job failed");
+                            }
+                            Ok(())
+                        }
                     };
                 }
                 Err(ProviderError::Permanent(reason)) => {
@@ -347,7 +360,7 @@ impl Engine {
                 .await;
         };
         let channel = &*channel;
-        let slot = match channel.admit_in_turn().await {
+        let slot = match channel.admit() {
             Ok(slot) => slot,
             Err(wait) => {
                 let update = TaskUpdate {
@@ -372,7 +385,7 @@ impl Engine {
     /// upstreams with a batch endpoint).
     pub(crate) async fn poll_batch(&self, channel: &Channel, tasks: Vec<Task>) {
         let result = async {
-            let slot = match channel.admit_in_turn().await {
+            let slot = match channel.admit() {
                 Ok(slot) => slot,
                 Err(wait) => {
                     for task in &tasks {

@@ -132,7 +132,7 @@ impl Engine {
         if !task
             .upstream_ref
             .as_deref()
-            .is_some_and(|r| !news.upstream_id.is_empty() && r.ends_with(&news.upstream_id))
+            .is_some_and(|r| same_job(r, &news.upstream_id))
         {
             count(channel, "refused");
             return Err(CallbackError::Refused(format!(
@@ -171,6 +171,14 @@ impl Engine {
     }
 }
 
+/// Whether an upstream ref (the id, or `<path>/<id>`) names job `id`.
+fn same_job(upstream_ref: &str, id: &str) -> bool {
+    !id.is_empty()
+        && upstream_ref
+            .strip_suffix(id)
+            .is_some_and(|head| head.is_empty() || head.ends_with('/'))
+}
+
 fn count(channel: &str, outcome: &'static str) {
     metrics::counter!(
         "gengate_upstream_callbacks_total",
@@ -183,6 +191,15 @@ fn count(channel: &str, outcome: &'static str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn news_must_name_the_tasks_own_job() {
+        assert!(same_job("abc", "abc"));
+        assert!(same_job("images/generations/abc", "abc"));
+        assert!(!same_job("xabc", "abc"));
+        assert!(!same_job("abc", ""));
+        assert!(!same_job("abc", "bc"));
+    }
 
     #[test]
     fn fallback_polls_wait_past_the_expected_end() {

@@ -96,6 +96,17 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
+    if settings.public_url.is_none()
+        && let Some(c) = settings.channels.iter().find(|c| c.callbacks)
+    {
+        // Upstreams elsewhere cannot call back to a local address; their
+        // tasks would wait for the slow fallback polls.
+        tracing::warn!(
+            channel = c.name,
+            public_url = %public,
+            "a channel uses upstream callbacks but public_url is not set: upstreams are told to call back to this listen address"
+        );
+    }
     let submit_log = settings.sandbox_submit_log.clone();
     let factory: ProviderFactory =
         Arc::new(move |spec| gengate_providers::for_channel(spec, submit_log.clone()));

@@ -264,7 +264,41 @@ async fn a_slow_synchronous_upstream_is_paid_once(backend: Backend) {
     gw.stop().await;
 }
 
+/// A channel serving every model but making only images gets no video
+/// task: the video goes to the channel that makes videos, even at a lower
+/// priority.
+async fn video_tasks_skip_channels_that_make_only_images(backend: Backend) {
+    let openai = OpenAiImagesEmu::start(Some(OPENAI_KEY.into()), Duration::ZERO).await;
+    let gw = Gateway::start_with(backend, |s| {
+        let mut images = channel(
+            "openai",
+            ProviderKind::OpenaiImages,
+            openai.base_url(),
+            OPENAI_KEY,
+            ("*", "dall-e-2"),
+        );
+        images.priority = 10;
+        let videos = ChannelSpec {
+            latency_ms: Some(100),
+            ..ChannelSpec::new("sandbox", ProviderKind::Sandbox)
+        };
+        s.channels = vec![images, videos];
+    })
+    .await;
+    let key = gw.new_key("client").await;
+    let (status, v) = gw
+        .post("/luma/generations", &key, json!({"prompt": "a wave"}))
+        .await;
+    assert_eq!(status, 201, "{v}");
+    let done = gw.wait_luma(&key, v["id"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "completed", "{done}");
+    assert!(done["video"]["url"].is_string(), "{done}");
+    assert_eq!(openai.submits(), 0);
+    gw.stop().await;
+}
+
 on_both_backends!(
+    video_tasks_skip_channels_that_make_only_images,
     every_provider_under_faults_ends_every_task,
     a_slow_synchronous_upstream_is_paid_once,
 );

@@ -245,7 +245,17 @@ impl Gengate {
                         }
                     }
                 }
-                Err(e) => out.extend(chunk.iter().map(|id| (*id, Err(e.clone())))),
+                // A refusal of the whole batch says nothing about any one
+                // task: none of them fails for it, they are polled again.
+                Err(e) => {
+                    let e = match e {
+                        ProviderError::Permanent(why) => ProviderError::Retryable(format!(
+                            "the upstream gengate refused the batch get: {why}"
+                        )),
+                        other => other,
+                    };
+                    out.extend(chunk.iter().map(|id| (*id, Err(e.clone()))));
+                }
             }
         }
         out

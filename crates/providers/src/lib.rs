@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use gengate_core::{ArtifactRole, ChannelSpec, ImageFormat, ImageRole, ProviderKind, Task};
+use gengate_core::{
+    ArtifactRole, ChannelSpec, ImageFormat, ImageRole, ProviderKind, Task, TaskKind,
+};
 
 pub mod comfyui;
 pub mod gengate;
@@ -145,6 +147,12 @@ pub trait Provider: Send + Sync + 'static {
             out.push(self.poll(r, now).await);
         }
         out
+    }
+
+    /// Whether the upstream makes tasks of `kind` at all (routing skips a
+    /// channel that does not, whatever models it serves).
+    fn makes(&self, _kind: TaskKind) -> bool {
+        true
     }
 
     /// Whether the upstream reports changes to a callback URL given at

@@ -20,7 +20,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use gengate_core::request::aspect_parts;
-use gengate_core::{ArtifactRole, ChannelSpec};
+use gengate_core::{ArtifactRole, ChannelSpec, TaskKind};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -283,6 +283,10 @@ async fn run(upstream: &Upstream, api_key: Option<&str>, calls: Vec<Call>) -> An
 impl Provider for OpenAiImages {
     fn kind(&self) -> &'static str {
         KIND
+    }
+
+    fn makes(&self, kind: TaskKind) -> bool {
+        kind == TaskKind::Image
     }
 
     async fn submit(&self, job: Submission<'_>) -> Result<Submitted, ProviderError> {

@@ -11,7 +11,7 @@ use sha2::Sha256;
 use crate::ProviderError;
 
 /// How far a callback's timestamp may be from now, either way (replays).
-const TOLERANCE_SECS: i64 = 300;
+const TOLERANCE_SECS: u64 = 300;
 
 /// A signing secret's HMAC key.
 #[derive(Clone)]
@@ -50,7 +50,7 @@ impl WebhookKey {
                 "{who} callback has an unreadable webhook-timestamp"
             ))
         })?;
-        if (now - ts).abs() > TOLERANCE_SECS {
+        if now.abs_diff(ts) > TOLERANCE_SECS {
             return Err(ProviderError::Permanent(format!(
                 "{who} callback is over 5 minutes old (or from the future): refused as a replay"
             )));

@@ -76,6 +76,11 @@ pub async fn receive(
                 CallbackError::Refused(_) => StatusCode::BAD_REQUEST,
                 CallbackError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             };
+            if let CallbackError::Store(detail) = &e {
+                // The store's words stay in the log; the upstream retries.
+                tracing::error!(detail, "an upstream callback could not be handled");
+                return error(status, "try again later".into());
+            }
             error(status, e.to_string())
         }
     }
