@@ -210,7 +210,11 @@ impl Engine {
                 && now < task.deadline_at)
                 .then(|| task.channel.as_deref().and_then(|c| self.channels.get(c)))
                 .flatten()
-                .filter(|c| c.provider.poll_batch_size() > 1);
+                .filter(|c| {
+                    task.upstream_ref
+                        .as_deref()
+                        .is_some_and(|r| c.provider.batches(r))
+                });
             match channel {
                 Some(c) => match groups.iter_mut().find(|(g, _)| g.name() == c.name()) {
                     Some((_, tasks)) => tasks.push(task),

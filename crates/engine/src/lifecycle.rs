@@ -352,12 +352,11 @@ impl Engine {
             task.upstream_ref.as_deref(),
             task.channel.as_deref().and_then(|c| self.channels.get(c)),
         ) else {
-            return self
-                .apply(
-                    task,
-                    TaskUpdate::fail("the task's channel is no longer configured"),
-                )
-                .await;
+            // Its channel is not loaded here (a stored channel that does not
+            // build on this instance, or one being changed): look again
+            // later; the deadline ends the task if it never comes back.
+            tracing::warn!(task = %task.id, channel = ?task.channel, "the task's channel is not loaded; polling later");
+            return self.poll_again(task).await;
         };
         let channel = &*channel;
         let slot = match channel.admit() {

@@ -477,6 +477,11 @@ impl Provider for Gengate {
 
     /// Luma-dialect tasks through the batch get; Kling-dialect ones, which
     /// have no batch endpoint, one by one.
+    /// Only Luma-dialect tasks have a batch get.
+    fn batches(&self, upstream_ref: &str) -> bool {
+        matches!(Via::parse_ref(upstream_ref), Ok((Via::Luma, _)))
+    }
+
     async fn poll_batch(
         &self,
         upstream_refs: &[&str],

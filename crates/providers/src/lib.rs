@@ -135,6 +135,12 @@ pub trait Provider: Send + Sync + 'static {
         1
     }
 
+    /// Whether the batch endpoint covers this task (others are polled one
+    /// by one, each its own request).
+    fn batches(&self, _upstream_ref: &str) -> bool {
+        self.poll_batch_size() > 1
+    }
+
     /// Polls several tasks at once where the upstream has a batch endpoint:
     /// one result per ref, in order.
     async fn poll_batch(
