@@ -92,7 +92,7 @@ pub struct ChannelSpec {
     #[serde(default)]
     pub max_in_flight: Option<u32>,
     /// Requests to the upstream under way at once from one instance, at
-    /// most (polls wait their turn; default 32).
+    /// most (polls wait their turn; default 64).
     #[serde(default)]
     pub max_concurrent_requests: Option<u32>,
     /// Upstream requests per second, at most (submits and polls alike).

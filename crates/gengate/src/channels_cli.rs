@@ -75,7 +75,7 @@ pub struct ChannelFlags {
     weight: Option<u32>,
     #[arg(long)]
     max_in_flight: Option<u32>,
-    /// Upstream requests under way at once, per instance (default 32).
+    /// Upstream requests under way at once, per instance (default 64).
     #[arg(long)]
     max_concurrent_requests: Option<u32>,
     /// Upstream requests per second, at most.
