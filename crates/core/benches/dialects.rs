@@ -25,7 +25,7 @@ fn artifact(role: ArtifactRole, index: u32) -> Artifact {
 /// A completed task shaped like the seed's example.
 fn completed(dialect: Dialect) -> Task {
     let (kind, artifacts) = match dialect {
-        Dialect::Luma => (
+        Dialect::Luma | Dialect::DreamMachine => (
             TaskKind::Video,
             vec![
                 artifact(ArtifactRole::Video, 0),
@@ -33,7 +33,7 @@ fn completed(dialect: Dialect) -> Task {
                 artifact(ArtifactRole::LastFrame, 0),
             ],
         ),
-        Dialect::Kling | Dialect::Gengate => (
+        Dialect::Kling | Dialect::Gengate | Dialect::OpenaiImages => (
             TaskKind::Image,
             (0..4).map(|i| artifact(ArtifactRole::Image, i)).collect(),
         ),
@@ -101,5 +101,5 @@ fn validate_batch_of_100_ids(b: divan::Bencher) {
         .map(|_| format!("\"{}\"", uuid::Uuid::now_v7()))
         .collect();
     let body = format!("{{\"ids\":[{}]}}", ids.join(","));
-    b.bench(|| luma::parse_batch(divan::black_box(body.as_bytes())));
+    b.bench(|| gengate_core::dialect::parse_batch(divan::black_box(body.as_bytes())));
 }

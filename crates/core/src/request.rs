@@ -88,6 +88,12 @@ pub struct GenerationRequest {
     /// Seconds of video asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_secs: Option<u32>,
+    /// Image quality, passed to upstreams that take it (OpenAI's `quality`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<String>,
+    /// Image style, passed to upstreams that take it (OpenAI's `style`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub style: Option<String>,
     /// The task this one continues (Luma extend).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extend_from: Option<Uuid>,

@@ -69,6 +69,10 @@ pub enum Dialect {
     Kling,
     /// gengate's own provider-neutral API (`/v1/tasks`).
     Gengate,
+    /// Luma's official API (`/dream-machine/v1`).
+    DreamMachine,
+    /// OpenAI images (`/v1/images/generations`), answered synchronously.
+    OpenaiImages,
 }
 
 impl Dialect {
@@ -77,6 +81,8 @@ impl Dialect {
             Dialect::Luma => "luma",
             Dialect::Kling => "kling",
             Dialect::Gengate => "gengate",
+            Dialect::DreamMachine => "dream_machine",
+            Dialect::OpenaiImages => "openai_images",
         }
     }
 
@@ -84,14 +90,22 @@ impl Dialect {
     pub fn model_field(self) -> &'static str {
         match self {
             Dialect::Luma => "model_name",
-            Dialect::Kling | Dialect::Gengate => "model",
+            Dialect::Kling | Dialect::Gengate | Dialect::DreamMachine | Dialect::OpenaiImages => {
+                "model"
+            }
         }
     }
 
     pub fn parse(s: &str) -> Option<Dialect> {
-        [Dialect::Luma, Dialect::Kling, Dialect::Gengate]
-            .into_iter()
-            .find(|d| d.as_str() == s)
+        [
+            Dialect::Luma,
+            Dialect::Kling,
+            Dialect::Gengate,
+            Dialect::DreamMachine,
+            Dialect::OpenaiImages,
+        ]
+        .into_iter()
+        .find(|d| d.as_str() == s)
     }
 }
 

@@ -141,6 +141,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let state = AppState {
         keys: Arc::new(gengate_server::auth::Keys::new(store.clone())),
         rendered: Arc::default(),
+        sync_wait: Duration::from_secs(settings.sync_wait_secs),
         store,
         engine: engine.clone(),
         files_base,

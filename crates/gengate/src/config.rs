@@ -32,6 +32,9 @@ pub struct Settings {
     pub image_deadline_secs: u64,
     pub drain_timeout_secs: u64,
     pub fetch_timeout_secs: u64,
+    /// How long `POST /v1/images/generations` holds its answer for the
+    /// task; past it, a 504 names the task to follow at `/v1/tasks/{id}`.
+    pub sync_wait_secs: u64,
     /// `text` or `json`.
     pub log_format: String,
     /// Run pending database migrations at start.
@@ -65,6 +68,7 @@ impl Default for Settings {
             image_deadline_secs: 900,
             drain_timeout_secs: 10,
             fetch_timeout_secs: 30,
+            sync_wait_secs: 120,
             log_format: "text".into(),
             migrate: true,
             role: "all".into(),
@@ -104,6 +108,10 @@ impl Settings {
         );
         anyhow::ensure!(self.concurrency > 0, "concurrency must be at least 1");
         anyhow::ensure!(self.lease_secs > 0, "lease_secs must be at least 1");
+        anyhow::ensure!(
+            (1..=3600).contains(&self.sync_wait_secs),
+            "sync_wait_secs must be 1 to 3600"
+        );
         anyhow::ensure!(self.max_attempts > 0, "max_attempts must be at least 1");
         anyhow::ensure!(
             matches!(self.log_format.as_str(), "text" | "json"),
@@ -209,6 +217,10 @@ pub struct ServeFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fetch_timeout_secs: Option<u64>,
+    /// Seconds `POST /v1/images/generations` waits for its images.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_wait_secs: Option<u64>,
     /// Log format: text or json.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use gengate_core::dialect::luma::MAX_BATCH_IDS;
+use gengate_core::dialect::MAX_BATCH_IDS;
 use gengate_core::{ArtifactRole, ChannelSpec, ImageRole, TaskKind};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;

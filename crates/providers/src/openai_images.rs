@@ -89,6 +89,11 @@ fn calls(job: &Submission<'_>) -> Vec<Call> {
             "size": size,
             "user": job.task.owner.to_string(),
         });
+        for (name, value) in [("quality", &r.quality), ("style", &r.style)] {
+            if let Some(v) = value {
+                body[name] = v.as_str().into();
+            }
+        }
         // GPT image models always answer base64 and refuse the parameter.
         if !model.starts_with("gpt-image") {
             body["response_format"] = "b64_json".into();

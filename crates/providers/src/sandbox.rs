@@ -161,6 +161,15 @@ fn image_size(ratio: &str) -> (u32, u32) {
     }
 }
 
+/// A `WxH` resolution asked for an image (OpenAI's `size`), made exactly
+/// when each side is 64 to 2048: the sandbox draws on the CPU.
+fn exact_image_size(resolution: &str) -> Option<(u32, u32)> {
+    let (w, h) = resolution.split_once('x')?;
+    let (w, h) = (w.parse().ok()?, h.parse().ok()?);
+    let fits = |s: u32| (64..=2048).contains(&s);
+    (fits(w) && fits(h)).then_some((w, h))
+}
+
 fn hash64(parts: &[&[u8]]) -> u64 {
     let mut h = Sha256::new();
     for p in parts {
@@ -204,7 +213,11 @@ impl Provider for Sandbox {
                 (w, h, req.duration_secs.unwrap_or(DEFAULT_VIDEO_SECS) * FPS)
             }
             TaskKind::Image => {
-                let (w, h) = image_size(&req.aspect_ratio);
+                let (w, h) = req
+                    .resolution
+                    .as_deref()
+                    .and_then(exact_image_size)
+                    .unwrap_or_else(|| image_size(&req.aspect_ratio));
                 (w, h, 0)
             }
         };

@@ -89,7 +89,9 @@ pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Bod
         let key = state.keys.authenticate(&headers).await?;
         let body = read_json(&headers, body).await?;
         let mut parsed = kling::parse_create(&body)?;
-        state.check_urls(&parsed.task).await?;
+        state
+            .check_urls(&parsed.task, |_, _| "image".into())
+            .await?;
         if let Some((bytes, format)) = parsed.inline_image.take() {
             // Content-addressed: the same image sent twice is stored once.
             let key = format!(

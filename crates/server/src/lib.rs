@@ -8,7 +8,7 @@ use axum::Router;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use gengate_core::{ApiError, ImageRole, ImageSource, NewTask, Task};
+use gengate_core::{ApiError, ImageSource, InputImage, NewTask, Task, TaskState, TaskUpdate};
 use gengate_engine::net::AddressPolicy;
 use gengate_engine::{Engine, now_ms};
 use gengate_store::{StoreError, TaskStore};
@@ -23,11 +23,13 @@ pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod deliveries;
+pub mod dream_machine;
 pub mod health;
 pub mod kling;
 pub mod luma;
 pub mod metrics;
 pub mod models_api;
+pub mod openai_images;
 pub mod openapi;
 pub mod rendered;
 pub mod tasks_api;
@@ -47,27 +49,32 @@ pub struct AppState {
     pub keys: Arc<auth::Keys>,
     /// Rendered finished tasks, served as bytes.
     pub rendered: Arc<rendered::Rendered>,
+    /// How long a synchronous answer (OpenAI images) waits for its task.
+    pub sync_wait: Duration,
 }
 
 impl AppState {
     /// Refuse, before anything is stored, URLs gengate would have to call
-    /// that resolve to internal addresses: a 400 naming the field.
-    pub async fn check_urls(&self, new: &NewTask) -> Result<(), ApiError> {
-        let images = new.request.images.iter().filter_map(|i| match &i.source {
-            ImageSource::Url { url } => Some((
-                match i.role {
-                    ImageRole::Reference => "image",
-                    ImageRole::Start => "image_url",
-                    ImageRole::End => "image_end_url",
-                },
-                url,
-            )),
-            ImageSource::Stored { .. } => None,
-        });
+    /// that resolve to internal addresses: a 400 naming the field, as
+    /// `image_field` names an input image's URL in the caller's dialect.
+    pub async fn check_urls(
+        &self,
+        new: &NewTask,
+        image_field: impl Fn(usize, &InputImage) -> String,
+    ) -> Result<(), ApiError> {
+        let images = new
+            .request
+            .images
+            .iter()
+            .enumerate()
+            .filter_map(|(i, im)| match &im.source {
+                ImageSource::Url { url } => Some((image_field(i, im), url)),
+                ImageSource::Stored { .. } => None,
+            });
         for (field, url) in new
             .callback_url
             .iter()
-            .map(|u| ("callback_url", u))
+            .map(|u| ("callback_url".to_string(), u))
             .chain(images)
         {
             self.policy
@@ -111,6 +118,92 @@ impl AppState {
     }
 }
 
+/// What [`AppState::cancel_task`] did.
+pub enum Cancel {
+    /// The task is canceled now.
+    Canceled(Task),
+    /// It had already finished: nothing changed.
+    Finished(Task),
+}
+
+impl AppState {
+    /// Cancel `task` unless it has finished: a compare-and-swap to
+    /// `canceled` (read again when the engine moved it meanwhile), then
+    /// the upstream is asked to stop, best effort. `None`: the task is gone.
+    pub async fn cancel_task(&self, mut task: Task) -> Result<Option<Cancel>, ApiError> {
+        for _ in 0..5 {
+            if task.state.is_terminal() {
+                return Ok(Some(Cancel::Finished(task)));
+            }
+            let update = TaskUpdate {
+                detail: Some("canceled by the client".into()),
+                failure_reason: Some("canceled by the client".into()),
+                ..TaskUpdate::to_state(TaskState::Canceled)
+            };
+            let swapped = self
+                .store
+                .update_task(task.id, task.version, &update, now_ms())
+                .await
+                .map_err(store_error)?;
+            let Some(done) = swapped else {
+                match self
+                    .store
+                    .get_task(task.owner, task.id)
+                    .await
+                    .map_err(store_error)?
+                {
+                    Some(now) => task = now,
+                    None => return Ok(None),
+                }
+                continue;
+            };
+            ::metrics::counter!("gengate_task_transitions_total", "state" => "canceled")
+                .increment(1);
+            if let (Some(upstream), Some(channel)) = (
+                done.upstream_ref.clone(),
+                done.channel
+                    .as_deref()
+                    .and_then(|c| self.engine.channels().get(c)),
+            ) {
+                let task_id = done.id;
+                tokio::spawn(async move {
+                    if let Err(e) = channel.provider.cancel(&upstream).await {
+                        tracing::warn!(task = %task_id, error = %e, "upstream cancel failed");
+                    }
+                });
+            }
+            return Ok(Some(Cancel::Canceled(done)));
+        }
+        Err(ApiError::Unavailable(
+            "the task is changing; try again".into(),
+        ))
+    }
+
+    /// `owner`'s task `id` once it has finished, or as it stands when
+    /// `wait` is over (`None`: it is gone). For the synchronous answers.
+    pub async fn wait_finished(
+        &self,
+        owner: Uuid,
+        id: Uuid,
+        wait: Duration,
+    ) -> Result<Option<Task>, ApiError> {
+        let until = tokio::time::Instant::now() + wait;
+        // Quick looks first (fast upstreams answer in well under a second),
+        // then at most one store read per second per waiting request.
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let task = self.store.get_task(owner, id).await.map_err(store_error)?;
+            let now = tokio::time::Instant::now();
+            match task {
+                Some(t) if !t.state.is_terminal() && now < until => {}
+                other => return Ok(other),
+            }
+            tokio::time::sleep(pause.min(until - now)).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
+    }
+}
+
 /// A store failure is ours, not the client's: logged, answered as 503.
 pub fn store_error(e: StoreError) -> ApiError {
     tracing::error!(error = %e, "store error");
@@ -145,10 +238,12 @@ pub fn router(state: AppState, serve_api: bool) -> Router {
     let mut routes = Router::new()
         .merge(health::router())
         .route("/metrics", get(metrics::serve));
+    let mut synchronous = Router::new();
     if serve_api {
         routes = routes
             .merge(luma::router())
             .merge(kling::router())
+            .merge(dream_machine::router())
             .merge(deliveries::router())
             .merge(tasks_api::router())
             .merge(models_api::router())
@@ -162,7 +257,22 @@ pub fn router(state: AppState, serve_api: bool) -> Router {
                     .layer(axum::middleware::map_response(immutable))
                     .service(results),
             );
+        synchronous = synchronous
+            .merge(openai_images::router())
+            .merge(dream_machine::sync_router());
     }
+    // A request (body upload included) gets REQUEST_TIMEOUT; one that
+    // waits for its task gets that wait on top. File bodies stream after it.
+    let sync_timeout = state.sync_wait.max(dream_machine_sync_max()) + REQUEST_TIMEOUT;
+    let routes = routes
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .merge(synchronous.layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            sync_timeout,
+        )));
     routes
         .fallback(not_found)
         .with_state(state)
@@ -173,11 +283,6 @@ pub fn router(state: AppState, serve_api: bool) -> Router {
             )
                 .into_response()
         }))
-        // A request (body upload included) gets this long; file bodies stream after it.
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
-        ))
         .layer(TraceLayer::new_for_http())
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
@@ -218,6 +323,11 @@ pub async fn serve(
 
 /// How long one request may take, reading its body included.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The longest `sync_timeout` Luma's image create takes.
+fn dream_machine_sync_max() -> Duration {
+    Duration::from_secs_f64(gengate_core::dialect::dream_machine::MAX_SYNC_TIMEOUT_SECS)
+}
 
 /// How long graceful shutdown waits for open requests.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);

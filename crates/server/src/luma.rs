@@ -6,14 +6,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use bytes::Bytes;
 use gengate_core::dialect::luma::{self, DownloadUrl, LumaError, LumaTask};
-use gengate_core::{ApiError, ArtifactRole, Dialect, NewTask, Task, TaskState};
+use gengate_core::{ApiError, ArtifactRole, Dialect, ImageRole, NewTask, Task, TaskState};
 use uuid::Uuid;
 
 use crate::AppState;
 use crate::body::read_json;
-use crate::rendered::Lookup;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -66,7 +64,12 @@ async fn own_task(state: &AppState, owner: Uuid, id: &str) -> Result<Task> {
 }
 
 async fn accept(state: &AppState, owner: Uuid, new: NewTask) -> Result<Response> {
-    state.check_urls(&new).await?;
+    state
+        .check_urls(&new, |_, im| match im.role {
+            ImageRole::End => "image_end_url".into(),
+            _ => "image_url".into(),
+        })
+        .await?;
     let task = state.create_task(owner, new).await?;
     Ok((
         StatusCode::CREATED,
@@ -167,7 +170,7 @@ pub async fn download_url(
 /// Batch get: the caller's Luma tasks among `ids`, in the order asked.
 /// Unknown and foreign ids are left out; a duplicate is listed once.
 #[utoipa::path(post, path = "/luma/tasks", tag = "luma",
-    request_body = luma::BatchGet,
+    request_body = gengate_core::dialect::BatchGet,
     responses((status = 200, body = Vec<LumaTask>), (status = 400, body = LumaError)),
     security(("bearer" = [])))]
 pub async fn batch_get(
@@ -177,45 +180,17 @@ pub async fn batch_get(
 ) -> Result<Response> {
     let key = state.keys.authenticate(&headers).await?;
     let body = read_json(&headers, body).await?;
-    let ids = luma::parse_batch(&body)?;
-    // Finished tasks come rendered from memory; the rest from the store.
-    let mut parts: Vec<Option<Bytes>> = vec![None; ids.len()];
-    let mut missing = Vec::new();
-    let looked_up = state.rendered.get_many(key.id, &ids, Dialect::Luma);
-    for (at, (id, found)) in ids.iter().zip(looked_up).enumerate() {
-        match found {
-            Lookup::Hit(json) => parts[at] = Some(json),
-            Lookup::Foreign => {}
-            Lookup::Miss => missing.push(*id),
-        }
-    }
-    if !missing.is_empty() {
-        let found = state
-            .store
-            .get_tasks(key.id, Dialect::Luma, &missing)
-            .await
-            .map_err(crate::store_error)?;
-        for task in found {
-            let json = Bytes::from(
-                serde_json::to_vec(&luma::render(&task, &state.files_base))
-                    .map_err(|_| Error(ApiError::Internal))?,
-            );
-            state.rendered.put(&task, Dialect::Luma, &json);
-            if let Some(at) = ids.iter().position(|id| *id == task.id) {
-                parts[at] = Some(json);
-            }
-        }
-    }
-    let parts: Vec<Bytes> = parts.into_iter().flatten().collect();
-    let mut out = Vec::with_capacity(parts.iter().map(Bytes::len).sum::<usize>() + parts.len() + 2);
-    out.push(b'[');
-    for (i, p) in parts.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(p);
-    }
-    out.push(b']');
+    let ids = gengate_core::dialect::parse_batch(&body)?;
+    let out = crate::rendered::batch_json(
+        &state,
+        key.id,
+        &ids,
+        Dialect::Luma,
+        Some(Dialect::Luma),
+        luma::render,
+        (b"", b""),
+    )
+    .await?;
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         out,

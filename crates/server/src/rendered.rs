@@ -6,8 +6,10 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use bytes::Bytes;
-use gengate_core::{Dialect, Task};
+use gengate_core::{ApiError, Dialect, Task};
 use uuid::Uuid;
+
+use crate::AppState;
 
 /// Rendered bytes kept at most.
 const BUDGET_BYTES: usize = 64 << 20;
@@ -70,4 +72,60 @@ impl Rendered {
         inner.by_task.insert(key, (task.owner, json.clone()));
         inner.order.push_back(key);
     }
+}
+
+/// A batch get's answer: `owner`'s tasks among `ids`, each rendered in
+/// `shape`'s dialect, in the order asked; unknown and foreign ids are left
+/// out. With `made_in`, only tasks that dialect made count. Finished tasks
+/// come rendered from memory, the rest from the store. The JSON array is
+/// written between `prefix` and `suffix`.
+pub async fn batch_json<V: serde::Serialize>(
+    state: &AppState,
+    owner: Uuid,
+    ids: &[Uuid],
+    shape: Dialect,
+    made_in: Option<Dialect>,
+    render: impl Fn(&Task, &str) -> V,
+    (prefix, suffix): (&[u8], &[u8]),
+) -> Result<Vec<u8>, ApiError> {
+    let mut parts: Vec<Option<Bytes>> = vec![None; ids.len()];
+    let mut missing = Vec::new();
+    let looked_up = state.rendered.get_many(owner, ids, shape);
+    for (at, (id, found)) in ids.iter().zip(looked_up).enumerate() {
+        match found {
+            Lookup::Hit(json) => parts[at] = Some(json),
+            Lookup::Foreign => {}
+            Lookup::Miss => missing.push(*id),
+        }
+    }
+    if !missing.is_empty() {
+        let found = match made_in {
+            Some(d) => state.store.get_tasks(owner, d, &missing).await,
+            None => state.store.get_owned_tasks(owner, &missing).await,
+        }
+        .map_err(crate::store_error)?;
+        for task in found {
+            let json = Bytes::from(
+                serde_json::to_vec(&render(&task, &state.files_base))
+                    .map_err(|_| ApiError::Internal)?,
+            );
+            state.rendered.put(&task, shape, &json);
+            if let Some(at) = ids.iter().position(|id| *id == task.id) {
+                parts[at] = Some(json);
+            }
+        }
+    }
+    let size = parts.iter().flatten().map(Bytes::len).sum::<usize>();
+    let mut out = Vec::with_capacity(size + ids.len() + prefix.len() + suffix.len() + 2);
+    out.extend_from_slice(prefix);
+    out.push(b'[');
+    for (i, p) in parts.iter().flatten().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(p);
+    }
+    out.push(b']');
+    out.extend_from_slice(suffix);
+    Ok(out)
 }

@@ -14,23 +14,19 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use bytes::Bytes;
 use gengate_core::dialect::tasks::{
     self, EventView, GengateTask, IDEMPOTENCY_WINDOW_MS, ListQuery, TaskList,
 };
-use gengate_core::{
-    ApiError, Dialect, ImageSource, NewTask, Task, TaskEvent, TaskState, TaskUpdate,
-};
+use gengate_core::{ApiError, Dialect, NewTask, Task, TaskEvent};
 use gengate_engine::now_ms;
 use gengate_store::TaskFilter;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::AppState;
 use crate::body::read_json;
 use crate::deliveries::{Error, ErrorBody};
-use crate::rendered::Lookup;
+use crate::{AppState, Cancel};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -73,33 +69,6 @@ fn idempotency_external_id(key: &str) -> String {
     let mut b = [0u8; 16];
     b.copy_from_slice(&digest[..16]);
     Uuid::from_bytes(b).to_string()
-}
-
-/// Refuse, before anything is stored, URLs resolving to internal
-/// addresses, naming this API's field.
-async fn check_urls(state: &AppState, new: &NewTask) -> Result<()> {
-    let images = new
-        .request
-        .images
-        .iter()
-        .enumerate()
-        .filter_map(|(i, im)| match &im.source {
-            ImageSource::Url { url } => Some((format!("input.images[{i}].url"), url)),
-            ImageSource::Stored { .. } => None,
-        });
-    for (field, url) in new
-        .callback_url
-        .iter()
-        .map(|u| ("callback_url".to_string(), u))
-        .chain(images)
-    {
-        state
-            .policy
-            .check_url(url)
-            .await
-            .map_err(|e| ApiError::validation(field, format!("is refused: {e}")))?;
-    }
-    Ok(())
 }
 
 /// What an `Idempotency-Key` already stands for: its task when the request
@@ -174,9 +143,11 @@ pub async fn create(
             .ok_or_else(|| {
                 ApiError::validation("input.extend_from", format!("task {parent} not found"))
             })?;
-        tasks::follow(&mut new, &parent)?;
+        gengate_core::dialect::follow(&mut new, &parent, "input.extend_from")?;
     }
-    check_urls(&state, &new).await?;
+    state
+        .check_urls(&new, |i, _| format!("input.images[{i}].url"))
+        .await?;
     new.external_id = idem.as_deref().map(idempotency_external_id);
     // A concurrent first use of the key wins the unique index; the loser
     // then finds its task. Bounded: each round either answers or frees
@@ -218,7 +189,7 @@ pub async fn get_one(
 /// Many tasks at once: the caller's among `ids`, in the order asked; unknown
 /// and foreign ids are left out, a duplicate is listed once.
 #[utoipa::path(post, path = "/v1/tasks/batch-get", tag = "tasks",
-    request_body = tasks::BatchGet,
+    request_body = gengate_core::dialect::BatchGet,
     responses((status = 200, body = TaskList, description = "`next_cursor` is null and `has_more` false"),
               (status = 400, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -229,45 +200,21 @@ pub async fn batch_get(
 ) -> Result<Response> {
     let key = state.keys.authenticate(&headers).await?;
     let body = read_json(&headers, body).await?;
-    let ids = tasks::parse_batch(&body)?;
-    // Finished tasks come rendered from memory (kept under this API's
-    // dialect: the shape, not the task's origin); the rest from the store.
-    let mut parts: Vec<Option<Bytes>> = vec![None; ids.len()];
-    let mut missing = Vec::new();
-    let looked_up = state.rendered.get_many(key.id, &ids, Dialect::Gengate);
-    for (at, (id, found)) in ids.iter().zip(looked_up).enumerate() {
-        match found {
-            Lookup::Hit(json) => parts[at] = Some(json),
-            Lookup::Foreign => {}
-            Lookup::Miss => missing.push(*id),
-        }
-    }
-    if !missing.is_empty() {
-        let found = state
-            .store
-            .get_owned_tasks(key.id, &missing)
-            .await
-            .map_err(crate::store_error)?;
-        for task in found {
-            let json = Bytes::from(
-                serde_json::to_vec(&tasks::render(&task, &state.files_base))
-                    .map_err(|_| ApiError::Internal)?,
-            );
-            state.rendered.put(&task, Dialect::Gengate, &json);
-            if let Some(at) = ids.iter().position(|id| *id == task.id) {
-                parts[at] = Some(json);
-            }
-        }
-    }
-    let mut out = Vec::with_capacity(parts.iter().flatten().map(Bytes::len).sum::<usize>() + 80);
-    out.extend_from_slice(br#"{"object":"list","data":["#);
-    for (i, p) in parts.iter().flatten().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(p);
-    }
-    out.extend_from_slice(br#"],"next_cursor":null,"has_more":false}"#);
+    let ids = gengate_core::dialect::parse_batch(&body)?;
+    // Kept under this API's shape, whichever dialect made the task.
+    let out = crate::rendered::batch_json(
+        &state,
+        key.id,
+        &ids,
+        Dialect::Gengate,
+        None,
+        tasks::render,
+        (
+            br#"{"object":"list","data":"#,
+            br#","next_cursor":null,"has_more":false}"#,
+        ),
+    )
+    .await?;
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         out,
@@ -328,48 +275,17 @@ pub async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Response> {
     let key = state.keys.authenticate(&headers).await?;
-    // The engine may move the task meanwhile: swap on the version read,
-    // and read again when it lost.
-    for _ in 0..5 {
-        let task = own_task(&state, key.id, &id).await?;
-        if task.state.is_terminal() {
-            return Err(ApiError::Conflict(format!(
-                "task {} is {}; only an unfinished task can be canceled",
-                task.id,
-                task.state.as_str()
-            ))
-            .into());
-        }
-        let update = TaskUpdate {
-            detail: Some("canceled by the client".into()),
-            failure_reason: Some("canceled by the client".into()),
-            ..TaskUpdate::to_state(TaskState::Canceled)
-        };
-        let Some(done) = state
-            .store
-            .update_task(task.id, task.version, &update, now_ms())
-            .await
-            .map_err(crate::store_error)?
-        else {
-            continue;
-        };
-        ::metrics::counter!("gengate_task_transitions_total", "state" => "canceled").increment(1);
-        if let (Some(upstream), Some(channel)) = (
-            done.upstream_ref.clone(),
-            done.channel
-                .as_deref()
-                .and_then(|c| state.engine.channels().get(c)),
-        ) {
-            let task_id = done.id;
-            tokio::spawn(async move {
-                if let Err(e) = channel.provider.cancel(&upstream).await {
-                    tracing::warn!(task = %task_id, error = %e, "upstream cancel failed");
-                }
-            });
-        }
-        return Ok(json_response(StatusCode::OK, &done, &state.files_base));
+    let task = own_task(&state, key.id, &id).await?;
+    match state.cancel_task(task).await? {
+        Some(Cancel::Canceled(done)) => Ok(json_response(StatusCode::OK, &done, &state.files_base)),
+        Some(Cancel::Finished(task)) => Err(ApiError::Conflict(format!(
+            "task {} is {}; only an unfinished task can be canceled",
+            task.id,
+            task.state.as_str()
+        ))
+        .into()),
+        None => Err(not_found(&id)),
     }
-    Err(ApiError::Unavailable("the task is changing; try again".into()).into())
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

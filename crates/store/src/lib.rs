@@ -86,6 +86,11 @@ pub trait TaskStore: Send + Sync + 'static {
         external_id: &str,
     ) -> StoreResult<bool>;
 
+    /// Delete `owner`'s task `id` with its events and callback deliveries
+    /// (Luma's `DELETE /generations/{id}`). `false` if there was none.
+    /// Stored result files stay: other tasks may share them.
+    async fn delete_task(&self, owner: Uuid, id: Uuid) -> StoreResult<bool>;
+
     /// The task `owner` created with this `external_task_id`.
     async fn get_task_by_external_id(
         &self,

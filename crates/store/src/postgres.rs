@@ -378,6 +378,31 @@ impl TaskStore for PgStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn delete_task(&self, owner: Uuid, id: Uuid) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        // Locks the row: a concurrent engine update waits, then finds nothing.
+        let owned = sqlx::query("SELECT 1 FROM tasks WHERE id = $1 AND owner = $2 FOR UPDATE")
+            .bind(id)
+            .bind(owner)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if !owned {
+            return Ok(false);
+        }
+        for sql in [
+            "DELETE FROM delivery_attempts WHERE delivery_id IN \
+             (SELECT id FROM deliveries WHERE task_id = $1)",
+            "DELETE FROM deliveries WHERE task_id = $1",
+            "DELETE FROM task_events WHERE task_id = $1",
+            "DELETE FROM tasks WHERE id = $1",
+        ] {
+            sqlx::query(sql).bind(id).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
     async fn get_task_by_external_id(
         &self,
         owner: Uuid,

@@ -382,6 +382,31 @@ impl TaskStore for SqliteStore {
             .await
     }
 
+    async fn delete_task(&self, owner: Uuid, id: Uuid) -> StoreResult<bool> {
+        self.writer
+            .write(move |conn| {
+                let (id, owner) = (id.as_bytes().to_vec(), owner.as_bytes().to_vec());
+                let owned: bool = conn.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM tasks WHERE id = ?1 AND owner = ?2)",
+                    params![id, owner],
+                    |r| r.get(0),
+                )?;
+                if !owned {
+                    return Ok(false);
+                }
+                conn.execute(
+                    "DELETE FROM delivery_attempts WHERE delivery_id IN \
+                     (SELECT id FROM deliveries WHERE task_id = ?1)",
+                    params![id],
+                )?;
+                conn.execute("DELETE FROM deliveries WHERE task_id = ?1", params![id])?;
+                conn.execute("DELETE FROM task_events WHERE task_id = ?1", params![id])?;
+                conn.execute("DELETE FROM tasks WHERE id = ?1", params![id])?;
+                Ok(true)
+            })
+            .await
+    }
+
     async fn get_task_by_external_id(
         &self,
         owner: Uuid,

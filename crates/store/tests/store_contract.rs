@@ -49,6 +49,7 @@ contract!(
     pages_cover_every_dialect_by_position_with_filters,
     owned_tasks_of_any_dialect_by_id,
     an_external_id_is_forgotten_only_as_asked,
+    a_task_is_deleted_with_its_events_and_deliveries,
 );
 
 fn new_task(ext: Option<&str>) -> NewTask {
@@ -595,4 +596,43 @@ async fn an_external_id_is_forgotten_only_as_asked(s: Arc<dyn TaskStore>) {
         .await
         .unwrap();
     assert!(!s.forget_external_id(owner, t.id, "k").await.unwrap());
+}
+
+async fn a_task_is_deleted_with_its_events_and_deliveries(s: Arc<dyn TaskStore>) {
+    let (owner, other) = (Uuid::now_v7(), Uuid::now_v7());
+    let mut new = new_task(None);
+    new.callback_url = Some("https://example.test/hook".into());
+    let t = s.create_task(owner, &new, 1, 9).await.unwrap();
+    let kept = s.create_task(owner, &new_task(None), 1, 9).await.unwrap();
+    s.update_task(
+        t.id,
+        t.version,
+        &TaskUpdate::to_state(TaskState::Canceled),
+        2,
+    )
+    .await
+    .unwrap()
+    .expect("canceled");
+    assert!(!s.task_deliveries(t.id).await.unwrap().is_empty());
+    // Another key's delete finds nothing and changes nothing.
+    assert!(!s.delete_task(other, t.id).await.unwrap());
+    assert!(s.get_task(owner, t.id).await.unwrap().is_some());
+    assert!(s.delete_task(owner, t.id).await.unwrap());
+    assert!(s.get_task(owner, t.id).await.unwrap().is_none());
+    assert!(s.load_task(t.id).await.unwrap().is_none());
+    assert!(s.task_events(t.id).await.unwrap().is_empty());
+    assert!(s.task_deliveries(t.id).await.unwrap().is_empty());
+    // Gone: a second delete and a late update find nothing.
+    assert!(!s.delete_task(owner, t.id).await.unwrap());
+    let open = s.create_task(owner, &new_task(None), 1, 9).await.unwrap();
+    assert!(s.delete_task(owner, open.id).await.unwrap());
+    let late = TaskUpdate::to_state(TaskState::Processing);
+    assert!(
+        s.update_task(open.id, open.version, &late, 3)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // The key's other task is untouched.
+    assert!(s.get_task(owner, kept.id).await.unwrap().is_some());
 }

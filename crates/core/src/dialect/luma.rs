@@ -16,8 +16,6 @@ pub const RESOLUTIONS: &[&str] = &["540p", "720p", "1080p", "4k"];
 pub const DEFAULT_MODEL: &str = "ray-2";
 pub const MAX_PROMPT_CHARS: usize = 5000;
 pub const MAX_MODEL_CHARS: usize = 64;
-/// The batch get takes this many ids at most.
-pub const MAX_BATCH_IDS: usize = 100;
 
 /// `POST /luma/generations` (and the body of `/extend`).
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -43,13 +41,6 @@ pub struct CreateGeneration {
     /// "5s" or "9s" (or the number of seconds).
     #[schema(value_type = Option<String>)]
     pub duration: Option<serde_json::Value>,
-}
-
-/// `POST /luma/tasks`.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct BatchGet {
-    /// 1 to 100 task ids.
-    pub ids: Option<Vec<String>>,
 }
 
 /// Parse a create body into a video task.
@@ -150,33 +141,6 @@ pub fn parse_extend(body: &[u8], parent: &Task) -> Result<NewTask, ApiError> {
         callback_url,
         parent.channel.clone(),
     ))
-}
-
-/// Parse a batch get: 1..=100 UUIDs, duplicates kept once, order kept.
-pub fn parse_batch(body: &[u8]) -> Result<Vec<Uuid>, ApiError> {
-    let b: BatchGet = parse_json(body)?;
-    let ids = b
-        .ids
-        .ok_or_else(|| ApiError::validation("ids", "is required"))?;
-    if ids.is_empty() {
-        return Err(ApiError::validation("ids", "must name at least one id"));
-    }
-    if ids.len() > MAX_BATCH_IDS {
-        return Err(ApiError::validation(
-            "ids",
-            format!("must name at most {MAX_BATCH_IDS} ids (got {})", ids.len()),
-        ));
-    }
-    let mut out: Vec<Uuid> = Vec::with_capacity(ids.len());
-    for (i, s) in ids.iter().enumerate() {
-        let id = Uuid::try_parse(s).map_err(|_| {
-            ApiError::validation(format!("ids[{i}]"), format!("{s:?} is not a UUID"))
-        })?;
-        if !out.contains(&id) {
-            out.push(id);
-        }
-    }
-    Ok(out)
 }
 
 fn model_name(m: Option<String>) -> Result<String, ApiError> {
@@ -443,18 +407,5 @@ mod tests {
             err_field(parse_create(br#"{"user_prompt":"a","loop":"yes"}"#)),
             "loop"
         );
-    }
-
-    #[test]
-    fn batch_rules() {
-        let a = "4665a07c-7641-4809-a133-10786201bb56";
-        let b = "0190a07c-7641-7809-a133-10786201bb57";
-        let ids = parse_batch(format!(r#"{{"ids":["{b}","{a}","{b}"]}}"#).as_bytes()).unwrap();
-        assert_eq!(ids.len(), 2);
-        assert_eq!(ids[0].to_string(), b);
-        assert!(parse_batch(br#"{"ids":[]}"#).is_err());
-        assert!(parse_batch(br#"{"ids":["nope"]}"#).is_err());
-        let many: Vec<String> = (0..101).map(|_| format!("\"{a}\"")).collect();
-        assert!(parse_batch(format!(r#"{{"ids":[{}]}}"#, many.join(",")).as_bytes()).is_err());
     }
 }

@@ -1,7 +1,94 @@
 //! Client-facing API shapes. Each dialect parses its requests into a
 //! [`crate::NewTask`] and renders a [`crate::Task`] in its own shape; none
-//! reaches into another.
+//! reaches into another. What several share lives here.
 
+use serde::Deserialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::task::{NewTask, Task, TaskKind, TaskState};
+use crate::validate::parse_json;
+
+pub mod dream_machine;
 pub mod kling;
 pub mod luma;
+pub mod openai_images;
 pub mod tasks;
+
+/// A batch get takes this many ids at most.
+pub const MAX_BATCH_IDS: usize = 100;
+
+/// The body of a batch get (`POST /luma/tasks`, `POST /v1/tasks/batch-get`).
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct BatchGet {
+    /// 1 to 100 task ids.
+    pub ids: Option<Vec<String>>,
+}
+
+/// Parse a batch get: 1..=100 UUIDs, duplicates kept once, order kept.
+pub fn parse_batch(body: &[u8]) -> Result<Vec<Uuid>, ApiError> {
+    let b: BatchGet = parse_json(body)?;
+    let ids = b
+        .ids
+        .ok_or_else(|| ApiError::validation("ids", "is required"))?;
+    if ids.is_empty() {
+        return Err(ApiError::validation("ids", "must name at least one id"));
+    }
+    if ids.len() > MAX_BATCH_IDS {
+        return Err(ApiError::validation(
+            "ids",
+            format!("must name at most {MAX_BATCH_IDS} ids (got {})", ids.len()),
+        ));
+    }
+    let mut out: Vec<Uuid> = Vec::with_capacity(ids.len());
+    for (i, s) in ids.iter().enumerate() {
+        let id = Uuid::try_parse(s).map_err(|_| {
+            ApiError::validation(format!("ids[{i}]"), format!("{s:?} is not a task id"))
+        })?;
+        if !out.contains(&id) {
+            out.push(id);
+        }
+    }
+    Ok(out)
+}
+
+/// Make `new` a continuation of `parent` (its `extend_from`), which the
+/// request names in `field`: the parent must be a completed video of the
+/// same key; the task runs on its channel and keeps its frame.
+pub fn follow(new: &mut NewTask, parent: &Task, field: &str) -> Result<(), ApiError> {
+    if parent.kind != TaskKind::Video || parent.state != TaskState::Completed {
+        return Err(ApiError::Conflict(format!(
+            "{field}: task {} is a {} {} task; only a completed video can be extended",
+            parent.id,
+            parent.state.as_str(),
+            parent.kind.as_str()
+        )));
+    }
+    new.channel = parent.channel.clone();
+    new.request.extend_from = Some(parent.id);
+    new.request.aspect_ratio = parent.request.aspect_ratio.clone();
+    if new.request.resolution.is_none() {
+        new.request.resolution = parent.request.resolution.clone();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_rules() {
+        let a = "4665a07c-7641-4809-a133-10786201bb56";
+        let b = "0190a07c-7641-7809-a133-10786201bb57";
+        let ids = parse_batch(format!(r#"{{"ids":["{b}","{a}","{b}"]}}"#).as_bytes()).unwrap();
+        assert_eq!(ids.len(), 2);
+        assert_eq!(ids[0].to_string(), b);
+        assert!(parse_batch(br#"{"ids":[]}"#).is_err());
+        assert!(parse_batch(br#"{}"#).is_err());
+        assert!(parse_batch(br#"{"ids":["nope"]}"#).is_err());
+        let many: Vec<String> = (0..101).map(|_| format!("\"{a}\"")).collect();
+        assert!(parse_batch(format!(r#"{{"ids":[{}]}}"#, many.join(",")).as_bytes()).is_err());
+    }
+}

@@ -42,8 +42,6 @@ pub const MAX_DURATION_SECS: u32 = 60;
 pub const MAX_ASPECT_PART: u32 = 100;
 pub const RESOLUTIONS: &[&str] = &["540p", "720p", "1080p", "4k"];
 pub const DEFAULT_ASPECT_RATIO: &str = "16:9";
-/// The batch get takes this many ids at most.
-pub const MAX_BATCH_IDS: usize = 100;
 pub const DEFAULT_LIMIT: u32 = 20;
 pub const MAX_LIMIT: u32 = 100;
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
@@ -124,13 +122,6 @@ pub struct ImageInput {
     pub url: Option<String>,
     /// `reference` (images), `start` or `end` (first and last frame of a video).
     pub role: Option<String>,
-}
-
-/// `POST /v1/tasks/batch-get`.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct BatchGet {
-    /// 1 to 100 task ids.
-    pub ids: Option<Vec<String>>,
 }
 
 fn role_name(r: ImageRole) -> &'static str {
@@ -350,32 +341,14 @@ pub fn parse_create(
             loop_video: input.loop_video,
             resolution: input.resolution,
             duration_secs: input.duration,
+            quality: None,
+            style: None,
             extend_from,
         },
         callback_url: optional_url("callback_url", b.callback_url)?,
         external_id: None,
         channel: None,
     })
-}
-
-/// Make `new` a continuation of `parent` (its `extend_from`): the parent
-/// must be a completed video of the same key; the task runs on its channel
-/// and keeps its frame.
-pub fn follow(new: &mut NewTask, parent: &Task) -> Result<(), ApiError> {
-    if parent.kind != TaskKind::Video || parent.state != TaskState::Completed {
-        return Err(ApiError::Conflict(format!(
-            "input.extend_from: task {} is a {} {} task; only a completed video can be extended",
-            parent.id,
-            parent.state.as_str(),
-            parent.kind.as_str()
-        )));
-    }
-    new.channel = parent.channel.clone();
-    new.request.aspect_ratio = parent.request.aspect_ratio.clone();
-    if new.request.resolution.is_none() {
-        new.request.resolution = parent.request.resolution.clone();
-    }
-    Ok(())
 }
 
 /// Whether an existing task is what `new` asks for: the same normalized
@@ -396,33 +369,6 @@ pub fn idempotency_key(value: &str) -> Result<&str, ApiError> {
     }
     max_chars(field, value, MAX_IDEMPOTENCY_KEY_CHARS)?;
     Ok(value)
-}
-
-/// Parse a batch get: 1..=100 UUIDs, duplicates kept once, order kept.
-pub fn parse_batch(body: &[u8]) -> Result<Vec<Uuid>, ApiError> {
-    let b: BatchGet = parse_json(body)?;
-    let ids = b
-        .ids
-        .ok_or_else(|| ApiError::validation("ids", "is required"))?;
-    if ids.is_empty() {
-        return Err(ApiError::validation("ids", "must name at least one id"));
-    }
-    if ids.len() > MAX_BATCH_IDS {
-        return Err(ApiError::validation(
-            "ids",
-            format!("must name at most {MAX_BATCH_IDS} ids (got {})", ids.len()),
-        ));
-    }
-    let mut out: Vec<Uuid> = Vec::with_capacity(ids.len());
-    for (i, s) in ids.iter().enumerate() {
-        let id = Uuid::try_parse(s).map_err(|_| {
-            ApiError::validation(format!("ids[{i}]"), format!("{s:?} is not a task id"))
-        })?;
-        if !out.contains(&id) {
-            out.push(id);
-        }
-    }
-    Ok(out)
 }
 
 // ---- listing -----------------------------------------------------------------

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use gengate_core::dialect::{kling, luma, tasks};
+use gengate_core::dialect::{dream_machine, kling, luma, tasks};
 use gengate_core::{
     Delivery, DeliveryAttempt, DeliveryOutcome, Dialect, Millis, RetrySchedule, Task,
 };
@@ -132,7 +132,13 @@ impl Deliverer {
         match t.dialect {
             Dialect::Luma => serde_json::to_vec(&luma::render(&t, &self.files_base)),
             Dialect::Kling => serde_json::to_vec(&kling::render(&t, &self.files_base)),
-            Dialect::Gengate => serde_json::to_vec(&tasks::render(&t, &self.files_base)),
+            // OpenAI images take no callback URL; were one set, gengate's shape.
+            Dialect::Gengate | Dialect::OpenaiImages => {
+                serde_json::to_vec(&tasks::render(&t, &self.files_base))
+            }
+            Dialect::DreamMachine => {
+                serde_json::to_vec(&dream_machine::render(&t, &self.files_base))
+            }
         }
     }
 

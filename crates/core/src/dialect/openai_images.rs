@@ -1,0 +1,284 @@
+//! OpenAI images (`POST /v1/images/generations`, the `openai` SDKs'
+//! `images.generate`): the request, the answer and the error envelope.
+//! The answer is synchronous: the server holds the request until the task
+//! ends; this module only reads and writes the shapes.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::error::ApiError;
+use crate::request::GenerationRequest;
+use crate::task::{Dialect, NewTask, TaskKind};
+use crate::validate::{max_chars, one_of, parse_json, required_text};
+
+/// OpenAI's own default model.
+pub const DEFAULT_MODEL: &str = "dall-e-2";
+pub const MAX_PROMPT_CHARS: usize = 32_000;
+pub const MAX_MODEL_CHARS: usize = 128;
+pub const MAX_N: u32 = 10;
+pub const MIN_SIDE: u32 = 64;
+pub const MAX_SIDE: u32 = 4096;
+pub const MAX_USER_CHARS: usize = 256;
+pub const QUALITIES: &[&str] = &[
+    "auto", "standard", "hd", "low", "medium", "high", "xhigh", "max",
+];
+pub const STYLES: &[&str] = &["vivid", "natural"];
+
+/// `POST /v1/images/generations`. Fields not listed are ignored, as OpenAI
+/// ignores what a model does not use.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct CreateImage {
+    /// Up to 32 000 characters.
+    pub prompt: Option<String>,
+    /// A model a channel serves (default `dall-e-2`, as OpenAI's).
+    pub model: Option<String>,
+    /// 1 to 10 (default 1).
+    pub n: Option<u32>,
+    /// `WxH` (each side 64 to 4096) or `auto`.
+    pub size: Option<String>,
+    /// `url` (default) or `b64_json`.
+    pub response_format: Option<String>,
+    /// auto, standard, hd, low, medium, high: passed to the upstream.
+    pub quality: Option<String>,
+    /// vivid or natural: passed to the upstream.
+    pub style: Option<String>,
+    /// The end user, for the operator's logs.
+    pub user: Option<String>,
+    /// Streaming is not offered: `true` is refused.
+    pub stream: Option<bool>,
+}
+
+/// How the answer carries the images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseFormat {
+    Url,
+    B64Json,
+}
+
+pub struct ParsedCreate {
+    pub task: NewTask,
+    pub response_format: ResponseFormat,
+}
+
+/// `WxH`, each side within bounds.
+fn size(s: &str) -> Result<(u32, u32), ApiError> {
+    let bad = || {
+        ApiError::validation(
+            "size",
+            format!("must be WIDTHxHEIGHT, each {MIN_SIDE} to {MAX_SIDE}, or auto (got {s:?})"),
+        )
+    };
+    let (w, h) = s.split_once('x').ok_or_else(bad)?;
+    let (w, h): (u32, u32) = (w.parse().map_err(|_| bad())?, h.parse().map_err(|_| bad())?);
+    if !(MIN_SIDE..=MAX_SIDE).contains(&w) || !(MIN_SIDE..=MAX_SIDE).contains(&h) {
+        return Err(bad());
+    }
+    Ok((w, h))
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+pub fn parse_create(body: &[u8]) -> Result<ParsedCreate, ApiError> {
+    let b: CreateImage = parse_json(body)?;
+    let prompt = required_text("prompt", b.prompt, MAX_PROMPT_CHARS)?;
+    let model = match b.model.filter(|m| !m.is_empty()) {
+        None => DEFAULT_MODEL.to_string(),
+        Some(m) => {
+            if m.chars().count() > MAX_MODEL_CHARS
+                || m.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(ApiError::validation(
+                    "model",
+                    format!("must be 1 to {MAX_MODEL_CHARS} characters without spaces"),
+                ));
+            }
+            m
+        }
+    };
+    let n = b.n.unwrap_or(1);
+    if !(1..=MAX_N).contains(&n) {
+        return Err(ApiError::validation(
+            "n",
+            format!("must be 1 to {MAX_N} (got {n})"),
+        ));
+    }
+    let (aspect_ratio, resolution) = match b.size.as_deref() {
+        None | Some("auto") => ("1:1".to_string(), None),
+        Some(s) => {
+            let (w, h) = size(s)?;
+            let g = gcd(w, h);
+            (format!("{}:{}", w / g, h / g), Some(format!("{w}x{h}")))
+        }
+    };
+    let response_format = match b.response_format.as_deref() {
+        None | Some("url") => ResponseFormat::Url,
+        Some("b64_json") => ResponseFormat::B64Json,
+        Some(other) => {
+            return Err(ApiError::validation(
+                "response_format",
+                format!("must be url or b64_json (got {other:?})"),
+            ));
+        }
+    };
+    if let Some(q) = &b.quality {
+        one_of("quality", q, QUALITIES)?;
+    }
+    if let Some(s) = &b.style {
+        one_of("style", s, STYLES)?;
+    }
+    if let Some(u) = &b.user {
+        max_chars("user", u, MAX_USER_CHARS)?;
+    }
+    if b.stream == Some(true) {
+        return Err(ApiError::validation(
+            "stream",
+            "is not supported by this gateway: leave it out or false",
+        ));
+    }
+    Ok(ParsedCreate {
+        task: NewTask {
+            dialect: Dialect::OpenaiImages,
+            kind: TaskKind::Image,
+            model,
+            request: GenerationRequest {
+                prompt,
+                aspect_ratio,
+                n,
+                resolution,
+                quality: b.quality.filter(|q| q != "auto"),
+                style: b.style,
+                ..GenerationRequest::default()
+            },
+            callback_url: None,
+            external_id: None,
+            channel: None,
+        },
+        response_format,
+    })
+}
+
+/// `{created, data}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImagesResponse {
+    /// Unix seconds the task was created.
+    pub created: i64,
+    pub data: Vec<Image>,
+}
+
+/// One image: `url` or `b64_json`, as asked.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Image {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub b64_json: Option<String>,
+}
+
+/// OpenAI's error envelope: `{"error": {message, type, param, code}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorEnvelope {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    pub message: String,
+    /// invalid_request_error, authentication_error, rate_limit_error,
+    /// server_error, or timeout (the task is still running).
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The request field at fault, if one is.
+    pub param: Option<String>,
+    pub code: Option<String>,
+}
+
+impl ErrorEnvelope {
+    /// `err` in OpenAI's words: its field becomes `param`.
+    pub fn from_api(err: &ApiError) -> ErrorEnvelope {
+        let (kind, code) = match err {
+            ApiError::Validation { .. } | ApiError::MalformedJson(_) => {
+                ("invalid_request_error", None)
+            }
+            ApiError::Unauthorized(_) => ("authentication_error", Some("invalid_api_key")),
+            ApiError::Forbidden => ("permission_error", None),
+            ApiError::RateLimited { .. } => ("rate_limit_error", Some("rate_limit_exceeded")),
+            ApiError::NotFound(_) => ("invalid_request_error", Some("not_found")),
+            ApiError::Conflict(_) => ("invalid_request_error", Some("conflict")),
+            ApiError::PayloadTooLarge { .. } | ApiError::UnsupportedMediaType => {
+                ("invalid_request_error", None)
+            }
+            _ => ("server_error", None),
+        };
+        let param = match err {
+            ApiError::Validation { field, .. } => Some(field.clone()),
+            _ => None,
+        };
+        ErrorEnvelope {
+            error: ErrorDetail {
+                message: err.to_string(),
+                kind,
+                param,
+                code: code.map(Into::into),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(r: Result<ParsedCreate, ApiError>) -> String {
+        match r {
+            Err(ApiError::Validation { field, .. }) => field,
+            Err(other) => panic!("expected a validation error, got {other:?}"),
+            Ok(_) => panic!("expected a validation error, got a task"),
+        }
+    }
+
+    #[test]
+    fn size_becomes_ratio_and_resolution() {
+        let p = parse_create(br#"{"prompt":"fox","size":"1792x1024","n":2,"response_format":"b64_json","quality":"hd"}"#)
+            .unwrap();
+        assert_eq!(p.task.request.aspect_ratio, "7:4");
+        assert_eq!(p.task.request.resolution.as_deref(), Some("1792x1024"));
+        assert_eq!(p.task.request.n, 2);
+        assert_eq!(p.task.request.quality.as_deref(), Some("hd"));
+        assert_eq!(p.task.model, DEFAULT_MODEL);
+        assert_eq!(p.response_format, ResponseFormat::B64Json);
+        let d = parse_create(br#"{"prompt":"fox","size":"auto"}"#).unwrap();
+        assert_eq!(d.task.request.aspect_ratio, "1:1");
+        assert_eq!(d.response_format, ResponseFormat::Url);
+    }
+
+    #[test]
+    fn rules_name_their_field() {
+        let p = |b: &str| field(parse_create(b.as_bytes()));
+        assert_eq!(p(r#"{}"#), "prompt");
+        assert_eq!(p(r#"{"prompt":" "}"#), "prompt");
+        assert_eq!(p(r#"{"prompt":"a","n":0}"#), "n");
+        assert_eq!(p(r#"{"prompt":"a","n":11}"#), "n");
+        assert_eq!(p(r#"{"prompt":"a","n":"2"}"#), "n");
+        assert_eq!(p(r#"{"prompt":"a","size":"1024"}"#), "size");
+        assert_eq!(p(r#"{"prompt":"a","size":"8192x1024"}"#), "size");
+        assert_eq!(
+            p(r#"{"prompt":"a","response_format":"png"}"#),
+            "response_format"
+        );
+        assert_eq!(p(r#"{"prompt":"a","quality":"ultra"}"#), "quality");
+        assert_eq!(p(r#"{"prompt":"a","style":"odd"}"#), "style");
+        assert_eq!(p(r#"{"prompt":"a","model":"has space"}"#), "model");
+        assert_eq!(p(r#"{"prompt":"a","stream":true}"#), "stream");
+    }
+
+    #[test]
+    fn errors_carry_the_field_as_param() {
+        let e = ErrorEnvelope::from_api(&ApiError::validation("size", "bad"));
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["error"]["param"], "size");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert!(v["error"]["message"].as_str().unwrap().contains("size"));
+    }
+}

@@ -1,0 +1,256 @@
+//! `/dream-machine/v1`: Luma's official API, so the `lumaai` SDKs work
+//! with only their base URL changed. Errors are `{"detail": ...}`.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use gengate_core::dialect::dream_machine::{
+    self, Credits, DetailError, Generation, GenerationList, ListQuery, Pong, UNLIMITED_CREDITS,
+};
+use gengate_core::{ApiError, Dialect, ImageRole, InputImage, NewTask, Task};
+use uuid::Uuid;
+
+use crate::body::read_json;
+use crate::{AppState, Cancel};
+
+const BASE: &str = "/dream-machine/v1";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(&format!("{BASE}/generations/video"), post(create_video))
+        // Where SDKs before the image API sent video creates.
+        .route(&format!("{BASE}/generations"), post(create_video).get(list))
+        .route(
+            &format!("{BASE}/generations/{{id}}"),
+            get(get_one).delete(delete),
+        )
+        .route(&format!("{BASE}/ping"), get(ping))
+        .route(&format!("{BASE}/credits"), get(credits))
+}
+
+/// The image create may hold its answer (`sync`), so it is routed with
+/// the synchronous endpoints' longer request timeout.
+pub fn sync_router() -> Router<AppState> {
+    Router::new().route(&format!("{BASE}/generations/image"), post(create_image))
+}
+
+/// Errors in Luma's `{"detail": ...}` envelope.
+pub struct Error(ApiError);
+
+impl From<ApiError> for Error {
+    fn from(e: ApiError) -> Self {
+        Error(e)
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        crate::error_response(
+            &self.0,
+            DetailError {
+                detail: self.0.to_string(),
+            },
+        )
+    }
+}
+
+type Result<T> = std::result::Result<T, Error>;
+
+fn not_found(id: &str) -> Error {
+    Error(ApiError::NotFound(format!("generation {id} not found")))
+}
+
+/// One of the caller's tasks made here, or 404 (unknown, foreign and
+/// other dialects' alike).
+async fn own_task(state: &AppState, owner: Uuid, id: &str) -> Result<Task> {
+    let uuid = Uuid::try_parse(id).map_err(|_| not_found(id))?;
+    state
+        .store
+        .get_task(owner, uuid)
+        .await
+        .map_err(crate::store_error)?
+        .filter(|t| t.dialect == Dialect::DreamMachine)
+        .ok_or_else(|| not_found(id))
+}
+
+fn image_field(_: usize, im: &InputImage) -> String {
+    match im.role {
+        ImageRole::Start => "keyframes.frame0.url".into(),
+        ImageRole::End => "keyframes.frame1.url".into(),
+        ImageRole::Reference => "image_ref[0].url".into(),
+    }
+}
+
+async fn accept(state: &AppState, owner: Uuid, new: NewTask) -> Result<Task> {
+    state.check_urls(&new, image_field).await?;
+    Ok(state.create_task(owner, new).await?)
+}
+
+fn created(task: &Task, state: &AppState) -> Response {
+    (
+        StatusCode::CREATED,
+        Json(dream_machine::render(task, &state.files_base)),
+    )
+        .into_response()
+}
+
+/// Create a video generation. A `generation` keyframe at `frame0`
+/// continues that completed video (same key), on its channel.
+#[utoipa::path(post, path = "/dream-machine/v1/generations/video", tag = "dream-machine",
+    request_body = dream_machine::CreateVideo,
+    responses((status = 201, body = Generation), (status = 400, body = DetailError),
+              (status = 401, body = DetailError),
+              (status = 409, body = DetailError, description = "frame0's generation is not a completed video"),
+              (status = 413, body = DetailError), (status = 415, body = DetailError)),
+    security(("bearer" = [])))]
+pub async fn create_video(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let key = state.keys.authenticate(&headers).await?;
+    let body = read_json(&headers, body).await?;
+    let mut parsed = dream_machine::parse_video(&body)?;
+    if let Some(parent) = parsed.extends {
+        let field = "keyframes.frame0.id";
+        let parent = state
+            .store
+            .get_task(key.id, parent)
+            .await
+            .map_err(crate::store_error)?
+            .ok_or_else(|| ApiError::validation(field, format!("generation {parent} not found")))?;
+        gengate_core::dialect::follow(&mut parsed.task, &parent, field)?;
+    }
+    let task = accept(&state, key.id, parsed.task).await?;
+    Ok(created(&task, &state))
+}
+
+/// Create an image generation. With `sync`, the answer waits until the
+/// image is made (or has failed), up to `sync_timeout` seconds, and shows
+/// the generation as it then stands.
+#[utoipa::path(post, path = "/dream-machine/v1/generations/image", tag = "dream-machine",
+    request_body = dream_machine::CreateImage,
+    responses((status = 201, body = Generation), (status = 400, body = DetailError),
+              (status = 401, body = DetailError), (status = 413, body = DetailError),
+              (status = 415, body = DetailError)),
+    security(("bearer" = [])))]
+pub async fn create_image(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let key = state.keys.authenticate(&headers).await?;
+    let body = read_json(&headers, body).await?;
+    let parsed = dream_machine::parse_image(&body)?;
+    let task = accept(&state, key.id, parsed.task).await?;
+    let task = match parsed.sync_wait_secs {
+        Some(secs) => state
+            .wait_finished(key.id, task.id, Duration::from_secs_f64(secs))
+            .await?
+            .unwrap_or(task),
+        None => task,
+    };
+    Ok(created(&task, &state))
+}
+
+/// One generation.
+#[utoipa::path(get, path = "/dream-machine/v1/generations/{id}", tag = "dream-machine",
+    params(("id" = String, Path, description = "Generation id")),
+    responses((status = 200, body = Generation), (status = 404, body = DetailError)),
+    security(("bearer" = [])))]
+pub async fn get_one(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Generation>> {
+    let key = state.keys.authenticate(&headers).await?;
+    let task = own_task(&state, key.id, &id).await?;
+    Ok(Json(dream_machine::render(&task, &state.files_base)))
+}
+
+/// The caller's generations made through this API, newest first.
+#[utoipa::path(get, path = "/dream-machine/v1/generations", tag = "dream-machine",
+    params(ListQuery),
+    responses((status = 200, body = GenerationList), (status = 400, body = DetailError)),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: std::result::Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<GenerationList>> {
+    let key = state.keys.authenticate(&headers).await?;
+    let Query(query) = query.map_err(|e| ApiError::validation("query", e.body_text()))?;
+    let (offset, limit) = query.check()?;
+    let (tasks, total) = state
+        .store
+        .list_tasks(key.id, Dialect::DreamMachine, offset, limit)
+        .await
+        .map_err(crate::store_error)?;
+    let generations: Vec<Generation> = tasks
+        .iter()
+        .map(|t| dream_machine::render(t, &state.files_base))
+        .collect();
+    Ok(Json(GenerationList {
+        has_more: offset + (generations.len() as u64) < total,
+        count: generations.len(),
+        limit,
+        offset,
+        generations,
+    }))
+}
+
+/// Delete a generation: one still running is canceled first (its upstream
+/// asked to stop); then it is gone from every API, events and callbacks
+/// included.
+#[utoipa::path(delete, path = "/dream-machine/v1/generations/{id}", tag = "dream-machine",
+    params(("id" = String, Path, description = "Generation id")),
+    responses((status = 204, description = "Deleted"), (status = 404, body = DetailError)),
+    security(("bearer" = [])))]
+pub async fn delete(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    let key = state.keys.authenticate(&headers).await?;
+    let task = own_task(&state, key.id, &id).await?;
+    let task = match state.cancel_task(task).await? {
+        Some(Cancel::Canceled(t) | Cancel::Finished(t)) => t,
+        None => return Err(not_found(&id)),
+    };
+    if !state
+        .store
+        .delete_task(key.id, task.id)
+        .await
+        .map_err(crate::store_error)?
+    {
+        return Err(not_found(&id));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Whether the API answers.
+#[utoipa::path(get, path = "/dream-machine/v1/ping", tag = "dream-machine",
+    responses((status = 200, body = Pong), (status = 401, body = DetailError)),
+    security(("bearer" = [])))]
+pub async fn ping(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Pong>> {
+    state.keys.authenticate(&headers).await?;
+    Ok(Json(Pong { message: "pong" }))
+}
+
+/// The key's credit balance. gengate keys have no credit limit, so the
+/// balance is reported as unlimited.
+#[utoipa::path(get, path = "/dream-machine/v1/credits", tag = "dream-machine",
+    responses((status = 200, body = Credits), (status = 401, body = DetailError)),
+    security(("bearer" = [])))]
+pub async fn credits(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Credits>> {
+    state.keys.authenticate(&headers).await?;
+    Ok(Json(Credits {
+        credit_balance: UNLIMITED_CREDITS,
+        unlimited: true,
+    }))
+}

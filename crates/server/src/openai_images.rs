@@ -1,0 +1,149 @@
+//! `POST /v1/images/generations`: OpenAI images, so the `openai` SDKs'
+//! `images.generate` works with only its base URL changed. The request
+//! becomes a task like any other and the answer waits for it to end,
+//! up to `sync_wait`; then the task is still followed at `/v1/tasks/{id}`.
+//! Errors are OpenAI's `{"error": {message, type, param, code}}`.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use base64::Engine as _;
+use gengate_core::dialect::openai_images::{
+    self, ErrorDetail, ErrorEnvelope, Image, ImagesResponse, ResponseFormat,
+};
+use gengate_core::{ApiError, ArtifactRole, Task, TaskState};
+
+use crate::AppState;
+use crate::body::read_json;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/images/generations", post(create))
+}
+
+/// Errors in OpenAI's envelope.
+pub struct Error(ApiError);
+
+impl From<ApiError> for Error {
+    fn from(e: ApiError) -> Self {
+        Error(e)
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        crate::error_response(&self.0, ErrorEnvelope::from_api(&self.0))
+    }
+}
+
+/// An answer about a task that did not complete. The SDKs would retry a
+/// 5xx, making the image again: `x-should-retry: false` tells them not to.
+fn unfinished(
+    status: StatusCode,
+    task: &Task,
+    kind: &'static str,
+    code: &str,
+    message: String,
+) -> Response {
+    let body = ErrorEnvelope {
+        error: ErrorDetail {
+            message,
+            kind,
+            param: None,
+            code: Some(code.into()),
+        },
+    };
+    let mut resp = (status, Json(body)).into_response();
+    let headers = resp.headers_mut();
+    headers.insert("x-should-retry", HeaderValue::from_static("false"));
+    if let Ok(v) = HeaderValue::from_str(&task.id.to_string()) {
+        headers.insert("gengate-task-id", v);
+    }
+    resp
+}
+
+/// Make images. The answer comes when they are made: `{created, data}`
+/// with each image's `url` (gengate's stored copy) or `b64_json`.
+#[utoipa::path(post, path = "/v1/images/generations", tag = "openai",
+    request_body = openai_images::CreateImage,
+    responses((status = 200, body = ImagesResponse),
+              (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
+              (status = 413, body = ErrorEnvelope), (status = 415, body = ErrorEnvelope),
+              (status = 502, body = ErrorEnvelope, description = "The generation failed (code generation_failed); the header Gengate-Task-Id names the task"),
+              (status = 504, body = ErrorEnvelope, description = "Still running after the server's sync wait (code task_pending): follow it at /v1/tasks/{Gengate-Task-Id}")),
+    security(("bearer" = [])))]
+pub async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Error> {
+    let key = state.keys.authenticate(&headers).await?;
+    let body = read_json(&headers, body).await?;
+    let parsed = openai_images::parse_create(&body)?;
+    let task = state.create_task(key.id, parsed.task).await?;
+    let task = state
+        .wait_finished(key.id, task.id, state.sync_wait)
+        .await?
+        .ok_or(ApiError::Internal)?;
+    match task.state {
+        TaskState::Completed => {
+            Ok(Json(images(&state, &task, parsed.response_format).await?).into_response())
+        }
+        TaskState::Failed | TaskState::Canceled => Ok(unfinished(
+            StatusCode::BAD_GATEWAY,
+            &task,
+            "server_error",
+            "generation_failed",
+            format!(
+                "task {} {}: {}",
+                task.id,
+                task.state.as_str(),
+                task.failure_reason.as_deref().unwrap_or("no reason given")
+            ),
+        )),
+        TaskState::Pending | TaskState::Processing => Ok(unfinished(
+            StatusCode::GATEWAY_TIMEOUT,
+            &task,
+            "timeout",
+            "task_pending",
+            format!(
+                "task {id} is still {} after {} s; its images will be at GET /v1/tasks/{id}",
+                task.state.as_str(),
+                state.sync_wait.as_secs(),
+                id = task.id,
+            ),
+        )),
+    }
+}
+
+async fn images(
+    state: &AppState,
+    task: &Task,
+    format: ResponseFormat,
+) -> Result<ImagesResponse, ApiError> {
+    let mut data = Vec::new();
+    for a in task.artifacts_with(ArtifactRole::Image) {
+        data.push(match format {
+            ResponseFormat::Url => Image {
+                url: Some(format!("{}/{}", state.files_base, a.key)),
+                b64_json: None,
+            },
+            ResponseFormat::B64Json => {
+                let bytes = state.engine.files().get(&a.key).await.map_err(|e| {
+                    tracing::error!(task = %task.id, key = %a.key, error = %e, "stored result unreadable");
+                    ApiError::Unavailable("a stored result could not be read, try again".into())
+                })?;
+                Image {
+                    url: None,
+                    b64_json: Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
+                }
+            }
+        });
+    }
+    Ok(ImagesResponse {
+        created: task.created_at / 1000,
+        data,
+    })
+}
