@@ -1,4 +1,5 @@
-//! Headless Chromium loads, seeks and plays the sandbox's MP4 from gengate.
+//! Headless Chromium loads, seeks and plays the sandbox's MP4 from gengate,
+//! and renders the API reference page with nothing but gengate to reach.
 //! `.ci/run` installs Chromium; under `CI=true` its absence fails the test.
 
 mod common;
@@ -9,7 +10,10 @@ use std::time::Duration;
 use common::{Backend, Gateway};
 use serde_json::{Value, json};
 
-on_both_backends!(chromium_plays_and_seeks_the_sandbox_video,);
+on_both_backends!(
+    chromium_plays_and_seeks_the_sandbox_video,
+    the_api_reference_renders_every_api_offline,
+);
 
 fn chromium() -> Option<PathBuf> {
     let found = std::env::var_os("CHROMIUM")
@@ -44,6 +48,40 @@ v.addEventListener('timeupdate', () => {
 v.addEventListener('error', () => report({error: v.error && v.error.code}));
 </script></body></html>"#;
 
+/// The page's DOM after up to 20 s of (virtual) time, and Chromium's
+/// stderr. Only loopback resolves: any other host fails, so a page that
+/// needed the internet would show it.
+async fn dump_dom(chromium: &std::path::Path, url: &str, extra: &[&str]) -> (String, String) {
+    let profile = tempfile::tempdir().unwrap();
+    let run = tokio::process::Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+            "--virtual-time-budget=20000",
+            "--dump-dom",
+        ])
+        .args(extra)
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(url)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("Chromium finishes")
+        .unwrap();
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 async fn chromium_plays_and_seeks_the_sandbox_video(backend: Backend) {
     let Some(chromium) = chromium() else { return };
     let gw = Gateway::start(backend).await;
@@ -59,40 +97,17 @@ async fn chromium_plays_and_seeks_the_sandbox_video(backend: Backend) {
 
     let page = gw.dir.path().join("play.html");
     std::fs::write(&page, PAGE.replace("VIDEO_URL", url)).unwrap();
-    let profile = tempfile::tempdir().unwrap();
-    let run = tokio::process::Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--autoplay-policy=no-user-gesture-required",
-            "--virtual-time-budget=20000",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(format!("file://{}", page.display()))
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(60), run)
-        .await
-        .expect("Chromium finishes")
-        .unwrap();
-    let dom = String::from_utf8_lossy(&out.stdout);
+    let (dom, stderr) = dump_dom(
+        &chromium,
+        &format!("file://{}", page.display()),
+        &["--autoplay-policy=no-user-gesture-required"],
+    )
+    .await;
     let report = dom
         .split("<div id=\"out\">")
         .nth(1)
         .and_then(|s| s.split("</div>").next())
-        .unwrap_or_else(|| {
-            panic!(
-                "no report in {dom}\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
+        .unwrap_or_else(|| panic!("no report in {dom}\n{}", stderr));
     let r: Value = serde_json::from_str(&report.replace("&quot;", "\""))
         .unwrap_or_else(|_| panic!("report: {report}"));
     assert_eq!(r["canplay"], "probably", "{r}");
@@ -105,5 +120,43 @@ async fn chromium_plays_and_seeks_the_sandbox_video(backend: Backend) {
     );
     assert!(r["ready"].as_u64().unwrap() >= 2, "{r}");
     assert!(r["seeked"].as_f64().unwrap() >= 2.4, "{r}");
+    gw.stop().await;
+}
+
+async fn the_api_reference_renders_every_api_offline(backend: Backend) {
+    let gw = Gateway::start(backend).await;
+    // The page and what it loads are gengate's own: no absolute URL.
+    let (status, ct, html) = gw.bytes(&format!("{}/docs/", gw.base)).await;
+    assert_eq!((status, ct.as_str()), (200, "text/html"));
+    let html = String::from_utf8(html).unwrap();
+    for attr in ["src=\"", "href=\""] {
+        for link in html.split(attr).skip(1) {
+            let link = link.split('"').next().unwrap();
+            assert!(!link.contains("//"), "the page loads {link} from elsewhere");
+            let (status, _, _) = gw.bytes(&format!("{}/docs/{link}", gw.base)).await;
+            assert_eq!(status, 200, "{link}");
+        }
+    }
+    let (status, _, init) = gw
+        .bytes(&format!("{}/docs/swagger-initializer.js", gw.base))
+        .await;
+    assert_eq!(status, 200);
+    let init = String::from_utf8(init).unwrap();
+    assert!(init.contains("/openapi.json"), "{init}");
+    let Some(chromium) = chromium() else { return };
+    let (dom, stderr) = dump_dom(&chromium, &format!("{}/docs/", gw.base), &[]).await;
+    for shown in [
+        "/dream-machine/v1/generations/video",
+        "/v1/images/generations",
+        "/v1/tasks/{id}/events",
+        "/luma/tasks",
+        "/kling/v1/images/generations",
+        "opblock-tag",
+    ] {
+        assert!(
+            dom.contains(shown),
+            "the page does not show {shown}:\n{dom}\n{stderr}"
+        );
+    }
     gw.stop().await;
 }

@@ -250,6 +250,7 @@ pub fn router(state: AppState, serve_api: bool) -> Router {
             .merge(admin::router())
             .merge(upstream_callbacks::router())
             .route("/openapi.json", get(openapi::serve))
+            .merge(openapi::reference_page())
             .nest_service(
                 &format!("/files/{RESULTS_PREFIX}"),
                 // Content-addressed: a result URL never changes what it serves.

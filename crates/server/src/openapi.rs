@@ -110,3 +110,15 @@ impl Modify for Files {
 pub async fn serve() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
+
+/// The browsable API reference at `/docs/`: Swagger UI, its files compiled
+/// into the binary, reading `/openapi.json`. Nothing is fetched from
+/// elsewhere (the spec validator badge, which would send the spec out, is off).
+pub fn reference_page<S: Clone + Send + Sync + 'static>() -> axum::Router<S> {
+    use utoipa_swagger_ui::{Config, SwaggerUi};
+    let config = Config::from("/openapi.json")
+        .validator_url("none")
+        .persist_authorization(true)
+        .try_it_out_enabled(true);
+    SwaggerUi::new("/docs").config(config).into()
+}
