@@ -21,6 +21,8 @@ on_both_backends!(
     events_stream_live_and_resume_after_last_event_id,
     other_dialects_tasks_show_here_but_not_the_reverse,
     models_lists_what_the_channels_serve,
+    cancel_and_delete_ask_the_upstream_to_stop,
+    callbacks_post_the_task_object_signed_on_each_change,
 );
 
 async fn create(gw: &Gateway, key: &str, body: Value) -> Value {
@@ -824,5 +826,118 @@ async fn models_lists_what_the_channels_serve(backend: Backend) {
         .await;
     assert_eq!(s, 400, "{v}");
     assert!(error_message(400, &v).starts_with("model"), "{v}");
+    gw.stop().await;
+}
+
+async fn cancel_and_delete_ask_the_upstream_to_stop(backend: Backend) {
+    let token = "r8_cancel_test";
+    let replicate =
+        gengate_testkit::replicate::ReplicateEmu::start(token, Duration::from_secs(60)).await;
+    let gw = Gateway::start_with(backend, |s| {
+        s.channels = vec![ChannelSpec {
+            base_url: Some(replicate.base_url()),
+            credentials: gengate_core::Credentials {
+                api_key: Some(token.into()),
+                ..Default::default()
+            },
+            models: BTreeMap::from([
+                (
+                    "still".to_string(),
+                    gengate_testkit::replicate::IMAGE_MODEL.to_string(),
+                ),
+                (
+                    "clip".to_string(),
+                    gengate_testkit::replicate::VIDEO_MODEL.to_string(),
+                ),
+            ]),
+            ..ChannelSpec::new("replicate", ProviderKind::Replicate)
+        }];
+    })
+    .await;
+    let key = gw.new_key("c").await;
+    let task = create(
+        &gw,
+        &key,
+        json!({"model": "still", "kind": "image", "input": {"prompt": "a fox"}}),
+    )
+    .await;
+    wait_for(&gw, &key, &id(&task), |s| s == "processing").await;
+    assert_eq!(replicate.submits(), 1);
+    let (s, v) = gw
+        .post(&format!("/v1/tasks/{}/cancel", id(&task)), &key, json!({}))
+        .await;
+    assert_eq!((s, v["state"].as_str()), (200, Some("canceled")), "{v}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while replicate.cancels() < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the upstream was never asked to cancel"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Luma's DELETE of a running generation cancels it upstream as well.
+    let (s, g) = gw
+        .post(
+            "/dream-machine/v1/generations/video",
+            &key,
+            json!({"model": "clip", "prompt": "a long clip"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{g}");
+    let gid = g["id"].as_str().unwrap().to_string();
+    wait_for(&gw, &key, &gid, |s| s == "processing").await;
+    let (s, _) = gw
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/dream-machine/v1/generations/{gid}"),
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while replicate.cancels() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the deleted generation was not canceled upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(replicate.spec_violations(), 0);
+    gw.stop().await;
+}
+
+async fn callbacks_post_the_task_object_signed_on_each_change(backend: Backend) {
+    let rx = gengate_testkit::receiver::Receiver::start().await;
+    let gw = Gateway::start_with(backend, |s| s.sandbox_latency_ms = 200).await;
+    let key = gw.new_key("c").await;
+    let mut body = video("called back");
+    body["callback_url"] = rx.url("/hook").into();
+    let task = create(&gw, &key, body).await;
+    let got = rx.wait_for(3, Duration::from_secs(30)).await;
+    let secret = gw
+        .key_record(&key)
+        .await
+        .webhook_secret
+        .expect("a signing secret");
+    let wh = standardwebhooks::Webhook::new(&secret).unwrap();
+    let states: Vec<String> = got
+        .iter()
+        .map(|r| {
+            wh.verify(&r.body, &r.headers)
+                .expect("signed with the key's secret");
+            let v: Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(
+                (v["object"].as_str(), v["id"].as_str()),
+                (Some("task"), Some(id(&task).as_str())),
+                "{v}"
+            );
+            assert_eq!(v["dialect"], "gengate");
+            v["state"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(states, ["pending", "processing", "completed"]);
+    let last: Value = serde_json::from_slice(&got[2].body).unwrap();
+    assert_eq!(last["outputs"][0]["role"], "video", "{last}");
     gw.stop().await;
 }
