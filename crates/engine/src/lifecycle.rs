@@ -110,8 +110,10 @@ impl Engine {
         Ok(applied)
     }
 
-    /// Run `work` (an upstream request) while keeping this worker's lease
-    /// on `task`, so a long synchronous request is not retaken meanwhile.
+    /// Run `work` (fetching inputs, an upstream request, storing results)
+    /// while keeping this worker's lease on `task`, so slow work is not
+    /// retaken and done twice meanwhile. A task settled from a callback is
+    /// not leased: its extensions find no lease and change nothing.
     async fn keeping_lease<T>(&self, task: &Task, work: impl Future<Output = T>) -> T {
         let mut work = std::pin::pin!(work);
         loop {
@@ -121,7 +123,7 @@ impl Engine {
                     let until = now_ms().saturating_add(ms(self.cfg.lease));
                     match self.store.extend_lease(task.id, &self.worker_id, until).await {
                         Ok(true) => {}
-                        Ok(false) => tracing::warn!(task = %task.id, "lost the lease during a submit"),
+                        Ok(false) => tracing::debug!(task = %task.id, "no lease of ours to extend"),
                         Err(e) => tracing::warn!(task = %task.id, error = %e, "extending a lease failed"),
                     }
                 }
@@ -166,8 +168,10 @@ impl Engine {
                 .await;
         }
         let inputs = match self
-            .fetcher
-            .resolve(task, &self.files, self.store.as_ref())
+            .keeping_lease(
+                task,
+                self.fetcher.resolve(task, &self.files, self.store.as_ref()),
+            )
             .await
         {
             Ok(i) => i,
@@ -370,7 +374,9 @@ impl Engine {
             }
         };
         let asked_at = now_ms();
-        let outcome = channel.provider.poll(upstream_ref, asked_at).await;
+        let outcome = self
+            .keeping_lease(task, channel.provider.poll(upstream_ref, asked_at))
+            .await;
         drop(slot);
         count_request(channel, "poll", &outcome);
         match &outcome {
@@ -477,7 +483,7 @@ impl Engine {
 
     /// Copy the upstream's results into storage and complete the task.
     async fn store_results(&self, task: &Task, outputs: Vec<Output>) -> Result<(), StoreError> {
-        match self.mirror.store(outputs).await {
+        match self.keeping_lease(task, self.mirror.store(outputs)).await {
             Ok(arts) => self.apply(task, completed(arts)).await,
             Err(artifacts::MirrorError::BadResult(r)) => {
                 self.apply(task, TaskUpdate::fail(r)).await

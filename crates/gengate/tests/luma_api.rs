@@ -12,6 +12,7 @@ on_both_backends!(
     extend_continues_a_completed_task,
     extend_refuses_an_unfinished_task,
     bad_input_is_a_400_naming_the_field_and_stores_nothing,
+    a_slow_input_image_is_fetched_and_submitted_once,
 );
 
 const SEED: &str = include_str!("fixtures/seed_batch_response.json");
@@ -315,6 +316,33 @@ async fn bad_input_is_a_400_naming_the_field_and_stores_nothing(backend: Backend
     assert_eq!(
         gw.task_count(&gw.admin, gengate_core::Dialect::Luma).await,
         0
+    );
+    gw.stop().await;
+}
+
+/// An input image slower than the lease: the worker keeps its lease while
+/// fetching, so no other pass retakes the task and does it again.
+async fn a_slow_input_image_is_fetched_and_submitted_once(backend: Backend) {
+    let host = gengate_testkit::image_host::ImageHost::start().await;
+    let gw = Gateway::start_with(backend, |s| {
+        s.lease_secs = 1;
+        s.sandbox_submit_log = Some(s.data_dir.join("submits.log"));
+    })
+    .await;
+    let id = create(
+        &gw,
+        &gw.admin,
+        json!({"user_prompt": "slow start", "image_url": host.url("/late/2500.png")}),
+    )
+    .await;
+    let done = gw.wait_luma(&gw.admin, &id).await;
+    assert_eq!(done["state"], "completed", "{done}");
+    assert_eq!(host.late_requests(), 1, "the image was fetched again");
+    let log = std::fs::read_to_string(gw.settings.data_dir.join("submits.log")).unwrap();
+    assert_eq!(
+        log.lines().filter(|l| l.starts_with(&id)).count(),
+        1,
+        "{log}"
     );
     gw.stop().await;
 }

@@ -1,10 +1,14 @@
 //! A web server holding input images, as a client's CDN would: a good PNG,
-//! a GIF, a missing file, one too large and one too slow.
+//! a GIF, a missing file, one too large, one too slow, and a good one
+//! after a chosen delay (`/late/{ms}.png`, its requests counted).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::Path;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -23,12 +27,27 @@ pub const SLOW: Duration = Duration::from_secs(20);
 
 pub struct ImageHost {
     pub addr: SocketAddr,
+    late_requests: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl ImageHost {
     pub async fn start() -> ImageHost {
+        let late_requests = Arc::new(AtomicU64::new(0));
+        let counter = late_requests.clone();
         let app = Router::new()
+            .route(
+                "/late/{file}",
+                get(move |Path(file): Path<String>| {
+                    let counter = counter.clone();
+                    async move {
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        let ms = file.trim_end_matches(".png").parse().unwrap_or(0);
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                        ([(header::CONTENT_TYPE, "image/png")], RED_PNG)
+                    }
+                }),
+            )
             .route(
                 "/red.png",
                 get(|| async { ([(header::CONTENT_TYPE, "image/png")], RED_PNG) }),
@@ -70,7 +89,16 @@ impl ImageHost {
                 tracing::warn!(error = %e, "image host stopped");
             }
         });
-        ImageHost { addr, task }
+        ImageHost {
+            addr,
+            late_requests,
+            task,
+        }
+    }
+
+    /// Requests `/late/...` has had.
+    pub fn late_requests(&self) -> u64 {
+        self.late_requests.load(Ordering::Relaxed)
     }
 
     pub fn url(&self, path: &str) -> String {
