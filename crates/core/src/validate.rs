@@ -45,6 +45,21 @@ pub fn max_chars(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A model name: 1 to `max` characters, none of them spaces or controls
+/// (channels map any such name to an upstream's).
+pub fn model_name(field: &str, m: &str, max: usize) -> Result<(), ApiError> {
+    if m.is_empty()
+        || m.chars().count() > max
+        || m.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(ApiError::validation(
+            field,
+            format!("must be 1 to {max} characters without spaces"),
+        ));
+    }
+    Ok(())
+}
+
 pub fn required_text(field: &str, value: Option<String>, max: usize) -> Result<String, ApiError> {
     let value = value.ok_or_else(|| ApiError::validation(field, "is required"))?;
     if value.trim().is_empty() {

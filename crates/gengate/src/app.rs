@@ -138,16 +138,17 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         settings.retry_schedule()?,
         files_base.clone(),
     );
+    let (tx, rx) = watch::channel(false);
     let state = AppState {
         keys: Arc::new(gengate_server::auth::Keys::new(store.clone())),
         rendered: Arc::default(),
         sync_wait: Duration::from_secs(settings.sync_wait_secs),
+        stopping: rx.clone(),
         store,
         engine: engine.clone(),
         files_base,
         policy,
     };
-    let (tx, rx) = watch::channel(false);
     let run_engine = settings.role != "api";
     let serve_api = settings.role != "worker";
     let handle = tokio::spawn(async move {

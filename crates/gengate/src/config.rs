@@ -108,9 +108,10 @@ impl Settings {
         );
         anyhow::ensure!(self.concurrency > 0, "concurrency must be at least 1");
         anyhow::ensure!(self.lease_secs > 0, "lease_secs must be at least 1");
+        // The openai SDKs give up (and retry, making the images again) at 600 s.
         anyhow::ensure!(
-            (1..=3600).contains(&self.sync_wait_secs),
-            "sync_wait_secs must be 1 to 3600"
+            (1..=540).contains(&self.sync_wait_secs),
+            "sync_wait_secs must be 1 to 540"
         );
         anyhow::ensure!(self.max_attempts > 0, "max_attempts must be at least 1");
         anyhow::ensure!(

@@ -143,7 +143,10 @@ async fn the_api_reference_renders_every_api_offline(backend: Backend) {
     assert_eq!(status, 200);
     let init = String::from_utf8(init).unwrap();
     assert!(init.contains("/openapi.json"), "{init}");
-    let Some(chromium) = chromium() else { return };
+    let Some(chromium) = chromium() else {
+        gw.stop().await;
+        return;
+    };
     let (dom, stderr) = dump_dom(&chromium, &format!("{}/docs/", gw.base), &[]).await;
     for shown in [
         "/dream-machine/v1/generations/video",

@@ -18,6 +18,8 @@ on_both_backends!(
     delete_cancels_and_removes_a_generation,
     bad_requests_are_400_naming_the_field_and_store_nothing,
     callbacks_post_the_generation_on_each_change,
+    a_deleted_generation_is_gone_from_batch_gets_too,
+    a_sync_image_answers_before_its_sync_timeout,
 );
 
 const BASE: &str = "/dream-machine/v1";
@@ -156,7 +158,7 @@ async fn a_generation_keyframe_continues_a_completed_video(backend: Backend) {
         json!({"model": "ray-2", "prompt": "on and on",
         "keyframes": {"frame0": {"type": "generation", "id": id}}})
     };
-    // Not completed yet: 409.
+    // Not completed yet: a 400 (the SDKs would retry a 409, to no avail).
     let (status, v) = gw
         .post(
             &format!("{BASE}/generations/video"),
@@ -164,7 +166,7 @@ async fn a_generation_keyframe_continues_a_completed_video(backend: Backend) {
             frame0(&first_id),
         )
         .await;
-    assert_eq!(status, 409, "{v}");
+    assert_eq!(status, 400, "{v}");
     assert!(
         v["detail"]
             .as_str()
@@ -457,5 +459,66 @@ async fn callbacks_post_the_generation_on_each_change(backend: Backend) {
         })
         .collect();
     assert_eq!(states, ["queued", "dreaming", "completed"], "{states:?}");
+    gw.stop().await;
+}
+
+/// Finished tasks are served from a cache of renderings; a deleted
+/// generation must not linger there.
+async fn a_deleted_generation_is_gone_from_batch_gets_too(backend: Backend) {
+    let gw = Gateway::start(backend).await;
+    let v = create(
+        &gw,
+        &gw.admin,
+        "image",
+        json!({"model": "photon-1", "prompt": "kept a moment"}),
+    )
+    .await;
+    let id = v["id"].as_str().unwrap().to_string();
+    finish(&gw, &gw.admin, &id).await;
+    for _ in 0..2 {
+        let (status, page) = gw
+            .post("/v1/tasks/batch-get", &gw.admin, json!({"ids": [id]}))
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(page["data"].as_array().unwrap().len(), 1, "{page}");
+    }
+    let (status, _) = gw
+        .send(
+            reqwest::Method::DELETE,
+            &format!("{BASE}/generations/{id}"),
+            Some(&gw.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (_, page) = gw
+        .post("/v1/tasks/batch-get", &gw.admin, json!({"ids": [id]}))
+        .await;
+    assert_eq!(page["data"], json!([]), "a deleted generation was served");
+    gw.stop().await;
+}
+
+/// `sync` waits, but answers a little before `sync_timeout` (counted from
+/// the request's arrival), so an SDK never times out and retries.
+async fn a_sync_image_answers_before_its_sync_timeout(backend: Backend) {
+    let gw = Gateway::start_with(backend, |s| s.sandbox_latency_ms = 60_000).await;
+    let started = Instant::now();
+    let v = create(
+        &gw,
+        &gw.admin,
+        "image",
+        json!({"model": "photon-1", "prompt": "slow", "sync": true, "sync_timeout": 2}),
+    )
+    .await;
+    let took = started.elapsed();
+    assert!(
+        matches!(v["state"].as_str(), Some("queued" | "dreaming")),
+        "{v}"
+    );
+    assert!(
+        took >= Duration::from_millis(1500),
+        "answered after {took:?}"
+    );
+    assert!(took < Duration::from_secs(2), "answered after {took:?}");
     gw.stop().await;
 }

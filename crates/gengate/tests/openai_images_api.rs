@@ -14,6 +14,7 @@ on_both_backends!(
     a_failed_generation_is_a_502_that_is_not_retried,
     a_generation_outlasting_the_wait_is_a_504_naming_the_task,
     bad_requests_are_400_with_the_param_and_store_nothing,
+    a_waiting_answer_is_given_when_the_server_stops,
 );
 
 const PATH: &str = "/v1/images/generations";
@@ -203,4 +204,30 @@ async fn bad_requests_are_400_with_the_param_and_store_nothing(backend: Backend)
     assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
     assert_eq!(gw.task_count(&gw.admin, Dialect::OpenaiImages).await, 0);
     gw.stop().await;
+}
+
+/// A held answer does not outlast the server: when it begins to stop, the
+/// request gets its 504 at once (within the grace period), not a dropped
+/// connection the SDK would retry.
+async fn a_waiting_answer_is_given_when_the_server_stops(backend: Backend) {
+    let gw = Gateway::start_with(backend, |s| s.sandbox_latency_ms = 60_000).await;
+    let request = gw
+        .http
+        .post(format!("{}{PATH}", gw.base))
+        .bearer_auth(&gw.admin)
+        .json(&json!({"prompt": "interrupted"}))
+        .send();
+    let pending = tokio::spawn(request);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    gw.stop().await;
+    let resp = pending
+        .await
+        .unwrap()
+        .expect("an answer, not a dropped connection");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(resp.status().as_u16(), 504);
+    assert_eq!(resp.headers()["x-should-retry"], "false");
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "task_pending", "{v}");
 }

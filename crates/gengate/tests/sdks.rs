@@ -114,7 +114,14 @@ async fn the_lumaai_sdk_works_unchanged(backend: Backend) {
 
 async fn the_openai_sdk_works_unchanged(backend: Backend) {
     let Some(python) = python() else { return };
-    let gw = Gateway::start_with(backend, |s| s.sandbox_latency_ms = 200).await;
+    let gw = Gateway::start_with(backend, |s| {
+        s.sandbox_latency_ms = 200;
+        s.channels = vec![gengate_core::ChannelSpec {
+            models: std::collections::BTreeMap::from([("dall-e-3".into(), "dall-e-3".into())]),
+            ..gengate_core::ChannelSpec::new("sandbox", gengate_core::ProviderKind::Sandbox)
+        }];
+    })
+    .await;
     let key = gw.new_key("openai").await;
     let out = tokio::task::block_in_place(|| run(&python, "openai_client.py", &gw, &key));
     let png = base64::engine::general_purpose::STANDARD
@@ -129,8 +136,10 @@ async fn the_openai_sdk_works_unchanged(backend: Backend) {
     let (status, _, bytes) = gw.bytes(out["url"].as_str().unwrap()).await;
     assert_eq!(status, 200);
     image::load_from_memory(&bytes).expect("the URL serves an image");
-    // The tasks are the key's, with what the SDK sent.
+    // The tasks are the key's, two made, none twice by a retry.
     let (_, listed) = gw.get("/v1/tasks?model=dall-e-3", &key).await;
     assert_eq!(listed["data"].as_array().unwrap().len(), 2, "{listed}");
+    // models.list read the catalogue: the channels' models.
+    assert_eq!(out["models"], serde_json::json!(["dall-e-3"]), "{out}");
     gw.stop().await;
 }

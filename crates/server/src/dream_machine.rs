@@ -68,13 +68,9 @@ fn not_found(id: &str) -> Error {
 /// One of the caller's tasks made here, or 404 (unknown, foreign and
 /// other dialects' alike).
 async fn own_task(state: &AppState, owner: Uuid, id: &str) -> Result<Task> {
-    let uuid = Uuid::try_parse(id).map_err(|_| not_found(id))?;
     state
-        .store
-        .get_task(owner, uuid)
-        .await
-        .map_err(crate::store_error)?
-        .filter(|t| t.dialect == Dialect::DreamMachine)
+        .find_task(owner, id, Some(Dialect::DreamMachine))
+        .await?
         .ok_or_else(|| not_found(id))
 }
 
@@ -105,7 +101,6 @@ fn created(task: &Task, state: &AppState) -> Response {
     request_body = dream_machine::CreateVideo,
     responses((status = 201, body = Generation), (status = 400, body = DetailError),
               (status = 401, body = DetailError),
-              (status = 409, body = DetailError, description = "frame0's generation is not a completed video"),
               (status = 413, body = DetailError), (status = 415, body = DetailError)),
     security(("bearer" = [])))]
 pub async fn create_video(
@@ -124,7 +119,14 @@ pub async fn create_video(
             .await
             .map_err(crate::store_error)?
             .ok_or_else(|| ApiError::validation(field, format!("generation {parent} not found")))?;
-        gengate_core::dialect::follow(&mut parsed.task, &parent, field)?;
+        // A 400, not a 409: the SDKs retry a 409, to no avail.
+        gengate_core::dialect::follow(&mut parsed.task, &parent, field).map_err(|e| match e {
+            ApiError::Conflict(m) => {
+                let rule = m.strip_prefix(&format!("{field}: ")).unwrap_or(&m);
+                ApiError::validation(field, rule)
+            }
+            other => other,
+        })?;
     }
     let task = accept(&state, key.id, parsed.task).await?;
     Ok(created(&task, &state))
@@ -144,15 +146,23 @@ pub async fn create_image(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
+    let arrived = tokio::time::Instant::now();
     let key = state.keys.authenticate(&headers).await?;
     let body = read_json(&headers, body).await?;
     let parsed = dream_machine::parse_image(&body)?;
     let task = accept(&state, key.id, parsed.task).await?;
     let task = match parsed.sync_wait_secs {
-        Some(secs) => state
-            .wait_finished(key.id, task.id, Duration::from_secs_f64(secs))
-            .await?
-            .unwrap_or(task),
+        // Answered a little before `sync_timeout`, counted from arrival: the
+        // SDKs time out at 60 s and would retry, making the image again.
+        Some(secs) => {
+            let margin = (secs / 10.0).min(5.0);
+            let until = arrived + Duration::from_secs_f64(secs - margin);
+            match state.wait_finished(key.id, task.id, until).await {
+                Ok(Some(now)) => now,
+                // The task exists: answer it as it was made rather than an error.
+                Ok(None) | Err(_) => task,
+            }
+        }
         None => task,
     };
     Ok(created(&task, &state))

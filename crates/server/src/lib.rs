@@ -8,7 +8,9 @@ use axum::Router;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use gengate_core::{ApiError, ImageSource, InputImage, NewTask, Task, TaskState, TaskUpdate};
+use gengate_core::{
+    ApiError, Dialect, ImageSource, InputImage, NewTask, Task, TaskState, TaskUpdate,
+};
 use gengate_engine::net::AddressPolicy;
 use gengate_engine::{Engine, now_ms};
 use gengate_store::{StoreError, TaskStore};
@@ -51,6 +53,9 @@ pub struct AppState {
     pub rendered: Arc<rendered::Rendered>,
     /// How long a synchronous answer (OpenAI images) waits for its task.
     pub sync_wait: Duration,
+    /// Becomes `true` when the server begins to stop: synchronous answers
+    /// stop waiting then, so they are answered before the grace period ends.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl AppState {
@@ -83,6 +88,25 @@ impl AppState {
                 .map_err(|e| ApiError::validation(field, format!("is refused: {e}")))?;
         }
         Ok(())
+    }
+
+    /// `owner`'s task named `id`, made through `dialect` when one is given;
+    /// `None` for malformed, unknown, foreign and other dialects' ids alike.
+    pub async fn find_task(
+        &self,
+        owner: Uuid,
+        id: &str,
+        dialect: Option<Dialect>,
+    ) -> Result<Option<Task>, ApiError> {
+        let Ok(uuid) = Uuid::try_parse(id) else {
+            return Ok(None);
+        };
+        Ok(self
+            .store
+            .get_task(owner, uuid)
+            .await
+            .map_err(store_error)?
+            .filter(|t| dialect.is_none_or(|d| t.dialect == d)))
     }
 
     /// Accept a task: row and first event committed before we answer.
@@ -179,15 +203,16 @@ impl AppState {
         ))
     }
 
-    /// `owner`'s task `id` once it has finished, or as it stands when
-    /// `wait` is over (`None`: it is gone). For the synchronous answers.
+    /// `owner`'s task `id` once it has finished, or as it stands at
+    /// `until` or when the server begins to stop (`None`: it is gone). For
+    /// the synchronous answers.
     pub async fn wait_finished(
         &self,
         owner: Uuid,
         id: Uuid,
-        wait: Duration,
+        until: tokio::time::Instant,
     ) -> Result<Option<Task>, ApiError> {
-        let until = tokio::time::Instant::now() + wait;
+        let mut stopping = self.stopping.clone();
         // Quick looks first (fast upstreams answer in well under a second),
         // then at most one store read per second per waiting request.
         let mut pause = Duration::from_millis(50);
@@ -195,10 +220,13 @@ impl AppState {
             let task = self.store.get_task(owner, id).await.map_err(store_error)?;
             let now = tokio::time::Instant::now();
             match task {
-                Some(t) if !t.state.is_terminal() && now < until => {}
+                Some(t) if !t.state.is_terminal() && now < until && !*stopping.borrow() => {}
                 other => return Ok(other),
             }
-            tokio::time::sleep(pause.min(until - now)).await;
+            tokio::select! {
+                _ = tokio::time::sleep(pause.min(until - now)) => {}
+                _ = stopping.changed() => {}
+            }
             pause = (pause * 2).min(Duration::from_secs(1));
         }
     }

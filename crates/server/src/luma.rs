@@ -53,13 +53,9 @@ fn not_found(id: &str) -> Error {
 
 /// One of the caller's Luma tasks, or 404 (unknown, foreign and non-Luma alike).
 async fn own_task(state: &AppState, owner: Uuid, id: &str) -> Result<Task> {
-    let uuid = Uuid::try_parse(id).map_err(|_| not_found(id))?;
     state
-        .store
-        .get_task(owner, uuid)
-        .await
-        .map_err(crate::store_error)?
-        .filter(|t| t.dialect == Dialect::Luma)
+        .find_task(owner, id, Some(Dialect::Luma))
+        .await?
         .ok_or_else(|| not_found(id))
 }
 

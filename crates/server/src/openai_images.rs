@@ -1,7 +1,8 @@
 //! `POST /v1/images/generations`: OpenAI images, so the `openai` SDKs'
 //! `images.generate` works with only its base URL changed. The request
 //! becomes a task like any other and the answer waits for it to end,
-//! up to `sync_wait`; then the task is still followed at `/v1/tasks/{id}`.
+//! up to `sync_wait` from its arrival (or until the server begins to
+//! stop); then the task is still followed at `/v1/tasks/{id}`.
 //! Errors are OpenAI's `{"error": {message, type, param, code}}`.
 
 use axum::body::Body;
@@ -15,6 +16,7 @@ use gengate_core::dialect::openai_images::{
     self, ErrorDetail, ErrorEnvelope, Image, ImagesResponse, ResponseFormat,
 };
 use gengate_core::{ApiError, ArtifactRole, Task, TaskState};
+use uuid::Uuid;
 
 use crate::AppState;
 use crate::body::read_json;
@@ -38,11 +40,12 @@ impl IntoResponse for Error {
     }
 }
 
-/// An answer about a task that did not complete. The SDKs would retry a
-/// 5xx, making the image again: `x-should-retry: false` tells them not to.
+/// An answer about a task that exists but gave no images. The SDKs would
+/// retry a 5xx, making the images again: `x-should-retry: false` tells them
+/// not to, and `Gengate-Task-Id` where to follow the task.
 fn unfinished(
     status: StatusCode,
-    task: &Task,
+    task: Uuid,
     kind: &'static str,
     code: &str,
     message: String,
@@ -58,7 +61,7 @@ fn unfinished(
     let mut resp = (status, Json(body)).into_response();
     let headers = resp.headers_mut();
     headers.insert("x-should-retry", HeaderValue::from_static("false"));
-    if let Ok(v) = HeaderValue::from_str(&task.id.to_string()) {
+    if let Ok(v) = HeaderValue::from_str(&task.to_string()) {
         headers.insert("gengate-task-id", v);
     }
     resp
@@ -79,43 +82,61 @@ pub async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Error> {
+    let arrived = tokio::time::Instant::now();
     let key = state.keys.authenticate(&headers).await?;
     let body = read_json(&headers, body).await?;
     let parsed = openai_images::parse_create(&body)?;
     let task = state.create_task(key.id, parsed.task).await?;
-    let task = state
-        .wait_finished(key.id, task.id, state.sync_wait)
-        .await?
-        .ok_or(ApiError::Internal)?;
-    match task.state {
-        TaskState::Completed => {
-            Ok(Json(images(&state, &task, parsed.response_format).await?).into_response())
-        }
-        TaskState::Failed | TaskState::Canceled => Ok(unfinished(
-            StatusCode::BAD_GATEWAY,
-            &task,
-            "server_error",
-            "generation_failed",
-            format!(
-                "task {} {}: {}",
+    // From here the task exists: no answer may invite the SDK to retry.
+    let task_id = task.id;
+    let answer = async {
+        let task = state
+            .wait_finished(key.id, task.id, arrived + state.sync_wait)
+            .await?
+            .ok_or(ApiError::Internal)?;
+        Ok::<_, ApiError>(match task.state {
+            TaskState::Completed => {
+                Json(images(&state, &task, parsed.response_format).await?).into_response()
+            }
+            TaskState::Failed | TaskState::Canceled => unfinished(
+                StatusCode::BAD_GATEWAY,
                 task.id,
-                task.state.as_str(),
-                task.failure_reason.as_deref().unwrap_or("no reason given")
+                "server_error",
+                "generation_failed",
+                format!(
+                    "task {} {}: {}",
+                    task.id,
+                    task.state.as_str(),
+                    task.failure_reason.as_deref().unwrap_or("no reason given")
+                ),
             ),
-        )),
-        TaskState::Pending | TaskState::Processing => Ok(unfinished(
-            StatusCode::GATEWAY_TIMEOUT,
-            &task,
-            "timeout",
+            TaskState::Pending | TaskState::Processing => unfinished(
+                StatusCode::GATEWAY_TIMEOUT,
+                task.id,
+                "timeout",
+                "task_pending",
+                format!(
+                    "task {id} is still {} after {} s; its images will be at GET /v1/tasks/{id}",
+                    task.state.as_str(),
+                    arrived.elapsed().as_secs(),
+                    id = task.id,
+                ),
+            ),
+        })
+    }
+    .await;
+    Ok(answer.unwrap_or_else(|e| {
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        unfinished(
+            status,
+            task_id,
+            "server_error",
             "task_pending",
             format!(
-                "task {id} is still {} after {} s; its images will be at GET /v1/tasks/{id}",
-                task.state.as_str(),
-                state.sync_wait.as_secs(),
-                id = task.id,
+                "{e}; task {task_id} was made and goes on: follow it at GET /v1/tasks/{task_id}"
             ),
-        )),
-    }
+        )
+    }))
 }
 
 async fn images(

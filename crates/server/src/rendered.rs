@@ -48,9 +48,14 @@ impl Rendered {
             .collect()
     }
 
-    /// Keep `json`, the rendering of `task` in `dialect`, if the task is finished.
+    /// Keep `json`, the rendering of `task` in `dialect`, if the task is
+    /// finished for good. A task Luma's official API made can still be
+    /// deleted, on any instance: it is never kept.
     pub fn put(&self, task: &Task, dialect: Dialect, json: &Bytes) {
-        if !task.state.is_terminal() || json.len() > BUDGET_BYTES {
+        if !task.state.is_terminal()
+            || task.dialect == Dialect::DreamMachine
+            || json.len() > BUDGET_BYTES
+        {
             return;
         }
         let Ok(mut inner) = self.inner.lock() else {

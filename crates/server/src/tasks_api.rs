@@ -45,12 +45,9 @@ fn not_found(id: &str) -> Error {
 
 /// The caller's task, any dialect; 404 for unknown and foreign ids alike.
 async fn own_task(state: &AppState, owner: Uuid, id: &str) -> Result<Task> {
-    let uuid = Uuid::try_parse(id).map_err(|_| not_found(id))?;
     state
-        .store
-        .get_task(owner, uuid)
-        .await
-        .map_err(crate::store_error)?
+        .find_task(owner, id, None)
+        .await?
         .ok_or_else(|| not_found(id))
 }
 

@@ -390,6 +390,12 @@ impl TaskStore for PgStore {
         if !owned {
             return Ok(false);
         }
+        // Waits for a delivery attempt being recorded; one recorded later
+        // finds its delivery gone.
+        sqlx::query("SELECT id FROM deliveries WHERE task_id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?;
         for sql in [
             "DELETE FROM delivery_attempts WHERE delivery_id IN \
              (SELECT id FROM deliveries WHERE task_id = $1)",
@@ -638,6 +644,22 @@ impl TaskStore for PgStore {
     ) -> StoreResult<()> {
         let (state, next) = row::outcome_columns(outcome);
         let mut tx = self.pool.begin().await?;
+        let found = sqlx::query(
+            "UPDATE deliveries SET attempts = attempts + 1, state = $1, next_attempt_at = $2, \
+             lease_until = NULL, last_status = $3, last_error = $4, updated_at = $5 WHERE id = $6",
+        )
+        .bind(state)
+        .bind(next)
+        .bind(attempt.status.map(i64::from))
+        .bind(&attempt.error)
+        .bind(now)
+        .bind(delivery.id)
+        .execute(&mut *tx)
+        .await?;
+        if found.rows_affected() == 0 {
+            // Deleted with its task meanwhile: nothing left to record.
+            return Ok(());
+        }
         sqlx::query(
             "INSERT INTO delivery_attempts (id, delivery_id, attempt, at, status, error, latency_ms, next_attempt_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -650,18 +672,6 @@ impl TaskStore for PgStore {
         .bind(&attempt.error)
         .bind(attempt.latency_ms)
         .bind(attempt.next_attempt_at)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE deliveries SET attempts = attempts + 1, state = $1, next_attempt_at = $2, \
-             lease_until = NULL, last_status = $3, last_error = $4, updated_at = $5 WHERE id = $6",
-        )
-        .bind(state)
-        .bind(next)
-        .bind(attempt.status.map(i64::from))
-        .bind(&attempt.error)
-        .bind(now)
-        .bind(delivery.id)
         .execute(&mut *tx)
         .await?;
         if outcome == DeliveryOutcome::Gone {

@@ -646,6 +646,22 @@ impl TaskStore for SqliteStore {
         let (delivery, attempt) = (delivery.clone(), attempt.clone());
         self.writer
             .write(move |conn| {
+                let found = conn.prepare_cached(
+                    "UPDATE deliveries SET attempts = attempts + 1, state = ?1, next_attempt_at = ?2, \
+                     lease_until = NULL, last_status = ?3, last_error = ?4, updated_at = ?5 WHERE id = ?6",
+                )?
+                .execute(params![
+                    state,
+                    next,
+                    attempt.status,
+                    attempt.error,
+                    now,
+                    delivery.id.as_bytes()
+                ])?;
+                if found == 0 {
+                    // Deleted with its task meanwhile: nothing left to record.
+                    return Ok(());
+                }
                 conn.prepare_cached(
                     "INSERT INTO delivery_attempts (id, delivery_id, attempt, at, status, error, \
                      latency_ms, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -659,18 +675,6 @@ impl TaskStore for SqliteStore {
                     attempt.error,
                     attempt.latency_ms,
                     attempt.next_attempt_at
-                ])?;
-                conn.prepare_cached(
-                    "UPDATE deliveries SET attempts = attempts + 1, state = ?1, next_attempt_at = ?2, \
-                     lease_until = NULL, last_status = ?3, last_error = ?4, updated_at = ?5 WHERE id = ?6",
-                )?
-                .execute(params![
-                    state,
-                    next,
-                    attempt.status,
-                    attempt.error,
-                    now,
-                    delivery.id.as_bytes()
                 ])?;
                 if outcome == DeliveryOutcome::Gone {
                     conn.prepare_cached(

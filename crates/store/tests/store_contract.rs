@@ -613,7 +613,30 @@ async fn a_task_is_deleted_with_its_events_and_deliveries(s: Arc<dyn TaskStore>)
     .await
     .unwrap()
     .expect("canceled");
-    assert!(!s.task_deliveries(t.id).await.unwrap().is_empty());
+    // A delivery with an attempt recorded, and one claimed (in flight).
+    let claimed = s.claim_deliveries(3, 60_000, 10).await.unwrap();
+    let first = claimed
+        .iter()
+        .find(|d| d.task_id == t.id)
+        .expect("a due delivery")
+        .clone();
+    let attempt = gengate_core::DeliveryAttempt {
+        attempt: 1,
+        at: 3,
+        status: Some(500),
+        error: None,
+        latency_ms: 5,
+        next_attempt_at: Some(4),
+    };
+    s.finish_delivery(
+        &first,
+        &attempt,
+        gengate_core::DeliveryOutcome::RetryAt(4),
+        3,
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.task_deliveries(t.id).await.unwrap()[0].1.len(), 1);
     // Another key's delete finds nothing and changes nothing.
     assert!(!s.delete_task(other, t.id).await.unwrap());
     assert!(s.get_task(owner, t.id).await.unwrap().is_some());
@@ -621,6 +644,20 @@ async fn a_task_is_deleted_with_its_events_and_deliveries(s: Arc<dyn TaskStore>)
     assert!(s.get_task(owner, t.id).await.unwrap().is_none());
     assert!(s.load_task(t.id).await.unwrap().is_none());
     assert!(s.task_events(t.id).await.unwrap().is_empty());
+    assert!(s.task_deliveries(t.id).await.unwrap().is_empty());
+    // An attempt finishing after the delete records nothing, and is no error.
+    let late_attempt = gengate_core::DeliveryAttempt {
+        attempt: 2,
+        ..attempt
+    };
+    s.finish_delivery(
+        &first,
+        &late_attempt,
+        gengate_core::DeliveryOutcome::Delivered,
+        5,
+    )
+    .await
+    .unwrap();
     assert!(s.task_deliveries(t.id).await.unwrap().is_empty());
     // Gone: a second delete and a late update find nothing.
     assert!(!s.delete_task(owner, t.id).await.unwrap());

@@ -13,7 +13,7 @@ use crate::error::ApiError;
 use crate::request::{GenerationRequest, ImageRole, ImageSource, InputImage};
 use crate::task::{ArtifactRole, Dialect, NewTask, Task, TaskKind, TaskState};
 use crate::time::rfc3339_ms;
-use crate::validate::{http_url, one_of, optional_url, parse_json, required_text};
+use crate::validate::{http_url, model_name, one_of, optional_url, parse_json, required_text};
 
 pub const ASPECT_RATIOS: &[&str] = &["1:1", "16:9", "9:16", "4:3", "3:4", "21:9", "9:21"];
 pub const RESOLUTIONS: &[&str] = &["540p", "720p", "1080p", "4k"];
@@ -134,13 +134,7 @@ fn model(m: Option<String>) -> Result<String, ApiError> {
     let m = m
         .filter(|m| !m.is_empty())
         .ok_or_else(|| ApiError::validation("model", "is required"))?;
-    if m.chars().count() > MAX_MODEL_CHARS || m.chars().any(|c| c.is_whitespace() || c.is_control())
-    {
-        return Err(ApiError::validation(
-            "model",
-            format!("must be 1 to {MAX_MODEL_CHARS} characters without spaces"),
-        ));
-    }
+    model_name("model", &m, MAX_MODEL_CHARS)?;
     Ok(m)
 }
 

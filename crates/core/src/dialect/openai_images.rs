@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use crate::error::ApiError;
 use crate::request::GenerationRequest;
 use crate::task::{Dialect, NewTask, TaskKind};
-use crate::validate::{max_chars, one_of, parse_json, required_text};
+use crate::validate::{max_chars, model_name, one_of, parse_json, required_text};
 
 /// OpenAI's own default model.
 pub const DEFAULT_MODEL: &str = "dall-e-2";
@@ -19,9 +19,8 @@ pub const MAX_N: u32 = 10;
 pub const MIN_SIDE: u32 = 64;
 pub const MAX_SIDE: u32 = 4096;
 pub const MAX_USER_CHARS: usize = 256;
-pub const QUALITIES: &[&str] = &[
-    "auto", "standard", "hd", "low", "medium", "high", "xhigh", "max",
-];
+/// As OpenAI's spec lists them.
+pub const QUALITIES: &[&str] = &["auto", "standard", "hd", "low", "medium", "high"];
 pub const STYLES: &[&str] = &["vivid", "natural"];
 
 /// `POST /v1/images/generations`. Fields not listed are ignored, as OpenAI
@@ -42,7 +41,8 @@ pub struct CreateImage {
     pub quality: Option<String>,
     /// vivid or natural: passed to the upstream.
     pub style: Option<String>,
-    /// The end user, for the operator's logs.
+    /// The end user, as OpenAI takes it: checked (≤ 256 characters), not
+    /// kept; upstreams are told gengate's key instead.
     pub user: Option<String>,
     /// Streaming is not offered: `true` is refused.
     pub stream: Option<bool>,
@@ -86,14 +86,7 @@ pub fn parse_create(body: &[u8]) -> Result<ParsedCreate, ApiError> {
     let model = match b.model.filter(|m| !m.is_empty()) {
         None => DEFAULT_MODEL.to_string(),
         Some(m) => {
-            if m.chars().count() > MAX_MODEL_CHARS
-                || m.chars().any(|c| c.is_whitespace() || c.is_control())
-            {
-                return Err(ApiError::validation(
-                    "model",
-                    format!("must be 1 to {MAX_MODEL_CHARS} characters without spaces"),
-                ));
-            }
+            model_name("model", &m, MAX_MODEL_CHARS)?;
             m
         }
     };

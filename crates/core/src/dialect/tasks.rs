@@ -31,7 +31,7 @@ use crate::error::ApiError;
 use crate::request::{GenerationRequest, ImageRole, ImageSource, InputImage, aspect_parts};
 use crate::task::{Dialect, Millis, NewTask, Task, TaskKind, TaskState};
 use crate::time::rfc3339_ms;
-use crate::validate::{http_url, max_chars, optional_text, optional_url, parse_json};
+use crate::validate::{http_url, max_chars, model_name, optional_text, optional_url, parse_json};
 
 pub const MAX_PROMPT_CHARS: usize = 5000;
 pub const MAX_NEGATIVE_PROMPT_CHARS: usize = 2000;
@@ -172,14 +172,7 @@ pub fn parse_create(
         .model
         .filter(|m| !m.is_empty())
         .ok_or_else(|| ApiError::validation("model", "is required"))?;
-    if model.chars().count() > MAX_MODEL_CHARS
-        || model.chars().any(|c| c.is_whitespace() || c.is_control())
-    {
-        return Err(ApiError::validation(
-            "model",
-            format!("must be 1 to {MAX_MODEL_CHARS} characters without spaces"),
-        ));
-    }
+    model_name("model", &model, MAX_MODEL_CHARS)?;
     let input = b
         .input
         .ok_or_else(|| ApiError::validation("input", "is required"))?;
@@ -492,7 +485,8 @@ pub struct GengateTask {
     pub id: Uuid,
     /// Always "task".
     pub object: &'static str,
-    /// The API the task was made through: gengate, luma or kling.
+    /// The API the task was made through: gengate, luma, kling,
+    /// dream_machine or openai_images.
     pub dialect: &'static str,
     pub model: String,
     /// image or video.
