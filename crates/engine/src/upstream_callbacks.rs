@@ -38,6 +38,9 @@ pub enum CallbackError {
     Store(String),
 }
 
+/// How long a callback waits for its task's submit to be recorded.
+const SUBMIT_WAIT: Duration = Duration::from_secs(10);
+
 /// The longest a task with callbacks goes unpolled.
 const MAX_FALLBACK: Duration = Duration::from_secs(300);
 
@@ -92,6 +95,31 @@ impl Engine {
         }
     }
 
+    /// The task, once its submit is recorded: a fast upstream can call back
+    /// before the answer to the submit has reached gengate, so an
+    /// unfinished task without its upstream job is looked at again for a
+    /// while rather than its news refused (and left to a fallback poll).
+    async fn submitted_task(&self, task_id: Uuid) -> Result<Option<Task>, CallbackError> {
+        let until = tokio::time::Instant::now() + SUBMIT_WAIT;
+        loop {
+            let task = self
+                .store
+                .load_task(task_id)
+                .await
+                .map_err(|e| CallbackError::Store(e.to_string()))?;
+            match &task {
+                Some(t)
+                    if t.upstream_ref.is_none()
+                        && !t.state.is_terminal()
+                        && tokio::time::Instant::now() < until =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                _ => return Ok(task),
+            }
+        }
+    }
+
     /// A callback arrived for `task_id` on `channel`: check it, then apply
     /// it in the background (the upstream gets its answer at once).
     pub async fn upstream_callback(
@@ -115,10 +143,8 @@ impl Engine {
             return Err(CallbackError::Unauthorized);
         }
         let task = self
-            .store
-            .load_task(task_id)
-            .await
-            .map_err(|e| CallbackError::Store(e.to_string()))?
+            .submitted_task(task_id)
+            .await?
             .filter(|t| t.channel.as_deref() == Some(channel))
             .ok_or(CallbackError::NotFound)?;
         let ch = self.channels.get(channel).ok_or(CallbackError::NotFound)?;

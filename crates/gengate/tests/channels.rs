@@ -446,7 +446,34 @@ async fn upstream_callbacks_bring_results_without_polls(backend: Backend) {
     gw.stop().await;
 }
 
+/// An upstream that calls back before its answer to the submit reaches
+/// gengate: the news waits for the submit to be recorded and is applied,
+/// instead of being refused and left to a poll minutes later.
+async fn callbacks_arriving_before_the_submit_is_recorded_are_applied(backend: Backend) {
+    let emu = KlingEmu::start(keys(), Duration::from_millis(300)).await;
+    emu.delay_create_answers(Duration::from_millis(1200));
+    let gw = Gateway::start_with(backend, |s| {
+        let mut c = kling_channel("kling-a", &emu, 0);
+        c.callbacks = true;
+        s.channels = vec![c];
+    })
+    .await;
+    let key = gw.new_key("client").await;
+    let id = submit(&gw, &key, "an eager upstream", 1).await;
+    let started = std::time::Instant::now();
+    assert_eq!(gw.wait_kling(&key, &id).await["task_status"], "succeed");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_eq!(
+        emu.polls(),
+        0,
+        "the result came by a poll, not the callback"
+    );
+    assert_eq!(emu.callbacks(), 2);
+    gw.stop().await;
+}
+
 on_both_backends!(
+    callbacks_arriving_before_the_submit_is_recorded_are_applied,
     requests_to_a_slow_channel_are_bounded,
     upstream_callbacks_bring_results_without_polls,
     a_channel_deadline_fails_tasks_that_run_past_it,

@@ -83,6 +83,9 @@ struct Shared {
     poll_gaps: Mutex<HashMap<String, (Option<Instant>, Duration)>>,
     /// Every API request takes this long to answer.
     latency: Mutex<Duration>,
+    /// A create answers only this long after making the task (whose
+    /// callbacks are already under way).
+    create_answer_delay: Mutex<Duration>,
     /// API requests being answered now, and the most at once.
     active: AtomicU64,
     max_active: AtomicU64,
@@ -123,6 +126,7 @@ impl KlingEmu {
             callbacks: AtomicU64::new(0),
             poll_gaps: Mutex::default(),
             latency: Mutex::default(),
+            create_answer_delay: Mutex::default(),
             active: AtomicU64::new(0),
             max_active: AtomicU64::new(0),
         });
@@ -184,6 +188,14 @@ impl KlingEmu {
                     .unwrap_or_default()
             })
             .unwrap_or_default()
+    }
+
+    /// Answer each create `delay` after making its task, so its callbacks
+    /// can arrive before the client has recorded the create.
+    pub fn delay_create_answers(&self, delay: Duration) {
+        if let Ok(mut d) = self.shared.create_answer_delay.lock() {
+            *d = delay;
+        }
     }
 
     /// Make every API request take `latency` to answer from now on.
@@ -378,6 +390,14 @@ async fn create(
     if let Some(r) = fault(&s).await {
         return r;
     }
+    let answer = make(&s, &headers, &body, endpoint);
+    let delay = s.create_answer_delay.lock().map(|d| *d).unwrap_or_default();
+    tokio::time::sleep(delay).await;
+    answer
+}
+
+/// A create's work and answer, made at once.
+fn make(s: &Arc<Shared>, headers: &HeaderMap, body: &Bytes, endpoint: &'static str) -> Response {
     if let Err((status, code, message)) = authorize(&s, &headers) {
         return refuse(status, code, message);
     }
