@@ -398,11 +398,11 @@ async fn create(
 
 /// A create's work and answer, made at once.
 fn make(s: &Arc<Shared>, headers: &HeaderMap, body: &Bytes, endpoint: &'static str) -> Response {
-    if let Err((status, code, message)) = authorize(&s, &headers) {
+    if let Err((status, code, message)) = authorize(s, headers) {
         return refuse(status, code, message);
     }
     let invalid = |m: &str| refuse(StatusCode::BAD_REQUEST, 1201, m);
-    let Ok(b) = serde_json::from_slice::<Value>(&body) else {
+    let Ok(b) = serde_json::from_slice::<Value>(body) else {
         return refuse(StatusCode::BAD_REQUEST, 1200, "request body is not JSON");
     };
     let model = b["model_name"].as_str().unwrap_or("kling-v1");
@@ -471,7 +471,7 @@ fn make(s: &Arc<Shared>, headers: &HeaderMap, body: &Bytes, endpoint: &'static s
     if let Some(url) = task.callback_url.clone() {
         tokio::spawn(call_back(s.clone(), task.clone(), url));
     }
-    envelope(StatusCode::OK, 0, "SUCCEED", view(&s, &task))
+    envelope(StatusCode::OK, 0, "SUCCEED", view(s, &task))
 }
 
 /// Reports the task when it starts processing and when it ends.
