@@ -52,6 +52,10 @@ v.addEventListener('error', () => report({error: v.error && v.error.code}));
 /// stderr. Only loopback resolves: any other host fails, so a page that
 /// needed the internet would show it.
 async fn dump_dom(chromium: &std::path::Path, url: &str, extra: &[&str]) -> (String, String) {
+    // One Chromium at a time: several at once on a small machine starve
+    // each other, and a page's media can miss its (virtual) time budget.
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = ONE_AT_A_TIME.lock().await;
     let profile = tempfile::tempdir().unwrap();
     let run = tokio::process::Command::new(chromium)
         .args([

@@ -507,7 +507,7 @@ async fn a_sync_image_answers_before_its_sync_timeout(backend: Backend) {
         &gw,
         &gw.admin,
         "image",
-        json!({"model": "photon-1", "prompt": "slow", "sync": true, "sync_timeout": 2}),
+        json!({"model": "photon-1", "prompt": "slow", "sync": true, "sync_timeout": 10}),
     )
     .await;
     let took = started.elapsed();
@@ -515,10 +515,9 @@ async fn a_sync_image_answers_before_its_sync_timeout(backend: Backend) {
         matches!(v["state"].as_str(), Some("queued" | "dreaming")),
         "{v}"
     );
-    assert!(
-        took >= Duration::from_millis(1500),
-        "answered after {took:?}"
-    );
-    assert!(took < Duration::from_secs(2), "answered after {took:?}");
+    // Answered at 9 s (a tenth of sync_timeout early): a second to spare
+    // on a loaded machine.
+    assert!(took >= Duration::from_secs(8), "answered after {took:?}");
+    assert!(took < Duration::from_secs(10), "answered after {took:?}");
     gw.stop().await;
 }
