@@ -76,6 +76,14 @@ pub enum Dialect {
 }
 
 impl Dialect {
+    pub const ALL: [Dialect; 5] = [
+        Dialect::Luma,
+        Dialect::Kling,
+        Dialect::Gengate,
+        Dialect::DreamMachine,
+        Dialect::OpenaiImages,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Dialect::Luma => "luma",
@@ -97,15 +105,7 @@ impl Dialect {
     }
 
     pub fn parse(s: &str) -> Option<Dialect> {
-        [
-            Dialect::Luma,
-            Dialect::Kling,
-            Dialect::Gengate,
-            Dialect::DreamMachine,
-            Dialect::OpenaiImages,
-        ]
-        .into_iter()
-        .find(|d| d.as_str() == s)
+        Dialect::ALL.into_iter().find(|d| d.as_str() == s)
     }
 }
 

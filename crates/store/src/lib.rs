@@ -223,6 +223,49 @@ pub trait TaskStore: Send + Sync + 'static {
 }
 
 /// A channel's settings as stored (JSON, credentials included).
+/// A page of a key's tasks of every dialect, newest first: one range of
+/// the (owner, dialect, created_at, id) index per dialect, each cut at the
+/// page size, merged. Placeholders are `mark` and a number (both SQL
+/// dialects take `?N` or `$N`), bound in order: owner, then the filter's
+/// values as given, then the page size. Conditions are constants.
+pub(crate) fn page_sql(columns: &str, filter: &TaskFilter, mark: char) -> String {
+    let mut n = 1;
+    let mut next = || {
+        n += 1;
+        format!("{mark}{n}")
+    };
+    let mut conds = format!("owner = {mark}1");
+    if filter.state.is_some() {
+        conds.push_str(&format!(" AND state = {}", next()));
+    }
+    if filter.model.is_some() {
+        conds.push_str(&format!(" AND model = {}", next()));
+    }
+    if filter.created_after.is_some() {
+        conds.push_str(&format!(" AND created_at > {}", next()));
+    }
+    if filter.before.is_some() {
+        let (a, b) = (next(), next());
+        conds.push_str(&format!(" AND (created_at, id) < ({a}, {b})"));
+    }
+    let limit = next();
+    let ranges: Vec<String> = Dialect::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            format!(
+                "SELECT * FROM (SELECT {columns} FROM tasks WHERE {conds} AND dialect = '{}' \
+                 ORDER BY created_at DESC, id DESC LIMIT {limit}) AS d{i}",
+                d.as_str()
+            )
+        })
+        .collect();
+    format!(
+        "{} ORDER BY created_at DESC, id DESC LIMIT {limit}",
+        ranges.join(" UNION ALL ")
+    )
+}
+
 pub(crate) fn channel_json(spec: &ChannelSpec) -> StoreResult<String> {
     serde_json::to_string(spec).map_err(|e| StoreError::Backend(e.to_string()))
 }

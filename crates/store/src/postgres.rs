@@ -27,6 +27,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         4,
         include_str!("../migrations/postgres/0004_task_listing.sql"),
     ),
+    (
+        5,
+        include_str!("../migrations/postgres/0005_listing_by_dialect.sql"),
+    ),
 ];
 
 /// The channel new work is announced on.
@@ -315,31 +319,7 @@ impl TaskStore for PgStore {
         filter: &TaskFilter,
         limit: u32,
     ) -> StoreResult<Vec<Task>> {
-        // Only the conditions asked for, so the position is an index range
-        // (not a filter); conditions are constants and every value is bound.
-        let mut sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE owner = $1");
-        let mut n = 1;
-        let mut next = || {
-            n += 1;
-            n
-        };
-        if filter.state.is_some() {
-            sql.push_str(&format!(" AND state = ${}", next()));
-        }
-        if filter.model.is_some() {
-            sql.push_str(&format!(" AND model = ${}", next()));
-        }
-        if filter.created_after.is_some() {
-            sql.push_str(&format!(" AND created_at > ${}", next()));
-        }
-        if filter.before.is_some() {
-            let (a, b) = (next(), next());
-            sql.push_str(&format!(" AND (created_at, id) < (${a}, ${b})"));
-        }
-        sql.push_str(&format!(
-            " ORDER BY created_at DESC, id DESC LIMIT ${}",
-            next()
-        ));
+        let sql = crate::page_sql(TASK_COLUMNS, filter, '$');
         let mut q = sqlx::query(AssertSqlSafe(sql)).bind(owner);
         if let Some(st) = filter.state {
             q = q.bind(st.as_str());

@@ -31,6 +31,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         4,
         include_str!("../migrations/sqlite/0004_task_listing.sql"),
     ),
+    (
+        5,
+        include_str!("../migrations/sqlite/0005_listing_by_dialect.sql"),
+    ),
 ];
 
 const DELIVERY_COLUMNS: &str = "id, event_id, event_state, event_at, task_id, owner, seq, url, \
@@ -328,21 +332,7 @@ impl TaskStore for SqliteStore {
         filter: &TaskFilter,
         limit: u32,
     ) -> StoreResult<Vec<Task>> {
-        // Conditions are constants; every value is bound.
-        let mut sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE owner = ?");
-        if filter.state.is_some() {
-            sql.push_str(" AND state = ?");
-        }
-        if filter.model.is_some() {
-            sql.push_str(" AND model = ?");
-        }
-        if filter.created_after.is_some() {
-            sql.push_str(" AND created_at > ?");
-        }
-        if filter.before.is_some() {
-            sql.push_str(" AND (created_at, id) < (?, ?)");
-        }
-        sql.push_str(" ORDER BY created_at DESC, id DESC LIMIT ?");
+        let sql = crate::page_sql(TASK_COLUMNS, filter, '?');
         let mut q = sqlx::query(AssertSqlSafe(sql)).bind(owner.as_bytes().as_slice());
         if let Some(st) = filter.state {
             q = q.bind(st.as_str());
