@@ -222,7 +222,6 @@ pub trait TaskStore: Send + Sync + 'static {
     async fn gateway_secret(&self, name: &str) -> StoreResult<Vec<u8>>;
 }
 
-/// A channel's settings as stored (JSON, credentials included).
 /// A page of a key's tasks of every dialect, newest first: one range of
 /// the (owner, dialect, created_at, id) index per dialect, each cut at the
 /// page size, merged. Placeholders are `mark` and a number (both SQL
@@ -266,6 +265,7 @@ pub(crate) fn page_sql(columns: &str, filter: &TaskFilter, mark: char) -> String
     )
 }
 
+/// A channel's settings as stored (JSON, credentials included).
 pub(crate) fn channel_json(spec: &ChannelSpec) -> StoreResult<String> {
     serde_json::to_string(spec).map_err(|e| StoreError::Backend(e.to_string()))
 }
