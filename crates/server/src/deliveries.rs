@@ -36,23 +36,17 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
-pub struct Error(ApiError);
+/// Errors in gengate's own envelope.
+pub type Error = crate::DialectError<ErrorBody>;
 
-impl From<ApiError> for Error {
-    fn from(e: ApiError) -> Self {
-        Error(e)
-    }
-}
-
-impl IntoResponse for Error {
-    fn into_response(self) -> Response {
-        let body = ErrorBody {
+impl crate::Envelope for ErrorBody {
+    fn body(err: &ApiError) -> impl Serialize {
+        ErrorBody {
             error: ErrorDetail {
-                status: self.0.status(),
-                message: self.0.to_string(),
+                status: err.status(),
+                message: err.to_string(),
             },
-        };
-        crate::error_response(&self.0, body)
+        }
     }
 }
 
@@ -115,7 +109,7 @@ fn view(d: &Delivery, attempts: &[DeliveryAttempt]) -> DeliveryView {
 }
 
 fn task_id(id: &str) -> Result<Uuid, Error> {
-    Uuid::try_parse(id).map_err(|_| Error(ApiError::NotFound(format!("task {id} not found"))))
+    Uuid::try_parse(id).map_err(|_| Error::from(ApiError::NotFound(format!("task {id} not found"))))
 }
 
 /// The caller's task, or 404 for unknown and foreign ids alike.
@@ -128,7 +122,7 @@ async fn own_task(state: &AppState, headers: &HeaderMap, id: &str) -> Result<Uui
         .await
         .map_err(crate::store_error)?
         .map(|t| t.id)
-        .ok_or_else(|| Error(ApiError::NotFound(format!("task {id} not found"))))
+        .ok_or_else(|| Error::from(ApiError::NotFound(format!("task {id} not found"))))
 }
 
 /// A task's callback deliveries in order, with every attempt.
@@ -164,7 +158,7 @@ pub async fn redeliver(
 ) -> Result<Response, Error> {
     let id = own_task(&state, &headers, &id).await?;
     let not_found = || {
-        Error(ApiError::NotFound(format!(
+        Error::from(ApiError::NotFound(format!(
             "delivery {delivery_id} not found"
         )))
     };

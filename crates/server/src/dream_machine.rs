@@ -9,8 +9,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use gengate_core::dialect::DetailError;
 use gengate_core::dialect::dream_machine::{
-    self, Credits, DetailError, Generation, GenerationList, ListQuery, Pong, UNLIMITED_CREDITS,
+    self, Credits, Generation, GenerationList, ListQuery, Pong, UNLIMITED_CREDITS,
 };
 use gengate_core::{ApiError, Dialect, ImageRole, InputImage, NewTask, Task};
 use uuid::Uuid;
@@ -40,29 +41,12 @@ pub fn sync_router() -> Router<AppState> {
 }
 
 /// Errors in Luma's `{"detail": ...}` envelope.
-pub struct Error(ApiError);
-
-impl From<ApiError> for Error {
-    fn from(e: ApiError) -> Self {
-        Error(e)
-    }
-}
-
-impl IntoResponse for Error {
-    fn into_response(self) -> Response {
-        crate::error_response(
-            &self.0,
-            DetailError {
-                detail: self.0.to_string(),
-            },
-        )
-    }
-}
+pub type Error = crate::DialectError<DetailError>;
 
 type Result<T> = std::result::Result<T, Error>;
 
 fn not_found(id: &str) -> Error {
-    Error(ApiError::NotFound(format!("generation {id} not found")))
+    Error::from(ApiError::NotFound(format!("generation {id} not found")))
 }
 
 /// One of the caller's tasks made here, or 404 (unknown, foreign and

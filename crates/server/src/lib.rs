@@ -256,6 +256,36 @@ pub(crate) fn error_response(err: &ApiError, body: impl serde::Serialize) -> Res
     resp
 }
 
+/// How a dialect words an error: the body of its envelope.
+pub trait Envelope {
+    fn body(err: &ApiError) -> impl serde::Serialize;
+}
+
+/// An error answered in `E`'s envelope, with the status and `Retry-After`
+/// of [`error_response`]: what every dialect's handlers return.
+pub struct DialectError<E>(ApiError, std::marker::PhantomData<E>);
+
+impl<E> From<ApiError> for DialectError<E> {
+    fn from(e: ApiError) -> Self {
+        DialectError(e, std::marker::PhantomData)
+    }
+}
+
+impl<E: Envelope> IntoResponse for DialectError<E> {
+    fn into_response(self) -> Response {
+        error_response(&self.0, E::body(&self.0))
+    }
+}
+
+/// Both Luma APIs: `{"detail": ...}`.
+impl Envelope for gengate_core::dialect::DetailError {
+    fn body(err: &ApiError) -> impl serde::Serialize {
+        gengate_core::dialect::DetailError {
+            detail: err.to_string(),
+        }
+    }
+}
+
 /// The routes: with `serve_api`, the dialects, files and OpenAPI; always
 /// the health endpoints (a worker-only instance answers those alone).
 pub fn router(state: AppState, serve_api: bool) -> Router {

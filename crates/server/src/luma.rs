@@ -6,7 +6,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use gengate_core::dialect::luma::{self, DownloadUrl, LumaError, LumaTask};
+use gengate_core::dialect::DetailError;
+use gengate_core::dialect::luma::{self, DownloadUrl, LumaTask};
 use gengate_core::{ApiError, ArtifactRole, Dialect, ImageRole, NewTask, Task, TaskState};
 use uuid::Uuid;
 
@@ -26,29 +27,12 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Errors in Luma's `{"detail": ...}` envelope.
-pub struct Error(ApiError);
-
-impl From<ApiError> for Error {
-    fn from(e: ApiError) -> Self {
-        Error(e)
-    }
-}
-
-impl IntoResponse for Error {
-    fn into_response(self) -> Response {
-        crate::error_response(
-            &self.0,
-            LumaError {
-                detail: self.0.to_string(),
-            },
-        )
-    }
-}
+pub type Error = crate::DialectError<DetailError>;
 
 type Result<T> = std::result::Result<T, Error>;
 
 fn not_found(id: &str) -> Error {
-    Error(ApiError::NotFound(format!("generation {id} not found")))
+    Error::from(ApiError::NotFound(format!("generation {id} not found")))
 }
 
 /// One of the caller's Luma tasks, or 404 (unknown, foreign and non-Luma alike).
@@ -77,9 +61,9 @@ async fn accept(state: &AppState, owner: Uuid, new: NewTask) -> Result<Response>
 /// Create a video generation task.
 #[utoipa::path(post, path = "/luma/generations", tag = "luma",
     request_body = luma::CreateGeneration,
-    responses((status = 201, body = LumaTask), (status = 400, body = LumaError),
-              (status = 401, body = LumaError), (status = 413, body = LumaError),
-              (status = 415, body = LumaError)),
+    responses((status = 201, body = LumaTask), (status = 400, body = DetailError),
+              (status = 401, body = DetailError), (status = 413, body = DetailError),
+              (status = 415, body = DetailError)),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
@@ -94,7 +78,7 @@ pub async fn create(
 /// One generation task.
 #[utoipa::path(get, path = "/luma/generations/{id}", tag = "luma",
     params(("id" = String, Path, description = "Task id")),
-    responses((status = 200, body = LumaTask), (status = 404, body = LumaError)),
+    responses((status = 200, body = LumaTask), (status = 404, body = DetailError)),
     security(("bearer" = [])))]
 pub async fn get_one(
     State(state): State<AppState>,
@@ -110,8 +94,8 @@ pub async fn get_one(
 #[utoipa::path(post, path = "/luma/generations/{id}/extend", tag = "luma",
     params(("id" = String, Path, description = "Id of the completed task to continue")),
     request_body = luma::CreateGeneration,
-    responses((status = 201, body = LumaTask), (status = 404, body = LumaError),
-              (status = 409, body = LumaError, description = "The task is not completed")),
+    responses((status = 201, body = LumaTask), (status = 404, body = DetailError),
+              (status = 409, body = DetailError, description = "The task is not completed")),
     security(("bearer" = [])))]
 pub async fn extend(
     State(state): State<AppState>,
@@ -139,8 +123,8 @@ fn body_is_empty(headers: &HeaderMap) -> bool {
 /// `{"url": ...}` of a completed task's video.
 #[utoipa::path(get, path = "/luma/generations/{id}/download_video_url", tag = "luma",
     params(("id" = String, Path, description = "Task id")),
-    responses((status = 200, body = DownloadUrl), (status = 404, body = LumaError),
-              (status = 409, body = LumaError, description = "The task is not completed")),
+    responses((status = 200, body = DownloadUrl), (status = 404, body = DetailError),
+              (status = 409, body = DetailError, description = "The task is not completed")),
     security(("bearer" = [])))]
 pub async fn download_url(
     State(state): State<AppState>,
@@ -153,7 +137,7 @@ pub async fn download_url(
         .artifact(ArtifactRole::Video)
         .filter(|_| task.state == TaskState::Completed)
         .ok_or_else(|| {
-            Error(ApiError::Conflict(format!(
+            Error::from(ApiError::Conflict(format!(
                 "generation {id} is {}; its video exists once it is completed",
                 task.state.as_str()
             )))
@@ -167,7 +151,7 @@ pub async fn download_url(
 /// Unknown and foreign ids are left out; a duplicate is listed once.
 #[utoipa::path(post, path = "/luma/tasks", tag = "luma",
     request_body = gengate_core::dialect::BatchGet,
-    responses((status = 200, body = Vec<LumaTask>), (status = 400, body = LumaError)),
+    responses((status = 200, body = Vec<LumaTask>), (status = 400, body = DetailError)),
     security(("bearer" = [])))]
 pub async fn batch_get(
     State(state): State<AppState>,

@@ -26,17 +26,11 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Errors in OpenAI's envelope.
-pub struct Error(ApiError);
+pub type Error = crate::DialectError<ErrorEnvelope>;
 
-impl From<ApiError> for Error {
-    fn from(e: ApiError) -> Self {
-        Error(e)
-    }
-}
-
-impl IntoResponse for Error {
-    fn into_response(self) -> Response {
-        crate::error_response(&self.0, ErrorEnvelope::from_api(&self.0))
+impl crate::Envelope for ErrorEnvelope {
+    fn body(err: &ApiError) -> impl serde::Serialize {
+        ErrorEnvelope::from_api(err)
     }
 }
 

@@ -452,12 +452,6 @@ pub struct Pong {
     pub message: &'static str,
 }
 
-/// `{"detail": ...}`, Luma's error envelope.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DetailError {
-    pub detail: String,
-}
-
 fn state_name(s: TaskState) -> &'static str {
     match s {
         TaskState::Pending => "queued",

@@ -264,12 +264,6 @@ pub struct DownloadUrl {
     pub url: String,
 }
 
-/// `{"detail": ...}`, the Luma error envelope.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct LumaError {
-    pub detail: String,
-}
-
 /// The Luma state names: `canceled` is shown as `failed`, the seed has no other word for it.
 fn state_name(s: TaskState) -> &'static str {
     match s {

@@ -16,6 +16,12 @@ pub mod luma;
 pub mod openai_images;
 pub mod tasks;
 
+/// `{"detail": ...}`: the error envelope of both Luma APIs.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct DetailError {
+    pub detail: String,
+}
+
 /// A batch get takes this many ids at most.
 pub const MAX_BATCH_IDS: usize = 100;
 
