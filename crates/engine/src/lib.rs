@@ -20,6 +20,9 @@ pub mod inputs;
 mod lifecycle;
 pub mod net;
 mod pacing;
+pub mod service;
+
+mod transition;
 pub mod upstream_callbacks;
 pub mod webhooks;
 
@@ -28,6 +31,7 @@ pub use config::EngineConfig;
 use config::ms;
 use files::FileStore;
 use inputs::InputFetcher;
+pub use transition::TaskChanged;
 
 /// Due polls at one channel, sent as one request.
 type Batch = (Arc<Channel>, Vec<Task>);
@@ -54,6 +58,8 @@ pub struct Engine {
     pacer: pacing::Pacer,
     /// Shared by every instance through the store; read on first use.
     callback_secret: tokio::sync::OnceCell<Vec<u8>>,
+    /// Every state change made here (see `transition`).
+    changes: tokio::sync::broadcast::Sender<TaskChanged>,
 }
 
 impl Engine {
@@ -76,6 +82,7 @@ impl Engine {
             wake: Notify::new(),
             pacer: pacing::Pacer::default(),
             callback_secret: tokio::sync::OnceCell::new(),
+            changes: transition::changes_channel(),
         })
     }
 

@@ -79,35 +79,7 @@ impl Engine {
     /// Apply an update; losing the compare-and-swap is normal (someone else
     /// moved the task) and changes nothing.
     pub(crate) async fn apply(&self, task: &Task, update: TaskUpdate) -> Result<(), StoreError> {
-        self.apply_returning(task, update).await.map(|_| ())
-    }
-
-    /// [`Engine::apply`], answering the task as stored if the update won.
-    async fn apply_returning(
-        &self,
-        task: &Task,
-        update: TaskUpdate,
-    ) -> Result<Option<Task>, StoreError> {
-        if let Some(to) = update.state
-            && !task.state.can_become(to)
-        {
-            tracing::error!(task = %task.id, from = ?task.state, ?to, "refused transition");
-            return Ok(None);
-        }
-        let applied = self
-            .store
-            .update_task(task.id, task.version, &update, now_ms())
-            .await?;
-        match (&applied, update.state) {
-            (None, _) => tracing::debug!(task = %task.id, "lost the race; leaving the task alone"),
-            (Some(t), Some(st)) => {
-                metrics::counter!("gengate_task_transitions_total", "state" => st.as_str())
-                    .increment(1);
-                tracing::info!(task = %t.id, state = st.as_str(), seq = t.event_seq, "task changed state")
-            }
-            (Some(_), None) => {}
-        }
-        Ok(applied)
+        self.transition(task, update).await.map(|_| ())
     }
 
     /// Run `work` (fetching inputs, an upstream request, storing results)
@@ -143,14 +115,28 @@ impl Engine {
     }
 
     async fn time_out(&self, task: &Task) -> Result<(), StoreError> {
-        if let (Some(r), Some(ch)) = (
-            &task.upstream_ref,
-            task.channel.as_deref().and_then(|c| self.channels.get(c)),
-        ) && let Err(e) = ch.provider.cancel(r).await
-        {
-            tracing::warn!(task = %task.id, error = %e, "upstream cancel after timeout failed");
+        if let Some(done) = self.transition(task, TaskUpdate::fail("timeout")).await? {
+            self.cancel_upstream(&done);
         }
-        self.apply(task, TaskUpdate::fail("timeout")).await
+        Ok(())
+    }
+
+    /// Ask the upstream of a task that ended here (canceled, timed out) to
+    /// stop its job, in the background and best effort: the task's state
+    /// is settled already and does not wait for the upstream.
+    pub(crate) fn cancel_upstream(&self, task: &Task) {
+        let (Some(upstream), Some(channel)) = (
+            task.upstream_ref.clone(),
+            task.channel.as_deref().and_then(|c| self.channels.get(c)),
+        ) else {
+            return;
+        };
+        let task_id = task.id;
+        tokio::spawn(async move {
+            if let Err(e) = channel.provider.cancel(&upstream).await {
+                tracing::warn!(task = %task_id, error = %e, "upstream cancel failed");
+            }
+        });
     }
 
     async fn dispatch(&self, task: &Task) -> Result<(), StoreError> {
@@ -263,7 +249,7 @@ impl Engine {
                         ..TaskUpdate::default()
                     };
                     let upstream_ref = sub.upstream_ref.clone();
-                    let stored = self.apply_returning(task, update).await?;
+                    let stored = self.transition(task, update).await?;
                     self.channels.settle(channel, stored.is_some());
                     return match (stored, artifacts) {
                         (Some(task), Some(arts)) => {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use gengate_engine::files::FileStore;
 use gengate_engine::net::AddressPolicy;
+use gengate_engine::service::TaskService;
 use gengate_engine::webhooks::Deliverer;
 use gengate_engine::{Channels, Engine, EngineConfig, ProviderFactory, now_ms};
 use gengate_server::AppState;
@@ -140,14 +141,13 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     );
     let (tx, rx) = watch::channel(false);
     let state = AppState {
+        tasks: Arc::new(TaskService::new(engine.clone(), policy, rx.clone())),
         keys: Arc::new(gengate_server::auth::Keys::new(store.clone())),
         rendered: Arc::default(),
         sync_wait: Duration::from_secs(settings.sync_wait_secs),
-        stopping: rx.clone(),
         store,
         engine: engine.clone(),
         files_base,
-        policy,
     };
     let run_engine = settings.role != "api";
     let serve_api = settings.role != "worker";

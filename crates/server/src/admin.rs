@@ -14,7 +14,10 @@ use serde_json::{Map, Value};
 
 use crate::AppState;
 use crate::body::read_json;
-use crate::deliveries::Error;
+use crate::error::{Error, ErrorBody};
+
+/// An admin's key, refused in gengate's envelope.
+type Admin = crate::auth::Admin<ErrorBody>;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -74,15 +77,6 @@ fn credentials_set(c: &Credentials) -> Map<String, Value> {
     }
 }
 
-/// The caller's key, which must be an admin's.
-async fn admin(state: &AppState, headers: &HeaderMap) -> Result<()> {
-    let key = state.keys.authenticate(headers).await?;
-    if !key.admin {
-        return Err(ApiError::Forbidden.into());
-    }
-    Ok(())
-}
-
 fn in_use(state: &AppState) -> std::collections::HashSet<String> {
     state
         .engine
@@ -96,11 +90,7 @@ fn in_use(state: &AppState) -> std::collections::HashSet<String> {
 
 /// Every channel: gengate.toml's first, then the stored ones by name.
 async fn all(state: &AppState) -> Result<Vec<(ChannelSpec, Source)>> {
-    let stored = state
-        .store
-        .list_channels()
-        .await
-        .map_err(crate::store_error)?;
+    let stored = state.store.list_channels().await?;
     Ok(state
         .engine
         .channels()
@@ -135,8 +125,7 @@ async fn stored(state: &AppState, name: &str) -> Result<ChannelSpec> {
     state
         .store
         .list_channels()
-        .await
-        .map_err(crate::store_error)?
+        .await?
         .into_iter()
         .find(|s| s.name == name)
         .ok_or_else(|| not_found(name))
@@ -145,11 +134,7 @@ async fn stored(state: &AppState, name: &str) -> Result<ChannelSpec> {
 /// Put the store's channels to use in this instance at once (others
 /// re-read them within seconds).
 async fn reload(state: &AppState) -> Result<()> {
-    state
-        .engine
-        .reload_channels()
-        .await
-        .map_err(crate::store_error)?;
+    state.engine.reload_channels().await?;
     Ok(())
 }
 
@@ -161,10 +146,9 @@ fn shown(state: &AppState, spec: &ChannelSpec, source: Source) -> Value {
 /// Every channel, gengate.toml's first, then the stored ones by name.
 #[utoipa::path(get, path = "/admin/channels", tag = "admin",
     responses((status = 200, description = "`{\"data\": [channel, ...]}`: gengate.toml's (`\"source\": \"config\"`) then stored ones (`\"api\"`); credentials as true/false", body = serde_json::Value),
-        (status = 401, body = crate::deliveries::ErrorBody), (status = 403, body = crate::deliveries::ErrorBody)),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Value>> {
-    admin(&state, &headers).await?;
+pub async fn list(State(state): State<AppState>, _: Admin) -> Result<Json<Value>> {
     let running = in_use(&state);
     let data = all(&state)
         .await?
@@ -178,14 +162,13 @@ pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<J
 #[utoipa::path(get, path = "/admin/channels/{name}", tag = "admin",
     params(("name" = String, Path, description = "Channel name")),
     responses((status = 200, description = "The channel, credentials as true/false", body = serde_json::Value),
-        (status = 404, body = crate::deliveries::ErrorBody)),
+        (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn get_one(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: Admin,
     Path(name): Path<String>,
 ) -> Result<Json<Value>> {
-    admin(&state, &headers).await?;
     let (spec, src) = all(&state)
         .await?
         .into_iter()
@@ -198,15 +181,15 @@ pub async fn get_one(
 #[utoipa::path(post, path = "/admin/channels", tag = "admin",
     request_body(content = serde_json::Value, description = "One `[[channels]]` table of gengate.toml, as JSON"),
     responses((status = 201, description = "The channel, credentials as true/false", body = serde_json::Value),
-        (status = 400, description = "A field is wrong; the message names it", body = crate::deliveries::ErrorBody),
-        (status = 409, description = "The name is taken", body = crate::deliveries::ErrorBody)),
+        (status = 400, description = "A field is wrong; the message names it", body = ErrorBody),
+        (status = 409, description = "The name is taken", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
+    _: Admin,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    admin(&state, &headers).await?;
     let fields = json_object(&headers, body).await?;
     check_credentials(&fields)?;
     let spec = parse_spec(fields)?;
@@ -227,8 +210,7 @@ pub async fn create(
     if !state
         .store
         .create_channel(&spec, gengate_engine::now_ms())
-        .await
-        .map_err(crate::store_error)?
+        .await?
     {
         return Err(taken());
     }
@@ -242,16 +224,16 @@ pub async fn create(
     params(("name" = String, Path, description = "Channel name")),
     request_body(content = serde_json::Value, description = "Any channel fields; within credentials, each given one replaces that one (null removes it)"),
     responses((status = 200, description = "The channel, credentials as true/false", body = serde_json::Value),
-        (status = 400, body = crate::deliveries::ErrorBody), (status = 404, body = crate::deliveries::ErrorBody),
-        (status = 409, description = "A gengate.toml channel: edit the file", body = crate::deliveries::ErrorBody)),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "A gengate.toml channel: edit the file", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn update(
     State(state): State<AppState>,
+    _: Admin,
     headers: HeaderMap,
     Path(name): Path<String>,
     body: Body,
 ) -> Result<Json<Value>> {
-    admin(&state, &headers).await?;
     let patch = json_object(&headers, body).await?;
     let current = stored(&state, &name).await?;
     check_credentials(&patch)?;
@@ -264,38 +246,32 @@ pub async fn update(
 /// Stop routing new tasks to a stored channel (tasks already on it finish there).
 #[utoipa::path(post, path = "/admin/channels/{name}/disable", tag = "admin",
     params(("name" = String, Path, description = "Channel name")),
-    responses((status = 200, body = serde_json::Value), (status = 404, body = crate::deliveries::ErrorBody),
-        (status = 409, body = crate::deliveries::ErrorBody)),
+    responses((status = 200, body = serde_json::Value), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn disable(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: Admin,
     Path(name): Path<String>,
 ) -> Result<Json<Value>> {
-    set_enabled(state, headers, name, false).await
+    set_enabled(state, name, false).await
 }
 
 /// Route tasks to a stored channel again.
 #[utoipa::path(post, path = "/admin/channels/{name}/enable", tag = "admin",
     params(("name" = String, Path, description = "Channel name")),
-    responses((status = 200, body = serde_json::Value), (status = 404, body = crate::deliveries::ErrorBody),
-        (status = 409, body = crate::deliveries::ErrorBody)),
+    responses((status = 200, body = serde_json::Value), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn enable(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: Admin,
     Path(name): Path<String>,
 ) -> Result<Json<Value>> {
-    set_enabled(state, headers, name, true).await
+    set_enabled(state, name, true).await
 }
 
-async fn set_enabled(
-    state: AppState,
-    headers: HeaderMap,
-    name: String,
-    enabled: bool,
-) -> Result<Json<Value>> {
-    admin(&state, &headers).await?;
+async fn set_enabled(state: AppState, name: String, enabled: bool) -> Result<Json<Value>> {
     let mut spec = stored(&state, &name).await?;
     spec.enabled = enabled;
     save(&state, &spec).await?;
@@ -306,8 +282,7 @@ async fn save(state: &AppState, spec: &ChannelSpec) -> Result<()> {
     if !state
         .store
         .update_channel(spec, gengate_engine::now_ms())
-        .await
-        .map_err(crate::store_error)?
+        .await?
     {
         // Removed meanwhile (by hand in the database: there is no delete).
         return Err(not_found(&spec.name));

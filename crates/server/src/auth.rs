@@ -1,16 +1,26 @@
-//! API keys: random `gg_` secrets, kept only as SHA-256, checked in constant time.
+//! API keys: random `gg_` secrets, kept only as SHA-256, checked in
+//! constant time; and the extractors that give a handler its caller's key
+//! ([`Caller`]) or refuse a non-admin ([`Admin`]) in the handler's envelope.
 
-use base64::Engine as _;
-use gengate_core::{ApiError, ApiKey, Millis};
 use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::ops::Deref;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use base64::Engine as _;
+use gengate_core::{ApiError, ApiKey, Millis};
 
 use gengate_store::TaskStore;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
+
+use crate::AppState;
+use crate::error::{DialectError, ErrorShape};
 
 pub const KEY_PREFIX: &str = "gg_";
 
@@ -101,6 +111,54 @@ impl Keys {
             Some(k) if bool::from(k.hash.ct_eq(&hash)) && k.revoked_at.is_none() => Ok(k),
             _ => Err(ApiError::Unauthorized("unknown or revoked API key")),
         }
+    }
+}
+
+/// The key the request presents; a request without a valid one is refused
+/// (401) in `E`'s envelope before the handler runs.
+pub struct Caller<E> {
+    pub key: ApiKey,
+    shape: PhantomData<fn() -> E>,
+}
+
+impl<E> Deref for Caller<E> {
+    type Target = ApiKey;
+    fn deref(&self) -> &ApiKey {
+        &self.key
+    }
+}
+
+impl<E: ErrorShape> FromRequestParts<AppState> for Caller<E> {
+    type Rejection = DialectError<E>;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let key = state.keys.authenticate(&parts.headers).await?;
+        Ok(Caller {
+            key,
+            shape: PhantomData,
+        })
+    }
+}
+
+/// An admin key; any other is refused: 401 without a valid key, 403 with
+/// a key that is not an admin's.
+pub struct Admin<E>(pub Caller<E>);
+
+impl<E: ErrorShape> FromRequestParts<AppState> for Admin<E> {
+    type Rejection = DialectError<E>;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let caller = Caller::<E>::from_request_parts(parts, state).await?;
+        if !caller.admin {
+            return Err(ApiError::Forbidden.into());
+        }
+        Ok(Admin(caller))
     }
 }
 

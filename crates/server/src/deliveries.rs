@@ -2,7 +2,7 @@
 //! every attempt included, and redelivery on request. Any dialect's task.
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -13,6 +13,10 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::AppState;
+use crate::error::{Error, ErrorBody};
+
+/// The caller's key, refused in gengate's envelope.
+type Caller = crate::auth::Caller<ErrorBody>;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -21,33 +25,6 @@ pub fn router() -> Router<AppState> {
             "/v1/tasks/{id}/deliveries/{delivery_id}/redeliver",
             post(redeliver),
         )
-}
-
-/// gengate's own error envelope.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorDetail {
-    /// HTTP status, as a number.
-    pub status: u16,
-    pub message: String,
-}
-
-/// Errors in gengate's own envelope.
-pub type Error = crate::DialectError<ErrorBody>;
-
-impl crate::Envelope for ErrorBody {
-    fn body(err: &ApiError) -> impl Serialize {
-        ErrorBody {
-            error: ErrorDetail {
-                status: err.status(),
-                message: err.to_string(),
-            },
-        }
-    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -113,14 +90,12 @@ fn task_id(id: &str) -> Result<Uuid, Error> {
 }
 
 /// The caller's task, or 404 for unknown and foreign ids alike.
-async fn own_task(state: &AppState, headers: &HeaderMap, id: &str) -> Result<Uuid, Error> {
-    let key = state.keys.authenticate(headers).await?;
+async fn own_task(state: &AppState, key: &Caller, id: &str) -> Result<Uuid, Error> {
     let id = task_id(id)?;
     state
-        .store
-        .get_task(key.id, id)
-        .await
-        .map_err(crate::store_error)?
+        .tasks
+        .get(key.id, id)
+        .await?
         .map(|t| t.id)
         .ok_or_else(|| Error::from(ApiError::NotFound(format!("task {id} not found"))))
 }
@@ -132,15 +107,11 @@ async fn own_task(state: &AppState, headers: &HeaderMap, id: &str) -> Result<Uui
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    key: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<DeliveryList>, Error> {
-    let id = own_task(&state, &headers, &id).await?;
-    let all = state
-        .store
-        .task_deliveries(id)
-        .await
-        .map_err(crate::store_error)?;
+    let id = own_task(&state, &key, &id).await?;
+    let all = state.store.task_deliveries(id).await?;
     Ok(Json(DeliveryList {
         data: all.iter().map(|(d, a)| view(d, a)).collect(),
     }))
@@ -153,10 +124,10 @@ pub async fn list(
     security(("bearer" = [])))]
 pub async fn redeliver(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    key: Caller,
     Path((id, delivery_id)): Path<(String, String)>,
 ) -> Result<Response, Error> {
-    let id = own_task(&state, &headers, &id).await?;
+    let id = own_task(&state, &key, &id).await?;
     let not_found = || {
         Error::from(ApiError::NotFound(format!(
             "delivery {delivery_id} not found"
@@ -166,8 +137,7 @@ pub async fn redeliver(
     let d = state
         .store
         .redeliver(id, delivery_id, gengate_engine::now_ms())
-        .await
-        .map_err(crate::store_error)?
+        .await?
         .ok_or_else(not_found)?;
     Ok((StatusCode::ACCEPTED, Json(view(&d, &[]))).into_response())
 }

@@ -16,8 +16,9 @@ use gengate_core::dialect::dream_machine::{
 use gengate_core::{ApiError, Dialect, ImageRole, InputImage, NewTask, Task};
 use uuid::Uuid;
 
+use crate::AppState;
 use crate::body::read_json;
-use crate::{AppState, Cancel};
+use crate::error::DialectError;
 
 const BASE: &str = "/dream-machine/v1";
 
@@ -41,7 +42,10 @@ pub fn sync_router() -> Router<AppState> {
 }
 
 /// Errors in Luma's `{"detail": ...}` envelope.
-pub type Error = crate::DialectError<DetailError>;
+pub type Error = DialectError<DetailError>;
+
+/// The caller's key, refused in Luma's envelope.
+type Caller = crate::auth::Caller<DetailError>;
 
 type Result<T> = std::result::Result<T, Error>;
 
@@ -53,7 +57,8 @@ fn not_found(id: &str) -> Error {
 /// other dialects' alike).
 async fn own_task(state: &AppState, owner: Uuid, id: &str) -> Result<Task> {
     state
-        .find_task(owner, id, Some(Dialect::DreamMachine))
+        .tasks
+        .find(owner, id, Some(Dialect::DreamMachine))
         .await?
         .ok_or_else(|| not_found(id))
 }
@@ -67,8 +72,7 @@ fn image_field(_: usize, im: &InputImage) -> String {
 }
 
 async fn accept(state: &AppState, owner: Uuid, new: NewTask) -> Result<Task> {
-    state.check_urls(&new, image_field).await?;
-    Ok(state.create_task(owner, new).await?)
+    Ok(state.tasks.create(owner, new, None, image_field).await?)
 }
 
 fn created(task: &Task, state: &AppState) -> Response {
@@ -89,28 +93,26 @@ fn created(task: &Task, state: &AppState) -> Response {
     security(("bearer" = [])))]
 pub async fn create_video(
     State(state): State<AppState>,
+    key: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    let key = state.keys.authenticate(&headers).await?;
     let body = read_json(&headers, body).await?;
     let mut parsed = dream_machine::parse_video(&body)?;
     if let Some(parent) = parsed.extends {
         let field = "keyframes.frame0.id";
-        let parent = state
-            .store
-            .get_task(key.id, parent)
-            .await
-            .map_err(crate::store_error)?
-            .ok_or_else(|| ApiError::validation(field, format!("generation {parent} not found")))?;
         // A 400, not a 409: the SDKs retry a 409, to no avail.
-        gengate_core::dialect::follow(&mut parsed.task, &parent, field).map_err(|e| match e {
-            ApiError::Conflict(m) => {
-                let rule = m.strip_prefix(&format!("{field}: ")).unwrap_or(&m);
-                ApiError::validation(field, rule)
-            }
-            other => other,
-        })?;
+        state
+            .tasks
+            .continue_from(key.id, &mut parsed.task, parent, field)
+            .await
+            .map_err(|e| match e {
+                ApiError::Conflict(m) => {
+                    let rule = m.strip_prefix(&format!("{field}: ")).unwrap_or(&m);
+                    ApiError::validation(field, rule)
+                }
+                other => other,
+            })?;
     }
     let task = accept(&state, key.id, parsed.task).await?;
     Ok(created(&task, &state))
@@ -127,11 +129,11 @@ pub async fn create_video(
     security(("bearer" = [])))]
 pub async fn create_image(
     State(state): State<AppState>,
+    key: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
     let arrived = tokio::time::Instant::now();
-    let key = state.keys.authenticate(&headers).await?;
     let body = read_json(&headers, body).await?;
     let parsed = dream_machine::parse_image(&body)?;
     let task = accept(&state, key.id, parsed.task).await?;
@@ -141,7 +143,7 @@ pub async fn create_image(
         Some(secs) => {
             let margin = (secs / 10.0).min(5.0);
             let until = arrived + Duration::from_secs_f64(secs - margin);
-            match state.wait_finished(key.id, task.id, until).await {
+            match state.tasks.wait_finished(key.id, task.id, until).await {
                 Ok(Some(now)) => now,
                 // The task exists: answer it as it was made rather than an error.
                 Ok(None) | Err(_) => task,
@@ -159,10 +161,9 @@ pub async fn create_image(
     security(("bearer" = [])))]
 pub async fn get_one(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    key: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Generation>> {
-    let key = state.keys.authenticate(&headers).await?;
     let task = own_task(&state, key.id, &id).await?;
     Ok(Json(dream_machine::render(&task, &state.files_base)))
 }
@@ -174,17 +175,15 @@ pub async fn get_one(
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    key: Caller,
     query: std::result::Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<GenerationList>> {
-    let key = state.keys.authenticate(&headers).await?;
     let Query(query) = query.map_err(|e| ApiError::validation("query", e.body_text()))?;
     let (offset, limit) = query.check()?;
     let (tasks, total) = state
         .store
         .list_tasks(key.id, Dialect::DreamMachine, offset, limit)
-        .await
-        .map_err(crate::store_error)?;
+        .await?;
     let generations: Vec<Generation> = tasks
         .iter()
         .map(|t| dream_machine::render(t, &state.files_base))
@@ -207,21 +206,11 @@ pub async fn list(
     security(("bearer" = [])))]
 pub async fn delete(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    key: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
-    let key = state.keys.authenticate(&headers).await?;
     let task = own_task(&state, key.id, &id).await?;
-    let task = match state.cancel_task(task).await? {
-        Some(Cancel::Canceled(t) | Cancel::Finished(t)) => t,
-        None => return Err(not_found(&id)),
-    };
-    if !state
-        .store
-        .delete_task(key.id, task.id)
-        .await
-        .map_err(crate::store_error)?
-    {
+    if !state.tasks.delete(task).await? {
         return Err(not_found(&id));
     }
     Ok(StatusCode::NO_CONTENT)
@@ -231,8 +220,7 @@ pub async fn delete(
 #[utoipa::path(get, path = "/dream-machine/v1/ping", tag = "dream-machine",
     responses((status = 200, body = Pong), (status = 401, body = DetailError)),
     security(("bearer" = [])))]
-pub async fn ping(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Pong>> {
-    state.keys.authenticate(&headers).await?;
+pub async fn ping(_: Caller) -> Result<Json<Pong>> {
     Ok(Json(Pong { message: "pong" }))
 }
 
@@ -241,8 +229,7 @@ pub async fn ping(State(state): State<AppState>, headers: HeaderMap) -> Result<J
 #[utoipa::path(get, path = "/dream-machine/v1/credits", tag = "dream-machine",
     responses((status = 200, body = Credits), (status = 401, body = DetailError)),
     security(("bearer" = [])))]
-pub async fn credits(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Credits>> {
-    state.keys.authenticate(&headers).await?;
+pub async fn credits(_: Caller) -> Result<Json<Credits>> {
     Ok(Json(Credits {
         credit_balance: UNLIMITED_CREDITS,
         unlimited: true,

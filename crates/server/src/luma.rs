@@ -8,11 +8,14 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use gengate_core::dialect::DetailError;
 use gengate_core::dialect::luma::{self, DownloadUrl, LumaTask};
-use gengate_core::{ApiError, ArtifactRole, Dialect, ImageRole, NewTask, Task, TaskState};
+use gengate_core::{
+    ApiError, ArtifactRole, Dialect, ImageRole, InputImage, NewTask, Task, TaskState,
+};
 use uuid::Uuid;
 
 use crate::AppState;
 use crate::body::read_json;
+use crate::error::DialectError;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -27,7 +30,10 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Errors in Luma's `{"detail": ...}` envelope.
-pub type Error = crate::DialectError<DetailError>;
+pub type Error = DialectError<DetailError>;
+
+/// The caller's key, refused in Luma's envelope.
+type Caller = crate::auth::Caller<DetailError>;
 
 type Result<T> = std::result::Result<T, Error>;
 
@@ -38,19 +44,21 @@ fn not_found(id: &str) -> Error {
 /// One of the caller's Luma tasks, or 404 (unknown, foreign and non-Luma alike).
 async fn own_task(state: &AppState, owner: Uuid, id: &str) -> Result<Task> {
     state
-        .find_task(owner, id, Some(Dialect::Luma))
+        .tasks
+        .find(owner, id, Some(Dialect::Luma))
         .await?
         .ok_or_else(|| not_found(id))
 }
 
+fn image_field(_: usize, im: &InputImage) -> String {
+    match im.role {
+        ImageRole::End => "image_end_url".into(),
+        _ => "image_url".into(),
+    }
+}
+
 async fn accept(state: &AppState, owner: Uuid, new: NewTask) -> Result<Response> {
-    state
-        .check_urls(&new, |_, im| match im.role {
-            ImageRole::End => "image_end_url".into(),
-            _ => "image_url".into(),
-        })
-        .await?;
-    let task = state.create_task(owner, new).await?;
+    let task = state.tasks.create(owner, new, None, image_field).await?;
     Ok((
         StatusCode::CREATED,
         Json(luma::render(&task, &state.files_base)),
@@ -67,10 +75,10 @@ async fn accept(state: &AppState, owner: Uuid, new: NewTask) -> Result<Response>
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
+    key: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    let key = state.keys.authenticate(&headers).await?;
     let body = read_json(&headers, body).await?;
     accept(&state, key.id, luma::parse_create(&body)?).await
 }
@@ -82,10 +90,9 @@ pub async fn create(
     security(("bearer" = [])))]
 pub async fn get_one(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    key: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<LumaTask>> {
-    let key = state.keys.authenticate(&headers).await?;
     let task = own_task(&state, key.id, &id).await?;
     Ok(Json(luma::render(&task, &state.files_base)))
 }
@@ -99,11 +106,11 @@ pub async fn get_one(
     security(("bearer" = [])))]
 pub async fn extend(
     State(state): State<AppState>,
+    key: Caller,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Response> {
-    let key = state.keys.authenticate(&headers).await?;
     let parent = own_task(&state, key.id, &id).await?;
     let body = if body_is_empty(&headers) {
         bytes::Bytes::new()
@@ -128,10 +135,9 @@ fn body_is_empty(headers: &HeaderMap) -> bool {
     security(("bearer" = [])))]
 pub async fn download_url(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    key: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<DownloadUrl>> {
-    let key = state.keys.authenticate(&headers).await?;
     let task = own_task(&state, key.id, &id).await?;
     let video = task
         .artifact(ArtifactRole::Video)
@@ -155,10 +161,10 @@ pub async fn download_url(
     security(("bearer" = [])))]
 pub async fn batch_get(
     State(state): State<AppState>,
+    key: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    let key = state.keys.authenticate(&headers).await?;
     let body = read_json(&headers, body).await?;
     let ids = gengate_core::dialect::parse_batch(&body)?;
     let out = crate::rendered::batch_json(

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::{Json, Router};
 use gengate_core::channel::ANY_MODEL;
@@ -15,7 +14,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::deliveries::{Error, ErrorBody};
+use crate::error::{Error, ErrorBody};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/models", get(list))
@@ -90,9 +89,8 @@ pub struct ModelView {
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: crate::auth::Caller<ErrorBody>,
 ) -> Result<Json<ModelList>, Error> {
-    state.keys.authenticate(&headers).await?;
     let channels = state.engine.channels();
     let snapshot = channels.snapshot();
     let enabled = || snapshot.iter().filter(|c| c.spec.enabled);

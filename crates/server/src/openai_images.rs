@@ -20,19 +20,17 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::body::read_json;
+use crate::error::DialectError;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/images/generations", post(create))
 }
 
 /// Errors in OpenAI's envelope.
-pub type Error = crate::DialectError<ErrorEnvelope>;
+pub type Error = DialectError<ErrorEnvelope>;
 
-impl crate::Envelope for ErrorEnvelope {
-    fn body(err: &ApiError) -> impl serde::Serialize {
-        ErrorEnvelope::from_api(err)
-    }
-}
+/// The caller's key, refused in OpenAI's envelope.
+type Caller = crate::auth::Caller<ErrorEnvelope>;
 
 /// An answer about a task that exists but gave no images. The SDKs would
 /// retry a 5xx, making the images again: `x-should-retry: false` tells them
@@ -73,18 +71,22 @@ fn unfinished(
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
+    key: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Error> {
     let arrived = tokio::time::Instant::now();
-    let key = state.keys.authenticate(&headers).await?;
     let body = read_json(&headers, body).await?;
     let parsed = openai_images::parse_create(&body)?;
-    let task = state.create_task(key.id, parsed.task).await?;
+    let task = state
+        .tasks
+        .create(key.id, parsed.task, None, |_, _| "image".into())
+        .await?;
     // From here the task exists: no answer may invite the SDK to retry.
     let task_id = task.id;
     let answer = async {
         let task = state
+            .tasks
             .wait_finished(key.id, task.id, arrived + state.sync_wait)
             .await?
             .ok_or(ApiError::Internal)?;

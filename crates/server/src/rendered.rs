@@ -108,7 +108,7 @@ pub async fn batch_json<V: serde::Serialize>(
             Some(d) => state.store.get_tasks(owner, d, &missing).await,
             None => state.store.get_owned_tasks(owner, &missing).await,
         }
-        .map_err(crate::store_error)?;
+        .map_err(gengate_engine::service::store_error)?;
         for task in found {
             let json = Bytes::from(
                 serde_json::to_vec(&render(&task, &state.files_base))

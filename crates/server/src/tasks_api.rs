@@ -19,14 +19,15 @@ use gengate_core::dialect::tasks::{
 };
 use gengate_core::{ApiError, Dialect, NewTask, Task, TaskEvent};
 use gengate_engine::now_ms;
+use gengate_engine::service::{Cancel, Changes};
 use gengate_store::TaskFilter;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use crate::AppState;
 use crate::body::read_json;
-use crate::deliveries::{Error, ErrorBody};
-use crate::{AppState, Cancel};
+use crate::error::{Error, ErrorBody};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -39,6 +40,9 @@ pub fn router() -> Router<AppState> {
 
 type Result<T> = std::result::Result<T, Error>;
 
+/// The caller's key, refused in gengate's envelope.
+type Caller = crate::auth::Caller<ErrorBody>;
+
 fn not_found(id: &str) -> Error {
     Error::from(ApiError::NotFound(format!("task {id} not found")))
 }
@@ -46,7 +50,8 @@ fn not_found(id: &str) -> Error {
 /// The caller's task, any dialect; 404 for unknown and foreign ids alike.
 async fn own_task(state: &AppState, owner: Uuid, id: &str) -> Result<Task> {
     state
-        .find_task(owner, id, None)
+        .tasks
+        .find(owner, id, None)
         .await?
         .ok_or_else(|| not_found(id))
 }
@@ -75,20 +80,11 @@ async fn replay(state: &AppState, owner: Uuid, new: &NewTask) -> Result<Option<T
     let Some(ext) = new.external_id.as_deref() else {
         return Ok(None);
     };
-    let Some(first) = state
-        .store
-        .get_task_by_external_id(owner, ext)
-        .await
-        .map_err(crate::store_error)?
-    else {
+    let Some(first) = state.tasks.find_by_external_id(owner, ext).await? else {
         return Ok(None);
     };
     if first.created_at < now_ms().saturating_sub(IDEMPOTENCY_WINDOW_MS) {
-        state
-            .store
-            .forget_external_id(owner, first.id, ext)
-            .await
-            .map_err(crate::store_error)?;
+        state.store.forget_external_id(owner, first.id, ext).await?;
         return Ok(None);
     }
     if tasks::same_request(&first, new) {
@@ -115,10 +111,10 @@ async fn replay(state: &AppState, owner: Uuid, new: &NewTask) -> Result<Option<T
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
+    key: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    let key = state.keys.authenticate(&headers).await?;
     let idem = match headers.get("idempotency-key") {
         None => None,
         Some(v) => {
@@ -132,19 +128,11 @@ pub async fn create(
     let channels = state.engine.channels();
     let mut new = tasks::parse_create(&body, |m| crate::models_api::kind_of_model(channels, m))?;
     if let Some(parent) = new.request.extend_from {
-        let parent = state
-            .store
-            .get_task(key.id, parent)
-            .await
-            .map_err(crate::store_error)?
-            .ok_or_else(|| {
-                ApiError::validation("input.extend_from", format!("task {parent} not found"))
-            })?;
-        gengate_core::dialect::follow(&mut new, &parent, "input.extend_from")?;
+        state
+            .tasks
+            .continue_from(key.id, &mut new, parent, "input.extend_from")
+            .await?;
     }
-    state
-        .check_urls(&new, |i, _| format!("input.images[{i}].url"))
-        .await?;
     new.external_id = idem.as_deref().map(idempotency_external_id);
     // A concurrent first use of the key wins the unique index; the loser
     // then finds its task. Bounded: each round either answers or frees
@@ -156,7 +144,13 @@ pub async fn create(
                 .insert("idempotent-replayed", HeaderValue::from_static("true"));
             return Ok(resp);
         }
-        match state.create_task(key.id, new.clone()).await {
+        match state
+            .tasks
+            .create(key.id, new.clone(), None, |i, _| {
+                format!("input.images[{i}].url")
+            })
+            .await
+        {
             Ok(task) => return Ok(json_response(StatusCode::CREATED, &task, &state.files_base)),
             Err(ApiError::Conflict(_)) if new.external_id.is_some() => continue,
             Err(e) => return Err(e.into()),
@@ -175,10 +169,9 @@ pub async fn create(
     security(("bearer" = [])))]
 pub async fn get_one(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    key: Caller,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    let key = state.keys.authenticate(&headers).await?;
     let task = own_task(&state, key.id, &id).await?;
     Ok(json_response(StatusCode::OK, &task, &state.files_base))
 }
@@ -192,10 +185,10 @@ pub async fn get_one(
     security(("bearer" = [])))]
 pub async fn batch_get(
     State(state): State<AppState>,
+    key: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    let key = state.keys.authenticate(&headers).await?;
     let body = read_json(&headers, body).await?;
     let ids = gengate_core::dialect::parse_batch(&body)?;
     // Kept under this API's shape, whichever dialect made the task.
@@ -228,10 +221,9 @@ pub async fn batch_get(
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    key: Caller,
     query: std::result::Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<TaskList>> {
-    let key = state.keys.authenticate(&headers).await?;
     let Query(query) = query.map_err(|e| ApiError::validation("query", e.body_text()))?;
     let p = query.check()?;
     let filter = TaskFilter {
@@ -240,11 +232,7 @@ pub async fn list(
         created_after: p.created_after,
         before: p.before,
     };
-    let mut page = state
-        .store
-        .page_tasks(key.id, &filter, p.limit + 1)
-        .await
-        .map_err(crate::store_error)?;
+    let mut page = state.store.page_tasks(key.id, &filter, p.limit + 1).await?;
     let has_more = page.len() > p.limit as usize;
     page.truncate(p.limit as usize);
     Ok(Json(TaskList {
@@ -268,12 +256,11 @@ pub async fn list(
     security(("bearer" = [])))]
 pub async fn cancel(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    key: Caller,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    let key = state.keys.authenticate(&headers).await?;
     let task = own_task(&state, key.id, &id).await?;
-    match state.cancel_task(task).await? {
+    match state.tasks.cancel(task).await? {
         Some(Cancel::Canceled(done)) => Ok(json_response(StatusCode::OK, &done, &state.files_base)),
         Some(Cancel::Finished(task)) => Err(ApiError::Conflict(format!(
             "task {} is {}; only an unfinished task can be canceled",
@@ -293,8 +280,9 @@ pub struct EventsQuery {
     pub last_event_id: Option<String>,
 }
 
-/// How often an open stream looks for new events.
-const EVENTS_POLL: Duration = Duration::from_millis(250);
+/// How long an open stream waits for news of its task from this instance
+/// before reading the store anyway (another instance may have changed it).
+const EVENTS_LOOK: Duration = Duration::from_secs(1);
 
 /// The task's events as server-sent events, from the first (or after
 /// `Last-Event-ID`), live; the stream ends after the terminal event. Each
@@ -310,11 +298,11 @@ const EVENTS_POLL: Duration = Duration::from_millis(250);
     security(("bearer" = [])))]
 pub async fn events(
     State(state): State<AppState>,
+    key: Caller,
     headers: HeaderMap,
     Path(id): Path<String>,
     query: std::result::Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response> {
-    let key = state.keys.authenticate(&headers).await?;
     let Query(query) = query.map_err(|e| ApiError::validation("query", e.body_text()))?;
     let task = own_task(&state, key.id, &id).await?;
     let (field, raw) = match headers.get("last-event-id") {
@@ -331,6 +319,7 @@ pub async fn events(
         })?,
     };
     let feed = Feed {
+        changes: state.tasks.changes(),
         state,
         owner: key.id,
         id: task.id,
@@ -349,6 +338,8 @@ pub async fn events(
 
 /// One open event stream's position.
 struct Feed {
+    /// Opened before the first read, so no change falls between.
+    changes: Changes,
     state: AppState,
     owner: Uuid,
     id: Uuid,
@@ -373,7 +364,7 @@ impl Feed {
                 Ok(None) => return None,
                 Err(e) => {
                     tracing::warn!(task = %self.id, error = %e, "events stream: store unreachable");
-                    tokio::time::sleep(EVENTS_POLL).await;
+                    tokio::time::sleep(EVENTS_LOOK).await;
                     continue;
                 }
             };
@@ -389,7 +380,7 @@ impl Feed {
                 self.done = true;
             }
             if self.queue.is_empty() && !self.done {
-                tokio::time::sleep(EVENTS_POLL).await;
+                self.changes.next_of(self.id, EVENTS_LOOK).await;
             }
         }
     }

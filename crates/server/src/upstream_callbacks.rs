@@ -13,7 +13,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::deliveries::{ErrorBody, ErrorDetail};
+use crate::error::{ErrorBody, ErrorDetail};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/upstream/callbacks/{channel}/{task}", post(receive))

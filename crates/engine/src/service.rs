@@ -1,0 +1,325 @@
+//! The one door to tasks for the HTTP server and the CLI: create (the URL
+//! checks, the model's channel, the deadline, inline images stored),
+//! find, cancel, delete, and waiting until a task finishes, woken by the
+//! engine's news of changes rather than by reading the store over and over.
+//! State changes go through [`Engine::transition`], like the engine's own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gengate_core::{
+    ApiError, Dialect, ImageFormat, ImageRole, ImageSource, InputImage, NewTask, Task, TaskState,
+    TaskUpdate,
+};
+use gengate_store::{StoreError, TaskStore};
+use sha2::{Digest, Sha256};
+use tokio::sync::{broadcast, watch};
+use uuid::Uuid;
+
+use crate::net::AddressPolicy;
+use crate::{Engine, TaskChanged, now_ms};
+
+/// Where inputs clients upload are stored (never served), by content hash.
+pub const INPUTS_PREFIX: &str = "inputs";
+
+/// How long a waiter trusts this instance's news before reading the store:
+/// another instance sharing the database may have changed the task.
+const CROSS_INSTANCE_LOOK: Duration = Duration::from_secs(1);
+
+/// A store failure is ours, not the client's: logged, answered as 503.
+pub fn store_error(e: StoreError) -> ApiError {
+    tracing::error!(error = %e, "store error");
+    ApiError::Unavailable("storage is unavailable, try again".into())
+}
+
+/// How a dialect names an input image's URL field in its errors.
+pub type ImageField = fn(usize, &InputImage) -> String;
+
+/// An image the client sent in the request itself (base64 or a data URI).
+pub struct InlineImage {
+    pub role: ImageRole,
+    pub bytes: Vec<u8>,
+    pub format: ImageFormat,
+}
+
+/// What [`TaskService::cancel`] did.
+pub enum Cancel {
+    /// The task is canceled now.
+    Canceled(Task),
+    /// It had already finished: nothing changed.
+    Finished(Task),
+}
+
+pub struct TaskService {
+    engine: Arc<Engine>,
+    policy: AddressPolicy,
+    /// Turns `true` when the server begins to stop: waits end then, so
+    /// their answers are given before the grace period ends.
+    stopping: watch::Receiver<bool>,
+}
+
+impl TaskService {
+    pub fn new(
+        engine: Arc<Engine>,
+        policy: AddressPolicy,
+        stopping: watch::Receiver<bool>,
+    ) -> TaskService {
+        TaskService {
+            engine,
+            policy,
+            stopping,
+        }
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    fn store(&self) -> &dyn TaskStore {
+        self.engine.store.as_ref()
+    }
+
+    /// Accept a task: its URLs checked, an inline image stored, its model
+    /// served by a channel; the row and first event are committed before
+    /// this returns. `image_field` names an input's URL in the caller's
+    /// dialect, for the 400 that refuses it.
+    pub async fn create(
+        &self,
+        owner: Uuid,
+        mut new: NewTask,
+        inline: Option<InlineImage>,
+        image_field: ImageField,
+    ) -> Result<Task, ApiError> {
+        self.check_urls(&new, image_field).await?;
+        // A follow-up goes to its parent's channel; anything else needs a
+        // channel serving its model, or it could only ever fail.
+        let channels = self.engine.channels();
+        if new.channel.is_none() && !channels.serves(&new.model) {
+            return Err(ApiError::validation(
+                new.dialect.model_field(),
+                format!("no channel serves model {:?}", new.model),
+            ));
+        }
+        if let Some(image) = inline {
+            new.request.images.push(self.store_input(image).await?);
+        }
+        let now = now_ms();
+        let deadline = match channels.deadline_for(&new.model) {
+            Some(d) => now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            None => self.engine.config().deadline_for(new.kind, now),
+        };
+        let task = self
+            .store()
+            .create_task(owner, &new, now, deadline)
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict(_) => ApiError::Conflict(format!(
+                    "external_task_id {:?} is already used by another task of this key",
+                    new.external_id.as_deref().unwrap_or_default()
+                )),
+                other => store_error(other),
+            })?;
+        self.engine.wake();
+        metrics::counter!("gengate_tasks_accepted_total", "dialect" => task.dialect.as_str())
+            .increment(1);
+        Ok(task)
+    }
+
+    /// Refuse, before anything is stored, URLs gengate would have to call
+    /// that resolve to addresses it may not reach.
+    async fn check_urls(&self, new: &NewTask, image_field: ImageField) -> Result<(), ApiError> {
+        let images = new
+            .request
+            .images
+            .iter()
+            .enumerate()
+            .filter_map(|(i, im)| match &im.source {
+                ImageSource::Url { url } => Some((image_field(i, im), url)),
+                ImageSource::Stored { .. } => None,
+            });
+        for (field, url) in new
+            .callback_url
+            .iter()
+            .map(|u| ("callback_url".to_string(), u))
+            .chain(images)
+        {
+            self.policy
+                .check_url(url)
+                .await
+                .map_err(|e| ApiError::validation(field, format!("is refused: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Content-addressed: the same image sent twice is stored once.
+    async fn store_input(&self, image: InlineImage) -> Result<InputImage, ApiError> {
+        let key = format!(
+            "{INPUTS_PREFIX}/{}.{}",
+            hex::encode(Sha256::digest(&image.bytes)),
+            image.format.extension()
+        );
+        self.engine
+            .files()
+            .put_once(&key, &image.bytes)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "storing an input image failed");
+                ApiError::Unavailable("could not store the image".into())
+            })?;
+        Ok(InputImage {
+            role: image.role,
+            source: ImageSource::Stored {
+                key,
+                format: image.format,
+            },
+        })
+    }
+
+    /// `owner`'s task named `id`, made through `dialect` when one is given;
+    /// `None` for malformed, unknown, foreign and other dialects' ids alike.
+    pub async fn find(
+        &self,
+        owner: Uuid,
+        id: &str,
+        dialect: Option<Dialect>,
+    ) -> Result<Option<Task>, ApiError> {
+        let Ok(uuid) = Uuid::try_parse(id) else {
+            return Ok(None);
+        };
+        Ok(self
+            .get(owner, uuid)
+            .await?
+            .filter(|t| dialect.is_none_or(|d| t.dialect == d)))
+    }
+
+    /// `owner`'s task `id`, whatever dialect made it.
+    pub async fn get(&self, owner: Uuid, id: Uuid) -> Result<Option<Task>, ApiError> {
+        self.store().get_task(owner, id).await.map_err(store_error)
+    }
+
+    /// `owner`'s task made with this `external_task_id`.
+    pub async fn find_by_external_id(
+        &self,
+        owner: Uuid,
+        external_id: &str,
+    ) -> Result<Option<Task>, ApiError> {
+        self.store()
+            .get_task_by_external_id(owner, external_id)
+            .await
+            .map_err(store_error)
+    }
+
+    /// Make `new` continue `owner`'s completed task `parent` on its channel;
+    /// `field` names the parent in the caller's request.
+    pub async fn continue_from(
+        &self,
+        owner: Uuid,
+        new: &mut NewTask,
+        parent: Uuid,
+        field: &str,
+    ) -> Result<(), ApiError> {
+        let parent = self
+            .get(owner, parent)
+            .await?
+            .ok_or_else(|| ApiError::validation(field, format!("task {parent} not found")))?;
+        gengate_core::dialect::follow(new, &parent, field)
+    }
+
+    /// Cancel `task` unless it has finished; the upstream is then asked to
+    /// stop, best effort. Read again and retried when the engine moved the
+    /// task meanwhile. `None`: the task is gone.
+    pub async fn cancel(&self, mut task: Task) -> Result<Option<Cancel>, ApiError> {
+        for _ in 0..5 {
+            if task.state.is_terminal() {
+                return Ok(Some(Cancel::Finished(task)));
+            }
+            let update = TaskUpdate {
+                detail: Some("canceled by the client".into()),
+                failure_reason: Some("canceled by the client".into()),
+                ..TaskUpdate::to_state(TaskState::Canceled)
+            };
+            let Some(done) = self
+                .engine
+                .transition(&task, update)
+                .await
+                .map_err(store_error)?
+            else {
+                match self.get(task.owner, task.id).await? {
+                    Some(now) => task = now,
+                    None => return Ok(None),
+                }
+                continue;
+            };
+            self.engine.cancel_upstream(&done);
+            return Ok(Some(Cancel::Canceled(done)));
+        }
+        Err(ApiError::Unavailable(
+            "the task is changing; try again".into(),
+        ))
+    }
+
+    /// Cancel `task` if it runs, then remove it with its events and
+    /// callback deliveries. `false`: it was gone already.
+    pub async fn delete(&self, task: Task) -> Result<bool, ApiError> {
+        let task = match self.cancel(task).await? {
+            Some(Cancel::Canceled(t) | Cancel::Finished(t)) => t,
+            None => return Ok(false),
+        };
+        self.store()
+            .delete_task(task.owner, task.id)
+            .await
+            .map_err(store_error)
+    }
+
+    /// News of the task changes this instance makes, for live streams.
+    pub fn changes(&self) -> Changes {
+        Changes(self.engine.subscribe())
+    }
+
+    /// `owner`'s task `id` once it has finished, or as it stands at `until`
+    /// or when the server begins to stop (`None`: it is gone).
+    pub async fn wait_finished(
+        &self,
+        owner: Uuid,
+        id: Uuid,
+        until: tokio::time::Instant,
+    ) -> Result<Option<Task>, ApiError> {
+        // Listening before reading: a change between the two is not missed.
+        let mut changes = self.changes();
+        let mut stopping = self.stopping.clone();
+        loop {
+            let task = self.get(owner, id).await?;
+            let now = tokio::time::Instant::now();
+            match task {
+                Some(t) if !t.state.is_terminal() && now < until && !*stopping.borrow() => {}
+                other => return Ok(other),
+            }
+            tokio::select! {
+                _ = changes.next_of(id, CROSS_INSTANCE_LOOK.min(until - now)) => {}
+                _ = stopping.changed() => {}
+            }
+        }
+    }
+}
+
+/// A listener to this instance's task changes.
+pub struct Changes(broadcast::Receiver<TaskChanged>);
+
+impl Changes {
+    /// Until task `id` changes here, or `at_most` passes (another instance
+    /// may have changed it: the caller reads the store either way).
+    pub async fn next_of(&mut self, id: Uuid, at_most: Duration) {
+        let _ = tokio::time::timeout(at_most, async {
+            loop {
+                match self.0.recv().await {
+                    Ok(c) if c.id == id => return,
+                    Ok(_) => {}
+                    // Missed some: one of them may have been ours.
+                    Err(broadcast::error::RecvError::Lagged(_)) => return,
+                    Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+                }
+            }
+        })
+        .await;
+    }
+}

@@ -1,0 +1,76 @@
+//! The one writer of a task's state. Every change, from any caller (the
+//! lifecycle's dispatch and polls, upstream callbacks, timeouts, a client's
+//! cancel), passes [`Engine::transition`]: the state machine's guard, the
+//! compare-and-swap, the transition metric, and the news that waiters and
+//! live streams listen to. Whatever else must follow a change of state
+//! (credits, live updates) hangs here and nowhere else.
+
+use gengate_core::{Task, TaskState, TaskUpdate};
+use gengate_store::StoreError;
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use crate::{Engine, now_ms};
+
+/// A task changed state on this instance (its event is committed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskChanged {
+    pub id: Uuid,
+    pub owner: Uuid,
+    pub state: TaskState,
+    /// The sequence number of the event recorded for the change.
+    pub seq: i64,
+}
+
+/// Changes kept for a slow listener before it lags; a lagging listener
+/// re-reads the store, so nothing is lost, only a wake-up merged.
+pub(crate) const CHANGES_BUFFER: usize = 4096;
+
+pub(crate) fn changes_channel() -> broadcast::Sender<TaskChanged> {
+    broadcast::channel(CHANGES_BUFFER).0
+}
+
+impl Engine {
+    /// Apply `update` to `task` if the task is still as read (its version)
+    /// and the state machine allows the move. `None`: refused, or another
+    /// writer got there first; nothing changed then.
+    pub async fn transition(
+        &self,
+        task: &Task,
+        update: TaskUpdate,
+    ) -> Result<Option<Task>, StoreError> {
+        if let Some(to) = update.state
+            && !task.state.can_become(to)
+        {
+            tracing::error!(task = %task.id, from = ?task.state, ?to, "refused transition");
+            return Ok(None);
+        }
+        let applied = self
+            .store
+            .update_task(task.id, task.version, &update, now_ms())
+            .await?;
+        match (&applied, update.state) {
+            (None, _) => tracing::debug!(task = %task.id, "lost the race; leaving the task alone"),
+            (Some(t), Some(st)) => {
+                metrics::counter!("gengate_task_transitions_total", "state" => st.as_str())
+                    .increment(1);
+                tracing::info!(task = %t.id, state = st.as_str(), seq = t.event_seq, "task changed state");
+                // No listener is fine: the news is for whoever waits.
+                let _ = self.changes.send(TaskChanged {
+                    id: t.id,
+                    owner: t.owner,
+                    state: st,
+                    seq: t.event_seq,
+                });
+            }
+            (Some(_), None) => {}
+        }
+        Ok(applied)
+    }
+
+    /// News of every state change made on this instance. Another
+    /// instance's changes reach the store only: listeners also re-read it.
+    pub fn subscribe(&self) -> broadcast::Receiver<TaskChanged> {
+        self.changes.subscribe()
+    }
+}
