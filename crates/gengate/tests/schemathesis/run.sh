@@ -100,6 +100,8 @@ EOF
 examples="${ST_EXAMPLES:-20}"
 seed="${ST_SEED:-20260000}"
 failed=0
+# schemathesis keeps a .schemathesis/ of replayable cases where it runs.
+cd "$tmp"
 for who in user admin; do
     if [ "$who" = admin ]; then key="$admin_key"; else key="$user_key"; fi
     echo "== schemathesis as the $who key"
