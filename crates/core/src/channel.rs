@@ -7,6 +7,26 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+/// A channel setting that breaks a rule; `field` names it as `[[channels]]`
+/// does (`credentials.api_key`, say), for a 400 or a CLI message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.message())]
+pub struct SpecError {
+    pub channel: String,
+    pub field: String,
+    pub rule: String,
+}
+
+impl SpecError {
+    fn message(&self) -> String {
+        if self.field == "name" {
+            format!("channel name {:?} {}", self.channel, self.rule)
+        } else {
+            format!("channel {:?}: {} {}", self.channel, self.field, self.rule)
+        }
+    }
+}
+
 /// The upstream a channel talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -154,6 +174,15 @@ impl ChannelSpec {
         }
     }
 
+    /// `field` of this channel breaks `rule`.
+    pub fn error(&self, field: &str, rule: &str) -> SpecError {
+        SpecError {
+            channel: self.name.clone(),
+            field: field.to_string(),
+            rule: rule.to_string(),
+        }
+    }
+
     /// The upstream's name for `model`, if this channel serves it.
     pub fn upstream_model<'a>(&'a self, model: &'a str) -> Option<&'a str> {
         match self.models.get(model) {
@@ -166,8 +195,8 @@ impl ChannelSpec {
     }
 
     /// What is wrong with this channel's settings, naming the field.
-    pub fn check(&self) -> Result<(), String> {
-        let field = |f: &str, why: &str| Err(format!("channel {:?}: {f} {why}", self.name));
+    pub fn check(&self) -> Result<(), SpecError> {
+        let field = |f: &str, why: &str| Err(self.error(f, why));
         if self.name.is_empty()
             || self.name.len() > 64
             || !self
@@ -175,10 +204,10 @@ impl ChannelSpec {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         {
-            return Err(format!(
-                "channel name {:?} must be 1 to 64 of letters, digits, '-', '_' or '.'",
-                self.name
-            ));
+            return field(
+                "name",
+                "must be 1 to 64 of letters, digits, '-', '_' or '.'",
+            );
         }
         if self.models.is_empty() {
             return field("models", "must name at least one model (or \"*\")");
@@ -332,27 +361,27 @@ mod tests {
     fn checks_name_the_field() {
         let mut c = spec("k", 0, 1, &[("*", "*")]);
         c.provider = ProviderKind::Kling;
-        assert!(c.check().unwrap_err().contains("base_url"));
+        let field = |c: &ChannelSpec| c.check().unwrap_err().field;
+        assert_eq!(field(&c), "base_url");
         c.base_url = Some("https://api.klingai.com".into());
-        assert!(c.check().unwrap_err().contains("credentials.api_key"));
+        assert_eq!(field(&c), "credentials.api_key");
         c.credentials.access_key = Some("ak".into());
-        assert!(
-            c.check()
-                .unwrap_err()
-                .contains("both access_key and secret_key")
-        );
+        let e = c.check().unwrap_err();
+        assert_eq!(e.field, "credentials");
+        assert!(e.to_string().contains("both access_key and secret_key"));
         c.credentials.secret_key = Some("sk".into());
         assert_eq!(c.check(), Ok(()));
         c.deadline_secs.insert("kling-image".into(), 0);
-        assert!(c.check().unwrap_err().contains("deadline_secs"));
+        assert_eq!(field(&c), "deadline_secs");
         c.deadline_secs.clear();
         c.weight = 0;
-        assert!(c.check().unwrap_err().contains("weight"));
+        assert_eq!(field(&c), "weight");
         let mut s = spec("bad name!", 0, 1, &[("*", "*")]);
-        assert!(s.check().unwrap_err().contains("channel name"));
+        assert_eq!(field(&s), "name");
+        assert!(s.check().unwrap_err().to_string().contains("channel name"));
         s.name = "ok".into();
         s.models.clear();
-        assert!(s.check().unwrap_err().contains("models"));
+        assert_eq!(field(&s), "models");
     }
 
     #[test]

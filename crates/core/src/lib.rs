@@ -10,7 +10,7 @@ pub mod task;
 pub mod time;
 pub mod validate;
 
-pub use channel::{ChannelSpec, Credentials, ProviderKind};
+pub use channel::{ChannelSpec, Credentials, ProviderKind, SpecError};
 pub use delivery::{Delivery, DeliveryAttempt, DeliveryOutcome, DeliveryState, RetrySchedule};
 pub use error::ApiError;
 pub use request::{GenerationRequest, ImageFormat, ImageRole, ImageSource, InputImage};

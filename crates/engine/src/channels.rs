@@ -13,7 +13,7 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use gengate_core::{ChannelSpec, Task, channel};
+use gengate_core::{ChannelSpec, SpecError, Task, channel};
 use gengate_providers::Provider;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -111,7 +111,7 @@ struct InFlight {
 
 /// Builds the adapter a channel speaks through.
 pub type ProviderFactory =
-    Arc<dyn Fn(&ChannelSpec) -> Result<Arc<dyn Provider>, String> + Send + Sync>;
+    Arc<dyn Fn(&ChannelSpec) -> Result<Arc<dyn Provider>, SpecError> + Send + Sync>;
 
 /// The channels in use at one moment.
 #[derive(Default)]
@@ -131,11 +131,11 @@ pub struct Channels {
 
 impl Channels {
     /// The channels of `gengate.toml`; each must build.
-    pub fn new(file: Vec<ChannelSpec>, factory: ProviderFactory) -> Result<Channels, String> {
+    pub fn new(file: Vec<ChannelSpec>, factory: ProviderFactory) -> Result<Channels, SpecError> {
         let list = file
             .iter()
             .map(|spec| Ok(Arc::new(Channel::new(spec.clone(), factory(spec)?))))
-            .collect::<Result<Vec<_>, String>>()?;
+            .collect::<Result<Vec<_>, SpecError>>()?;
         Ok(Channels {
             set: RwLock::new(Arc::new(Set {
                 list,
@@ -163,7 +163,7 @@ impl Channels {
     }
 
     /// Whether `spec` could be used: its fields, and its adapter builds.
-    pub fn check(&self, spec: &ChannelSpec) -> Result<(), String> {
+    pub fn check(&self, spec: &ChannelSpec) -> Result<(), SpecError> {
         spec.check()?;
         (self.factory)(spec).map(|_| ())
     }
@@ -193,7 +193,7 @@ impl Channels {
                     list.push(Arc::new(Channel::new(spec, provider)));
                 }
                 Err(e) => {
-                    tracing::error!(channel = spec.name, error = e, "stored channel left out")
+                    tracing::error!(channel = spec.name, error = %e, "stored channel left out")
                 }
             }
         }

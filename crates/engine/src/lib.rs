@@ -21,6 +21,7 @@ mod lifecycle;
 pub mod net;
 mod pacing;
 pub mod service;
+pub mod stored_channels;
 
 mod transition;
 pub mod upstream_callbacks;

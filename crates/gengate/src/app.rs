@@ -149,8 +149,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         engine: engine.clone(),
         files_base,
     };
-    let run_engine = settings.role != "api";
-    let serve_api = settings.role != "worker";
+    let run_engine = settings.role.runs_engine();
+    let serve_api = settings.role.serves_api();
     let handle = tokio::spawn(async move {
         let watch_task = tokio::spawn(engine.clone().watch_channels(rx.clone()));
         let engine_task = run_engine.then(|| tokio::spawn(engine.run(rx.clone())));
@@ -179,7 +179,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         }
         Ok(())
     });
-    tracing::info!(%addr, public_url = %public, role = %settings.role, "gengate listening");
+    tracing::info!(%addr, public_url = %public, role = settings.role.as_str(), "gengate listening");
     Ok(Running {
         addr,
         new_admin_key,

@@ -6,12 +6,14 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::{Context as _, bail};
+use std::sync::Arc;
+
+use anyhow::bail;
 use clap::{Args, Subcommand};
 use figment::providers::Format as _;
 use gengate_core::{ChannelSpec, ProviderKind};
-use gengate_server::admin::{Source, view};
-use gengate_store::TaskStore;
+use gengate_engine::stored_channels::{StoredChannels, view};
+use gengate_engine::{Channels, ProviderFactory};
 
 use crate::app;
 use crate::config::Settings;
@@ -207,43 +209,11 @@ impl ChannelFlags {
     }
 }
 
-/// The checks the admin API makes: fields, and that the adapter builds.
-fn check(spec: &ChannelSpec) -> anyhow::Result<()> {
-    spec.check()
-        .and_then(|()| gengate_providers::for_channel(spec, None).map(|_| ()))
-        .map_err(|e| anyhow::anyhow!("{e}"))
-}
-
-/// The stored channel `name`; gengate.toml's are refused.
-async fn stored(
-    store: &dyn TaskStore,
-    settings: &Settings,
-    name: &str,
-) -> anyhow::Result<ChannelSpec> {
-    if settings.channel_specs().iter().any(|c| c.name == name) {
-        bail!("channel {name:?} is defined in gengate.toml: edit it there (and restart)");
-    }
-    store
-        .list_channels()
-        .await?
-        .into_iter()
-        .find(|c| c.name == name)
-        .with_context(|| format!("no stored channel named {name:?}"))
-}
-
-async fn save(store: &dyn TaskStore, spec: &ChannelSpec) -> anyhow::Result<()> {
-    check(spec)?;
-    anyhow::ensure!(
-        store.update_channel(spec, gengate_engine::now_ms()).await?,
-        "no stored channel named {:?}",
-        spec.name
-    );
-    Ok(())
-}
-
 pub async fn run(settings: Settings, cmd: ChannelsCommand) -> anyhow::Result<()> {
     let store = app::open_store(&settings, settings.migrate).await?;
-    let store = store.as_ref();
+    let factory: ProviderFactory = Arc::new(|spec| gengate_providers::for_channel(spec, None));
+    let configured = Channels::new(settings.channel_specs(), factory)?;
+    let channels = StoredChannels::new(store.as_ref(), &configured);
     match cmd {
         ChannelsCommand::Add { file, name, fields } => {
             let mut spec = match &file {
@@ -271,20 +241,7 @@ pub async fn run(settings: Settings, cmd: ChannelsCommand) -> anyhow::Result<()>
                 spec.name = n;
             }
             fields.apply(&mut spec)?;
-            check(&spec)?;
-            if settings.channel_specs().iter().any(|c| c.name == spec.name) {
-                bail!(
-                    "a channel named {:?} is defined in gengate.toml; choose another name",
-                    spec.name
-                );
-            }
-            anyhow::ensure!(
-                store
-                    .create_channel(&spec, gengate_engine::now_ms())
-                    .await?,
-                "a channel named {:?} already exists (change it with `gengate channels update`)",
-                spec.name
-            );
+            channels.create(&spec).await?;
             println!(
                 "added channel {} ({}); running instances use it within seconds",
                 spec.name,
@@ -292,30 +249,10 @@ pub async fn run(settings: Settings, cmd: ChannelsCommand) -> anyhow::Result<()>
             );
         }
         ChannelsCommand::List { json } => {
-            let mut rows: Vec<(ChannelSpec, Source)> = settings
-                .channel_specs()
-                .into_iter()
-                .map(|s| (s, Source::Config))
-                .collect();
-            rows.extend(
-                store
-                    .list_channels()
-                    .await?
-                    .into_iter()
-                    .map(|s| (s, Source::Api)),
-            );
+            let rows = channels.all().await?;
             if json {
-                let views: Vec<_> = rows
-                    .iter()
-                    .map(|(s, src)| {
-                        let mut v = view(s, *src, false);
-                        // Whether an instance runs it is for the API to say.
-                        if let Some(m) = v.as_object_mut() {
-                            m.remove("in_use");
-                        }
-                        v
-                    })
-                    .collect();
+                // Whether an instance runs a channel is for the API to say.
+                let views: Vec<_> = rows.iter().map(|(s, src)| view(s, *src, None)).collect();
                 println!("{}", serde_json::Value::Array(views));
             } else {
                 println!(
@@ -367,7 +304,7 @@ pub async fn run(settings: Settings, cmd: ChannelsCommand) -> anyhow::Result<()>
             unset,
             enabled,
         } => {
-            let mut spec = stored(store, &settings, &name).await?;
+            let mut spec = channels.stored(&name).await?;
             fields.apply(&mut spec)?;
             if enabled {
                 spec.enabled = true;
@@ -384,19 +321,19 @@ pub async fn run(settings: Settings, cmd: ChannelsCommand) -> anyhow::Result<()>
                     ),
                 }
             }
-            save(store, &spec).await?;
+            channels.save(&spec).await?;
             println!("updated channel {name}; running instances use it within seconds");
         }
         ChannelsCommand::Disable { name } => {
-            let mut spec = stored(store, &settings, &name).await?;
+            let mut spec = channels.stored(&name).await?;
             spec.enabled = false;
-            save(store, &spec).await?;
+            channels.save(&spec).await?;
             println!("disabled channel {name}: no new tasks go to it");
         }
         ChannelsCommand::Enable { name } => {
-            let mut spec = stored(store, &settings, &name).await?;
+            let mut spec = channels.stored(&name).await?;
             spec.enabled = true;
-            save(store, &spec).await?;
+            channels.save(&spec).await?;
             println!("enabled channel {name}");
         }
     }

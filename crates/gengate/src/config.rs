@@ -39,8 +39,8 @@ pub struct Settings {
     pub log_format: String,
     /// Run pending database migrations at start.
     pub migrate: bool,
-    /// `all` (API and engine), `api` (HTTP only) or `worker` (engine, and health endpoints).
-    pub role: String,
+    /// What this instance runs.
+    pub role: Role,
     /// Networks callbacks and fetched URLs may reach although internal (CIDR).
     pub allow_network: Vec<String>,
     /// Delays before each callback attempt, e.g. `0s,5s,5m,30m,2h,5h,10h,10h`.
@@ -48,6 +48,37 @@ pub struct Settings {
     /// Upstreams (`[[channels]]` tables). None: one sandbox channel named
     /// `sandbox` serving every model, with the `sandbox_*` settings.
     pub channels: Vec<gengate_core::ChannelSpec>,
+}
+
+/// What an instance runs: several instances on one database can split
+/// the HTTP side from the background engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The API and the engine.
+    All,
+    /// HTTP only: tasks are accepted and served, others run them.
+    Api,
+    /// The engine (and the health endpoints).
+    Worker,
+}
+
+impl Role {
+    pub fn serves_api(self) -> bool {
+        self != Role::Worker
+    }
+
+    pub fn runs_engine(self) -> bool {
+        self != Role::Api
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::All => "all",
+            Role::Api => "api",
+            Role::Worker => "worker",
+        }
+    }
 }
 
 impl Default for Settings {
@@ -71,7 +102,7 @@ impl Default for Settings {
             sync_wait_secs: 120,
             log_format: "text".into(),
             migrate: true,
-            role: "all".into(),
+            role: Role::All,
             allow_network: Vec::new(),
             callback_retry_schedule: gengate_core::delivery::DEFAULT_SCHEDULE.into(),
             channels: Vec::new(),
@@ -117,10 +148,6 @@ impl Settings {
         anyhow::ensure!(
             matches!(self.log_format.as_str(), "text" | "json"),
             "log_format must be text or json"
-        );
-        anyhow::ensure!(
-            matches!(self.role.as_str(), "all" | "api" | "worker"),
-            "role must be all, api or worker"
         );
         self.allowed_networks()?;
         self.retry_schedule()?;
@@ -227,9 +254,9 @@ pub struct ServeFlags {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<String>,
     /// What this instance runs: all, api (HTTP only) or worker (background engine).
-    #[arg(long)]
+    #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub role: Option<String>,
+    pub role: Option<Role>,
     /// A network callbacks and fetched URLs may reach although internal
     /// (loopback, private...), as CIDR; repeatable.
     #[arg(long)]

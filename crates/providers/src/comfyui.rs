@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use gengate_core::request::aspect_parts;
-use gengate_core::{ArtifactRole, ChannelSpec};
+use gengate_core::{ArtifactRole, ChannelSpec, SpecError};
 use serde_json::{Value, json};
 
 use crate::http::{Upstream, UpstreamError};
@@ -43,28 +43,21 @@ pub struct ComfyUi {
     client_id: String,
 }
 
-pub fn from_spec(spec: &ChannelSpec) -> Result<Arc<dyn Provider>, String> {
-    let name = &spec.name;
+pub fn from_spec(spec: &ChannelSpec) -> Result<Arc<dyn Provider>, SpecError> {
     let path = spec.workflow.as_deref().ok_or_else(|| {
-        format!(
-            "channel {name:?}: comfyui needs workflow (the path of an API-format workflow JSON)"
+        spec.error(
+            "workflow",
+            "is required for comfyui (the path of an API-format workflow JSON)",
         )
     })?;
     let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("channel {name:?}: workflow {path:?} cannot be read: {e}"))?;
+        .map_err(|e| spec.error("workflow", &format!("{path:?} cannot be read: {e}")))?;
     let template: Value = serde_json::from_str(&text)
-        .map_err(|e| format!("channel {name:?}: workflow {path:?} is not JSON: {e}"))?;
-    let base = spec
-        .base_url
-        .clone()
-        .ok_or_else(|| format!("channel {name:?}: base_url is required"))?;
-    let p = ComfyUi::new(
-        crate::upstream_for(spec)?,
-        &base,
-        spec.credentials.api_key.clone(),
-        template,
-    )
-    .map_err(|e| format!("channel {name:?}: workflow {path:?} {e}"))?;
+        .map_err(|e| spec.error("workflow", &format!("{path:?} is not JSON: {e}")))?;
+    let upstream = crate::upstream_for(spec)?;
+    let base = spec.base_url.clone().unwrap_or_default();
+    let p = ComfyUi::new(upstream, &base, spec.credentials.api_key.clone(), template)
+        .map_err(|e| spec.error("workflow", &format!("{path:?} {e}")))?;
     Ok(Arc::new(p))
 }
 

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use gengate_core::dialect::MAX_BATCH_IDS;
-use gengate_core::{ArtifactRole, ChannelSpec, ImageRole, TaskKind};
+use gengate_core::{ArtifactRole, ChannelSpec, ImageRole, SpecError, TaskKind};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -32,12 +32,11 @@ const LUMA: &str = "/luma/generations";
 const LUMA_BATCH: &str = "/luma/tasks";
 const KLING: &str = "/kling/v1/images/generations";
 
-pub fn from_spec(spec: &ChannelSpec) -> Result<Arc<dyn Provider>, String> {
+pub fn from_spec(spec: &ChannelSpec) -> Result<Arc<dyn Provider>, SpecError> {
     let mut g = Gengate::new(crate::upstream_for(spec)?, crate::required_api_key(spec)?);
     if let Some(secret) = &spec.credentials.webhook_secret {
         g.webhook_key = Some(
-            WebhookKey::parse(secret)
-                .map_err(|e| format!("channel {:?}: credentials.webhook_secret {e}", spec.name))?,
+            WebhookKey::parse(secret).map_err(|e| spec.error("credentials.webhook_secret", &e))?,
         );
     }
     Ok(Arc::new(g))

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use gengate_core::{
-    ArtifactRole, ChannelSpec, ImageFormat, ImageRole, ProviderKind, Task, TaskKind,
+    ArtifactRole, ChannelSpec, ImageFormat, ImageRole, ProviderKind, SpecError, Task, TaskKind,
 };
 
 pub mod comfyui;
@@ -190,7 +190,7 @@ const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
 pub fn for_channel(
     spec: &ChannelSpec,
     submit_log: Option<std::path::PathBuf>,
-) -> Result<Arc<dyn Provider>, String> {
+) -> Result<Arc<dyn Provider>, SpecError> {
     match spec.provider {
         ProviderKind::Sandbox => {
             let defaults = sandbox::SandboxConfig::default();
@@ -211,9 +211,9 @@ pub fn for_channel(
                 },
                 (_, _, Some(k)) => kling::KlingAuth::ApiKey(k.clone()),
                 _ => {
-                    return Err(format!(
-                        "channel {:?}: kling needs credentials.api_key or access_key + secret_key",
-                        spec.name
+                    return Err(spec.error(
+                        "credentials.api_key",
+                        "or access_key + secret_key is required for kling",
                     ));
                 }
             };
@@ -228,21 +228,20 @@ pub fn for_channel(
 }
 
 /// The HTTP client for a channel's upstream: its `base_url` is required.
-pub(crate) fn upstream_for(spec: &ChannelSpec) -> Result<http::Upstream, String> {
+pub(crate) fn upstream_for(spec: &ChannelSpec) -> Result<http::Upstream, SpecError> {
     let base = spec
         .base_url
         .as_deref()
-        .ok_or_else(|| format!("channel {:?}: base_url is required", spec.name))?;
-    http::Upstream::new(base, UPSTREAM_TIMEOUT)
+        .ok_or_else(|| spec.error("base_url", "is required"))?;
+    http::Upstream::new(base, UPSTREAM_TIMEOUT).map_err(|e| spec.error("base_url", &e))
 }
 
 /// The channel's bearer token (`credentials.api_key`), required.
-pub(crate) fn required_api_key(spec: &ChannelSpec) -> Result<String, String> {
+pub(crate) fn required_api_key(spec: &ChannelSpec) -> Result<String, SpecError> {
     spec.credentials.api_key.clone().ok_or_else(|| {
-        format!(
-            "channel {:?}: the {} provider needs credentials.api_key",
-            spec.name,
-            spec.provider.as_str()
+        spec.error(
+            "credentials.api_key",
+            &format!("is required for {}", spec.provider.as_str()),
         )
     })
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use gengate_core::{ArtifactRole, ChannelSpec, ImageRole, TaskKind};
+use gengate_core::{ArtifactRole, ChannelSpec, ImageRole, SpecError, TaskKind};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -38,7 +38,7 @@ pub struct Luma {
 
 /// A channel speaking to Luma: `base_url` (the API root, ending in
 /// `/dream-machine/v1`) and `credentials.api_key` are required.
-pub fn from_spec(spec: &ChannelSpec) -> Result<Arc<dyn Provider>, String> {
+pub fn from_spec(spec: &ChannelSpec) -> Result<Arc<dyn Provider>, SpecError> {
     Ok(Arc::new(Luma::new(
         crate::upstream_for(spec)?,
         crate::required_api_key(spec)?,

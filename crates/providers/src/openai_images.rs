@@ -20,7 +20,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use gengate_core::request::aspect_parts;
-use gengate_core::{ArtifactRole, ChannelSpec, TaskKind};
+use gengate_core::{ArtifactRole, ChannelSpec, SpecError, TaskKind};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -41,13 +41,13 @@ pub struct OpenAiImages {
     api_key: Option<String>,
 }
 
-pub fn from_spec(spec: &ChannelSpec) -> Result<Arc<dyn Provider>, String> {
+pub fn from_spec(spec: &ChannelSpec) -> Result<Arc<dyn Provider>, SpecError> {
     let base = spec
         .base_url
         .as_deref()
-        .ok_or_else(|| format!("channel {:?}: base_url is required", spec.name))?;
+        .ok_or_else(|| spec.error("base_url", "is required"))?;
     let p = OpenAiImages::new(base, spec.credentials.api_key.clone())
-        .map_err(|e| format!("channel {:?}: {e}", spec.name))?;
+        .map_err(|e| spec.error("base_url", &e))?;
     Ok(Arc::new(p))
 }
 

@@ -30,7 +30,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use gengate_core::{ArtifactRole, ChannelSpec, ImageRole, TaskKind};
+use gengate_core::{ArtifactRole, ChannelSpec, ImageRole, SpecError, TaskKind};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -49,11 +49,11 @@ pub struct Replicate {
     webhook_key: Option<WebhookKey>,
 }
 
-pub fn from_spec(spec: &ChannelSpec) -> Result<Arc<dyn Provider>, String> {
+pub fn from_spec(spec: &ChannelSpec) -> Result<Arc<dyn Provider>, SpecError> {
     let token = crate::required_api_key(spec)?;
     let secret = spec.credentials.webhook_secret.as_deref();
     let r = Replicate::new(crate::upstream_for(spec)?, token, secret)
-        .map_err(|e| format!("channel {:?}: credentials.webhook_secret {e}", spec.name))?;
+        .map_err(|e| spec.error("credentials.webhook_secret", &e))?;
     Ok(Arc::new(r))
 }
 

@@ -289,12 +289,20 @@ fn from_spec_names_the_field() {
     spec.base_url = Some("http://127.0.0.1:9".into());
     let err = |s: &ChannelSpec| gengate_providers::for_channel(s, None).err().unwrap();
     let e = err(&spec);
-    assert!(e.contains("\"gpu\"") && e.contains("workflow"), "{e}");
+    assert_eq!(
+        (e.channel.as_str(), e.field.as_str()),
+        ("gpu", "workflow"),
+        "{e}"
+    );
 
     let dir = std::env::temp_dir().join(format!("gengate-comfy-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     spec.workflow = Some(dir.join("missing.json").display().to_string());
-    assert!(err(&spec).contains("cannot be read"), "{}", err(&spec));
+    let e = err(&spec);
+    assert!(
+        e.field == "workflow" && e.rule.contains("cannot be read"),
+        "{e}"
+    );
     for (text, why) in [
         ("{not json", "is not JSON"),
         ("[1, 2]", "not a JSON object of nodes"),
@@ -308,7 +316,7 @@ fn from_spec_names_the_field() {
         std::fs::write(&f, text).unwrap();
         spec.workflow = Some(f.display().to_string());
         let e = err(&spec);
-        assert!(e.contains("workflow") && e.contains(why), "{text}: {e}");
+        assert!(e.field == "workflow" && e.rule.contains(why), "{text}: {e}");
     }
     spec.workflow = Some(TEMPLATE.into());
     assert_eq!(

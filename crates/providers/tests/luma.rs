@@ -424,14 +424,16 @@ async fn channels_need_a_base_url_and_an_api_key() {
     let emu = LumaEmu::start(KEY, RUN_FOR).await;
     let mut spec = ChannelSpec::new("dream", ProviderKind::Luma);
     let err = for_channel(&spec, None).err().unwrap();
-    assert!(
-        err.contains("\"dream\"") && err.contains("base_url"),
+    assert_eq!(
+        (err.channel.as_str(), err.field.as_str()),
+        ("dream", "base_url"),
         "{err}"
     );
     spec.base_url = Some(emu.base_url());
     let err = for_channel(&spec, None).err().unwrap();
-    assert!(
-        err.contains("\"dream\"") && err.contains("credentials.api_key"),
+    assert_eq!(
+        (err.channel.as_str(), err.field.as_str()),
+        ("dream", "credentials.api_key"),
         "{err}"
     );
     spec.credentials.api_key = Some(KEY.into());

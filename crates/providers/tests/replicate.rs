@@ -459,14 +459,15 @@ fn channels_name_the_missing_or_bad_credential() {
     let mut spec = ChannelSpec::new("r", ProviderKind::Replicate);
     spec.base_url = Some("http://127.0.0.1:9/v1".into());
     let err = gengate_providers::for_channel(&spec, None).err().unwrap();
-    assert!(
-        err.contains("\"r\"") && err.contains("credentials.api_key"),
+    assert_eq!(
+        (err.channel.as_str(), err.field.as_str()),
+        ("r", "credentials.api_key"),
         "{err}"
     );
     spec.credentials.api_key = Some(TOKEN.into());
     spec.credentials.webhook_secret = Some("whsec_not base64!".into());
     let err = gengate_providers::for_channel(&spec, None).err().unwrap();
-    assert!(err.contains("credentials.webhook_secret"), "{err}");
+    assert_eq!(err.field, "credentials.webhook_secret", "{err}");
     spec.credentials.webhook_secret = Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into());
     let p = gengate_providers::for_channel(&spec, None).unwrap();
     assert_eq!(p.kind(), "replicate");

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use gengate_core::{ApiError, ChannelSpec, Credentials, ProviderKind};
+use gengate_engine::stored_channels::{Source, StoredChannels, credentials_set, view};
 use serde_json::{Map, Value};
 
 use crate::AppState;
@@ -29,54 +30,6 @@ pub fn router() -> Router<AppState> {
 
 type Result<T> = std::result::Result<T, Error>;
 
-/// Where a channel is defined.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    /// gengate.toml: read-only while running.
-    Config,
-    /// The store (this API or `gengate channels`).
-    Api,
-}
-
-impl Source {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::Config => "config",
-            Source::Api => "api",
-        }
-    }
-}
-
-/// A channel as shown to admins: its settings with each credential
-/// replaced by whether it is set, where it is defined, and whether it is
-/// in use (loaded and enabled in this instance, so new tasks may go to
-/// it). Never a secret value.
-pub fn view(spec: &ChannelSpec, source: Source, in_use: bool) -> Value {
-    let mut v = match serde_json::to_value(spec) {
-        Ok(Value::Object(m)) => m,
-        _ => Map::new(),
-    };
-    v.insert(
-        "credentials".into(),
-        Value::Object(credentials_set(&spec.credentials)),
-    );
-    v.insert("source".into(), source.as_str().into());
-    v.insert("in_use".into(), in_use.into());
-    Value::Object(v)
-}
-
-/// `{"api_key": true, "secret_key": false, ...}`: every credential field,
-/// and whether it is set.
-fn credentials_set(c: &Credentials) -> Map<String, Value> {
-    match serde_json::to_value(c) {
-        Ok(Value::Object(m)) => m
-            .into_iter()
-            .map(|(k, v)| (k, Value::Bool(!v.is_null())))
-            .collect(),
-        _ => Map::new(),
-    }
-}
-
 fn in_use(state: &AppState) -> std::collections::HashSet<String> {
     state
         .engine
@@ -88,47 +41,9 @@ fn in_use(state: &AppState) -> std::collections::HashSet<String> {
         .collect()
 }
 
-/// Every channel: gengate.toml's first, then the stored ones by name.
-async fn all(state: &AppState) -> Result<Vec<(ChannelSpec, Source)>> {
-    let stored = state.store.list_channels().await?;
-    Ok(state
-        .engine
-        .channels()
-        .file_specs()
-        .iter()
-        .map(|s| (s.clone(), Source::Config))
-        .chain(stored.into_iter().map(|s| (s, Source::Api)))
-        .collect())
-}
-
-fn not_found(name: &str) -> Error {
-    ApiError::NotFound(format!("channel {name:?} not found")).into()
-}
-
-fn in_config(state: &AppState, name: &str) -> bool {
-    state
-        .engine
-        .channels()
-        .file_specs()
-        .iter()
-        .any(|s| s.name == name)
-}
-
-/// The stored channel `name`: 409 for one of gengate.toml's, 404 for none.
-async fn stored(state: &AppState, name: &str) -> Result<ChannelSpec> {
-    if in_config(state, name) {
-        return Err(ApiError::Conflict(format!(
-            "channel {name:?} is defined in gengate.toml: edit it there (and restart)"
-        ))
-        .into());
-    }
-    state
-        .store
-        .list_channels()
-        .await?
-        .into_iter()
-        .find(|s| s.name == name)
-        .ok_or_else(|| not_found(name))
+/// The stored channels beside this instance's.
+fn channels(state: &AppState) -> StoredChannels<'_> {
+    StoredChannels::new(state.store.as_ref(), state.engine.channels())
 }
 
 /// Put the store's channels to use in this instance at once (others
@@ -140,7 +55,7 @@ async fn reload(state: &AppState) -> Result<()> {
 
 /// One channel's view as this instance now runs it.
 fn shown(state: &AppState, spec: &ChannelSpec, source: Source) -> Value {
-    view(spec, source, in_use(state).contains(&spec.name))
+    view(spec, source, Some(in_use(state).contains(&spec.name)))
 }
 
 /// Every channel, gengate.toml's first, then the stored ones by name.
@@ -150,10 +65,12 @@ fn shown(state: &AppState, spec: &ChannelSpec, source: Source) -> Value {
     security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>, _: Admin) -> Result<Json<Value>> {
     let running = in_use(&state);
-    let data = all(&state)
-        .await?
+    let data = channels(&state)
+        .all()
+        .await
+        .map_err(ApiError::from)?
         .iter()
-        .map(|(s, src)| view(s, *src, running.contains(&s.name)))
+        .map(|(s, src)| view(s, *src, Some(running.contains(&s.name))))
         .collect();
     Ok(Json(serde_json::json!({ "data": Value::Array(data) })))
 }
@@ -169,11 +86,7 @@ pub async fn get_one(
     _: Admin,
     Path(name): Path<String>,
 ) -> Result<Json<Value>> {
-    let (spec, src) = all(&state)
-        .await?
-        .into_iter()
-        .find(|(s, _)| s.name == name)
-        .ok_or_else(|| not_found(&name))?;
+    let (spec, src) = channels(&state).get(&name).await.map_err(ApiError::from)?;
     Ok(Json(shown(&state, &spec, src)))
 }
 
@@ -193,27 +106,10 @@ pub async fn create(
     let fields = json_object(&headers, body).await?;
     check_credentials(&fields)?;
     let spec = parse_spec(fields)?;
-    checked(&state, &spec)?;
-    let taken = || {
-        Error::from(ApiError::Conflict(format!(
-            "a channel named {:?} already exists",
-            spec.name
-        )))
-    };
-    if in_config(&state, &spec.name) {
-        return Err(ApiError::Conflict(format!(
-            "a channel named {:?} is defined in gengate.toml",
-            spec.name
-        ))
-        .into());
-    }
-    if !state
-        .store
-        .create_channel(&spec, gengate_engine::now_ms())
-        .await?
-    {
-        return Err(taken());
-    }
+    channels(&state)
+        .create(&spec)
+        .await
+        .map_err(ApiError::from)?;
     reload(&state).await?;
     Ok((StatusCode::CREATED, Json(shown(&state, &spec, Source::Api))).into_response())
 }
@@ -235,10 +131,12 @@ pub async fn update(
     body: Body,
 ) -> Result<Json<Value>> {
     let patch = json_object(&headers, body).await?;
-    let current = stored(&state, &name).await?;
+    let current = channels(&state)
+        .stored(&name)
+        .await
+        .map_err(ApiError::from)?;
     check_credentials(&patch)?;
     let spec = parse_spec(merge(&current, patch)?)?;
-    checked(&state, &spec)?;
     save(&state, &spec).await?;
     Ok(Json(shown(&state, &spec, Source::Api)))
 }
@@ -272,21 +170,17 @@ pub async fn enable(
 }
 
 async fn set_enabled(state: AppState, name: String, enabled: bool) -> Result<Json<Value>> {
-    let mut spec = stored(&state, &name).await?;
+    let mut spec = channels(&state)
+        .stored(&name)
+        .await
+        .map_err(ApiError::from)?;
     spec.enabled = enabled;
     save(&state, &spec).await?;
     Ok(Json(shown(&state, &spec, Source::Api)))
 }
 
 async fn save(state: &AppState, spec: &ChannelSpec) -> Result<()> {
-    if !state
-        .store
-        .update_channel(spec, gengate_engine::now_ms())
-        .await?
-    {
-        // Removed meanwhile (by hand in the database: there is no delete).
-        return Err(not_found(&spec.name));
-    }
+    channels(state).save(spec).await.map_err(ApiError::from)?;
     reload(state).await
 }
 
@@ -405,33 +299,4 @@ fn merge(current: &ChannelSpec, patch: Map<String, Value>) -> Result<Map<String,
         }
     }
     Ok(merged)
-}
-
-/// The engine's check (fields, and that the adapter builds), as a 400
-/// naming the field.
-fn checked(state: &AppState, spec: &ChannelSpec) -> Result<()> {
-    state
-        .engine
-        .channels()
-        .check(spec)
-        .map_err(|e| check_error(spec, &e).into())
-}
-
-/// `ChannelSpec::check` and the adapters say `channel "NAME": FIELD rule`
-/// (or `channel name ...`): made a validation error on that field.
-pub fn check_error(spec: &ChannelSpec, msg: &str) -> ApiError {
-    if msg.starts_with("channel name") {
-        return ApiError::validation("name", msg);
-    }
-    let rest = msg
-        .strip_prefix(&format!("channel {:?}: ", spec.name))
-        .unwrap_or(msg);
-    let (first, rule) = rest.split_once(' ').unwrap_or((rest, ""));
-    let known = template();
-    let root = first.split(['.', '/']).next().unwrap_or(first);
-    if known.contains_key(root) && !rule.is_empty() {
-        ApiError::validation(first, rule)
-    } else {
-        ApiError::validation("channel", rest)
-    }
 }
