@@ -20,32 +20,16 @@ use uuid::Uuid;
 /// the same versions and names for every backend, so their schemas keep step.
 macro_rules! migrations {
     ($dir:literal) => {
-        &[
-            (
-                1,
-                include_str!(concat!("../migrations/", $dir, "/0001_initial.sql")),
-            ),
-            (
-                2,
-                include_str!(concat!("../migrations/", $dir, "/0002_callbacks.sql")),
-            ),
-            (
-                3,
-                include_str!(concat!("../migrations/", $dir, "/0003_channels.sql")),
-            ),
-            (
-                4,
-                include_str!(concat!("../migrations/", $dir, "/0004_task_listing.sql")),
-            ),
-            (
-                5,
-                include_str!(concat!(
-                    "../migrations/",
-                    $dir,
-                    "/0005_listing_by_dialect.sql"
-                )),
-            ),
-        ]
+        $crate::migrations!($dir:
+            1 "0001_initial",
+            2 "0002_callbacks",
+            3 "0003_channels",
+            4 "0004_task_listing",
+            5 "0005_listing_by_dialect"
+        )
+    };
+    ($dir:literal: $($version:literal $name:literal),*) => {
+        &[$(($version, include_str!(concat!("../migrations/", $dir, "/", $name, ".sql")))),*]
     };
 }
 pub(crate) use migrations;
