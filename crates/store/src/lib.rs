@@ -1,6 +1,11 @@
 //! Everything gengate keeps: tasks, their events and API keys, behind one
 //! trait. The backend is chosen by the database URL's scheme; callers only
 //! ever see [`TaskStore`].
+//!
+//! The trait is implemented once (`rules`) over what a backend supplies:
+//! its statements (`sql`, built from the few things its SQL dialect spells
+//! its own way) and how it runs one (`db`). Each backend module keeps only
+//! its connection, its migrations and those few things.
 
 use std::sync::Arc;
 
@@ -11,8 +16,29 @@ use gengate_core::{
 };
 use uuid::Uuid;
 
+/// A backend's migrations, in order, from its folder of `migrations/`:
+/// the same versions and names for every backend, so their schemas keep step.
+macro_rules! migrations {
+    ($dir:literal) => {
+        $crate::migrations!($dir:
+            1 "0001_initial",
+            2 "0002_callbacks",
+            3 "0003_channels",
+            4 "0004_task_listing",
+            5 "0005_listing_by_dialect"
+        )
+    };
+    ($dir:literal: $($version:literal $name:literal),*) => {
+        &[$(($version, include_str!(concat!("../migrations/", $dir, "/", $name, ".sql")))),*]
+    };
+}
+pub(crate) use migrations;
+
+mod db;
 pub mod postgres;
 mod row;
+mod rules;
+mod sql;
 pub mod sqlite;
 mod sqlite_writer;
 
@@ -220,49 +246,6 @@ pub trait TaskStore: Send + Sync + 'static {
     /// every instance sharing the store (e.g. the key gengate signs
     /// upstream callback URLs with). Concurrent first uses agree.
     async fn gateway_secret(&self, name: &str) -> StoreResult<Vec<u8>>;
-}
-
-/// A page of a key's tasks of every dialect, newest first: one range of
-/// the (owner, dialect, created_at, id) index per dialect, each cut at the
-/// page size, merged. Placeholders are `mark` and a number (both SQL
-/// dialects take `?N` or `$N`), bound in order: owner, then the filter's
-/// values as given, then the page size. Conditions are constants.
-pub(crate) fn page_sql(columns: &str, filter: &TaskFilter, mark: char) -> String {
-    let mut n = 1;
-    let mut next = || {
-        n += 1;
-        format!("{mark}{n}")
-    };
-    let mut conds = format!("owner = {mark}1");
-    if filter.state.is_some() {
-        conds.push_str(&format!(" AND state = {}", next()));
-    }
-    if filter.model.is_some() {
-        conds.push_str(&format!(" AND model = {}", next()));
-    }
-    if filter.created_after.is_some() {
-        conds.push_str(&format!(" AND created_at > {}", next()));
-    }
-    if filter.before.is_some() {
-        let (a, b) = (next(), next());
-        conds.push_str(&format!(" AND (created_at, id) < ({a}, {b})"));
-    }
-    let limit = next();
-    let ranges: Vec<String> = Dialect::ALL
-        .iter()
-        .enumerate()
-        .map(|(i, d)| {
-            format!(
-                "SELECT * FROM (SELECT {columns} FROM tasks WHERE {conds} AND dialect = '{}' \
-                 ORDER BY created_at DESC, id DESC LIMIT {limit}) AS d{i}",
-                d.as_str()
-            )
-        })
-        .collect();
-    format!(
-        "{} ORDER BY created_at DESC, id DESC LIMIT {limit}",
-        ranges.join(" UNION ALL ")
-    )
 }
 
 /// A channel's settings as stored (JSON, credentials included).

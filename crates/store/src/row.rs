@@ -92,7 +92,7 @@ fn corrupt(what: &str, v: &str) -> StoreError {
     StoreError::Corrupt(format!("{what}: {v:?}"))
 }
 
-pub(crate) fn task(row: &impl Columns) -> StoreResult<Task> {
+pub(crate) fn task(row: &dyn Columns) -> StoreResult<Task> {
     let dialect = row.text("dialect")?;
     let kind = row.text("kind")?;
     let state = row.text("state")?;
@@ -126,7 +126,7 @@ pub(crate) fn task(row: &impl Columns) -> StoreResult<Task> {
     })
 }
 
-pub(crate) fn event(row: &impl Columns) -> StoreResult<TaskEvent> {
+pub(crate) fn event(row: &dyn Columns) -> StoreResult<TaskEvent> {
     let state = row.text("state")?;
     Ok(TaskEvent {
         id: row.uuid("id")?,
@@ -138,7 +138,7 @@ pub(crate) fn event(row: &impl Columns) -> StoreResult<TaskEvent> {
     })
 }
 
-pub(crate) fn key(row: &impl Columns) -> StoreResult<ApiKey> {
+pub(crate) fn key(row: &dyn Columns) -> StoreResult<ApiKey> {
     let hash = row.bytes("hash")?;
     Ok(ApiKey {
         id: row.uuid("id")?,
@@ -155,7 +155,7 @@ pub(crate) fn key(row: &impl Columns) -> StoreResult<ApiKey> {
     })
 }
 
-pub(crate) fn delivery(row: &impl Columns) -> StoreResult<Delivery> {
+pub(crate) fn delivery(row: &dyn Columns) -> StoreResult<Delivery> {
     let event_state = row.text("event_state")?;
     let state = row.text("state")?;
     Ok(Delivery {
@@ -179,7 +179,7 @@ pub(crate) fn delivery(row: &impl Columns) -> StoreResult<Delivery> {
     })
 }
 
-pub(crate) fn attempt(row: &impl Columns) -> StoreResult<DeliveryAttempt> {
+pub(crate) fn attempt(row: &dyn Columns) -> StoreResult<DeliveryAttempt> {
     Ok(DeliveryAttempt {
         attempt: u32::try_from(row.int("attempt")?).unwrap_or(u32::MAX),
         at: row.int("at")?,

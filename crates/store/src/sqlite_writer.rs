@@ -18,7 +18,7 @@ use crate::{StoreError, StoreResult};
 type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
 /// A job: runs its statements, says whether they succeeded, and how to
 /// answer its caller once the commit is known.
-type Job = Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>;
+type Job = Box<dyn FnOnce(&mut Connection) -> (bool, Reply) + Send>;
 
 /// Jobs waiting beyond this make callers wait to enqueue (backpressure).
 const QUEUE: usize = 8192;
@@ -45,7 +45,7 @@ impl Writer {
     pub(crate) async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
@@ -69,7 +69,7 @@ impl Writer {
     }
 }
 
-fn run(conn: Connection, mut rx: mpsc::Receiver<Job>) {
+fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -79,7 +79,7 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let (replies, outcome) = commit_batch(&conn, batch.drain(..));
+        let (replies, outcome) = commit_batch(&mut conn, batch.drain(..));
         for reply in replies {
             reply(outcome.clone());
         }
@@ -91,7 +91,7 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Job>) {
 /// every caller gets an error. (A job that never ran is dropped with its
 /// reply channel, which its caller also sees as an error.)
 fn commit_batch(
-    conn: &Connection,
+    conn: &mut Connection,
     batch: impl Iterator<Item = Job>,
 ) -> (Vec<Reply>, Result<(), String>) {
     let mut replies = Vec::new();

@@ -50,6 +50,8 @@ contract!(
     owned_tasks_of_any_dialect_by_id,
     an_external_id_is_forgotten_only_as_asked,
     a_task_is_deleted_with_its_events_and_deliveries,
+    callbacks_go_in_order_and_stop_after_a_410,
+    keys_are_found_rotated_and_revoked,
 );
 
 fn new_task(ext: Option<&str>) -> NewTask {
@@ -672,4 +674,143 @@ async fn a_task_is_deleted_with_its_events_and_deliveries(s: Arc<dyn TaskStore>)
     );
     // The key's other task is untouched.
     assert!(s.get_task(owner, kept.id).await.unwrap().is_some());
+}
+
+fn attempt(n: u32, at: i64, status: u16) -> gengate_core::DeliveryAttempt {
+    gengate_core::DeliveryAttempt {
+        attempt: n,
+        at,
+        status: Some(status),
+        error: None,
+        latency_ms: 5,
+        next_attempt_at: None,
+    }
+}
+
+async fn callbacks_go_in_order_and_stop_after_a_410(s: Arc<dyn TaskStore>) {
+    use gengate_core::{DeliveryOutcome, DeliveryState};
+    let owner = Uuid::now_v7();
+    let mut new = new_task(None);
+    new.callback_url = Some("https://example.test/hook".into());
+    let t = s.create_task(owner, &new, 1, 9).await.unwrap();
+    let t = s
+        .update_task(
+            t.id,
+            t.version,
+            &TaskUpdate::to_state(TaskState::Processing),
+            2,
+        )
+        .await
+        .unwrap()
+        .expect("processing");
+    // One delivery per event; the second waits for the first.
+    let claimed = s.claim_deliveries(3, 60_000, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let first = &claimed[0];
+    assert_eq!((first.seq, first.event_state), (1, TaskState::Pending));
+    assert!(s.claim_deliveries(3, 60_000, 10).await.unwrap().is_empty());
+    s.finish_delivery(first, &attempt(1, 3, 410), DeliveryOutcome::Gone, 3)
+        .await
+        .unwrap();
+    // The 410 settled the later delivery too, and later events are
+    // recorded but not sent.
+    s.update_task(
+        t.id,
+        t.version,
+        &TaskUpdate::to_state(TaskState::Completed),
+        4,
+    )
+    .await
+    .unwrap()
+    .expect("completed");
+    assert!(s.claim_deliveries(5, 60_000, 10).await.unwrap().is_empty());
+    let all = s.task_deliveries(t.id).await.unwrap();
+    let states: Vec<_> = all.iter().map(|(d, _)| (d.seq, d.state)).collect();
+    assert_eq!(
+        states,
+        [
+            (1, DeliveryState::Gone),
+            (2, DeliveryState::Gone),
+            (3, DeliveryState::Gone)
+        ]
+    );
+    assert_eq!(all[0].1.len(), 1);
+    assert_eq!(all[0].1[0].status, Some(410));
+    assert_eq!(s.task_events(t.id).await.unwrap().len(), 3);
+    // Asked to, the same event goes again at once, under the same id.
+    let again = s
+        .redeliver(t.id, first.id, 6)
+        .await
+        .unwrap()
+        .expect("redelivered");
+    assert_eq!(
+        (again.event_id, again.state),
+        (first.event_id, DeliveryState::Pending)
+    );
+    assert_ne!(again.id, first.id);
+    assert!(
+        s.redeliver(Uuid::now_v7(), first.id, 6)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let claimed = s.claim_deliveries(6, 60_000, 10).await.unwrap();
+    assert_eq!(claimed.iter().map(|d| d.id).collect::<Vec<_>>(), [again.id]);
+    s.finish_delivery(
+        &claimed[0],
+        &attempt(1, 6, 200),
+        DeliveryOutcome::Delivered,
+        6,
+    )
+    .await
+    .unwrap();
+    let all = s.task_deliveries(t.id).await.unwrap();
+    let (sent, _) = all.iter().find(|(d, _)| d.id == again.id).unwrap();
+    assert_eq!((sent.state, sent.attempts), (DeliveryState::Delivered, 1));
+}
+
+async fn keys_are_found_rotated_and_revoked(s: Arc<dyn TaskStore>) {
+    let key = gengate_core::ApiKey {
+        id: Uuid::now_v7(),
+        name: "ci".into(),
+        hash: [7; 32],
+        admin: true,
+        created_at: 1,
+        revoked_at: None,
+        webhook_secret: Some("whsec_one".into()),
+        previous_webhook_secret: None,
+        previous_secret_until: None,
+    };
+    s.create_key(&key).await.unwrap();
+    assert!(matches!(
+        s.create_key(&key).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(s.count_keys().await.unwrap(), 1);
+    assert_eq!(s.get_key(key.id).await.unwrap().unwrap().name, "ci");
+    let found = s.key_by_hash(&[7; 32]).await.unwrap().expect("by hash");
+    assert_eq!((found.id, found.admin), (key.id, true));
+    assert!(s.key_by_hash(&[8; 32]).await.unwrap().is_none());
+    assert!(
+        s.rotate_webhook_secret(key.id, "whsec_two", 50)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.rotate_webhook_secret(Uuid::now_v7(), "x", 50)
+            .await
+            .unwrap()
+    );
+    let rotated = s.get_key(key.id).await.unwrap().unwrap();
+    assert_eq!(rotated.webhook_secret.as_deref(), Some("whsec_two"));
+    assert_eq!(
+        rotated.previous_webhook_secret.as_deref(),
+        Some("whsec_one")
+    );
+    assert_eq!(rotated.previous_secret_until, Some(50));
+    assert!(s.revoke_key(key.id, 9).await.unwrap());
+    assert!(!s.revoke_key(key.id, 10).await.unwrap());
+    let keys = s.list_keys().await.unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].revoked_at, Some(9));
 }

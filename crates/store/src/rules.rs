@@ -1,0 +1,582 @@
+//! [`TaskStore`] written once, for every backend: what each operation
+//! reads and writes, in which transaction, and the rules that do not depend
+//! on the database (the outbox after a 410, compare-and-swap updates,
+//! deleting a task with what hangs off it). A backend supplies only a
+//! [`Backend`]: its statements ([`Sql`]) and how it runs them.
+
+use std::future::Future;
+
+use async_trait::async_trait;
+use gengate_core::{
+    ApiKey, ChannelSpec, Delivery, DeliveryAttempt, DeliveryOutcome, DeliveryState, Dialect,
+    Millis, NewTask, Task, TaskEvent, TaskState, TaskUpdate,
+};
+use uuid::Uuid;
+
+use crate::db::{Db, Param, RowMap, Rows, WriteFn, params};
+use crate::sql::Sql;
+use crate::{StoreError, StoreResult, TaskFilter, TaskStore, row};
+
+/// What a backend provides; [`TaskStore`] follows from it.
+pub(crate) trait Backend: Send + Sync + 'static {
+    /// The connection a write runs on.
+    type Tx: Db;
+
+    fn sql(&self) -> &'static Sql;
+
+    /// Run one read statement, outside any write.
+    fn read<T: Send>(
+        &self,
+        sql: &str,
+        params: &[Param<'_>],
+        map: RowMap<T>,
+    ) -> impl Future<Output = Rows<T>> + Send;
+
+    /// Run `f`'s statements in one transaction: all of them or none.
+    fn transaction<T: Send + 'static>(
+        &self,
+        f: impl WriteFn<Self::Tx, T>,
+    ) -> impl Future<Output = StoreResult<T>> + Send;
+
+    /// Run `f`'s one statement, atomic by itself (a backend may spare it
+    /// the begin and commit of a transaction).
+    fn write<T: Send + 'static>(
+        &self,
+        f: impl WriteFn<Self::Tx, T>,
+    ) -> impl Future<Output = StoreResult<T>> + Send {
+        self.transaction(f)
+    }
+
+    /// In a new task's transaction: tell other instances sharing the
+    /// database that there is work. Nothing to tell by default.
+    fn announce_work(_tx: &mut Self::Tx) -> impl Future<Output = StoreResult<()>> + Send {
+        async { Ok(()) }
+    }
+
+    /// Resolves when another instance announced work; never by default.
+    fn work_announced(&self) -> impl Future<Output = ()> + Send {
+        std::future::pending()
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> StoreResult<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Backend(e.to_string()))
+}
+
+fn first<T>(rows: Vec<T>) -> Option<T> {
+    rows.into_iter().next()
+}
+
+/// The row a statement always returns (an INSERT's RETURNING, an aggregate).
+fn one<T>(rows: Vec<T>) -> StoreResult<T> {
+    first(rows).ok_or_else(|| StoreError::Backend("a statement returned no row".into()))
+}
+
+fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or_default()
+}
+
+/// Record an event, and queue its callback when the task has a URL: in the
+/// caller's transaction, so neither exists without the other.
+async fn record_event(
+    tx: &mut impl Db,
+    sql: &Sql,
+    task: &Task,
+    state: TaskState,
+    detail: Option<&str>,
+    now: Millis,
+) -> StoreResult<()> {
+    let event_id = Uuid::now_v7();
+    let event = params![
+        event_id,
+        task.id,
+        task.event_seq,
+        state.as_str(),
+        detail,
+        now
+    ];
+    tx.exec(&sql.insert_event, event).await?;
+    let Some(url) = task.callback_url.as_deref() else {
+        return Ok(());
+    };
+    // After a 410 from this URL, later events are recorded but not sent.
+    let gone = one(tx
+        .rows(&sql.url_gone, params![task.id, url], |r| r.flag("gone"))
+        .await?)?;
+    let (delivery_state, next) = if gone {
+        (DeliveryState::Gone, None)
+    } else {
+        (DeliveryState::Pending, Some(now))
+    };
+    let delivery = params![
+        Uuid::now_v7(),
+        event_id,
+        state.as_str(),
+        now,
+        task.id,
+        task.owner,
+        task.event_seq,
+        url,
+        delivery_state.as_str(),
+        next
+    ];
+    tx.exec(&sql.insert_delivery, delivery).await?;
+    Ok(())
+}
+
+#[async_trait]
+impl<B: Backend> TaskStore for B {
+    async fn create_task(
+        &self,
+        owner: Uuid,
+        new: &NewTask,
+        now: Millis,
+        deadline_at: Millis,
+    ) -> StoreResult<Task> {
+        let sql = self.sql();
+        let (id, request, new) = (Uuid::now_v7(), json(&new.request)?, new.clone());
+        self.transaction(move |tx| {
+            Box::pin(async move {
+                let values = params![
+                    id,
+                    owner,
+                    new.dialect.as_str(),
+                    new.kind.as_str(),
+                    new.model.as_str(),
+                    request.as_str(),
+                    &new.callback_url,
+                    &new.external_id,
+                    &new.channel,
+                    now,
+                    deadline_at
+                ];
+                let task = one(tx.rows(&sql.insert_task, values, row::task).await?)?;
+                record_event(tx, sql, &task, TaskState::Pending, None, now).await?;
+                B::announce_work(tx).await?;
+                Ok(task)
+            })
+        })
+        .await
+    }
+
+    async fn get_task(&self, owner: Uuid, id: Uuid) -> StoreResult<Option<Task>> {
+        let sql = &self.sql().task_of_owner;
+        Ok(first(self.read(sql, params![id, owner], row::task).await?))
+    }
+
+    async fn get_tasks(
+        &self,
+        owner: Uuid,
+        dialect: Dialect,
+        ids: &[Uuid],
+    ) -> StoreResult<Vec<Task>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = self.sql().tasks_by_ids(ids.len(), true);
+        self.read(&sql, params![owner, dialect.as_str(), ids], row::task)
+            .await
+    }
+
+    async fn get_owned_tasks(&self, owner: Uuid, ids: &[Uuid]) -> StoreResult<Vec<Task>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = self.sql().tasks_by_ids(ids.len(), false);
+        self.read(&sql, params![owner, ids], row::task).await
+    }
+
+    async fn page_tasks(
+        &self,
+        owner: Uuid,
+        filter: &TaskFilter,
+        limit: u32,
+    ) -> StoreResult<Vec<Task>> {
+        // In the order `Sql::page` numbers them.
+        let mut values = vec![Param::Id(owner)];
+        values.extend(filter.state.map(|s| Param::from(s.as_str())));
+        values.extend(filter.model.as_deref().map(Param::from));
+        values.extend(filter.created_after.map(Param::from));
+        if let Some((at, id)) = filter.before {
+            values.extend([Param::from(at), Param::from(id)]);
+        }
+        values.push(Param::from(i64::from(limit)));
+        self.read(&self.sql().page(filter), &values, row::task)
+            .await
+    }
+
+    async fn forget_external_id(
+        &self,
+        owner: Uuid,
+        id: Uuid,
+        external_id: &str,
+    ) -> StoreResult<bool> {
+        let (sql, external_id) = (self.sql(), external_id.to_string());
+        self.write(move |tx| {
+            Box::pin(async move {
+                let values = params![id, owner, external_id.as_str()];
+                Ok(tx.exec(&sql.forget_external_id, values).await? == 1)
+            })
+        })
+        .await
+    }
+
+    async fn delete_task(&self, owner: Uuid, id: Uuid) -> StoreResult<bool> {
+        let sql = self.sql();
+        self.transaction(move |tx| {
+            Box::pin(async move {
+                let owned = params![id, owner];
+                if tx
+                    .rows(&sql.owned_task, owned, |_| Ok(()))
+                    .await?
+                    .is_empty()
+                {
+                    return Ok(false);
+                }
+                if let Some(lock) = &sql.lock_deliveries {
+                    tx.rows(lock, params![id], |_| Ok(())).await?;
+                }
+                for delete in &sql.delete_task {
+                    tx.exec(delete, params![id]).await?;
+                }
+                Ok(true)
+            })
+        })
+        .await
+    }
+
+    async fn get_task_by_external_id(
+        &self,
+        owner: Uuid,
+        external_id: &str,
+    ) -> StoreResult<Option<Task>> {
+        let sql = &self.sql().task_by_external_id;
+        let by = params![owner, external_id];
+        Ok(first(self.read(sql, by, row::task).await?))
+    }
+
+    async fn list_tasks(
+        &self,
+        owner: Uuid,
+        dialect: Dialect,
+        offset: u64,
+        limit: u32,
+    ) -> StoreResult<(Vec<Task>, u64)> {
+        let sql = self.sql();
+        let of_owner = params![owner, dialect.as_str()];
+        let total = one(self
+            .read(&sql.count_listed, of_owner, |r| r.int("n"))
+            .await?)?;
+        let page = params![
+            owner,
+            dialect.as_str(),
+            i64::from(limit),
+            i64::try_from(offset).unwrap_or(i64::MAX)
+        ];
+        let tasks = self.read(&sql.list_page, page, row::task).await?;
+        Ok((tasks, count(total)))
+    }
+
+    async fn load_task(&self, id: Uuid) -> StoreResult<Option<Task>> {
+        Ok(first(
+            self.read(&self.sql().task, params![id], row::task).await?,
+        ))
+    }
+
+    async fn claim_due(
+        &self,
+        worker: &str,
+        now: Millis,
+        lease_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<Task>> {
+        let (sql, worker) = (self.sql(), worker.to_string());
+        self.write(move |tx| {
+            Box::pin(async move {
+                let values = params![worker.as_str(), now + lease_ms, now, i64::from(limit)];
+                tx.rows(&sql.claim_due, values, row::task).await
+            })
+        })
+        .await
+    }
+
+    async fn release_leases(&self, worker: &str) -> StoreResult<u64> {
+        let (sql, worker) = (self.sql(), worker.to_string());
+        self.write(move |tx| {
+            Box::pin(async move { tx.exec(&sql.release_leases, params![worker.as_str()]).await })
+        })
+        .await
+    }
+
+    async fn extend_lease(&self, id: Uuid, worker: &str, until: Millis) -> StoreResult<bool> {
+        let (sql, worker) = (self.sql(), worker.to_string());
+        self.write(move |tx| {
+            Box::pin(async move {
+                let values = params![id, worker.as_str(), until];
+                Ok(tx.exec(&sql.extend_lease, values).await? == 1)
+            })
+        })
+        .await
+    }
+
+    async fn wait_for_work(&self) {
+        self.work_announced().await
+    }
+
+    async fn next_due_at(&self) -> StoreResult<Option<Millis>> {
+        let at = self.read(&self.sql().next_due_at, &[], |r| r.opt_int("n"));
+        one(at.await?)
+    }
+
+    async fn update_task(
+        &self,
+        id: Uuid,
+        expected_version: i64,
+        update: &TaskUpdate,
+        now: Millis,
+    ) -> StoreResult<Option<Task>> {
+        let sql = self.sql();
+        let artifacts = update.artifacts.as_ref().map(json).transpose()?;
+        let update = update.clone();
+        self.transaction(move |tx| {
+            Box::pin(async move {
+                let values = params![
+                    update.state.map(TaskState::as_str),
+                    &update.channel,
+                    &update.upstream_ref,
+                    &update.failure_reason,
+                    update.progress.map(i64::from),
+                    artifacts.as_deref(),
+                    i64::from(update.bump_attempts),
+                    now,
+                    update.next_due_at,
+                    id,
+                    expected_version
+                ];
+                let task = first(tx.rows(&sql.update_task, values, row::task).await?);
+                if let (Some(task), Some(state)) = (&task, update.state) {
+                    let detail = update.detail.as_deref();
+                    record_event(tx, sql, task, state, detail, now).await?;
+                }
+                Ok(task)
+            })
+        })
+        .await
+    }
+
+    async fn task_events(&self, id: Uuid) -> StoreResult<Vec<TaskEvent>> {
+        self.read(&self.sql().task_events, params![id], row::event)
+            .await
+    }
+
+    async fn open_task_count(&self) -> StoreResult<u64> {
+        let n = self.read(&self.sql().open_task_count, &[], |r| r.int("n"));
+        Ok(count(one(n.await?)?))
+    }
+
+    async fn in_flight_by_channel(&self) -> StoreResult<Vec<(String, u64)>> {
+        let sql = &self.sql().in_flight_by_channel;
+        self.read(sql, &[], |r| Ok((r.text("channel")?, count(r.int("n")?))))
+            .await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: Millis,
+        lease_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<Delivery>> {
+        let sql = self.sql();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let values = params![now + lease_ms, now, i64::from(limit)];
+                tx.rows(&sql.claim_deliveries, values, row::delivery).await
+            })
+        })
+        .await
+    }
+
+    async fn finish_delivery(
+        &self,
+        delivery: &Delivery,
+        attempt: &DeliveryAttempt,
+        outcome: DeliveryOutcome,
+        now: Millis,
+    ) -> StoreResult<()> {
+        let sql = self.sql();
+        let (state, next) = row::outcome_columns(outcome);
+        let (delivery, attempt) = (delivery.clone(), attempt.clone());
+        self.transaction(move |tx| {
+            Box::pin(async move {
+                let status = attempt.status.map(i64::from);
+                let settled = params![state, next, status, &attempt.error, now, delivery.id];
+                if tx.exec(&sql.settle_delivery, settled).await? == 0 {
+                    // Deleted with its task meanwhile: nothing left to record.
+                    return Ok(());
+                }
+                let recorded = params![
+                    Uuid::now_v7(),
+                    delivery.id,
+                    i64::from(attempt.attempt),
+                    attempt.at,
+                    status,
+                    &attempt.error,
+                    attempt.latency_ms,
+                    attempt.next_attempt_at
+                ];
+                tx.exec(&sql.insert_attempt, recorded).await?;
+                if outcome == DeliveryOutcome::Gone {
+                    let later = params![now, delivery.task_id, delivery.url.as_str()];
+                    tx.exec(&sql.gone_after, later).await?;
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn task_deliveries(
+        &self,
+        task_id: Uuid,
+    ) -> StoreResult<Vec<(Delivery, Vec<DeliveryAttempt>)>> {
+        let sql = self.sql();
+        let of_task = params![task_id];
+        let deliveries = self
+            .read(&sql.task_deliveries, of_task, row::delivery)
+            .await?;
+        let mut out = Vec::with_capacity(deliveries.len());
+        for d in deliveries {
+            let of_delivery = params![d.id];
+            let attempts = self.read(&sql.delivery_attempts, of_delivery, row::attempt);
+            let attempts = attempts.await?;
+            out.push((d, attempts));
+        }
+        Ok(out)
+    }
+
+    async fn redeliver(
+        &self,
+        task_id: Uuid,
+        delivery_id: Uuid,
+        now: Millis,
+    ) -> StoreResult<Option<Delivery>> {
+        let sql = self.sql();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let values = params![Uuid::now_v7(), now, delivery_id, task_id];
+                Ok(first(tx.rows(&sql.redeliver, values, row::delivery).await?))
+            })
+        })
+        .await
+    }
+
+    async fn create_key(&self, key: &ApiKey) -> StoreResult<()> {
+        let (sql, key) = (self.sql(), key.clone());
+        self.write(move |tx| {
+            Box::pin(async move {
+                let values = params![
+                    key.id,
+                    key.name.as_str(),
+                    key.hash.as_slice(),
+                    key.admin,
+                    key.created_at,
+                    key.revoked_at,
+                    &key.webhook_secret
+                ];
+                tx.exec(&sql.insert_key, values).await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn get_key(&self, id: Uuid) -> StoreResult<Option<ApiKey>> {
+        Ok(first(
+            self.read(&self.sql().key_by_id, params![id], row::key)
+                .await?,
+        ))
+    }
+
+    async fn rotate_webhook_secret(
+        &self,
+        id: Uuid,
+        secret: &str,
+        overlap_until: Millis,
+    ) -> StoreResult<bool> {
+        let (sql, secret) = (self.sql(), secret.to_string());
+        self.write(move |tx| {
+            Box::pin(async move {
+                let values = params![overlap_until, secret.as_str(), id];
+                Ok(tx.exec(&sql.rotate_webhook_secret, values).await? == 1)
+            })
+        })
+        .await
+    }
+
+    async fn key_by_hash(&self, hash: &[u8; 32]) -> StoreResult<Option<ApiKey>> {
+        let by = params![hash.as_slice()];
+        Ok(first(
+            self.read(&self.sql().key_by_hash, by, row::key).await?,
+        ))
+    }
+
+    async fn list_keys(&self) -> StoreResult<Vec<ApiKey>> {
+        self.read(&self.sql().list_keys, &[], row::key).await
+    }
+
+    async fn revoke_key(&self, id: Uuid, now: Millis) -> StoreResult<bool> {
+        let sql = self.sql();
+        self.write(move |tx| {
+            Box::pin(async move { Ok(tx.exec(&sql.revoke_key, params![now, id]).await? == 1) })
+        })
+        .await
+    }
+
+    async fn count_keys(&self) -> StoreResult<u64> {
+        let n = self.read(&self.sql().count_keys, &[], |r| r.int("n"));
+        Ok(count(one(n.await?)?))
+    }
+
+    async fn list_channels(&self) -> StoreResult<Vec<ChannelSpec>> {
+        let sql = &self.sql().list_channels;
+        self.read(sql, &[], |r| {
+            crate::channel_from_json(&r.text("name")?, &r.text("spec")?)
+        })
+        .await
+    }
+
+    async fn create_channel(&self, spec: &ChannelSpec, now: Millis) -> StoreResult<bool> {
+        let (sql, name, json) = (self.sql(), spec.name.clone(), crate::channel_json(spec)?);
+        self.write(move |tx| {
+            Box::pin(async move {
+                let values = params![name.as_str(), json.as_str(), now];
+                Ok(tx.exec(&sql.insert_channel, values).await? == 1)
+            })
+        })
+        .await
+    }
+
+    async fn update_channel(&self, spec: &ChannelSpec, now: Millis) -> StoreResult<bool> {
+        let (sql, name, json) = (self.sql(), spec.name.clone(), crate::channel_json(spec)?);
+        self.write(move |tx| {
+            Box::pin(async move {
+                let values = params![json.as_str(), now, name.as_str()];
+                Ok(tx.exec(&sql.update_channel, values).await? == 1)
+            })
+        })
+        .await
+    }
+
+    async fn gateway_secret(&self, name: &str) -> StoreResult<Vec<u8>> {
+        let (sql, name, fresh) = (self.sql(), name.to_string(), crate::random_secret());
+        self.write(move |tx| {
+            Box::pin(async move {
+                let values = params![name.as_str(), fresh.as_slice()];
+                one(tx
+                    .rows(&sql.gateway_secret, values, |r| r.bytes("value"))
+                    .await?)
+            })
+        })
+        .await
+    }
+}

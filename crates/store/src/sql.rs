@@ -1,0 +1,351 @@
+//! Every statement the store runs, written once. What differs between
+//! SQLite and PostgreSQL is named in a [`SqlDialect`] (placeholders, JSON
+//! casts, row locks, an id list, a planner hint); each backend gives its
+//! own and gets its statements built from it once, at first use.
+
+use gengate_core::Dialect;
+
+use crate::TaskFilter;
+
+/// What one SQL dialect spells its own way.
+pub(crate) struct SqlDialect {
+    /// The placeholder mark: `$` (PostgreSQL) or `?` (SQLite, which numbers
+    /// `?N` explicitly where `$N` would be numbered by first appearance).
+    pub mark: char,
+    /// Cast on a value written to a JSON column (PostgreSQL's are JSONB).
+    pub json_in: &'static str,
+    /// Cast on a JSON column read back as text.
+    pub json_out: &'static str,
+    /// Several writers share the database, so claims skip rows another
+    /// holds and a delete locks what it removes (PostgreSQL). SQLite has
+    /// one writer.
+    pub row_locks: bool,
+    /// Put before `owner` and `dialect` in look-ups by primary key: SQLite's
+    /// unary `+` keeps its planner on the primary key (without statistics it
+    /// may walk the owner's listing index instead, a scan that grows with
+    /// every task the key ever made).
+    pub pk_hint: &'static str,
+    /// `id` is one of `n` ids bound from placeholder `$first` on.
+    pub ids: fn(first: usize, n: usize) -> String,
+}
+
+impl SqlDialect {
+    /// A statement written with `$N` placeholders, in this dialect.
+    fn finish(&self, sql: String) -> String {
+        if self.mark == '$' {
+            sql
+        } else {
+            sql.replace('$', &self.mark.to_string())
+        }
+    }
+}
+
+const DELIVERY_COLUMNS: &str = "id, event_id, event_state, event_at, task_id, owner, seq, url, \
+    state, attempts, next_attempt_at, last_status, last_error, created_at";
+
+/// A task's terminal states, as the SQL that keeps them final spells them.
+const TERMINAL: &str = "('completed', 'failed', 'canceled')";
+
+/// The statements of one dialect.
+pub(crate) struct Sql {
+    dialect: &'static SqlDialect,
+    task_columns: String,
+    pub insert_task: String,
+    pub task_of_owner: String,
+    pub task_by_external_id: String,
+    pub count_listed: String,
+    pub list_page: String,
+    pub task: String,
+    pub forget_external_id: String,
+    pub owned_task: String,
+    /// PostgreSQL only: wait for a delivery attempt being recorded, so one
+    /// recorded later finds its delivery gone.
+    pub lock_deliveries: Option<String>,
+    /// Children first: attempts, deliveries, events, the task.
+    pub delete_task: [String; 4],
+    pub claim_due: String,
+    pub release_leases: String,
+    pub extend_lease: String,
+    pub next_due_at: String,
+    pub update_task: String,
+    pub insert_event: String,
+    pub url_gone: String,
+    pub insert_delivery: String,
+    pub task_events: String,
+    pub open_task_count: String,
+    pub in_flight_by_channel: String,
+    pub claim_deliveries: String,
+    pub settle_delivery: String,
+    pub insert_attempt: String,
+    pub gone_after: String,
+    pub task_deliveries: String,
+    pub delivery_attempts: String,
+    pub redeliver: String,
+    pub key_by_id: String,
+    pub key_by_hash: String,
+    pub list_keys: String,
+    pub insert_key: String,
+    pub rotate_webhook_secret: String,
+    pub revoke_key: String,
+    pub count_keys: String,
+    pub list_channels: String,
+    pub insert_channel: String,
+    pub update_channel: String,
+    pub gateway_secret: String,
+}
+
+impl Sql {
+    pub(crate) fn new(d: &'static SqlDialect) -> Sql {
+        let s = |sql: String| d.finish(sql);
+        let (json_in, json_out, h) = (d.json_in, d.json_out, d.pk_hint);
+        let skip_locked = if d.row_locks {
+            " FOR UPDATE SKIP LOCKED"
+        } else {
+            ""
+        };
+        let for_update = if d.row_locks { " FOR UPDATE" } else { "" };
+        let cols = format!(
+            "id, owner, dialect, kind, model, request{json_out} AS request, callback_url, \
+             external_id, channel, upstream_ref, attempts, state, failure_reason, progress, \
+             artifacts{json_out} AS artifacts, created_at, updated_at, started_at, finished_at, \
+             deadline_at, version, event_seq"
+        );
+        Sql {
+            dialect: d,
+            insert_task: s(format!(
+                "INSERT INTO tasks (id, owner, dialect, kind, model, request, callback_url, \
+                 external_id, channel, state, created_at, updated_at, deadline_at, version, \
+                 event_seq, due_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6{json_in}, $7, $8, $9, 'pending', $10, $10, $11, \
+                 1, 1, $10) \
+                 RETURNING {cols}"
+            )),
+            task_of_owner: s(format!(
+                "SELECT {cols} FROM tasks WHERE id = $1 AND {h}owner = $2"
+            )),
+            task_by_external_id: s(format!(
+                "SELECT {cols} FROM tasks WHERE owner = $1 AND external_id = $2"
+            )),
+            count_listed: s(
+                "SELECT COUNT(*) AS n FROM tasks WHERE owner = $1 AND dialect = $2".into(),
+            ),
+            list_page: s(format!(
+                "SELECT {cols} FROM tasks WHERE owner = $1 AND dialect = $2 \
+                 ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4"
+            )),
+            task: s(format!("SELECT {cols} FROM tasks WHERE id = $1")),
+            forget_external_id: s("UPDATE tasks SET external_id = NULL \
+                 WHERE id = $1 AND owner = $2 AND external_id = $3"
+                .into()),
+            owned_task: s(format!(
+                "SELECT 1 AS n FROM tasks WHERE id = $1 AND owner = $2{for_update}"
+            )),
+            lock_deliveries: d.row_locks.then(|| {
+                s(format!(
+                    "SELECT 1 AS n FROM deliveries WHERE task_id = $1{for_update}"
+                ))
+            }),
+            delete_task: [
+                "DELETE FROM delivery_attempts WHERE delivery_id IN \
+                 (SELECT id FROM deliveries WHERE task_id = $1)",
+                "DELETE FROM deliveries WHERE task_id = $1",
+                "DELETE FROM task_events WHERE task_id = $1",
+                "DELETE FROM tasks WHERE id = $1",
+            ]
+            .map(|sql| s(sql.into())),
+            claim_due: s(format!(
+                "UPDATE tasks SET lease_owner = $1, lease_until = $2 WHERE id IN ( \
+                   SELECT id FROM tasks WHERE due_at IS NOT NULL AND due_at <= $3 \
+                   AND (lease_until IS NULL OR lease_until <= $3) ORDER BY due_at LIMIT $4\
+                   {skip_locked}) \
+                 RETURNING {cols}"
+            )),
+            release_leases: s("UPDATE tasks SET lease_owner = NULL, lease_until = NULL \
+                 WHERE lease_owner = $1"
+                .into()),
+            extend_lease: s(
+                "UPDATE tasks SET lease_until = $3 WHERE id = $1 AND lease_owner = $2".into(),
+            ),
+            next_due_at: s("SELECT MIN(due_at) AS n FROM tasks WHERE due_at IS NOT NULL".into()),
+            // A state change stamps the times it implies, ends the task's
+            // schedule when terminal and takes the next event number; a
+            // terminal task never changes again.
+            update_task: s(format!(
+                "UPDATE tasks SET \
+                   state = COALESCE($1, state), \
+                   channel = COALESCE($2, channel), \
+                   upstream_ref = COALESCE($3, upstream_ref), \
+                   failure_reason = COALESCE($4, failure_reason), \
+                   progress = COALESCE($5, progress), \
+                   artifacts = COALESCE($6{json_in}, artifacts), \
+                   attempts = attempts + $7, \
+                   updated_at = CASE WHEN $1 IS NULL AND $5 IS NULL THEN updated_at ELSE $8 END, \
+                   started_at = CASE WHEN $1 = 'processing' AND started_at IS NULL THEN $8 \
+                     ELSE started_at END, \
+                   finished_at = CASE WHEN $1 IN {TERMINAL} THEN $8 ELSE finished_at END, \
+                   due_at = CASE WHEN $1 IN {TERMINAL} THEN NULL ELSE COALESCE($9, due_at) END, \
+                   version = version + 1, \
+                   event_seq = event_seq + CASE WHEN $1 IS NULL THEN 0 ELSE 1 END, \
+                   lease_owner = NULL, lease_until = NULL \
+                 WHERE id = $10 AND version = $11 AND state NOT IN {TERMINAL} \
+                 RETURNING {cols}"
+            )),
+            insert_event: s(
+                "INSERT INTO task_events (id, task_id, seq, state, detail, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)"
+                    .into(),
+            ),
+            url_gone: s("SELECT EXISTS (SELECT 1 FROM deliveries \
+                 WHERE task_id = $1 AND url = $2 AND state = 'gone') AS gone"
+                .into()),
+            insert_delivery: s(
+                "INSERT INTO deliveries (id, event_id, event_state, event_at, \
+                 task_id, owner, seq, url, state, next_attempt_at, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $4, $4)"
+                    .into(),
+            ),
+            task_events: s(
+                "SELECT id, task_id, seq, state, detail, created_at FROM task_events \
+                 WHERE task_id = $1 ORDER BY seq"
+                    .into(),
+            ),
+            open_task_count: s("SELECT COUNT(*) AS n FROM tasks WHERE due_at IS NOT NULL".into()),
+            in_flight_by_channel: s("SELECT channel, COUNT(*) AS n FROM tasks \
+                 WHERE due_at IS NOT NULL AND state = 'processing' AND channel IS NOT NULL \
+                 GROUP BY channel"
+                .into()),
+            // In order per task and URL: a delivery waits while an earlier
+            // one to the same URL is still pending.
+            claim_deliveries: s(format!(
+                "UPDATE deliveries SET lease_until = $1 WHERE id IN ( \
+                   SELECT d.id FROM deliveries d \
+                   WHERE d.next_attempt_at IS NOT NULL AND d.next_attempt_at <= $2 \
+                   AND (d.lease_until IS NULL OR d.lease_until <= $2) \
+                   AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.task_id = d.task_id \
+                       AND p.url = d.url AND p.seq < d.seq AND p.state = 'pending') \
+                   ORDER BY d.next_attempt_at LIMIT $3{skip_locked}) \
+                 RETURNING {DELIVERY_COLUMNS}"
+            )),
+            settle_delivery: s(
+                "UPDATE deliveries SET attempts = attempts + 1, state = $1, \
+                 next_attempt_at = $2, lease_until = NULL, last_status = $3, last_error = $4, \
+                 updated_at = $5 WHERE id = $6"
+                    .into(),
+            ),
+            insert_attempt: s(
+                "INSERT INTO delivery_attempts (id, delivery_id, attempt, at, \
+                 status, error, latency_ms, next_attempt_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                    .into(),
+            ),
+            gone_after: s(
+                "UPDATE deliveries SET state = 'gone', next_attempt_at = NULL, \
+                 updated_at = $1 WHERE task_id = $2 AND url = $3 AND state = 'pending'"
+                    .into(),
+            ),
+            task_deliveries: s(format!(
+                "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE task_id = $1 \
+                 ORDER BY seq, created_at"
+            )),
+            delivery_attempts: s("SELECT attempt, at, status, error, latency_ms, \
+                 next_attempt_at FROM delivery_attempts WHERE delivery_id = $1 ORDER BY attempt"
+                .into()),
+            // The same event (and so the same `webhook-id`), due at once.
+            redeliver: s(format!(
+                "INSERT INTO deliveries (id, event_id, event_state, event_at, task_id, owner, \
+                   seq, url, state, attempts, next_attempt_at, created_at, updated_at) \
+                 SELECT $1, event_id, event_state, event_at, task_id, owner, seq, url, \
+                   'pending', 0, $2, $2, $2 \
+                 FROM deliveries WHERE id = $3 AND task_id = $4 \
+                 RETURNING {DELIVERY_COLUMNS}"
+            )),
+            key_by_id: s("SELECT * FROM api_keys WHERE id = $1".into()),
+            key_by_hash: s("SELECT * FROM api_keys WHERE hash = $1".into()),
+            list_keys: s("SELECT * FROM api_keys ORDER BY created_at, id".into()),
+            insert_key: s(
+                "INSERT INTO api_keys (id, name, hash, admin, created_at, revoked_at, \
+                 webhook_secret) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                    .into(),
+            ),
+            rotate_webhook_secret: s("UPDATE api_keys SET \
+                 previous_webhook_secret = webhook_secret, previous_secret_until = $1, \
+                 webhook_secret = $2 WHERE id = $3"
+                .into()),
+            revoke_key: s(
+                "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL".into(),
+            ),
+            count_keys: s("SELECT COUNT(*) AS n FROM api_keys".into()),
+            list_channels: s("SELECT name, spec FROM channels ORDER BY name".into()),
+            insert_channel: s("INSERT INTO channels (name, spec, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $3) ON CONFLICT (name) DO NOTHING"
+                .into()),
+            update_channel: s(
+                "UPDATE channels SET spec = $1, updated_at = $2 WHERE name = $3".into(),
+            ),
+            // One statement: a concurrent first insert makes this one wait
+            // for it, then keep the winner's value and return it.
+            gateway_secret: s("INSERT INTO gateway_secrets (name, value) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO UPDATE SET value = gateway_secrets.value RETURNING value"
+                .into()),
+            task_columns: cols,
+        }
+    }
+
+    /// `owner`'s tasks (of `dialect`, when given) among `n` ids. Bound in
+    /// order: owner, the dialect if given, the ids.
+    pub(crate) fn tasks_by_ids(&self, n: usize, dialect: bool) -> String {
+        let (cols, h) = (&self.task_columns, self.dialect.pk_hint);
+        let (by_dialect, first) = if dialect {
+            (format!(" AND {h}dialect = $2"), 3)
+        } else {
+            (String::new(), 2)
+        };
+        let ids = (self.dialect.ids)(first, n);
+        self.dialect.finish(format!(
+            "SELECT {cols} FROM tasks WHERE {h}owner = $1{by_dialect} AND {ids}"
+        ))
+    }
+
+    /// A page of a key's tasks of every dialect, newest first: one range of
+    /// the (owner, dialect, created_at, id) index per dialect, each cut at
+    /// the page size, merged. Bound in order: owner, then the filter's
+    /// values as given, then the page size. Conditions are constants.
+    pub(crate) fn page(&self, filter: &TaskFilter) -> String {
+        let mut n = 1;
+        let mut next = || {
+            n += 1;
+            format!("${n}")
+        };
+        let mut conds = "owner = $1".to_string();
+        if filter.state.is_some() {
+            conds.push_str(&format!(" AND state = {}", next()));
+        }
+        if filter.model.is_some() {
+            conds.push_str(&format!(" AND model = {}", next()));
+        }
+        if filter.created_after.is_some() {
+            conds.push_str(&format!(" AND created_at > {}", next()));
+        }
+        if filter.before.is_some() {
+            let (a, b) = (next(), next());
+            conds.push_str(&format!(" AND (created_at, id) < ({a}, {b})"));
+        }
+        let limit = next();
+        let cols = &self.task_columns;
+        let ranges: Vec<String> = Dialect::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                format!(
+                    "SELECT * FROM (SELECT {cols} FROM tasks WHERE {conds} AND dialect = '{}' \
+                     ORDER BY created_at DESC, id DESC LIMIT {limit}) AS d{i}",
+                    d.as_str()
+                )
+            })
+            .collect();
+        self.dialect.finish(format!(
+            "{} ORDER BY created_at DESC, id DESC LIMIT {limit}",
+            ranges.join(" UNION ALL ")
+        ))
+    }
+}
