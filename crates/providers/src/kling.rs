@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use crate::http::{Upstream, UpstreamError};
+use crate::http::{self, Upstream};
 use crate::signing::unix_secs;
 use crate::{
     CallbackNews, Output, OutputData, PollOutcome, Provider, ProviderError, Submission, Submitted,
@@ -67,14 +67,10 @@ impl Kling {
         body: Option<&Value>,
     ) -> Result<Value, ProviderError> {
         let auth = self.bearer(unix_secs());
-        let resp = self
+        let (status, bytes, retry_after) = self
             .upstream
             .send(method, path, &[("authorization", auth.as_str())], body)
-            .await;
-        let (status, bytes, retry_after) = match resp {
-            Ok(r) => r,
-            Err(UpstreamError::Transport(e)) => return Err(ProviderError::Retryable(e)),
-        };
+            .await?;
         let envelope: Envelope = match serde_json::from_slice(&bytes) {
             Ok(e) => e,
             Err(_) if status.is_success() => {
@@ -82,7 +78,13 @@ impl Kling {
                     "kling answered HTTP {status} with a body that is not its envelope"
                 )));
             }
-            Err(_) => return Err(classify_status(status, retry_after, "no envelope")),
+            Err(_) => {
+                return Err(http::status_error(
+                    status,
+                    retry_after,
+                    format!("HTTP {status}: no envelope"),
+                ));
+            }
         };
         if envelope.code == 0 && status.is_success() {
             return Ok(envelope.data);
@@ -147,21 +149,7 @@ fn classify(
         1302 | 1303 => ProviderError::RateLimited { retry_after },
         1200..=1203 | 1300 | 1301 => ProviderError::Permanent(what),
         5000..=5999 => ProviderError::Retryable(what),
-        _ => classify_status(status, retry_after, &what),
-    }
-}
-
-fn classify_status(
-    status: reqwest::StatusCode,
-    retry_after: Option<Duration>,
-    what: &str,
-) -> ProviderError {
-    let what = format!("HTTP {status}: {what}");
-    match status.as_u16() {
-        401 | 403 => ProviderError::Auth(what),
-        429 => ProviderError::RateLimited { retry_after },
-        408 | 500..=599 => ProviderError::Retryable(what),
-        _ => ProviderError::Permanent(what),
+        _ => http::status_error(status, retry_after, format!("HTTP {status}: {what}")),
     }
 }
 
@@ -405,10 +393,11 @@ mod tests {
             classify(5001, ok, None, ""),
             ProviderError::Retryable(_)
         ));
+        // Codes Kling does not list fall back to the HTTP status.
         let gateway = reqwest::StatusCode::BAD_GATEWAY;
         assert!(matches!(
-            classify_status(gateway, None, ""),
-            ProviderError::Retryable(_)
+            classify(9999, gateway, None, ""),
+            ProviderError::Retryable(m) if m == "HTTP 502 Bad Gateway: kling code 9999: "
         ));
     }
 }
