@@ -65,36 +65,55 @@ impl Kling {
         method: reqwest::Method,
         path: &str,
         body: Option<&Value>,
-    ) -> Result<Value, ProviderError> {
+    ) -> Result<Value, Refusal> {
         let auth = self.bearer(unix_secs());
         let (status, bytes, retry_after) = self
             .upstream
             .send(method, path, &[("authorization", auth.as_str())], body)
-            .await?;
+            .await
+            .map_err(|e| Refusal::without_code(e.into()))?;
         let envelope: Envelope = match serde_json::from_slice(&bytes) {
             Ok(e) => e,
             Err(_) if status.is_success() => {
-                return Err(ProviderError::Retryable(format!(
+                return Err(Refusal::without_code(ProviderError::Retryable(format!(
                     "kling answered HTTP {status} with a body that is not its envelope"
-                )));
+                ))));
             }
             Err(_) => {
-                return Err(http::status_error(
+                return Err(Refusal::without_code(http::status_error(
                     status,
                     retry_after,
                     format!("HTTP {status}: no envelope"),
-                ));
+                )));
             }
         };
         if envelope.code == 0 && status.is_success() {
             return Ok(envelope.data);
         }
-        Err(classify(
-            envelope.code,
-            status,
-            retry_after,
-            &envelope.message,
-        ))
+        Err(Refusal {
+            code: Some(envelope.code),
+            error: classify(envelope.code, status, retry_after, &envelope.message),
+        })
+    }
+}
+
+/// Why a request failed: Kling's code, when its envelope gave one, and
+/// what gengate makes of the failure.
+#[derive(Debug)]
+struct Refusal {
+    code: Option<u32>,
+    error: ProviderError,
+}
+
+impl Refusal {
+    fn without_code(error: ProviderError) -> Refusal {
+        Refusal { code: None, error }
+    }
+}
+
+impl From<Refusal> for ProviderError {
+    fn from(r: Refusal) -> ProviderError {
+        r.error
     }
 }
 
@@ -131,6 +150,12 @@ struct ResultFile {
     index: Option<u32>,
     url: String,
 }
+
+/// Invalid request parameters. Kling has no code of its own for an
+/// `external_task_id` it has seen before: it refuses one with this.
+const INVALID_PARAMETERS: u32 = 1201;
+/// The requested resource (here: a task) does not exist.
+const NOT_FOUND: u32 = 1203;
 
 /// Kling's codes, by what gengate should do: 1000–1004 authentication;
 /// 1100–1103 the account (arrears, no resource pack, no permission: an
@@ -241,16 +266,25 @@ impl Provider for Kling {
             .await
         {
             Ok(d) => d,
-            // Submitted before (a retaken task): find the first submission.
-            Err(ProviderError::Permanent(m)) if m.contains("external_task_id") => {
-                self.call(
-                    reqwest::Method::GET,
-                    &format!("/v1/{}", task_path(endpoint, &external)),
-                    None,
-                )
-                .await?
+            // Possibly submitted before (a retaken task): the first
+            // submission is found by its external_task_id. A request
+            // invalid for another reason leaves nothing to find and keeps
+            // its own refusal.
+            Err(refused) if refused.code == Some(INVALID_PARAMETERS) => {
+                let first = self
+                    .call(
+                        reqwest::Method::GET,
+                        &format!("/v1/{}", task_path(endpoint, &external)),
+                        None,
+                    )
+                    .await;
+                match first {
+                    Ok(d) => d,
+                    Err(lookup) if lookup.code == Some(NOT_FOUND) => return Err(refused.into()),
+                    Err(lookup) => return Err(lookup.into()),
+                }
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
         let t: TaskData = serde_json::from_value(data)
             .map_err(|e| ProviderError::Retryable(format!("kling's task is malformed: {e}")))?;
