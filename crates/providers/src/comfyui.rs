@@ -26,7 +26,7 @@ use gengate_core::request::aspect_parts;
 use gengate_core::{ArtifactRole, ChannelSpec, SpecError};
 use serde_json::{Value, json};
 
-use crate::http::{Upstream, UpstreamError};
+use crate::http::{Class, Upstream};
 use crate::{Output, OutputData, PollOutcome, Provider, ProviderError, Submission, Submitted};
 
 pub const KIND: &str = "comfyui";
@@ -89,11 +89,7 @@ impl ComfyUi {
         let auth = self.api_key.as_ref().map(|k| format!("Bearer {k}"));
         let headers: Vec<(&str, &str)> =
             auth.iter().map(|a| ("authorization", a.as_str())).collect();
-        let (status, bytes, retry_after) =
-            self.upstream
-                .send(method, path, &headers, body)
-                .await
-                .map_err(|UpstreamError::Transport(e)| ProviderError::Retryable(e))?;
+        let (status, bytes, retry_after) = self.upstream.send(method, path, &headers, body).await?;
         let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
         // `/queue` and `/interrupt` answer 200 with an empty body.
         if status.is_success() && bytes.is_empty() {
@@ -109,12 +105,12 @@ impl ComfyUi {
         let what = parsed
             .as_ref()
             .map_or_else(|| format!("HTTP {status}"), refusal);
-        Err(match status.as_u16() {
-            401 | 403 => ProviderError::Auth(format!("HTTP {status}: {what}")),
-            429 => ProviderError::RateLimited { retry_after },
-            408 | 500..=599 => ProviderError::Retryable(format!("HTTP {status}: {what}")),
-            _ => ProviderError::Permanent(format!("comfyui refused the workflow: {what}")),
-        })
+        let class = Class::of(status);
+        let what = match class {
+            Class::Permanent => format!("comfyui refused the workflow: {what}"),
+            _ => format!("HTTP {status}: {what}"),
+        };
+        Err(class.error(retry_after, what))
     }
 
     /// The workflow for one run, placeholders filled.

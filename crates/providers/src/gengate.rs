@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::http::{Upstream, UpstreamError};
+use crate::http::{Class, Upstream};
 use crate::signing::{WebhookKey, unix_secs};
 use crate::{
     CallbackNews, InputBytes, Output, OutputData, PollOutcome, Provider, ProviderError, Submission,
@@ -107,8 +107,7 @@ impl Gengate {
                 &[("authorization", self.bearer.as_str())],
                 body,
             )
-            .await
-            .map_err(|UpstreamError::Transport(e)| ProviderError::Retryable(e))?;
+            .await?;
         match serde_json::from_slice(&bytes) {
             Ok(v) => Ok((status, v, retry_after)),
             Err(_) if status.is_success() => Err(ProviderError::Retryable(format!(
@@ -301,18 +300,19 @@ fn refusal(status: StatusCode, retry_after: Option<Duration>, body: &Value) -> P
     } else {
         format!("HTTP {status}: {said}")
     };
-    match status.as_u16() {
-        401 | 403 => ProviderError::Auth(what),
-        429 => ProviderError::RateLimited { retry_after },
-        408 | 500..=599 => ProviderError::Retryable(format!("the upstream gengate: {what}")),
-        404 => ProviderError::Permanent(format!(
-            "the upstream gengate does not know this task ({what})"
-        )),
-        _ if said.is_empty() => {
-            ProviderError::Permanent(format!("the upstream gengate refused the task: {what}"))
+    let class = Class::of(status);
+    let what = match class {
+        Class::Retryable => format!("the upstream gengate: {what}"),
+        Class::Permanent if status == StatusCode::NOT_FOUND => {
+            format!("the upstream gengate does not know this task ({what})")
         }
-        _ => ProviderError::Permanent(format!("the upstream gengate refused the task: {said}")),
-    }
+        Class::Permanent if said.is_empty() => {
+            format!("the upstream gengate refused the task: {what}")
+        }
+        Class::Permanent => format!("the upstream gengate refused the task: {said}"),
+        Class::Auth | Class::RateLimited => what,
+    };
+    class.error(retry_after, what)
 }
 
 fn read<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, ProviderError> {

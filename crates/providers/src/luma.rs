@@ -19,7 +19,7 @@ use gengate_core::{ArtifactRole, ChannelSpec, ImageRole, SpecError, TaskKind};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::http::{Upstream, UpstreamError};
+use crate::http::{self, Upstream};
 use crate::{
     CallbackNews, InputBytes, Output, OutputData, PollOutcome, Provider, ProviderError, Submission,
     Submitted,
@@ -65,10 +65,7 @@ impl Luma {
             ("authorization", self.bearer.as_str()),
             ("accept", "application/json"),
         ];
-        self.upstream
-            .send(method, path, &headers, body)
-            .await
-            .map_err(|UpstreamError::Transport(e)| ProviderError::Retryable(e))
+        Ok(self.upstream.send(method, path, &headers, body).await?)
     }
 
     /// A request answered by a Generation (create and get).
@@ -149,12 +146,7 @@ fn classify(
     detail: &str,
 ) -> ProviderError {
     let what = format!("luma answered HTTP {}: {detail}", status.as_u16());
-    match status.as_u16() {
-        401 | 403 => ProviderError::Auth(what),
-        429 => ProviderError::RateLimited { retry_after },
-        408 | 500..=599 => ProviderError::Retryable(what),
-        _ => ProviderError::Permanent(what),
-    }
+    http::status_error(status, retry_after, what)
 }
 
 /// The URL Luma fetches an input image from; Luma takes nothing else.

@@ -24,7 +24,7 @@ use gengate_core::{ArtifactRole, ChannelSpec, SpecError, TaskKind};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::http::{Upstream, UpstreamError};
+use crate::http::{Class, Upstream};
 use crate::{Output, OutputData, PollOutcome, Provider, ProviderError, Submission, Submitted};
 
 pub const KIND: &str = "openai-images";
@@ -190,8 +190,7 @@ async fn generate(upstream: &Upstream, api_key: Option<&str>, call: &Call, first
             &headers,
             Some(&call.body),
         )
-        .await
-        .map_err(|UpstreamError::Transport(why)| ProviderError::Retryable(why))?;
+        .await?;
     if !status.is_success() {
         return Err(classify(status, retry_after, &body));
     }
@@ -255,21 +254,25 @@ fn classify(
     retry_after: Option<Duration>,
     body: &[u8],
 ) -> ProviderError {
-    let what = match serde_json::from_slice::<ErrorEnvelope>(body) {
-        Ok(e) if !e.error.message.is_empty() => e.error.message,
+    let error = serde_json::from_slice::<ErrorEnvelope>(body).ok();
+    let policy = error
+        .as_ref()
+        .and_then(|e| e.error.code.as_deref())
+        .is_some_and(|c| c == "content_policy_violation");
+    let what = match error {
+        Some(e) if !e.error.message.is_empty() => e.error.message,
         _ => format!("HTTP {status}"),
     };
-    let policy = serde_json::from_slice::<ErrorEnvelope>(body)
-        .ok()
-        .and_then(|e| e.error.code)
-        .is_some_and(|c| c == "content_policy_violation");
-    match status.as_u16() {
-        _ if policy => ProviderError::Permanent(format!("refused by content policy: {what}")),
-        401 | 403 => ProviderError::Auth(format!("HTTP {status}: {what}")),
-        429 => ProviderError::RateLimited { retry_after },
-        408 | 500..=599 => ProviderError::Retryable(format!("HTTP {status}: {what}")),
-        _ => ProviderError::Permanent(what),
+    if policy {
+        return ProviderError::Permanent(format!("refused by content policy: {what}"));
     }
+    // A refusal is worded for users, in OpenAI's words alone.
+    let class = Class::of(status);
+    let what = match class {
+        Class::Permanent => what,
+        _ => format!("HTTP {status}: {what}"),
+    };
+    class.error(retry_after, what)
 }
 
 /// Makes every request of a task at once; the first failure is the task's.

@@ -34,7 +34,7 @@ use gengate_core::{ArtifactRole, ChannelSpec, ImageRole, SpecError, TaskKind};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::http::{Upstream, UpstreamError};
+use crate::http::{self, Upstream};
 use crate::signing::{WebhookKey, unix_secs};
 use crate::{
     CallbackNews, Output, OutputData, PollOutcome, Provider, ProviderError, Submission, Submitted,
@@ -83,8 +83,7 @@ impl Replicate {
         let (status, bytes, retry_after) = self
             .upstream
             .send(method, path, &[("authorization", auth.as_str())], body)
-            .await
-            .map_err(|UpstreamError::Transport(e)| ProviderError::Retryable(e))?;
+            .await?;
         if status.is_success() {
             return serde_json::from_slice(&bytes).map_err(|e| {
                 ProviderError::Retryable(format!("replicate's prediction is malformed: {e}"))
@@ -116,12 +115,7 @@ fn classify(
     message: &str,
 ) -> ProviderError {
     let what = format!("replicate (HTTP {}): {message}", status.as_u16());
-    match status.as_u16() {
-        401 | 403 => ProviderError::Auth(what),
-        429 => ProviderError::RateLimited { retry_after },
-        408 | 500..=599 => ProviderError::Retryable(what),
-        _ => ProviderError::Permanent(what),
-    }
+    http::status_error(status, retry_after, what)
 }
 
 /// Where a prediction is created, from the channel's name for the model.

@@ -1,34 +1,54 @@
-//! Standard Webhooks signatures on what upstreams send back (Replicate,
-//! another gengate): `webhook-id`, `webhook-timestamp` and
-//! `webhook-signature` (`v1,<base64 HMAC-SHA256(key, "{id}.{ts}.{body}")>`,
-//! space-separated), under a `whsec_<base64>` secret.
+//! Standard Webhooks signatures, one implementation for both directions:
+//! `webhook-id`, `webhook-timestamp` and `webhook-signature`
+//! (`v1,<base64 HMAC-SHA256(key, "{id}.{ts}.{body}")>`, space-separated)
+//! under a `whsec_<base64>` secret, made by the `standardwebhooks` crate.
+//! Upstreams' callbacks (Replicate, another gengate) are verified here; the
+//! engine signs gengate's own callbacks to clients with [`WebhookKey::sign`]
+//! (it lives here because the engine depends on this crate, not the reverse).
+
+use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use standardwebhooks::Webhook;
+use subtle::ConstantTimeEq;
 
 use crate::ProviderError;
 
 /// How far a callback's timestamp may be from now, either way (replays).
 const TOLERANCE_SECS: u64 = 300;
 
-/// A signing secret's HMAC key.
+/// A signing secret's key.
 #[derive(Clone)]
-pub struct WebhookKey(Vec<u8>);
+pub struct WebhookKey(Arc<Webhook>);
 
 impl WebhookKey {
     /// The key in a `whsec_<base64>` secret (the prefix is optional).
     pub fn parse(secret: &str) -> Result<WebhookKey, String> {
+        let not_one = || "is not a signing secret (whsec_ followed by base64)".to_string();
         let b64 = secret.strip_prefix("whsec_").unwrap_or(secret);
-        match STANDARD.decode(b64) {
-            Ok(k) if !k.is_empty() => Ok(WebhookKey(k)),
-            _ => Err("is not a signing secret (whsec_ followed by base64)".into()),
-        }
+        // An empty key is no secret: anyone could sign with it.
+        let key = STANDARD
+            .decode(b64)
+            .ok()
+            .filter(|k| !k.is_empty())
+            .ok_or_else(not_one)?;
+        let webhook = Webhook::from_bytes(key).map_err(|_| not_one())?;
+        Ok(WebhookKey(Arc::new(webhook)))
+    }
+
+    /// The `v1,<base64>` signature of `body` sent as message `msg_id` at
+    /// `timestamp` (Unix seconds); `None` if `body` is not UTF-8 text,
+    /// which Standard Webhooks does not sign.
+    pub fn sign(&self, msg_id: &str, timestamp: i64, body: &[u8]) -> Option<String> {
+        self.0.sign(msg_id, timestamp, body).ok()
     }
 
     /// Whether `body` with `headers` was signed with this key within the
     /// tolerance of `now` (Unix seconds). `who` names the sender in errors.
+    /// The crate's own `verify` reads the system clock and words its own
+    /// errors, so the clock and the error classes are here and the crate
+    /// makes the signature that one of the header's must equal.
     pub fn verify(
         &self,
         who: &str,
@@ -55,16 +75,12 @@ impl WebhookKey {
                 "{who} callback is over 5 minutes old (or from the future): refused as a replay"
             )));
         }
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0)
-            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
-        mac.update(format!("{id}.{timestamp}.").as_bytes());
-        mac.update(body);
-        let genuine = signatures
-            .split(' ')
-            .filter_map(|s| s.strip_prefix("v1,"))
-            .filter_map(|s| STANDARD.decode(s).ok())
-            // `verify_slice` compares in constant time.
-            .any(|sig| mac.clone().verify_slice(&sig).is_ok());
+        let genuine = self.sign(id, ts, body).is_some_and(|expected| {
+            signatures
+                .split(' ')
+                // Compared in constant time: timing tells nothing of the signature.
+                .any(|s| s.as_bytes().ct_eq(expected.as_bytes()).into())
+        });
         if genuine {
             Ok(())
         } else {
@@ -104,6 +120,15 @@ mod tests {
         );
         let body = br#"{"test": 2432232314}"#;
         key.verify("x", &h, body, 1_614_265_330).unwrap();
+        assert_eq!(
+            key.sign("msg_p5jXN8AQM9LWM0D4loKWxJek", 1_614_265_330, body)
+                .as_deref(),
+            Some("v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=")
+        );
+        assert!(matches!(
+            key.verify("x", &h, b"\xff", 1_614_265_330),
+            Err(ProviderError::Auth(_))
+        ));
         assert!(matches!(
             key.verify("x", &h, br#"{"test": 2432232315}"#, 1_614_265_330),
             Err(ProviderError::Auth(_))

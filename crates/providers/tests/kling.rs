@@ -76,6 +76,29 @@ async fn api_key_auth_and_a_retaken_task_is_not_submitted_twice() {
 }
 
 #[tokio::test]
+async fn an_invalid_request_keeps_kling_s_refusal() {
+    let emu = KlingEmu::start(KlingAccount::ApiKey("k".into()), Duration::from_millis(100)).await;
+    let k = adapter(&emu, KlingAuth::ApiKey("k".into()));
+    let t = task(TaskKind::Image, "a lighthouse");
+    let job = Submission {
+        task: &t,
+        model: "no-such-model",
+        inputs: Vec::new(),
+        parent_upstream_ref: None,
+        now: 0,
+        callback_url: None,
+    };
+    // 1201 is also how Kling refuses a known external_task_id; the lookup
+    // by that id finds nothing, so the refusal itself is the answer.
+    let err = k.submit(job).await.map(|s| s.upstream_ref);
+    assert!(
+        matches!(err, Err(ProviderError::Permanent(ref m)) if m.contains("1201") && m.contains("model_name")),
+        "{err:?}"
+    );
+    assert_eq!(emu.submits(), 0);
+}
+
+#[tokio::test]
 async fn signed_keys_and_the_video_endpoints() {
     let account = KlingAccount::Keys {
         access_key: "ak".into(),

@@ -1,11 +1,12 @@
-//! Standard Webhooks signatures: `v1,` + base64 HMAC-SHA256 of
-//! `id.timestamp.body` under each of the key's `whsec_` secrets.
+//! Standard Webhooks signatures on gengate's callbacks to clients: `v1,` +
+//! base64 HMAC-SHA256 of `id.timestamp.body` under each of the key's
+//! `whsec_` secrets, made by the one implementation both directions share
+//! ([`gengate_providers::signing::WebhookKey`], over `standardwebhooks`).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use hmac::{Hmac, Mac};
+use gengate_providers::signing::WebhookKey;
 use rand::RngCore;
-use sha2::Sha256;
 
 pub const SECRET_PREFIX: &str = "whsec_";
 
@@ -17,10 +18,12 @@ pub fn new_secret() -> String {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("a webhook secret must be whsec_ followed by base64")]
+#[error("a webhook secret must be whsec_ followed by base64 (and the body UTF-8 text)")]
 pub struct BadSecret;
 
-/// The `webhook-signature` header value: one `v1,…` per secret, space-separated.
+/// The `webhook-signature` header value: one `v1,…` per secret,
+/// space-separated, so a key's old secret keeps signing while rotation
+/// overlaps. `body` is the JSON sent.
 pub fn signature(
     secrets: &[&str],
     msg_id: &str,
@@ -29,20 +32,12 @@ pub fn signature(
 ) -> Result<String, BadSecret> {
     let mut out = Vec::with_capacity(secrets.len());
     for secret in secrets {
-        let key = secret
-            .strip_prefix(SECRET_PREFIX)
-            .and_then(|b| STANDARD.decode(b).ok())
-            .ok_or(BadSecret)?;
-        let mut mac = Hmac::<Sha256>::new_from_slice(&key).map_err(|_| BadSecret)?;
-        mac.update(msg_id.as_bytes());
-        mac.update(b".");
-        mac.update(timestamp.to_string().as_bytes());
-        mac.update(b".");
-        mac.update(body);
-        out.push(format!(
-            "v1,{}",
-            STANDARD.encode(mac.finalize().into_bytes())
-        ));
+        // Keys' secrets always carry the prefix; a value without it is not one.
+        if !secret.starts_with(SECRET_PREFIX) {
+            return Err(BadSecret);
+        }
+        let key = WebhookKey::parse(secret).map_err(|_| BadSecret)?;
+        out.push(key.sign(msg_id, timestamp, body).ok_or(BadSecret)?);
     }
     Ok(out.join(" "))
 }
