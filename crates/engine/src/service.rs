@@ -192,6 +192,20 @@ impl TaskService {
             .filter(|t| dialect.is_none_or(|d| t.dialect == d)))
     }
 
+    /// [`TaskService::find`], or a 404 calling the task `noun` as the
+    /// caller's API does ("generation", "task").
+    pub async fn own(
+        &self,
+        owner: Uuid,
+        id: &str,
+        dialect: Option<Dialect>,
+        noun: &str,
+    ) -> Result<Task, ApiError> {
+        self.find(owner, id, dialect)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("{noun} {id} not found")))
+    }
+
     /// `owner`'s task `id`, whatever dialect made it.
     pub async fn get(&self, owner: Uuid, id: Uuid) -> Result<Option<Task>, ApiError> {
         self.store().get_task(owner, id).await.map_err(store_error)
@@ -287,6 +301,9 @@ impl TaskService {
         // Listening before reading: a change between the two is not missed.
         let mut changes = self.changes();
         let mut stopping = self.stopping.clone();
+        // Another instance's change comes as no news here: look at the store
+        // soon after the start (fast upstreams), then at most once a second.
+        let mut look = Duration::from_millis(50);
         loop {
             let task = self.get(owner, id).await?;
             let now = tokio::time::Instant::now();
@@ -295,9 +312,10 @@ impl TaskService {
                 other => return Ok(other),
             }
             tokio::select! {
-                _ = changes.next_of(id, CROSS_INSTANCE_LOOK.min(until - now)) => {}
+                _ = changes.next_of(id, look.min(until - now)) => {}
                 _ = stopping.changed() => {}
             }
+            look = (look * 2).min(CROSS_INSTANCE_LOOK);
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -47,6 +47,9 @@ pub type Error = DialectError<DetailError>;
 /// The caller's key, refused in Luma's envelope.
 type Caller = crate::auth::Caller<DetailError>;
 
+/// A JSON body, refused in this API's envelope.
+type Payload = crate::extract::JsonBody<DetailError>;
+
 type Result<T> = std::result::Result<T, Error>;
 
 fn not_found(id: &str) -> Error {
@@ -56,11 +59,10 @@ fn not_found(id: &str) -> Error {
 /// One of the caller's tasks made here, or 404 (unknown, foreign and
 /// other dialects' alike).
 async fn own_task(state: &AppState, owner: Uuid, id: &str) -> Result<Task> {
-    state
+    Ok(state
         .tasks
-        .find(owner, id, Some(Dialect::DreamMachine))
-        .await?
-        .ok_or_else(|| not_found(id))
+        .own(owner, id, Some(Dialect::DreamMachine), "generation")
+        .await?)
 }
 
 fn image_field(_: usize, im: &InputImage) -> String {
@@ -94,10 +96,8 @@ fn created(task: &Task, state: &AppState) -> Response {
 pub async fn create_video(
     State(state): State<AppState>,
     key: Caller,
-    headers: HeaderMap,
-    body: Body,
+    crate::extract::JsonBody(body, _): Payload,
 ) -> Result<Response> {
-    let body = read_json(&headers, body).await?;
     let mut parsed = dream_machine::parse_video(&body)?;
     if let Some(parent) = parsed.extends {
         let field = "keyframes.frame0.id";
@@ -176,9 +176,8 @@ pub async fn get_one(
 pub async fn list(
     State(state): State<AppState>,
     key: Caller,
-    query: std::result::Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    crate::extract::Query(query, _): crate::extract::Query<ListQuery, DetailError>,
 ) -> Result<Json<GenerationList>> {
-    let Query(query) = query.map_err(|e| ApiError::validation("query", e.body_text()))?;
     let (offset, limit) = query.check()?;
     let (tasks, total) = state
         .store

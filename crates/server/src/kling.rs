@@ -1,9 +1,7 @@
 //! `/kling/v1/images/generations`: Kling image generation with the seed's
 //! parameters, in Kling's `{code, message, request_id, data}` envelope.
 
-use axum::body::Body;
-use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -13,7 +11,6 @@ use gengate_engine::service::InlineImage;
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::body::read_json;
 use crate::error::{DialectError, KlingError};
 
 const BASE: &str = "/kling/v1/images/generations";
@@ -33,6 +30,9 @@ type Result<T> = std::result::Result<T, Error>;
 
 /// The caller's key, refused in Kling's envelope.
 type Caller = crate::auth::Caller<KlingError>;
+
+/// A JSON body, refused in this API's envelope.
+type Payload = crate::extract::JsonBody<KlingError>;
 
 fn ok<T: serde::Serialize>(data: T) -> Response {
     Json(Envelope {
@@ -57,10 +57,8 @@ fn ok<T: serde::Serialize>(data: T) -> Response {
 pub async fn create(
     State(state): State<AppState>,
     key: Caller,
-    headers: HeaderMap,
-    body: Body,
+    crate::extract::JsonBody(body, _): Payload,
 ) -> Result<Response> {
-    let body = read_json(&headers, body).await?;
     let parsed = kling::parse_create(&body)?;
     let inline = parsed.inline_image.map(|(bytes, format)| InlineImage {
         role: ImageRole::Reference,
@@ -101,9 +99,8 @@ pub async fn get_one(
 pub async fn list(
     State(state): State<AppState>,
     key: Caller,
-    query: std::result::Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    crate::extract::Query(query, _): crate::extract::Query<ListQuery, KlingError>,
 ) -> Result<Response> {
-    let Query(query) = query.map_err(|e| ApiError::validation("query", e.body_text()))?;
     let (offset, limit) = query.page()?;
     let (tasks, _total) = state
         .store

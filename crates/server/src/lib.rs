@@ -21,6 +21,7 @@ pub mod body;
 pub mod deliveries;
 pub mod dream_machine;
 pub mod error;
+mod extract;
 pub mod health;
 pub mod kling;
 pub mod luma;

@@ -35,19 +35,17 @@ pub type Error = DialectError<DetailError>;
 /// The caller's key, refused in Luma's envelope.
 type Caller = crate::auth::Caller<DetailError>;
 
-type Result<T> = std::result::Result<T, Error>;
+/// A JSON body, refused in this API's envelope.
+type Payload = crate::extract::JsonBody<DetailError>;
 
-fn not_found(id: &str) -> Error {
-    Error::from(ApiError::NotFound(format!("generation {id} not found")))
-}
+type Result<T> = std::result::Result<T, Error>;
 
 /// One of the caller's Luma tasks, or 404 (unknown, foreign and non-Luma alike).
 async fn own_task(state: &AppState, owner: Uuid, id: &str) -> Result<Task> {
-    state
+    Ok(state
         .tasks
-        .find(owner, id, Some(Dialect::Luma))
-        .await?
-        .ok_or_else(|| not_found(id))
+        .own(owner, id, Some(Dialect::Luma), "generation")
+        .await?)
 }
 
 fn image_field(_: usize, im: &InputImage) -> String {
@@ -76,10 +74,8 @@ async fn accept(state: &AppState, owner: Uuid, new: NewTask) -> Result<Response>
 pub async fn create(
     State(state): State<AppState>,
     key: Caller,
-    headers: HeaderMap,
-    body: Body,
+    crate::extract::JsonBody(body, _): Payload,
 ) -> Result<Response> {
-    let body = read_json(&headers, body).await?;
     accept(&state, key.id, luma::parse_create(&body)?).await
 }
 
@@ -162,12 +158,10 @@ pub async fn download_url(
 pub async fn batch_get(
     State(state): State<AppState>,
     key: Caller,
-    headers: HeaderMap,
-    body: Body,
+    crate::extract::JsonBody(body, _): Payload,
 ) -> Result<Response> {
-    let body = read_json(&headers, body).await?;
     let ids = gengate_core::dialect::parse_batch(&body)?;
-    let out = crate::rendered::batch_json(
+    Ok(crate::rendered::batch_json(
         &state,
         key.id,
         &ids,
@@ -176,10 +170,5 @@ pub async fn batch_get(
         luma::render,
         (b"", b""),
     )
-    .await?;
-    Ok((
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        out,
-    )
-        .into_response())
+    .await?)
 }

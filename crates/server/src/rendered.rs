@@ -83,7 +83,7 @@ impl Rendered {
 /// `shape`'s dialect, in the order asked; unknown and foreign ids are left
 /// out. With `made_in`, only tasks that dialect made count. Finished tasks
 /// come rendered from memory, the rest from the store. The JSON array is
-/// written between `prefix` and `suffix`.
+/// written between `prefix` and `suffix`, and answered as JSON.
 pub async fn batch_json<V: serde::Serialize>(
     state: &AppState,
     owner: Uuid,
@@ -92,7 +92,7 @@ pub async fn batch_json<V: serde::Serialize>(
     made_in: Option<Dialect>,
     render: impl Fn(&Task, &str) -> V,
     (prefix, suffix): (&[u8], &[u8]),
-) -> Result<Vec<u8>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let mut parts: Vec<Option<Bytes>> = vec![None; ids.len()];
     let mut missing = Vec::new();
     let looked_up = state.rendered.get_many(owner, ids, shape);
@@ -132,5 +132,8 @@ pub async fn batch_json<V: serde::Serialize>(
     }
     out.push(b']');
     out.extend_from_slice(suffix);
-    Ok(out)
+    Ok(axum::response::IntoResponse::into_response((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        out,
+    )))
 }

@@ -43,17 +43,16 @@ type Result<T> = std::result::Result<T, Error>;
 /// The caller's key, refused in gengate's envelope.
 type Caller = crate::auth::Caller<ErrorBody>;
 
+/// A JSON body, refused in this API's envelope.
+type Payload = crate::extract::JsonBody<ErrorBody>;
+
 fn not_found(id: &str) -> Error {
     Error::from(ApiError::NotFound(format!("task {id} not found")))
 }
 
 /// The caller's task, any dialect; 404 for unknown and foreign ids alike.
 async fn own_task(state: &AppState, owner: Uuid, id: &str) -> Result<Task> {
-    state
-        .tasks
-        .find(owner, id, None)
-        .await?
-        .ok_or_else(|| not_found(id))
+    Ok(state.tasks.own(owner, id, None, "task").await?)
 }
 
 fn json_response(status: StatusCode, task: &Task, files_base: &str) -> Response {
@@ -186,13 +185,11 @@ pub async fn get_one(
 pub async fn batch_get(
     State(state): State<AppState>,
     key: Caller,
-    headers: HeaderMap,
-    body: Body,
+    crate::extract::JsonBody(body, _): Payload,
 ) -> Result<Response> {
-    let body = read_json(&headers, body).await?;
     let ids = gengate_core::dialect::parse_batch(&body)?;
     // Kept under this API's shape, whichever dialect made the task.
-    let out = crate::rendered::batch_json(
+    Ok(crate::rendered::batch_json(
         &state,
         key.id,
         &ids,
@@ -204,12 +201,7 @@ pub async fn batch_get(
             br#","next_cursor":null,"has_more":false}"#,
         ),
     )
-    .await?;
-    Ok((
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        out,
-    )
-        .into_response())
+    .await?)
 }
 
 /// The caller's tasks, newest first, a page at a time. Paging is by
@@ -222,9 +214,8 @@ pub async fn batch_get(
 pub async fn list(
     State(state): State<AppState>,
     key: Caller,
-    query: std::result::Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    crate::extract::Query(query, _): crate::extract::Query<ListQuery, ErrorBody>,
 ) -> Result<Json<TaskList>> {
-    let Query(query) = query.map_err(|e| ApiError::validation("query", e.body_text()))?;
     let p = query.check()?;
     let filter = TaskFilter {
         state: p.state,
