@@ -445,7 +445,7 @@ pub struct ListQuery {
     #[param(value_type = u32, required = false, minimum = 1, maximum = 100)]
     pub limit: Option<String>,
     /// How many of the newest to skip (default 0).
-    #[param(value_type = u64, required = false, minimum = 0)]
+    #[param(value_type = u64, required = false, minimum = 0, maximum = 9223372036854775807_u64)]
     pub offset: Option<String>,
 }
 
