@@ -60,9 +60,41 @@ pub fn model_name(field: &str, m: &str, max: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Empty or only whitespace, as `char::is_whitespace` counts it: the rule
+/// [`crate::dialect::schema::NOT_BLANK`] documents.
+pub fn is_blank(value: &str) -> bool {
+    value.chars().all(char::is_whitespace)
+}
+
+/// An integer field that also takes a JSON number with no fractional part
+/// (`5.0`), as JSON Schema's `integer` does: `#[serde(default,
+/// deserialize_with = "crate::validate::integer")]` on an `Option<T>`.
+pub fn integer<'de, D, T>(de: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    use serde::de::{Error, Unexpected};
+    let Some(n) = <Option<serde_json::Number> as serde::Deserialize>::deserialize(de)? else {
+        return Ok(None);
+    };
+    let whole = n.as_u64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= u64::MAX as f64)
+            .map(|f| f as u64)
+    });
+    whole
+        .and_then(|w| T::try_from(w).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            let shown = n.as_f64().unwrap_or_default();
+            D::Error::invalid_value(Unexpected::Float(shown), &"an integer in range")
+        })
+}
+
 pub fn required_text(field: &str, value: Option<String>, max: usize) -> Result<String, ApiError> {
     let value = value.ok_or_else(|| ApiError::validation(field, "is required"))?;
-    if value.trim().is_empty() {
+    if is_blank(&value) {
         return Err(ApiError::validation(field, "must not be empty"));
     }
     max_chars(field, &value, max)?;
@@ -205,6 +237,39 @@ mod tests {
         let gif = base64::engine::general_purpose::STANDARD.encode(b"GIF89a....");
         assert!(inline_image("image", &gif).is_err());
         assert!(inline_image("image", "!!!notbase64").is_err());
+    }
+
+    #[test]
+    fn blank_is_the_documented_whitespace() {
+        // NOT_BLANK's class, written out: what it says is whitespace.
+        let listed = |c: char| {
+            matches!(c, '\t'..='\r' | ' ' | '\u{85}' | '\u{a0}' | '\u{1680}'
+                | '\u{2000}'..='\u{200a}' | '\u{2028}' | '\u{2029}' | '\u{202f}'
+                | '\u{205f}' | '\u{3000}')
+        };
+        for c in (0..=0x10FFFF).filter_map(char::from_u32) {
+            assert_eq!(is_blank(&c.to_string()), listed(c), "U+{:04X}", c as u32);
+        }
+        assert!(is_blank("") && !is_blank(" a "));
+    }
+
+    #[test]
+    fn integers_may_be_written_as_floats() {
+        #[derive(serde::Deserialize, Debug)]
+        struct B {
+            #[serde(default, deserialize_with = "integer")]
+            n: Option<u32>,
+        }
+        let n = |s: &str| serde_json::from_str::<B>(s).map(|b| b.n);
+        assert_eq!(n(r#"{"n": 5}"#).unwrap(), Some(5));
+        assert_eq!(n(r#"{"n": 5.0}"#).unwrap(), Some(5));
+        assert_eq!(n(r#"{"n": 1e2}"#).unwrap(), Some(100));
+        assert_eq!(n(r#"{"n": null}"#).unwrap(), None);
+        assert_eq!(n(r#"{}"#).unwrap(), None);
+        assert!(n(r#"{"n": 5.5}"#).is_err());
+        assert!(n(r#"{"n": -1}"#).is_err());
+        assert!(n(r#"{"n": 5e10}"#).is_err());
+        assert!(n(r#"{"n": "5"}"#).is_err());
     }
 
     #[test]

@@ -133,8 +133,21 @@ impl AddressPolicy {
         }
     }
 
-    /// Resolve the URL's host and refuse it if any of its addresses is not permitted.
+    /// Resolve the URL's host and refuse it if any of its addresses is not
+    /// permitted, or if it does not resolve: for a URL about to be used.
     pub async fn check_url(&self, url: &str) -> Result<(), String> {
+        self.judge(url, false).await
+    }
+
+    /// [`check_url`](Self::check_url) for a URL a client gives, to be used
+    /// later: a name that does not resolve yet is taken (each use resolves
+    /// it again and refuses it then if it must), an address or a name that
+    /// resolves to one not permitted is refused.
+    pub async fn check_url_at_accept(&self, url: &str) -> Result<(), String> {
+        self.judge(url, true).await
+    }
+
+    async fn judge(&self, url: &str, unresolved_ok: bool) -> Result<(), String> {
         let parsed = url::Url::parse(url).map_err(|e| format!("bad URL: {e}"))?;
         let host = match parsed.host() {
             Some(url::Host::Ipv4(ip)) => {
@@ -146,10 +159,14 @@ impl AddressPolicy {
             Some(url::Host::Domain(d)) => d.to_string(),
             None => return Err("the URL has no host".into()),
         };
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-            .await
-            .map_err(|e| format!("{host} does not resolve: {e}"))?
-            .collect();
+        let addrs: Vec<SocketAddr> = match tokio::net::lookup_host((host.as_str(), 0)).await {
+            Ok(found) => found.collect(),
+            Err(_) if unresolved_ok => return Ok(()),
+            Err(e) => return Err(format!("{host} does not resolve: {e}")),
+        };
+        if addrs.is_empty() && unresolved_ok {
+            return Ok(());
+        }
         self.check_addrs(&host, &addrs)
     }
 
@@ -244,5 +261,15 @@ mod tests {
         assert!(p.check_url("http://127.0.0.1:9/hook").await.is_err());
         assert!(p.check_url("http://localhost:9/hook").await.is_err());
         assert!(p.check_url("http://[::1]:9/hook").await.is_err());
+        // At accept, only what resolves (or is) an internal address is refused.
+        assert!(
+            p.check_url_at_accept("http://localhost:9/hook")
+                .await
+                .is_err()
+        );
+        assert!(p.check_url_at_accept("http://10.0.0.1/hook").await.is_err());
+        let unknown = "http://no-such-host.invalid/hook";
+        assert!(p.check_url_at_accept(unknown).await.is_ok());
+        assert!(p.check_url(unknown).await.is_err());
     }
 }

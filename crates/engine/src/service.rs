@@ -144,7 +144,7 @@ impl TaskService {
             .chain(images)
         {
             self.policy
-                .check_url(url)
+                .check_url_at_accept(url)
                 .await
                 .map_err(|e| ApiError::validation(field, format!("is refused: {e}")))?;
         }

@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 use crate::AppState;
 use crate::body::read_json;
 use crate::error::{Error, ErrorBody};
+use crate::openapi::{Admin as AdminKey, AdminBody, Errors};
 
 /// An admin's key, refused in gengate's envelope.
 type Admin = crate::auth::Admin<ErrorBody>;
@@ -61,7 +62,7 @@ fn shown(state: &AppState, spec: &ChannelSpec, source: Source) -> Value {
 /// Every channel, gengate.toml's first, then the stored ones by name.
 #[utoipa::path(get, path = "/admin/channels", tag = "admin",
     responses((status = 200, description = "`{\"data\": [channel, ...]}`: gengate.toml's (`\"source\": \"config\"`) then stored ones (`\"api\"`); credentials as true/false", body = serde_json::Value),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+        Errors<ErrorBody, AdminKey>),
     security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>, _: Admin) -> Result<Json<Value>> {
     let running = in_use(&state);
@@ -78,7 +79,8 @@ pub async fn list(State(state): State<AppState>, _: Admin) -> Result<Json<Value>
 /// One channel, by name.
 #[utoipa::path(get, path = "/admin/channels/{name}", tag = "admin",
     params(("name" = String, Path, description = "Channel name")),
-    responses((status = 200, description = "The channel, credentials as true/false", body = serde_json::Value),
+    responses(Errors<ErrorBody, AdminKey>,
+        (status = 200, description = "The channel, credentials as true/false", body = serde_json::Value),
         (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn get_one(
@@ -93,7 +95,8 @@ pub async fn get_one(
 /// Add a channel: the body is a `[[channels]]` table as JSON.
 #[utoipa::path(post, path = "/admin/channels", tag = "admin",
     request_body(content = serde_json::Value, description = "One `[[channels]]` table of gengate.toml, as JSON"),
-    responses((status = 201, description = "The channel, credentials as true/false", body = serde_json::Value),
+    responses(Errors<ErrorBody, AdminBody>,
+        (status = 201, description = "The channel, credentials as true/false", body = serde_json::Value),
         (status = 400, description = "A field is wrong; the message names it", body = ErrorBody),
         (status = 409, description = "The name is taken", body = ErrorBody)),
     security(("bearer" = [])))]
@@ -119,8 +122,9 @@ pub async fn create(
 #[utoipa::path(patch, path = "/admin/channels/{name}", tag = "admin",
     params(("name" = String, Path, description = "Channel name")),
     request_body(content = serde_json::Value, description = "Any channel fields; within credentials, each given one replaces that one (null removes it)"),
-    responses((status = 200, description = "The channel, credentials as true/false", body = serde_json::Value),
-        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+    responses(Errors<ErrorBody, AdminBody>,
+        (status = 200, description = "The channel, credentials as true/false", body = serde_json::Value),
+        (status = 404, body = ErrorBody),
         (status = 409, description = "A gengate.toml channel: edit the file", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn update(
@@ -144,7 +148,8 @@ pub async fn update(
 /// Stop routing new tasks to a stored channel (tasks already on it finish there).
 #[utoipa::path(post, path = "/admin/channels/{name}/disable", tag = "admin",
     params(("name" = String, Path, description = "Channel name")),
-    responses((status = 200, body = serde_json::Value), (status = 404, body = ErrorBody),
+    responses(Errors<ErrorBody, AdminKey>, (status = 200, body = serde_json::Value),
+        (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn disable(
@@ -158,7 +163,8 @@ pub async fn disable(
 /// Route tasks to a stored channel again.
 #[utoipa::path(post, path = "/admin/channels/{name}/enable", tag = "admin",
     params(("name" = String, Path, description = "Channel name")),
-    responses((status = 200, body = serde_json::Value), (status = 404, body = ErrorBody),
+    responses(Errors<ErrorBody, AdminKey>, (status = 200, body = serde_json::Value),
+        (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn enable(

@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::error::{Error, ErrorBody};
+use crate::openapi::{Errors, Key};
 
 /// The caller's key, refused in gengate's envelope.
 type Caller = crate::auth::Caller<ErrorBody>;
@@ -103,7 +104,8 @@ async fn own_task(state: &AppState, key: &Caller, id: &str) -> Result<Uuid, Erro
 /// A task's callback deliveries in order, with every attempt.
 #[utoipa::path(get, path = "/v1/tasks/{id}/deliveries", tag = "callbacks",
     params(("id" = String, Path, description = "Task id (any dialect)")),
-    responses((status = 200, body = DeliveryList), (status = 404, body = ErrorBody)),
+    responses(Errors<ErrorBody, Key>, (status = 200, body = DeliveryList),
+              (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
@@ -120,7 +122,8 @@ pub async fn list(
 /// Send a delivery's event again, at once, with the same `webhook-id`.
 #[utoipa::path(post, path = "/v1/tasks/{id}/deliveries/{delivery_id}/redeliver", tag = "callbacks",
     params(("id" = String, Path, description = "Task id"), ("delivery_id" = String, Path, description = "Delivery id")),
-    responses((status = 202, body = DeliveryView), (status = 404, body = ErrorBody)),
+    responses(Errors<ErrorBody, Key>, (status = 202, body = DeliveryView),
+              (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn redeliver(
     State(state): State<AppState>,

@@ -19,6 +19,7 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::body::read_json;
 use crate::error::DialectError;
+use crate::openapi::{Errors, Key, KeyBody, KeyQuery};
 
 const BASE: &str = "/dream-machine/v1";
 
@@ -89,9 +90,7 @@ fn created(task: &Task, state: &AppState) -> Response {
 /// continues that completed video (same key), on its channel.
 #[utoipa::path(post, path = "/dream-machine/v1/generations/video", tag = "dream-machine",
     request_body = dream_machine::CreateVideo,
-    responses((status = 201, body = Generation), (status = 400, body = DetailError),
-              (status = 401, body = DetailError),
-              (status = 413, body = DetailError), (status = 415, body = DetailError)),
+    responses(Errors<DetailError, KeyBody>, (status = 201, body = Generation)),
     security(("bearer" = [])))]
 pub async fn create_video(
     State(state): State<AppState>,
@@ -123,9 +122,7 @@ pub async fn create_video(
 /// the generation as it then stands.
 #[utoipa::path(post, path = "/dream-machine/v1/generations/image", tag = "dream-machine",
     request_body = dream_machine::CreateImage,
-    responses((status = 201, body = Generation), (status = 400, body = DetailError),
-              (status = 401, body = DetailError), (status = 413, body = DetailError),
-              (status = 415, body = DetailError)),
+    responses(Errors<DetailError, KeyBody>, (status = 201, body = Generation)),
     security(("bearer" = [])))]
 pub async fn create_image(
     State(state): State<AppState>,
@@ -157,7 +154,8 @@ pub async fn create_image(
 /// One generation.
 #[utoipa::path(get, path = "/dream-machine/v1/generations/{id}", tag = "dream-machine",
     params(("id" = String, Path, description = "Generation id")),
-    responses((status = 200, body = Generation), (status = 404, body = DetailError)),
+    responses(Errors<DetailError, Key>, (status = 200, body = Generation),
+              (status = 404, body = DetailError)),
     security(("bearer" = [])))]
 pub async fn get_one(
     State(state): State<AppState>,
@@ -171,7 +169,7 @@ pub async fn get_one(
 /// The caller's generations made through this API, newest first.
 #[utoipa::path(get, path = "/dream-machine/v1/generations", tag = "dream-machine",
     params(ListQuery),
-    responses((status = 200, body = GenerationList), (status = 400, body = DetailError)),
+    responses(Errors<DetailError, KeyQuery>, (status = 200, body = GenerationList)),
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
@@ -201,7 +199,8 @@ pub async fn list(
 /// included.
 #[utoipa::path(delete, path = "/dream-machine/v1/generations/{id}", tag = "dream-machine",
     params(("id" = String, Path, description = "Generation id")),
-    responses((status = 204, description = "Deleted"), (status = 404, body = DetailError)),
+    responses(Errors<DetailError, Key>, (status = 204, description = "Deleted"),
+              (status = 404, body = DetailError)),
     security(("bearer" = [])))]
 pub async fn delete(
     State(state): State<AppState>,
@@ -217,7 +216,7 @@ pub async fn delete(
 
 /// Whether the API answers.
 #[utoipa::path(get, path = "/dream-machine/v1/ping", tag = "dream-machine",
-    responses((status = 200, body = Pong), (status = 401, body = DetailError)),
+    responses(Errors<DetailError, Key>, (status = 200, body = Pong)),
     security(("bearer" = [])))]
 pub async fn ping(_: Caller) -> Result<Json<Pong>> {
     Ok(Json(Pong { message: "pong" }))
@@ -226,7 +225,7 @@ pub async fn ping(_: Caller) -> Result<Json<Pong>> {
 /// The key's credit balance. gengate keys have no credit limit, so the
 /// balance is reported as unlimited.
 #[utoipa::path(get, path = "/dream-machine/v1/credits", tag = "dream-machine",
-    responses((status = 200, body = Credits), (status = 401, body = DetailError)),
+    responses(Errors<DetailError, Key>, (status = 200, body = Credits)),
     security(("bearer" = [])))]
 pub async fn credits(_: Caller) -> Result<Json<Credits>> {
     Ok(Json(Credits {

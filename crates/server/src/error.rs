@@ -102,15 +102,31 @@ pub type Error = DialectError<ErrorBody>;
 
 /// Kling's `{code, message, request_id, data: null}`, with Kling's codes
 /// and this request's id.
-pub struct KlingError;
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KlingError {
+    /// Kling's error code: 1000/1001 key, 1103 forbidden, 1200 body,
+    /// 1201 parameter, 1203 not found, 1302 rate limit, 5000/5001 server.
+    pub code: u32,
+    pub message: String,
+    pub request_id: String,
+    /// Always null on an error.
+    #[schema(schema_with = null)]
+    pub data: (),
+}
+
+fn null() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::Null)
+        .build()
+}
 
 impl ErrorShape for KlingError {
     fn body(err: &ApiError) -> impl Serialize {
-        gengate_core::dialect::kling::Envelope {
+        KlingError {
             code: gengate_core::dialect::kling::error_code(err),
             message: err.to_string(),
             request_id: crate::request_id::current(),
-            data: serde_json::Value::Null,
+            data: (),
         }
     }
 }

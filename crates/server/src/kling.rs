@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::error::{DialectError, KlingError};
+use crate::openapi::{Errors, Key, KeyBody, KeyQuery};
 
 const BASE: &str = "/kling/v1/images/generations";
 
@@ -47,12 +48,8 @@ fn ok<T: serde::Serialize>(data: T) -> Response {
 /// Create an image generation task.
 #[utoipa::path(post, path = "/kling/v1/images/generations", tag = "kling",
     request_body = kling::CreateImage,
-    responses((status = 200, body = Envelope<KlingTask>),
-              (status = 400, description = "A parameter broke a rule (code 1201)"),
-              (status = 401, description = "Missing or unknown key (code 1000/1001)"),
-              (status = 409, description = "external_task_id already used by this key"),
-              (status = 413, description = "Body over the limit"),
-              (status = 415, description = "Body is not JSON")),
+    responses(Errors<KlingError, KeyBody>, (status = 200, body = Envelope<KlingTask>),
+              (status = 409, body = KlingError, description = "external_task_id already used by this key (code 1201)")),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
@@ -75,7 +72,8 @@ pub async fn create(
 /// One task, by task_id or by external_task_id.
 #[utoipa::path(get, path = "/kling/v1/images/generations/{id}", tag = "kling",
     params(("id" = String, Path, description = "task_id or external_task_id")),
-    responses((status = 200, body = Envelope<KlingTask>), (status = 404, description = "Unknown task (code 1203)")),
+    responses(Errors<KlingError, Key>, (status = 200, body = Envelope<KlingTask>),
+              (status = 404, body = KlingError, description = "Unknown task (code 1203)")),
     security(("bearer" = [])))]
 pub async fn get_one(
     State(state): State<AppState>,
@@ -94,7 +92,7 @@ pub async fn get_one(
 /// The caller's image tasks, newest first.
 #[utoipa::path(get, path = "/kling/v1/images/generations", tag = "kling",
     params(ListQuery),
-    responses((status = 200, body = Envelope<Vec<KlingTask>>), (status = 400, description = "Bad page parameters")),
+    responses(Errors<KlingError, KeyQuery>, (status = 200, body = Envelope<Vec<KlingTask>>)),
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,

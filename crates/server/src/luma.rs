@@ -16,6 +16,7 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::body::read_json;
 use crate::error::DialectError;
+use crate::openapi::{Errors, Key, KeyBody};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -67,9 +68,7 @@ async fn accept(state: &AppState, owner: Uuid, new: NewTask) -> Result<Response>
 /// Create a video generation task.
 #[utoipa::path(post, path = "/luma/generations", tag = "luma",
     request_body = luma::CreateGeneration,
-    responses((status = 201, body = LumaTask), (status = 400, body = DetailError),
-              (status = 401, body = DetailError), (status = 413, body = DetailError),
-              (status = 415, body = DetailError)),
+    responses(Errors<DetailError, KeyBody>, (status = 201, body = LumaTask)),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
@@ -82,7 +81,8 @@ pub async fn create(
 /// One generation task.
 #[utoipa::path(get, path = "/luma/generations/{id}", tag = "luma",
     params(("id" = String, Path, description = "Task id")),
-    responses((status = 200, body = LumaTask), (status = 404, body = DetailError)),
+    responses(Errors<DetailError, Key>, (status = 200, body = LumaTask),
+              (status = 404, body = DetailError)),
     security(("bearer" = [])))]
 pub async fn get_one(
     State(state): State<AppState>,
@@ -97,7 +97,8 @@ pub async fn get_one(
 #[utoipa::path(post, path = "/luma/generations/{id}/extend", tag = "luma",
     params(("id" = String, Path, description = "Id of the completed task to continue")),
     request_body = luma::CreateGeneration,
-    responses((status = 201, body = LumaTask), (status = 404, body = DetailError),
+    responses(Errors<DetailError, KeyBody>, (status = 201, body = LumaTask),
+              (status = 404, body = DetailError),
               (status = 409, body = DetailError, description = "The task is not completed")),
     security(("bearer" = [])))]
 pub async fn extend(
@@ -126,7 +127,8 @@ fn body_is_empty(headers: &HeaderMap) -> bool {
 /// `{"url": ...}` of a completed task's video.
 #[utoipa::path(get, path = "/luma/generations/{id}/download_video_url", tag = "luma",
     params(("id" = String, Path, description = "Task id")),
-    responses((status = 200, body = DownloadUrl), (status = 404, body = DetailError),
+    responses(Errors<DetailError, Key>, (status = 200, body = DownloadUrl),
+              (status = 404, body = DetailError),
               (status = 409, body = DetailError, description = "The task is not completed")),
     security(("bearer" = [])))]
 pub async fn download_url(
@@ -153,7 +155,7 @@ pub async fn download_url(
 /// Unknown and foreign ids are left out; a duplicate is listed once.
 #[utoipa::path(post, path = "/luma/tasks", tag = "luma",
     request_body = gengate_core::dialect::BatchGet,
-    responses((status = 200, body = Vec<LumaTask>), (status = 400, body = DetailError)),
+    responses(Errors<DetailError, KeyBody>, (status = 200, body = Vec<LumaTask>)),
     security(("bearer" = [])))]
 pub async fn batch_get(
     State(state): State<AppState>,

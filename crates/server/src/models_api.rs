@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::error::{Error, ErrorBody};
+use crate::openapi::{Errors, Key};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/models", get(list))
@@ -85,7 +86,7 @@ pub struct ModelView {
 
 /// The models served by the enabled channels, by name.
 #[utoipa::path(get, path = "/v1/models", tag = "tasks",
-    responses((status = 200, body = ModelList), (status = 401, body = ErrorBody)),
+    responses(Errors<ErrorBody, Key>, (status = 200, body = ModelList)),
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,

@@ -21,6 +21,7 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::body::read_json;
 use crate::error::DialectError;
+use crate::openapi::{Errors, KeyBody};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/images/generations", post(create))
@@ -63,9 +64,7 @@ fn unfinished(
 /// with each image's `url` (gengate's stored copy) or `b64_json`.
 #[utoipa::path(post, path = "/v1/images/generations", tag = "openai",
     request_body = openai_images::CreateImage,
-    responses((status = 200, body = ImagesResponse),
-              (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
-              (status = 413, body = ErrorEnvelope), (status = 415, body = ErrorEnvelope),
+    responses(Errors<ErrorEnvelope, KeyBody>, (status = 200, body = ImagesResponse),
               (status = 502, body = ErrorEnvelope, description = "The generation failed (code generation_failed); the header Gengate-Task-Id names the task"),
               (status = 504, body = ErrorEnvelope, description = "Still running after the server's sync wait (code task_pending): follow it at /v1/tasks/{Gengate-Task-Id}")),
     security(("bearer" = [])))]

@@ -1,8 +1,94 @@
-//! The OpenAPI document, generated from the handlers and views.
+//! The OpenAPI document, generated from the handlers and views, and the
+//! error answers every operation shares ([`Errors`]), documented once per
+//! envelope.
+
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
 
 use axum::Json;
+use gengate_core::dialect::DetailError;
+use gengate_core::dialect::openai_images::ErrorEnvelope;
+use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
+use utoipa::{IntoResponses, Modify, OpenApi, PartialSchema, ToSchema};
+
+use crate::error::{ErrorBody, KlingError};
+
+/// Which of the shared error statuses an operation can answer.
+pub trait Statuses {
+    const CODES: &'static [u16];
+}
+
+/// Behind a key: 401, and the store's 503 (keys are looked up there).
+pub struct Key;
+/// Behind a key, with query parameters: 400 too.
+pub struct KeyQuery;
+/// Behind a key, with a JSON body: 400, 413 and 415 too.
+pub struct KeyBody;
+/// Behind an admin key: 403 too.
+pub struct Admin;
+/// Behind an admin key, with a JSON body.
+pub struct AdminBody;
+
+impl Statuses for Key {
+    const CODES: &'static [u16] = &[401, 429, 503];
+}
+impl Statuses for KeyQuery {
+    const CODES: &'static [u16] = &[400, 401, 429, 503];
+}
+impl Statuses for KeyBody {
+    const CODES: &'static [u16] = &[400, 401, 413, 415, 429, 503];
+}
+impl Statuses for Admin {
+    const CODES: &'static [u16] = &[401, 403, 429, 503];
+}
+impl Statuses for AdminBody {
+    const CODES: &'static [u16] = &[400, 401, 403, 413, 415, 429, 503];
+}
+
+/// The error answers `S` lists, each with the envelope `E`: written once
+/// here, named in every operation's `responses(...)` (before its own
+/// statuses, which then refine a description where they repeat one).
+pub struct Errors<E, S>(PhantomData<(E, S)>);
+
+impl<E: ToSchema, S: Statuses> IntoResponses for Errors<E, S> {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        S::CODES
+            .iter()
+            .map(|&code| (code.to_string(), error_response::<E>(code).into()))
+            .collect()
+    }
+}
+
+fn error_response<E: ToSchema>(code: u16) -> Response {
+    let description = match code {
+        400 => "A field breaks a rule (the message names it), or the body is not JSON",
+        401 => "No key, or an unknown or revoked one",
+        403 => "The key is not an admin key",
+        413 => "The body is over 15 MiB",
+        415 => "The body is not application/json",
+        429 => "Over a limit: try again after Retry-After seconds",
+        503 => "Storage is unavailable: try again after Retry-After seconds",
+        _ => "Error",
+    };
+    let mut response = ResponseBuilder::new().description(description).content(
+        "application/json",
+        ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name(E::name())))
+            .build(),
+    );
+    if matches!(code, 429 | 503) {
+        response = response.header(
+            "Retry-After",
+            HeaderBuilder::new()
+                .schema(<u64 as PartialSchema>::schema())
+                .description(Some("Seconds to wait"))
+                .build(),
+        );
+    }
+    response.build()
+}
 
 #[derive(OpenApi)]
 #[openapi(
@@ -44,7 +130,8 @@ use utoipa::{Modify, OpenApi};
         crate::health::readyz,
         crate::metrics::serve,
     ),
-    modifiers(&Bearer, &Files),
+    components(schemas(DetailError, ErrorEnvelope, ErrorBody, KlingError)),
+    modifiers(&Bearer, &Files, &OldVideoPath),
     tags(
         (name = "luma", description = "The reseller Luma task API, with batch get"),
         (name = "kling", description = "Kling image generation"),
@@ -81,10 +168,11 @@ struct Files;
 
 impl Modify for Files {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::Required;
         use utoipa::openapi::path::{
             HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem,
         };
-        use utoipa::openapi::{Required, ResponseBuilder};
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
         let op = OperationBuilder::new()
             .tag("files")
             .summary(Some("A stored result file (video, image, thumbnail, last frame)"))
@@ -94,11 +182,18 @@ impl Modify for Files {
                     .name("file")
                     .parameter_in(ParameterIn::Path)
                     .required(Required::True)
+                    .schema(Some(
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .pattern(Some(r"^[0-9a-f]{64}\.[a-z0-9]+$")),
+                    ))
                     .description(Some("SHA-256 of the content and its extension, e.g. 3f…a9.mp4")),
             )
             .response("200", ResponseBuilder::new().description("The file"))
             .response("206", ResponseBuilder::new().description("Part of the file (Range)"))
+            .response("304", ResponseBuilder::new().description("Not modified (If-None-Match, If-Modified-Since)"))
             .response("404", ResponseBuilder::new().description("No such file"))
+            .response("416", ResponseBuilder::new().description("The Range is outside the file"))
             .build();
         openapi.paths.paths.insert(
             "/files/results/{file}".into(),
@@ -107,8 +202,61 @@ impl Modify for Files {
     }
 }
 
-pub async fn serve() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+/// `POST /dream-machine/v1/generations`, where SDKs before the image API
+/// sent video creates, is the video create under its old path: documented
+/// as that operation, deprecated.
+struct OldVideoPath;
+
+impl Modify for OldVideoPath {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let paths = &mut openapi.paths.paths;
+        let Some(mut op) = paths
+            .get("/dream-machine/v1/generations/video")
+            .and_then(|p| p.post.clone())
+        else {
+            return;
+        };
+        op.operation_id = op.operation_id.map(|id| format!("{id}_old_path"));
+        op.deprecated = Some(utoipa::openapi::Deprecated::True);
+        op.summary = Some("Create a video generation (the SDKs' old path)".into());
+        if let Some(item) = paths.get_mut("/dream-machine/v1/generations") {
+            item.post = Some(op);
+        }
+    }
+}
+
+/// The document, with what utoipa's model cannot hold written in: the
+/// `/v1/tasks` create body ([`tasks::create_task_schema`]) and the events
+/// stream's `data`, a JSON [`EventView`](tasks::EventView).
+pub fn document() -> serde_json::Value {
+    use gengate_core::dialect::tasks;
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    if let Some(s) = doc.pointer_mut("/components/schemas/CreateTask") {
+        *s = tasks::create_task_schema();
+    }
+    let events =
+        "/paths/~1v1~1tasks~1{id}~1events/get/responses/200/content/text~1event-stream/schema";
+    if let Some(s) = doc.pointer_mut(events) {
+        *s = serde_json::json!({
+            "type": "object",
+            "required": ["data"],
+            "properties": {
+                "id": {"type": "string", "description": "The event's sequence number"},
+                "event": {"type": "string", "description": "The task's state"},
+                "data": {
+                    "type": "string",
+                    "contentMediaType": "application/json",
+                    "contentSchema": {"$ref": "#/components/schemas/EventView"},
+                },
+            },
+        });
+    }
+    doc
+}
+
+pub async fn serve() -> Json<serde_json::Value> {
+    static DOC: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    Json(DOC.get_or_init(document).clone())
 }
 
 /// The browsable API reference at `/docs/`: Swagger UI, its files compiled

@@ -28,6 +28,7 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::body::read_json;
 use crate::error::{Error, ErrorBody};
+use crate::openapi::{Errors, Key, KeyBody, KeyQuery};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -101,12 +102,13 @@ async fn replay(state: &AppState, owner: Uuid, new: &NewTask) -> Result<Option<T
 /// key with a different request is a 409.
 #[utoipa::path(post, path = "/v1/tasks", tag = "tasks",
     request_body = tasks::CreateTask,
-    params(("Idempotency-Key" = Option<String>, Header, description = "At most 255 characters; remembered 24 h")),
-    responses((status = 201, body = GengateTask, description = "Created"),
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, max_length = 255,
+            pattern = "^[\\t -~]*[!-~][\\t -~]*$",
+            description = "Visible ASCII, at most 255 characters, not blank; remembered 24 h")),
+    responses(Errors<ErrorBody, KeyBody>,
+              (status = 201, body = GengateTask, description = "Created"),
               (status = 200, body = GengateTask, description = "The task this Idempotency-Key made"),
-              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-              (status = 409, body = ErrorBody, description = "Idempotency-Key used for another request, or extend_from not completed"),
-              (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)),
+              (status = 409, body = ErrorBody, description = "Idempotency-Key used for another request, or extend_from not completed")),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
@@ -164,7 +166,8 @@ pub async fn create(
 /// One task, whichever API made it.
 #[utoipa::path(get, path = "/v1/tasks/{id}", tag = "tasks",
     params(("id" = String, Path, description = "Task id")),
-    responses((status = 200, body = GengateTask), (status = 404, body = ErrorBody)),
+    responses(Errors<ErrorBody, Key>, (status = 200, body = GengateTask),
+              (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn get_one(
     State(state): State<AppState>,
@@ -179,8 +182,8 @@ pub async fn get_one(
 /// and foreign ids are left out, a duplicate is listed once.
 #[utoipa::path(post, path = "/v1/tasks/batch-get", tag = "tasks",
     request_body = gengate_core::dialect::BatchGet,
-    responses((status = 200, body = TaskList, description = "`next_cursor` is null and `has_more` false"),
-              (status = 400, body = ErrorBody)),
+    responses(Errors<ErrorBody, KeyBody>,
+              (status = 200, body = TaskList, description = "`next_cursor` is null and `has_more` false")),
     security(("bearer" = [])))]
 pub async fn batch_get(
     State(state): State<AppState>,
@@ -209,7 +212,7 @@ pub async fn batch_get(
 /// while paging never shift a page: none is skipped or repeated.
 #[utoipa::path(get, path = "/v1/tasks", tag = "tasks",
     params(ListQuery),
-    responses((status = 200, body = TaskList), (status = 400, body = ErrorBody)),
+    responses(Errors<ErrorBody, KeyQuery>, (status = 200, body = TaskList)),
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
@@ -242,7 +245,8 @@ pub async fn list(
 /// task answers 409.
 #[utoipa::path(post, path = "/v1/tasks/{id}/cancel", tag = "tasks",
     params(("id" = String, Path, description = "Task id")),
-    responses((status = 200, body = GengateTask), (status = 404, body = ErrorBody),
+    responses(Errors<ErrorBody, Key>, (status = 200, body = GengateTask),
+              (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody, description = "The task has finished")),
     security(("bearer" = [])))]
 pub async fn cancel(
@@ -267,8 +271,28 @@ pub async fn cancel(
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// Resume after this sequence number, for clients that cannot send
-    /// the `Last-Event-ID` header (which wins when both are given).
+    /// the `Last-Event-ID` header (which wins when both are given). Empty:
+    /// from the first.
+    #[param(pattern = "^[0-9]{0,18}$")]
     pub last_event_id: Option<String>,
+}
+
+/// A resume position: empty (from the first) or a sequence number.
+fn sequence(field: &'static str, raw: Option<&str>) -> std::result::Result<i64, ApiError> {
+    match raw {
+        None | Some("") => Ok(0),
+        Some(s) => s
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| s.parse::<i64>().ok())
+            .flatten()
+            .ok_or_else(|| {
+                ApiError::validation(
+                    field,
+                    format!("must be an event sequence number (got {s:?})"),
+                )
+            }),
+    }
 }
 
 /// How long an open stream waits for news of its task from this instance
@@ -281,11 +305,12 @@ const EVENTS_LOOK: Duration = Duration::from_secs(1);
 /// `data` an [`EventView`] with the task as it stood then.
 #[utoipa::path(get, path = "/v1/tasks/{id}/events", tag = "tasks",
     params(("id" = String, Path, description = "Task id"),
-           ("Last-Event-ID" = Option<String>, Header, description = "Resume after this sequence number"),
+           ("Last-Event-ID" = Option<String>, Header, nullable = false, pattern = "^[0-9]{0,18}$",
+            description = "Resume after this sequence number; empty: from the first"),
            EventsQuery),
-    responses((status = 200, content_type = "text/event-stream", body = EventView,
+    responses(Errors<ErrorBody, KeyQuery>, (status = 200, content_type = "text/event-stream", body = EventView,
                description = "A stream of `id: <seq>`, `event: <state>`, `data: <EventView JSON>`"),
-              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
+              (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn events(
     State(state): State<AppState>,
@@ -296,18 +321,11 @@ pub async fn events(
 ) -> Result<Response> {
     let Query(query) = query.map_err(|e| ApiError::validation("query", e.body_text()))?;
     let task = own_task(&state, key.id, &id).await?;
-    let (field, raw) = match headers.get("last-event-id") {
-        Some(v) => ("Last-Event-ID", Some(v.to_str().unwrap_or("?").to_string())),
-        None => ("last_event_id", query.last_event_id),
-    };
-    let after = match raw.as_deref().map(str::trim) {
-        None | Some("") => 0,
-        Some(s) => s.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
-            ApiError::validation(
-                field,
-                format!("must be an event sequence number (got {s:?})"),
-            )
-        })?,
+    // Both are checked; the header wins when both are given.
+    let from_query = sequence("last_event_id", query.last_event_id.as_deref())?;
+    let after = match headers.get("last-event-id") {
+        Some(v) => sequence("Last-Event-ID", Some(v.to_str().unwrap_or("?")))?,
+        None => from_query,
     };
     let feed = Feed {
         changes: state.tasks.changes(),

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::dialect::schema;
 use crate::error::ApiError;
 use crate::request::{GenerationRequest, ImageRole, ImageSource, InputImage};
 use crate::task::{ArtifactRole, Dialect, NewTask, Task, TaskKind, TaskState};
@@ -48,72 +49,161 @@ pub struct Keyframe {
 pub struct Keyframes {
     /// The first frame.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = frame0)]
     pub frame0: Option<Keyframe>,
     /// The last frame (an image only).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = frame1)]
     pub frame1: Option<Keyframe>,
+}
+
+/// `{"type": "image", "url": ...}`.
+fn image_keyframe() -> utoipa::openapi::Object {
+    use utoipa::openapi::ObjectBuilder;
+    ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::Object)
+        .property("type", ObjectBuilder::new().enum_values(Some(["image"])))
+        .property("url", schema::required_url())
+        .required("type")
+        .required("url")
+        .build()
+}
+
+/// `{"type": "generation", "id": ...}`: a completed video of the same key.
+fn generation_keyframe() -> utoipa::openapi::Object {
+    use utoipa::openapi::ObjectBuilder;
+    ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::Object)
+        .property(
+            "type",
+            ObjectBuilder::new().enum_values(Some(["generation"])),
+        )
+        .property(
+            "id",
+            ObjectBuilder::new()
+                .schema_type(utoipa::openapi::Type::String)
+                .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                    utoipa::openapi::KnownFormat::Uuid,
+                ))),
+        )
+        .required("type")
+        .required("id")
+        .build()
+}
+
+fn frame0() -> utoipa::openapi::Schema {
+    utoipa::openapi::schema::AnyOfBuilder::new()
+        .item(image_keyframe())
+        .item(generation_keyframe())
+        .item(utoipa::openapi::ObjectBuilder::new().schema_type(utoipa::openapi::Type::Null))
+        .build()
+        .into()
+}
+
+fn frame1() -> utoipa::openapi::Schema {
+    utoipa::openapi::schema::AnyOfBuilder::new()
+        .item(image_keyframe())
+        .item(utoipa::openapi::ObjectBuilder::new().schema_type(utoipa::openapi::Type::Null))
+        .build()
+        .into()
+}
+
+fn aspect_ratio_schema() -> utoipa::openapi::Object {
+    schema::choice(ASPECT_RATIOS)
 }
 
 /// `POST /generations/video` (and `POST /generations`, the SDK's older path).
 #[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(as = DreamMachineCreateVideo)]
 pub struct CreateVideo {
-    /// `video` if given.
+    #[schema(schema_with = video_type)]
     pub generation_type: Option<String>,
     /// A model a channel serves, e.g. `ray-2`.
+    #[schema(schema_with = schema::model::<MAX_MODEL_CHARS>, required = true)]
     pub model: Option<String>,
+    #[schema(schema_with = schema::text::<MAX_PROMPT_CHARS>, required = true)]
     pub prompt: Option<String>,
-    /// One of 1:1, 16:9 (default), 9:16, 4:3, 3:4, 21:9, 9:21.
+    /// 16:9 by default.
+    #[schema(schema_with = aspect_ratio_schema)]
     pub aspect_ratio: Option<String>,
     #[serde(rename = "loop")]
     pub loop_video: Option<bool>,
     pub keyframes: Option<Keyframes>,
     /// Where the Generation is POSTed on each change.
+    #[schema(schema_with = schema::url)]
     pub callback_url: Option<String>,
-    /// One of 540p, 720p, 1080p, 4k.
+    #[schema(schema_with = resolution_schema)]
     pub resolution: Option<String>,
-    /// `5s` or `9s`.
+    #[schema(schema_with = duration_schema)]
     pub duration: Option<String>,
-    /// Not supported: refused when not empty.
-    #[schema(value_type = Option<Vec<Object>>)]
+    /// Camera concepts are not supported: empty or left out.
+    #[schema(value_type = Option<Vec<Object>>, max_items = 0)]
     pub concepts: Option<Vec<serde_json::Value>>,
+}
+
+fn video_type() -> utoipa::openapi::Object {
+    schema::choice(&["video"])
+}
+
+fn image_type() -> utoipa::openapi::Object {
+    schema::choice(&["image"])
+}
+
+fn resolution_schema() -> utoipa::openapi::Object {
+    schema::choice(RESOLUTIONS)
+}
+
+fn duration_schema() -> utoipa::openapi::Object {
+    schema::choice(DURATIONS)
+}
+
+fn format_schema() -> utoipa::openapi::Object {
+    schema::choice(IMAGE_FORMATS)
 }
 
 /// An image reference: a URL and how closely to follow it (0 to 1).
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 pub struct ImageRef {
+    #[schema(schema_with = schema::required_url, required = true)]
     pub url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub weight: Option<f64>,
 }
 
 /// `POST /generations/image`.
 #[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(as = DreamMachineCreateImage)]
 pub struct CreateImage {
-    /// `image` if given.
+    #[schema(schema_with = image_type)]
     pub generation_type: Option<String>,
     /// A model a channel serves, e.g. `photon-1`.
+    #[schema(schema_with = schema::model::<MAX_MODEL_CHARS>, required = true)]
     pub model: Option<String>,
+    #[schema(schema_with = schema::text::<MAX_PROMPT_CHARS>, required = true)]
     pub prompt: Option<String>,
-    /// One of 1:1, 16:9 (default), 9:16, 4:3, 3:4, 21:9, 9:21.
+    /// 16:9 by default.
+    #[schema(schema_with = aspect_ratio_schema)]
     pub aspect_ratio: Option<String>,
     /// `jpg` (default) or `png`: checked; the file keeps the format the
     /// upstream made (its URL's extension says which).
+    #[schema(schema_with = format_schema)]
     pub format: Option<String>,
+    #[schema(schema_with = schema::url)]
     pub callback_url: Option<String>,
     /// At most one reference image.
+    #[schema(max_items = 1)]
     pub image_ref: Option<Vec<ImageRef>>,
-    /// Not supported: refused when given.
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = schema::unsupported)]
     pub style_ref: Option<serde_json::Value>,
-    /// Not supported: refused when given.
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = schema::unsupported)]
     pub character_ref: Option<serde_json::Value>,
-    /// Not supported: refused when given.
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = schema::unsupported)]
     pub modify_image_ref: Option<serde_json::Value>,
     /// Answer once the image is made (or failed), waiting up to `sync_timeout`.
     pub sync: Option<bool>,
-    /// Seconds, 1 to 60 (default 60).
+    /// Seconds, 1 to 60 (default 60); used with `sync`.
+    #[schema(minimum = 1.0, maximum = 60.0)]
     pub sync_timeout: Option<f64>,
 }
 
@@ -311,17 +401,19 @@ pub fn parse_image(body: &[u8]) -> Result<ImageCreate, ApiError> {
             },
         });
     }
-    let sync_wait_secs = match (b.sync.unwrap_or(false), b.sync_timeout) {
-        (false, _) => None,
-        (true, None) => Some(MAX_SYNC_TIMEOUT_SECS),
-        (true, Some(t)) if (1.0..=MAX_SYNC_TIMEOUT_SECS).contains(&t) => Some(t),
-        (true, Some(t)) => {
-            return Err(ApiError::validation(
-                "sync_timeout",
-                format!("must be 1 to {MAX_SYNC_TIMEOUT_SECS} seconds (got {t})"),
-            ));
-        }
-    };
+    // Checked even without `sync`, as documented.
+    if let Some(t) = b.sync_timeout
+        && !(1.0..=MAX_SYNC_TIMEOUT_SECS).contains(&t)
+    {
+        return Err(ApiError::validation(
+            "sync_timeout",
+            format!("must be 1 to {MAX_SYNC_TIMEOUT_SECS} seconds (got {t})"),
+        ));
+    }
+    let sync_wait_secs = b
+        .sync
+        .unwrap_or(false)
+        .then(|| b.sync_timeout.unwrap_or(MAX_SYNC_TIMEOUT_SECS));
     let callback_url = optional_url("callback_url", b.callback_url)?;
     Ok(ImageCreate {
         task: NewTask {
@@ -344,13 +436,16 @@ pub fn parse_image(body: &[u8]) -> Result<ImageCreate, ApiError> {
     })
 }
 
-/// `GET /generations` query parameters.
-#[derive(Debug, Default, Deserialize, ToSchema, utoipa::IntoParams)]
+/// `GET /generations` query parameters (read as text, so a bad value is a
+/// 400 naming it).
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// 1 to 100 (default 100).
+    #[param(value_type = u32, required = false, minimum = 1, maximum = 100)]
     pub limit: Option<String>,
     /// How many of the newest to skip (default 0).
+    #[param(value_type = u64, required = false, minimum = 0, maximum = 9223372036854775807_u64)]
     pub offset: Option<String>,
 }
 

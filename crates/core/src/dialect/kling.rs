@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::dialect::schema;
 use crate::error::ApiError;
 use crate::request::{GenerationRequest, ImageFormat, ImageRole, ImageSource, InputImage};
 use crate::task::{ArtifactRole, Dialect, NewTask, Task, TaskKind, TaskState};
@@ -23,25 +24,57 @@ pub const MAX_PAGE_SIZE: u32 = 500;
 
 /// `POST /kling/v1/images/generations`, with the seed's parameters and limits.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = KlingCreateImage)]
 pub struct CreateImage {
-    /// Defaults to kling-image; `model_name` is accepted as an alias.
+    /// Empty or null: kling-image; `model_name` is accepted as an alias.
     #[serde(alias = "model_name")]
+    #[schema(max_length = 64)]
     pub model: Option<String>,
-    /// Required, at most 500 characters.
+    #[schema(schema_with = schema::text::<MAX_PROMPT_CHARS>, required = true)]
     pub prompt: Option<String>,
-    /// At most 200 characters.
+    #[schema(max_length = 200)]
     pub negative_prompt: Option<String>,
-    /// Reference image: raw base64, a data URI, or an http(s) URL; jpg/jpeg/png, at most 10 MB.
+    /// Reference image: an http(s) URL, or the image itself as base64 or
+    /// a data URI; png or jpeg by content, at most 10 MB.
+    #[schema(schema_with = image_schema)]
     pub image: Option<String>,
     /// 0 to 1: how close to the reference image.
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub image_fidelity: Option<f64>,
     /// 1 to 9 images, default 1.
+    #[serde(default, deserialize_with = "crate::validate::integer")]
+    #[schema(minimum = 1, maximum = 9)]
     pub n: Option<u32>,
-    /// One of 16:9 (default), 9:16, 1:1, 4:3, 3:4, 3:2, 2:3.
+    /// 16:9 by default.
+    #[schema(schema_with = aspect_ratio)]
     pub aspect_ratio: Option<String>,
+    #[schema(schema_with = schema::url)]
     pub callback_url: Option<String>,
-    /// Your own id for the task, unique per key.
+    /// Your own id for the task, unique per key; not a UUID (task ids are).
+    #[schema(max_length = 128)]
     pub external_task_id: Option<String>,
+}
+
+fn aspect_ratio() -> utoipa::openapi::Object {
+    schema::choice(ASPECT_RATIOS)
+}
+
+/// Empty, an http(s) URL, or base64 (raw or a data URI) of a png or jpeg.
+fn image_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+            utoipa::openapi::Type::String,
+            utoipa::openapi::Type::Null,
+        ]))
+        .pattern(Some(format!(
+            "^$|{}|^(data:image/[a-z]+;base64,)?(iVBORw0KGgo[A-Za-z0-9+/]|/9j/)([A-Za-z0-9+/]{{4}})*$",
+            schema::HTTP_URL
+        )))
+        .description(Some(
+            "An http(s) URL (refused when its host resolves to an internal address), or the \
+             image as base64 or a data URI: png or jpeg by content, at most 10 MB decoded.",
+        ))
+        .build()
 }
 
 /// A create request, validated; an inline image is handed back decoded for the
@@ -138,15 +171,18 @@ pub fn parse_create(body: &[u8]) -> Result<ParsedCreate, ApiError> {
     })
 }
 
-/// `?pageNum=&pageSize=` of the list endpoint.
-#[derive(Debug, Deserialize, ToSchema, utoipa::IntoParams)]
+/// `?pageNum=&pageSize=` of the list endpoint (read as text, so a bad
+/// value is a 400 naming it).
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Page number, from 1.
     #[serde(rename = "pageNum")]
+    #[param(value_type = u32, required = false, minimum = 1, maximum = 1000000)]
     pub page_num: Option<String>,
     /// Tasks per page, 1 to 500, default 30.
     #[serde(rename = "pageSize")]
+    #[param(value_type = u32, required = false, minimum = 1, maximum = 500)]
     pub page_size: Option<String>,
 }
 

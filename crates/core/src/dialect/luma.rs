@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::dialect::schema;
 use crate::error::ApiError;
 use crate::request::{GenerationRequest, ImageRole, ImageSource, InputImage};
 use crate::task::{ArtifactRole, Dialect, NewTask, Task, TaskKind, TaskState};
@@ -17,30 +18,63 @@ pub const DEFAULT_MODEL: &str = "ray-2";
 pub const MAX_PROMPT_CHARS: usize = 5000;
 pub const MAX_MODEL_CHARS: usize = 64;
 
-/// `POST /luma/generations` (and the body of `/extend`).
+/// `POST /luma/generations` (and the body of `/extend`, where every
+/// field may be left out). `prompt` is taken for `user_prompt` and
+/// `notify_hook` for `callback_url` (one name of each pair at most).
 #[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(as = LumaCreateGeneration)]
 pub struct CreateGeneration {
     /// The prompt; `prompt` is accepted as an alias.
     #[serde(alias = "prompt")]
+    #[schema(schema_with = schema::text::<MAX_PROMPT_CHARS>, required = true)]
     pub user_prompt: Option<String>,
-    /// One of 16:9 (default), 9:16, 1:1, 4:3, 3:4, 21:9, 9:21.
+    /// 16:9 by default.
+    #[schema(schema_with = aspect_ratio)]
     pub aspect_ratio: Option<String>,
     pub expand_prompt: Option<bool>,
     #[serde(rename = "loop")]
     pub loop_video: Option<bool>,
-    /// First frame, an http(s) URL fetched when the task is dispatched.
+    /// First frame, fetched when the task is dispatched.
+    #[schema(schema_with = schema::url)]
     pub image_url: Option<String>,
-    /// Last frame, an http(s) URL fetched when the task is dispatched.
+    /// Last frame, fetched when the task is dispatched.
+    #[schema(schema_with = schema::url)]
     pub image_end_url: Option<String>,
     /// Where state changes are POSTed; `notify_hook` is accepted as an alias.
     #[serde(alias = "notify_hook")]
+    #[schema(schema_with = schema::url)]
     pub callback_url: Option<String>,
+    /// Empty or null: ray-2.
+    #[schema(max_length = 64, pattern = "^[A-Za-z0-9._-]*$")]
     pub model_name: Option<String>,
-    /// One of 540p, 720p, 1080p, 4k.
+    /// Empty or null: the channel's default.
+    #[schema(schema_with = resolution)]
     pub resolution: Option<String>,
-    /// "5s" or "9s" (or the number of seconds).
-    #[schema(value_type = Option<String>)]
+    /// Seconds: "5s" or "9s" (or the number, 5 or 9).
+    #[schema(schema_with = duration_schema)]
     pub duration: Option<serde_json::Value>,
+}
+
+fn aspect_ratio() -> utoipa::openapi::Object {
+    schema::choice(ASPECT_RATIOS)
+}
+
+fn resolution() -> utoipa::openapi::Object {
+    let mut all = RESOLUTIONS.to_vec();
+    all.push("");
+    schema::choice(&all)
+}
+
+fn duration_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .enum_values(Some([
+            serde_json::json!("5s"),
+            serde_json::json!("9s"),
+            serde_json::json!(5),
+            serde_json::json!(9),
+            serde_json::Value::Null,
+        ]))
+        .build()
 }
 
 /// Parse a create body into a video task.
@@ -160,17 +194,22 @@ fn model_name(m: Option<String>) -> Result<String, ApiError> {
     Ok(m)
 }
 
+/// Exactly the documented values: "5s", "9s", 5 or 9 (5.0 is 5).
 fn duration(v: Option<serde_json::Value>) -> Result<Option<u32>, ApiError> {
     let secs = match v {
         None | Some(serde_json::Value::Null) => return Ok(None),
-        Some(serde_json::Value::String(s)) => s.trim_end_matches('s').parse::<u32>().ok(),
-        Some(serde_json::Value::Number(n)) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        Some(serde_json::Value::String(s)) => match s.as_str() {
+            "5s" => Some(5),
+            "9s" => Some(9),
+            _ => None,
+        },
+        Some(serde_json::Value::Number(n)) => n
+            .as_f64()
+            .and_then(|f| [5, 9].into_iter().find(|s| f == f64::from(*s))),
         Some(_) => None,
     };
-    match secs {
-        Some(s @ (5 | 9)) => Ok(Some(s)),
-        _ => Err(ApiError::validation("duration", "must be \"5s\" or \"9s\"")),
-    }
+    secs.map(Some)
+        .ok_or_else(|| ApiError::validation("duration", "must be \"5s\" or \"9s\""))
 }
 
 // ---- the task object -------------------------------------------------------

@@ -14,6 +14,7 @@ pub mod dream_machine;
 pub mod kling;
 pub mod luma;
 pub mod openai_images;
+pub mod schema;
 pub mod tasks;
 
 /// `{"detail": ...}`: the error envelope of both Luma APIs.
@@ -29,6 +30,7 @@ pub const MAX_BATCH_IDS: usize = 100;
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct BatchGet {
     /// 1 to 100 task ids.
+    #[schema(value_type = Vec<Uuid>, min_items = 1, max_items = 100)]
     pub ids: Option<Vec<String>>,
 }
 

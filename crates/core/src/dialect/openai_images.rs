@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::dialect::schema;
 use crate::error::ApiError;
 use crate::request::GenerationRequest;
 use crate::task::{Dialect, NewTask, TaskKind};
@@ -26,26 +27,59 @@ pub const STYLES: &[&str] = &["vivid", "natural"];
 /// `POST /v1/images/generations`. Fields not listed are ignored, as OpenAI
 /// ignores what a model does not use.
 #[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(as = OpenAiCreateImage)]
 pub struct CreateImage {
-    /// Up to 32 000 characters.
+    #[schema(schema_with = schema::text::<MAX_PROMPT_CHARS>, required = true)]
     pub prompt: Option<String>,
     /// A model a channel serves (default `dall-e-2`, as OpenAI's).
+    #[schema(schema_with = schema::optional_model::<MAX_MODEL_CHARS>)]
     pub model: Option<String>,
     /// 1 to 10 (default 1).
+    #[serde(default, deserialize_with = "crate::validate::integer")]
+    #[schema(minimum = 1, maximum = 10)]
     pub n: Option<u32>,
     /// `WxH` (each side 64 to 4096) or `auto`.
+    #[schema(
+        pattern = "^(auto|(6[4-9]|[7-9][0-9]|[1-9][0-9]{2}|[1-3][0-9]{3}|40[0-8][0-9]|409[0-6])x(6[4-9]|[7-9][0-9]|[1-9][0-9]{2}|[1-3][0-9]{3}|40[0-8][0-9]|409[0-6]))$"
+    )]
     pub size: Option<String>,
     /// `url` (default) or `b64_json`.
+    #[schema(schema_with = response_format_schema)]
     pub response_format: Option<String>,
-    /// auto, standard, hd, low, medium, high: passed to the upstream.
+    /// Passed to the upstream.
+    #[schema(schema_with = quality_schema)]
     pub quality: Option<String>,
-    /// vivid or natural: passed to the upstream.
+    /// Passed to the upstream.
+    #[schema(schema_with = style_schema)]
     pub style: Option<String>,
     /// The end user, as OpenAI takes it: checked (≤ 256 characters), not
     /// kept; upstreams are told gengate's key instead.
+    #[schema(max_length = 256)]
     pub user: Option<String>,
-    /// Streaming is not offered: `true` is refused.
+    /// Streaming is not offered: false or left out.
+    #[schema(schema_with = stream_schema)]
     pub stream: Option<bool>,
+}
+
+fn response_format_schema() -> utoipa::openapi::Object {
+    schema::choice(&["url", "b64_json"])
+}
+
+fn quality_schema() -> utoipa::openapi::Object {
+    schema::choice(QUALITIES)
+}
+
+fn style_schema() -> utoipa::openapi::Object {
+    schema::choice(STYLES)
+}
+
+fn stream_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .enum_values(Some([
+            serde_json::Value::Bool(false),
+            serde_json::Value::Null,
+        ]))
+        .build()
 }
 
 /// How the answer carries the images.
@@ -176,6 +210,7 @@ pub struct ErrorEnvelope {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = OpenAiErrorDetail)]
 pub struct ErrorDetail {
     pub message: String,
     /// invalid_request_error, authentication_error, rate_limit_error,

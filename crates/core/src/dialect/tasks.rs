@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::dialect::schema;
 use crate::error::ApiError;
 use crate::request::{GenerationRequest, ImageRole, ImageSource, InputImage, aspect_parts};
 use crate::task::{Dialect, Millis, NewTask, Task, TaskKind, TaskState};
@@ -73,8 +74,9 @@ pub const VIDEO_INPUTS: &[&str] = &[
     "extend_from",
 ];
 
-/// `POST /v1/tasks`.
-#[derive(Debug, Deserialize, ToSchema)]
+/// `POST /v1/tasks`. Its OpenAPI schema is written out in
+/// [`create_task_schema`]: the rules between fields need `oneOf`.
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTask {
     /// A model some channel serves (see `GET /v1/models`).
@@ -87,7 +89,7 @@ pub struct CreateTask {
 }
 
 /// What to generate.
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskInput {
     /// Required, at most 5000 characters.
@@ -97,13 +99,16 @@ pub struct TaskInput {
     /// `W:H` (each 1 to 100), default 16:9.
     pub aspect_ratio: Option<String>,
     /// Images: 1 to 9, default 1. Videos: 1.
+    #[serde(default, deserialize_with = "crate::validate::integer")]
     pub n: Option<u32>,
+    #[serde(default, deserialize_with = "crate::validate::integer")]
     pub seed: Option<u64>,
     /// Up to 4 input images by URL.
     pub images: Option<Vec<ImageInput>>,
     /// 0 to 1: how close an image stays to its reference image.
     pub image_fidelity: Option<f64>,
     /// Video length in seconds, 1 to 60.
+    #[serde(default, deserialize_with = "crate::validate::integer")]
     pub duration: Option<u32>,
     /// Video resolution: 540p, 720p, 1080p or 4k.
     pub resolution: Option<String>,
@@ -115,13 +120,107 @@ pub struct TaskInput {
     pub extend_from: Option<String>,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImageInput {
     /// An http(s) URL, fetched when the task is dispatched (jpg or png, at most 10 MB).
     pub url: Option<String>,
     /// `reference` (images), `start` or `end` (first and last frame of a video).
     pub role: Option<String>,
+}
+
+/// A placeholder: the served document puts [`create_task_schema`] here,
+/// whose keywords (`prefixItems`, `contains`, `anyOf` beside `properties`)
+/// utoipa's model does not hold.
+impl utoipa::PartialSchema for CreateTask {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::Object::with_type(utoipa::openapi::Type::Object).into()
+    }
+}
+
+impl ToSchema for CreateTask {}
+
+/// The create body as the parser takes it: an image task (`kind: image`)
+/// or a video task (`kind: video`, or no kind and a video-only input).
+/// Without `kind` and without a video-only input, the kind is the one the
+/// model's channels make; where they make both, `kind` is required.
+pub fn create_task_schema() -> serde_json::Value {
+    use serde_json::json;
+    let url = serde_json::to_value(schema::required_url()).unwrap_or_default();
+    let callback = serde_json::to_value(schema::url()).unwrap_or_default();
+    let text = serde_json::to_value(schema::text::<MAX_PROMPT_CHARS>()).unwrap_or_default();
+    let model = serde_json::to_value(schema::model::<MAX_MODEL_CHARS>()).unwrap_or_default();
+    let int =
+        |min: u64, max: u64| json!({"type": ["integer", "null"], "minimum": min, "maximum": max});
+    // A field of the other kind: only null (or left out) is taken.
+    let absent = json!({"type": "null"});
+    let image = |roles: serde_json::Value| {
+        json!({"type": "object", "additionalProperties": false, "required": ["url"],
+               "properties": {"url": url, "role": {"enum": roles}}})
+    };
+    let common = json!({
+        "prompt": text,
+        "negative_prompt": {"type": ["string", "null"], "maxLength": MAX_NEGATIVE_PROMPT_CHARS},
+        "aspect_ratio": {"type": ["string", "null"], "pattern": "^([1-9][0-9]?|100):([1-9][0-9]?|100)$",
+                         "description": "W:H, each 1 to 100; 16:9 by default"},
+        "seed": int(0, u64::MAX),
+        "expand_prompt": {"type": ["boolean", "null"]},
+    });
+    let with = |extra: serde_json::Value| {
+        let mut props = common.clone();
+        if let (Some(p), Some(e)) = (props.as_object_mut(), extra.as_object()) {
+            p.extend(e.clone());
+        }
+        json!({"type": "object", "additionalProperties": false, "required": ["prompt"], "properties": props})
+    };
+    let image_input = with(json!({
+        "n": int(1, u64::from(MAX_N)),
+        "images": {"type": ["array", "null"], "maxItems": MAX_IMAGES,
+                   "items": image(json!(["reference", null]))},
+        "image_fidelity": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+        "duration": absent, "resolution": absent, "loop": absent, "extend_from": absent,
+    }));
+    let start = image(json!(["start", null]));
+    let end = image(json!(["end"]));
+    let video_input = with(json!({
+        "n": {"enum": [1, null]},
+        "images": {"anyOf": [
+            {"type": "null"},
+            {"type": "array", "maxItems": 1, "items": image(json!(["start", "end", null]))},
+            {"type": "array", "minItems": 2, "maxItems": 2, "prefixItems": [start, end]},
+            {"type": "array", "minItems": 2, "maxItems": 2, "prefixItems": [end, start]},
+        ], "description": "At most one start (the default role) and one end frame"},
+        "image_fidelity": absent,
+        "duration": int(1, u64::from(MAX_DURATION_SECS)),
+        "resolution": {"enum": RESOLUTIONS.iter().map(|r| json!(r)).chain([json!(null)]).collect::<Vec<_>>()},
+        "loop": {"type": ["boolean", "null"]},
+        "extend_from": {"type": ["string", "null"], "format": "uuid",
+                        "description": "A completed video task of this key to continue"},
+    }));
+    // What makes a task without `kind` a video.
+    let set = |f: &str, t: &str| json!({"required": [f], "properties": {f: {"type": t}}});
+    let video_only = json!({"anyOf": [
+        set("duration", "integer"), set("resolution", "string"), set("loop", "boolean"),
+        set("extend_from", "string"),
+        {"required": ["images"], "properties": {"images": {"type": "array",
+            "contains": {"required": ["role"], "properties": {"role": {"enum": ["start", "end"]}}}}}},
+    ]});
+    let task = |kind: serde_json::Value, input: serde_json::Value| {
+        json!({"type": "object", "additionalProperties": false, "required": ["model", "input"],
+               "properties": {"model": model, "kind": kind, "input": input, "callback_url": callback}})
+    };
+    let mut image_task = task(json!({"enum": ["image"]}), image_input);
+    image_task["required"] = json!(["model", "kind", "input"]);
+    let mut video_task = task(json!({"enum": ["video", null]}), video_input.clone());
+    video_task["anyOf"] = json!([
+        {"required": ["kind"], "properties": {"kind": {"enum": ["video"]}}},
+        {"properties": {"input": video_only}},
+    ]);
+    json!({"oneOf": [image_task, video_task], "description":
+        "An image task (kind image) or a video task (kind video; kind may be left out when the \
+         input has a video-only field: duration, resolution, loop, extend_from, or a start or end \
+         image). A task without kind and without such a field takes the one kind its model's \
+         channels make; where they make both, kind is required."})
 }
 
 fn role_name(r: ImageRole) -> &'static str {
@@ -194,7 +293,7 @@ pub fn parse_create(
     let prompt = input
         .prompt
         .ok_or_else(|| ApiError::validation("input.prompt", "is required"))?;
-    if prompt.trim().is_empty() {
+    if crate::validate::is_blank(&prompt) {
         return Err(ApiError::validation("input.prompt", "must not be empty"));
     }
     max_chars("input.prompt", &prompt, MAX_PROMPT_CHARS)?;
@@ -357,7 +456,7 @@ pub fn same_request(task: &Task, new: &NewTask) -> bool {
 /// Check an `Idempotency-Key` header value.
 pub fn idempotency_key(value: &str) -> Result<&str, ApiError> {
     let field = "Idempotency-Key";
-    if value.trim().is_empty() {
+    if crate::validate::is_blank(value) {
         return Err(ApiError::validation(field, "must not be empty"));
     }
     max_chars(field, value, MAX_IDEMPOTENCY_KEY_CHARS)?;
@@ -366,20 +465,49 @@ pub fn idempotency_key(value: &str) -> Result<&str, ApiError> {
 
 // ---- listing -----------------------------------------------------------------
 
-/// `GET /v1/tasks` query parameters.
-#[derive(Debug, Default, Deserialize, ToSchema, utoipa::IntoParams)]
+/// `GET /v1/tasks` query parameters (read as text, so a bad value is a
+/// 400 naming it). Empty means not given.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// Only tasks in this state: pending, processing, completed, failed, canceled.
+    /// Only tasks in this state.
+    #[param(schema_with = state_param)]
     pub state: Option<String>,
     /// Only tasks of this model.
+    #[param(max_length = 128)]
     pub model: Option<String>,
     /// Only tasks created after this instant: RFC 3339, or Unix milliseconds.
+    #[param(schema_with = created_after_param)]
     pub created_after: Option<String>,
     /// 1 to 100, default 20.
+    #[param(value_type = u32, required = false, minimum = 1, maximum = 100)]
     pub limit: Option<String>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = "^([A-Za-z0-9_-]{32})?$")]
     pub cursor: Option<String>,
+}
+
+fn state_param() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some([
+            "",
+            "pending",
+            "processing",
+            "completed",
+            "failed",
+            "canceled",
+        ]))
+        .build()
+}
+
+fn created_after_param() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .pattern(Some(
+            "^(-?[0-9]{1,18}|[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9]))?$",
+        ))
+        .build()
 }
 
 /// A list request, checked.
