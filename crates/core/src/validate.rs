@@ -92,6 +92,25 @@ where
         })
 }
 
+/// An optional object field: null, left out, or a JSON object. serde reads
+/// a struct from an array too (its fields in order), which the schema does
+/// not allow. Used as `#[serde(default, deserialize_with = ...)]`; a type
+/// error inside is named by its path within the object.
+pub fn object<'de, D, T>(de: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    use serde::de::Error;
+    match <Option<serde_json::Value> as serde::Deserialize>::deserialize(de)? {
+        None => Ok(None),
+        Some(v @ serde_json::Value::Object(_)) => serde_path_to_error::deserialize(v)
+            .map(Some)
+            .map_err(|e| D::Error::custom(format!("{}: {}", e.path(), e.inner()))),
+        Some(_) => Err(D::Error::custom("must be an object or null")),
+    }
+}
+
 pub fn required_text(field: &str, value: Option<String>, max: usize) -> Result<String, ApiError> {
     let value = value.ok_or_else(|| ApiError::validation(field, "is required"))?;
     if is_blank(&value) {

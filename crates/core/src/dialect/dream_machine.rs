@@ -48,11 +48,19 @@ pub struct Keyframe {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]
 pub struct Keyframes {
     /// The first frame.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::validate::object",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(schema_with = frame0)]
     pub frame0: Option<Keyframe>,
     /// The last frame (an image only).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::validate::object",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(schema_with = frame1)]
     pub frame1: Option<Keyframe>,
 }
@@ -62,7 +70,12 @@ fn image_keyframe() -> utoipa::openapi::Object {
     use utoipa::openapi::ObjectBuilder;
     ObjectBuilder::new()
         .schema_type(utoipa::openapi::Type::Object)
-        .property("type", ObjectBuilder::new().enum_values(Some(["image"])))
+        .property(
+            "type",
+            ObjectBuilder::new()
+                .schema_type(utoipa::openapi::Type::String)
+                .enum_values(Some(["image"])),
+        )
         .property("url", schema::required_url())
         .required("type")
         .required("url")
@@ -76,7 +89,9 @@ fn generation_keyframe() -> utoipa::openapi::Object {
         .schema_type(utoipa::openapi::Type::Object)
         .property(
             "type",
-            ObjectBuilder::new().enum_values(Some(["generation"])),
+            ObjectBuilder::new()
+                .schema_type(utoipa::openapi::Type::String)
+                .enum_values(Some(["generation"])),
         )
         .property(
             "id",
@@ -128,6 +143,7 @@ pub struct CreateVideo {
     pub aspect_ratio: Option<String>,
     #[serde(rename = "loop")]
     pub loop_video: Option<bool>,
+    #[serde(default, deserialize_with = "crate::validate::object")]
     pub keyframes: Option<Keyframes>,
     /// Where the Generation is POSTed on each change.
     #[schema(schema_with = schema::url)]
@@ -462,11 +478,16 @@ impl ListQuery {
                     ApiError::validation("limit", format!("must be 1 to {MAX_LIMIT} (got {s:?})"))
                 })?,
         };
+        // At most i64::MAX, as documented: the store reads it as a signed integer.
         let offset = match self.offset.as_deref() {
             None => 0,
-            Some(s) => s.parse::<u64>().map_err(|_| {
-                ApiError::validation("offset", format!("must be 0 or more (got {s:?})"))
-            })?,
+            Some(s) => s
+                .parse::<i64>()
+                .ok()
+                .and_then(|n| u64::try_from(n).ok())
+                .ok_or_else(|| {
+                    ApiError::validation("offset", format!("must be 0 to {} (got {s:?})", i64::MAX))
+                })?,
         };
         Ok((offset, limit))
     }
@@ -703,6 +724,10 @@ mod tests {
             "callback_url"
         );
         assert_eq!(p(r#"{"model":"ray-2","prompt":"a","loop":"yes"}"#), "loop");
+        assert_eq!(
+            p(r#"{"model":"ray-2","prompt":"a","keyframes":[null]}"#),
+            "keyframes"
+        );
     }
 
     #[test]
@@ -753,5 +778,9 @@ mod tests {
         assert_eq!(field(q(Some("0"), None).check()), "limit");
         assert_eq!(field(q(Some("101"), None).check()), "limit");
         assert_eq!(field(q(None, Some("-1")).check()), "offset");
+        assert_eq!(
+            field(q(None, Some("9223372036854775808")).check()),
+            "offset"
+        );
     }
 }

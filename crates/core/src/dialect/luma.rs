@@ -66,7 +66,14 @@ fn resolution() -> utoipa::openapi::Object {
 }
 
 fn duration_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{SchemaType, Type};
+    // The type said, or utoipa writes `object`, which none of the values is.
     utoipa::openapi::ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([
+            Type::String,
+            Type::Integer,
+            Type::Null,
+        ]))
         .enum_values(Some([
             serde_json::json!("5s"),
             serde_json::json!("9s"),

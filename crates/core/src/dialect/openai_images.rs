@@ -74,7 +74,10 @@ fn style_schema() -> utoipa::openapi::Object {
 }
 
 fn stream_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{SchemaType, Type};
+    // The type said, or utoipa writes `object`, which neither value is.
     utoipa::openapi::ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Boolean, Type::Null]))
         .enum_values(Some([
             serde_json::Value::Bool(false),
             serde_json::Value::Null,

@@ -45,6 +45,9 @@ pub const RESOLUTIONS: &[&str] = &["540p", "720p", "1080p", "4k"];
 pub const DEFAULT_ASPECT_RATIO: &str = "16:9";
 pub const DEFAULT_LIMIT: u32 = 20;
 pub const MAX_LIMIT: u32 = 100;
+/// 2^53 - 1: the largest integer every JSON number (an IEEE double) holds
+/// exactly, so a seed a client sends is the seed gengate reads.
+pub const MAX_SEED: u64 = (1 << 53) - 1;
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
 /// How long an `Idempotency-Key` answers its first task.
 pub const IDEMPOTENCY_WINDOW_MS: Millis = 24 * 3600 * 1000;
@@ -101,6 +104,7 @@ pub struct TaskInput {
     /// Images: 1 to 9, default 1. Videos: 1.
     #[serde(default, deserialize_with = "crate::validate::integer")]
     pub n: Option<u32>,
+    /// 0 to 2^53 - 1 ([`MAX_SEED`]).
     #[serde(default, deserialize_with = "crate::validate::integer")]
     pub seed: Option<u64>,
     /// Up to 4 input images by URL.
@@ -163,7 +167,8 @@ pub fn create_task_schema() -> serde_json::Value {
         "negative_prompt": {"type": ["string", "null"], "maxLength": MAX_NEGATIVE_PROMPT_CHARS},
         "aspect_ratio": {"type": ["string", "null"], "pattern": "^([1-9][0-9]?|100):([1-9][0-9]?|100)$",
                          "description": "W:H, each 1 to 100; 16:9 by default"},
-        "seed": int(0, u64::MAX),
+        "seed": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_SEED,
+                 "description": "0 to 2^53 - 1, the integers a JSON number carries exactly"},
         "expand_prompt": {"type": ["boolean", "null"]},
     });
     let with = |extra: serde_json::Value| {
@@ -322,6 +327,14 @@ pub fn parse_create(
         return Err(ApiError::validation(
             "input.n",
             format!("must be between 1 and {MAX_N} (got {n})"),
+        ));
+    }
+    if let Some(seed) = input.seed
+        && seed > MAX_SEED
+    {
+        return Err(ApiError::validation(
+            "input.seed",
+            format!("must be 0 to {MAX_SEED} (got {seed})"),
         ));
     }
     let raw_images = input.images.unwrap_or_default();
@@ -876,6 +889,10 @@ mod tests {
         );
         assert_eq!(
             field(r#"{"model":"m","kind":"image","input":{"prompt":"a","seed":"x"}}"#),
+            "input.seed"
+        );
+        assert_eq!(
+            field(r#"{"model":"m","kind":"image","input":{"prompt":"a","seed":9007199254740992}}"#),
             "input.seed"
         );
     }
