@@ -150,7 +150,16 @@ pub fn http_url(field: &str, value: &str) -> Result<String, ApiError> {
     if url.host_str().is_none_or(str::is_empty) {
         return Err(ApiError::validation(field, "must name a host"));
     }
-    Ok(url.to_string())
+    // Kept and echoed normalised (`http://a?q` becomes `http://a/?q`), so
+    // the limit holds for that form too.
+    let url = url.to_string();
+    if url.len() > MAX_URL_LEN {
+        return Err(ApiError::validation(
+            field,
+            format!("must be at most {MAX_URL_LEN} bytes once normalised"),
+        ));
+    }
+    Ok(url)
 }
 
 pub fn optional_url(field: &str, value: Option<String>) -> Result<Option<String>, ApiError> {
@@ -243,6 +252,12 @@ mod tests {
         assert!(http_url("u", "ftp://example.com/a.png").is_err());
         assert!(http_url("u", "not a url").is_err());
         assert!(http_url("u", "file:///etc/passwd").is_err());
+        // 2048 bytes, but 2049 once the path's `/` is added.
+        let long = format!("http://a?{}", "q".repeat(MAX_URL_LEN - 9));
+        assert_eq!(long.len(), MAX_URL_LEN);
+        assert!(http_url("u", &long).is_err());
+        let with_path = format!("http://a/?{}", "q".repeat(MAX_URL_LEN - 10));
+        assert!(http_url("u", &with_path).is_ok_and(|u| u.len() == MAX_URL_LEN));
     }
 
     #[test]

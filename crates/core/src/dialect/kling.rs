@@ -50,8 +50,12 @@ pub struct CreateImage {
     pub aspect_ratio: Option<String>,
     #[schema(schema_with = schema::url)]
     pub callback_url: Option<String>,
-    /// Your own id for the task, unique per key; not a UUID (task ids are).
-    #[schema(max_length = 128)]
+    /// Your own id for the task, unique per key; not a UUID (task ids are)
+    /// in any form `Uuid::try_parse` reads: simple, hyphenated, braced, URN.
+    #[schema(
+        max_length = 128,
+        pattern = r"^(?!([0-9A-Fa-f]{32}|[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}|\{[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}\}|urn:uuid:[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})$)"
+    )]
     pub external_task_id: Option<String>,
 }
 

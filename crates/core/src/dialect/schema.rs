@@ -17,7 +17,11 @@ pub const NOT_BLANK: &str =
 /// An http(s) URL with a DNS name (its last label not a number, so not an
 /// IP address), an optional port and a path, query and fragment of URL
 /// characters. IP literals are taken too where they are not internal.
-pub const HTTP_URL: &str = "^https?://([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)*[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?([/?#][A-Za-z0-9._~%!$&'()*+,;=:@/?#-]*)?$";
+/// gengate keeps (and echoes) the URL normalised, at most
+/// [`MAX_URL_LEN`](crate::validate::MAX_URL_LEN) bytes too: so `'`, which a
+/// query gets percent-encoded (3 bytes), is left out, and a URL without a
+/// path, which gains a `/`, is at most 2047 bytes (the lookahead).
+pub const HTTP_URL: &str = "^(?=https?://[^/?#]*/|.{0,2047}$)https?://([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)*[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?([/?#][A-Za-z0-9._~%!$&()*+,;=:@/?#-]*)?$";
 
 /// Required text: 1 to `MAX` characters, not only whitespace.
 pub fn text<const MAX: usize>() -> Object {
@@ -56,7 +60,8 @@ pub fn url() -> Object {
         .max_length(Some(crate::validate::MAX_URL_LEN))
         .pattern(Some(format!("^$|{HTTP_URL}")))
         .description(Some(
-            "An http(s) URL (at most 2048 bytes), or empty for none. Refused when its host \
+            "An http(s) URL (at most 2048 bytes, also once normalised: a URL without a path \
+             gains a /), or empty for none. Refused when its host \
              resolves to an internal address; a name that does not resolve yet is taken and \
              checked again when it is used.",
         ))
@@ -70,7 +75,8 @@ pub fn required_url() -> Object {
         .max_length(Some(crate::validate::MAX_URL_LEN))
         .pattern(Some(HTTP_URL))
         .description(Some(
-            "An http(s) URL (at most 2048 bytes), fetched when the task is dispatched. Refused \
+            "An http(s) URL (at most 2048 bytes, also once normalised: a URL without a path \
+             gains a /), fetched when the task is dispatched. Refused \
              when its host resolves to an internal address.",
         ))
         .build()
