@@ -85,6 +85,9 @@ impl fmt::Debug for Credentials {
     }
 }
 
+/// The highest `rate_limit_per_sec` (more is no limit at all).
+pub const MAX_RATE_PER_SEC: f64 = 1e9;
+
 /// Any client-facing model name, in a channel's `models` map.
 pub const ANY_MODEL: &str = "*";
 
@@ -140,6 +143,137 @@ pub struct ChannelSpec {
     /// JSON) with placeholders for prompt, negative prompt, seed and size.
     #[serde(default)]
     pub workflow: Option<String>,
+}
+
+/// The JSON Schema of a channel as the admin API takes it: a `oneOf` per
+/// provider holding the rules [`ChannelSpec::check`] and the adapters
+/// apply (base_url, credentials, sandbox-only fields); with `partial`, a
+/// PATCH: the same fields, each optional, checked with the stored ones.
+pub fn spec_schema(partial: bool) -> serde_json::Value {
+    use serde_json::json;
+    let text = json!({"type": ["string", "null"], "minLength": 1});
+    let int =
+        |min: i64, max: u64| json!({"type": ["integer", "null"], "minimum": min, "maximum": max});
+    let absent = json!({"type": "null"});
+    // Standard Webhooks secrets: whsec_ then non-empty base64.
+    let whsec = json!({"type": ["string", "null"],
+        "pattern": "^(whsec_)?([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{4})$"});
+    let credentials = |api_key: bool, kling_pair: bool, signed: bool| {
+        let mut props = json!({
+            "api_key": text,
+            "access_key": if kling_pair { text.clone() } else { absent.clone() },
+            "secret_key": if kling_pair { text.clone() } else { absent.clone() },
+            "webhook_secret": if signed { whsec.clone() } else { text.clone() },
+        });
+        let mut c = json!({"type": "object", "additionalProperties": false});
+        if api_key && !partial {
+            props["api_key"] = json!({"type": "string", "minLength": 1});
+            c["required"] = json!(["api_key"]);
+        }
+        c["properties"] = props;
+        c
+    };
+    let common = json!({
+        "name": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"},
+        "models": {"type": "object", "minProperties": 1, "additionalProperties": {"type": "string"},
+                   "description": "client model name → upstream model name; \"*\" serves every model"},
+        "priority": {"type": "integer", "minimum": i32::MIN, "maximum": i32::MAX},
+        "weight": {"type": "integer", "minimum": 1, "maximum": u32::MAX},
+        "max_in_flight": int(1, u64::from(u32::MAX)),
+        "max_concurrent_requests": int(1, u64::from(u32::MAX)),
+        "rate_limit_per_sec": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": MAX_RATE_PER_SEC},
+        "deadline_secs": {"type": "object",
+            "additionalProperties": {"type": "integer", "minimum": 1, "maximum": u64::MAX}},
+        "enabled": {"type": "boolean"},
+        "callbacks": {"type": "boolean"},
+        "workflow": {"type": ["string", "null"]},
+        "latency_ms": absent, "failure_rate": absent,
+    });
+    let url = json!({"type": "string", "pattern": "^https?://"});
+    let variant = |provider: &str,
+                   extra: serde_json::Value,
+                   creds: serde_json::Value,
+                   base_url_required: bool| {
+        let mut props = common.clone();
+        props["provider"] = json!({"enum": [provider]});
+        props["base_url"] = if base_url_required && !partial {
+            url.clone()
+        } else {
+            json!({"type": ["string", "null"], "pattern": "^https?://"})
+        };
+        props["credentials"] = creds;
+        if let (Some(p), Some(e)) = (props.as_object_mut(), extra.as_object()) {
+            p.extend(e.clone());
+        }
+        let mut required = vec!["name", "provider", "models"];
+        if base_url_required {
+            required.push("base_url");
+        }
+        let mut v = json!({"type": "object", "additionalProperties": false, "properties": props});
+        if !partial {
+            v["required"] = json!(required);
+        }
+        v
+    };
+    // Credentials a provider cannot do without must be given.
+    let needs = |mut v: serde_json::Value, field: &str| {
+        if let Some(r) = v.get_mut("required").and_then(|r| r.as_array_mut()) {
+            r.push(json!(field));
+        }
+        v
+    };
+    let keyed = |p: &str, signed: bool| {
+        needs(
+            variant(p, json!({}), credentials(true, false, signed), true),
+            "credentials",
+        )
+    };
+    let kling_creds = {
+        let mut c = credentials(false, true, false);
+        if !partial {
+            c["anyOf"] = json!([
+                {"required": ["api_key"], "properties": {"api_key": {"type": "string"}}},
+                {"required": ["access_key", "secret_key"],
+                 "properties": {"access_key": {"type": "string"}, "secret_key": {"type": "string"}}}
+            ]);
+        }
+        c
+    };
+    let variants = vec![
+        variant(
+            "sandbox",
+            json!({"latency_ms": int(0, u64::MAX), "failure_rate": {"type": ["number", "null"], "minimum": 0, "maximum": 1}}),
+            credentials(false, false, false),
+            false,
+        ),
+        keyed("luma", false),
+        needs(
+            variant("kling", json!({}), kling_creds, true),
+            "credentials",
+        ),
+        keyed("replicate", true),
+        keyed("gengate", true),
+        variant(
+            "openai-images",
+            json!({}),
+            credentials(false, false, false),
+            true,
+        ),
+        needs(
+            variant(
+                "comfyui",
+                json!({"workflow": {"type": "string", "description": "The path, on the gengate server, of an API-format workflow JSON"}}),
+                credentials(false, false, false),
+                true,
+            ),
+            "workflow",
+        ),
+    ];
+    if partial {
+        // The provider may be left out: any one variant's fields, optional.
+        return json!({"type": "object", "anyOf": variants});
+    }
+    json!({"oneOf": variants})
 }
 
 fn default_weight() -> u32 {
@@ -226,9 +360,12 @@ impl ChannelSpec {
         }
         if self
             .rate_limit_per_sec
-            .is_some_and(|r| r <= 0.0 || !r.is_finite())
+            .is_some_and(|r| r <= 0.0 || r > MAX_RATE_PER_SEC)
         {
-            return field("rate_limit_per_sec", "must be a positive number");
+            return field(
+                "rate_limit_per_sec",
+                "must be a positive number, at most 1e9",
+            );
         }
         if self.failure_rate.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
             return field("failure_rate", "must be between 0 and 1");

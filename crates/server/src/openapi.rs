@@ -231,8 +231,33 @@ impl Modify for OldVideoPath {
 pub fn document() -> serde_json::Value {
     use gengate_core::dialect::tasks;
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
-    if let Some(s) = doc.pointer_mut("/components/schemas/CreateTask") {
-        *s = tasks::create_task_schema();
+    let create = tasks::create_task_schema();
+    // `input` of either kind, for clients that name the type.
+    let inputs: Vec<_> = (0..2)
+        .filter_map(|i| {
+            create
+                .pointer(&format!("/oneOf/{i}/properties/input"))
+                .cloned()
+        })
+        .collect();
+    if let Some(schemas) = doc
+        .pointer_mut("/components/schemas")
+        .and_then(|s| s.as_object_mut())
+    {
+        schemas.insert(
+            "TaskInput".into(),
+            serde_json::json!({"oneOf": inputs, "description": "What to generate: an image task's input, or a video task's"}),
+        );
+        schemas.insert("CreateTask".into(), create);
+    }
+    for (path, partial) in [
+        ("/paths/~1admin~1channels/post", false),
+        ("/paths/~1admin~1channels~1{name}/patch", true),
+    ] {
+        let body = format!("{path}/requestBody/content/application~1json/schema");
+        if let Some(s) = doc.pointer_mut(&body) {
+            *s = gengate_core::channel::spec_schema(partial);
+        }
     }
     let events =
         "/paths/~1v1~1tasks~1{id}~1events/get/responses/200/content/text~1event-stream/schema";
