@@ -85,6 +85,9 @@ impl fmt::Debug for Credentials {
     }
 }
 
+/// The lowest `rate_limit_per_sec`: one request in about 11 days (the
+/// limiter's period must fit a `Duration`).
+pub const MIN_RATE_PER_SEC: f64 = 1e-6;
 /// The highest `rate_limit_per_sec` (more is no limit at all).
 pub const MAX_RATE_PER_SEC: f64 = 1e9;
 
@@ -181,7 +184,7 @@ pub fn spec_schema(partial: bool) -> serde_json::Value {
         "weight": {"type": "integer", "minimum": 1, "maximum": u32::MAX},
         "max_in_flight": int(1, u64::from(u32::MAX)),
         "max_concurrent_requests": int(1, u64::from(u32::MAX)),
-        "rate_limit_per_sec": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": MAX_RATE_PER_SEC},
+        "rate_limit_per_sec": {"type": ["number", "null"], "minimum": MIN_RATE_PER_SEC, "maximum": MAX_RATE_PER_SEC},
         "deadline_secs": {"type": "object",
             "additionalProperties": {"type": "integer", "minimum": 1, "maximum": u64::MAX}},
         "enabled": {"type": "boolean"},
@@ -360,12 +363,9 @@ impl ChannelSpec {
         }
         if self
             .rate_limit_per_sec
-            .is_some_and(|r| r <= 0.0 || r > MAX_RATE_PER_SEC)
+            .is_some_and(|r| !(MIN_RATE_PER_SEC..=MAX_RATE_PER_SEC).contains(&r))
         {
-            return field(
-                "rate_limit_per_sec",
-                "must be a positive number, at most 1e9",
-            );
+            return field("rate_limit_per_sec", "must be between 1e-6 and 1e9");
         }
         if self.failure_rate.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
             return field("failure_rate", "must be between 0 and 1");
@@ -513,6 +513,14 @@ mod tests {
         c.deadline_secs.clear();
         c.weight = 0;
         assert_eq!(field(&c), "weight");
+        c.weight = 1;
+        for bad in [5e-324, 1e-7, 0.0, -1.0, f64::NAN, 2e9] {
+            c.rate_limit_per_sec = Some(bad);
+            assert_eq!(field(&c), "rate_limit_per_sec", "{bad}");
+        }
+        c.rate_limit_per_sec = Some(MIN_RATE_PER_SEC);
+        assert_eq!(c.check(), Ok(()));
+        c.rate_limit_per_sec = None;
         let mut s = spec("bad name!", 0, 1, &[("*", "*")]);
         assert_eq!(field(&s), "name");
         assert!(s.check().unwrap_err().to_string().contains("channel name"));
