@@ -5,14 +5,12 @@
 //! and a test makes it if it is missing. Without Python or the registry,
 //! the tests skip, except under `CI=true`, where they fail.
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
+use crate::harness::{Backend, Gateway};
 use base64::Engine as _;
-use common::{Backend, Gateway};
 use serde_json::Value;
 
 on_both_backends!(

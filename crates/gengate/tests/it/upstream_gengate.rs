@@ -4,13 +4,11 @@
 //! the media; the upstream holds one task per relayed task; batched polls,
 //! callbacks and refusals are checked against the real upstream server.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Backend, Gateway};
+use crate::harness::{Backend, Gateway};
 use gengate::config::Settings;
 use gengate_core::{
     ChannelSpec, Credentials, Dialect, ImageFormat, ImageRole, ImageSource, ProviderKind, Task,
@@ -644,7 +642,8 @@ async fn answers_that_are_not_gengates_are_classed() {
 
 /// A TCP relay in front of a gateway that notes the request line of every
 /// HTTP request passing through. (The upstream's /metrics cannot count
-/// them: the recorder is process-wide, shared by every gateway in a test.)
+/// them: the recorder is process-wide, shared by every gateway in the
+/// test binary.)
 struct Tap {
     addr: std::net::SocketAddr,
     lines: Arc<Mutex<Vec<String>>>,

@@ -1,9 +1,7 @@
 //! Kling image generation, end to end through the sandbox.
 
-mod common;
-
+use crate::harness::{Backend, Gateway, mean_rgb};
 use base64::Engine as _;
-use common::{Backend, Gateway, mean_rgb};
 use gengate_testkit::{ImageHost, RED_PNG};
 use serde_json::{Value, json};
 

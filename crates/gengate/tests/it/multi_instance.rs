@@ -7,8 +7,6 @@
 //! submitted without recording it; every task's events are recorded once
 //! each, in order.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -16,8 +14,8 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use sqlx::Connection;
 
-use common::Backend;
-use common::procs::{ADMIN, Place, Proc, cli, post, serve};
+use crate::harness::Backend;
+use crate::harness::procs::{ADMIN, Place, Proc, cli, post, serve};
 use gengate_testkit::Receiver;
 
 const TASKS: usize = 5000;
@@ -65,7 +63,7 @@ async fn create(http: &reqwest::Client, base: &str, i: usize, hook: &str) -> Opt
 
 #[tokio::test(flavor = "multi_thread")]
 async fn three_instances_one_killed_lose_nothing_and_submit_once() {
-    if !common::postgres_available().await {
+    if !crate::harness::postgres_available().await {
         return;
     }
     let place = Place::new(Backend::Postgres).await;

@@ -1,6 +1,5 @@
 //! Starting a real gengate for a test: in-process on 127.0.0.1:0 with a
 //! fresh data directory, spoken to over HTTP like any client.
-#![allow(dead_code)] // each test binary uses its own share of these helpers
 
 pub mod procs;
 
@@ -31,20 +30,19 @@ pub enum Backend {
 }
 
 /// Run each listed `async fn(Backend)` as one test per backend.
-#[macro_export]
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
             $(#[tokio::test(flavor = "multi_thread")]
             async fn $name() {
-                super::$name($crate::common::Backend::Sqlite).await;
+                super::$name($crate::harness::Backend::Sqlite).await;
             })*
         }
         mod postgres {
             $(#[tokio::test(flavor = "multi_thread")]
             async fn $name() {
-                if $crate::common::postgres_available().await {
-                    super::$name($crate::common::Backend::Postgres).await;
+                if $crate::harness::postgres_available().await {
+                    super::$name($crate::harness::Backend::Postgres).await;
                 }
             })*
         }

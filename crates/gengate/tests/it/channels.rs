@@ -2,12 +2,10 @@
 //! the emulated Kling API, routing by priority, failing over, and turning
 //! each upstream error class into what a client can act on.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{Backend, Gateway, mean_rgb};
+use crate::harness::{Backend, Gateway, mean_rgb};
 use gengate_core::{ChannelSpec, Credentials, ProviderKind};
 use gengate_testkit::kling::color_for;
 use gengate_testkit::{Fault, KlingAccount, KlingEmu};

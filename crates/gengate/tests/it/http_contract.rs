@@ -1,9 +1,7 @@
 //! What every endpoint answers to requests that are wrong before any field
 //! is read: keys, content types, sizes, unknown ids; and isolation between keys.
 
-mod common;
-
-use common::{Backend, Gateway};
+use crate::harness::{Backend, Gateway};
 use reqwest::Method;
 use serde_json::{Value, json};
 

@@ -1,14 +1,12 @@
 //! The real binary: first start, key commands, and restarts after SIGKILL
 //! and SIGTERM with tasks in flight. Nothing accepted is ever lost.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use common::Backend;
-use common::procs::{ADMIN, Place, cli, post, serve};
+use crate::harness::Backend;
+use crate::harness::procs::{ADMIN, Place, cli, post, serve};
 use gengate_testkit::{Receiver, Reply};
 
 on_both_backends!(

@@ -1,11 +1,9 @@
 //! Luma's official API under `/dream-machine/v1`, spoken to as the lumaai
 //! SDK would, every answer checked against Luma's own OpenAPI spec.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Backend, Gateway};
+use crate::harness::{Backend, Gateway};
 use gengate_core::Dialect;
 use gengate_testkit::image_host::ImageHost;
 use gengate_testkit::receiver::Receiver;

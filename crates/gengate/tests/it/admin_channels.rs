@@ -2,13 +2,11 @@
 //! (`/admin/channels`) and the `gengate channels` command, on both stores.
 //! Credentials go in and are used, and never come back out.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::procs::{ADMIN, BIN, Place, serve};
-use common::{Backend, Gateway};
+use crate::harness::procs::{ADMIN, BIN, Place, serve};
+use crate::harness::{Backend, Gateway};
 use gengate_core::{ChannelSpec, ProviderKind};
 use gengate_testkit::{KlingAccount, KlingEmu};
 use serde_json::{Value, json};

@@ -2,11 +2,9 @@
 //! per Standard Webhooks, retried on the (compressed) schedule, stopped by
 //! 410, and never sent to an address the policy refuses.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Backend, Gateway};
+use crate::harness::{Backend, Gateway};
 use gengate_core::DeliveryState;
 use gengate_testkit::{Received, Receiver, Reply};
 use serde_json::{Value, json};

@@ -1,12 +1,10 @@
 //! gengate's own task API under `/v1/tasks`, and `/v1/models`, end to end
 //! through the sandbox.
 
-mod common;
-
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
-use common::{Backend, Gateway};
+use crate::harness::{Backend, Gateway};
 use gengate_core::{ChannelSpec, ProviderKind};
 use serde_json::{Value, json};
 

@@ -5,12 +5,10 @@
 //! submitted twice where the upstream has an idempotency key, and no
 //! request broke an upstream's spec.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{Backend, Gateway};
+use crate::harness::{Backend, Gateway};
 use gengate_core::{ChannelSpec, Credentials, ProviderKind};
 use gengate_testkit::comfyui::ComfyEmu;
 use gengate_testkit::faults::Fault;

@@ -2,10 +2,8 @@
 //! OpenAI's shape (checked against OpenAI's own spec), its error envelope,
 //! and what happens when the task fails or outlasts the wait.
 
-mod common;
-
+use crate::harness::{Backend, Gateway};
 use base64::Engine as _;
-use common::{Backend, Gateway};
 use gengate_core::Dialect;
 use serde_json::{Value, json};
 

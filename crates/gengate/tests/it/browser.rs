@@ -2,12 +2,10 @@
 //! and renders the API reference page with nothing but gengate to reach.
 //! `.ci/run` installs Chromium; under `CI=true` its absence fails the test.
 
-mod common;
-
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{Backend, Gateway};
+use crate::harness::{Backend, Gateway};
 use serde_json::{Value, json};
 
 on_both_backends!(

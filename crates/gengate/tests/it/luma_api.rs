@@ -1,8 +1,6 @@
 //! The seed's Luma task API, end to end through the sandbox.
 
-mod common;
-
-use common::{Backend, Gateway, assert_same_shape, mean_rgb};
+use crate::harness::{Backend, Gateway, assert_same_shape, mean_rgb};
 use serde_json::{Value, json};
 
 on_both_backends!(
@@ -15,7 +13,7 @@ on_both_backends!(
     a_slow_input_image_is_fetched_and_submitted_once,
 );
 
-const SEED: &str = include_str!("fixtures/seed_batch_response.json");
+const SEED: &str = include_str!("../fixtures/seed_batch_response.json");
 
 async fn create(gw: &Gateway, key: &str, body: Value) -> String {
     let (status, v) = gw.post("/luma/generations", key, body).await;
