@@ -3,13 +3,13 @@
 
 use std::io::Cursor;
 
-use crate::harness::{Backend, Gateway};
+use crate::harness::{Backend, TestApp};
 use serde_json::json;
 
 on_both_backends!(the_video_is_an_h264_mp4_of_five_seconds_served_with_ranges,);
 
 async fn the_video_is_an_h264_mp4_of_five_seconds_served_with_ranges(backend: Backend) {
-    let gw = Gateway::start(backend).await;
+    let gw = TestApp::on(backend).start().await;
     let (_, v) = gw
         .post(
             "/luma/generations",

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::harness::{Backend, Gateway};
+use crate::harness::{Backend, Gateway, TestApp, poll_until, sandbox_channel};
 use gengate::config::Settings;
 use gengate_core::{
     ChannelSpec, Credentials, Dialect, ImageFormat, ImageRole, ImageSource, ProviderKind, Task,
@@ -52,14 +52,14 @@ async fn chain(
     relay_channels: impl FnOnce(&str, &str) -> Vec<ChannelSpec>,
     relay: impl FnOnce(&mut Settings),
 ) -> Chain {
-    let up = Gateway::start_with(Backend::Sqlite, upstream).await;
+    let up = TestApp::on(Backend::Sqlite).with(upstream).start().await;
     let relay_key = up.new_key("relay").await;
     let channels = relay_channels(&up.base, &relay_key);
-    let down = Gateway::start_with(Backend::Sqlite, |s| {
-        s.channels = channels;
-        relay(s);
-    })
-    .await;
+    let down = TestApp::on(Backend::Sqlite)
+        .with(|s| s.channels = channels)
+        .with(relay)
+        .start()
+        .await;
     let client = down.new_key("client").await;
     Chain {
         up,
@@ -377,22 +377,18 @@ fn video_url(outcome: &PollOutcome) -> &str {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn many_video_tasks_are_polled_in_batches() {
-    let up = Gateway::start_with(Backend::Sqlite, |s| {
-        s.channels = vec![
-            ChannelSpec {
-                latency_ms: Some(1500),
-                ..ChannelSpec::new("sandbox", ProviderKind::Sandbox)
-            },
-            ChannelSpec {
-                models: BTreeMap::from([("doomed".into(), "doomed".into())]),
-                priority: 1,
-                latency_ms: Some(100),
-                failure_rate: Some(1.0),
-                ..ChannelSpec::new("failing", ProviderKind::Sandbox)
-            },
-        ];
-    })
-    .await;
+    let up = TestApp::on(Backend::Sqlite)
+        .channel(ChannelSpec {
+            latency_ms: Some(1500),
+            ..ChannelSpec::new("sandbox", ProviderKind::Sandbox)
+        })
+        .channel(ChannelSpec {
+            priority: 1,
+            failure_rate: Some(1.0),
+            ..sandbox_channel("failing", &["doomed"], 100)
+        })
+        .start()
+        .await;
     let key = up.new_key("relay").await;
     let tap = Tap::start(&up.base).await;
     let provider = for_channel(&gengate_channel("relay", &tap.base(), &key), None).unwrap();
@@ -467,7 +463,7 @@ async fn many_video_tasks_are_polled_in_batches() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_retaken_image_task_is_submitted_once_with_its_uploaded_image() {
-    let up = Gateway::start(Backend::Sqlite).await;
+    let up = TestApp::on(Backend::Sqlite).start().await;
     let key = up.new_key("relay").await;
     let provider = for_channel(&gengate_channel("relay", &up.base, &key), None).unwrap();
     let task = pending_task(TaskKind::Image, "retaken");
@@ -504,7 +500,7 @@ async fn a_retaken_image_task_is_submitted_once_with_its_uploaded_image() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_upstreams_callbacks_read_as_news_of_the_task() {
     let rx = Receiver::start().await;
-    let up = Gateway::start(Backend::Sqlite).await;
+    let up = TestApp::on(Backend::Sqlite).start().await;
     let key = up.new_key("relay").await;
     // With the relay key's signing secret, callbacks must carry its signature.
     let mut channel = gengate_channel("relay", &up.base, &key);
@@ -527,30 +523,23 @@ async fn the_upstreams_callbacks_read_as_news_of_the_task() {
     }
     for (upstream_ref, path) in refs {
         // Every change is called back; wait for the one announcing the end.
-        let start = std::time::Instant::now();
-        let last = loop {
-            let got: Vec<_> = rx
-                .wait_for(usize::MAX, Duration::from_millis(200))
-                .await
-                .into_iter()
-                .filter(|r| r.path == path)
-                .collect();
-            let news: Vec<_> = got
-                .iter()
-                .map(|r| provider.read_callback(&r.headers, &r.body).expect("read"))
-                .collect();
-            if let Some(n) = news
-                .iter()
-                .find(|n| !matches!(n.outcome, PollOutcome::Running { .. }))
-            {
-                break n.clone();
-            }
-            assert!(
-                start.elapsed() < WAIT,
-                "no end among {} callbacks",
-                got.len()
-            );
-        };
+        let last = poll_until(
+            "a callback announcing the end",
+            WAIT,
+            Duration::from_millis(200),
+            async || {
+                let got: Vec<_> = rx
+                    .received()
+                    .into_iter()
+                    .filter(|r| r.path == path)
+                    .collect();
+                got.iter()
+                    .map(|r| provider.read_callback(&r.headers, &r.body).expect("read"))
+                    .find(|n| !matches!(n.outcome, PollOutcome::Running { .. }))
+                    .ok_or_else(|| format!("{} callbacks", got.len()))
+            },
+        )
+        .await;
         assert!(
             upstream_ref.ends_with(&last.upstream_id),
             "{upstream_ref} vs {}",

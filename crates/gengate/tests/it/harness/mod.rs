@@ -1,26 +1,25 @@
-//! Starting a real gengate for a test: in-process on 127.0.0.1:0 with a
-//! fresh data directory, spoken to over HTTP like any client.
+//! Starting a real gengate for a test: [`TestApp`] builds one (a backend,
+//! settings, channels on emulated upstreams) and starts it in-process on
+//! 127.0.0.1:0 with a fresh data directory; the [`Gateway`] it answers is
+//! spoken to over HTTP like any client.
 
+pub mod events;
 pub mod procs;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gengate::app::{self, Running};
 use gengate::config::Settings;
+use gengate_core::{ChannelSpec, ProviderKind};
 use gengate_store::TaskStore;
 use serde_json::Value;
 
-pub struct Gateway {
-    running: Option<Running>,
-    pg: Option<gengate_testkit::PgTestDb>,
-    pub base: String,
-    pub admin: String,
-    pub dir: tempfile::TempDir,
-    pub settings: Settings,
-    pub http: reqwest::Client,
-    store: Arc<dyn TaskStore>,
-}
+pub use events::Event;
+
+/// How long a test waits for a task to reach a state before it fails.
+pub const TASK_WAIT: Duration = Duration::from_secs(60);
 
 /// Which store a test's gateway runs on; every integration test runs on both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,25 +53,113 @@ pub async fn postgres_available() -> bool {
     gengate_testkit::PgTestDb::reachable().await
 }
 
-pub fn settings_in(dir: &std::path::Path) -> Settings {
-    Settings {
-        listen: "127.0.0.1:0".into(),
-        data_dir: dir.to_path_buf(),
-        sandbox_latency_ms: 100,
-        // The image host and callback receivers of the tests listen here.
-        allow_network: vec!["127.0.0.1/32".into()],
-        ..Settings::default()
+/// An emulated upstream a channel can point at.
+pub trait Upstream {
+    fn base_url(&self) -> String;
+}
+
+macro_rules! upstreams {
+    ($($emu:ty),*) => {$(
+        impl Upstream for $emu {
+            fn base_url(&self) -> String {
+                <$emu>::base_url(self)
+            }
+        }
+    )*};
+}
+upstreams!(
+    gengate_testkit::KlingEmu,
+    gengate_testkit::luma::LumaEmu,
+    gengate_testkit::replicate::ReplicateEmu,
+    gengate_testkit::openai_images::OpenAiImagesEmu,
+    gengate_testkit::comfyui::ComfyEmu
+);
+
+/// A channel of `provider` named `name` on `upstream`, serving `models`
+/// (gengate's name, the upstream's); credentials are the caller's to add.
+pub fn channel_on(
+    upstream: &impl Upstream,
+    name: &str,
+    provider: ProviderKind,
+    models: &[(&str, &str)],
+) -> ChannelSpec {
+    ChannelSpec {
+        base_url: Some(upstream.base_url()),
+        models: model_map(models),
+        ..ChannelSpec::new(name, provider)
     }
 }
 
-impl Gateway {
-    pub async fn start(backend: Backend) -> Gateway {
-        Gateway::start_with(backend, |_| {}).await
+/// A sandbox channel named `name` serving `models` (each under its own
+/// name), its jobs taking `latency_ms`.
+pub fn sandbox_channel(name: &str, models: &[&str], latency_ms: u64) -> ChannelSpec {
+    ChannelSpec {
+        models: models
+            .iter()
+            .map(|m| (m.to_string(), m.to_string()))
+            .collect(),
+        latency_ms: Some(latency_ms),
+        ..ChannelSpec::new(name, ProviderKind::Sandbox)
+    }
+}
+
+fn model_map(models: &[(&str, &str)]) -> BTreeMap<String, String> {
+    models
+        .iter()
+        .map(|(ours, theirs)| (ours.to_string(), theirs.to_string()))
+        .collect()
+}
+
+/// A gengate to start: its backend and settings, built up before `start`.
+/// Without channels it runs the built-in sandbox channel (100 ms jobs).
+pub struct TestApp {
+    backend: Backend,
+    dir: tempfile::TempDir,
+    settings: Settings,
+}
+
+impl TestApp {
+    pub fn on(backend: Backend) -> TestApp {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let settings = Settings {
+            listen: "127.0.0.1:0".into(),
+            data_dir: dir.path().to_path_buf(),
+            sandbox_latency_ms: 100,
+            // The image host and callback receivers of the tests listen here.
+            allow_network: vec!["127.0.0.1/32".into()],
+            ..Settings::default()
+        };
+        TestApp {
+            backend,
+            dir,
+            settings,
+        }
     }
 
-    pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> Gateway {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut settings = settings_in(dir.path());
+    /// How long the built-in sandbox channel's jobs take.
+    pub fn sandbox_latency_ms(mut self, ms: u64) -> TestApp {
+        self.settings.sandbox_latency_ms = ms;
+        self
+    }
+
+    /// Any other setting (`data_dir` is already the test's own directory).
+    pub fn with(mut self, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+        tweak(&mut self.settings);
+        self
+    }
+
+    /// A channel, in place of the built-in sandbox one.
+    pub fn channel(mut self, spec: ChannelSpec) -> TestApp {
+        self.settings.channels.push(spec);
+        self
+    }
+
+    pub async fn start(self) -> Gateway {
+        let TestApp {
+            backend,
+            dir,
+            mut settings,
+        } = self;
         let pg = match backend {
             Backend::Sqlite => None,
             Backend::Postgres => Some(
@@ -81,8 +168,9 @@ impl Gateway {
                     .expect("PostgreSQL was reachable a moment ago"),
             ),
         };
-        settings.database_url = pg.as_ref().map(|db| db.url.clone());
-        tweak(&mut settings);
+        if let Some(db) = &pg {
+            settings.database_url = Some(db.url.clone());
+        }
         let running = app::start(settings.clone()).await.expect("gengate starts");
         let admin = running.new_admin_key.clone().expect("a first admin key");
         let base = format!("http://{}", running.addr);
@@ -100,7 +188,21 @@ impl Gateway {
             store,
         }
     }
+}
 
+/// A running gengate, its first admin key, and its store to look into.
+pub struct Gateway {
+    running: Option<Running>,
+    pg: Option<gengate_testkit::PgTestDb>,
+    pub base: String,
+    pub admin: String,
+    pub dir: tempfile::TempDir,
+    pub settings: Settings,
+    pub http: reqwest::Client,
+    store: Arc<dyn TaskStore>,
+}
+
+impl Gateway {
     pub async fn stop(mut self) {
         if let Some(r) = self.running.take() {
             r.stop().await.expect("clean stop");
@@ -119,12 +221,7 @@ impl Gateway {
 
     /// How many tasks of `dialect` the key owns, straight from the store.
     pub async fn task_count(&self, key: &str, dialect: gengate_core::Dialect) -> u64 {
-        let k = self
-            .store
-            .key_by_hash(&gengate_server::auth::hash_key(key))
-            .await
-            .unwrap()
-            .expect("known key");
+        let k = self.key_record(key).await;
         self.store.list_tasks(k.id, dialect, 0, 1).await.unwrap().1
     }
 
@@ -192,41 +289,75 @@ impl Gateway {
         )
     }
 
-    /// Poll a Luma task until it is terminal.
-    pub async fn wait_luma(&self, key: &str, id: &str) -> Value {
-        self.wait(&format!("/luma/generations/{id}"), key, |v| {
-            matches!(v["state"].as_str(), Some("completed" | "failed"))
-        })
-        .await
+    /// Task `id`'s events as they come, until one whose state `stop`
+    /// accepts or the stream's end (after the terminal event).
+    pub async fn watch(&self, key: &str, id: &str, stop: impl Fn(&str) -> bool) -> Vec<Event> {
+        events::watch(&self.http, &self.base, key, id, TASK_WAIT, stop).await
     }
 
-    /// Poll a Kling task until it is terminal; answers `data`.
-    pub async fn wait_kling(&self, key: &str, id: &str) -> Value {
-        let v = self
-            .wait(&format!("/kling/v1/images/generations/{id}"), key, |v| {
-                matches!(
-                    v["data"]["task_status"].as_str(),
-                    Some("succeed" | "failed")
-                )
-            })
-            .await;
-        v["data"].clone()
-    }
-
-    async fn wait(&self, path: &str, key: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let start = Instant::now();
-        loop {
-            let (status, v) = self.get(path, key).await;
-            assert_eq!(status, 200, "GET {path}: {v}");
-            if done(&v) {
-                return v;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "{path} did not finish: {v}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+    /// Waits for task `id` (of any dialect) to reach `state`; answers the
+    /// task (gengate's view) as it stood then.
+    pub async fn wait_state(&self, key: &str, id: &str, state: &str) -> Value {
+        let seen = self.watch(key, id, |s| s == state).await;
+        match seen.last() {
+            Some(e) if e.state == state => e.data["task"].clone(),
+            _ => panic!("task {id} ended without becoming {state}: {seen:?}"),
         }
+    }
+
+    /// Waits for task `id` to reach a terminal state; answers its events.
+    pub async fn wait_done(&self, key: &str, id: &str) -> Vec<Event> {
+        events::wait_done(&self.http, &self.base, key, id, TASK_WAIT).await
+    }
+
+    /// Waits for task `id` to end, then answers `GET path` (its view in
+    /// some dialect).
+    pub async fn finished(&self, key: &str, id: &str, path: &str) -> Value {
+        self.wait_done(key, id).await;
+        let (status, v) = self.get(path, key).await;
+        assert_eq!(status, 200, "GET {path}: {v}");
+        v
+    }
+
+    /// A Luma task, once terminal.
+    pub async fn wait_luma(&self, key: &str, id: &str) -> Value {
+        self.finished(key, id, &format!("/luma/generations/{id}"))
+            .await
+    }
+
+    /// A Kling task's `data`, once terminal.
+    pub async fn wait_kling(&self, key: &str, id: &str) -> Value {
+        self.finished(key, id, &format!("/kling/v1/images/generations/{id}"))
+            .await["data"]
+            .clone()
+    }
+
+    /// A task of gengate's own API (`/v1/tasks`), once terminal.
+    pub async fn wait_task(&self, key: &str, id: &str) -> Value {
+        self.finished(key, id, &format!("/v1/tasks/{id}")).await
+    }
+}
+
+/// Asks `probe` every `every` until it answers `Ok`, for what no event
+/// announces (a callback receiver's count, rows in a store, a config
+/// another process wrote); `Err` says what it saw, for the panic after
+/// `within`.
+pub async fn poll_until<T>(
+    what: &str,
+    within: Duration,
+    every: Duration,
+    mut probe: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
+    let start = Instant::now();
+    loop {
+        match probe().await {
+            Ok(v) => return v,
+            Err(seen) => assert!(
+                start.elapsed() < within,
+                "{what}: not within {within:?} (last seen: {seen})"
+            ),
+        }
+        tokio::time::sleep(every).await;
     }
 }
 
