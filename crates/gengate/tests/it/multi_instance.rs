@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use sqlx::Connection;
 
 use crate::harness::procs::{ADMIN, Place, Proc, cli, post, serve};
-use crate::harness::{Backend, poll_until};
+use crate::harness::{Backend, poll_until, the_machine_alone};
 use gengate_testkit::Receiver;
 
 const TASKS: usize = 5000;
@@ -84,6 +84,8 @@ async fn three_instances_one_killed_lose_nothing_and_submit_once() {
     if !crate::harness::postgres_available().await {
         return;
     }
+    // 5 000 tasks through three processes take both cores for minutes.
+    let _alone = the_machine_alone().await;
     let place = Place::new(Backend::Postgres).await;
     let db_url = place.pg.as_ref().expect("a database").url.clone();
     let log = place.dir.path().join("submits.log");

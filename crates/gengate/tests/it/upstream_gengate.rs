@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::harness::{Backend, Gateway, TestApp, poll_until, sandbox_channel};
+use crate::harness::{Backend, Gateway, TestApp, poll_until, sandbox_channel, sharing_the_machine};
 use gengate::config::Settings;
 use gengate_core::{
     ChannelSpec, Credentials, Dialect, ImageFormat, ImageRole, ImageSource, ProviderKind, Task,
@@ -136,6 +136,7 @@ async fn upstream_file(up: &Gateway, url: &Value) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn videos_and_images_complete_with_the_relays_own_media() {
+    let _turn = sharing_the_machine().await;
     let host = ImageHost::start().await;
     let c = relay_chain(|_| {}).await;
     let red = host.url("/red.png");
@@ -251,6 +252,7 @@ async fn videos_and_images_complete_with_the_relays_own_media() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn upstream_failures_and_refusals_reach_the_client_with_their_reason() {
+    let _turn = sharing_the_machine().await;
     let c = chain(
         |s| s.sandbox_failure_rate = 1.0,
         |base, key| {
@@ -301,6 +303,7 @@ async fn upstream_failures_and_refusals_reach_the_client_with_their_reason() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_key_fails_the_task_without_showing_the_key() {
+    let _turn = sharing_the_machine().await;
     const WRONG: &str = "gg_not-a-key-of-the-upstream-0123456789abcdef";
     let c = chain(
         |_| {},
@@ -377,6 +380,7 @@ fn video_url(outcome: &PollOutcome) -> &str {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn many_video_tasks_are_polled_in_batches() {
+    let _turn = sharing_the_machine().await;
     let up = TestApp::on(Backend::Sqlite)
         .channel(ChannelSpec {
             latency_ms: Some(1500),
@@ -463,6 +467,7 @@ async fn many_video_tasks_are_polled_in_batches() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_retaken_image_task_is_submitted_once_with_its_uploaded_image() {
+    let _turn = sharing_the_machine().await;
     let up = TestApp::on(Backend::Sqlite).start().await;
     let key = up.new_key("relay").await;
     let provider = for_channel(&gengate_channel("relay", &up.base, &key), None).unwrap();
@@ -499,6 +504,7 @@ async fn a_retaken_image_task_is_submitted_once_with_its_uploaded_image() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_upstreams_callbacks_read_as_news_of_the_task() {
+    let _turn = sharing_the_machine().await;
     let rx = Receiver::start().await;
     let up = TestApp::on(Backend::Sqlite).start().await;
     let key = up.new_key("relay").await;
@@ -577,6 +583,7 @@ async fn the_upstreams_callbacks_read_as_news_of_the_task() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn answers_that_are_not_gengates_are_classed() {
+    let _turn = sharing_the_machine().await;
     let mut fake = Receiver::start().await;
     let provider = for_channel(&gengate_channel("relay", &fake.url(""), "gg_k"), None).unwrap();
     let task = luma_task("classed");

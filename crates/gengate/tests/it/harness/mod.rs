@@ -15,6 +15,7 @@ use gengate::config::Settings;
 use gengate_core::{ChannelSpec, ProviderKind};
 use gengate_store::TaskStore;
 use serde_json::Value;
+use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 pub use events::Event;
 
@@ -28,24 +29,46 @@ pub enum Backend {
     Postgres,
 }
 
-/// Run each listed `async fn(Backend)` as one test per backend.
+/// Run each listed `async fn(Backend)` as one test per backend, beside
+/// other tests; after `alone:`, each with the machine to itself.
 macro_rules! on_both_backends {
+    (alone: $($name:ident),* $(,)?) => {
+        on_both_backends!(@turn the_machine_alone; $($name),*);
+    };
     ($($name:ident),* $(,)?) => {
+        on_both_backends!(@turn sharing_the_machine; $($name),*);
+    };
+    (@turn $turn:ident; $($name:ident),*) => {
         mod sqlite {
             $(#[tokio::test(flavor = "multi_thread")]
             async fn $name() {
+                let _turn = $crate::harness::$turn().await;
                 super::$name($crate::harness::Backend::Sqlite).await;
             })*
         }
         mod postgres {
             $(#[tokio::test(flavor = "multi_thread")]
             async fn $name() {
+                let _turn = $crate::harness::$turn().await;
                 if $crate::harness::postgres_available().await {
                     super::$name($crate::harness::Backend::Postgres).await;
                 }
             })*
         }
     };
+}
+
+/// The tests share one process; one that loads the whole machine holds
+/// this for writing (as if in a binary of its own, run alone), the others
+/// for reading, so no timed test starves beside it.
+static MACHINE: RwLock<()> = RwLock::const_new(());
+
+pub async fn sharing_the_machine() -> RwLockReadGuard<'static, ()> {
+    MACHINE.read().await
+}
+
+pub async fn the_machine_alone() -> RwLockWriteGuard<'static, ()> {
+    MACHINE.write().await
 }
 
 /// Whether the test PostgreSQL server answers (skips say so; CI fails instead).
