@@ -419,8 +419,18 @@ async fn a_receiver_that_comes_back_gets_its_callbacks(backend: Backend) {
     let got = rx.wait_for(1, WAIT).await;
     let body: Value = serde_json::from_slice(&got[0].body).unwrap();
     assert_eq!(body["state"], "pending");
-    let deliveries = gw.store().task_deliveries(id).await.unwrap();
-    let (_, attempts) = &deliveries[0];
+    // The receiver has the callback before the attempt that sent it is
+    // recorded.
+    let attempts = poll_until("the delivering attempt recorded", WAIT, POLL, async || {
+        let deliveries = gw.store().task_deliveries(id).await.unwrap();
+        let (_, attempts) = deliveries.into_iter().next().expect("a delivery");
+        if attempts.iter().any(|a| a.status.is_some()) {
+            Ok(attempts)
+        } else {
+            Err(format!("{attempts:?}"))
+        }
+    })
+    .await;
     assert!(attempts.len() >= 2, "{attempts:?}");
     assert!(
         attempts[0].status.is_none() && attempts[0].error.is_some(),
