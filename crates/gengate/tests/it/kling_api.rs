@@ -1,9 +1,7 @@
 //! Kling image generation, end to end through the sandbox.
 
-mod common;
-
+use crate::harness::{Backend, Gateway, TestApp, mean_rgb};
 use base64::Engine as _;
-use common::{Backend, Gateway, mean_rgb};
 use gengate_testkit::{ImageHost, RED_PNG};
 use serde_json::{Value, json};
 
@@ -29,7 +27,7 @@ async fn create(gw: &Gateway, key: &str, body: Value) -> Value {
 }
 
 async fn images_are_generated_at_the_asked_ratio(backend: Backend) {
-    let gw = Gateway::start(backend).await;
+    let gw = TestApp::on(backend).start().await;
     let t = create(
         &gw,
         &gw.admin,
@@ -66,7 +64,7 @@ async fn images_are_generated_at_the_asked_ratio(backend: Backend) {
 }
 
 async fn the_same_prompt_and_seed_give_the_same_image(backend: Backend) {
-    let gw = Gateway::start(backend).await;
+    let gw = TestApp::on(backend).start().await;
     let a = create(
         &gw,
         &gw.admin,
@@ -103,7 +101,7 @@ async fn the_same_prompt_and_seed_give_the_same_image(backend: Backend) {
 
 async fn reference_images_by_url_and_inline_are_used(backend: Backend) {
     let host = ImageHost::start().await;
-    let gw = Gateway::start(backend).await;
+    let gw = TestApp::on(backend).start().await;
     let b64 = base64::engine::general_purpose::STANDARD.encode(RED_PNG);
     let plain = create(
         &gw,
@@ -169,7 +167,10 @@ async fn reference_images_by_url_and_inline_are_used(backend: Backend) {
 
 async fn image_urls_that_cannot_be_used_fail_the_task_clearly(backend: Backend) {
     let host = ImageHost::start().await;
-    let gw = Gateway::start_with(backend, |s| s.fetch_timeout_secs = 1).await;
+    let gw = TestApp::on(backend)
+        .with(|s| s.fetch_timeout_secs = 1)
+        .start()
+        .await;
     let cases = [
         ("/missing.png", "HTTP 404"),
         ("/anim.gif", "not a jpg, jpeg or png"),
@@ -197,7 +198,10 @@ async fn image_urls_that_cannot_be_used_fail_the_task_clearly(backend: Backend) 
 }
 
 async fn failures_use_klings_states(backend: Backend) {
-    let gw = Gateway::start_with(backend, |s| s.sandbox_failure_rate = 1.0).await;
+    let gw = TestApp::on(backend)
+        .with(|s| s.sandbox_failure_rate = 1.0)
+        .start()
+        .await;
     let t = create(&gw, &gw.admin, json!({"prompt": "doomed"})).await;
     let done = gw
         .wait_kling(&gw.admin, t["task_id"].as_str().unwrap())
@@ -214,7 +218,10 @@ async fn failures_use_klings_states(backend: Backend) {
 }
 
 async fn external_task_ids_are_unique_per_key(backend: Backend) {
-    let gw = Gateway::start_with(backend, |s| s.sandbox_latency_ms = 60_000).await;
+    let gw = TestApp::on(backend)
+        .sandbox_latency_ms(60_000)
+        .start()
+        .await;
     let other = gw.new_key("other").await;
     create(
         &gw,
@@ -248,7 +255,10 @@ async fn external_task_ids_are_unique_per_key(backend: Backend) {
 }
 
 async fn listing_pages_newest_first(backend: Backend) {
-    let gw = Gateway::start_with(backend, |s| s.sandbox_latency_ms = 60_000).await;
+    let gw = TestApp::on(backend)
+        .sandbox_latency_ms(60_000)
+        .start()
+        .await;
     let mut ids = Vec::new();
     for i in 0..7 {
         let t = create(&gw, &gw.admin, json!({"prompt": format!("p{i}")})).await;
@@ -289,7 +299,7 @@ async fn listing_pages_newest_first(backend: Backend) {
 }
 
 async fn bad_input_is_a_400_naming_the_field_and_stores_nothing(backend: Backend) {
-    let gw = Gateway::start(backend).await;
+    let gw = TestApp::on(backend).start().await;
     let gif =
         base64::engine::general_purpose::STANDARD.encode(b"GIF89a\x01\x00\x01\x00\x00\x00\x00;");
     let big = "A".repeat(14 * 1024 * 1024);

@@ -2,12 +2,10 @@
 //! and renders the API reference page with nothing but gengate to reach.
 //! `.ci/run` installs Chromium; under `CI=true` its absence fails the test.
 
-mod common;
-
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{Backend, Gateway};
+use crate::harness::{Backend, TestApp};
 use serde_json::{Value, json};
 
 on_both_backends!(
@@ -88,7 +86,7 @@ async fn dump_dom(chromium: &std::path::Path, url: &str, extra: &[&str]) -> (Str
 
 async fn chromium_plays_and_seeks_the_sandbox_video(backend: Backend) {
     let Some(chromium) = chromium() else { return };
-    let gw = Gateway::start(backend).await;
+    let gw = TestApp::on(backend).start().await;
     let (_, v) = gw
         .post(
             "/luma/generations",
@@ -128,7 +126,7 @@ async fn chromium_plays_and_seeks_the_sandbox_video(backend: Backend) {
 }
 
 async fn the_api_reference_renders_every_api_offline(backend: Backend) {
-    let gw = Gateway::start(backend).await;
+    let gw = TestApp::on(backend).start().await;
     // The page and what it loads are gengate's own: no absolute URL.
     let (status, ct, html) = gw.bytes(&format!("{}/docs/", gw.base)).await;
     assert_eq!((status, ct.as_str()), (200, "text/html"));

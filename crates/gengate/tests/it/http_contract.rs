@@ -1,9 +1,7 @@
 //! What every endpoint answers to requests that are wrong before any field
 //! is read: keys, content types, sizes, unknown ids; and isolation between keys.
 
-mod common;
-
-use common::{Backend, Gateway};
+use crate::harness::{Backend, TestApp};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -35,7 +33,7 @@ fn kling_error(v: &Value, code: u64) -> &str {
 }
 
 async fn keys_are_required_and_checked(backend: Backend) {
-    let gw = Gateway::start(backend).await;
+    let gw = TestApp::on(backend).start().await;
     let body = || Some(("application/json", br#"{"prompt":"a"}"#.to_vec()));
     for (method, path) in [
         (Method::POST, LUMA),
@@ -69,7 +67,7 @@ async fn keys_are_required_and_checked(backend: Backend) {
 }
 
 async fn bodies_must_be_json_objects_within_the_limit(backend: Backend) {
-    let gw = Gateway::start(backend).await;
+    let gw = TestApp::on(backend).start().await;
     let key = Some(gw.admin.as_str());
     for path in [LUMA, "/luma/tasks", KLING] {
         let (s, v) = gw
@@ -133,7 +131,7 @@ async fn bodies_must_be_json_objects_within_the_limit(backend: Backend) {
 }
 
 async fn unknown_ids_and_paths_are_404(backend: Backend) {
-    let gw = Gateway::start(backend).await;
+    let gw = TestApp::on(backend).start().await;
     let unknown = uuid::Uuid::now_v7();
     for path in [
         format!("{LUMA}/{unknown}"),
@@ -158,7 +156,7 @@ async fn unknown_ids_and_paths_are_404(backend: Backend) {
 }
 
 async fn no_endpoint_reveals_another_keys_tasks(backend: Backend) {
-    let gw = Gateway::start(backend).await;
+    let gw = TestApp::on(backend).start().await;
     let alice = gw.new_key("alice").await;
     let bob = gw.new_key("bob").await;
     let (_, v) = gw
@@ -218,7 +216,7 @@ async fn no_endpoint_reveals_another_keys_tasks(backend: Backend) {
 }
 
 async fn health_and_openapi(backend: Backend) {
-    let gw = Gateway::start(backend).await;
+    let gw = TestApp::on(backend).start().await;
     let (s, _) = gw.send(Method::GET, "/healthz", None, None).await;
     assert_eq!(s, 200);
     let (s, v) = gw.send(Method::GET, "/readyz", None, None).await;
@@ -259,12 +257,14 @@ async fn health_and_openapi(backend: Backend) {
 }
 
 async fn tasks_past_their_deadline_fail_with_timeout(backend: Backend) {
-    let gw = Gateway::start_with(backend, |s| {
-        s.sandbox_latency_ms = 60_000;
-        s.video_deadline_secs = 1;
-        s.image_deadline_secs = 1;
-    })
-    .await;
+    let gw = TestApp::on(backend)
+        .sandbox_latency_ms(60_000)
+        .with(|s| {
+            s.video_deadline_secs = 1;
+            s.image_deadline_secs = 1;
+        })
+        .start()
+        .await;
     let (_, v) = gw
         .post(LUMA, &gw.admin, json!({"user_prompt": "too slow"}))
         .await;

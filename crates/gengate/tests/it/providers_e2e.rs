@@ -5,12 +5,9 @@
 //! submitted twice where the upstream has an idempotency key, and no
 //! request broke an upstream's spec.
 
-mod common;
-
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{Backend, Gateway};
+use crate::harness::{Backend, TestApp, Upstream, channel_on};
 use gengate_core::{ChannelSpec, Credentials, ProviderKind};
 use gengate_testkit::comfyui::ComfyEmu;
 use gengate_testkit::faults::Fault;
@@ -27,20 +24,18 @@ const OPENAI_KEY: &str = "sk-secret-openai";
 const SECRETS: &[&str] = &[KLING_KEY, REPLICATE_TOKEN, LUMA_KEY, OPENAI_KEY];
 
 fn channel(
+    upstream: &impl Upstream,
     name: &str,
     provider: ProviderKind,
-    base: String,
     key: &str,
     model: (&str, &str),
 ) -> ChannelSpec {
     ChannelSpec {
-        base_url: Some(base),
         credentials: Credentials {
             api_key: (!key.is_empty()).then(|| key.to_string()),
             ..Credentials::default()
         },
-        models: BTreeMap::from([(model.0.to_string(), model.1.to_string())]),
-        ..ChannelSpec::new(name, provider)
+        ..channel_on(upstream, name, provider, &[model])
     }
 }
 
@@ -83,50 +78,50 @@ async fn every_provider_under_faults_ends_every_task(backend: Backend) {
         env!("CARGO_MANIFEST_DIR"),
         "/../testkit/fixtures/comfyui/txt2img.json"
     );
-    let gw = Gateway::start_with(backend, |s| {
-        let mut luma_channel = channel(
-            "luma",
-            ProviderKind::Luma,
-            luma.base_url(),
-            LUMA_KEY,
-            ("ray-2", "ray-2"),
-        );
-        luma_channel.callbacks = true;
-        let mut comfy_channel = channel(
-            "comfy",
-            ProviderKind::Comfyui,
-            comfy.base_url(),
-            "",
-            ("comfy-sd", "txt2img"),
-        );
-        comfy_channel.workflow = Some(workflow.into());
-        s.channels = vec![
-            channel(
-                "kling",
-                ProviderKind::Kling,
-                kling.base_url(),
-                KLING_KEY,
-                ("shared-image", "kling-v1"),
-            ),
-            channel(
-                "replicate",
-                ProviderKind::Replicate,
-                replicate.base_url(),
-                REPLICATE_TOKEN,
-                ("shared-image", replicate::IMAGE_MODEL),
-            ),
-            luma_channel,
-            channel(
-                "openai",
-                ProviderKind::OpenaiImages,
-                openai.base_url(),
-                OPENAI_KEY,
-                ("dalle", "dall-e-2"),
-            ),
-            comfy_channel,
-        ];
-    })
-    .await;
+    let gw = TestApp::on(backend)
+        .channel(channel(
+            &kling,
+            "kling",
+            ProviderKind::Kling,
+            KLING_KEY,
+            ("shared-image", "kling-v1"),
+        ))
+        .channel(channel(
+            &replicate,
+            "replicate",
+            ProviderKind::Replicate,
+            REPLICATE_TOKEN,
+            ("shared-image", replicate::IMAGE_MODEL),
+        ))
+        .channel(ChannelSpec {
+            callbacks: true,
+            ..channel(
+                &luma,
+                "luma",
+                ProviderKind::Luma,
+                LUMA_KEY,
+                ("ray-2", "ray-2"),
+            )
+        })
+        .channel(channel(
+            &openai,
+            "openai",
+            ProviderKind::OpenaiImages,
+            OPENAI_KEY,
+            ("dalle", "dall-e-2"),
+        ))
+        .channel(ChannelSpec {
+            workflow: Some(workflow.into()),
+            ..channel(
+                &comfy,
+                "comfy",
+                ProviderKind::Comfyui,
+                "",
+                ("comfy-sd", "txt2img"),
+            )
+        })
+        .start()
+        .await;
     let key = gw.new_key("client").await;
 
     // (id, dialect is Luma, should fail)
@@ -236,17 +231,17 @@ async fn every_provider_under_faults_ends_every_task(backend: Backend) {
 /// and pays for it again, and the images land without a poll.
 async fn a_slow_synchronous_upstream_is_paid_once(backend: Backend) {
     let openai = OpenAiImagesEmu::start(Some(OPENAI_KEY.into()), Duration::from_millis(2500)).await;
-    let gw = Gateway::start_with(backend, |s| {
-        s.lease_secs = 1;
-        s.channels = vec![channel(
+    let gw = TestApp::on(backend)
+        .with(|s| s.lease_secs = 1)
+        .channel(channel(
+            &openai,
             "openai",
             ProviderKind::OpenaiImages,
-            openai.base_url(),
             OPENAI_KEY,
             ("dalle", "dall-e-2"),
-        )];
-    })
-    .await;
+        ))
+        .start()
+        .await;
     let key = gw.new_key("client").await;
     let (status, v) = gw
         .post(
@@ -269,22 +264,23 @@ async fn a_slow_synchronous_upstream_is_paid_once(backend: Backend) {
 /// priority.
 async fn video_tasks_skip_channels_that_make_only_images(backend: Backend) {
     let openai = OpenAiImagesEmu::start(Some(OPENAI_KEY.into()), Duration::ZERO).await;
-    let gw = Gateway::start_with(backend, |s| {
-        let mut images = channel(
-            "openai",
-            ProviderKind::OpenaiImages,
-            openai.base_url(),
-            OPENAI_KEY,
-            ("*", "dall-e-2"),
-        );
-        images.priority = 10;
-        let videos = ChannelSpec {
+    let gw = TestApp::on(backend)
+        .channel(ChannelSpec {
+            priority: 10,
+            ..channel(
+                &openai,
+                "openai",
+                ProviderKind::OpenaiImages,
+                OPENAI_KEY,
+                ("*", "dall-e-2"),
+            )
+        })
+        .channel(ChannelSpec {
             latency_ms: Some(100),
             ..ChannelSpec::new("sandbox", ProviderKind::Sandbox)
-        };
-        s.channels = vec![images, videos];
-    })
-    .await;
+        })
+        .start()
+        .await;
     let key = gw.new_key("client").await;
     let (status, v) = gw
         .post("/luma/generations", &key, json!({"prompt": "a wave"}))

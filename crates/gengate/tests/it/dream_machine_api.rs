@@ -1,11 +1,9 @@
 //! Luma's official API under `/dream-machine/v1`, spoken to as the lumaai
 //! SDK would, every answer checked against Luma's own OpenAPI spec.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Backend, Gateway};
+use crate::harness::{Backend, Gateway, TestApp};
 use gengate_core::Dialect;
 use gengate_testkit::image_host::ImageHost;
 use gengate_testkit::receiver::Receiver;
@@ -45,30 +43,35 @@ async fn get(gw: &Gateway, key: &str, id: &str) -> (u16, Value) {
     (status, v)
 }
 
-/// Polls a generation until it is completed or failed, collecting the states seen.
+/// Waits for a generation to be completed or failed, looking at it in
+/// this API when it is taken up and at its end: the generation, and the
+/// states seen.
 async fn finish(gw: &Gateway, key: &str, id: &str) -> (Value, Vec<String>) {
-    let start = Instant::now();
     let mut seen: Vec<String> = Vec::new();
-    loop {
+    let mut look = async || {
         let (status, v) = get(gw, key, id).await;
         assert_eq!(status, 200, "{v}");
         let state = v["state"].as_str().unwrap().to_string();
         if seen.last() != Some(&state) {
-            seen.push(state.clone());
+            seen.push(state);
         }
-        if matches!(state.as_str(), "completed" | "failed") {
-            return (v, seen);
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "{id} never finished: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        v
+    };
+    let taken = gw.watch(key, id, |s| s == "processing").await;
+    if taken.last().is_some_and(|e| e.state == "processing") {
+        look().await;
     }
+    gw.wait_done(key, id).await;
+    let v = look().await;
+    assert!(
+        matches!(v["state"].as_str(), Some("completed" | "failed")),
+        "{v}"
+    );
+    (v, seen)
 }
 
 async fn videos_and_images_go_queued_to_completed_in_luma_shape(backend: Backend) {
-    let gw = Gateway::start_with(backend, |s| s.sandbox_latency_ms = 400).await;
+    let gw = TestApp::on(backend).sandbox_latency_ms(400).start().await;
     let host = ImageHost::start().await;
     let v = create(
         &gw,
@@ -144,7 +147,7 @@ async fn videos_and_images_go_queued_to_completed_in_luma_shape(backend: Backend
 }
 
 async fn a_generation_keyframe_continues_a_completed_video(backend: Backend) {
-    let gw = Gateway::start_with(backend, |s| s.sandbox_latency_ms = 300).await;
+    let gw = TestApp::on(backend).sandbox_latency_ms(300).start().await;
     let other = gw.new_key("other").await;
     let first = create(
         &gw,
@@ -205,7 +208,7 @@ async fn a_generation_keyframe_continues_a_completed_video(backend: Backend) {
 }
 
 async fn listing_pages_by_offset_over_this_api_only(backend: Backend) {
-    let gw = Gateway::start(backend).await;
+    let gw = TestApp::on(backend).start().await;
     let other = gw.new_key("other").await;
     let mut ids = Vec::new();
     for i in 0..5 {
@@ -277,7 +280,10 @@ async fn listing_pages_by_offset_over_this_api_only(backend: Backend) {
 }
 
 async fn delete_cancels_and_removes_a_generation(backend: Backend) {
-    let gw = Gateway::start_with(backend, |s| s.sandbox_latency_ms = 60_000).await;
+    let gw = TestApp::on(backend)
+        .sandbox_latency_ms(60_000)
+        .start()
+        .await;
     let other = gw.new_key("other").await;
     let v = create(
         &gw,
@@ -318,7 +324,7 @@ async fn delete_cancels_and_removes_a_generation(backend: Backend) {
 }
 
 async fn bad_requests_are_400_naming_the_field_and_store_nothing(backend: Backend) {
-    let gw = Gateway::start(backend).await;
+    let gw = TestApp::on(backend).start().await;
     let cases = [
         ("video", json!({"prompt": "no model"}), "model"),
         ("video", json!({"model": "ray-2"}), "prompt"),
@@ -439,7 +445,7 @@ async fn bad_requests_are_400_naming_the_field_and_store_nothing(backend: Backen
 
 async fn callbacks_post_the_generation_on_each_change(backend: Backend) {
     let rx = Receiver::start().await;
-    let gw = Gateway::start_with(backend, |s| s.sandbox_latency_ms = 200).await;
+    let gw = TestApp::on(backend).sandbox_latency_ms(200).start().await;
     let v = create(
         &gw,
         &gw.admin,
@@ -465,7 +471,7 @@ async fn callbacks_post_the_generation_on_each_change(backend: Backend) {
 /// Finished tasks are served from a cache of renderings; a deleted
 /// generation must not linger there.
 async fn a_deleted_generation_is_gone_from_batch_gets_too(backend: Backend) {
-    let gw = Gateway::start(backend).await;
+    let gw = TestApp::on(backend).start().await;
     let v = create(
         &gw,
         &gw.admin,
@@ -501,7 +507,10 @@ async fn a_deleted_generation_is_gone_from_batch_gets_too(backend: Backend) {
 /// `sync` waits, but answers a little before `sync_timeout` (counted from
 /// the request's arrival), so an SDK never times out and retries.
 async fn a_sync_image_answers_before_its_sync_timeout(backend: Backend) {
-    let gw = Gateway::start_with(backend, |s| s.sandbox_latency_ms = 60_000).await;
+    let gw = TestApp::on(backend)
+        .sandbox_latency_ms(60_000)
+        .start()
+        .await;
     let started = Instant::now();
     let v = create(
         &gw,

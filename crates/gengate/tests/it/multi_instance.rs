@@ -7,8 +7,6 @@
 //! submitted without recording it; every task's events are recorded once
 //! each, in order.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -16,8 +14,8 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use sqlx::Connection;
 
-use common::Backend;
-use common::procs::{ADMIN, Place, Proc, cli, post, serve};
+use crate::harness::procs::{ADMIN, Place, Proc, cli, post, serve};
+use crate::harness::{Backend, poll_until, the_machine_alone};
 use gengate_testkit::Receiver;
 
 const TASKS: usize = 5000;
@@ -63,11 +61,31 @@ async fn create(http: &reqwest::Client, base: &str, i: usize, hook: &str) -> Opt
     }
 }
 
+/// Waits (up to 5 minutes) for `count` (a `SELECT count(*)`) to be 0.
+async fn none_left(db: &mut sqlx::PgConnection, what: &str, count: &'static str) {
+    poll_until(
+        what,
+        Duration::from_secs(300),
+        Duration::from_millis(500),
+        async || match sqlx::query_scalar::<_, i64>(count)
+            .fetch_one(&mut *db)
+            .await
+            .unwrap()
+        {
+            0 => Ok(()),
+            left => Err(format!("{left} left")),
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn three_instances_one_killed_lose_nothing_and_submit_once() {
-    if !common::postgres_available().await {
+    if !crate::harness::postgres_available().await {
         return;
     }
+    // 5 000 tasks through three processes take both cores for minutes.
+    let _alone = the_machine_alone().await;
     let place = Place::new(Backend::Postgres).await;
     let db_url = place.pg.as_ref().expect("a database").url.clone();
     let log = place.dir.path().join("submits.log");
@@ -133,21 +151,8 @@ async fn three_instances_one_killed_lose_nothing_and_submit_once() {
     let mut db = sqlx::PgConnection::connect(&db_url)
         .await
         .expect("database");
-    let started = Instant::now();
-    loop {
-        let open: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks WHERE due_at IS NOT NULL")
-            .fetch_one(&mut db)
-            .await
-            .unwrap();
-        if open == 0 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(300),
-            "{open} tasks still open after 5 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let sql = "SELECT count(*) FROM tasks WHERE due_at IS NOT NULL";
+    none_left(&mut db, "every task terminal", sql).await;
     eprintln!(
         "all terminal {:.1} s after the first submit",
         t0.elapsed().as_secs_f64()
@@ -211,22 +216,8 @@ async fn three_instances_one_killed_lose_nothing_and_submit_once() {
     }
 
     // Every event of every task reached the receiver, in order per task.
-    let started = Instant::now();
-    loop {
-        let pending: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE state <> 'delivered'")
-                .fetch_one(&mut db)
-                .await
-                .unwrap();
-        if pending == 0 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(300),
-            "{pending} callbacks not delivered after 5 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let sql = "SELECT count(*) FROM deliveries WHERE state <> 'delivered'";
+    none_left(&mut db, "every callback delivered", sql).await;
     let mut seen: HashMap<String, Vec<String>> = HashMap::new();
     for r in receiver.received() {
         let body: Value = serde_json::from_slice(&r.body).expect("a JSON body");

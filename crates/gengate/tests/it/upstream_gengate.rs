@@ -4,13 +4,11 @@
 //! the media; the upstream holds one task per relayed task; batched polls,
 //! callbacks and refusals are checked against the real upstream server.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Backend, Gateway};
+use crate::harness::{Backend, Gateway, TestApp, poll_until, sandbox_channel, sharing_the_machine};
 use gengate::config::Settings;
 use gengate_core::{
     ChannelSpec, Credentials, Dialect, ImageFormat, ImageRole, ImageSource, ProviderKind, Task,
@@ -54,14 +52,14 @@ async fn chain(
     relay_channels: impl FnOnce(&str, &str) -> Vec<ChannelSpec>,
     relay: impl FnOnce(&mut Settings),
 ) -> Chain {
-    let up = Gateway::start_with(Backend::Sqlite, upstream).await;
+    let up = TestApp::on(Backend::Sqlite).with(upstream).start().await;
     let relay_key = up.new_key("relay").await;
     let channels = relay_channels(&up.base, &relay_key);
-    let down = Gateway::start_with(Backend::Sqlite, |s| {
-        s.channels = channels;
-        relay(s);
-    })
-    .await;
+    let down = TestApp::on(Backend::Sqlite)
+        .with(|s| s.channels = channels)
+        .with(relay)
+        .start()
+        .await;
     let client = down.new_key("client").await;
     Chain {
         up,
@@ -138,6 +136,7 @@ async fn upstream_file(up: &Gateway, url: &Value) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn videos_and_images_complete_with_the_relays_own_media() {
+    let _turn = sharing_the_machine().await;
     let host = ImageHost::start().await;
     let c = relay_chain(|_| {}).await;
     let red = host.url("/red.png");
@@ -253,6 +252,7 @@ async fn videos_and_images_complete_with_the_relays_own_media() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn upstream_failures_and_refusals_reach_the_client_with_their_reason() {
+    let _turn = sharing_the_machine().await;
     let c = chain(
         |s| s.sandbox_failure_rate = 1.0,
         |base, key| {
@@ -303,6 +303,7 @@ async fn upstream_failures_and_refusals_reach_the_client_with_their_reason() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_key_fails_the_task_without_showing_the_key() {
+    let _turn = sharing_the_machine().await;
     const WRONG: &str = "gg_not-a-key-of-the-upstream-0123456789abcdef";
     let c = chain(
         |_| {},
@@ -379,22 +380,19 @@ fn video_url(outcome: &PollOutcome) -> &str {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn many_video_tasks_are_polled_in_batches() {
-    let up = Gateway::start_with(Backend::Sqlite, |s| {
-        s.channels = vec![
-            ChannelSpec {
-                latency_ms: Some(1500),
-                ..ChannelSpec::new("sandbox", ProviderKind::Sandbox)
-            },
-            ChannelSpec {
-                models: BTreeMap::from([("doomed".into(), "doomed".into())]),
-                priority: 1,
-                latency_ms: Some(100),
-                failure_rate: Some(1.0),
-                ..ChannelSpec::new("failing", ProviderKind::Sandbox)
-            },
-        ];
-    })
-    .await;
+    let _turn = sharing_the_machine().await;
+    let up = TestApp::on(Backend::Sqlite)
+        .channel(ChannelSpec {
+            latency_ms: Some(1500),
+            ..ChannelSpec::new("sandbox", ProviderKind::Sandbox)
+        })
+        .channel(ChannelSpec {
+            priority: 1,
+            failure_rate: Some(1.0),
+            ..sandbox_channel("failing", &["doomed"], 100)
+        })
+        .start()
+        .await;
     let key = up.new_key("relay").await;
     let tap = Tap::start(&up.base).await;
     let provider = for_channel(&gengate_channel("relay", &tap.base(), &key), None).unwrap();
@@ -469,7 +467,8 @@ async fn many_video_tasks_are_polled_in_batches() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_retaken_image_task_is_submitted_once_with_its_uploaded_image() {
-    let up = Gateway::start(Backend::Sqlite).await;
+    let _turn = sharing_the_machine().await;
+    let up = TestApp::on(Backend::Sqlite).start().await;
     let key = up.new_key("relay").await;
     let provider = for_channel(&gengate_channel("relay", &up.base, &key), None).unwrap();
     let task = pending_task(TaskKind::Image, "retaken");
@@ -505,8 +504,9 @@ async fn a_retaken_image_task_is_submitted_once_with_its_uploaded_image() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_upstreams_callbacks_read_as_news_of_the_task() {
+    let _turn = sharing_the_machine().await;
     let rx = Receiver::start().await;
-    let up = Gateway::start(Backend::Sqlite).await;
+    let up = TestApp::on(Backend::Sqlite).start().await;
     let key = up.new_key("relay").await;
     // With the relay key's signing secret, callbacks must carry its signature.
     let mut channel = gengate_channel("relay", &up.base, &key);
@@ -529,30 +529,23 @@ async fn the_upstreams_callbacks_read_as_news_of_the_task() {
     }
     for (upstream_ref, path) in refs {
         // Every change is called back; wait for the one announcing the end.
-        let start = std::time::Instant::now();
-        let last = loop {
-            let got: Vec<_> = rx
-                .wait_for(usize::MAX, Duration::from_millis(200))
-                .await
-                .into_iter()
-                .filter(|r| r.path == path)
-                .collect();
-            let news: Vec<_> = got
-                .iter()
-                .map(|r| provider.read_callback(&r.headers, &r.body).expect("read"))
-                .collect();
-            if let Some(n) = news
-                .iter()
-                .find(|n| !matches!(n.outcome, PollOutcome::Running { .. }))
-            {
-                break n.clone();
-            }
-            assert!(
-                start.elapsed() < WAIT,
-                "no end among {} callbacks",
-                got.len()
-            );
-        };
+        let last = poll_until(
+            "a callback announcing the end",
+            WAIT,
+            Duration::from_millis(200),
+            async || {
+                let got: Vec<_> = rx
+                    .received()
+                    .into_iter()
+                    .filter(|r| r.path == path)
+                    .collect();
+                got.iter()
+                    .map(|r| provider.read_callback(&r.headers, &r.body).expect("read"))
+                    .find(|n| !matches!(n.outcome, PollOutcome::Running { .. }))
+                    .ok_or_else(|| format!("{} callbacks", got.len()))
+            },
+        )
+        .await;
         assert!(
             upstream_ref.ends_with(&last.upstream_id),
             "{upstream_ref} vs {}",
@@ -590,6 +583,7 @@ async fn the_upstreams_callbacks_read_as_news_of_the_task() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn answers_that_are_not_gengates_are_classed() {
+    let _turn = sharing_the_machine().await;
     let mut fake = Receiver::start().await;
     let provider = for_channel(&gengate_channel("relay", &fake.url(""), "gg_k"), None).unwrap();
     let task = luma_task("classed");
@@ -644,7 +638,8 @@ async fn answers_that_are_not_gengates_are_classed() {
 
 /// A TCP relay in front of a gateway that notes the request line of every
 /// HTTP request passing through. (The upstream's /metrics cannot count
-/// them: the recorder is process-wide, shared by every gateway in a test.)
+/// them: the recorder is process-wide, shared by every gateway in the
+/// test binary.)
 struct Tap {
     addr: std::net::SocketAddr,
     lines: Arc<Mutex<Vec<String>>>,

@@ -2,11 +2,9 @@
 //! per Standard Webhooks, retried on the (compressed) schedule, stopped by
 //! 410, and never sent to an address the policy refuses.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Backend, Gateway};
+use crate::harness::{Backend, TestApp, poll_until};
 use gengate_core::DeliveryState;
 use gengate_testkit::{Received, Receiver, Reply};
 use serde_json::{Value, json};
@@ -24,6 +22,8 @@ on_both_backends!(
 );
 
 const WAIT: Duration = Duration::from_secs(30);
+/// How often what no event announces (a recorded delivery) is looked at.
+const POLL: Duration = Duration::from_millis(50);
 
 /// Fast schedule for tests: the real one is hours long.
 fn quick(s: &mut gengate::config::Settings) {
@@ -46,7 +46,7 @@ fn header<'a>(r: &'a Received, name: &str) -> &'a str {
 
 async fn a_tasks_whole_life_arrives_in_order_and_signed(backend: Backend) {
     let rx = Receiver::start().await;
-    let gw = Gateway::start_with(backend, quick).await;
+    let gw = TestApp::on(backend).with(quick).start().await;
     let secret = gw
         .key_record(&gw.admin)
         .await
@@ -110,11 +110,11 @@ async fn a_tasks_whole_life_arrives_in_order_and_signed(backend: Backend) {
 async fn failed_attempts_are_retried_with_the_same_webhook_id(backend: Backend) {
     let rx = Receiver::start().await;
     rx.script([Reply::status(500), Reply::status(500)]);
-    let gw = Gateway::start_with(backend, |s| {
-        quick(s);
-        s.sandbox_latency_ms = 60_000; // only the first event matters here
-    })
-    .await;
+    let gw = TestApp::on(backend)
+        .with(quick)
+        .sandbox_latency_ms(60_000) // only the first event matters here
+        .start()
+        .await;
     let (_, v) = gw
         .post(
             "/luma/generations",
@@ -147,7 +147,7 @@ async fn failed_attempts_are_retried_with_the_same_webhook_id(backend: Backend) 
 async fn gone_stops_deliveries_to_that_url(backend: Backend) {
     let rx = Receiver::start().await;
     rx.script([Reply::status(410)]);
-    let gw = Gateway::start_with(backend, quick).await;
+    let gw = TestApp::on(backend).with(quick).start().await;
     let (_, v) = gw
         .post(
             "/luma/generations",
@@ -180,11 +180,11 @@ async fn retry_after_is_honoured(backend: Backend) {
         retry_after_secs: Some(1),
         ..Reply::status(429)
     }]);
-    let gw = Gateway::start_with(backend, |s| {
-        quick(s);
-        s.sandbox_latency_ms = 60_000;
-    })
-    .await;
+    let gw = TestApp::on(backend)
+        .with(quick)
+        .sandbox_latency_ms(60_000)
+        .start()
+        .await;
     gw.post(
         "/luma/generations",
         &gw.admin,
@@ -207,11 +207,11 @@ async fn retry_after_is_honoured(backend: Backend) {
 async fn internal_addresses_are_refused_at_submit_and_at_delivery(backend: Backend) {
     let allowed = Receiver::start_on("127.0.0.2").await;
     let refused = Receiver::start().await; // 127.0.0.1
-    let gw = Gateway::start_with(backend, |s| {
-        quick(s);
-        s.allow_network = vec!["127.0.0.2/32".into()];
-    })
-    .await;
+    let gw = TestApp::on(backend)
+        .with(quick)
+        .with(|s| s.allow_network = vec!["127.0.0.2/32".into()])
+        .start()
+        .await;
     let port = refused.addr.port();
     for url in [
         format!("http://127.0.0.1:{port}/"),
@@ -269,17 +269,20 @@ async fn internal_addresses_are_refused_at_submit_and_at_delivery(backend: Backe
         .create_task(key.id, &new, now, now + 60_000)
         .await
         .unwrap();
-    let start = std::time::Instant::now();
-    let (d, attempts) = loop {
-        let ds = gw.store().task_deliveries(task.id).await.unwrap();
-        if let Some((d, a)) = ds.into_iter().next()
-            && !a.is_empty()
+    let (d, attempts) = poll_until("an attempt recorded", WAIT, POLL, async || {
+        match gw
+            .store()
+            .task_deliveries(task.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .next()
         {
-            break (d, a);
+            Some((d, a)) if !a.is_empty() => Ok((d, a)),
+            other => Err(format!("{other:?}")),
         }
-        assert!(start.elapsed() < WAIT, "no attempt recorded");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     let error = attempts[0].error.as_deref().unwrap_or_default();
     assert!(error.contains("refused"), "{error}");
     assert!(d.last_error.is_some());
@@ -292,11 +295,11 @@ async fn internal_addresses_are_refused_at_submit_and_at_delivery(backend: Backe
 
 async fn a_rotated_secret_signs_beside_the_old_one(backend: Backend) {
     let rx = Receiver::start().await;
-    let gw = Gateway::start_with(backend, |s| {
-        quick(s);
-        s.sandbox_latency_ms = 60_000;
-    })
-    .await;
+    let gw = TestApp::on(backend)
+        .with(quick)
+        .sandbox_latency_ms(60_000)
+        .start()
+        .await;
     let key = gw.key_record(&gw.admin).await;
     let old = key.webhook_secret.clone().unwrap();
     let new = gengate_engine::webhooks::signing::new_secret();
@@ -328,7 +331,7 @@ async fn a_rotated_secret_signs_beside_the_old_one(backend: Backend) {
 
 async fn owners_list_deliveries_and_ask_for_redelivery(backend: Backend) {
     let rx = Receiver::start().await;
-    let gw = Gateway::start_with(backend, quick).await;
+    let gw = TestApp::on(backend).with(quick).start().await;
     let other = gw.new_key("other").await;
     let (_, v) = gw
         .post(
@@ -341,19 +344,22 @@ async fn owners_list_deliveries_and_ask_for_redelivery(backend: Backend) {
     gw.wait_luma(&gw.admin, &id).await;
     rx.wait_for(3, WAIT).await;
     let path = format!("/v1/tasks/{id}/deliveries");
-    let list = loop {
-        let (s, list) = gw.get(&path, &gw.admin).await;
-        assert_eq!(s, 200, "{list}");
-        if list["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|d| d["state"] == "delivered")
-        {
-            break list;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let list = poll_until(
+        "every delivery recorded delivered",
+        WAIT,
+        POLL,
+        async || {
+            let (s, list) = gw.get(&path, &gw.admin).await;
+            assert_eq!(s, 200, "{list}");
+            let data = list["data"].as_array().unwrap();
+            if data.iter().all(|d| d["state"] == "delivered") {
+                Ok(list)
+            } else {
+                Err(list.to_string())
+            }
+        },
+    )
+    .await;
     let data = list["data"].as_array().unwrap();
     let events: Vec<&str> = data.iter().map(|d| d["event"].as_str().unwrap()).collect();
     assert_eq!(events, ["pending", "processing", "completed"]);
@@ -395,11 +401,11 @@ async fn owners_list_deliveries_and_ask_for_redelivery(backend: Backend) {
 async fn a_receiver_that_comes_back_gets_its_callbacks(backend: Backend) {
     let mut rx = Receiver::start().await;
     rx.down();
-    let gw = Gateway::start_with(backend, |s| {
-        s.callback_retry_schedule = "0ms,400ms,800ms,1s,2s,4s".into();
-        s.sandbox_latency_ms = 60_000;
-    })
-    .await;
+    let gw = TestApp::on(backend)
+        .with(|s| s.callback_retry_schedule = "0ms,400ms,800ms,1s,2s,4s".into())
+        .sandbox_latency_ms(60_000)
+        .start()
+        .await;
     let (_, v) = gw
         .post(
             "/luma/generations",
@@ -413,8 +419,18 @@ async fn a_receiver_that_comes_back_gets_its_callbacks(backend: Backend) {
     let got = rx.wait_for(1, WAIT).await;
     let body: Value = serde_json::from_slice(&got[0].body).unwrap();
     assert_eq!(body["state"], "pending");
-    let deliveries = gw.store().task_deliveries(id).await.unwrap();
-    let (_, attempts) = &deliveries[0];
+    // The receiver has the callback before the attempt that sent it is
+    // recorded.
+    let attempts = poll_until("the delivering attempt recorded", WAIT, POLL, async || {
+        let deliveries = gw.store().task_deliveries(id).await.unwrap();
+        let (_, attempts) = deliveries.into_iter().next().expect("a delivery");
+        if attempts.iter().any(|a| a.status.is_some()) {
+            Ok(attempts)
+        } else {
+            Err(format!("{attempts:?}"))
+        }
+    })
+    .await;
     assert!(attempts.len() >= 2, "{attempts:?}");
     assert!(
         attempts[0].status.is_none() && attempts[0].error.is_some(),
@@ -430,12 +446,12 @@ async fn a_slow_receiver_does_not_hold_back_others(backend: Backend) {
         ..Reply::status(200)
     });
     let healthy = Receiver::start().await;
-    let gw = Gateway::start_with(backend, |s| {
-        quick(s);
-        s.allow_network.push("127.0.0.2/32".into());
-        s.sandbox_latency_ms = 60_000;
-    })
-    .await;
+    let gw = TestApp::on(backend)
+        .with(quick)
+        .with(|s| s.allow_network.push("127.0.0.2/32".into()))
+        .sandbox_latency_ms(60_000)
+        .start()
+        .await;
     for i in 0..12 {
         gw.post(
             "/luma/generations",

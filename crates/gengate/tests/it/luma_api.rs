@@ -1,8 +1,6 @@
 //! The seed's Luma task API, end to end through the sandbox.
 
-mod common;
-
-use common::{Backend, Gateway, assert_same_shape, mean_rgb};
+use crate::harness::{Backend, Gateway, TestApp, assert_same_shape, mean_rgb};
 use serde_json::{Value, json};
 
 on_both_backends!(
@@ -15,7 +13,7 @@ on_both_backends!(
     a_slow_input_image_is_fetched_and_submitted_once,
 );
 
-const SEED: &str = include_str!("fixtures/seed_batch_response.json");
+const SEED: &str = include_str!("../fixtures/seed_batch_response.json");
 
 async fn create(gw: &Gateway, key: &str, body: Value) -> String {
     let (status, v) = gw.post("/luma/generations", key, body).await;
@@ -25,7 +23,7 @@ async fn create(gw: &Gateway, key: &str, body: Value) -> String {
 }
 
 async fn video_task_completes_in_the_seed_shape(backend: Backend) {
-    let gw = Gateway::start(backend).await;
+    let gw = TestApp::on(backend).start().await;
     let id = create(
         &gw,
         &gw.admin,
@@ -114,7 +112,10 @@ async fn video_task_completes_in_the_seed_shape(backend: Backend) {
 }
 
 async fn failed_tasks_say_why_and_have_no_media(backend: Backend) {
-    let gw = Gateway::start_with(backend, |s| s.sandbox_failure_rate = 1.0).await;
+    let gw = TestApp::on(backend)
+        .with(|s| s.sandbox_failure_rate = 1.0)
+        .start()
+        .await;
     let id = create(&gw, &gw.admin, json!({"prompt": "doomed"})).await;
     let done = gw.wait_luma(&gw.admin, &id).await;
     assert_eq!(done["state"], "failed");
@@ -135,7 +136,10 @@ async fn failed_tasks_say_why_and_have_no_media(backend: Backend) {
 }
 
 async fn batch_get_keeps_order_omits_unknown_and_lists_duplicates_once(backend: Backend) {
-    let gw = Gateway::start_with(backend, |s| s.sandbox_latency_ms = 60_000).await;
+    let gw = TestApp::on(backend)
+        .sandbox_latency_ms(60_000)
+        .start()
+        .await;
     let a = create(&gw, &gw.admin, json!({"user_prompt": "a"})).await;
     let b = create(&gw, &gw.admin, json!({"user_prompt": "b"})).await;
     let c = create(&gw, &gw.admin, json!({"user_prompt": "c"})).await;
@@ -196,7 +200,7 @@ async fn batch_get_keeps_order_omits_unknown_and_lists_duplicates_once(backend: 
 }
 
 async fn extend_continues_a_completed_task(backend: Backend) {
-    let gw = Gateway::start(backend).await;
+    let gw = TestApp::on(backend).start().await;
     let id = create(
         &gw,
         &gw.admin,
@@ -248,7 +252,10 @@ async fn extend_continues_a_completed_task(backend: Backend) {
 }
 
 async fn extend_refuses_an_unfinished_task(backend: Backend) {
-    let gw = Gateway::start_with(backend, |s| s.sandbox_latency_ms = 60_000).await;
+    let gw = TestApp::on(backend)
+        .sandbox_latency_ms(60_000)
+        .start()
+        .await;
     let id = create(&gw, &gw.admin, json!({"user_prompt": "slow"})).await;
     let (s, v) = gw
         .post(
@@ -263,7 +270,7 @@ async fn extend_refuses_an_unfinished_task(backend: Backend) {
 }
 
 async fn bad_input_is_a_400_naming_the_field_and_stores_nothing(backend: Backend) {
-    let gw = Gateway::start(backend).await;
+    let gw = TestApp::on(backend).start().await;
     let cases = [
         (json!({}), "user_prompt"),
         (json!({"user_prompt": ""}), "user_prompt"),
@@ -324,11 +331,13 @@ async fn bad_input_is_a_400_naming_the_field_and_stores_nothing(backend: Backend
 /// fetching, so no other pass retakes the task and does it again.
 async fn a_slow_input_image_is_fetched_and_submitted_once(backend: Backend) {
     let host = gengate_testkit::image_host::ImageHost::start().await;
-    let gw = Gateway::start_with(backend, |s| {
-        s.lease_secs = 1;
-        s.sandbox_submit_log = Some(s.data_dir.join("submits.log"));
-    })
-    .await;
+    let gw = TestApp::on(backend)
+        .with(|s| {
+            s.lease_secs = 1;
+            s.sandbox_submit_log = Some(s.data_dir.join("submits.log"));
+        })
+        .start()
+        .await;
     let id = create(
         &gw,
         &gw.admin,

@@ -2,12 +2,10 @@
 //! the emulated Kling API, routing by priority, failing over, and turning
 //! each upstream error class into what a client can act on.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{Backend, Gateway, mean_rgb};
+use crate::harness::{Backend, Gateway, TestApp, channel_on, mean_rgb};
 use gengate_core::{ChannelSpec, Credentials, ProviderKind};
 use gengate_testkit::kling::color_for;
 use gengate_testkit::{Fault, KlingAccount, KlingEmu};
@@ -25,15 +23,18 @@ fn keys() -> KlingAccount {
 
 fn kling_channel(name: &str, emu: &KlingEmu, priority: i32) -> ChannelSpec {
     ChannelSpec {
-        base_url: Some(emu.base_url()),
         credentials: Credentials {
             access_key: Some(ACCESS.into()),
             secret_key: Some(SECRET.into()),
             ..Credentials::default()
         },
-        models: BTreeMap::from([("kling-image".into(), "kling-v1-5".into())]),
         priority,
-        ..ChannelSpec::new(name, ProviderKind::Kling)
+        ..channel_on(
+            emu,
+            name,
+            ProviderKind::Kling,
+            &[("kling-image", "kling-v1-5")],
+        )
     }
 }
 
@@ -41,10 +42,10 @@ fn kling_channel(name: &str, emu: &KlingEmu, priority: i32) -> ChannelSpec {
 /// is it, and a client key.
 async fn one_kling_channel(backend: Backend, run_for: Duration) -> (KlingEmu, Gateway, String) {
     let emu = KlingEmu::start(keys(), run_for).await;
-    let gw = Gateway::start_with(backend, |s| {
-        s.channels = vec![kling_channel("kling-a", &emu, 0)];
-    })
-    .await;
+    let gw = TestApp::on(backend)
+        .channel(kling_channel("kling-a", &emu, 0))
+        .start()
+        .await;
     let key = gw.new_key("client").await;
     (emu, gw, key)
 }
@@ -113,13 +114,11 @@ async fn failing_channel_hands_tasks_to_the_next(backend: Backend) {
             retry_after: None,
         });
     }
-    let gw = Gateway::start_with(backend, |s| {
-        s.channels = vec![
-            kling_channel("primary", &primary, 10),
-            kling_channel("secondary", &secondary, 0),
-        ];
-    })
-    .await;
+    let gw = TestApp::on(backend)
+        .channel(kling_channel("primary", &primary, 10))
+        .channel(kling_channel("secondary", &secondary, 0))
+        .start()
+        .await;
     let key = gw.new_key("client").await;
     let mut ids = Vec::new();
     for i in 0..4 {
@@ -213,11 +212,11 @@ async fn refused_credentials_fail_without_showing_them(backend: Backend) {
         Duration::from_millis(200),
     )
     .await;
-    let gw = Gateway::start_with(backend, |s| {
-        s.channels = vec![kling_channel("kling-a", &emu, 0)];
-        s.max_attempts = 2;
-    })
-    .await;
+    let gw = TestApp::on(backend)
+        .channel(kling_channel("kling-a", &emu, 0))
+        .with(|s| s.max_attempts = 2)
+        .start()
+        .await;
     let key = gw.new_key("client").await;
     let id = submit(&gw, &key, "a cat", 1).await;
     let done = gw.wait_kling(&key, &id).await;
@@ -286,18 +285,21 @@ async fn polls_learn_how_long_jobs_take(backend: Backend) {
 async fn channel_limits_hold_tasks_back_without_failing_them(backend: Backend) {
     let full = KlingEmu::start(keys(), Duration::from_millis(600)).await;
     let paced = KlingEmu::start(keys(), Duration::from_millis(100)).await;
-    let gw = Gateway::start_with(backend, |s| {
-        let mut a = kling_channel("two-at-a-time", &full, 0);
-        a.max_in_flight = Some(2);
-        a.models = BTreeMap::from([("kling-image".into(), "kling-v1".into())]);
-        let mut b = kling_channel("two-per-second", &paced, 0);
-        b.rate_limit_per_sec = Some(2.0);
-        b.models = BTreeMap::from([("paced".into(), "kling-v1".into())]);
-        s.channels = vec![a, b];
+    let gw = TestApp::on(backend)
+        .channel(ChannelSpec {
+            max_in_flight: Some(2),
+            models: BTreeMap::from([("kling-image".into(), "kling-v1".into())]),
+            ..kling_channel("two-at-a-time", &full, 0)
+        })
+        .channel(ChannelSpec {
+            rate_limit_per_sec: Some(2.0),
+            models: BTreeMap::from([("paced".into(), "kling-v1".into())]),
+            ..kling_channel("two-per-second", &paced, 0)
+        })
         // Waiting for room must not spend attempts.
-        s.max_attempts = 1;
-    })
-    .await;
+        .with(|s| s.max_attempts = 1)
+        .start()
+        .await;
     let key = gw.new_key("client").await;
     let mut ids = Vec::new();
     for i in 0..6 {
@@ -330,12 +332,13 @@ async fn channel_limits_hold_tasks_back_without_failing_them(backend: Backend) {
 
 async fn a_channel_deadline_fails_tasks_that_run_past_it(backend: Backend) {
     let emu = KlingEmu::start(keys(), Duration::from_millis(200)).await;
-    let gw = Gateway::start_with(backend, |s| {
-        let mut c = kling_channel("kling-a", &emu, 0);
-        c.deadline_secs = BTreeMap::from([("kling-image".into(), 2)]);
-        s.channels = vec![c];
-    })
-    .await;
+    let gw = TestApp::on(backend)
+        .channel(ChannelSpec {
+            deadline_secs: BTreeMap::from([("kling-image".into(), 2)]),
+            ..kling_channel("kling-a", &emu, 0)
+        })
+        .start()
+        .await;
     let key = gw.new_key("client").await;
     let stuck = submit(&gw, &key, "NEVER done", 1).await;
     let fine = submit(&gw, &key, "done soon", 1).await;
@@ -354,12 +357,13 @@ async fn a_channel_deadline_fails_tasks_that_run_past_it(backend: Backend) {
 async fn requests_to_a_slow_channel_are_bounded(backend: Backend) {
     let emu = KlingEmu::start(keys(), Duration::from_millis(300)).await;
     emu.set_latency(Duration::from_millis(100));
-    let gw = Gateway::start_with(backend, |s| {
-        let mut c = kling_channel("kling-a", &emu, 0);
-        c.max_concurrent_requests = Some(3);
-        s.channels = vec![c];
-    })
-    .await;
+    let gw = TestApp::on(backend)
+        .channel(ChannelSpec {
+            max_concurrent_requests: Some(3),
+            ..kling_channel("kling-a", &emu, 0)
+        })
+        .start()
+        .await;
     let key = gw.new_key("client").await;
     let mut ids = Vec::new();
     for i in 0..12 {
@@ -375,12 +379,13 @@ async fn requests_to_a_slow_channel_are_bounded(backend: Backend) {
 
 async fn upstream_callbacks_bring_results_without_polls(backend: Backend) {
     let emu = KlingEmu::start(keys(), Duration::from_millis(600)).await;
-    let gw = Gateway::start_with(backend, |s| {
-        let mut c = kling_channel("kling-a", &emu, 0);
-        c.callbacks = true;
-        s.channels = vec![c];
-    })
-    .await;
+    let gw = TestApp::on(backend)
+        .channel(ChannelSpec {
+            callbacks: true,
+            ..kling_channel("kling-a", &emu, 0)
+        })
+        .start()
+        .await;
     let key = gw.new_key("client").await;
     let ids = [
         submit(&gw, &key, "a red fox", 1).await,
@@ -452,12 +457,13 @@ async fn upstream_callbacks_bring_results_without_polls(backend: Backend) {
 async fn callbacks_arriving_before_the_submit_is_recorded_are_applied(backend: Backend) {
     let emu = KlingEmu::start(keys(), Duration::from_millis(300)).await;
     emu.delay_create_answers(Duration::from_millis(1200));
-    let gw = Gateway::start_with(backend, |s| {
-        let mut c = kling_channel("kling-a", &emu, 0);
-        c.callbacks = true;
-        s.channels = vec![c];
-    })
-    .await;
+    let gw = TestApp::on(backend)
+        .channel(ChannelSpec {
+            callbacks: true,
+            ..kling_channel("kling-a", &emu, 0)
+        })
+        .start()
+        .await;
     let key = gw.new_key("client").await;
     let id = submit(&gw, &key, "an eager upstream", 1).await;
     let started = std::time::Instant::now();

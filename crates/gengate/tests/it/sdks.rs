@@ -5,14 +5,12 @@
 //! and a test makes it if it is missing. Without Python or the registry,
 //! the tests skip, except under `CI=true`, where they fail.
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
+use crate::harness::{Backend, Gateway, TestApp, sandbox_channel};
 use base64::Engine as _;
-use common::{Backend, Gateway};
 use serde_json::Value;
 
 on_both_backends!(
@@ -84,7 +82,7 @@ fn run(python: &std::path::Path, script: &str, gw: &Gateway, key: &str) -> Value
 
 async fn the_lumaai_sdk_works_unchanged(backend: Backend) {
     let Some(python) = python() else { return };
-    let gw = Gateway::start_with(backend, |s| s.sandbox_latency_ms = 200).await;
+    let gw = TestApp::on(backend).sandbox_latency_ms(200).start().await;
     let key = gw.new_key("lumaai").await;
     let out = tokio::task::block_in_place(|| run(&python, "lumaai_client.py", &gw, &key));
     let (status, ct, mp4) = gw.bytes(out["video"].as_str().unwrap()).await;
@@ -114,14 +112,10 @@ async fn the_lumaai_sdk_works_unchanged(backend: Backend) {
 
 async fn the_openai_sdk_works_unchanged(backend: Backend) {
     let Some(python) = python() else { return };
-    let gw = Gateway::start_with(backend, |s| {
-        s.sandbox_latency_ms = 200;
-        s.channels = vec![gengate_core::ChannelSpec {
-            models: std::collections::BTreeMap::from([("dall-e-3".into(), "dall-e-3".into())]),
-            ..gengate_core::ChannelSpec::new("sandbox", gengate_core::ProviderKind::Sandbox)
-        }];
-    })
-    .await;
+    let gw = TestApp::on(backend)
+        .channel(sandbox_channel("sandbox", &["dall-e-3"], 200))
+        .start()
+        .await;
     let key = gw.new_key("openai").await;
     let out = tokio::task::block_in_place(|| run(&python, "openai_client.py", &gw, &key));
     let png = base64::engine::general_purpose::STANDARD

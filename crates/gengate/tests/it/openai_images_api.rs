@@ -2,10 +2,8 @@
 //! OpenAI's shape (checked against OpenAI's own spec), its error envelope,
 //! and what happens when the task fails or outlasts the wait.
 
-mod common;
-
+use crate::harness::{Backend, Gateway, TestApp};
 use base64::Engine as _;
-use common::{Backend, Gateway};
 use gengate_core::Dialect;
 use serde_json::{Value, json};
 
@@ -52,7 +50,7 @@ async fn generate(
 }
 
 async fn images_come_back_in_the_answer_as_base64_or_urls(backend: Backend) {
-    let gw = Gateway::start(backend).await;
+    let gw = TestApp::on(backend).start().await;
     let (status, v, _, _) = generate(
         &gw,
         &gw.admin,
@@ -108,7 +106,10 @@ async fn images_come_back_in_the_answer_as_base64_or_urls(backend: Backend) {
 }
 
 async fn a_failed_generation_is_a_502_that_is_not_retried(backend: Backend) {
-    let gw = Gateway::start_with(backend, |s| s.sandbox_failure_rate = 1.0).await;
+    let gw = TestApp::on(backend)
+        .with(|s| s.sandbox_failure_rate = 1.0)
+        .start()
+        .await;
     let (status, v, retry, task) = generate(&gw, &gw.admin, json!({"prompt": "doomed"})).await;
     assert_eq!(status, 502, "{v}");
     assert_eq!(v["error"]["code"], "generation_failed");
@@ -125,11 +126,11 @@ async fn a_failed_generation_is_a_502_that_is_not_retried(backend: Backend) {
 }
 
 async fn a_generation_outlasting_the_wait_is_a_504_naming_the_task(backend: Backend) {
-    let gw = Gateway::start_with(backend, |s| {
-        s.sandbox_latency_ms = 60_000;
-        s.sync_wait_secs = 1;
-    })
-    .await;
+    let gw = TestApp::on(backend)
+        .sandbox_latency_ms(60_000)
+        .with(|s| s.sync_wait_secs = 1)
+        .start()
+        .await;
     let started = std::time::Instant::now();
     let (status, v, retry, task) = generate(&gw, &gw.admin, json!({"prompt": "slow"})).await;
     assert_eq!(status, 504, "{v}");
@@ -154,7 +155,7 @@ async fn a_generation_outlasting_the_wait_is_a_504_naming_the_task(backend: Back
 }
 
 async fn bad_requests_are_400_with_the_param_and_store_nothing(backend: Backend) {
-    let gw = Gateway::start(backend).await;
+    let gw = TestApp::on(backend).start().await;
     let cases = [
         (json!({}), "prompt"),
         (json!({"prompt": ""}), "prompt"),
@@ -210,7 +211,10 @@ async fn bad_requests_are_400_with_the_param_and_store_nothing(backend: Backend)
 /// request gets its 504 at once (within the grace period), not a dropped
 /// connection the SDK would retry.
 async fn a_waiting_answer_is_given_when_the_server_stops(backend: Backend) {
-    let gw = Gateway::start_with(backend, |s| s.sandbox_latency_ms = 60_000).await;
+    let gw = TestApp::on(backend)
+        .sandbox_latency_ms(60_000)
+        .start()
+        .await;
     let request = gw
         .http
         .post(format!("{}{PATH}", gw.base))

@@ -2,14 +2,11 @@
 //! (`/admin/channels`) and the `gengate channels` command, on both stores.
 //! Credentials go in and are used, and never come back out.
 
-mod common;
+use std::time::Duration;
 
-use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
-
-use common::procs::{ADMIN, BIN, Place, serve};
-use common::{Backend, Gateway};
-use gengate_core::{ChannelSpec, ProviderKind};
+use crate::harness::procs::{ADMIN, BIN, Place, serve};
+use crate::harness::{Backend, Gateway, TestApp, poll_until, sandbox_channel};
+use gengate_core::ChannelSpec;
 use gengate_testkit::{KlingAccount, KlingEmu};
 use serde_json::{Value, json};
 
@@ -32,14 +29,10 @@ const SECRETS: [&str; 4] = [ACCESS, SECRET, API_KEY, WHSEC];
 /// A gateway whose gengate.toml has one sandbox channel serving only
 /// `kling-image` (so `relay-model` is served by nothing at first).
 async fn gateway(backend: Backend) -> Gateway {
-    Gateway::start_with(backend, |s| {
-        s.channels = vec![ChannelSpec {
-            models: BTreeMap::from([("kling-image".into(), "kling-image".into())]),
-            latency_ms: Some(50),
-            ..ChannelSpec::new("toml-sandbox", ProviderKind::Sandbox)
-        }];
-    })
-    .await
+    TestApp::on(backend)
+        .channel(sandbox_channel("toml-sandbox", &["kling-image"], 50))
+        .start()
+        .await
 }
 
 async fn patch(gw: &Gateway, path: &str, key: &str, body: Value) -> (u16, Value) {
@@ -454,6 +447,25 @@ async fn a_disabled_channel_gets_no_tasks_until_enabled(backend: Backend) {
     gw.stop().await;
 }
 
+/// Submits for `relay-model` until one is answered `status` (as the
+/// instance rereads the stored channels), for up to 15 s.
+async fn served_within_seconds(
+    what: &str,
+    submit: &impl AsyncFn(&'static str) -> u16,
+    status: u16,
+) {
+    poll_until(
+        what,
+        Duration::from_secs(15),
+        Duration::from_millis(200),
+        async || match submit("relay-model").await {
+            s if s == status => Ok(()),
+            s => Err(format!("answered {s}")),
+        },
+    )
+    .await;
+}
+
 /// `gengate channels ...` with the given environment.
 async fn channels_cli(
     place: &Place,
@@ -779,14 +791,7 @@ async fn the_cli_manages_stored_channels_and_running_instances_pick_them_up(back
     assert_eq!(r.credentials.webhook_secret, None);
 
     // The running instance picks the CLI's channels up within seconds.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while submit("relay-model").await != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "the new channel was never picked up"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    served_within_seconds("the new channel picked up", &submit, 200).await;
     let r = http
         .get(format!("{}/admin/channels/from-file", p.base))
         .bearer_auth(ADMIN)
@@ -804,14 +809,7 @@ async fn the_cli_manages_stored_channels_and_running_instances_pick_them_up(back
     let (ok, out, err) =
         channels_cli(&place, &["disable", "from-file", "--config", &config], &[]).await;
     assert!(ok, "{out}{err}");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while submit("relay-model").await != 400 {
-        assert!(
-            Instant::now() < deadline,
-            "the disabled channel still serves"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    served_within_seconds("the disabled channel no longer serving", &submit, 400).await;
     let (ok, _, err) =
         channels_cli(&place, &["enable", "from-file", "--config", &config], &[]).await;
     assert!(ok, "{err}");

@@ -1,17 +1,15 @@
 //! The sandbox's video as a player sees it: a real H.264 MP4, served with
 //! byte ranges so browsers can seek.
 
-mod common;
-
 use std::io::Cursor;
 
-use common::{Backend, Gateway};
+use crate::harness::{Backend, TestApp};
 use serde_json::json;
 
 on_both_backends!(the_video_is_an_h264_mp4_of_five_seconds_served_with_ranges,);
 
 async fn the_video_is_an_h264_mp4_of_five_seconds_served_with_ranges(backend: Backend) {
-    let gw = Gateway::start(backend).await;
+    let gw = TestApp::on(backend).start().await;
     let (_, v) = gw
         .post(
             "/luma/generations",

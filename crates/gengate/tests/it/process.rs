@@ -1,14 +1,12 @@
 //! The real binary: first start, key commands, and restarts after SIGKILL
 //! and SIGTERM with tasks in flight. Nothing accepted is ever lost.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use common::Backend;
-use common::procs::{ADMIN, Place, cli, post, serve};
+use crate::harness::procs::{ADMIN, Place, cli, post, serve};
+use crate::harness::{Backend, events, poll_until};
 use gengate_testkit::{Receiver, Reply};
 
 on_both_backends!(
@@ -115,57 +113,54 @@ async fn submit(http: &reqwest::Client, base: &str, n: usize) -> (Vec<String>, V
     (luma, kling)
 }
 
-/// Wait until every task is terminal; returns how many completed.
+/// Wait until every task is terminal (each one's event stream has ended,
+/// within two minutes in all); returns how many completed.
 async fn all_finish(
     http: &reqwest::Client,
     base: &str,
     luma: &[String],
     kling: &[String],
 ) -> usize {
-    let start = Instant::now();
-    loop {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for id in luma.iter().chain(kling) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        events::wait_done(http, base, ADMIN, id, left).await;
+    }
+    let r = http
+        .post(format!("{base}/luma/tasks"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"ids": luma}))
+        .send()
+        .await
+        .unwrap();
+    let tasks: Vec<Value> = r.json().await.unwrap();
+    assert_eq!(
+        tasks.len(),
+        luma.len(),
+        "every accepted Luma task is still there"
+    );
+    let mut open = tasks
+        .iter()
+        .filter(|t| !matches!(t["state"].as_str(), Some("completed" | "failed")))
+        .count();
+    let mut completed = tasks.iter().filter(|t| t["state"] == "completed").count();
+    for id in kling {
         let r = http
-            .post(format!("{base}/luma/tasks"))
+            .get(format!("{base}/kling/v1/images/generations/{id}"))
             .bearer_auth(ADMIN)
-            .json(&json!({"ids": luma}))
             .send()
             .await
             .unwrap();
-        let tasks: Vec<Value> = r.json().await.unwrap();
-        assert_eq!(
-            tasks.len(),
-            luma.len(),
-            "every accepted Luma task is still there"
-        );
-        let mut open = tasks
-            .iter()
-            .filter(|t| !matches!(t["state"].as_str(), Some("completed" | "failed")))
-            .count();
-        let mut completed = tasks.iter().filter(|t| t["state"] == "completed").count();
-        for id in kling {
-            let r = http
-                .get(format!("{base}/kling/v1/images/generations/{id}"))
-                .bearer_auth(ADMIN)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status().as_u16(), 200);
-            let v: Value = r.json().await.unwrap();
-            match v["data"]["task_status"].as_str() {
-                Some("succeed") => completed += 1,
-                Some("failed") => {}
-                _ => open += 1,
-            }
+        assert_eq!(r.status().as_u16(), 200);
+        let v: Value = r.json().await.unwrap();
+        match v["data"]["task_status"].as_str() {
+            Some("succeed") => completed += 1,
+            Some("failed") => {}
+            _ => open += 1,
         }
-        if open == 0 {
-            return completed;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "{open} tasks never finished"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    assert_eq!(open, 0, "{open} tasks never finished");
+    completed
 }
 
 async fn a_killed_gengate_finishes_every_accepted_task_after_restart(backend: Backend) {
@@ -285,27 +280,25 @@ async fn a_callback_waiting_to_be_retried_survives_a_kill(backend: Backend) {
     assert_eq!(s, 201, "{v}");
     let id = v["id"].as_str().unwrap().to_string();
     // Kill once the failed first attempt is recorded: mid-backoff.
-    let started = Instant::now();
-    loop {
-        let r = http
-            .get(format!("{}/v1/tasks/{id}/deliveries", p.base))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap();
-        let v: Value = r.json().await.unwrap();
-        if v["data"][0]["attempts"]
-            .as_array()
-            .is_some_and(|a| !a.is_empty())
-        {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "no attempt: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    poll_until(
+        "the first attempt recorded",
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        async || {
+            let r = http
+                .get(format!("{}/v1/tasks/{id}/deliveries", p.base))
+                .bearer_auth(ADMIN)
+                .send()
+                .await
+                .unwrap();
+            let v: Value = r.json().await.unwrap();
+            match v["data"][0]["attempts"].as_array() {
+                Some(a) if !a.is_empty() => Ok(()),
+                _ => Err(v.to_string()),
+            }
+        },
+    )
+    .await;
     p.child.kill().await.unwrap();
 
     let mut p = serve(&place, &flags).await;

@@ -1,0 +1,23 @@
+//! gengate's integration tests: one binary, so the whole server is linked
+//! once rather than once per area; a module per area, and the harness that
+//! starts gengate for them.
+
+#[macro_use]
+mod harness;
+
+mod admin_channels;
+mod browser;
+mod callbacks;
+mod channels;
+mod dream_machine_api;
+mod http_contract;
+mod kling_api;
+mod luma_api;
+mod media;
+mod multi_instance;
+mod openai_images_api;
+mod process;
+mod providers_e2e;
+mod sdks;
+mod tasks_api;
+mod upstream_gengate;
