@@ -115,28 +115,26 @@ impl Engine {
     }
 
     async fn time_out(&self, task: &Task) -> Result<(), StoreError> {
+        // Awaited here, within the engine's bounded work: tasks timing out
+        // together never send an unbounded burst of cancels upstream.
         if let Some(done) = self.transition(task, TaskUpdate::fail("timeout")).await? {
-            self.cancel_upstream(&done);
+            self.cancel_upstream(&done).await;
         }
         Ok(())
     }
 
     /// Ask the upstream of a task that ended here (canceled, timed out) to
-    /// stop its job, in the background and best effort: the task's state
-    /// is settled already and does not wait for the upstream.
-    pub(crate) fn cancel_upstream(&self, task: &Task) {
+    /// stop its job, best effort: the task's state is settled already.
+    pub(crate) async fn cancel_upstream(&self, task: &Task) {
         let (Some(upstream), Some(channel)) = (
-            task.upstream_ref.clone(),
+            task.upstream_ref.as_deref(),
             task.channel.as_deref().and_then(|c| self.channels.get(c)),
         ) else {
             return;
         };
-        let task_id = task.id;
-        tokio::spawn(async move {
-            if let Err(e) = channel.provider.cancel(&upstream).await {
-                tracing::warn!(task = %task_id, error = %e, "upstream cancel failed");
-            }
-        });
+        if let Err(e) = channel.provider.cancel(upstream).await {
+            tracing::warn!(task = %task.id, error = %e, "upstream cancel failed");
+        }
     }
 
     async fn dispatch(&self, task: &Task) -> Result<(), StoreError> {

@@ -264,7 +264,9 @@ impl TaskService {
                 }
                 continue;
             };
-            self.engine.cancel_upstream(&done);
+            // The client's answer does not wait for the upstream.
+            let (engine, ended) = (self.engine.clone(), done.clone());
+            tokio::spawn(async move { engine.cancel_upstream(&ended).await });
             return Ok(Some(Cancel::Canceled(done)));
         }
         Err(ApiError::Unavailable(
