@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{Backend, TestApp, poll_until};
+use crate::harness::{Backend, Gateway, TestApp, poll_until};
 use gengate_core::DeliveryState;
 use gengate_testkit::{Received, Receiver, Reply};
 use serde_json::{Value, json};
@@ -37,6 +37,12 @@ fn verify(secret: &str, r: &Received) -> Value {
     serde_json::from_slice(&r.body).expect("a JSON body")
 }
 
+/// `POST /luma/generations` as the admin, calling back to `callback_url`.
+async fn generate(gw: &Gateway, prompt: impl Into<Value>, callback_url: &str) -> (u16, Value) {
+    let body = json!({"user_prompt": prompt.into(), "callback_url": callback_url});
+    gw.post("/luma/generations", &gw.admin, body).await
+}
+
 fn header<'a>(r: &'a Received, name: &str) -> &'a str {
     r.headers
         .get(name)
@@ -53,13 +59,7 @@ async fn a_tasks_whole_life_arrives_in_order_and_signed(backend: Backend) {
         .webhook_secret
         .expect("a secret");
 
-    let (s, v) = gw
-        .post(
-            "/luma/generations",
-            &gw.admin,
-            json!({"user_prompt": "signed", "callback_url": rx.url("/luma")}),
-        )
-        .await;
+    let (s, v) = generate(&gw, "signed", &rx.url("/luma")).await;
     assert_eq!(s, 201, "{v}");
     let (s, v) = gw
         .post(
@@ -115,13 +115,7 @@ async fn failed_attempts_are_retried_with_the_same_webhook_id(backend: Backend) 
         .sandbox_latency_ms(60_000) // only the first event matters here
         .start()
         .await;
-    let (_, v) = gw
-        .post(
-            "/luma/generations",
-            &gw.admin,
-            json!({"user_prompt": "retry", "callback_url": rx.url("/")}),
-        )
-        .await;
+    let (_, v) = generate(&gw, "retry", &rx.url("/")).await;
     let id: uuid::Uuid = v["id"].as_str().unwrap().parse().unwrap();
     let got = rx.wait_for(4, WAIT).await;
     // pending: 500, 500, 200; then processing: 200.
@@ -148,13 +142,7 @@ async fn gone_stops_deliveries_to_that_url(backend: Backend) {
     let rx = Receiver::start().await;
     rx.script([Reply::status(410)]);
     let gw = TestApp::on(backend).with(quick).start().await;
-    let (_, v) = gw
-        .post(
-            "/luma/generations",
-            &gw.admin,
-            json!({"user_prompt": "gone", "callback_url": rx.url("/")}),
-        )
-        .await;
+    let (_, v) = generate(&gw, "gone", &rx.url("/")).await;
     let id = v["id"].as_str().unwrap().to_string();
     gw.wait_luma(&gw.admin, &id).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -185,12 +173,7 @@ async fn retry_after_is_honoured(backend: Backend) {
         .sandbox_latency_ms(60_000)
         .start()
         .await;
-    gw.post(
-        "/luma/generations",
-        &gw.admin,
-        json!({"user_prompt": "later", "callback_url": rx.url("/")}),
-    )
-    .await;
+    generate(&gw, "later", &rx.url("/")).await;
     let got = rx.wait_for(2, WAIT).await;
     // The pending event twice, then (maybe already) the processing event.
     assert_eq!(
@@ -218,13 +201,7 @@ async fn internal_addresses_are_refused_at_submit_and_at_delivery(backend: Backe
         format!("http://localhost:{port}/"),
         "http://[::1]:9/".into(),
     ] {
-        let (s, v) = gw
-            .post(
-                "/luma/generations",
-                &gw.admin,
-                json!({"user_prompt": "x", "callback_url": url}),
-            )
-            .await;
+        let (s, v) = generate(&gw, "x", &url).await;
         assert_eq!(s, 400, "{url}: {v}");
         assert!(
             v["detail"].as_str().unwrap().starts_with("callback_url"),
@@ -246,13 +223,7 @@ async fn internal_addresses_are_refused_at_submit_and_at_delivery(backend: Backe
     );
 
     // An allowed address is fine.
-    let (s, _) = gw
-        .post(
-            "/luma/generations",
-            &gw.admin,
-            json!({"user_prompt": "x", "callback_url": allowed.url("/")}),
-        )
-        .await;
+    let (s, _) = generate(&gw, "x", &allowed.url("/")).await;
     assert_eq!(s, 201);
     assert!(!allowed.wait_for(1, WAIT).await.is_empty());
 
@@ -310,12 +281,7 @@ async fn a_rotated_secret_signs_beside_the_old_one(backend: Backend) {
             .await
             .unwrap()
     );
-    gw.post(
-        "/luma/generations",
-        &gw.admin,
-        json!({"user_prompt": "rotated", "callback_url": rx.url("/")}),
-    )
-    .await;
+    generate(&gw, "rotated", &rx.url("/")).await;
     let got = rx.wait_for(1, WAIT).await;
     let sig = header(&got[0], "webhook-signature");
     assert_eq!(
@@ -333,13 +299,7 @@ async fn owners_list_deliveries_and_ask_for_redelivery(backend: Backend) {
     let rx = Receiver::start().await;
     let gw = TestApp::on(backend).with(quick).start().await;
     let other = gw.new_key("other").await;
-    let (_, v) = gw
-        .post(
-            "/luma/generations",
-            &gw.admin,
-            json!({"user_prompt": "listed", "callback_url": rx.url("/")}),
-        )
-        .await;
+    let (_, v) = generate(&gw, "listed", &rx.url("/")).await;
     let id = v["id"].as_str().unwrap().to_string();
     gw.wait_luma(&gw.admin, &id).await;
     rx.wait_for(3, WAIT).await;
@@ -406,13 +366,7 @@ async fn a_receiver_that_comes_back_gets_its_callbacks(backend: Backend) {
         .sandbox_latency_ms(60_000)
         .start()
         .await;
-    let (_, v) = gw
-        .post(
-            "/luma/generations",
-            &gw.admin,
-            json!({"user_prompt": "patient", "callback_url": rx.url("/")}),
-        )
-        .await;
+    let (_, v) = generate(&gw, "patient", &rx.url("/")).await;
     let id: uuid::Uuid = v["id"].as_str().unwrap().parse().unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
     rx.up().await;
@@ -453,20 +407,10 @@ async fn a_slow_receiver_does_not_hold_back_others(backend: Backend) {
         .start()
         .await;
     for i in 0..12 {
-        gw.post(
-            "/luma/generations",
-            &gw.admin,
-            json!({"user_prompt": format!("slow {i}"), "callback_url": slow.url("/")}),
-        )
-        .await;
+        generate(&gw, format!("slow {i}"), &slow.url("/")).await;
     }
     slow.wait_for(1, WAIT).await;
-    gw.post(
-        "/luma/generations",
-        &gw.admin,
-        json!({"user_prompt": "quick", "callback_url": healthy.url("/")}),
-    )
-    .await;
+    generate(&gw, "quick", &healthy.url("/")).await;
     let got = healthy.wait_for(1, WAIT).await;
     let first_slow = slow.received()[0].at;
     assert!(
