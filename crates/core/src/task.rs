@@ -195,6 +195,34 @@ pub struct Task {
 }
 
 impl Task {
+    /// `new` as it is accepted: pending, no channel's work done yet.
+    pub fn accepted(id: Uuid, owner: Uuid, new: NewTask, now: Millis, deadline_at: Millis) -> Task {
+        Task {
+            id,
+            owner,
+            dialect: new.dialect,
+            kind: new.kind,
+            model: new.model,
+            request: new.request,
+            callback_url: new.callback_url,
+            external_id: new.external_id,
+            channel: new.channel,
+            upstream_ref: None,
+            attempts: 0,
+            state: TaskState::Pending,
+            failure_reason: None,
+            progress: 0,
+            artifacts: Vec::new(),
+            created_at: now,
+            updated_at: now,
+            started_at: None,
+            finished_at: None,
+            deadline_at,
+            version: 1,
+            event_seq: 1,
+        }
+    }
+
     /// The task as it stood when `event` was recorded: later results are
     /// not shown in the callback announcing an earlier state.
     pub fn as_of(&self, state: TaskState, at: Millis) -> Task {

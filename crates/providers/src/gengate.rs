@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::http::{Class, Upstream};
-use crate::signing::{WebhookKey, unix_secs};
+use crate::signing::{WebhookKey, callback_body};
 use crate::{
     CallbackNews, InputBytes, Output, OutputData, PollOutcome, Provider, ProviderError, Submission,
     Submitted,
@@ -524,12 +524,12 @@ impl Provider for Gengate {
         headers: &reqwest::header::HeaderMap,
         body: &[u8],
     ) -> Result<CallbackNews, ProviderError> {
-        if let Some(key) = &self.webhook_key {
-            key.verify("the upstream gengate's", headers, body, unix_secs())?;
-        }
-        let v: Value = serde_json::from_slice(body).map_err(|e| {
-            ProviderError::Permanent(format!("the upstream gengate's callback is not JSON: {e}"))
-        })?;
+        let v: Value = callback_body(
+            self.webhook_key.as_ref(),
+            "the upstream gengate's",
+            headers,
+            body,
+        )?;
         if v.get("task_id").is_some() {
             let t: KlingTask = read(v)?;
             Ok(CallbackNews {

@@ -321,12 +321,12 @@ impl Provider for Kling {
     /// Kling calls back with the task as its query answers it (no envelope).
     fn read_callback(
         &self,
-        _headers: &reqwest::header::HeaderMap,
+        headers: &reqwest::header::HeaderMap,
         body: &[u8],
     ) -> Result<CallbackNews, ProviderError> {
-        let data: serde_json::Value = serde_json::from_slice(body)
-            .map_err(|e| ProviderError::Permanent(format!("kling's callback is not JSON: {e}")))?;
-        let t = read_task(data)?;
+        let t = read_task(crate::signing::callback_body(
+            None, "kling's", headers, body,
+        )?)?;
         Ok(CallbackNews {
             upstream_id: t.task_id.clone(),
             outcome: outcome(t),

@@ -51,6 +51,21 @@ pub struct Submission<'a> {
     pub callback_url: Option<&'a str>,
 }
 
+impl<'a> Submission<'a> {
+    /// A first submission of `task` as `model`: no input files, no parent,
+    /// no callback.
+    pub fn new(task: &'a Task, model: &'a str, now: i64) -> Submission<'a> {
+        Submission {
+            task,
+            model,
+            inputs: Vec::new(),
+            parent_upstream_ref: None,
+            now,
+            callback_url: None,
+        }
+    }
+}
+
 /// The upstream's reference for a submitted task, opaque to the engine.
 #[derive(Debug, Clone)]
 pub struct Submitted {

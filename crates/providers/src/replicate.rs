@@ -35,7 +35,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::http::{self, Upstream};
-use crate::signing::{WebhookKey, unix_secs};
+use crate::signing::{WebhookKey, callback_body};
 use crate::{
     CallbackNews, Output, OutputData, PollOutcome, Provider, ProviderError, Submission, Submitted,
 };
@@ -260,12 +260,7 @@ impl Provider for Replicate {
         headers: &reqwest::header::HeaderMap,
         body: &[u8],
     ) -> Result<CallbackNews, ProviderError> {
-        if let Some(key) = &self.webhook_key {
-            key.verify("replicate", headers, body, unix_secs())?;
-        }
-        let p: Prediction = serde_json::from_slice(body).map_err(|e| {
-            ProviderError::Permanent(format!("replicate's callback is not a prediction: {e}"))
-        })?;
+        let p: Prediction = callback_body(self.webhook_key.as_ref(), "replicate's", headers, body)?;
         Ok(CallbackNews {
             upstream_id: p.id.clone(),
             outcome: outcome(p),

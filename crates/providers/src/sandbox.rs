@@ -371,14 +371,7 @@ mod tests {
     }
 
     async fn submit(sb: &Sandbox, t: &Task, now: i64) -> String {
-        let job = Submission {
-            task: t,
-            model: "m",
-            inputs: Vec::new(),
-            parent_upstream_ref: None,
-            now,
-            callback_url: None,
-        };
+        let job = Submission::new(t, "m", now);
         sb.submit(job).await.unwrap().upstream_ref
     }
 

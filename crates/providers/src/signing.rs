@@ -91,6 +91,21 @@ impl WebhookKey {
     }
 }
 
+/// A callback's body from `who` read as JSON, once its signature holds
+/// where the channel has a key (upstreams without one, Kling, are unsigned).
+pub(crate) fn callback_body<T: serde::de::DeserializeOwned>(
+    key: Option<&WebhookKey>,
+    who: &str,
+    headers: &reqwest::header::HeaderMap,
+    body: &[u8],
+) -> Result<T, ProviderError> {
+    if let Some(key) = key {
+        key.verify(who, headers, body, unix_secs())?;
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ProviderError::Permanent(format!("{who} callback is not JSON as sent: {e}")))
+}
+
 /// Now, in Unix seconds.
 pub(crate) fn unix_secs() -> i64 {
     std::time::SystemTime::now()

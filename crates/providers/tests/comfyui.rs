@@ -3,6 +3,9 @@
 //! real images at the asked size, failures with ComfyUI's reason, restart
 //! and cancel, every error class, and channel settings errors.
 
+mod common;
+use common::poll_until_done;
+
 use std::time::Duration;
 
 use gengate_core::{ChannelSpec, ProviderKind, Task, TaskKind};
@@ -42,25 +45,8 @@ fn adapter(emu: &ComfyEmu) -> ComfyUi {
 }
 
 async fn submit(p: &ComfyUi, t: &Task) -> Result<String, ProviderError> {
-    let job = Submission {
-        task: t,
-        model: "sdxl",
-        inputs: Vec::new(),
-        parent_upstream_ref: None,
-        now: 0,
-        callback_url: None,
-    };
+    let job = Submission::new(t, "sdxl", 0);
     p.submit(job).await.map(|s| s.upstream_ref)
-}
-
-async fn poll_until_done(p: &ComfyUi, r: &str) -> PollOutcome {
-    for _ in 0..200 {
-        match p.poll(r, 0).await.unwrap() {
-            PollOutcome::Running { .. } => tokio::time::sleep(Duration::from_millis(20)).await,
-            done => return done,
-        }
-    }
-    panic!("{r} never finished");
 }
 
 async fn fetch(url: &str) -> bytes::Bytes {

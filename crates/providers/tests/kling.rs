@@ -1,6 +1,9 @@
 //! The kling adapter against the emulated Kling API: auth either way, each
 //! endpoint, and a retaken task finding its first submission.
 
+mod common;
+use common::poll_until_done;
+
 use std::time::Duration;
 
 use gengate_core::{ImageFormat, ImageRole, Task, TaskKind};
@@ -26,24 +29,10 @@ fn adapter(emu: &KlingEmu, auth: KlingAuth) -> Kling {
 
 async fn submit(k: &Kling, t: &Task, inputs: Vec<InputBytes>) -> Result<String, ProviderError> {
     let job = Submission {
-        task: t,
-        model: "kling-v1",
         inputs,
-        parent_upstream_ref: None,
-        now: 0,
-        callback_url: None,
+        ..Submission::new(t, "kling-v1", 0)
     };
     k.submit(job).await.map(|s| s.upstream_ref)
-}
-
-async fn poll_until_done(k: &Kling, r: &str) -> PollOutcome {
-    for _ in 0..100 {
-        match k.poll(r, 0).await.unwrap() {
-            PollOutcome::Running { .. } => tokio::time::sleep(Duration::from_millis(20)).await,
-            done => return done,
-        }
-    }
-    panic!("{r} never finished");
 }
 
 #[tokio::test]
@@ -80,14 +69,7 @@ async fn an_invalid_request_keeps_kling_s_refusal() {
     let emu = KlingEmu::start(KlingAccount::ApiKey("k".into()), Duration::from_millis(100)).await;
     let k = adapter(&emu, KlingAuth::ApiKey("k".into()));
     let t = task(TaskKind::Image, "a lighthouse");
-    let job = Submission {
-        task: &t,
-        model: "no-such-model",
-        inputs: Vec::new(),
-        parent_upstream_ref: None,
-        now: 0,
-        callback_url: None,
-    };
+    let job = Submission::new(&t, "no-such-model", 0);
     // 1201 is also how Kling refuses a known external_task_id; the lookup
     // by that id finds nothing, so the refusal itself is the answer.
     let err = k.submit(job).await.map(|s| s.upstream_ref);
@@ -144,12 +126,7 @@ async fn signed_keys_and_the_video_endpoints() {
 
 #[tokio::test]
 async fn an_unreachable_upstream_is_retryable() {
-    // Bind and drop a listener: nothing answers on that port.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = gengate_testkit::fixtures::closed_port();
     let k = Kling::new(
         Upstream::new(&format!("http://127.0.0.1:{port}"), Duration::from_secs(2)).unwrap(),
         KlingAuth::ApiKey("k".into()),

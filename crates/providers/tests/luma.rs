@@ -3,6 +3,9 @@
 //! each operation, keyframes and extend as Luma receives them, callbacks,
 //! real media, and every error class.
 
+mod common;
+use common::poll_until_done;
+
 use std::time::Duration;
 
 use gengate_core::{
@@ -37,17 +40,6 @@ fn adapter(emu: &LumaEmu, key: &str) -> Luma {
     )
 }
 
-fn job<'a>(task: &'a Task, model: &'a str) -> Submission<'a> {
-    Submission {
-        task,
-        model,
-        inputs: Vec::new(),
-        parent_upstream_ref: None,
-        now: 0,
-        callback_url: None,
-    }
-}
-
 fn input(role: ImageRole, url: Option<&str>) -> InputBytes {
     InputBytes {
         role,
@@ -59,16 +51,6 @@ fn input(role: ImageRole, url: Option<&str>) -> InputBytes {
 
 async fn submit(l: &Luma, job: Submission<'_>) -> Result<String, ProviderError> {
     l.submit(job).await.map(|s| s.upstream_ref)
-}
-
-async fn poll_until_done(l: &Luma, r: &str) -> PollOutcome {
-    for _ in 0..100 {
-        match l.poll(r, 0).await.unwrap() {
-            PollOutcome::Running { .. } => tokio::time::sleep(Duration::from_millis(20)).await,
-            done => return done,
-        }
-    }
-    panic!("{r} never finished");
 }
 
 /// The one output URL of a finished generation, checked to be a `role`.
@@ -109,7 +91,7 @@ async fn text_to_video_becomes_a_real_mp4_and_calls_back() {
     t.request.loop_video = Some(true);
     t.request.resolution = Some("720p".into());
     let callback = receiver.url("/callbacks/luma/tok-1");
-    let mut j = job(&t, "ray-2");
+    let mut j = Submission::new(&t, "ray-2", 0);
     j.callback_url = Some(&callback);
     let id = submit(&l, j).await.unwrap();
 
@@ -165,7 +147,7 @@ async fn images_send_reference_urls_and_come_back_in_the_prompts_colour() {
     let mut t = task(TaskKind::Image, "a blue teapot");
     t.request.image_fidelity = Some(0.6);
     let reference = host.url("/red.png");
-    let mut j = job(&t, "photon-1");
+    let mut j = Submission::new(&t, "photon-1", 0);
     j.inputs = vec![input(ImageRole::Reference, Some(&reference))];
     let id = submit(&l, j).await.unwrap();
     assert_eq!(
@@ -193,7 +175,9 @@ async fn images_send_reference_urls_and_come_back_in_the_prompts_colour() {
     // One image per generation: more is refused before Luma is asked.
     let mut two = task(TaskKind::Image, "two teapots");
     two.request.n = 2;
-    let err = submit(&l, job(&two, "photon-1")).await.unwrap_err();
+    let err = submit(&l, Submission::new(&two, "photon-1", 0))
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, ProviderError::Permanent(m) if m.contains("n = 1") && m.contains("n = 2")),
         "{err:?}"
@@ -208,7 +192,7 @@ async fn keyframes_and_extend_reach_luma_as_sent() {
     let l = adapter(&emu, KEY);
     let (start, end) = ("http://127.0.0.1:9/start.png", "http://127.0.0.1:9/end.png");
     let t = task(TaskKind::Video, "a door opening");
-    let mut j = job(&t, "ray-flash-2");
+    let mut j = Submission::new(&t, "ray-flash-2", 0);
     j.inputs = vec![
         input(ImageRole::Start, Some(start)),
         input(ImageRole::End, Some(end)),
@@ -226,7 +210,7 @@ async fn keyframes_and_extend_reach_luma_as_sent() {
     // Extending: Luma continues its own generation; the parent's last frame,
     // which the engine passes along without a URL, is not needed.
     let ext = task(TaskKind::Video, "the door closes");
-    let mut j = job(&ext, "ray-flash-2");
+    let mut j = Submission::new(&ext, "ray-flash-2", 0);
     j.parent_upstream_ref = Some(&parent);
     j.inputs = vec![
         input(ImageRole::Start, None),
@@ -243,7 +227,7 @@ async fn keyframes_and_extend_reach_luma_as_sent() {
     output_url(&l, &child, ArtifactRole::Video).await;
 
     // Luma fetches inputs by URL: an uploaded start frame cannot be sent.
-    let mut j = job(&t, "ray-2");
+    let mut j = Submission::new(&t, "ray-2", 0);
     j.inputs = vec![input(ImageRole::Start, None)];
     let err = submit(&l, j).await.unwrap_err();
     assert!(
@@ -252,7 +236,7 @@ async fn keyframes_and_extend_reach_luma_as_sent() {
     );
     // Extending a generation Luma does not have: its refusal reaches the user.
     let gone = uuid::Uuid::new_v4().to_string();
-    let mut j = job(&ext, "ray-2");
+    let mut j = Submission::new(&ext, "ray-2", 0);
     j.parent_upstream_ref = Some(&gone);
     let err = submit(&l, j).await.unwrap_err();
     assert!(
@@ -268,9 +252,9 @@ async fn errors_are_classed_for_the_engine() {
     let emu = LumaEmu::start(KEY, RUN_FOR).await;
     let l = adapter(&emu, KEY);
     let t = task(TaskKind::Video, "waves");
-    let attempt = || submit(&l, job(&t, "ray-2"));
+    let attempt = || submit(&l, Submission::new(&t, "ray-2", 0));
 
-    let err = submit(&adapter(&emu, "wrong-key"), job(&t, "ray-2"))
+    let err = submit(&adapter(&emu, "wrong-key"), Submission::new(&t, "ray-2", 0))
         .await
         .unwrap_err();
     assert!(
@@ -346,7 +330,9 @@ async fn failed_generations_say_why_and_cancel_deletes() {
     let emu = LumaEmu::start(KEY, RUN_FOR).await;
     let l = adapter(&emu, KEY);
     let failing = task(TaskKind::Video, "please FAIL");
-    let id = submit(&l, job(&failing, "ray-2")).await.unwrap();
+    let id = submit(&l, Submission::new(&failing, "ray-2", 0))
+        .await
+        .unwrap();
     let outcome = poll_until_done(&l, &id).await;
     assert!(
         matches!(&outcome, PollOutcome::Failed(m) if m.starts_with("luma: ") && m.contains("emulated failure")),
@@ -354,7 +340,9 @@ async fn failed_generations_say_why_and_cancel_deletes() {
     );
 
     let endless = task(TaskKind::Video, "NEVER stop");
-    let id = submit(&l, job(&endless, "ray-2")).await.unwrap();
+    let id = submit(&l, Submission::new(&endless, "ray-2", 0))
+        .await
+        .unwrap();
     tokio::time::sleep(RUN_FOR * 2).await;
     assert!(matches!(
         l.poll(&id, 0).await.unwrap(),
@@ -378,14 +366,18 @@ async fn the_emulation_refuses_what_lumas_spec_refuses() {
     let emu = LumaEmu::start(KEY, RUN_FOR).await;
     let l = adapter(&emu, KEY);
     let t = task(TaskKind::Video, "waves");
-    let err = submit(&l, job(&t, "ray-9")).await.unwrap_err();
+    let err = submit(&l, Submission::new(&t, "ray-9", 0))
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, ProviderError::Permanent(m) if m.contains("422") && m.contains("ray-9")),
         "{err:?}"
     );
     let mut odd = task(TaskKind::Image, "a cat");
     odd.request.aspect_ratio = "5:4".into();
-    let err = submit(&l, job(&odd, "photon-1")).await.unwrap_err();
+    let err = submit(&l, Submission::new(&odd, "photon-1", 0))
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, ProviderError::Permanent(m) if m.contains("5:4")),
         "{err:?}"
@@ -412,9 +404,12 @@ async fn ping_and_credits_answer_with_the_key_only() {
     };
     let before = balance().await;
     let t = task(TaskKind::Image, "a cat");
-    submit(&adapter(&emu, KEY), job(&t, "photon-flash-1"))
-        .await
-        .unwrap();
+    submit(
+        &adapter(&emu, KEY),
+        Submission::new(&t, "photon-flash-1", 0),
+    )
+    .await
+    .unwrap();
     assert!(balance().await < before);
     assert_faithful(&emu);
 }
@@ -440,18 +435,17 @@ async fn channels_need_a_base_url_and_an_api_key() {
     let p = for_channel(&spec, None).unwrap();
     assert_eq!(p.kind(), "luma");
     let t = task(TaskKind::Image, "a cat");
-    let id = p.submit(job(&t, "photon-1")).await.unwrap().upstream_ref;
+    let id = p
+        .submit(Submission::new(&t, "photon-1", 0))
+        .await
+        .unwrap()
+        .upstream_ref;
     assert!(emu.request_of(&id).is_some());
 }
 
 #[tokio::test]
 async fn an_unreachable_upstream_is_retryable() {
-    // Bind and drop a listener: nothing answers on that port.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = gengate_testkit::fixtures::closed_port();
     let l = Luma::new(
         Upstream::new(
             &format!("http://127.0.0.1:{port}/dream-machine/v1"),
@@ -461,6 +455,8 @@ async fn an_unreachable_upstream_is_retryable() {
         KEY.into(),
     );
     let t = task(TaskKind::Video, "x");
-    let err = submit(&l, job(&t, "ray-2")).await.unwrap_err();
+    let err = submit(&l, Submission::new(&t, "ray-2", 0))
+        .await
+        .unwrap_err();
     assert!(matches!(err, ProviderError::Retryable(_)), "{err:?}");
 }

@@ -27,14 +27,7 @@ fn adapter(emu: &OpenAiImagesEmu, key: Option<&str>) -> OpenAiImages {
 }
 
 async fn submit(p: &OpenAiImages, t: &Task, model: &str) -> Result<Vec<Output>, ProviderError> {
-    let job = Submission {
-        task: t,
-        model,
-        inputs: Vec::new(),
-        parent_upstream_ref: None,
-        now: 0,
-        callback_url: None,
-    };
+    let job = Submission::new(t, model, 0);
     let submitted = p.submit(job).await?;
     assert!(submitted.upstream_ref.starts_with("oai_"));
     Ok(submitted.outputs.expect("images answered at submit"))

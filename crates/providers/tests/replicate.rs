@@ -14,6 +14,7 @@ use gengate_providers::{
 };
 use gengate_testkit::Receiver;
 use gengate_testkit::faults::Fault;
+use gengate_testkit::fixtures::json_of;
 use gengate_testkit::replicate::{
     IMAGE_MODEL, IMAGE_VERSION, ReplicateEmu, VIDEO_MODEL, VIDEO_VERSION, sign,
 };
@@ -58,12 +59,9 @@ async fn submit_to(
     callback_url: Option<&str>,
 ) -> Result<String, ProviderError> {
     let job = Submission {
-        task: t,
-        model,
         inputs,
-        parent_upstream_ref: None,
-        now: 0,
         callback_url,
+        ..Submission::new(t, model, 0)
     };
     r.submit(job).await.map(|s| s.upstream_ref)
 }
@@ -338,15 +336,12 @@ async fn the_emulation_refuses_what_the_spec_refuses() {
     assert_eq!(emu.submits(), 0);
 
     // The signing secret is also where the real API serves it.
-    let secret: serde_json::Value = client()
-        .get(format!("{}/webhooks/default/secret", emu.base_url()))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let secret = json_of(
+        client()
+            .get(format!("{}/webhooks/default/secret", emu.base_url()))
+            .bearer_auth(TOKEN),
+    )
+    .await;
     assert_eq!(secret["key"], emu.webhook_secret());
 }
 

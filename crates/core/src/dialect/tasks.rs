@@ -913,9 +913,7 @@ mod tests {
     }
 
     fn sample() -> Task {
-        Task {
-            id: Uuid::nil(),
-            owner: Uuid::nil(),
+        let new = crate::task::NewTask {
             dialect: Dialect::Gengate,
             kind: TaskKind::Image,
             model: "m".into(),
@@ -923,19 +921,7 @@ mod tests {
             callback_url: None,
             external_id: None,
             channel: None,
-            upstream_ref: None,
-            attempts: 0,
-            state: TaskState::Pending,
-            failure_reason: None,
-            progress: 0,
-            artifacts: Vec::new(),
-            created_at: 0,
-            updated_at: 0,
-            started_at: None,
-            finished_at: None,
-            deadline_at: 0,
-            version: 1,
-            event_seq: 1,
-        }
+        };
+        Task::accepted(Uuid::nil(), Uuid::nil(), new, 0, 0)
     }
 }

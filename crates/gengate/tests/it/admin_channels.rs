@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::harness::procs::{ADMIN, BIN, Place, serve};
+use crate::harness::procs::{ADMIN, Place, cli_env, serve};
 use crate::harness::{Backend, Gateway, TestApp, poll_until, sandbox_channel};
 use gengate_core::ChannelSpec;
 use gengate_testkit::{KlingAccount, KlingEmu};
@@ -115,12 +115,7 @@ async fn a_channel_added_through_the_api_serves_a_new_model(backend: Backend) {
     let id = v["data"]["task_id"].as_str().unwrap().to_string();
     let done = gw.wait_kling(&client, &id).await;
     assert_eq!(done["task_status"], "succeed", "{done}");
-    let task = gw
-        .store()
-        .load_task(id.parse().unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+    let task = gw.task(&id).await;
     assert_eq!(task.channel.as_deref(), Some("relay"));
     // The stored keys signed the upstream request the emulation accepted.
     assert_eq!(emu.submits(), 1);
@@ -472,19 +467,7 @@ async fn channels_cli(
     args: &[&str],
     env: &[(&str, &str)],
 ) -> (bool, String, String) {
-    let out = tokio::process::Command::new(BIN)
-        .arg("channels")
-        .args(args)
-        .args(place.args())
-        .envs(env.iter().copied())
-        .output()
-        .await
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    cli_env(place, &[&["channels"], args].concat(), env).await
 }
 
 async fn the_cli_manages_stored_channels_and_running_instances_pick_them_up(backend: Backend) {

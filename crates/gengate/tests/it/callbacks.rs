@@ -249,14 +249,16 @@ async fn internal_addresses_are_refused_at_submit_and_at_delivery(backend: Backe
             .into_iter()
             .next()
         {
-            Some((d, a)) if !a.is_empty() => Ok((d, a)),
+            // The delivery and its attempts are read one after the other:
+            // wait until both show the attempt.
+            Some((d, a)) if !a.is_empty() && d.last_error.is_some() => Ok((d, a)),
             other => Err(format!("{other:?}")),
         }
     })
     .await;
     let error = attempts[0].error.as_deref().unwrap_or_default();
     assert!(error.contains("refused"), "{error}");
-    assert!(d.last_error.is_some());
+    assert!(d.last_error.unwrap().contains("refused"));
     assert!(
         refused.received().is_empty(),
         "nothing reached the refused address"

@@ -65,6 +65,15 @@ async fn submit(gw: &Gateway, key: &str, prompt: &str, n: u32) -> String {
         .to_string()
 }
 
+/// `count` one-image tasks prompted `{prefix} {i}`, submitted in turn.
+async fn submit_many(gw: &Gateway, key: &str, prefix: &str, count: usize) -> Vec<String> {
+    let mut ids = Vec::with_capacity(count);
+    for i in 0..count {
+        ids.push(submit(gw, key, &format!("{prefix} {i}"), 1).await);
+    }
+    ids
+}
+
 async fn kling_channel_completes_tasks_with_mirrored_results(backend: Backend) {
     let (emu, gw, key) = one_kling_channel(backend, Duration::from_millis(300)).await;
     let id = submit(&gw, &key, "a red fox", 2).await;
@@ -94,12 +103,7 @@ async fn kling_channel_completes_tasks_with_mirrored_results(backend: Backend) {
     // One upstream task, tagged with gengate's id, signed with the keys.
     assert_eq!(emu.tasks_by_external_id().get(&id), Some(&1));
     assert_eq!(emu.submits(), 1);
-    let task = gw
-        .store()
-        .load_task(id.parse().unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+    let task = gw.task(&id).await;
     assert_eq!(task.channel.as_deref(), Some("kling-a"));
     gw.stop().await;
 }
@@ -120,19 +124,11 @@ async fn failing_channel_hands_tasks_to_the_next(backend: Backend) {
         .start()
         .await;
     let key = gw.new_key("client").await;
-    let mut ids = Vec::new();
-    for i in 0..4 {
-        ids.push(submit(&gw, &key, &format!("task {i}"), 1).await);
-    }
+    let ids = submit_many(&gw, &key, "task", 4).await;
     for id in &ids {
         let done = gw.wait_kling(&key, id).await;
         assert_eq!(done["task_status"], "succeed", "{done}");
-        let task = gw
-            .store()
-            .load_task(id.parse().unwrap())
-            .await
-            .unwrap()
-            .unwrap();
+        let task = gw.task(id).await;
         assert_eq!(task.channel.as_deref(), Some("secondary"));
     }
     assert_eq!(primary.submits(), 0, "the failing channel made nothing");
@@ -265,10 +261,7 @@ async fn polls_learn_how_long_jobs_take(backend: Backend) {
     let cold_polls = emu.polls();
     // Learned: first polls land near the 2 s the channel's jobs take.
     let polls_before = emu.polls();
-    let mut ids = Vec::new();
-    for i in 0..8 {
-        ids.push(submit(&gw, &key, &format!("warm {i}"), 1).await);
-    }
+    let ids = submit_many(&gw, &key, "warm", 8).await;
     for id in &ids {
         let done = gw.wait_kling(&key, id).await;
         assert_eq!(done["task_status"], "succeed");
@@ -301,10 +294,7 @@ async fn channel_limits_hold_tasks_back_without_failing_them(backend: Backend) {
         .start()
         .await;
     let key = gw.new_key("client").await;
-    let mut ids = Vec::new();
-    for i in 0..6 {
-        ids.push(submit(&gw, &key, &format!("full {i}"), 1).await);
-    }
+    let mut ids = submit_many(&gw, &key, "full", 6).await;
     for i in 0..6 {
         let (status, v) = gw
             .post(
@@ -365,10 +355,7 @@ async fn requests_to_a_slow_channel_are_bounded(backend: Backend) {
         .start()
         .await;
     let key = gw.new_key("client").await;
-    let mut ids = Vec::new();
-    for i in 0..12 {
-        ids.push(submit(&gw, &key, &format!("slow {i}"), 1).await);
-    }
+    let ids = submit_many(&gw, &key, "slow", 12).await;
     for id in &ids {
         assert_eq!(gw.wait_kling(&key, id).await["task_status"], "succeed");
     }

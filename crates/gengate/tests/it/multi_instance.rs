@@ -17,6 +17,7 @@ use sqlx::Connection;
 use crate::harness::procs::{ADMIN, Place, Proc, cli, post, serve};
 use crate::harness::{Backend, poll_until, the_machine_alone};
 use gengate_testkit::Receiver;
+use gengate_testkit::fixtures::json_of;
 
 const TASKS: usize = 5000;
 const KILL_AT: usize = 2000;
@@ -252,15 +253,11 @@ async fn three_instances_one_killed_lose_nothing_and_submit_once() {
     // Instances sharing the data directory serve each other's results.
     let some_video = accepted[0].clone();
     for p in procs.iter().flatten() {
-        let v: Value = http
-            .get(format!("{}/luma/generations/{some_video}", p.base))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = json_of(
+            http.get(format!("{}/luma/generations/{some_video}", p.base))
+                .bearer_auth(ADMIN),
+        )
+        .await;
         let url = v["video"]["url"].as_str().expect("a video url").to_string();
         let path = url.split_once("/files/").expect("a files url").1;
         let r = http

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use crate::harness::procs::{ADMIN, Place, cli, post, serve};
 use crate::harness::{Backend, events, poll_until};
+use gengate_testkit::fixtures::json_of;
 use gengate_testkit::{Receiver, Reply};
 
 on_both_backends!(
@@ -26,14 +27,12 @@ async fn first_start_makes_one_admin_key_and_keys_are_managed_from_the_cli(backe
     assert!(ok, "{err}");
     let key = out.lines().last().unwrap().trim().to_string();
     assert!(key.starts_with("gg_") && key.len() > 40, "{out}");
-    let (s, _) = post(
-        &http,
-        format!("{}/luma/tasks", p.base),
-        &key,
-        json!({"ids": [uuid::Uuid::now_v7()]}),
-    )
-    .await;
-    assert_eq!(s, 200);
+    // Any authenticated request does: a batch get of an unknown id.
+    let batch_get = async |key: &str| {
+        let body = json!({"ids": [uuid::Uuid::now_v7()]});
+        post(&http, format!("{}/luma/tasks", p.base), key, body).await
+    };
+    assert_eq!(batch_get(&key).await.0, 200);
 
     let (ok, out, _) = cli(&place, &["keys", "create", "--name", "script", "--json"]).await;
     assert!(ok);
@@ -61,13 +60,7 @@ async fn first_start_makes_one_admin_key_and_keys_are_managed_from_the_cli(backe
     assert!(ok);
     // Key lookups are remembered for a second: revocation bites within it.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let (s, v) = post(
-        &http,
-        format!("{}/luma/tasks", p.base),
-        &key,
-        json!({"ids": [uuid::Uuid::now_v7()]}),
-    )
-    .await;
+    let (s, v) = batch_get(&key).await;
     assert_eq!(s, 401, "{v}");
     let (ok, _, err) = cli(&place, &["keys", "revoke", &app_id]).await;
     assert!(!ok && err.contains("no active key"), "{err}");
@@ -209,14 +202,12 @@ async fn api_and_worker_instances_split_the_work(backend: Backend) {
     let mut api = serve(&place, &[&["--role", "api"][..], &flags].concat()).await;
     // No worker yet: the tasks are accepted and wait.
     let (luma, kling) = submit(&http, &api.base, 3).await;
+    let generation = || {
+        http.get(format!("{}/luma/generations/{}", api.base, luma[0]))
+            .bearer_auth(ADMIN)
+    };
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let r = http
-        .get(format!("{}/luma/generations/{}", api.base, luma[0]))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap();
-    let v: Value = r.json().await.unwrap();
+    let v = json_of(generation()).await;
     assert_eq!(v["state"], "pending", "an api-only instance runs no engine");
 
     let mut worker = serve(&place, &[&["--role", "worker"][..], &flags].concat()).await;
@@ -238,13 +229,7 @@ async fn api_and_worker_instances_split_the_work(backend: Backend) {
     let completed = all_finish(&http, &api.base, &luma, &kling).await;
     assert_eq!(completed, luma.len() + kling.len());
     // The API instance serves what the worker stored.
-    let r = http
-        .get(format!("{}/luma/generations/{}", api.base, luma[0]))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap();
-    let v: Value = r.json().await.unwrap();
+    let v = json_of(generation()).await;
     let video = http
         .get(v["video"]["url"].as_str().unwrap())
         .send()

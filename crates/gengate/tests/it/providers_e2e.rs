@@ -39,6 +39,17 @@ fn channel(
     }
 }
 
+/// The OpenAI images emulation serving model `dalle` as `dall-e-2`.
+fn openai_channel(openai: &OpenAiImagesEmu) -> ChannelSpec {
+    channel(
+        openai,
+        "openai",
+        ProviderKind::OpenaiImages,
+        OPENAI_KEY,
+        ("dalle", "dall-e-2"),
+    )
+}
+
 fn error(status: u16, retry_after: Option<u64>) -> Fault {
     Fault::Error {
         status,
@@ -103,13 +114,7 @@ async fn every_provider_under_faults_ends_every_task(backend: Backend) {
                 ("ray-2", "ray-2"),
             )
         })
-        .channel(channel(
-            &openai,
-            "openai",
-            ProviderKind::OpenaiImages,
-            OPENAI_KEY,
-            ("dalle", "dall-e-2"),
-        ))
+        .channel(openai_channel(&openai))
         .channel(ChannelSpec {
             workflow: Some(workflow.into()),
             ..channel(
@@ -233,13 +238,7 @@ async fn a_slow_synchronous_upstream_is_paid_once(backend: Backend) {
     let openai = OpenAiImagesEmu::start(Some(OPENAI_KEY.into()), Duration::from_millis(2500)).await;
     let gw = TestApp::on(backend)
         .with(|s| s.lease_secs = 1)
-        .channel(channel(
-            &openai,
-            "openai",
-            ProviderKind::OpenaiImages,
-            OPENAI_KEY,
-            ("dalle", "dall-e-2"),
-        ))
+        .channel(openai_channel(&openai))
         .start()
         .await;
     let key = gw.new_key("client").await;

@@ -9,6 +9,7 @@ use crate::harness::{
     Backend, Event, Gateway, TASK_WAIT, TestApp, channel_on, poll_until, sandbox_channel,
 };
 use gengate_core::{ChannelSpec, ProviderKind};
+use gengate_testkit::fixtures::json_of;
 use gengate_testkit::replicate::ReplicateEmu;
 use serde_json::{Value, json};
 
@@ -449,16 +450,12 @@ async fn cursor_pages_skip_and_repeat_nothing_under_concurrent_inserts(backend: 
         tokio::spawn(async move {
             let mut made = Vec::new();
             for i in 0..60 {
-                let v: Value = http
-                    .post(format!("{base}/v1/tasks"))
-                    .bearer_auth(&key)
-                    .json(&video(&format!("late-{i}")))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
+                let v = json_of(
+                    http.post(format!("{base}/v1/tasks"))
+                        .bearer_auth(&key)
+                        .json(&video(&format!("late-{i}"))),
+                )
+                .await;
                 made.push(id(&v));
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }

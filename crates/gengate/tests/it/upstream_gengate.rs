@@ -314,7 +314,7 @@ async fn a_refused_key_fails_the_task_without_showing_the_key() {
 
     let provider = for_channel(&gengate_channel("relay", &c.up.base, WRONG), None).unwrap();
     let task = luma_task("refused");
-    match provider.submit(submission(&task, "ray-2")).await {
+    match provider.submit(Submission::new(&task, "ray-2", 0)).await {
         Err(ProviderError::Auth(detail)) => {
             assert!(detail.contains("401"), "{detail}");
             assert!(!detail.contains(WRONG), "{detail}");
@@ -349,20 +349,9 @@ fn luma_task(prompt: &str) -> Task {
     }
 }
 
-fn submission<'a>(task: &'a Task, model: &'a str) -> Submission<'a> {
-    Submission {
-        task,
-        model,
-        inputs: Vec::new(),
-        parent_upstream_ref: None,
-        now: 0,
-        callback_url: None,
-    }
-}
-
 async fn submit(provider: &dyn Provider, task: &Task, model: &str) -> String {
     provider
-        .submit(submission(task, model))
+        .submit(Submission::new(task, model, 0))
         .await
         .expect("submitted")
         .upstream_ref
@@ -483,7 +472,7 @@ async fn a_retaken_image_task_is_submitted_once_with_its_uploaded_image() {
     for _ in 0..2 {
         let job = Submission {
             inputs: vec![uploaded()],
-            ..submission(&task, "kling-image")
+            ..Submission::new(&task, "kling-image", 0)
         };
         refs.push(provider.submit(job).await.expect("submitted").upstream_ref);
     }
@@ -523,7 +512,7 @@ async fn the_upstreams_callbacks_read_as_news_of_the_task() {
         let url = rx.url(path);
         let job = Submission {
             callback_url: Some(&url),
-            ..submission(task, model)
+            ..Submission::new(task, model, 0)
         };
         refs.push((provider.submit(job).await.unwrap().upstream_ref, path));
     }
@@ -601,7 +590,7 @@ async fn answers_that_are_not_gengates_are_classed() {
     for _ in 0..4 {
         classes.push(
             provider
-                .submit(submission(&task, "ray-2"))
+                .submit(Submission::new(&task, "ray-2", 0))
                 .await
                 .unwrap_err(),
         );
@@ -629,7 +618,7 @@ async fn answers_that_are_not_gengates_are_classed() {
             .all(|r| r.headers["authorization"] == "Bearer gg_k")
     );
     fake.down();
-    let down = provider.submit(submission(&task, "ray-2")).await;
+    let down = provider.submit(Submission::new(&task, "ray-2", 0)).await;
     assert!(
         matches!(&down, Err(ProviderError::Retryable(_))),
         "{down:?}"

@@ -261,6 +261,16 @@ impl Gateway {
         self.store.as_ref()
     }
 
+    /// The stored task with id `id` (any dialect's id string); it must exist.
+    pub async fn task(&self, id: &str) -> gengate_core::Task {
+        let id = id.parse().expect("a task id");
+        self.store
+            .load_task(id)
+            .await
+            .unwrap()
+            .expect("a stored task")
+    }
+
     pub async fn send(
         &self,
         method: reqwest::Method,

@@ -97,9 +97,15 @@ pub async fn serve(place: &Place, extra: &[&str]) -> Proc {
 }
 
 pub async fn cli(place: &Place, args: &[&str]) -> (bool, String, String) {
+    cli_env(place, args, &[]).await
+}
+
+/// [`cli`] with environment variables set for the command.
+pub async fn cli_env(place: &Place, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     let out = Command::new(BIN)
         .args(args)
         .args(place.args())
+        .envs(env.iter().copied())
         .output()
         .await
         .unwrap();
