@@ -3,7 +3,9 @@
 //! `cargo bench -p gengate-core`
 
 use gengate_core::dialect::{kling, luma};
-use gengate_core::{Artifact, ArtifactRole, Dialect, GenerationRequest, Task, TaskKind, TaskState};
+use gengate_core::{
+    Artifact, ArtifactRole, Dialect, GenerationRequest, NewTask, Task, TaskKind, TaskState,
+};
 
 fn main() {
     divan::main();
@@ -38,9 +40,7 @@ fn completed(dialect: Dialect) -> Task {
             (0..4).map(|i| artifact(ArtifactRole::Image, i)).collect(),
         ),
     };
-    Task {
-        id: uuid::Uuid::now_v7(),
-        owner: uuid::Uuid::now_v7(),
+    let new = NewTask {
         dialect,
         kind,
         model: "ray-2".into(),
@@ -53,19 +53,19 @@ fn completed(dialect: Dialect) -> Task {
         callback_url: None,
         external_id: Some("ext-1".into()),
         channel: Some("sandbox".into()),
-        upstream_ref: None,
+    };
+    let (id, owner) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    Task {
         attempts: 1,
         state: TaskState::Completed,
-        failure_reason: None,
         progress: 100,
         artifacts,
-        created_at: 1_734_874_720_139,
         updated_at: 1_734_874_730_000,
         started_at: Some(1_734_874_720_200),
         finished_at: Some(1_734_874_730_000),
-        deadline_at: 1_734_878_320_139,
         version: 4,
         event_seq: 3,
+        ..Task::accepted(id, owner, new, 1_734_874_720_139, 1_734_878_320_139)
     }
 }
 

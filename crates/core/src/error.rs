@@ -23,6 +23,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("too many requests; retry after {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
+    /// The key's balance or one of its limits stands in the way.
+    #[error("{0}")]
+    Refused(crate::credits::Refusal),
     #[error("service unavailable: {0}")]
     Unavailable(String),
     /// Details go to the log, never to the client.
@@ -31,6 +34,16 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// Seconds a client should wait before trying again, where waiting helps.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            ApiError::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+            ApiError::Refused(r) => r.retry_after_secs(),
+            ApiError::Unavailable(_) => Some(1),
+            _ => None,
+        }
+    }
+
     pub fn validation(field: impl Into<String>, rule: impl Into<String>) -> ApiError {
         ApiError::Validation {
             field: field.into(),
@@ -47,6 +60,7 @@ impl ApiError {
             ApiError::Conflict(_) => 409,
             ApiError::PayloadTooLarge { .. } => 413,
             ApiError::UnsupportedMediaType => 415,
+            ApiError::Refused(r) => r.status(),
             ApiError::RateLimited { .. } => 429,
             ApiError::Internal => 500,
             ApiError::Unavailable(_) => 503,

@@ -2,6 +2,7 @@
 //! the dialects' views. Pure: no I/O, no clock, no randomness.
 
 pub mod channel;
+pub mod credits;
 pub mod delivery;
 pub mod dialect;
 pub mod error;
@@ -11,6 +12,7 @@ pub mod time;
 pub mod validate;
 
 pub use channel::{ChannelSpec, Credentials, ProviderKind, SpecError};
+pub use credits::{Admission, Charge, Credits, KeyLimits, Price, PriceBook, Refusal};
 pub use delivery::{Delivery, DeliveryAttempt, DeliveryOutcome, DeliveryState, RetrySchedule};
 pub use error::ApiError;
 pub use request::{GenerationRequest, ImageFormat, ImageRole, ImageSource, InputImage};

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::credits::{Charge, Credits, KeyLimits};
 use crate::request::GenerationRequest;
 
 /// Milliseconds since the Unix epoch; the one time unit stored and passed around.
@@ -192,6 +193,12 @@ pub struct Task {
     pub version: i64,
     /// Sequence number of the task's last event.
     pub event_seq: i64,
+    /// What the task was charged when accepted (fixed then).
+    pub charge: Charge,
+    /// Of the charge, what was given back when the task ended.
+    pub refunded: Credits,
+    /// What the channel's cost list says the task cost upstream.
+    pub upstream_cost: Credits,
 }
 
 impl Task {
@@ -220,7 +227,15 @@ impl Task {
             deadline_at,
             version: 1,
             event_seq: 1,
+            charge: Charge::default(),
+            refunded: 0,
+            upstream_cost: 0,
         }
+    }
+
+    /// Credits the task costs its key now: its charge less any refund.
+    pub fn net_charge(&self) -> Credits {
+        self.charge.total() - self.refunded
     }
 
     /// The task as it stood when `event` was recorded: later results are
@@ -288,6 +303,12 @@ pub struct TaskUpdate {
     pub next_due_at: Option<Millis>,
     /// Free text recorded on the event.
     pub detail: Option<String>,
+    /// Credits given back to the task's key with this (terminal) change:
+    /// written in its transaction, so only the writer that wins the change
+    /// refunds. Set by the transition, from the task's charge.
+    pub refund: Credits,
+    /// What the task cost upstream, set when it completes.
+    pub upstream_cost: Option<Credits>,
 }
 
 impl TaskUpdate {
@@ -323,6 +344,13 @@ pub struct ApiKey {
     /// The secret before the last rotation, still signing until `previous_secret_until`.
     pub previous_webhook_secret: Option<String>,
     pub previous_secret_until: Option<Millis>,
+    /// A disabled key is refused until enabled again (revoking is for good).
+    pub enabled: bool,
+    /// An unlimited key is never refused for its balance.
+    pub unlimited: bool,
+    /// The sum of the key's ledger entries.
+    pub balance: Credits,
+    pub limits: KeyLimits,
 }
 
 impl ApiKey {

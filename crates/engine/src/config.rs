@@ -25,6 +25,8 @@ pub struct EngineConfig {
     /// Where upstreams reach this gateway, for their callbacks (`None`:
     /// no upstream callbacks).
     pub public_url: Option<String>,
+    /// `gengate.toml`'s price book (`[[prices]]`).
+    pub prices: Vec<gengate_core::Price>,
 }
 
 impl Default for EngineConfig {
@@ -39,6 +41,7 @@ impl Default for EngineConfig {
             fetch_timeout: Duration::from_secs(30),
             max_poll_interval: Duration::from_secs(30),
             public_url: None,
+            prices: Vec::new(),
         }
     }
 }

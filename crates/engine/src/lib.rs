@@ -20,6 +20,7 @@ pub mod inputs;
 mod lifecycle;
 pub mod net;
 mod pacing;
+mod prices;
 pub mod service;
 pub mod stored_channels;
 
@@ -61,6 +62,7 @@ pub struct Engine {
     callback_secret: tokio::sync::OnceCell<Vec<u8>>,
     /// Every state change made here (see `transition`).
     changes: tokio::sync::broadcast::Sender<TaskChanged>,
+    prices: prices::Prices,
 }
 
 impl Engine {
@@ -73,6 +75,7 @@ impl Engine {
     ) -> Arc<Engine> {
         let fetcher = InputFetcher::new(cfg.fetch_timeout, policy);
         Arc::new(Engine {
+            prices: prices::Prices::new(cfg.prices.clone()),
             store,
             channels,
             mirror: artifacts::Mirror::new(files.clone()),
@@ -91,6 +94,10 @@ impl Engine {
         &self.channels
     }
 
+    pub fn prices(&self) -> &prices::Prices {
+        &self.prices
+    }
+
     pub fn config(&self) -> &EngineConfig {
         &self.cfg
     }
@@ -99,15 +106,18 @@ impl Engine {
         &self.files
     }
 
-    /// Use the store's channels as they are now (after an admin change).
+    /// Use the store's channels and prices as they are now (after an admin
+    /// change).
     pub async fn reload_channels(&self) -> Result<(), gengate_store::StoreError> {
         let stored = self.store.list_channels().await?;
         self.channels.set_stored(stored);
+        self.prices.set_stored(self.store.list_prices().await?);
         Ok(())
     }
 
-    /// Re-read the store's channels every few seconds until `shutdown`, so
-    /// a change made through another instance or the CLI reaches this one.
+    /// Re-read the store's channels and prices every few seconds until
+    /// `shutdown`, so a change made through another instance or the CLI
+    /// reaches this one.
     pub async fn watch_channels(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         while !*shutdown.borrow() {
             if let Err(e) = self.reload_channels().await {

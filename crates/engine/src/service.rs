@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gengate_core::{
-    ApiError, Dialect, ImageFormat, ImageRole, ImageSource, InputImage, NewTask, Task, TaskState,
-    TaskUpdate,
+    Admission, ApiError, ApiKey, Dialect, ImageFormat, ImageRole, ImageSource, InputImage, NewTask,
+    Task, TaskState, TaskUpdate,
 };
 use gengate_store::{StoreError, TaskStore};
 use sha2::{Digest, Sha256};
@@ -85,11 +85,17 @@ impl TaskService {
     /// dialect, for the 400 that refuses it.
     pub async fn create(
         &self,
-        owner: Uuid,
+        key: &ApiKey,
         mut new: NewTask,
         inline: Option<InlineImage>,
         image_field: ImageField,
     ) -> Result<Task, ApiError> {
+        if !key.limits.allows_model(&new.model) {
+            return Err(ApiError::validation(
+                new.dialect.model_field(),
+                format!("this key may not use model {:?}", new.model),
+            ));
+        }
         self.check_urls(&new, image_field).await?;
         // A follow-up goes to its parent's channel; anything else needs a
         // channel serving its model, or it could only ever fail.
@@ -108,15 +114,25 @@ impl TaskService {
             Some(d) => now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
             None => self.engine.config().deadline_for(new.kind, now),
         };
+        let admission = Admission {
+            charge: self
+                .engine
+                .prices()
+                .book()
+                .quote(&new.model, new.kind, &new.request),
+            max_in_flight: key.limits.max_in_flight,
+            daily_spend: key.limits.daily_spend,
+        };
         let task = self
             .store()
-            .create_task(owner, &new, now, deadline)
+            .create_task(key.id, &new, now, deadline, &admission)
             .await
             .map_err(|e| match e {
                 StoreError::Conflict(_) => ApiError::Conflict(format!(
                     "external_task_id {:?} is already used by another task of this key",
                     new.external_id.as_deref().unwrap_or_default()
                 )),
+                StoreError::Refused(refusal) => refusal.into(),
                 other => store_error(other),
             })?;
         self.engine.wake();

@@ -1,10 +1,13 @@
 //! The one writer of a task's state. Every change, from any caller (the
 //! lifecycle's dispatch and polls, upstream callbacks, timeouts, a client's
 //! cancel), passes [`Engine::transition`]: the state machine's guard, the
-//! compare-and-swap, the transition metric, and the news that waiters and
+//! compare-and-swap, the refund a terminal change owes the task's key
+//! (written by the store in the change's transaction, so only the writer
+//! that wins refunds), the transition metric, and the news that waiters and
 //! live streams listen to. Whatever else must follow a change of state
-//! (credits, live updates) hangs here and nowhere else.
+//! hangs here and nowhere else.
 
+use gengate_core::credits::{self, Credits};
 use gengate_core::{Task, TaskState, TaskUpdate};
 use gengate_store::StoreError;
 use tokio::sync::broadcast;
@@ -37,13 +40,14 @@ impl Engine {
     pub async fn transition(
         &self,
         task: &Task,
-        update: TaskUpdate,
+        mut update: TaskUpdate,
     ) -> Result<Option<Task>, StoreError> {
-        if let Some(to) = update.state
-            && !task.state.can_become(to)
-        {
-            tracing::error!(task = %task.id, from = ?task.state, ?to, "refused transition");
-            return Ok(None);
+        if let Some(to) = update.state {
+            if !task.state.can_become(to) {
+                tracing::error!(task = %task.id, from = ?task.state, ?to, "refused transition");
+                return Ok(None);
+            }
+            update.refund = refund_due(task, &update, to);
         }
         let applied = self
             .store
@@ -73,4 +77,12 @@ impl Engine {
     pub fn subscribe(&self) -> broadcast::Receiver<TaskChanged> {
         self.changes.subscribe()
     }
+}
+
+/// What moving `task` to `to` with `update` gives back of its charge: the
+/// task's artifacts after the change decide how many outputs it delivered.
+fn refund_due(task: &Task, update: &TaskUpdate, to: TaskState) -> Credits {
+    let artifacts = update.artifacts.as_deref().unwrap_or(&task.artifacts);
+    let due = credits::refund(&task.charge, to, credits::delivered(task.kind, artifacts));
+    (due - task.refunded).max(0)
 }

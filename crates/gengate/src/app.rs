@@ -66,6 +66,8 @@ async fn first_admin_key(
         return Ok(None);
     }
     let (secret, mut key) = gengate_server::auth::new_key("admin", true, now_ms());
+    // The operator's own key: charged for the record, never refused.
+    key.unlimited = true;
     let secret = match &settings.admin_key {
         Some(given) => {
             anyhow::ensure!(
@@ -122,6 +124,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         drain_timeout: Duration::from_secs(settings.drain_timeout_secs),
         fetch_timeout: Duration::from_secs(settings.fetch_timeout_secs),
         public_url: Some(public.clone()),
+        prices: settings.prices.clone(),
         ..EngineConfig::default()
     };
     let files = FileStore::new(settings.data_dir.join("media"));

@@ -48,6 +48,10 @@ pub struct Settings {
     /// Upstreams (`[[channels]]` tables). None: one sandbox channel named
     /// `sandbox` serving every model, with the `sandbox_*` settings.
     pub channels: Vec<gengate_core::ChannelSpec>,
+    /// The price book (`[[prices]]` tables). None: every model is free.
+    pub prices: Vec<gengate_core::Price>,
+    /// Credits a new key starts with unless it is given some or is unlimited.
+    pub default_credits: gengate_core::Credits,
 }
 
 /// What an instance runs: several instances on one database can split
@@ -106,6 +110,8 @@ impl Default for Settings {
             allow_network: Vec::new(),
             callback_retry_schedule: gengate_core::delivery::DEFAULT_SCHEDULE.into(),
             channels: Vec::new(),
+            prices: Vec::new(),
+            default_credits: 0,
         }
     }
 }
@@ -160,6 +166,20 @@ impl Settings {
                 c.name
             );
         }
+        let mut models = std::collections::HashSet::new();
+        for p in &self.prices {
+            p.check()
+                .map_err(|(field, rule)| anyhow::anyhow!("prices: {}: {field}: {rule}", p.model))?;
+            anyhow::ensure!(
+                models.insert(p.model.as_str()),
+                "prices: the model {:?} is priced twice",
+                p.model
+            );
+        }
+        anyhow::ensure!(
+            (0..=gengate_core::credits::MAX_PRICE).contains(&self.default_credits),
+            "default_credits must be from 0 to 1000000000"
+        );
         Ok(())
     }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use base64::Engine as _;
-use gengate_core::{ApiError, ApiKey, Millis};
+use gengate_core::{ApiError, ApiKey, KeyLimits, Millis};
 
 use gengate_store::TaskStore;
 use rand::RngCore;
@@ -46,6 +46,10 @@ pub fn new_key(name: &str, admin: bool, now: Millis) -> (String, ApiKey) {
         webhook_secret: Some(gengate_engine::webhooks::signing::new_secret()),
         previous_webhook_secret: None,
         previous_secret_until: None,
+        enabled: true,
+        unlimited: false,
+        balance: 0,
+        limits: KeyLimits::default(),
     };
     (secret, key)
 }

@@ -11,9 +11,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use gengate_core::dialect::DetailError;
 use gengate_core::dialect::dream_machine::{
-    self, Credits, Generation, GenerationList, ListQuery, Pong, UNLIMITED_CREDITS,
+    self, Credits, Generation, GenerationList, ListQuery, Pong,
 };
-use gengate_core::{ApiError, Dialect, ImageRole, InputImage, NewTask, Task};
+use gengate_core::{ApiError, ApiKey, Dialect, ImageRole, InputImage, NewTask, Task};
 use uuid::Uuid;
 
 use crate::AppState;
@@ -74,8 +74,8 @@ fn image_field(_: usize, im: &InputImage) -> String {
     }
 }
 
-async fn accept(state: &AppState, owner: Uuid, new: NewTask) -> Result<Task> {
-    Ok(state.tasks.create(owner, new, None, image_field).await?)
+async fn accept(state: &AppState, key: &ApiKey, new: NewTask) -> Result<Task> {
+    Ok(state.tasks.create(key, new, None, image_field).await?)
 }
 
 fn created(task: &Task, state: &AppState) -> Response {
@@ -113,7 +113,7 @@ pub async fn create_video(
                 other => other,
             })?;
     }
-    let task = accept(&state, key.id, parsed.task).await?;
+    let task = accept(&state, &key, parsed.task).await?;
     Ok(created(&task, &state))
 }
 
@@ -133,7 +133,7 @@ pub async fn create_image(
     let arrived = tokio::time::Instant::now();
     let body = read_json(&headers, body).await?;
     let parsed = dream_machine::parse_image(&body)?;
-    let task = accept(&state, key.id, parsed.task).await?;
+    let task = accept(&state, &key, parsed.task).await?;
     let task = match parsed.sync_wait_secs {
         // Answered a little before `sync_timeout`, counted from arrival: the
         // SDKs time out at 60 s and would retry, making the image again.
@@ -222,14 +222,12 @@ pub async fn ping(_: Caller) -> Result<Json<Pong>> {
     Ok(Json(Pong { message: "pong" }))
 }
 
-/// The key's credit balance. gengate keys have no credit limit, so the
-/// balance is reported as unlimited.
+/// The key's credit balance (an unlimited key's is reported as such).
 #[utoipa::path(get, path = "/dream-machine/v1/credits", tag = "dream-machine",
     responses(Errors<DetailError, Key>, (status = 200, body = Credits)),
     security(("bearer" = [])))]
-pub async fn credits(_: Caller) -> Result<Json<Credits>> {
-    Ok(Json(Credits {
-        credit_balance: UNLIMITED_CREDITS,
-        unlimited: true,
-    }))
+pub async fn credits(State(state): State<AppState>, key: Caller) -> Result<Json<Credits>> {
+    // Read now: the authenticated key may be a second old.
+    let fresh = state.store.get_key(key.id).await?;
+    Ok(Json(Credits::of(fresh.as_ref().unwrap_or(&key))))
 }

@@ -16,24 +16,35 @@ use utoipa::ToSchema;
 
 /// An error answered with `err`'s status, `body` (the dialect's envelope)
 /// and `Retry-After` where waiting helps.
-pub fn error_response(err: &ApiError, body: impl Serialize) -> Response {
-    let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+pub fn error_response(err: &ApiError, status: u16, body: impl Serialize) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut resp = (status, axum::Json(body)).into_response();
-    let secs = match err {
-        ApiError::RateLimited { retry_after_secs } => Some(*retry_after_secs),
-        ApiError::Unavailable(_) => Some(1),
-        _ => None,
-    };
-    if let Some(v) = secs.and_then(|s| HeaderValue::from_str(&s.to_string()).ok()) {
+    if let Some(v) = err
+        .retry_after_secs()
+        .and_then(|s| HeaderValue::from_str(&s.to_string()).ok())
+    {
         resp.headers_mut()
             .insert(axum::http::header::RETRY_AFTER, v);
     }
     resp
 }
 
-/// How a dialect words an error: the body of its envelope.
+/// How a dialect words an error: the body of its envelope, and the status
+/// where the dialect's own API answers another than gengate's.
 pub trait ErrorShape {
     fn body(err: &ApiError) -> impl Serialize;
+
+    fn status(err: &ApiError) -> u16 {
+        err.status()
+    }
+}
+
+/// OpenAI and Kling answer a spent balance with 429, not 402.
+fn refused_is_429(err: &ApiError) -> u16 {
+    match err {
+        ApiError::Refused(_) => 429,
+        other => other.status(),
+    }
 }
 
 /// An error answered in `E`'s envelope: what every handler returns.
@@ -53,7 +64,7 @@ impl<E> From<StoreError> for DialectError<E> {
 
 impl<E: ErrorShape> IntoResponse for DialectError<E> {
     fn into_response(self) -> Response {
-        error_response(&self.0, E::body(&self.0))
+        error_response(&self.0, E::status(&self.0), E::body(&self.0))
     }
 }
 
@@ -70,6 +81,10 @@ impl ErrorShape for DetailError {
 impl ErrorShape for ErrorEnvelope {
     fn body(err: &ApiError) -> impl Serialize {
         ErrorEnvelope::from_api(err)
+    }
+
+    fn status(err: &ApiError) -> u16 {
+        refused_is_429(err)
     }
 }
 
@@ -128,5 +143,9 @@ impl ErrorShape for KlingError {
             request_id: crate::request_id::current(),
             data: (),
         }
+    }
+
+    fn status(err: &ApiError) -> u16 {
+        refused_is_429(err)
     }
 }

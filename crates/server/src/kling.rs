@@ -64,7 +64,7 @@ pub async fn create(
     });
     let task = state
         .tasks
-        .create(key.id, parsed.task, inline, |_, _| "image".into())
+        .create(&key, parsed.task, inline, |_, _| "image".into())
         .await?;
     Ok(ok(kling::render(&task, &state.files_base)))
 }

@@ -9,7 +9,7 @@ use axum::{Json, Router};
 use gengate_core::dialect::DetailError;
 use gengate_core::dialect::luma::{self, DownloadUrl, LumaTask};
 use gengate_core::{
-    ApiError, ArtifactRole, Dialect, ImageRole, InputImage, NewTask, Task, TaskState,
+    ApiError, ApiKey, ArtifactRole, Dialect, ImageRole, InputImage, NewTask, Task, TaskState,
 };
 use uuid::Uuid;
 
@@ -56,8 +56,8 @@ fn image_field(_: usize, im: &InputImage) -> String {
     }
 }
 
-async fn accept(state: &AppState, owner: Uuid, new: NewTask) -> Result<Response> {
-    let task = state.tasks.create(owner, new, None, image_field).await?;
+async fn accept(state: &AppState, key: &ApiKey, new: NewTask) -> Result<Response> {
+    let task = state.tasks.create(key, new, None, image_field).await?;
     Ok((
         StatusCode::CREATED,
         Json(luma::render(&task, &state.files_base)),
@@ -75,7 +75,7 @@ pub async fn create(
     key: Caller,
     crate::extract::JsonBody(body, _): Payload,
 ) -> Result<Response> {
-    accept(&state, key.id, luma::parse_create(&body)?).await
+    accept(&state, &key, luma::parse_create(&body)?).await
 }
 
 /// One generation task.
@@ -114,7 +114,7 @@ pub async fn extend(
     } else {
         read_json(&headers, body).await?
     };
-    accept(&state, key.id, luma::parse_extend(&body, &parent)?).await
+    accept(&state, &key, luma::parse_extend(&body, &parent)?).await
 }
 
 fn body_is_empty(headers: &HeaderMap) -> bool {

@@ -147,7 +147,7 @@ pub async fn create(
         }
         match state
             .tasks
-            .create(key.id, new.clone(), None, |i, _| {
+            .create(&key, new.clone(), None, |i, _| {
                 format!("input.images[{i}].url")
             })
             .await

@@ -48,7 +48,13 @@ fn fixture() -> Fixture {
         let mut ids = Vec::with_capacity(STORED);
         for i in 0..STORED {
             let t = store
-                .create_task(owner, &new, i as i64, 1_000_000)
+                .create_task(
+                    owner,
+                    &new,
+                    i as i64,
+                    1_000_000,
+                    &gengate_core::Admission::default(),
+                )
                 .await
                 .expect("stored");
             ids.push(t.id);

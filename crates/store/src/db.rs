@@ -15,6 +15,7 @@ use crate::{StoreError, StoreResult};
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Param<'a> {
     Id(Uuid),
+    OptId(Option<Uuid>),
     /// An id list: one array placeholder on PostgreSQL, one placeholder per
     /// id on SQLite (see [`crate::sql::SqlDialect::ids`]).
     Ids(&'a [Uuid]),
@@ -27,6 +28,12 @@ pub(crate) enum Param<'a> {
 impl From<Uuid> for Param<'_> {
     fn from(v: Uuid) -> Self {
         Param::Id(v)
+    }
+}
+
+impl From<Option<Uuid>> for Param<'_> {
+    fn from(v: Option<Uuid>) -> Self {
+        Param::OptId(v)
     }
 }
 
@@ -164,6 +171,7 @@ macro_rules! sqlx_runner {
             for p in params {
                 q = match *p {
                     Param::Id(v) => q.bind(v),
+                    Param::OptId(v) => q.bind(v),
                     Param::Ids($ids) => {
                         let $q = q;
                         $bind_ids

@@ -10,9 +10,10 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use gengate_core::credits::{EntryKind, LedgerEntry};
 use gengate_core::{
-    ApiKey, ChannelSpec, Delivery, DeliveryAttempt, DeliveryOutcome, Dialect, Millis, NewTask,
-    Task, TaskEvent, TaskState, TaskUpdate,
+    Admission, ApiKey, ChannelSpec, Credits, Delivery, DeliveryAttempt, DeliveryOutcome, Dialect,
+    Millis, NewTask, Price, Refusal, Task, TaskEvent, TaskState, TaskUpdate,
 };
 use uuid::Uuid;
 
@@ -25,7 +26,8 @@ macro_rules! migrations {
             2 "0002_callbacks",
             3 "0003_channels",
             4 "0004_task_listing",
-            5 "0005_listing_by_dialect"
+            5 "0005_listing_by_dialect",
+            6 "0006_credits"
         )
     };
     ($dir:literal: $($version:literal $name:literal),*) => {
@@ -52,6 +54,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("database error: {0}")]
     Backend(String),
+    /// The key's balance or a limit refused a new task; nothing was stored.
+    #[error("{0}")]
+    Refused(Refusal),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -68,15 +73,57 @@ pub struct TaskFilter {
     pub before: Option<(Millis, Uuid)>,
 }
 
+/// How [`TaskStore::usage`] groups tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageGroup {
+    /// The UTC day a task was created (Unix ms of its start, as text).
+    Day,
+    Model,
+    /// The channel that ran the task (empty: none did).
+    Channel,
+}
+
+/// Which tasks [`TaskStore::usage`] counts: created in `[from, to)`, of
+/// `owner` or of every key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageQuery {
+    pub owner: Option<Uuid>,
+    pub from: Millis,
+    pub to: Millis,
+    pub group_by: UsageGroup,
+}
+
+/// Tasks of one group in one state, with their credits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageRow {
+    pub group: String,
+    pub state: TaskState,
+    pub tasks: u64,
+    pub charged: Credits,
+    pub refunded: Credits,
+    pub upstream_cost: Credits,
+}
+
+/// A key's balance next to the sum of its ledger entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LedgerTotal {
+    pub key_id: Uuid,
+    pub balance: Credits,
+    pub entries: Credits,
+}
+
 #[async_trait]
 pub trait TaskStore: Send + Sync + 'static {
-    /// Store a new task and its first event in one transaction.
+    /// Store a new task and its first event in one transaction, with what
+    /// `admission` asks: the key charged (a ledger entry) and its limits
+    /// checked. [`StoreError::Refused`] when they refuse; nothing is stored.
     async fn create_task(
         &self,
         owner: Uuid,
         new: &NewTask,
         now: Millis,
         deadline_at: Millis,
+        admission: &Admission,
     ) -> StoreResult<Task>;
 
     /// One task of `owner`; `None` for unknown ids and other keys' tasks alike.
@@ -164,8 +211,9 @@ pub trait TaskStore: Send + Sync + 'static {
     async fn next_due_at(&self) -> StoreResult<Option<Millis>>;
 
     /// Apply `update` if the task is still at `expected_version` (compare and
-    /// swap), appending an event when the state changes, and release its
-    /// lease. `None` when another writer got there first.
+    /// swap), appending an event when the state changes and giving back
+    /// `update.refund` to the task's key, and release its lease. `None` when
+    /// another writer got there first: then nothing is written.
     async fn update_task(
         &self,
         id: Uuid,
@@ -218,7 +266,33 @@ pub trait TaskStore: Send + Sync + 'static {
         now: Millis,
     ) -> StoreResult<Option<Delivery>>;
 
+    /// A new key; a balance it starts with is its first ledger entry.
     async fn create_key(&self, key: &ApiKey) -> StoreResult<()>;
+    /// Save `key`'s name, enabled, unlimited and limits (never its balance,
+    /// which only ledger entries move). `false`: no such key.
+    async fn save_key_settings(&self, key: &ApiKey) -> StoreResult<bool>;
+    /// Give (or, for an adjustment, take) `amount` credits with a ledger
+    /// entry; the key's new balance, `None` when there is no such key.
+    async fn add_credits(
+        &self,
+        id: Uuid,
+        kind: EntryKind,
+        amount: Credits,
+        reason: &str,
+        now: Millis,
+    ) -> StoreResult<Option<Credits>>;
+    /// A key's ledger entries, newest first.
+    async fn ledger(&self, key_id: Uuid, limit: u32) -> StoreResult<Vec<LedgerEntry>>;
+    /// Every key's balance and the sum of its entries.
+    async fn ledger_totals(&self) -> StoreResult<Vec<LedgerTotal>>;
+    /// Tasks and credits by group and state.
+    async fn usage(&self, query: &UsageQuery) -> StoreResult<Vec<UsageRow>>;
+    /// Prices added over the admin API, by model.
+    async fn list_prices(&self) -> StoreResult<Vec<Price>>;
+    /// Add or replace the price of `price.model`.
+    async fn put_price(&self, price: &Price, now: Millis) -> StoreResult<()>;
+    /// `false`: there was no such price.
+    async fn delete_price(&self, model: &str) -> StoreResult<bool>;
     async fn get_key(&self, id: Uuid) -> StoreResult<Option<ApiKey>>;
     /// Make `secret` the key's signing secret; the old one keeps signing
     /// until `overlap_until`. `false` when there is no such key.

@@ -3,14 +3,15 @@
 //! SQL types: TEXT for strings and JSON, BIGINT for numbers; ids are read
 //! through [`Columns::uuid`], which knows the backend's representation.
 
+use gengate_core::credits::{EntryKind, LedgerEntry};
 use gengate_core::{
-    ApiKey, Artifact, Delivery, DeliveryAttempt, DeliveryOutcome, DeliveryState, Dialect,
+    ApiKey, Artifact, Charge, Delivery, DeliveryAttempt, DeliveryOutcome, DeliveryState, Dialect,
     GenerationRequest, Task, TaskEvent, TaskKind, TaskState,
 };
-use sqlx::Row as _;
+use sqlx::{Row as _, ValueRef as _};
 use uuid::Uuid;
 
-use crate::{StoreError, StoreResult};
+use crate::{LedgerTotal, StoreError, StoreResult, UsageRow};
 
 /// One row's columns, by name, whatever driver read it.
 pub(crate) trait Columns {
@@ -21,6 +22,7 @@ pub(crate) trait Columns {
     fn flag(&self, col: &str) -> StoreResult<bool>;
     fn bytes(&self, col: &str) -> StoreResult<Vec<u8>>;
     fn uuid(&self, col: &str) -> StoreResult<Uuid>;
+    fn opt_uuid(&self, col: &str) -> StoreResult<Option<Uuid>>;
 }
 
 fn uuid_from_blob(bytes: &[u8], col: &str) -> StoreResult<Uuid> {
@@ -52,6 +54,12 @@ macro_rules! sqlx_columns {
             fn uuid(&self, col: &str) -> StoreResult<Uuid> {
                 let ($r, $c) = (self, col);
                 $uuid
+            }
+            fn opt_uuid(&self, col: &str) -> StoreResult<Option<Uuid>> {
+                if self.try_get_raw(col)?.is_null() {
+                    return Ok(None);
+                }
+                self.uuid(col).map(Some)
             }
         }
     };
@@ -85,6 +93,12 @@ impl Columns for rusqlite::Row<'_> {
     fn uuid(&self, col: &str) -> StoreResult<Uuid> {
         let blob = self.get_ref(col)?.as_blob();
         uuid_from_blob(blob.map_err(|e| corrupt(col, &e.to_string()))?, col)
+    }
+    fn opt_uuid(&self, col: &str) -> StoreResult<Option<Uuid>> {
+        if self.get_ref(col)? == rusqlite::types::ValueRef::Null {
+            return Ok(None);
+        }
+        self.uuid(col).map(Some)
     }
 }
 
@@ -123,6 +137,20 @@ pub(crate) fn task(row: &dyn Columns) -> StoreResult<Task> {
         deadline_at: row.int("deadline_at")?,
         version: row.int("version")?,
         event_seq: row.int("event_seq")?,
+        charge: charge(row)?,
+        refunded: row.int("refunded")?,
+        upstream_cost: row.int("upstream_cost")?,
+    })
+}
+
+/// The charge columns: the total, and the part of it for each output.
+fn charge(row: &dyn Columns) -> StoreResult<Charge> {
+    let (total, per_output) = (row.int("charged")?, row.int("charge_per_output")?);
+    let outputs = u32::try_from(row.int("charge_outputs")?).unwrap_or(0);
+    Ok(Charge {
+        per_task: total - per_output * i64::from(outputs),
+        per_output,
+        outputs,
     })
 }
 
@@ -152,6 +180,44 @@ pub(crate) fn key(row: &dyn Columns) -> StoreResult<ApiKey> {
         webhook_secret: row.opt_text("webhook_secret")?,
         previous_webhook_secret: row.opt_text("previous_webhook_secret")?,
         previous_secret_until: row.opt_int("previous_secret_until")?,
+        enabled: row.flag("enabled")?,
+        unlimited: row.flag("unlimited")?,
+        balance: row.int("balance")?,
+        limits: serde_json::from_str(&row.text("limits")?)
+            .map_err(|e| corrupt("limits", &e.to_string()))?,
+    })
+}
+
+pub(crate) fn entry(row: &dyn Columns) -> StoreResult<LedgerEntry> {
+    let kind = row.text("kind")?;
+    Ok(LedgerEntry {
+        id: row.uuid("id")?,
+        key_id: row.uuid("key_id")?,
+        at: row.int("at")?,
+        kind: EntryKind::parse(&kind).ok_or_else(|| corrupt("entry kind", &kind))?,
+        amount: row.int("amount")?,
+        task_id: row.opt_uuid("task_id")?,
+        reason: row.opt_text("reason")?,
+    })
+}
+
+pub(crate) fn usage(row: &dyn Columns) -> StoreResult<UsageRow> {
+    let state = row.text("state")?;
+    Ok(UsageRow {
+        group: row.text("grp")?,
+        state: TaskState::parse(&state).ok_or_else(|| corrupt("state", &state))?,
+        tasks: u64::try_from(row.int("n")?).unwrap_or(0),
+        charged: row.int("charged")?,
+        refunded: row.int("refunded")?,
+        upstream_cost: row.int("upstream_cost")?,
+    })
+}
+
+pub(crate) fn ledger_total(row: &dyn Columns) -> StoreResult<LedgerTotal> {
+    Ok(LedgerTotal {
+        key_id: row.uuid("id")?,
+        balance: row.int("balance")?,
+        entries: row.int("entries")?,
     })
 }
 

@@ -7,15 +7,19 @@
 use std::future::Future;
 
 use async_trait::async_trait;
+use gengate_core::credits::{EntryKind, LedgerEntry, utc_day};
 use gengate_core::{
-    ApiKey, ChannelSpec, Delivery, DeliveryAttempt, DeliveryOutcome, DeliveryState, Dialect,
-    Millis, NewTask, Task, TaskEvent, TaskState, TaskUpdate,
+    Admission, ApiKey, ChannelSpec, Credits, Delivery, DeliveryAttempt, DeliveryOutcome,
+    DeliveryState, Dialect, Millis, NewTask, Price, Refusal, Task, TaskEvent, TaskState,
+    TaskUpdate,
 };
 use uuid::Uuid;
 
 use crate::db::{Db, Param, RowMap, Rows, WriteFn, params};
 use crate::sql::Sql;
-use crate::{StoreError, StoreResult, TaskFilter, TaskStore, row};
+use crate::{
+    LedgerTotal, StoreError, StoreResult, TaskFilter, TaskStore, UsageQuery, UsageRow, row,
+};
 
 /// What a backend provides; [`TaskStore`] follows from it.
 pub(crate) trait Backend: Send + Sync + 'static {
@@ -124,6 +128,101 @@ async fn record_event(
     Ok(())
 }
 
+/// A ledger entry to append, of a key's.
+struct Entry<'a> {
+    kind: EntryKind,
+    /// Signed: what the key's balance moves by.
+    amount: Credits,
+    task_id: Option<Uuid>,
+    reason: Option<&'a str>,
+}
+
+/// Append a ledger entry and move the key's balance by its amount: the two
+/// never apart. The key's new balance; `None` when there is no such key.
+async fn book(
+    tx: &mut impl Db,
+    sql: &Sql,
+    key_id: Uuid,
+    e: Entry<'_>,
+    now: Millis,
+) -> StoreResult<Option<Credits>> {
+    let moved = params![e.amount, key_id];
+    let balance = tx.rows(&sql.credit_key, moved, |r| r.int("balance"));
+    let balance = first(balance.await?);
+    if balance.is_some() {
+        record_entry(tx, sql, key_id, e, now).await?;
+    }
+    Ok(balance)
+}
+
+/// Append the entry for a balance already moved by its amount.
+async fn record_entry(
+    tx: &mut impl Db,
+    sql: &Sql,
+    key_id: Uuid,
+    e: Entry<'_>,
+    now: Millis,
+) -> StoreResult<()> {
+    let kind = e.kind.as_str();
+    let entry = params![
+        Uuid::now_v7(),
+        key_id,
+        now,
+        kind,
+        e.amount,
+        e.task_id,
+        e.reason
+    ];
+    tx.exec(&sql.insert_entry, entry).await.map(drop)
+}
+
+/// In a new task's transaction, before its row: take the charge from the
+/// key's balance and check its limits. Taking the charge first locks the
+/// key's row (PostgreSQL), so the counts after it cannot race another
+/// instance accepting for the same key.
+async fn admit(
+    tx: &mut impl Db,
+    sql: &Sql,
+    owner: Uuid,
+    admission: &Admission,
+    now: Millis,
+) -> StoreResult<()> {
+    let needed = admission.charge.total();
+    let taken = tx
+        .rows(&sql.charge_key, params![needed, owner], |r| {
+            r.int("balance")
+        })
+        .await?;
+    if taken.is_empty() {
+        let of_key = params![owner];
+        let balance = one(tx
+            .rows(&sql.key_balance, of_key, |r| r.int("balance"))
+            .await?)?;
+        return Err(StoreError::Refused(Refusal::Credits { balance, needed }));
+    }
+    if let Some(limit) = admission.max_in_flight {
+        let of_key = params![owner];
+        let open = one(tx.rows(&sql.open_tasks_of, of_key, |r| r.int("n")).await?)?;
+        if count(open) >= u64::from(limit) {
+            return Err(StoreError::Refused(Refusal::InFlight { limit }));
+        }
+    }
+    if let Some(limit) = admission.daily_spend {
+        let (day_start, retry_after_secs) = utc_day(now);
+        let since = params![owner, day_start];
+        let spent = one(tx.rows(&sql.spent_since, since, |r| r.int("n")).await?)?;
+        if spent.saturating_add(needed) > limit {
+            return Err(StoreError::Refused(Refusal::DailySpend {
+                limit,
+                spent,
+                needed,
+                retry_after_secs,
+            }));
+        }
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl<B: Backend> TaskStore for B {
     async fn create_task(
@@ -132,11 +231,16 @@ impl<B: Backend> TaskStore for B {
         new: &NewTask,
         now: Millis,
         deadline_at: Millis,
+        admission: &Admission,
     ) -> StoreResult<Task> {
         let sql = self.sql();
         let (id, request, new) = (Uuid::now_v7(), json(&new.request)?, new.clone());
+        let (admission, charge) = (*admission, admission.charge);
         self.transaction(move |tx| {
             Box::pin(async move {
+                if !admission.is_free() {
+                    admit(tx, sql, owner, &admission, now).await?;
+                }
                 let values = params![
                     id,
                     owner,
@@ -148,9 +252,22 @@ impl<B: Backend> TaskStore for B {
                     &new.external_id,
                     &new.channel,
                     now,
-                    deadline_at
+                    deadline_at,
+                    charge.total(),
+                    charge.per_output,
+                    i64::from(charge.outputs)
                 ];
                 let task = one(tx.rows(&sql.insert_task, values, row::task).await?)?;
+                if !charge.is_free() {
+                    let charged = Entry {
+                        kind: EntryKind::Charge,
+                        amount: -charge.total(),
+                        task_id: Some(task.id),
+                        reason: None,
+                    };
+                    // `admit` took it from the balance.
+                    record_entry(tx, sql, owner, charged, now).await?;
+                }
                 record_event(tx, sql, &task, TaskState::Pending, None, now).await?;
                 B::announce_work(tx).await?;
                 Ok(task)
@@ -351,12 +468,23 @@ impl<B: Backend> TaskStore for B {
                     now,
                     update.next_due_at,
                     id,
-                    expected_version
+                    expected_version,
+                    update.refund,
+                    update.upstream_cost
                 ];
                 let task = first(tx.rows(&sql.update_task, values, row::task).await?);
                 if let (Some(task), Some(state)) = (&task, update.state) {
                     let detail = update.detail.as_deref();
                     record_event(tx, sql, task, state, detail, now).await?;
+                    if update.refund > 0 {
+                        let refund = Entry {
+                            kind: EntryKind::Refund,
+                            amount: update.refund,
+                            task_id: Some(task.id),
+                            reason: Some(state.as_str()),
+                        };
+                        book(tx, sql, task.owner, refund, now).await?;
+                    }
                 }
                 Ok(task)
             })
@@ -471,7 +599,7 @@ impl<B: Backend> TaskStore for B {
     }
 
     async fn create_key(&self, key: &ApiKey) -> StoreResult<()> {
-        let (sql, key) = (self.sql(), key.clone());
+        let (sql, key, limits) = (self.sql(), key.clone(), json(&key.limits)?);
         self.write(move |tx| {
             Box::pin(async move {
                 let values = params![
@@ -481,11 +609,115 @@ impl<B: Backend> TaskStore for B {
                     key.admin,
                     key.created_at,
                     key.revoked_at,
-                    &key.webhook_secret
+                    &key.webhook_secret,
+                    key.enabled,
+                    key.unlimited,
+                    0,
+                    limits.as_str()
                 ];
                 tx.exec(&sql.insert_key, values).await?;
+                if key.balance != 0 {
+                    let initial = Entry {
+                        kind: EntryKind::Grant,
+                        amount: key.balance,
+                        task_id: None,
+                        reason: Some("initial credits"),
+                    };
+                    book(tx, sql, key.id, initial, key.created_at).await?;
+                }
                 Ok(())
             })
+        })
+        .await
+    }
+
+    async fn save_key_settings(&self, key: &ApiKey) -> StoreResult<bool> {
+        let (sql, limits) = (self.sql(), json(&key.limits)?);
+        let (id, name, enabled, unlimited) = (key.id, key.name.clone(), key.enabled, key.unlimited);
+        self.write(move |tx| {
+            Box::pin(async move {
+                let values = params![name.as_str(), enabled, unlimited, limits.as_str(), id];
+                Ok(tx.exec(&sql.update_key_settings, values).await? == 1)
+            })
+        })
+        .await
+    }
+
+    async fn add_credits(
+        &self,
+        id: Uuid,
+        kind: EntryKind,
+        amount: Credits,
+        reason: &str,
+        now: Millis,
+    ) -> StoreResult<Option<Credits>> {
+        let (sql, reason) = (self.sql(), reason.to_string());
+        self.transaction(move |tx| {
+            Box::pin(async move {
+                let entry = Entry {
+                    kind,
+                    amount,
+                    task_id: None,
+                    reason: Some(&reason),
+                };
+                book(tx, sql, id, entry, now).await
+            })
+        })
+        .await
+    }
+
+    async fn ledger(&self, key_id: Uuid, limit: u32) -> StoreResult<Vec<LedgerEntry>> {
+        let page = params![key_id, i64::from(limit)];
+        self.read(&self.sql().ledger_page, page, row::entry).await
+    }
+
+    async fn ledger_totals(&self) -> StoreResult<Vec<LedgerTotal>> {
+        self.read(&self.sql().ledger_totals, &[], row::ledger_total)
+            .await
+    }
+
+    async fn usage(&self, query: &UsageQuery) -> StoreResult<Vec<UsageRow>> {
+        // Task ids are v7: their first 48 bits are the creation time in ms.
+        // A second of margin each way covers two clocks read a moment apart.
+        let id_at = |ms: Millis| {
+            let ms = u64::try_from(ms.max(0)).unwrap_or(0);
+            uuid::Builder::from_unix_timestamp_millis(ms, &[0; 10]).into_uuid()
+        };
+        let (lo, hi) = (
+            id_at(query.from - 1000),
+            id_at(query.to.saturating_add(1000)),
+        );
+        let sql = self.sql().usage(query.group_by, query.owner.is_some());
+        let mut values = params![query.from, query.to, lo, hi].to_vec();
+        values.extend(query.owner.map(Param::from));
+        self.read(&sql, &values, row::usage).await
+    }
+
+    async fn list_prices(&self) -> StoreResult<Vec<Price>> {
+        self.read(&self.sql().list_prices, &[], |r| {
+            serde_json::from_str(&r.text("spec")?)
+                .map_err(|e| StoreError::Corrupt(format!("price: {e}")))
+        })
+        .await
+    }
+
+    async fn put_price(&self, price: &Price, now: Millis) -> StoreResult<()> {
+        let (sql, model, spec) = (self.sql(), price.model.clone(), json(price)?);
+        self.write(move |tx| {
+            Box::pin(async move {
+                let values = params![model.as_str(), spec.as_str(), now];
+                tx.exec(&sql.put_price, values).await.map(drop)
+            })
+        })
+        .await
+    }
+
+    async fn delete_price(&self, model: &str) -> StoreResult<bool> {
+        let (sql, model) = (self.sql(), model.to_string());
+        self.write(move |tx| {
+            Box::pin(
+                async move { Ok(tx.exec(&sql.delete_price, params![model.as_str()]).await? == 1) },
+            )
         })
         .await
     }

@@ -5,7 +5,7 @@
 
 use gengate_core::Dialect;
 
-use crate::TaskFilter;
+use crate::{TaskFilter, UsageGroup};
 
 /// What one SQL dialect spells its own way.
 pub(crate) struct SqlDialect {
@@ -92,6 +92,20 @@ pub(crate) struct Sql {
     pub insert_channel: String,
     pub update_channel: String,
     pub gateway_secret: String,
+    pub update_key_settings: String,
+    /// Takes the charge when the balance allows (or the key is unlimited),
+    /// locking the key's row until the accept commits.
+    pub charge_key: String,
+    pub key_balance: String,
+    pub credit_key: String,
+    pub insert_entry: String,
+    pub open_tasks_of: String,
+    pub spent_since: String,
+    pub ledger_page: String,
+    pub ledger_totals: String,
+    pub list_prices: String,
+    pub put_price: String,
+    pub delete_price: String,
 }
 
 impl Sql {
@@ -108,16 +122,17 @@ impl Sql {
             "id, owner, dialect, kind, model, request{json_out} AS request, callback_url, \
              external_id, channel, upstream_ref, attempts, state, failure_reason, progress, \
              artifacts{json_out} AS artifacts, created_at, updated_at, started_at, finished_at, \
-             deadline_at, version, event_seq"
+             deadline_at, version, event_seq, charged, charge_per_output, charge_outputs, \
+             refunded, upstream_cost"
         );
         Sql {
             dialect: d,
             insert_task: s(format!(
                 "INSERT INTO tasks (id, owner, dialect, kind, model, request, callback_url, \
                  external_id, channel, state, created_at, updated_at, deadline_at, version, \
-                 event_seq, due_at) \
+                 event_seq, due_at, charged, charge_per_output, charge_outputs) \
                  VALUES ($1, $2, $3, $4, $5, $6{json_in}, $7, $8, $9, 'pending', $10, $10, $11, \
-                 1, 1, $10) \
+                 1, 1, $10, $12, $13, $14) \
                  RETURNING {cols}"
             )),
             task_of_owner: s(format!(
@@ -186,7 +201,9 @@ impl Sql {
                    due_at = CASE WHEN $1 IN {TERMINAL} THEN NULL ELSE COALESCE($9, due_at) END, \
                    version = version + 1, \
                    event_seq = event_seq + CASE WHEN $1 IS NULL THEN 0 ELSE 1 END, \
-                   lease_owner = NULL, lease_until = NULL \
+                   lease_owner = NULL, lease_until = NULL, \
+                   refunded = refunded + $12, \
+                   upstream_cost = COALESCE($13, upstream_cost) \
                  WHERE id = $10 AND version = $11 AND state NOT IN {TERMINAL} \
                  RETURNING {cols}"
             )),
@@ -264,7 +281,8 @@ impl Sql {
             list_keys: s("SELECT * FROM api_keys ORDER BY created_at, id".into()),
             insert_key: s(
                 "INSERT INTO api_keys (id, name, hash, admin, created_at, revoked_at, \
-                 webhook_secret) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                 webhook_secret, enabled, unlimited, balance, limits) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
                     .into(),
             ),
             rotate_webhook_secret: s("UPDATE api_keys SET \
@@ -287,6 +305,49 @@ impl Sql {
             gateway_secret: s("INSERT INTO gateway_secrets (name, value) VALUES ($1, $2) \
                  ON CONFLICT (name) DO UPDATE SET value = gateway_secrets.value RETURNING value"
                 .into()),
+            update_key_settings: s("UPDATE api_keys SET name = $1, enabled = $2, \
+                 unlimited = $3, limits = $4 WHERE id = $5"
+                .into()),
+            charge_key: s("UPDATE api_keys SET balance = balance - $1 \
+                 WHERE id = $2 AND (unlimited OR balance >= $1) RETURNING balance"
+                .into()),
+            key_balance: s("SELECT balance FROM api_keys WHERE id = $1".into()),
+            credit_key: s(
+                "UPDATE api_keys SET balance = balance + $1 WHERE id = $2 RETURNING balance".into(),
+            ),
+            insert_entry: s(
+                "INSERT INTO ledger (id, key_id, at, kind, amount, task_id, reason) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                    .into(),
+            ),
+            open_tasks_of: s(
+                "SELECT COUNT(*) AS n FROM tasks WHERE owner = $1 AND due_at IS NOT NULL".into(),
+            ),
+            // Net: refunds today make room again. SUM of BIGINT is NUMERIC
+            // on PostgreSQL, hence the casts.
+            spent_since: s(
+                "SELECT CAST(-COALESCE(SUM(amount), 0) AS BIGINT) AS n FROM ledger \
+                 WHERE key_id = $1 AND at >= $2 AND kind IN ('charge', 'refund')"
+                    .into(),
+            ),
+            ledger_page: s(
+                "SELECT id, key_id, at, kind, amount, task_id, reason FROM ledger \
+                 WHERE key_id = $1 ORDER BY at DESC, id DESC LIMIT $2"
+                    .into(),
+            ),
+            ledger_totals: s("SELECT k.id AS id, k.balance AS balance, \
+                 CAST(COALESCE(SUM(l.amount), 0) AS BIGINT) AS entries \
+                 FROM api_keys k LEFT JOIN ledger l ON l.key_id = k.id \
+                 GROUP BY k.id, k.balance ORDER BY k.id"
+                .into()),
+            list_prices: s("SELECT model, spec FROM prices ORDER BY model".into()),
+            put_price: s(
+                "INSERT INTO prices (model, spec, updated_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (model) DO UPDATE SET spec = excluded.spec, \
+                 updated_at = excluded.updated_at"
+                    .into(),
+            ),
+            delete_price: s("DELETE FROM prices WHERE model = $1".into()),
             task_columns: cols,
         }
     }
@@ -303,6 +364,27 @@ impl Sql {
         let ids = (self.dialect.ids)(first, n);
         self.dialect.finish(format!(
             "SELECT {cols} FROM tasks WHERE {h}owner = $1{by_dialect} AND {ids}"
+        ))
+    }
+
+    /// Tasks by group and state, created in `[$1, $2)` and with ids in
+    /// `[$3, $4)` (v7 ids sort by creation time: the primary key's range
+    /// bounds the scan), of owner `$5` when `by_owner`.
+    pub(crate) fn usage(&self, group: UsageGroup, by_owner: bool) -> String {
+        let grp = match group {
+            UsageGroup::Day => "CAST(created_at - created_at % 86400000 AS TEXT)",
+            UsageGroup::Model => "model",
+            UsageGroup::Channel => "COALESCE(channel, '')",
+        };
+        let owner = if by_owner { " AND owner = $5" } else { "" };
+        self.dialect.finish(format!(
+            "SELECT {grp} AS grp, state, COUNT(*) AS n, \
+             CAST(SUM(charged) AS BIGINT) AS charged, \
+             CAST(SUM(refunded) AS BIGINT) AS refunded, \
+             CAST(SUM(upstream_cost) AS BIGINT) AS upstream_cost \
+             FROM tasks WHERE created_at >= $1 AND created_at < $2 \
+             AND id >= $3 AND id < $4{owner} \
+             GROUP BY {grp}, state ORDER BY grp, state"
         ))
     }
 

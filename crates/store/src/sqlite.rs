@@ -195,9 +195,13 @@ impl Db for Connection {
 impl ToSql for Param<'_> {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
         Ok(match self {
-            Param::Id(v) => ToSqlOutput::Borrowed(ValueRef::Blob(v.as_bytes())),
+            Param::Id(v) | Param::OptId(Some(v)) => {
+                ToSqlOutput::Borrowed(ValueRef::Blob(v.as_bytes()))
+            }
             Param::Text(Some(v)) => ToSqlOutput::Borrowed(ValueRef::Text(v.as_bytes())),
-            Param::Text(None) | Param::Int(None) => ToSqlOutput::Owned(Value::Null),
+            Param::Text(None) | Param::Int(None) | Param::OptId(None) => {
+                ToSqlOutput::Owned(Value::Null)
+            }
             Param::Int(Some(v)) => ToSqlOutput::Owned(Value::Integer(*v)),
             Param::Bytes(v) => ToSqlOutput::Borrowed(ValueRef::Blob(v)),
             Param::Flag(v) => ToSqlOutput::Owned(Value::Integer(i64::from(*v))),

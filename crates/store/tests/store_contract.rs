@@ -4,11 +4,12 @@ use std::sync::Arc;
 
 use std::collections::BTreeMap;
 
+use gengate_core::credits::EntryKind;
 use gengate_core::{
-    ChannelSpec, Credentials, Dialect, GenerationRequest, NewTask, ProviderKind, TaskKind,
-    TaskState, TaskUpdate,
+    Admission, ApiKey, ChannelSpec, Charge, Credentials, Credits, Dialect, GenerationRequest,
+    KeyLimits, NewTask, Price, ProviderKind, Refusal, TaskKind, TaskState, TaskUpdate,
 };
-use gengate_store::{StoreError, TaskFilter, TaskStore};
+use gengate_store::{StoreError, TaskFilter, TaskStore, UsageGroup, UsageQuery};
 use uuid::Uuid;
 
 /// Runs each contract test once per backend.
@@ -52,7 +53,374 @@ contract!(
     a_task_is_deleted_with_its_events_and_deliveries,
     callbacks_go_in_order_and_stop_after_a_410,
     keys_are_found_rotated_and_revoked,
+    a_charge_is_taken_with_the_task_or_nothing_is_stored,
+    a_terminal_change_refunds_once_whoever_races,
+    in_flight_and_daily_spend_limits_hold,
+    grants_adjustments_and_the_ledger_add_up,
+    usage_is_grouped_with_its_credits,
+    prices_are_put_listed_and_deleted,
 );
+
+/// A key holding `balance` credits (granted when it is created).
+fn key(name: &str, balance: Credits, unlimited: bool) -> ApiKey {
+    ApiKey {
+        id: Uuid::now_v7(),
+        name: name.into(),
+        hash: *Uuid::now_v7().as_bytes().repeat(2).first_chunk().unwrap(),
+        admin: false,
+        created_at: 1,
+        revoked_at: None,
+        webhook_secret: None,
+        previous_webhook_secret: None,
+        previous_secret_until: None,
+        enabled: true,
+        unlimited,
+        balance,
+        limits: KeyLimits::default(),
+    }
+}
+
+/// What a task of `n` images at 2 per task and 5 per image is charged.
+fn priced(n: u32) -> Admission {
+    Admission {
+        charge: Charge {
+            per_task: 2,
+            per_output: 5,
+            outputs: n,
+        },
+        ..Admission::default()
+    }
+}
+
+async fn balance(s: &dyn TaskStore, id: Uuid) -> Credits {
+    s.get_key(id).await.unwrap().unwrap().balance
+}
+
+/// Every key's balance is the sum of its ledger entries.
+async fn ledger_holds(s: &dyn TaskStore) {
+    for t in s.ledger_totals().await.unwrap() {
+        assert_eq!(t.balance, t.entries, "{t:?}");
+    }
+}
+
+async fn a_charge_is_taken_with_the_task_or_nothing_is_stored(s: Arc<dyn TaskStore>) {
+    let k = key("buyer", 20, false);
+    s.create_key(&k).await.unwrap();
+    let t = s
+        .create_task(k.id, &new_task(None), 10, 99, &priced(3))
+        .await
+        .unwrap();
+    assert_eq!(t.charge.total(), 17);
+    assert_eq!(t.net_charge(), 17);
+    assert_eq!(balance(s.as_ref(), k.id).await, 3);
+    let entries = s.ledger(k.id, 10).await.unwrap();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert_eq!(
+        (entries[0].kind, entries[0].amount),
+        (EntryKind::Charge, -17)
+    );
+    assert_eq!(entries[0].task_id, Some(t.id));
+    assert_eq!((entries[1].kind, entries[1].amount), (EntryKind::Grant, 20));
+
+    // Not enough left: refused with the balance, and nothing stored.
+    let refused = s
+        .create_task(k.id, &new_task(Some("x")), 11, 99, &priced(1))
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(StoreError::Refused(Refusal::Credits {
+                balance: 3,
+                needed: 7
+            }))
+        ),
+        "{refused:?}"
+    );
+    assert!(
+        s.get_task_by_external_id(k.id, "x")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(balance(s.as_ref(), k.id).await, 3);
+    assert_eq!(s.ledger(k.id, 10).await.unwrap().len(), 2);
+
+    // An unlimited key is charged for the record but never refused.
+    let free = key("operator", 0, true);
+    s.create_key(&free).await.unwrap();
+    s.create_task(free.id, &new_task(None), 12, 99, &priced(1))
+        .await
+        .unwrap();
+    assert_eq!(balance(s.as_ref(), free.id).await, -7);
+    ledger_holds(s.as_ref()).await;
+}
+
+async fn a_terminal_change_refunds_once_whoever_races(s: Arc<dyn TaskStore>) {
+    let k = key("racer", 1000, false);
+    s.create_key(&k).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let t = s
+            .create_task(k.id, &new_task(None), 10, 99, &priced(2))
+            .await
+            .unwrap();
+        tasks.push(t);
+    }
+    assert_eq!(balance(s.as_ref(), k.id).await, 1000 - 20 * 12);
+    // Four writers race to end each task from the version they read: a
+    // failure, a cancel and two more failures, each carrying the refund.
+    let mut racing = Vec::new();
+    for t in &tasks {
+        for state in [
+            TaskState::Failed,
+            TaskState::Canceled,
+            TaskState::Failed,
+            TaskState::Canceled,
+        ] {
+            let (s, t) = (s.clone(), t.clone());
+            racing.push(tokio::spawn(async move {
+                let update = TaskUpdate {
+                    refund: t.charge.total(),
+                    ..TaskUpdate::to_state(state)
+                };
+                s.update_task(t.id, t.version, &update, 20).await.unwrap()
+            }));
+        }
+    }
+    let mut won = 0;
+    for r in racing {
+        won += usize::from(r.await.unwrap().is_some());
+    }
+    assert_eq!(won, tasks.len(), "one writer wins each task");
+    assert_eq!(
+        balance(s.as_ref(), k.id).await,
+        1000,
+        "every task refunded once"
+    );
+    let refunds = s.ledger(k.id, 100).await.unwrap();
+    let refunds: Vec<_> = refunds
+        .iter()
+        .filter(|e| e.kind == EntryKind::Refund)
+        .collect();
+    assert_eq!(refunds.len(), tasks.len());
+    for t in &tasks {
+        let t = s.load_task(t.id).await.unwrap().unwrap();
+        assert_eq!((t.refunded, t.net_charge()), (12, 0));
+    }
+    ledger_holds(s.as_ref()).await;
+}
+
+async fn in_flight_and_daily_spend_limits_hold(s: Arc<dyn TaskStore>) {
+    let k = key("limited", 1000, false);
+    s.create_key(&k).await.unwrap();
+    let in_flight = Admission {
+        max_in_flight: Some(2),
+        ..Admission::default()
+    };
+    let a = s
+        .create_task(k.id, &new_task(None), 10, 99, &in_flight)
+        .await
+        .unwrap();
+    s.create_task(k.id, &new_task(None), 10, 99, &in_flight)
+        .await
+        .unwrap();
+    let third = s
+        .create_task(k.id, &new_task(None), 10, 99, &in_flight)
+        .await;
+    assert!(
+        matches!(
+            third,
+            Err(StoreError::Refused(Refusal::InFlight { limit: 2 }))
+        ),
+        "{third:?}"
+    );
+    // A task that ends makes room.
+    s.update_task(a.id, a.version, &TaskUpdate::fail("x"), 11)
+        .await
+        .unwrap()
+        .unwrap();
+    s.create_task(k.id, &new_task(None), 12, 99, &in_flight)
+        .await
+        .unwrap();
+
+    // 25 credits a day at 7 a task: three fit, the fourth does not; a
+    // refund today makes room again.
+    let day = 86_400_000 * 20_000;
+    let capped = Admission {
+        daily_spend: Some(25),
+        ..priced(1)
+    };
+    let mut made = Vec::new();
+    for i in 0..3 {
+        let new = new_task(None);
+        let t = s.create_task(k.id, &new, day + i, day + 99_999, &capped);
+        made.push(t.await.unwrap());
+    }
+    let over = s
+        .create_task(k.id, &new_task(None), day + 5, day + 99_999, &capped)
+        .await;
+    match over {
+        Err(StoreError::Refused(Refusal::DailySpend {
+            limit: 25,
+            spent: 21,
+            needed: 7,
+            retry_after_secs,
+        })) => assert!(retry_after_secs > 86_000, "{retry_after_secs}"),
+        other => panic!("{other:?}"),
+    }
+    let update = TaskUpdate {
+        refund: 7,
+        ..TaskUpdate::fail("x")
+    };
+    let t = &made[0];
+    s.update_task(t.id, t.version, &update, day + 6)
+        .await
+        .unwrap()
+        .unwrap();
+    s.create_task(k.id, &new_task(None), day + 7, day + 99_999, &capped)
+        .await
+        .unwrap();
+    // The next day starts from nothing spent.
+    let next = day + 86_400_000;
+    s.create_task(k.id, &new_task(None), next, next + 99, &capped)
+        .await
+        .unwrap();
+    ledger_holds(s.as_ref()).await;
+}
+
+async fn grants_adjustments_and_the_ledger_add_up(s: Arc<dyn TaskStore>) {
+    let k = key("granted", 0, false);
+    s.create_key(&k).await.unwrap();
+    assert!(s.ledger(k.id, 10).await.unwrap().is_empty());
+    let b = s
+        .add_credits(k.id, EntryKind::Grant, 100, "top-up", 5)
+        .await
+        .unwrap();
+    assert_eq!(b, Some(100));
+    let b = s
+        .add_credits(k.id, EntryKind::Adjustment, -30, "correction", 6)
+        .await
+        .unwrap();
+    assert_eq!(b, Some(70));
+    assert_eq!(
+        s.add_credits(Uuid::now_v7(), EntryKind::Grant, 1, "nobody", 7)
+            .await
+            .unwrap(),
+        None
+    );
+    let entries = s.ledger(k.id, 10).await.unwrap();
+    let seen: Vec<_> = entries
+        .iter()
+        .map(|e| (e.kind, e.amount, e.reason.as_deref()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (EntryKind::Adjustment, -30, Some("correction")),
+            (EntryKind::Grant, 100, Some("top-up"))
+        ]
+    );
+    // Settings never move the balance.
+    let mut changed = s.get_key(k.id).await.unwrap().unwrap();
+    changed.name = "renamed".into();
+    changed.enabled = false;
+    changed.unlimited = true;
+    changed.balance = 999_999;
+    changed.limits.max_in_flight = Some(3);
+    assert!(s.save_key_settings(&changed).await.unwrap());
+    let stored = s.get_key(k.id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            stored.name.as_str(),
+            stored.enabled,
+            stored.unlimited,
+            stored.balance
+        ),
+        ("renamed", false, true, 70)
+    );
+    assert_eq!(stored.limits.max_in_flight, Some(3));
+    ledger_holds(s.as_ref()).await;
+}
+
+async fn usage_is_grouped_with_its_credits(s: Arc<dyn TaskStore>) {
+    let (a, b) = (key("a", 1000, false), key("b", 1000, false));
+    s.create_key(&a).await.unwrap();
+    s.create_key(&b).await.unwrap();
+    // Task ids carry the real time: `now` must be it for the range to hold.
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    let now = i64::try_from(since_epoch.unwrap().as_millis()).unwrap();
+    let t1 = s
+        .create_task(a.id, &new_task(None), now, now + 99, &priced(1))
+        .await
+        .unwrap();
+    s.create_task(a.id, &new_task(None), now, now + 99, &priced(2))
+        .await
+        .unwrap();
+    s.create_task(b.id, &new_task(None), now, now + 99, &priced(1))
+        .await
+        .unwrap();
+    let refund = TaskUpdate {
+        refund: 7,
+        ..TaskUpdate::fail("x")
+    };
+    s.update_task(t1.id, t1.version, &refund, now + 1)
+        .await
+        .unwrap()
+        .unwrap();
+    let of_a = UsageQuery {
+        owner: Some(a.id),
+        from: now - 1000,
+        to: now + 1000,
+        group_by: UsageGroup::Model,
+    };
+    let mut rows = s.usage(&of_a).await.unwrap();
+    rows.sort_by_key(|r| r.state.as_str());
+    let seen: Vec<_> = rows
+        .iter()
+        .map(|r| (r.group.as_str(), r.state, r.tasks, r.charged, r.refunded))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("kling-image", TaskState::Failed, 1, 7, 7),
+            ("kling-image", TaskState::Pending, 1, 12, 0)
+        ]
+    );
+    let everyone = UsageQuery {
+        owner: None,
+        group_by: UsageGroup::Day,
+        ..of_a.clone()
+    };
+    let rows = s.usage(&everyone).await.unwrap();
+    let tasks: u64 = rows.iter().map(|r| r.tasks).sum();
+    assert_eq!(tasks, 3);
+    let day = (now - now % 86_400_000).to_string();
+    assert!(rows.iter().all(|r| r.group == day), "{rows:?}");
+    let before = UsageQuery {
+        to: now - 500,
+        ..of_a
+    };
+    assert!(s.usage(&before).await.unwrap().is_empty());
+}
+
+async fn prices_are_put_listed_and_deleted(s: Arc<dyn TaskStore>) {
+    let p = Price {
+        model: "ray-2".into(),
+        per_task: 3,
+        per_image: 0,
+        per_video_second: BTreeMap::from([("720p".into(), 2)]),
+    };
+    s.put_price(&p, 1).await.unwrap();
+    let cheaper = Price {
+        per_task: 1,
+        ..p.clone()
+    };
+    s.put_price(&cheaper, 2).await.unwrap();
+    assert_eq!(s.list_prices().await.unwrap(), [cheaper]);
+    assert!(s.delete_price("ray-2").await.unwrap());
+    assert!(!s.delete_price("ray-2").await.unwrap());
+    assert!(s.list_prices().await.unwrap().is_empty());
+}
 
 fn new_task(ext: Option<&str>) -> NewTask {
     NewTask {
@@ -74,7 +442,13 @@ fn new_task(ext: Option<&str>) -> NewTask {
 async fn create_records_the_first_event(s: Arc<dyn TaskStore>) {
     let owner = Uuid::now_v7();
     let t = s
-        .create_task(owner, &new_task(None), 1000, 9000)
+        .create_task(
+            owner,
+            &new_task(None),
+            1000,
+            9000,
+            &gengate_core::Admission::default(),
+        )
         .await
         .unwrap();
     assert_eq!(t.state, TaskState::Pending);
@@ -89,10 +463,34 @@ async fn create_records_the_first_event(s: Arc<dyn TaskStore>) {
 
 async fn external_ids_are_unique_per_key(s: Arc<dyn TaskStore>) {
     let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
-    s.create_task(a, &new_task(Some("x")), 1, 2).await.unwrap();
-    let dup = s.create_task(a, &new_task(Some("x")), 1, 2).await;
+    s.create_task(
+        a,
+        &new_task(Some("x")),
+        1,
+        2,
+        &gengate_core::Admission::default(),
+    )
+    .await
+    .unwrap();
+    let dup = s
+        .create_task(
+            a,
+            &new_task(Some("x")),
+            1,
+            2,
+            &gengate_core::Admission::default(),
+        )
+        .await;
     assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
-    s.create_task(b, &new_task(Some("x")), 1, 2).await.unwrap();
+    s.create_task(
+        b,
+        &new_task(Some("x")),
+        1,
+        2,
+        &gengate_core::Admission::default(),
+    )
+    .await
+    .unwrap();
     assert!(s.get_task_by_external_id(a, "x").await.unwrap().is_some());
     assert!(s.get_task_by_external_id(a, "y").await.unwrap().is_none());
 }
@@ -110,7 +508,16 @@ async fn concurrent_creates_fail_alone(s: Arc<dyn TaskStore>) {
         } else {
             format!("u-{i}")
         };
-        async move { s.create_task(owner, &new_task(Some(&ext)), 1, 2).await }
+        async move {
+            s.create_task(
+                owner,
+                &new_task(Some(&ext)),
+                1,
+                2,
+                &gengate_core::Admission::default(),
+            )
+            .await
+        }
     }))
     .await;
     let ok: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
@@ -141,7 +548,16 @@ async fn in_flight_is_counted_per_channel(s: Arc<dyn TaskStore>) {
     };
     let mut on_a = Vec::new();
     for _ in 0..3 {
-        let t = s.create_task(owner, &new_task(None), 1, 99).await.unwrap();
+        let t = s
+            .create_task(
+                owner,
+                &new_task(None),
+                1,
+                99,
+                &gengate_core::Admission::default(),
+            )
+            .await
+            .unwrap();
         on_a.push(
             s.update_task(t.id, t.version, &submit("a"), 2)
                 .await
@@ -149,12 +565,29 @@ async fn in_flight_is_counted_per_channel(s: Arc<dyn TaskStore>) {
                 .unwrap(),
         );
     }
-    let t = s.create_task(owner, &new_task(None), 1, 99).await.unwrap();
+    let t = s
+        .create_task(
+            owner,
+            &new_task(None),
+            1,
+            99,
+            &gengate_core::Admission::default(),
+        )
+        .await
+        .unwrap();
     s.update_task(t.id, t.version, &submit("b"), 2)
         .await
         .unwrap();
     // Pending tasks count nowhere; finished ones no longer count.
-    s.create_task(owner, &new_task(None), 1, 99).await.unwrap();
+    s.create_task(
+        owner,
+        &new_task(None),
+        1,
+        99,
+        &gengate_core::Admission::default(),
+    )
+    .await
+    .unwrap();
     let done = &on_a[0];
     s.update_task(done.id, done.version, &TaskUpdate::fail("x"), 3)
         .await
@@ -167,7 +600,13 @@ async fn in_flight_is_counted_per_channel(s: Arc<dyn TaskStore>) {
 
 async fn updates_are_compare_and_swap_and_terminal_is_final(s: Arc<dyn TaskStore>) {
     let t = s
-        .create_task(Uuid::now_v7(), &new_task(None), 1, 100)
+        .create_task(
+            Uuid::now_v7(),
+            &new_task(None),
+            1,
+            100,
+            &gengate_core::Admission::default(),
+        )
         .await
         .unwrap();
     let up = TaskUpdate {
@@ -226,9 +665,15 @@ async fn updates_are_compare_and_swap_and_terminal_is_final(s: Arc<dyn TaskStore
 async fn claims_lease_and_expired_leases_are_retaken(s: Arc<dyn TaskStore>) {
     let owner = Uuid::now_v7();
     for _ in 0..3 {
-        s.create_task(owner, &new_task(None), 100, 10_000)
-            .await
-            .unwrap();
+        s.create_task(
+            owner,
+            &new_task(None),
+            100,
+            10_000,
+            &gengate_core::Admission::default(),
+        )
+        .await
+        .unwrap();
     }
     assert!(
         s.claim_due("w1", 99, 1000, 10).await.unwrap().is_empty(),
@@ -247,9 +692,15 @@ async fn claims_lease_and_expired_leases_are_retaken(s: Arc<dyn TaskStore>) {
 
 async fn a_lease_is_extended_by_its_holder_only(s: Arc<dyn TaskStore>) {
     let owner = Uuid::now_v7();
-    s.create_task(owner, &new_task(None), 100, 10_000)
-        .await
-        .unwrap();
+    s.create_task(
+        owner,
+        &new_task(None),
+        100,
+        10_000,
+        &gengate_core::Admission::default(),
+    )
+    .await
+    .unwrap();
     let task = s.claim_due("w1", 100, 1000, 10).await.unwrap().remove(0);
     // w1's request runs long: it keeps the task past the first lease.
     assert!(s.extend_lease(task.id, "w1", 5000).await.unwrap());
@@ -265,10 +716,16 @@ async fn listing_is_newest_first_per_dialect(s: Arc<dyn TaskStore>) {
     let mut ids = Vec::new();
     for i in 0..5 {
         ids.push(
-            s.create_task(owner, &new_task(None), i, 100)
-                .await
-                .unwrap()
-                .id,
+            s.create_task(
+                owner,
+                &new_task(None),
+                i,
+                100,
+                &gengate_core::Admission::default(),
+            )
+            .await
+            .unwrap()
+            .id,
         );
     }
     let (page, total) = s.list_tasks(owner, Dialect::Kling, 1, 2).await.unwrap();
@@ -331,9 +788,15 @@ async fn unknown_url_schemes_are_refused() {
 async fn concurrent_claimers_never_share_a_task(s: Arc<dyn TaskStore>) {
     let owner = Uuid::now_v7();
     for _ in 0..200 {
-        s.create_task(owner, &new_task(None), 100, 1_000_000)
-            .await
-            .unwrap();
+        s.create_task(
+            owner,
+            &new_task(None),
+            100,
+            1_000_000,
+            &gengate_core::Admission::default(),
+        )
+        .await
+        .unwrap();
     }
     let claimers = (0..4).map(|w| {
         let s = s.clone();
@@ -376,9 +839,15 @@ async fn postgres_wakes_other_instances_when_work_arrives() {
         let idle = idle.clone();
         tokio::spawn(async move { idle.wait_for_work().await })
     };
-    busy.create_task(Uuid::now_v7(), &new_task(None), 1, 2)
-        .await
-        .unwrap();
+    busy.create_task(
+        Uuid::now_v7(),
+        &new_task(None),
+        1,
+        2,
+        &gengate_core::Admission::default(),
+    )
+    .await
+    .unwrap();
     tokio::time::timeout(std::time::Duration::from_secs(10), waiter)
         .await
         .expect("the other instance was woken by NOTIFY")
@@ -501,20 +970,42 @@ async fn pages_cover_every_dialect_by_position_with_filters(s: Arc<dyn TaskStore
             n.model = "ray-2".into();
         }
         // Three tasks per millisecond: ties are broken by id.
-        made.push(s.create_task(owner, &n, 1000 + i / 3, 9000).await.unwrap());
+        made.push(
+            s.create_task(
+                owner,
+                &n,
+                1000 + i / 3,
+                9000,
+                &gengate_core::Admission::default(),
+            )
+            .await
+            .unwrap(),
+        );
     }
-    s.create_task(Uuid::now_v7(), &new_task(None), 1005, 9000)
-        .await
-        .unwrap();
+    s.create_task(
+        Uuid::now_v7(),
+        &new_task(None),
+        1005,
+        9000,
+        &gengate_core::Admission::default(),
+    )
+    .await
+    .unwrap();
     let mut expected = made.clone();
     expected.sort_by_key(|t| std::cmp::Reverse((t.created_at, t.id)));
     let (mut seen, mut filter) = (Vec::new(), TaskFilter::default());
     loop {
         let page = s.page_tasks(owner, &filter, 7).await.unwrap();
         // An insert between pages lands before the position: never seen twice.
-        s.create_task(owner, &new_task(None), 5000, 9000)
-            .await
-            .unwrap();
+        s.create_task(
+            owner,
+            &new_task(None),
+            5000,
+            9000,
+            &gengate_core::Admission::default(),
+        )
+        .await
+        .unwrap();
         let Some(last) = page.last() else { break };
         filter.before = Some((last.created_at, last.id));
         seen.extend(page.iter().map(|t| t.id));
@@ -545,12 +1036,30 @@ async fn pages_cover_every_dialect_by_position_with_filters(s: Arc<dyn TaskStore
 
 async fn owned_tasks_of_any_dialect_by_id(s: Arc<dyn TaskStore>) {
     let owner = Uuid::now_v7();
-    let kling = s.create_task(owner, &new_task(None), 1, 9).await.unwrap();
+    let kling = s
+        .create_task(
+            owner,
+            &new_task(None),
+            1,
+            9,
+            &gengate_core::Admission::default(),
+        )
+        .await
+        .unwrap();
     let mut l = new_task(None);
     l.dialect = Dialect::Luma;
-    let luma = s.create_task(owner, &l, 1, 9).await.unwrap();
+    let luma = s
+        .create_task(owner, &l, 1, 9, &gengate_core::Admission::default())
+        .await
+        .unwrap();
     let foreign = s
-        .create_task(Uuid::now_v7(), &new_task(None), 1, 9)
+        .create_task(
+            Uuid::now_v7(),
+            &new_task(None),
+            1,
+            9,
+            &gengate_core::Admission::default(),
+        )
         .await
         .unwrap();
     let mut got: Vec<Uuid> = s
@@ -570,7 +1079,13 @@ async fn owned_tasks_of_any_dialect_by_id(s: Arc<dyn TaskStore>) {
 async fn an_external_id_is_forgotten_only_as_asked(s: Arc<dyn TaskStore>) {
     let (owner, other) = (Uuid::now_v7(), Uuid::now_v7());
     let t = s
-        .create_task(owner, &new_task(Some("k")), 1, 9)
+        .create_task(
+            owner,
+            &new_task(Some("k")),
+            1,
+            9,
+            &gengate_core::Admission::default(),
+        )
         .await
         .unwrap();
     // Not another key's, not another value.
@@ -594,9 +1109,15 @@ async fn an_external_id_is_forgotten_only_as_asked(s: Arc<dyn TaskStore>) {
         None
     );
     // The id is free again.
-    s.create_task(owner, &new_task(Some("k")), 2, 9)
-        .await
-        .unwrap();
+    s.create_task(
+        owner,
+        &new_task(Some("k")),
+        2,
+        9,
+        &gengate_core::Admission::default(),
+    )
+    .await
+    .unwrap();
     assert!(!s.forget_external_id(owner, t.id, "k").await.unwrap());
 }
 
@@ -604,8 +1125,20 @@ async fn a_task_is_deleted_with_its_events_and_deliveries(s: Arc<dyn TaskStore>)
     let (owner, other) = (Uuid::now_v7(), Uuid::now_v7());
     let mut new = new_task(None);
     new.callback_url = Some("https://example.test/hook".into());
-    let t = s.create_task(owner, &new, 1, 9).await.unwrap();
-    let kept = s.create_task(owner, &new_task(None), 1, 9).await.unwrap();
+    let t = s
+        .create_task(owner, &new, 1, 9, &gengate_core::Admission::default())
+        .await
+        .unwrap();
+    let kept = s
+        .create_task(
+            owner,
+            &new_task(None),
+            1,
+            9,
+            &gengate_core::Admission::default(),
+        )
+        .await
+        .unwrap();
     s.update_task(
         t.id,
         t.version,
@@ -663,7 +1196,16 @@ async fn a_task_is_deleted_with_its_events_and_deliveries(s: Arc<dyn TaskStore>)
     assert!(s.task_deliveries(t.id).await.unwrap().is_empty());
     // Gone: a second delete and a late update find nothing.
     assert!(!s.delete_task(owner, t.id).await.unwrap());
-    let open = s.create_task(owner, &new_task(None), 1, 9).await.unwrap();
+    let open = s
+        .create_task(
+            owner,
+            &new_task(None),
+            1,
+            9,
+            &gengate_core::Admission::default(),
+        )
+        .await
+        .unwrap();
     assert!(s.delete_task(owner, open.id).await.unwrap());
     let late = TaskUpdate::to_state(TaskState::Processing);
     assert!(
@@ -692,7 +1234,10 @@ async fn callbacks_go_in_order_and_stop_after_a_410(s: Arc<dyn TaskStore>) {
     let owner = Uuid::now_v7();
     let mut new = new_task(None);
     new.callback_url = Some("https://example.test/hook".into());
-    let t = s.create_task(owner, &new, 1, 9).await.unwrap();
+    let t = s
+        .create_task(owner, &new, 1, 9, &gengate_core::Admission::default())
+        .await
+        .unwrap();
     let t = s
         .update_task(
             t.id,
@@ -771,15 +1316,11 @@ async fn callbacks_go_in_order_and_stop_after_a_410(s: Arc<dyn TaskStore>) {
 
 async fn keys_are_found_rotated_and_revoked(s: Arc<dyn TaskStore>) {
     let key = gengate_core::ApiKey {
-        id: Uuid::now_v7(),
-        name: "ci".into(),
         hash: [7; 32],
         admin: true,
         created_at: 1,
-        revoked_at: None,
         webhook_secret: Some("whsec_one".into()),
-        previous_webhook_secret: None,
-        previous_secret_until: None,
+        ..key("ci", 0, false)
     };
     s.create_key(&key).await.unwrap();
     assert!(matches!(

@@ -556,10 +556,26 @@ pub struct GenerationList {
 /// `{"credit_balance": ...}`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Credits {
-    /// gengate keys have no credit limit: the largest integer a float
-    /// holds exactly (2^53 - 1), with `unlimited` saying so.
+    /// The key's balance; for an unlimited key, the largest integer a
+    /// float holds exactly (2^53 - 1), with `unlimited` saying so.
     pub credit_balance: f64,
     pub unlimited: bool,
+}
+
+impl Credits {
+    pub fn of(key: &crate::task::ApiKey) -> Credits {
+        if key.unlimited {
+            return Credits {
+                credit_balance: UNLIMITED_CREDITS,
+                unlimited: true,
+            };
+        }
+        Credits {
+            // Balances are far below 2^53: exact as a float.
+            credit_balance: key.balance as f64,
+            unlimited: false,
+        }
+    }
 }
 
 /// `{"message": "pong"}`.

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::credits::Refusal;
 use crate::dialect::schema;
 use crate::error::ApiError;
 use crate::request::{GenerationRequest, ImageFormat, ImageRole, ImageSource, InputImage};
@@ -245,6 +246,9 @@ pub struct KlingTask {
     /// Unix milliseconds.
     pub updated_at: i64,
     pub task_result: TaskResult,
+    /// Credits the task costs its key (its charge less any refund), as
+    /// Kling writes amounts: a decimal string.
+    pub final_unit_deduction: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -293,6 +297,7 @@ pub fn render(task: &Task, files_base: &str) -> KlingTask {
         created_at: task.created_at,
         updated_at: task.updated_at,
         task_result: TaskResult { images },
+        final_unit_deduction: task.net_charge().to_string(),
     }
 }
 
@@ -308,6 +313,9 @@ pub fn error_code(err: &ApiError) -> u32 {
         | ApiError::PayloadTooLarge { .. } => 1200,
         ApiError::NotFound(_) => 1203,
         ApiError::RateLimited { .. } => 1302,
+        // Kling's "resource pack depleted" and "parallel tasks over the limit".
+        ApiError::Refused(Refusal::Credits { .. } | Refusal::DailySpend { .. }) => 1102,
+        ApiError::Refused(Refusal::InFlight { .. }) => 1303,
         ApiError::Internal => 5000,
         ApiError::Unavailable(_) => 5001,
     }

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::credits::Refusal;
 use crate::dialect::schema;
 use crate::error::ApiError;
 use crate::request::GenerationRequest;
@@ -234,7 +235,10 @@ impl ErrorEnvelope {
             }
             ApiError::Unauthorized(_) => ("authentication_error", Some("invalid_api_key")),
             ApiError::Forbidden => ("permission_error", None),
-            ApiError::RateLimited { .. } => ("rate_limit_error", Some("rate_limit_exceeded")),
+            ApiError::RateLimited { .. } | ApiError::Refused(Refusal::InFlight { .. }) => {
+                ("rate_limit_error", Some("rate_limit_exceeded"))
+            }
+            ApiError::Refused(_) => ("insufficient_quota", Some("insufficient_quota")),
             ApiError::NotFound(_) => ("invalid_request_error", Some("not_found")),
             ApiError::Conflict(_) => ("invalid_request_error", Some("conflict")),
             ApiError::PayloadTooLarge { .. } | ApiError::UnsupportedMediaType => {

@@ -22,6 +22,7 @@
 //! `kind` (`image` | `video`) may be left out: a video-only input makes it
 //! a video; otherwise the model's kind when its channels make only one.
 
+use crate::credits::Credits;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -651,6 +652,19 @@ pub struct GengateTask {
     pub updated_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
+    /// What the task costs its key, in credits.
+    pub credits: CreditsView,
+}
+
+/// A task's price, fixed when it was accepted, and what came back of it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreditsView {
+    /// Charged when the task was accepted.
+    pub charged: Credits,
+    /// Given back when it ended without (all of) its outputs.
+    pub refunded: Credits,
+    /// Charged less refunded.
+    pub net: Credits,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -778,6 +792,11 @@ pub fn render(task: &Task, files_base: &str) -> GengateTask {
         updated_at: rfc3339_ms(task.updated_at),
         started_at: task.started_at.map(rfc3339_ms),
         finished_at: task.finished_at.map(rfc3339_ms),
+        credits: CreditsView {
+            charged: task.charge.total(),
+            refunded: task.refunded,
+            net: task.net_charge(),
+        },
     }
 }
 

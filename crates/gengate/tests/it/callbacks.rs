@@ -237,7 +237,13 @@ async fn internal_addresses_are_refused_at_submit_and_at_delivery(backend: Backe
     let now = gengate_engine::now_ms();
     let task = gw
         .store()
-        .create_task(key.id, &new, now, now + 60_000)
+        .create_task(
+            key.id,
+            &new,
+            now,
+            now + 60_000,
+            &gengate_core::Admission::default(),
+        )
         .await
         .unwrap();
     let (d, attempts) = poll_until("an attempt recorded", WAIT, POLL, async || {

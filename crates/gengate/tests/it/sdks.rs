@@ -83,7 +83,7 @@ fn run(python: &std::path::Path, script: &str, gw: &Gateway, key: &str) -> Value
 async fn the_lumaai_sdk_works_unchanged(backend: Backend) {
     let Some(python) = python() else { return };
     let gw = TestApp::on(backend).sandbox_latency_ms(200).start().await;
-    let key = gw.new_key("lumaai").await;
+    let key = gw.new_key_with("lumaai", 500).await;
     let out = tokio::task::block_in_place(|| run(&python, "lumaai_client.py", &gw, &key));
     let (status, ct, mp4) = gw.bytes(out["video"].as_str().unwrap()).await;
     assert_eq!((status, ct.as_str()), (200, "video/mp4"));

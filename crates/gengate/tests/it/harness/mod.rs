@@ -235,9 +235,16 @@ impl Gateway {
         }
     }
 
-    /// A new non-admin key.
+    /// A new non-admin key, with no credits (free models only).
     pub async fn new_key(&self, name: &str) -> String {
-        let (secret, key) = gengate_server::auth::new_key(name, false, gengate_engine::now_ms());
+        self.new_key_with(name, 0).await
+    }
+
+    /// A new non-admin key starting with `credits`.
+    pub async fn new_key_with(&self, name: &str, credits: gengate_core::Credits) -> String {
+        let (secret, mut key) =
+            gengate_server::auth::new_key(name, false, gengate_engine::now_ms());
+        key.balance = credits;
         self.store.create_key(&key).await.expect("key stored");
         secret
     }
