@@ -94,6 +94,35 @@ impl Price {
     }
 }
 
+/// A price as the admin API takes it: the model is in the path.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PriceBody {
+    /// Charged once per task.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 1000000000)]
+    pub per_task: Credits,
+    /// Charged per image asked for (`n`).
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 1000000000)]
+    pub per_image: Credits,
+    /// Charged per second of video, by resolution (`*`: any other).
+    #[serde(default)]
+    #[schema(value_type = BTreeMap<String, i64>)]
+    pub per_video_second: BTreeMap<String, Credits>,
+}
+
+impl PriceBody {
+    pub fn for_model(self, model: &str) -> Price {
+        Price {
+            model: model.to_string(),
+            per_task: self.per_task,
+            per_image: self.per_image,
+            per_video_second: self.per_video_second,
+        }
+    }
+}
+
 /// Prices by model, with `*` for the rest. A model with no price (and no
 /// `*`) costs nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

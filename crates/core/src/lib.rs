@@ -9,6 +9,7 @@ pub mod error;
 pub mod request;
 pub mod task;
 pub mod time;
+pub mod usage;
 pub mod validate;
 
 pub use channel::{ChannelSpec, Credentials, ProviderKind, SpecError};

@@ -21,3 +21,13 @@ mod tests {
         );
     }
 }
+
+/// An instant given as Unix milliseconds or RFC 3339.
+pub fn parse_instant(s: &str) -> Option<Millis> {
+    if let Ok(ms) = s.parse::<i64>() {
+        return Some(ms);
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}

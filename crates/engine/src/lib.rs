@@ -20,7 +20,7 @@ pub mod inputs;
 mod lifecycle;
 pub mod net;
 mod pacing;
-mod prices;
+pub mod prices;
 pub mod service;
 pub mod stored_channels;
 

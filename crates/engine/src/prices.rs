@@ -4,7 +4,11 @@
 
 use std::sync::{Arc, RwLock};
 
-use gengate_core::{Price, PriceBook};
+use gengate_core::{ApiError, Price, PriceBook};
+
+use gengate_store::TaskStore;
+
+use crate::service::store_error;
 
 pub struct Prices {
     file: Vec<Price>,
@@ -43,5 +47,73 @@ impl Prices {
             Ok(mut b) => *b = book,
             Err(e) => *e.into_inner() = book,
         }
+    }
+}
+
+/// Where a price comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// `gengate.toml`: read-only while running.
+    Config,
+    /// Added over the admin API or the CLI.
+    Api,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Config => "config",
+            Source::Api => "api",
+        }
+    }
+}
+
+impl Prices {
+    /// Every price in force, by model, with where it comes from.
+    pub fn list(&self) -> Vec<(Price, Source)> {
+        let source = |p: &Price| {
+            if self.in_file(&p.model) {
+                Source::Config
+            } else {
+                Source::Api
+            }
+        };
+        self.book()
+            .prices()
+            .map(|p| (p.clone(), source(p)))
+            .collect()
+    }
+
+    /// Add or replace a stored price (in force once the stored prices are
+    /// re-read). Tasks already accepted keep their charge.
+    pub async fn put(&self, store: &dyn TaskStore, price: &Price) -> Result<(), ApiError> {
+        price
+            .check()
+            .map_err(|(field, rule)| ApiError::validation(field, rule))?;
+        self.refuse_file_price(&price.model)?;
+        store
+            .put_price(price, crate::now_ms())
+            .await
+            .map_err(store_error)
+    }
+
+    /// Remove a stored price: the model then costs what `*` says, or nothing.
+    pub async fn delete(&self, store: &dyn TaskStore, model: &str) -> Result<(), ApiError> {
+        self.refuse_file_price(model)?;
+        if !store.delete_price(model).await.map_err(store_error)? {
+            return Err(ApiError::NotFound(format!(
+                "no stored price for model {model:?}"
+            )));
+        }
+        Ok(())
+    }
+
+    fn refuse_file_price(&self, model: &str) -> Result<(), ApiError> {
+        if self.in_file(model) {
+            return Err(ApiError::Conflict(format!(
+                "the price of {model:?} is set in gengate.toml: change it there"
+            )));
+        }
+        Ok(())
     }
 }

@@ -7,11 +7,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use gengate_core::usage::{self, UsageReport, UsageRequest};
 use gengate_core::{
     Admission, ApiError, ApiKey, Dialect, ImageFormat, ImageRole, ImageSource, InputImage, NewTask,
     Task, TaskState, TaskUpdate,
 };
-use gengate_store::{StoreError, TaskStore};
+use gengate_store::{StoreError, TaskStore, UsageQuery};
 use sha2::{Digest, Sha256};
 use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
@@ -30,6 +31,25 @@ const CROSS_INSTANCE_LOOK: Duration = Duration::from_secs(1);
 pub fn store_error(e: StoreError) -> ApiError {
     tracing::error!(error = %e, "store error");
     ApiError::Unavailable("storage is unavailable, try again".into())
+}
+
+/// Tasks and credits by group, of `owner` or of every key: the report the
+/// API and the CLI give.
+pub async fn usage_report(
+    store: &dyn TaskStore,
+    owner: Option<Uuid>,
+    req: &UsageRequest,
+) -> Result<UsageReport, ApiError> {
+    let query = UsageQuery {
+        owner,
+        from: req.from,
+        to: req.to,
+        group_by: req.group_by,
+    };
+    let rows = store.usage(&query).await.map_err(store_error)?;
+    let mut report = usage::report(req, &rows);
+    report.key = owner;
+    Ok(report)
 }
 
 /// How a dialect names an input image's URL field in its errors.
@@ -301,6 +321,22 @@ impl TaskService {
             .delete_task(task.owner, task.id)
             .await
             .map_err(store_error)
+    }
+
+    /// Tasks and credits by group for `caller`: its own, or for an admin
+    /// any one key's (`req.key`) or every key's.
+    pub async fn usage(
+        &self,
+        caller: &ApiKey,
+        req: &UsageRequest,
+    ) -> Result<UsageReport, ApiError> {
+        let owner = match req.key {
+            Some(k) if k != caller.id && !caller.admin => return Err(ApiError::Forbidden),
+            Some(k) => Some(k),
+            None if caller.admin => None,
+            None => Some(caller.id),
+        };
+        usage_report(self.store(), owner, req).await
     }
 
     /// News of the task changes this instance makes, for live streams.

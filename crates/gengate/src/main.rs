@@ -1,5 +1,6 @@
-//! The gengate command: `serve`, `keys`, `channels`, `migrate`.
+//! The gengate command: `serve`, `keys`, `channels`, `prices`, `usage`, `migrate`.
 
+mod billing_cli;
 mod channels_cli;
 
 use clap::{Parser, Subcommand};
@@ -32,6 +33,11 @@ enum Command {
     /// Manage stored channels (upstreams added while gengate runs).
     #[command(subcommand)]
     Channels(Box<channels_cli::ChannelsCommand>),
+    /// Manage the price book (gengate.toml's `[[prices]]` are read-only here).
+    #[command(subcommand)]
+    Prices(billing_cli::PricesCommand),
+    /// Tasks and credits by day, model or channel.
+    Usage(billing_cli::UsageCommand),
     /// Create or upgrade the database schema, then exit.
     Migrate,
 }
@@ -93,6 +99,8 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Keys(cmd) => keys(settings, cmd).await,
         Command::Channels(cmd) => channels_cli::run(settings, *cmd).await,
+        Command::Prices(cmd) => billing_cli::prices(settings, cmd).await,
+        Command::Usage(cmd) => billing_cli::usage(settings, cmd).await,
     }
 }
 

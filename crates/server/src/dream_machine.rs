@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::body::read_json;
 use crate::error::DialectError;
-use crate::openapi::{Errors, Key, KeyBody, KeyQuery};
+use crate::openapi::{Errors, Key, KeyCreate, KeyQuery};
 
 const BASE: &str = "/dream-machine/v1";
 
@@ -90,7 +90,7 @@ fn created(task: &Task, state: &AppState) -> Response {
 /// continues that completed video (same key), on its channel.
 #[utoipa::path(post, path = "/dream-machine/v1/generations/video", tag = "dream-machine",
     request_body = dream_machine::CreateVideo,
-    responses(Errors<DetailError, KeyBody>, (status = 201, body = Generation)),
+    responses(Errors<DetailError, KeyCreate>, (status = 201, body = Generation)),
     security(("bearer" = [])))]
 pub async fn create_video(
     State(state): State<AppState>,
@@ -122,7 +122,7 @@ pub async fn create_video(
 /// the generation as it then stands.
 #[utoipa::path(post, path = "/dream-machine/v1/generations/image", tag = "dream-machine",
     request_body = dream_machine::CreateImage,
-    responses(Errors<DetailError, KeyBody>, (status = 201, body = Generation)),
+    responses(Errors<DetailError, KeyCreate>, (status = 201, body = Generation)),
     security(("bearer" = [])))]
 pub async fn create_image(
     State(state): State<AppState>,

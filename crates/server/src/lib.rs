@@ -29,11 +29,13 @@ pub mod metrics;
 pub mod models_api;
 pub mod openai_images;
 pub mod openapi;
+pub mod prices;
 pub mod rendered;
 pub mod request_id;
 mod state;
 pub mod tasks_api;
 pub mod upstream_callbacks;
+pub mod usage;
 
 pub use state::AppState;
 
@@ -60,6 +62,8 @@ pub fn router(state: AppState, serve_api: bool) -> Router {
             .merge(tasks_api::router())
             .merge(models_api::router())
             .merge(admin::router())
+            .merge(prices::router())
+            .merge(usage::router())
             .merge(upstream_callbacks::router())
             .route("/openapi.json", get(openapi::serve))
             .merge(openapi::reference_page())

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::body::read_json;
 use crate::error::DialectError;
-use crate::openapi::{Errors, Key, KeyBody};
+use crate::openapi::{Errors, Key, KeyBody, KeyCreate};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -68,7 +68,7 @@ async fn accept(state: &AppState, key: &ApiKey, new: NewTask) -> Result<Response
 /// Create a video generation task.
 #[utoipa::path(post, path = "/luma/generations", tag = "luma",
     request_body = luma::CreateGeneration,
-    responses(Errors<DetailError, KeyBody>, (status = 201, body = LumaTask)),
+    responses(Errors<DetailError, KeyCreate>, (status = 201, body = LumaTask)),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
@@ -97,7 +97,7 @@ pub async fn get_one(
 #[utoipa::path(post, path = "/luma/generations/{id}/extend", tag = "luma",
     params(("id" = String, Path, description = "Id of the completed task to continue")),
     request_body = luma::CreateGeneration,
-    responses(Errors<DetailError, KeyBody>, (status = 201, body = LumaTask),
+    responses(Errors<DetailError, KeyCreate>, (status = 201, body = LumaTask),
               (status = 404, body = DetailError),
               (status = 409, body = DetailError, description = "The task is not completed")),
     security(("bearer" = [])))]

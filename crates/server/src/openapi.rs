@@ -26,6 +26,8 @@ pub struct Key;
 pub struct KeyQuery;
 /// Behind a key, with a JSON body: 400, 413 and 415 too.
 pub struct KeyBody;
+/// Creating a task, where the dialect answers a spent balance with 402.
+pub struct KeyCreate;
 /// Behind an admin key: 403 too.
 pub struct Admin;
 /// Behind an admin key, with a JSON body.
@@ -39,6 +41,9 @@ impl Statuses for KeyQuery {
 }
 impl Statuses for KeyBody {
     const CODES: &'static [u16] = &[400, 401, 413, 415, 429, 503];
+}
+impl Statuses for KeyCreate {
+    const CODES: &'static [u16] = &[400, 401, 402, 413, 415, 429, 503];
 }
 impl Statuses for Admin {
     const CODES: &'static [u16] = &[401, 403, 429, 503];
@@ -65,6 +70,7 @@ fn error_response<E: ToSchema>(code: u16) -> Response {
     let description = match code {
         400 => "A field breaks a rule (the message names it), or the body is not JSON",
         401 => "No key, or an unknown or revoked one",
+        402 => "The key's balance does not cover the task's price",
         403 => "The key is not an admin key",
         413 => "The body is over 15 MiB",
         415 => "The body is not application/json",
@@ -125,6 +131,10 @@ fn error_response<E: ToSchema>(code: u16) -> Response {
         crate::admin::update,
         crate::admin::disable,
         crate::admin::enable,
+        crate::prices::list,
+        crate::prices::put,
+        crate::prices::delete,
+        crate::usage::report,
         crate::upstream_callbacks::receive,
         crate::health::healthz,
         crate::health::readyz,
@@ -139,7 +149,8 @@ fn error_response<E: ToSchema>(code: u16) -> Response {
         (name = "openai", description = "OpenAI images (the openai SDKs' images.generate): set the SDK's base URL to <gengate>/v1"),
         (name = "tasks", description = "gengate's own provider-neutral task API, with live events, and the model catalogue"),
         (name = "callbacks", description = "A task's callback deliveries and redelivery"),
-        (name = "admin", description = "Channels added and changed while running (admin keys)"),
+        (name = "admin", description = "Channels, keys and prices, changed while running (admin keys)"),
+        (name = "usage", description = "Tasks and credits by day, model or channel"),
         (name = "upstreams", description = "Where upstreams report on the tasks gengate gave them"),
         (name = "health", description = "Liveness and readiness"),
     )

@@ -28,7 +28,7 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::body::read_json;
 use crate::error::{Error, ErrorBody};
-use crate::openapi::{Errors, Key, KeyBody, KeyQuery};
+use crate::openapi::{Errors, Key, KeyBody, KeyCreate, KeyQuery};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -105,7 +105,7 @@ async fn replay(state: &AppState, owner: Uuid, new: &NewTask) -> Result<Option<T
     params(("Idempotency-Key" = Option<String>, Header, nullable = false, max_length = 255,
             pattern = "^[\\t -~]*[!-~][\\t -~]*$",
             description = "Visible ASCII, at most 255 characters, not blank; remembered 24 h")),
-    responses(Errors<ErrorBody, KeyBody>,
+    responses(Errors<ErrorBody, KeyCreate>,
               (status = 201, body = GengateTask, description = "Created"),
               (status = 200, body = GengateTask, description = "The task this Idempotency-Key made"),
               (status = 409, body = ErrorBody, description = "Idempotency-Key used for another request, or extend_from not completed")),

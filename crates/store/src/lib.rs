@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use gengate_core::credits::{EntryKind, LedgerEntry};
+pub use gengate_core::usage::{UsageGroup, UsageRow};
 use gengate_core::{
     Admission, ApiKey, ChannelSpec, Credits, Delivery, DeliveryAttempt, DeliveryOutcome, Dialect,
     Millis, NewTask, Price, Refusal, Task, TaskEvent, TaskState, TaskUpdate,
@@ -73,16 +74,6 @@ pub struct TaskFilter {
     pub before: Option<(Millis, Uuid)>,
 }
 
-/// How [`TaskStore::usage`] groups tasks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UsageGroup {
-    /// The UTC day a task was created (Unix ms of its start, as text).
-    Day,
-    Model,
-    /// The channel that ran the task (empty: none did).
-    Channel,
-}
-
 /// Which tasks [`TaskStore::usage`] counts: created in `[from, to)`, of
 /// `owner` or of every key.
 #[derive(Debug, Clone, PartialEq)]
@@ -91,17 +82,6 @@ pub struct UsageQuery {
     pub from: Millis,
     pub to: Millis,
     pub group_by: UsageGroup,
-}
-
-/// Tasks of one group in one state, with their credits.
-#[derive(Debug, Clone, PartialEq)]
-pub struct UsageRow {
-    pub group: String,
-    pub state: TaskState,
-    pub tasks: u64,
-    pub charged: Credits,
-    pub refunded: Credits,
-    pub upstream_cost: Credits,
 }
 
 /// A key's balance next to the sum of its ledger entries.

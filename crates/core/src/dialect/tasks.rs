@@ -554,7 +554,7 @@ impl ListQuery {
         }
         let created_after = match self.created_after.as_deref() {
             None | Some("") => None,
-            Some(s) => Some(parse_instant(s).ok_or_else(|| {
+            Some(s) => Some(crate::time::parse_instant(s).ok_or_else(|| {
                 ApiError::validation(
                     "created_after",
                     format!("must be an RFC 3339 time or Unix milliseconds (got {s:?})"),
@@ -588,15 +588,6 @@ impl ListQuery {
             before,
         })
     }
-}
-
-fn parse_instant(s: &str) -> Option<Millis> {
-    if let Ok(ms) = s.parse::<i64>() {
-        return Some(ms);
-    }
-    chrono::DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|t| t.timestamp_millis())
 }
 
 /// The position after `task` in the newest-first order, opaque to clients:

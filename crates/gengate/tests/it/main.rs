@@ -9,6 +9,7 @@ mod admin_channels;
 mod browser;
 mod callbacks;
 mod channels;
+mod credits;
 mod dream_machine_api;
 mod http_contract;
 mod kling_api;

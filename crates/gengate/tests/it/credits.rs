@@ -1,0 +1,502 @@
+//! Credits end to end: prices charged at accept in every dialect, refused
+//! in each dialect's own envelope with nothing stored, refunded once when a
+//! task ends without its result, limits per key, prices changed over the
+//! admin API, and the usage report.
+
+use std::collections::BTreeMap;
+
+use crate::harness::{Backend, Gateway, TestApp, sandbox_channel};
+use gengate_core::credits::EntryKind;
+use gengate_core::{ChannelSpec, Dialect, KeyLimits, Price};
+use serde_json::{Value, json};
+
+on_both_backends!(
+    each_dialect_refuses_a_spent_key_in_its_own_envelope,
+    tasks_are_charged_their_price_and_refunded_when_nothing_comes,
+    a_price_changed_after_accept_leaves_accepted_tasks_alone,
+    limits_per_key_refuse_in_flight_spend_and_models,
+    usage_reports_tasks_and_credits_by_model_and_as_csv,
+);
+
+/// 1 per task, 2 per image, 3 per second of video (5 at 1080p), for
+/// every model.
+fn price_list() -> Vec<Price> {
+    vec![Price {
+        model: "*".into(),
+        per_task: 1,
+        per_image: 2,
+        per_video_second: BTreeMap::from([("*".into(), 3), ("1080p".into(), 5)]),
+    }]
+}
+
+/// A gengate with `price_list`, the sandbox serving every model, and a
+/// sandbox channel whose every job fails serving `doomed`.
+async fn priced(backend: Backend) -> Gateway {
+    TestApp::on(backend)
+        .with(|s| s.prices = price_list())
+        .channel(sandbox_channel("sandbox", &["*"], 50))
+        .channel(ChannelSpec {
+            failure_rate: Some(1.0),
+            priority: 10,
+            ..sandbox_channel("broken", &["doomed"], 20)
+        })
+        .start()
+        .await
+}
+
+async fn balance(gw: &Gateway, key: &str) -> i64 {
+    gw.key_record(key).await.balance
+}
+
+/// Every key's balance equals the sum of its ledger entries.
+async fn ledger_holds(gw: &Gateway) {
+    for t in gw.store().ledger_totals().await.unwrap() {
+        assert_eq!(t.balance, t.entries, "{t:?}");
+    }
+}
+
+async fn each_dialect_refuses_a_spent_key_in_its_own_envelope(backend: Backend) {
+    let gw = priced(backend).await;
+    // 2 credits: every create below costs at least 3.
+    let key = gw.new_key_with("spent", 2).await;
+    let cases = [
+        ("/luma/generations", json!({"user_prompt": "x"}), 402),
+        (
+            "/dream-machine/v1/generations/image",
+            json!({"model": "photon-1", "prompt": "x"}),
+            402,
+        ),
+        (
+            "/v1/tasks",
+            json!({"model": "ray-2", "kind": "video", "input": {"prompt": "x"}}),
+            402,
+        ),
+        ("/kling/v1/images/generations", json!({"prompt": "x"}), 429),
+        ("/v1/images/generations", json!({"prompt": "x"}), 429),
+    ];
+    for (path, body, status) in cases {
+        let (s, v) = gw.post(path, &key, body).await;
+        assert_eq!(s, status, "{path}: {v}");
+        let message = match path {
+            "/kling/v1/images/generations" => {
+                assert_eq!(v["code"], 1102, "Kling's balance code: {v}");
+                assert!(v["data"].is_null(), "{v}");
+                &v["message"]
+            }
+            "/v1/images/generations" => {
+                assert_eq!(v["error"]["type"], "insufficient_quota", "{v}");
+                assert_eq!(v["error"]["code"], "insufficient_quota", "{v}");
+                &v["error"]["message"]
+            }
+            "/v1/tasks" => {
+                assert_eq!(v["error"]["status"], 402, "{v}");
+                &v["error"]["message"]
+            }
+            _ => &v["detail"],
+        };
+        let message = message.as_str().unwrap_or_default();
+        assert!(
+            message.contains("insufficient credits") && message.contains("balance is 2"),
+            "{path}: {v}"
+        );
+    }
+    for dialect in Dialect::ALL {
+        assert_eq!(gw.task_count(&key, dialect).await, 0, "{dialect:?}");
+    }
+    assert_eq!(balance(&gw, &key).await, 2);
+    let record = gw.key_record(&key).await;
+    assert_eq!(gw.store().ledger(record.id, 10).await.unwrap().len(), 1);
+    // Luma's /credits shows the real balance.
+    let (s, v) = gw.get("/dream-machine/v1/credits", &key).await;
+    assert_eq!(
+        (s, v["credit_balance"].as_f64(), &v["unlimited"]),
+        (200, Some(2.0), &json!(false))
+    );
+    gw.stop().await;
+}
+
+async fn tasks_are_charged_their_price_and_refunded_when_nothing_comes(backend: Backend) {
+    let gw = priced(backend).await;
+    let key = gw.new_key_with("buyer", 1000).await;
+
+    // Kling, three images: 1 + 3 × 2.
+    let (s, v) = gw
+        .post(
+            "/kling/v1/images/generations",
+            &key,
+            json!({"prompt": "x", "n": 3}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"]["final_unit_deduction"], "7", "{v}");
+    let kling = v["data"]["task_id"].as_str().unwrap().to_string();
+    // Dream Machine, 9 s at 1080p: 1 + 9 × 5.
+    let (s, v) = gw
+        .post(
+            "/dream-machine/v1/generations/video",
+            &key,
+            json!({"model": "ray-2", "prompt": "x", "duration": "9s", "resolution": "1080p"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let dream = v["id"].as_str().unwrap().to_string();
+    // gengate's own API, 5 s at 720p: 1 + 5 × 3; and one bound to fail.
+    let (s, v) = gw
+        .post(
+            "/v1/tasks",
+            &key,
+            json!({"model": "ray-2", "kind": "video", "input": {"prompt": "x", "duration": 5, "resolution": "720p"}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(
+        v["credits"],
+        json!({"charged": 16, "refunded": 0, "net": 16})
+    );
+    let video = v["id"].as_str().unwrap().to_string();
+    let (s, v) = gw
+        .post(
+            "/v1/tasks",
+            &key,
+            json!({"model": "doomed", "kind": "image", "input": {"prompt": "x", "n": 2}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let doomed = v["id"].as_str().unwrap().to_string();
+    assert_eq!(balance(&gw, &key).await, 1000 - 7 - 46 - 16 - 5);
+
+    assert_eq!(gw.wait_kling(&key, &kling).await["task_status"], "succeed");
+    for id in [&dream, &video] {
+        assert_eq!(gw.wait_task(&key, id).await["state"], "completed");
+    }
+    let failed = gw.wait_task(&key, &doomed).await;
+    assert_eq!(failed["state"], "failed", "{failed}");
+    assert_eq!(
+        failed["credits"],
+        json!({"charged": 5, "refunded": 5, "net": 0})
+    );
+    // What completed is paid; what failed came back, once.
+    assert_eq!(balance(&gw, &key).await, 1000 - 7 - 46 - 16);
+    let (_, v) = gw.get(&format!("/v1/tasks/{dream}"), &key).await;
+    assert_eq!(
+        v["credits"],
+        json!({"charged": 46, "refunded": 0, "net": 46})
+    );
+    let record = gw.key_record(&key).await;
+    let entries = gw.store().ledger(record.id, 100).await.unwrap();
+    let refunds: Vec<_> = entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::Refund)
+        .map(|e| (e.task_id.unwrap().to_string(), e.amount))
+        .collect();
+    assert_eq!(refunds, [(doomed.clone(), 5)]);
+    // Canceling a pending task refunds it too.
+    let (s, v) = gw
+        .post(
+            "/v1/tasks",
+            &key,
+            json!({"model": "ray-2", "kind": "video", "input": {"prompt": "never"}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    let (s, v) = gw
+        .post(&format!("/v1/tasks/{id}/cancel"), &key, json!({}))
+        .await;
+    if v["state"] == "canceled" {
+        assert_eq!((s, &v["credits"]["net"]), (200, &json!(0)), "{v}");
+    }
+    gw.wait_task(&key, &id).await;
+    let t = gw.task(&id).await;
+    assert_eq!(
+        t.net_charge(),
+        if t.state == gengate_core::TaskState::Completed {
+            16
+        } else {
+            0
+        }
+    );
+    ledger_holds(&gw).await;
+    gw.stop().await;
+}
+
+async fn a_price_changed_after_accept_leaves_accepted_tasks_alone(backend: Backend) {
+    let gw = TestApp::on(backend)
+        .channel(sandbox_channel("sandbox", &["*"], 400))
+        .start()
+        .await;
+    let key = gw.new_key_with("buyer", 100).await;
+    let put = |body: Value| {
+        let gw = &gw;
+        async move {
+            gw.send(
+                reqwest::Method::PUT,
+                "/admin/prices/photon-1",
+                Some(&gw.admin),
+                Some(("application/json", body.to_string().into_bytes())),
+            )
+            .await
+        }
+    };
+    let (s, v) = put(json!({"per_image": 4})).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["source"], "api");
+    let (s, v) = gw
+        .post(
+            "/dream-machine/v1/generations/image",
+            &key,
+            json!({"model": "photon-1", "prompt": "x"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let first = v["id"].as_str().unwrap().to_string();
+    // Dearer now: the task accepted before keeps its price.
+    let (s, _) = put(json!({"per_image": 40})).await;
+    assert_eq!(s, 200);
+    gw.wait_task(&key, &first).await;
+    assert_eq!(gw.task(&first).await.net_charge(), 4);
+    assert_eq!(balance(&gw, &key).await, 96);
+    let (s, v) = gw
+        .post(
+            "/dream-machine/v1/generations/image",
+            &key,
+            json!({"model": "photon-1", "prompt": "x"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(balance(&gw, &key).await, 56);
+
+    // Bad prices are refused naming the field; nothing changes.
+    for (body, field) in [
+        (json!({"per_image": -1}), "per_image"),
+        (json!({"per_task": 1.5}), "per_task"),
+        (
+            json!({"per_video_second": {"720p": -2}}),
+            "per_video_second.720p",
+        ),
+        (json!({"per_second": 1}), "per_second"),
+    ] {
+        let (s, v) = put(body.clone()).await;
+        assert_eq!(s, 400, "{body}: {v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(field),
+            "{body}: {v}"
+        );
+    }
+    let (s, v) = gw.get("/admin/prices", &gw.admin).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["data"][0]["per_image"], 40, "{v}");
+    // Only admins set prices; a price removed makes the model free again.
+    let (s, _) = gw
+        .send(
+            reqwest::Method::DELETE,
+            "/admin/prices/photon-1",
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(s, 403);
+    let (s, _) = gw
+        .send(
+            reqwest::Method::DELETE,
+            "/admin/prices/photon-1",
+            Some(&gw.admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
+    let (s, _) = gw
+        .send(
+            reqwest::Method::DELETE,
+            "/admin/prices/photon-1",
+            Some(&gw.admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, 404);
+    let (s, v) = gw
+        .post(
+            "/dream-machine/v1/generations/image",
+            &key,
+            json!({"model": "photon-1", "prompt": "x"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(balance(&gw, &key).await, 56);
+    gw.stop().await;
+}
+
+async fn limits_per_key_refuse_in_flight_spend_and_models(backend: Backend) {
+    let gw = TestApp::on(backend)
+        .with(|s| s.prices = price_list())
+        .channel(sandbox_channel("sandbox", &["*"], 1500))
+        .start()
+        .await;
+    let key = gw.new_key_with("limited", 1000).await;
+    let mut record = gw.key_record(&key).await;
+    record.limits = KeyLimits {
+        max_in_flight: Some(2),
+        models: Some(vec!["kling-image".into(), "ray-2".into()]),
+        ..KeyLimits::default()
+    };
+    assert!(gw.store().save_key_settings(&record).await.unwrap());
+    // Key lookups are remembered for a second.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+
+    let kling = |prompt: &str| json!({"prompt": prompt});
+    for i in 0..2 {
+        let (s, v) = gw
+            .post("/kling/v1/images/generations", &key, kling(&format!("{i}")))
+            .await;
+        assert_eq!(s, 200, "{v}");
+    }
+    let (s, v) = gw
+        .post("/kling/v1/images/generations", &key, kling("third"))
+        .await;
+    assert_eq!((s, &v["code"]), (429, &json!(1303)), "{v}");
+    let (s, v) = gw
+        .post("/luma/generations", &key, json!({"user_prompt": "third"}))
+        .await;
+    assert_eq!(s, 429, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("in flight"), "{v}");
+    // A model the key may not use: 400 naming the dialect's model field.
+    let (s, v) = gw
+        .post(
+            "/dream-machine/v1/generations/image",
+            &key,
+            json!({"model": "photon-1", "prompt": "x"}),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(v["detail"].as_str().unwrap().starts_with("model:"), "{v}");
+    assert_eq!(gw.task_count(&key, Dialect::DreamMachine).await, 0);
+    assert_eq!(balance(&gw, &key).await, 1000 - 2 * 3);
+
+    // A daily cap of 5: one image task (3) fits, a second does not.
+    let mut record = gw.key_record(&key).await;
+    record.limits = KeyLimits {
+        daily_spend: Some(8),
+        ..KeyLimits::default()
+    };
+    assert!(gw.store().save_key_settings(&record).await.unwrap());
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (s, v) = gw
+        .post("/kling/v1/images/generations", &key, kling("over"))
+        .await;
+    assert_eq!((s, &v["code"]), (429, &json!(1102)), "{v}");
+    let (s, v) = gw
+        .post(
+            "/v1/tasks",
+            &key,
+            json!({"model": "kling-image", "kind": "image", "input": {"prompt": "x"}}),
+        )
+        .await;
+    assert_eq!(s, 429, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("daily spend"),
+        "{v}"
+    );
+    ledger_holds(&gw).await;
+    gw.stop().await;
+}
+
+async fn usage_reports_tasks_and_credits_by_model_and_as_csv(backend: Backend) {
+    let gw = priced(backend).await;
+    let (a, b) = (
+        gw.new_key_with("a", 100).await,
+        gw.new_key_with("b", 100).await,
+    );
+    let mut ids = Vec::new();
+    for (key, model) in [(&a, "ray-2"), (&a, "doomed"), (&b, "ray-2")] {
+        let body = json!({"model": model, "kind": "image", "input": {"prompt": "x"}});
+        let (s, v) = gw.post("/v1/tasks", key, body).await;
+        assert_eq!(s, 201, "{v}");
+        ids.push((key.clone(), v["id"].as_str().unwrap().to_string()));
+    }
+    for (key, id) in &ids {
+        gw.wait_task(key, id).await;
+    }
+    let (s, v) = gw.get("/v1/usage?group_by=model", &a).await;
+    assert_eq!(s, 200, "{v}");
+    let a_id = gw.key_record(&a).await.id.to_string();
+    assert_eq!(v["key"], a_id);
+    let lines: Vec<_> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["group"].as_str().unwrap().to_string(),
+                l["tasks"]["completed"].as_u64().unwrap(),
+                l["tasks"]["failed"].as_u64().unwrap(),
+                l["credits"]["net"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            ("doomed".to_string(), 0, 1, 0),
+            ("ray-2".to_string(), 1, 0, 3)
+        ]
+    );
+    // A key sees only its own; an admin sees everyone's, or one key's.
+    let (s, _) = gw
+        .get(&format!("/v1/usage?key={}", gw.key_record(&b).await.id), &a)
+        .await;
+    assert_eq!(s, 403);
+    let (s, v) = gw.get("/v1/usage?group_by=channel", &gw.admin).await;
+    assert_eq!(s, 200, "{v}");
+    let total: u64 = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["tasks"]["total"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 3, "{v}");
+    let (s, v) = gw.get(&format!("/v1/usage?key={a_id}"), &gw.admin).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["data"][0]["tasks"]["total"], 2, "{v}");
+    // CSV on asking.
+    let r = gw
+        .http
+        .get(format!("{}/v1/usage?group_by=model", gw.base))
+        .bearer_auth(&a)
+        .header("accept", "text/csv")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let csv = r.text().await.unwrap();
+    assert_eq!(
+        csv.lines().collect::<Vec<_>>(),
+        [
+            "group,tasks,completed,failed,canceled,open,charged,refunded,net,upstream_cost,margin",
+            "doomed,1,0,1,0,0,3,3,0,0,0",
+            "ray-2,1,1,0,0,0,3,0,3,0,3",
+        ]
+    );
+    // Bad queries name the parameter.
+    for (q, field) in [
+        ("group_by=week", "group_by"),
+        ("from=yesterday", "from"),
+        ("key=x", "key"),
+    ] {
+        let (s, v) = gw.get(&format!("/v1/usage?{q}"), &a).await;
+        assert_eq!(s, 400, "{q}: {v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().starts_with(field),
+            "{q}: {v}"
+        );
+    }
+    gw.stop().await;
+}
