@@ -57,7 +57,7 @@ impl Price {
             return err("per_image", "must be an integer from 0 to 1000000000");
         }
         for (resolution, c) in &self.per_video_second {
-            if resolution.is_empty() || resolution.len() > 16 {
+            if resolution.is_empty() || resolution.chars().count() > 16 {
                 return err("per_video_second", "resolutions are 1 to 16 characters");
             }
             if !in_range(*c) {
@@ -99,17 +99,46 @@ impl Price {
 #[serde(deny_unknown_fields)]
 pub struct PriceBody {
     /// Charged once per task.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::validate::required_integer")]
     #[schema(minimum = 0, maximum = 1000000000)]
     pub per_task: Credits,
     /// Charged per image asked for (`n`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::validate::required_integer")]
     #[schema(minimum = 0, maximum = 1000000000)]
     pub per_image: Credits,
     /// Charged per second of video, by resolution (`*`: any other).
-    #[serde(default)]
-    #[schema(value_type = BTreeMap<String, i64>)]
+    #[serde(default, deserialize_with = "credits_by_resolution")]
+    #[schema(schema_with = per_video_second_schema)]
     pub per_video_second: BTreeMap<String, Credits>,
+}
+
+/// A map of whole numbers, `5.0` included (JSON Schema's integers).
+fn credits_by_resolution<'de, D>(de: D) -> Result<BTreeMap<String, Credits>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let raw = BTreeMap::<String, serde_json::Number>::deserialize(de)?;
+    raw.into_iter()
+        .map(|(k, n)| Ok((k, crate::validate::whole(&n)?)))
+        .collect()
+}
+
+/// Resolutions (1 to 16 characters) to credits (0 to `MAX_PRICE`).
+fn per_video_second_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::{ObjectBuilder, Type};
+    let credits = ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(0))
+        .maximum(Some(MAX_PRICE));
+    let resolution = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(16));
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .additional_properties(Some(credits))
+        .property_names(Some(resolution))
+        .build()
 }
 
 impl PriceBody {

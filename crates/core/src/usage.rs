@@ -70,7 +70,9 @@ pub struct UsageParams {
     #[param(schema_with = group_param)]
     pub group_by: Option<String>,
     /// Admin keys: one key's usage (its id); without it, every key's.
-    #[param(pattern = "^([0-9a-fA-F-]{36})?$")]
+    #[param(
+        pattern = "^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$"
+    )]
     pub key: Option<String>,
 }
 

@@ -74,22 +74,34 @@ where
     D: serde::Deserializer<'de>,
     T: TryFrom<u64>,
 {
-    use serde::de::{Error, Unexpected};
-    let Some(n) = <Option<serde_json::Number> as serde::Deserialize>::deserialize(de)? else {
-        return Ok(None);
-    };
-    let whole = n.as_u64().or_else(|| {
+    match <Option<serde_json::Number> as serde::Deserialize>::deserialize(de)? {
+        None => Ok(None),
+        Some(n) => whole(&n).map(Some),
+    }
+}
+
+/// A required integer field (not null) read as [`integer`] reads one.
+pub fn required_integer<'de, D, T>(de: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    whole(&<serde_json::Number as serde::Deserialize>::deserialize(
+        de,
+    )?)
+}
+
+/// `n` as a `T` when it is a whole number in `T`'s range.
+pub fn whole<T: TryFrom<u64>, E: serde::de::Error>(n: &serde_json::Number) -> Result<T, E> {
+    let w = n.as_u64().or_else(|| {
         n.as_f64()
             .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= u64::MAX as f64)
             .map(|f| f as u64)
     });
-    whole
-        .and_then(|w| T::try_from(w).ok())
-        .map(Some)
-        .ok_or_else(|| {
-            let shown = n.as_f64().unwrap_or_default();
-            D::Error::invalid_value(Unexpected::Float(shown), &"an integer in range")
-        })
+    w.and_then(|w| T::try_from(w).ok()).ok_or_else(|| {
+        let shown = n.to_string();
+        E::invalid_value(serde::de::Unexpected::Other(&shown), &"an integer in range")
+    })
 }
 
 /// An optional object field: null, left out, or a JSON object. serde reads

@@ -8,9 +8,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use gengate_core::Price;
 use gengate_core::credits::PriceBody;
-use gengate_core::validate::{model_name, parse_json};
+use gengate_core::validate::parse_json;
+use gengate_core::{ApiError, Price};
 use gengate_engine::prices::Source;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -64,7 +64,7 @@ pub async fn list(State(state): State<AppState>, _: Admin) -> Json<PriceList> {
 /// Set the price of a model (`*` for every model without its own).
 #[utoipa::path(put, path = "/admin/prices/{model}", tag = "admin",
     params(("model" = String, Path, description = "The model as clients name it, or `*`",
-        min_length = 1, max_length = 128, pattern = "^[^\\s]+$")),
+        min_length = 1, max_length = 128, pattern = "^[!-~]+$")),
     request_body = PriceBody,
     responses(Errors<ErrorBody, AdminBody>,
         (status = 200, body = PriceView),
@@ -76,7 +76,12 @@ pub async fn put(
     Path(model): Path<String>,
     crate::extract::JsonBody(body, _): Payload,
 ) -> Result<Json<PriceView>, Error> {
-    model_name("model", &model, 128)?;
+    // Visible ASCII, as documented: a model name clients can type.
+    if model.is_empty() || model.len() > 128 || !model.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(
+            ApiError::validation("model", "must be 1 to 128 visible ASCII characters").into(),
+        );
+    }
     let price = parse_json::<PriceBody>(&body)?.for_model(&model);
     let prices = state.engine.prices();
     prices.put(state.store.as_ref(), &price).await?;
@@ -90,7 +95,7 @@ pub async fn put(
 /// Remove a stored price: the model then costs what `*` says, or nothing.
 #[utoipa::path(delete, path = "/admin/prices/{model}", tag = "admin",
     params(("model" = String, Path, description = "The model, or `*`",
-        min_length = 1, max_length = 128, pattern = "^[^\\s]+$")),
+        min_length = 1, max_length = 128, pattern = "^[!-~]+$")),
     responses(Errors<ErrorBody, AdminKey>,
         (status = 204, description = "Removed"),
         (status = 404, body = ErrorBody, description = "No stored price for the model"),

@@ -491,7 +491,7 @@ pub struct ListQuery {
     #[param(max_length = 128)]
     pub model: Option<String>,
     /// Only tasks created after this instant: RFC 3339, or Unix milliseconds.
-    #[param(schema_with = created_after_param)]
+    #[param(schema_with = instant_param)]
     pub created_after: Option<String>,
     /// 1 to 100, default 20.
     #[param(value_type = u32, required = false, minimum = 1, maximum = 100)]
@@ -515,7 +515,8 @@ fn state_param() -> utoipa::openapi::Object {
         .build()
 }
 
-fn created_after_param() -> utoipa::openapi::Object {
+/// An instant as Unix milliseconds or RFC 3339 (empty: not given).
+pub fn instant_param() -> utoipa::openapi::Object {
     utoipa::openapi::ObjectBuilder::new()
         .schema_type(utoipa::openapi::Type::String)
         .pattern(Some(

@@ -272,8 +272,9 @@ async fn a_price_changed_after_accept_leaves_accepted_tasks_alone(backend: Backe
         (json!({"per_task": 1.5}), "per_task"),
         (
             json!({"per_video_second": {"720p": -2}}),
-            "per_video_second.720p",
+            "per_video_second",
         ),
+        (json!({"per_video_second": {"": 2}}), "per_video_second"),
         (json!({"per_second": 1}), "per_second"),
     ] {
         let (s, v) = put(body.clone()).await;
