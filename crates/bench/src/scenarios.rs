@@ -649,7 +649,23 @@ pub async fn slow_upstream(bin: &Path, plan: Plan) -> anyhow::Result<Vec<Row>> {
 
 /// Scenario 3: durable submits through each create endpoint, SQLite as shipped.
 pub async fn submits(bin: &Path, plan: Plan) -> anyhow::Result<Vec<Row>> {
-    let gw = Gateway::start(bin, &["--sandbox-latency-ms", "600000"]).await?;
+    // Two gateways side by side, measured in turn: one where every model is
+    // free, one charging every task (a ledger entry and a balance update in
+    // the accept transaction).
+    let free = Gateway::start(bin, &["--sandbox-latency-ms", "600000"]).await?;
+    let charging = Gateway::start(bin, &["--sandbox-latency-ms", "600000"]).await?;
+    let price = json!({"per_task": 1, "per_image": 1, "per_video_second": {"*": 1}});
+    let put = reqwest::Client::new()
+        .put(format!("{}/admin/prices/*", charging.base))
+        .bearer_auth(KEY)
+        .json(&price)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        put.status().is_success(),
+        "setting a price: HTTP {}",
+        put.status()
+    );
     let mut rows = Vec::new();
     for (name, path, body) in [
         (
@@ -663,19 +679,23 @@ pub async fn submits(bin: &Path, plan: Plan) -> anyhow::Result<Vec<Row>> {
             json!({"prompt": "bench"}),
         ),
     ] {
-        let mut rates = Vec::new();
-        for _ in 0..plan.reps {
+        let rate = |gw: &Gateway| {
             let req = post(format!("{}{path}", gw.base), body.clone());
-            let o = load::run(
-                plan.connections,
-                plan.duration(),
-                None,
-                Arc::new(move |_| req.clone()),
-            )
-            .await;
-            rates.push(o.rate());
+            async move {
+                let run = Arc::new(move |_| req.clone());
+                load::run(plan.connections, plan.duration(), None, run)
+                    .await
+                    .rate()
+            }
+        };
+        let (mut free_rates, mut charged_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..plan.reps {
+            let (a, b) = (rate(&free).await, rate(&charging).await);
+            free_rates.push(a);
+            charged_rates.push(b);
+            ratios.push(b / a);
         }
-        let s = stats(rates);
+        let (s, c, r) = (stats(free_rates), stats(charged_rates), stats(ratios));
         rows.push(Row {
             scenario: "3 durable submits",
             figure: format!("{name}, {} conns", plan.connections),
@@ -683,6 +703,22 @@ pub async fn submits(bin: &Path, plan: Plan) -> anyhow::Result<Vec<Row>> {
             values: Some(s),
             target: "≥ 10 000".into(),
             verdict: verdict(s.0 >= 10_000.0),
+        });
+        rows.push(Row {
+            scenario: "3 durable submits",
+            figure: format!("{name}, each task charged, {} conns", plan.connections),
+            unit: "tasks/s",
+            values: Some(c),
+            target: "—".into(),
+            verdict: "—".into(),
+        });
+        rows.push(Row {
+            scenario: "3 durable submits",
+            figure: format!("{name}: charged ÷ free, each rep in turn"),
+            unit: "ratio",
+            values: Some(r),
+            target: "≥ 0.9".into(),
+            verdict: verdict(r.0 >= 0.9),
         });
     }
     Ok(rows)

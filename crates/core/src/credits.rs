@@ -29,14 +29,14 @@ pub struct Price {
     pub model: String,
     /// Charged once per task.
     #[serde(default)]
-    pub per_task: Credits,
+    pub per_task: i64,
     /// Charged per image asked for (`n`).
     #[serde(default)]
-    pub per_image: Credits,
+    pub per_image: i64,
     /// Charged per second of video asked for, by resolution (`540p`, `720p`,
     /// `1080p`, `4k`, or `*` for any other, and for requests that name none).
     #[serde(default)]
-    pub per_video_second: BTreeMap<String, Credits>,
+    pub per_video_second: BTreeMap<String, i64>,
 }
 
 impl Price {
@@ -101,11 +101,11 @@ pub struct PriceBody {
     /// Charged once per task.
     #[serde(default, deserialize_with = "crate::validate::required_integer")]
     #[schema(minimum = 0, maximum = 1000000000)]
-    pub per_task: Credits,
+    pub per_task: i64,
     /// Charged per image asked for (`n`).
     #[serde(default, deserialize_with = "crate::validate::required_integer")]
     #[schema(minimum = 0, maximum = 1000000000)]
-    pub per_image: Credits,
+    pub per_image: i64,
     /// Charged per second of video, by resolution (`*`: any other).
     #[serde(default, deserialize_with = "credits_by_resolution")]
     #[schema(schema_with = per_video_second_schema)]
@@ -194,8 +194,8 @@ impl PriceBook {
 /// of price does not touch tasks already accepted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Charge {
-    pub per_task: Credits,
-    pub per_output: Credits,
+    pub per_task: i64,
+    pub per_output: i64,
     pub outputs: u32,
 }
 
@@ -280,7 +280,7 @@ pub struct LedgerEntry {
     pub at: crate::task::Millis,
     pub kind: EntryKind,
     /// Signed: a charge is negative, a grant or refund positive.
-    pub amount: Credits,
+    pub amount: i64,
     pub task_id: Option<uuid::Uuid>,
     pub reason: Option<String>,
 }
@@ -300,7 +300,7 @@ pub struct KeyLimits {
     /// Credits charged (net of refunds) per UTC day, across instances.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 0)]
-    pub daily_spend: Option<Credits>,
+    pub daily_spend: Option<i64>,
     /// The only models the key may use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub models: Option<Vec<String>>,

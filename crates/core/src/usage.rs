@@ -155,14 +155,14 @@ pub struct TaskCounts {
 /// Credits of a group's tasks.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, ToSchema)]
 pub struct CreditTotals {
-    pub charged: Credits,
-    pub refunded: Credits,
+    pub charged: i64,
+    pub refunded: i64,
     /// Charged less refunded: what the keys paid.
-    pub net: Credits,
+    pub net: i64,
     /// What the channels' cost lists say the tasks cost upstream.
-    pub upstream_cost: Credits,
+    pub upstream_cost: i64,
     /// Net less upstream cost.
-    pub margin: Credits,
+    pub margin: i64,
 }
 
 /// One group of a report.

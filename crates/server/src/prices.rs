@@ -32,10 +32,24 @@ pub fn router() -> Router<AppState> {
 /// A price in force and where it is set.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PriceView {
-    #[serde(flatten)]
-    pub price: Price,
+    pub model: String,
+    pub per_task: i64,
+    pub per_image: i64,
+    pub per_video_second: std::collections::BTreeMap<String, i64>,
     /// `config` (gengate.toml, read-only here) or `api`.
     pub source: &'static str,
+}
+
+impl PriceView {
+    fn new(p: Price, source: Source) -> PriceView {
+        PriceView {
+            model: p.model,
+            per_task: p.per_task,
+            per_image: p.per_image,
+            per_video_second: p.per_video_second,
+            source: source.as_str(),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -53,10 +67,7 @@ pub async fn list(State(state): State<AppState>, _: Admin) -> Json<PriceList> {
         .prices()
         .list()
         .into_iter()
-        .map(|(price, source)| PriceView {
-            price,
-            source: source.as_str(),
-        })
+        .map(|(price, source)| PriceView::new(price, source))
         .collect();
     Json(PriceList { data })
 }
@@ -86,10 +97,7 @@ pub async fn put(
     let prices = state.engine.prices();
     prices.put(state.store.as_ref(), &price).await?;
     state.engine.reload_channels().await?;
-    Ok(Json(PriceView {
-        price,
-        source: Source::Api.as_str(),
-    }))
+    Ok(Json(PriceView::new(price, Source::Api)))
 }
 
 /// Remove a stored price: the model then costs what `*` says, or nothing.

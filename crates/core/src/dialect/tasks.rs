@@ -22,7 +22,6 @@
 //! `kind` (`image` | `video`) may be left out: a video-only input makes it
 //! a video; otherwise the model's kind when its channels make only one.
 
-use crate::credits::Credits;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -652,11 +651,11 @@ pub struct GengateTask {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CreditsView {
     /// Charged when the task was accepted.
-    pub charged: Credits,
+    pub charged: i64,
     /// Given back when it ended without (all of) its outputs.
-    pub refunded: Credits,
+    pub refunded: i64,
     /// Charged less refunded.
-    pub net: Credits,
+    pub net: i64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -5,9 +5,15 @@
 
 use std::collections::BTreeMap;
 
-use crate::harness::{Backend, Gateway, TestApp, sandbox_channel};
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::harness::{
+    Backend, Gateway, TestApp, Upstream, channel_on, poll_until, sandbox_channel,
+};
 use gengate_core::credits::EntryKind;
-use gengate_core::{ChannelSpec, Dialect, KeyLimits, Price};
+use gengate_core::{ChannelSpec, Credentials, Dialect, KeyLimits, Price, ProviderKind, TaskState};
+use gengate_testkit::luma::LumaEmu;
 use serde_json::{Value, json};
 
 on_both_backends!(
@@ -17,6 +23,11 @@ on_both_backends!(
     limits_per_key_refuse_in_flight_spend_and_models,
     usage_reports_tasks_and_credits_by_model_and_as_csv,
 );
+
+mod alone {
+    use super::ends_racing_each_other_refund_each_task_once;
+    on_both_backends!(alone: ends_racing_each_other_refund_each_task_once);
+}
 
 /// 1 per task, 2 per image, 3 per second of video (5 at 1080p), for
 /// every model.
@@ -499,5 +510,112 @@ async fn usage_reports_tasks_and_credits_by_model_and_as_csv(backend: Backend) {
             "{q}: {v}"
         );
     }
+    gw.stop().await;
+}
+
+/// Hundreds of tasks whose ends race: jobs (half of them failing) and
+/// upstream callbacks finishing just as the deadline passes and as the
+/// client cancels. Whoever wins each task, its key is refunded once.
+async fn ends_racing_each_other_refund_each_task_once(backend: Backend) {
+    const LUMA_KEY: &str = "luma-race-key";
+    let run_for = Duration::from_millis(900);
+    let luma = LumaEmu::start(LUMA_KEY, run_for).await;
+    let gw = TestApp::on(backend)
+        .with(|s| {
+            s.prices = price_list();
+            s.image_deadline_secs = 1;
+            s.video_deadline_secs = 1;
+        })
+        .channel(ChannelSpec {
+            failure_rate: Some(0.5),
+            ..sandbox_channel("sandbox", &["racy"], 900)
+        })
+        .channel(ChannelSpec {
+            callbacks: true,
+            credentials: Credentials {
+                api_key: Some(LUMA_KEY.into()),
+                ..Credentials::default()
+            },
+            ..channel_on(&luma, "luma", ProviderKind::Luma, &[("ray-2", "ray-2")])
+        })
+        .start()
+        .await;
+    let start = 1_000_000;
+    let key = gw.new_key_with("racer", start).await;
+    let mut ids = Vec::new();
+    for i in 0..200 {
+        let (s, v) = if i % 4 == 0 {
+            gw.post(
+                "/luma/generations",
+                &key,
+                json!({"user_prompt": format!("{i}")}),
+            )
+            .await
+        } else {
+            let body = json!({"model": "racy", "kind": "image", "input": {"prompt": format!("{i}"), "n": 2}});
+            gw.post("/v1/tasks", &key, body).await
+        };
+        assert!(s == 200 || s == 201, "{v}");
+        ids.push(v["id"].as_str().unwrap().to_string());
+    }
+    // Cancels land as the jobs, callbacks and deadlines do.
+    tokio::time::sleep(Duration::from_millis(850)).await;
+    let cancels = ids.iter().step_by(2).map(|id| {
+        let gw = &gw;
+        async move {
+            gw.post(&format!("/v1/tasks/{id}/cancel"), &key, json!({}))
+                .await
+        }
+    });
+    for (s, v) in futures::future::join_all(cancels).await {
+        assert!(s == 200 || s == 409, "{s}: {v}");
+    }
+    poll_until(
+        "every task ended",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        async || match gw.store().open_task_count().await.unwrap() {
+            0 => Ok(()),
+            n => Err(format!("{n} open")),
+        },
+    )
+    .await;
+
+    let record = gw.key_record(&key).await;
+    let entries = gw.store().ledger(record.id, 10_000).await.unwrap();
+    let mut per_task: HashMap<_, Vec<EntryKind>> = HashMap::new();
+    for e in &entries {
+        if let Some(t) = e.task_id {
+            per_task.entry(t).or_default().push(e.kind);
+        }
+    }
+    let (mut paid, mut outcomes) = (0, HashMap::new());
+    for id in &ids {
+        let t = gw.task(id).await;
+        *outcomes.entry(t.state).or_insert(0) += 1;
+        let kinds = &per_task[&t.id];
+        let refunds = kinds.iter().filter(|k| **k == EntryKind::Refund).count();
+        match t.state {
+            TaskState::Completed => {
+                assert_eq!((refunds, t.refunded), (0, 0), "{id} completed: {kinds:?}");
+            }
+            _ => assert_eq!(
+                (refunds, t.refunded),
+                (1, t.charge.total()),
+                "{id} {:?}: {kinds:?}",
+                t.state
+            ),
+        }
+        paid += t.net_charge();
+    }
+    // Each way to end happened, so the race was run.
+    for state in [TaskState::Completed, TaskState::Failed, TaskState::Canceled] {
+        assert!(
+            outcomes.get(&state).copied().unwrap_or(0) > 0,
+            "{outcomes:?}"
+        );
+    }
+    assert_eq!(balance(&gw, &key).await, start - paid, "{outcomes:?}");
+    ledger_holds(&gw).await;
     gw.stop().await;
 }
