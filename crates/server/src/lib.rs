@@ -16,6 +16,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 pub mod admin;
+pub mod admin_keys;
 pub mod auth;
 pub mod body;
 pub mod deliveries;
@@ -60,6 +61,7 @@ pub fn router(state: AppState, serve_api: bool) -> Router {
             .merge(tasks_api::router())
             .merge(models_api::router())
             .merge(admin::router())
+            .merge(admin_keys::router())
             .merge(upstream_callbacks::router())
             .route("/openapi.json", get(openapi::serve))
             .merge(openapi::reference_page())
