@@ -97,7 +97,7 @@ pub struct CreateKey {
     pub admin: bool,
     /// Credits it starts with; by default gengate's `default_credits`
     /// (none for an unlimited key).
-    #[schema(minimum = 0, maximum = 1000000000)]
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 1000000000)]
     pub credits: Option<Credits>,
     #[serde(default)]
     pub unlimited: bool,
