@@ -15,8 +15,9 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("{0}")]
     Unauthorized(&'static str),
-    #[error("this endpoint needs an admin key")]
-    Forbidden,
+    /// A valid key that may not do this (not an admin's, or disabled).
+    #[error("{0}")]
+    Forbidden(&'static str),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -55,7 +56,7 @@ impl ApiError {
         match self {
             ApiError::Validation { .. } | ApiError::MalformedJson(_) => 400,
             ApiError::Unauthorized(_) => 401,
-            ApiError::Forbidden => 403,
+            ApiError::Forbidden(_) => 403,
             ApiError::NotFound(_) => 404,
             ApiError::Conflict(_) => 409,
             ApiError::PayloadTooLarge { .. } => 413,

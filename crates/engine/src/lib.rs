@@ -17,6 +17,7 @@ mod config;
 mod fetch;
 pub mod files;
 pub mod inputs;
+pub mod keys;
 mod lifecycle;
 pub mod net;
 mod pacing;

@@ -331,7 +331,11 @@ impl TaskService {
         req: &UsageRequest,
     ) -> Result<UsageReport, ApiError> {
         let owner = match req.key {
-            Some(k) if k != caller.id && !caller.admin => return Err(ApiError::Forbidden),
+            Some(k) if k != caller.id && !caller.admin => {
+                return Err(ApiError::Forbidden(
+                    "only admin keys see the usage of other keys",
+                ));
+            }
             Some(k) => Some(k),
             None if caller.admin => None,
             None => Some(caller.id),

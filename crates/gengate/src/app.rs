@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use gengate_engine::files::FileStore;
+use gengate_engine::keys::KeyService;
 use gengate_engine::net::AddressPolicy;
 use gengate_engine::service::TaskService;
 use gengate_engine::webhooks::Deliverer;
@@ -65,16 +66,16 @@ async fn first_admin_key(
     if store.count_keys().await? > 0 {
         return Ok(None);
     }
-    let (secret, mut key) = gengate_server::auth::new_key("admin", true, now_ms());
+    let (secret, mut key) = gengate_engine::keys::new_key("admin", true, now_ms());
     // The operator's own key: charged for the record, never refused.
     key.unlimited = true;
     let secret = match &settings.admin_key {
         Some(given) => {
             anyhow::ensure!(
-                given.starts_with(gengate_server::auth::KEY_PREFIX) && given.len() >= 35,
+                given.starts_with(gengate_engine::keys::KEY_PREFIX) && given.len() >= 35,
                 "GENGATE_ADMIN_KEY must start with gg_ and be at least 32 characters after it"
             );
-            key.hash = gengate_server::auth::hash_key(given);
+            key.hash = gengate_engine::keys::hash_key(given);
             given.clone()
         }
         None => secret,
@@ -145,7 +146,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let (tx, rx) = watch::channel(false);
     let state = AppState {
         tasks: Arc::new(TaskService::new(engine.clone(), policy, rx.clone())),
-        keys: Arc::new(gengate_server::auth::Keys::new(store.clone())),
+        keys: Arc::new(KeyService::new(store.clone(), settings.default_credits)),
         rendered: Arc::default(),
         sync_wait: Duration::from_secs(settings.sync_wait_secs),
         store,

@@ -1,4 +1,4 @@
-//! The gengate command: `serve`, `keys`, `channels`, `prices`, `usage`, `migrate`.
+//! The gengate command: `serve`, `keys`, `ledger`, `channels`, `prices`, `usage`, `migrate`.
 
 mod billing_cli;
 mod channels_cli;
@@ -6,7 +6,11 @@ mod channels_cli;
 use clap::{Parser, Subcommand};
 use gengate::app;
 use gengate::config::{self, CommonFlags, ServeFlags};
-use gengate_engine::now_ms;
+use gengate_core::credits::EntryKind;
+use gengate_core::time::rfc3339_ms;
+use gengate_core::{ApiKey, KeyLimits};
+use gengate_engine::keys::{KeyPatch, KeyService, NewKey};
+use gengate_server::admin_keys::{CreatedKey, KeyView};
 use tracing_subscriber::EnvFilter;
 use uuid::Uuid;
 
@@ -38,6 +42,9 @@ enum Command {
     Prices(billing_cli::PricesCommand),
     /// Tasks and credits by day, model or channel.
     Usage(billing_cli::UsageCommand),
+    /// Check the credits ledger.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
     /// Create or upgrade the database schema, then exit.
     Migrate,
 }
@@ -51,6 +58,12 @@ enum KeysCommand {
         /// An admin key manages keys and channels.
         #[arg(long)]
         admin: bool,
+        /// Credits it starts with (default: `default_credits`, none when unlimited).
+        #[arg(long)]
+        credits: Option<gengate_core::Credits>,
+        /// Never refused for its balance.
+        #[arg(long)]
+        unlimited: bool,
         /// Print one JSON object instead.
         #[arg(long)]
         json: bool,
@@ -60,11 +73,62 @@ enum KeysCommand {
         #[arg(long)]
         json: bool,
     },
+    /// One key: its settings, balance and last ledger entries.
+    Show {
+        id: Uuid,
+        /// Ledger entries shown, newest first.
+        #[arg(long, default_value_t = 10)]
+        entries: u32,
+    },
+    /// Change a key's settings; only those given change.
+    Update {
+        id: Uuid,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, conflicts_with = "disable")]
+        enable: bool,
+        /// Refuse the key (403) until enabled again.
+        #[arg(long)]
+        disable: bool,
+        #[arg(long)]
+        unlimited: Option<bool>,
+        /// Tasks in flight at most.
+        #[arg(long)]
+        max_in_flight: Option<u32>,
+        /// Credits charged per UTC day at most.
+        #[arg(long)]
+        daily_spend: Option<gengate_core::Credits>,
+        /// Requests per second on each instance.
+        #[arg(long)]
+        rps: Option<u32>,
+        /// The only models the key may use, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        models: Option<Vec<String>>,
+    },
+    /// Give a key credits (or, with --adjust, correct its balance).
+    Credit {
+        id: Uuid,
+        #[arg(allow_hyphen_values = true)]
+        amount: gengate_core::Credits,
+        /// Recorded in the ledger.
+        #[arg(long)]
+        reason: Option<String>,
+        /// An adjustment (either sign) instead of a grant.
+        #[arg(long)]
+        adjust: bool,
+    },
     /// Revoke a key by id; requests with it are refused from then on.
     Revoke { id: Uuid },
     /// Give a key a new callback signing secret; the old one keeps signing
     /// (beside the new) for 24 hours, so receivers can switch over.
     RotateSecret { id: Uuid },
+}
+
+#[derive(Subcommand)]
+enum LedgerCommand {
+    /// Check every key's balance against the sum of its ledger entries;
+    /// exits non-zero when any differs.
+    Verify,
 }
 
 fn init_logging(json: bool) {
@@ -101,6 +165,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Channels(cmd) => channels_cli::run(settings, *cmd).await,
         Command::Prices(cmd) => billing_cli::prices(settings, cmd).await,
         Command::Usage(cmd) => billing_cli::usage(settings, cmd).await,
+        Command::Ledger(LedgerCommand::Verify) => ledger_verify(settings).await,
     }
 }
 
@@ -146,78 +211,196 @@ async fn wait_for_signal() {
     let _ = ctrl_c.await;
 }
 
+/// The keys in the configured store, as the admin API manages them.
+async fn key_service(settings: &config::Settings) -> anyhow::Result<KeyService> {
+    let store = app::open_store(settings, settings.migrate).await?;
+    Ok(KeyService::new(store, settings.default_credits))
+}
+
 async fn keys(settings: config::Settings, cmd: KeysCommand) -> anyhow::Result<()> {
-    let store = app::open_store(&settings, settings.migrate).await?;
+    let keys = key_service(&settings).await?;
     match cmd {
-        KeysCommand::Create { name, admin, json } => {
-            anyhow::ensure!(!name.trim().is_empty(), "--name must not be empty");
-            let (secret, key) = gengate_server::auth::new_key(&name, admin, now_ms());
-            store.create_key(&key).await?;
+        KeysCommand::Create {
+            name,
+            admin,
+            credits,
+            unlimited,
+            json,
+        } => {
+            let new = NewKey {
+                name,
+                admin,
+                credits,
+                unlimited,
+                ..NewKey::default()
+            };
+            let (secret, key) = keys.create(new).await?;
+            let whsec = key.webhook_secret.clone().unwrap_or_default();
             if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"id": key.id, "name": key.name, "admin": key.admin, "key": secret, "webhook_secret": key.webhook_secret})
-                );
+                let created = CreatedKey {
+                    view: KeyView::from(&key),
+                    key: secret,
+                    webhook_secret: key.webhook_secret,
+                };
+                println!("{}", serde_json::to_string(&created)?);
             } else {
                 println!(
-                    "Created key {} ({}{}). Its secret is shown only this once:",
+                    "Created key {} ({}{}), balance {}{}.",
                     key.id,
                     key.name,
-                    if admin { ", admin" } else { "" }
+                    if admin { ", admin" } else { "" },
+                    key.balance,
+                    if key.unlimited { ", unlimited" } else { "" },
                 );
+                println!("Its callback signing secret: {whsec}");
+                println!("Its secret is shown only this once:");
                 println!("{secret}");
             }
         }
         KeysCommand::List { json } => {
-            let keys = store.list_keys().await?;
+            let all = keys.list().await?;
             if json {
-                let rows: Vec<_> = keys
-                    .iter()
-                    .map(|k| serde_json::json!({"id": k.id, "name": k.name, "admin": k.admin, "created_at": gengate_core::time::rfc3339_ms(k.created_at), "revoked": k.revoked_at.is_some()}))
-                    .collect();
-                println!("{}", serde_json::Value::Array(rows));
+                let rows: Vec<_> = all.iter().map(KeyView::from).collect();
+                println!("{}", serde_json::to_string(&rows)?);
             } else {
                 println!(
-                    "{:<36}  {:<6}  {:<8}  {:<24}  NAME",
-                    "ID", "ADMIN", "STATUS", "CREATED"
+                    "{:<36}  {:<6}  {:<8}  {:>12}  {:<24}  NAME",
+                    "ID", "ADMIN", "STATUS", "BALANCE", "CREATED"
                 );
-                for k in keys {
+                for k in all {
                     println!(
-                        "{:<36}  {:<6}  {:<8}  {:<24}  {}",
+                        "{:<36}  {:<6}  {:<8}  {:>12}  {:<24}  {}",
                         k.id,
                         if k.admin { "yes" } else { "no" },
-                        if k.revoked_at.is_some() {
-                            "revoked"
-                        } else {
-                            "active"
-                        },
-                        gengate_core::time::rfc3339_ms(k.created_at),
+                        status(&k),
+                        balance(&k),
+                        rfc3339_ms(k.created_at),
                         k.name
                     );
                 }
             }
         }
-        KeysCommand::RotateSecret { id } => {
-            let secret = gengate_engine::webhooks::signing::new_secret();
-            let overlap_until = now_ms() + 24 * 3600 * 1000;
-            anyhow::ensure!(
-                store
-                    .rotate_webhook_secret(id, &secret, overlap_until)
-                    .await?,
-                "no key with id {id}"
-            );
+        KeysCommand::Show { id, entries } => {
+            let k = keys.get(id).await?;
+            println!("id:         {}", k.id);
+            println!("name:       {}", k.name);
+            println!("admin:      {}", k.admin);
+            println!("status:     {}", status(&k));
+            println!("balance:    {}", balance(&k));
+            println!("limits:     {}", serde_json::to_string(&k.limits)?);
+            println!("created at: {}", rfc3339_ms(k.created_at));
+            println!("ledger, newest first:");
+            for e in keys.ledger(id, entries).await? {
+                println!(
+                    "  {}  {:<10}  {:>+12}  {}",
+                    rfc3339_ms(e.at),
+                    e.kind.as_str(),
+                    e.amount,
+                    e.task_id
+                        .map(|t| format!("task {t}"))
+                        .or(e.reason)
+                        .unwrap_or_default()
+                );
+            }
+        }
+        KeysCommand::Update {
+            id,
+            name,
+            enable,
+            disable,
+            unlimited,
+            max_in_flight,
+            daily_spend,
+            rps,
+            models,
+        } => {
+            let current = keys.get(id).await?;
+            let given = max_in_flight.is_some()
+                || daily_spend.is_some()
+                || rps.is_some()
+                || models.is_some();
+            let limits = given.then(|| KeyLimits {
+                requests_per_sec: rps.or(current.limits.requests_per_sec),
+                max_in_flight: max_in_flight.or(current.limits.max_in_flight),
+                daily_spend: daily_spend.or(current.limits.daily_spend),
+                models: models.or(current.limits.models),
+            });
+            let patch = KeyPatch {
+                name,
+                enabled: (enable || disable).then_some(enable),
+                unlimited,
+                limits,
+            };
+            let k = keys.update(id, patch).await?;
             println!(
-                "New callback signing secret for key {id}; the old one also signs for 24 hours:"
+                "updated key {} ({}): {}, limits {}",
+                k.id,
+                k.name,
+                status(&k),
+                serde_json::to_string(&k.limits)?
             );
-            println!("{secret}");
+        }
+        KeysCommand::Credit {
+            id,
+            amount,
+            reason,
+            adjust,
+        } => {
+            let (kind, default_reason) = if adjust {
+                (EntryKind::Adjustment, "adjusted with gengate keys credit")
+            } else {
+                (EntryKind::Grant, "granted with gengate keys credit")
+            };
+            let reason = reason.as_deref().unwrap_or(default_reason);
+            let balance = keys.credit(id, kind, amount, reason).await?;
+            println!("key {id}: {} {amount:+}, balance {balance}", kind.as_str());
+        }
+        KeysCommand::RotateSecret { id } => {
+            let r = keys.rotate_secret(id).await?;
+            println!(
+                "New callback signing secret for key {id}; the old one also signs until {}:",
+                rfc3339_ms(r.previous_secret_until)
+            );
+            println!("{}", r.webhook_secret);
         }
         KeysCommand::Revoke { id } => {
-            anyhow::ensure!(
-                store.revoke_key(id, now_ms()).await?,
-                "no active key with id {id}"
-            );
+            keys.revoke(id).await?;
             println!("revoked key {id}");
         }
     }
+    Ok(())
+}
+
+fn status(k: &ApiKey) -> &'static str {
+    match (k.revoked_at, k.enabled) {
+        (Some(_), _) => "revoked",
+        (None, false) => "disabled",
+        (None, true) => "active",
+    }
+}
+
+fn balance(k: &ApiKey) -> String {
+    if k.unlimited {
+        format!("{} (unlimited)", k.balance)
+    } else {
+        k.balance.to_string()
+    }
+}
+
+async fn ledger_verify(settings: config::Settings) -> anyhow::Result<()> {
+    let v = key_service(&settings).await?.verify().await?;
+    for t in &v.mismatched {
+        println!(
+            "key {}: balance {} but its entries sum to {}",
+            t.key_id, t.balance, t.entries
+        );
+    }
+    anyhow::ensure!(
+        v.mismatched.is_empty(),
+        "{} of {} keys do not match their ledger",
+        v.mismatched.len(),
+        v.keys
+    );
+    println!("ledger verified: {} keys", v.keys);
     Ok(())
 }

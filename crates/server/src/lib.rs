@@ -16,6 +16,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 pub mod admin;
+pub mod admin_keys;
 pub mod auth;
 pub mod body;
 pub mod deliveries;
@@ -64,6 +65,7 @@ pub fn router(state: AppState, serve_api: bool) -> Router {
             .merge(admin::router())
             .merge(prices::router())
             .merge(usage::router())
+            .merge(admin_keys::router())
             .merge(upstream_callbacks::router())
             .route("/openapi.json", get(openapi::serve))
             .merge(openapi::reference_page())

@@ -135,6 +135,14 @@ fn error_response<E: ToSchema>(code: u16) -> Response {
         crate::prices::put,
         crate::prices::delete,
         crate::usage::report,
+        crate::admin_keys::list,
+        crate::admin_keys::create,
+        crate::admin_keys::get_one,
+        crate::admin_keys::update,
+        crate::admin_keys::revoke,
+        crate::admin_keys::rotate_secret,
+        crate::admin_keys::credit,
+        crate::admin_keys::ledger,
         crate::upstream_callbacks::receive,
         crate::health::healthz,
         crate::health::readyz,
@@ -270,6 +278,7 @@ pub fn document() -> serde_json::Value {
             *s = gengate_core::channel::spec_schema(partial);
         }
     }
+    key_schemas(&mut doc);
     let events =
         "/paths/~1v1~1tasks~1{id}~1events/get/responses/200/content/text~1event-stream/schema";
     if let Some(s) = doc.pointer_mut(events) {
@@ -288,6 +297,34 @@ pub fn document() -> serde_json::Value {
         });
     }
     doc
+}
+
+/// What the key bodies' rules say that utoipa's model cannot: a credit's
+/// amount depends on its kind, and a limit's models are not blank.
+fn key_schemas(doc: &mut serde_json::Value) {
+    use serde_json::json;
+    let reason = json!({"type": "string", "minLength": 1, "maxLength": 500, "pattern": "\\S"});
+    let branch = |kind: &str, amount: serde_json::Value, required: &[&str]| {
+        json!({
+            "type": "object",
+            "additionalProperties": false,
+            "required": required,
+            "properties": {"kind": {"type": "string", "enum": [kind]}, "amount": amount, "reason": reason},
+        })
+    };
+    let credits = json!({
+        "description": "A grant (the default kind) of 1 to 1000000000 credits, or an adjustment of either sign",
+        "oneOf": [
+            branch("grant", json!({"type": "integer", "format": "int64", "minimum": 1, "maximum": 1_000_000_000}), &["amount", "reason"]),
+            branch("adjustment", json!({"type": "integer", "format": "int64", "minimum": -1_000_000_000, "maximum": 1_000_000_000, "not": {"const": 0}}), &["kind", "amount", "reason"]),
+        ],
+    });
+    if let Some(s) = doc.pointer_mut("/components/schemas/AddCredits") {
+        *s = credits;
+    }
+    if let Some(s) = doc.pointer_mut("/components/schemas/KeyLimits/properties/models/items") {
+        *s = json!({"type": "string", "minLength": 1, "maxLength": 200, "pattern": "\\S"});
+    }
 }
 
 pub async fn serve() -> Json<serde_json::Value> {

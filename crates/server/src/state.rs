@@ -1,14 +1,15 @@
 //! What every handler reaches: the task service (the one door to tasks),
-//! the store for keys, channels and deliveries, and how files are named.
+//! the keys, the store for channels and deliveries, and how files are named.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use gengate_engine::Engine;
+use gengate_engine::keys::KeyService;
 use gengate_engine::service::TaskService;
 use gengate_store::TaskStore;
 
-use crate::{auth, rendered};
+use crate::rendered;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -17,7 +18,8 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     /// Absolute URL prefix of stored files, e.g. `http://host:8080/files`.
     pub files_base: String,
-    pub keys: Arc<auth::Keys>,
+    /// Keys: authentication and the admin API's key management.
+    pub keys: Arc<KeyService>,
     /// Rendered finished tasks, served as bytes.
     pub rendered: Arc<rendered::Rendered>,
     /// How long a synchronous answer (OpenAI images) waits for its task.

@@ -306,7 +306,7 @@ pub fn error_code(err: &ApiError) -> u32 {
     match err {
         ApiError::Unauthorized(m) if m.contains("missing") => 1001,
         ApiError::Unauthorized(_) => 1000,
-        ApiError::Forbidden => 1103,
+        ApiError::Forbidden(_) => 1103,
         ApiError::Validation { .. } | ApiError::Conflict(_) => 1201,
         ApiError::MalformedJson(_)
         | ApiError::UnsupportedMediaType

@@ -234,7 +234,7 @@ impl ErrorEnvelope {
                 ("invalid_request_error", None)
             }
             ApiError::Unauthorized(_) => ("authentication_error", Some("invalid_api_key")),
-            ApiError::Forbidden => ("permission_error", None),
+            ApiError::Forbidden(_) => ("permission_error", None),
             ApiError::RateLimited { .. } | ApiError::Refused(Refusal::InFlight { .. }) => {
                 ("rate_limit_error", Some("rate_limit_exceeded"))
             }

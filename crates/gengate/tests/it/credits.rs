@@ -8,9 +8,7 @@ use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::harness::{
-    Backend, Gateway, TestApp, Upstream, channel_on, poll_until, sandbox_channel,
-};
+use crate::harness::{Backend, Gateway, TestApp, channel_on, poll_until, sandbox_channel};
 use gengate_core::credits::EntryKind;
 use gengate_core::{ChannelSpec, Credentials, Dialect, KeyLimits, Price, ProviderKind, TaskState};
 use gengate_testkit::luma::LumaEmu;
@@ -561,7 +559,7 @@ async fn ends_racing_each_other_refund_each_task_once(backend: Backend) {
     // Cancels land as the jobs, callbacks and deadlines do.
     tokio::time::sleep(Duration::from_millis(850)).await;
     let cancels = ids.iter().step_by(2).map(|id| {
-        let gw = &gw;
+        let (gw, key) = (&gw, &key);
         async move {
             gw.post(&format!("/v1/tasks/{id}/cancel"), &key, json!({}))
                 .await

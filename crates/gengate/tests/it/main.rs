@@ -6,6 +6,7 @@
 mod harness;
 
 mod admin_channels;
+mod admin_keys;
 mod browser;
 mod callbacks;
 mod channels;

@@ -12,6 +12,7 @@ use gengate_testkit::{Receiver, Reply};
 
 on_both_backends!(
     first_start_makes_one_admin_key_and_keys_are_managed_from_the_cli,
+    the_cli_credits_keys_shows_their_ledger_and_verifies_it,
     a_killed_gengate_finishes_every_accepted_task_after_restart,
     api_and_worker_instances_split_the_work,
     a_callback_waiting_to_be_retried_survives_a_kill,
@@ -74,6 +75,75 @@ async fn first_start_makes_one_admin_key_and_keys_are_managed_from_the_cli(backe
         p.stdout
     );
     p.child.kill().await.unwrap();
+    place.finish().await;
+}
+
+async fn the_cli_credits_keys_shows_their_ledger_and_verifies_it(backend: Backend) {
+    let place = Place::new(backend).await;
+    let (ok, out, err) = cli(
+        &place,
+        &["keys", "create", "--name", "app", "--credits", "40"],
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(out.contains("balance 40"), "{out}");
+    assert!(out.contains("signing secret: whsec_"), "{out}");
+    let (ok, out, err) = cli(&place, &["keys", "create", "--name", "s", "--json"]).await;
+    assert!(ok, "{err}");
+    let j: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (j["balance"].as_i64(), j["enabled"].as_bool()),
+        (Some(0), Some(true))
+    );
+    let (ok, out, _) = cli(&place, &["keys", "list", "--json"]).await;
+    assert!(ok);
+    let list: Value = serde_json::from_str(out.trim()).unwrap();
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(list[0]["balance"], 40, "{list}");
+
+    let (ok, out, err) = cli(&place, &["keys", "credit", &id, "15", "--reason", "bonus"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("balance 55"), "{out}");
+    let (ok, out, err) = cli(&place, &["keys", "credit", &id, "-5", "--adjust"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("balance 50"), "{out}");
+    let (ok, _, err) = cli(&place, &["keys", "credit", &id, "-5"]).await;
+    assert!(!ok && err.contains("amount"), "a negative grant: {err}");
+    let (ok, out, err) = cli(
+        &place,
+        &["keys", "update", &id, "--disable", "--max-in-flight", "3"],
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(out.contains("disabled"), "{out}");
+
+    let (ok, out, err) = cli(&place, &["keys", "show", &id]).await;
+    assert!(ok, "{err}");
+    for shown in [
+        "balance:    50",
+        "status:     disabled",
+        "\"max_in_flight\":3",
+        "bonus",
+        "adjustment",
+        "initial credits",
+    ] {
+        assert!(out.contains(shown), "{shown} missing: {out}");
+    }
+    let unknown = uuid::Uuid::now_v7().to_string();
+    for args in [
+        ["keys", "show", &unknown].as_slice(),
+        &["keys", "credit", &unknown, "5"],
+    ] {
+        let (ok, _, err) = cli(&place, args).await;
+        assert!(
+            !ok && err.contains(&format!("no key with id {unknown}")),
+            "{err}"
+        );
+    }
+
+    let (ok, out, err) = cli(&place, &["ledger", "verify"]).await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "ledger verified: 2 keys");
     place.finish().await;
 }
 

@@ -243,7 +243,7 @@ impl Gateway {
     /// A new non-admin key starting with `credits`.
     pub async fn new_key_with(&self, name: &str, credits: gengate_core::Credits) -> String {
         let (secret, mut key) =
-            gengate_server::auth::new_key(name, false, gengate_engine::now_ms());
+            gengate_engine::keys::new_key(name, false, gengate_engine::now_ms());
         key.balance = credits;
         self.store.create_key(&key).await.expect("key stored");
         secret
@@ -258,7 +258,7 @@ impl Gateway {
     /// The key's record (its id, its callback signing secrets).
     pub async fn key_record(&self, key: &str) -> gengate_core::ApiKey {
         self.store
-            .key_by_hash(&gengate_server::auth::hash_key(key))
+            .key_by_hash(&gengate_engine::keys::hash_key(key))
             .await
             .unwrap()
             .expect("known key")
