@@ -2,6 +2,7 @@
 //! credentials and limits — and the order a task tries them in. Pure: the
 //! engine supplies channel health and the random draws.
 
+use crate::credits::Price;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -146,6 +147,11 @@ pub struct ChannelSpec {
     /// JSON) with placeholders for prompt, negative prompt, seed and size.
     #[serde(default)]
     pub workflow: Option<String>,
+    /// What the operator pays this channel's upstream, per model (`*`: the
+    /// rest), priced as the price book is: fixed on a task when it
+    /// completes, for the usage report's margin.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cost: Vec<Price>,
 }
 
 /// The JSON Schema of a channel as the admin API takes it: a `oneOf` per
@@ -190,6 +196,8 @@ pub fn spec_schema(partial: bool) -> serde_json::Value {
         "enabled": {"type": "boolean"},
         "callbacks": {"type": "boolean"},
         "workflow": {"type": ["string", "null"]},
+        "cost": {"type": "array", "items": crate::credits::price_schema(),
+                 "description": "what the upstream charges the operator, priced per model as [[prices]] are"},
         "latency_ms": absent, "failure_rate": absent,
     });
     let url = json!({"type": "string", "pattern": "^https?://"});
@@ -308,6 +316,7 @@ impl ChannelSpec {
             latency_ms: None,
             failure_rate: None,
             workflow: None,
+            cost: Vec::new(),
         }
     }
 
@@ -401,6 +410,11 @@ impl ChannelSpec {
         }
         if needs_key && c.api_key.is_none() && !kling_pair {
             return field("credentials.api_key", "is required for this provider");
+        }
+        for price in &self.cost {
+            if let Err((f, rule)) = price.check() {
+                return field(&format!("cost.{f}"), &rule);
+            }
         }
         Ok(())
     }

@@ -43,7 +43,7 @@ impl Price {
     /// The first broken rule as `(field, rule)`.
     pub fn check(&self) -> Result<(), (String, String)> {
         let err = |field: &str, rule: &str| Err((field.to_string(), rule.to_string()));
-        if self.model.trim().is_empty() || self.model.len() > 200 {
+        if self.model.trim().is_empty() || self.model.chars().count() > 200 {
             return err(
                 "model",
                 "must be a model name (1 to 200 characters) or \"*\"",
@@ -121,6 +121,26 @@ where
     raw.into_iter()
         .map(|(k, n)| Ok((k, crate::validate::whole(&n)?)))
         .collect()
+}
+
+/// A [`Price`] as JSON Schema, as `Price::check` takes it.
+pub fn price_schema() -> serde_json::Value {
+    let credits = serde_json::json!({"type": "integer", "minimum": 0, "maximum": MAX_PRICE});
+    serde_json::json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["model"],
+        "properties": {
+            "model": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "\\S"},
+            "per_task": credits,
+            "per_image": credits,
+            "per_video_second": {
+                "type": "object",
+                "propertyNames": {"minLength": 1, "maxLength": 16},
+                "additionalProperties": credits,
+            },
+        },
+    })
 }
 
 /// Resolutions (1 to 16 characters) to credits (0 to `MAX_PRICE`).

@@ -38,12 +38,21 @@ fn price_list() -> Vec<Price> {
     }]
 }
 
-/// A gengate with `price_list`, the sandbox serving every model, and a
-/// sandbox channel whose every job fails serving `doomed`.
+/// A gengate with `price_list`, the sandbox serving every model (at a
+/// cost to the operator of 1 per task), and a sandbox channel whose every
+/// job fails serving `doomed`.
 async fn priced(backend: Backend) -> Gateway {
+    let cost = Price {
+        model: "*".into(),
+        per_task: 1,
+        ..Price::default()
+    };
     TestApp::on(backend)
         .with(|s| s.prices = price_list())
-        .channel(sandbox_channel("sandbox", &["*"], 50))
+        .channel(ChannelSpec {
+            cost: vec![cost],
+            ..sandbox_channel("sandbox", &["*"], 50)
+        })
         .channel(ChannelSpec {
             failure_rate: Some(1.0),
             priority: 10,
@@ -492,7 +501,7 @@ async fn usage_reports_tasks_and_credits_by_model_and_as_csv(backend: Backend) {
         [
             "group,tasks,completed,failed,canceled,open,charged,refunded,net,upstream_cost,margin",
             "doomed,1,0,1,0,0,3,3,0,0,0",
-            "ray-2,1,1,0,0,0,3,0,3,0,3",
+            "ray-2,1,1,0,0,0,3,0,3,1,2",
         ]
     );
     // Bad queries name the parameter.
