@@ -5,7 +5,9 @@
 //! Every accepted task reaches a terminal state; the sandbox's own submit log
 //! shows each task submitted once, except tasks the killed process had
 //! submitted without recording it; every task's events are recorded once
-//! each, in order.
+//! each, in order. And with every task charged and three in ten failing:
+//! each key's balance stays the sum of its ledger, and a key pays exactly
+//! for the tasks that completed.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -39,23 +41,27 @@ fn flags(log: &str) -> Vec<String> {
     .to_vec()
 }
 
-/// Create task `i` through `base`: mostly images, every tenth a video, from a
-/// handful of prompts (the sandbox renders each once per process).
-async fn create(http: &reqwest::Client, base: &str, i: usize, hook: &str) -> Option<String> {
-    let result = if i.is_multiple_of(10) {
-        let body = json!({"user_prompt": format!("scene {}", i % 2), "callback_url": hook});
-        post(http, format!("{base}/luma/generations"), ADMIN, body).await
+/// Create task `i` through `base` with `key`: mostly images, every tenth a
+/// video, from a handful of prompts (the sandbox renders each once per
+/// process), calling back to `hook` when given.
+async fn create(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    i: usize,
+    hook: Option<&str>,
+) -> Option<String> {
+    let (path, mut body) = if i.is_multiple_of(10) {
+        let body = json!({"user_prompt": format!("scene {}", i % 2)});
+        ("luma/generations", body)
     } else {
-        let body = json!({"prompt": format!("picture {}", i % 7), "aspect_ratio": "1:1", "callback_url": hook});
-        post(
-            http,
-            format!("{base}/kling/v1/images/generations"),
-            ADMIN,
-            body,
-        )
-        .await
+        let body = json!({"prompt": format!("picture {}", i % 7), "aspect_ratio": "1:1"});
+        ("kling/v1/images/generations", body)
     };
-    match result {
+    if let Some(hook) = hook {
+        body["callback_url"] = hook.into();
+    }
+    match post(http, format!("{base}/{path}"), key, body).await {
         (201, v) => v["id"].as_str().map(String::from),
         (200, v) => v["data"]["task_id"].as_str().map(String::from),
         _ => None,
@@ -131,7 +137,7 @@ async fn three_instances_one_killed_lose_nothing_and_submit_once() {
             .map(|(i, base)| {
                 let http = http.clone();
                 let hook = hook.clone();
-                async move { create(&http, &base, i, &hook).await }
+                async move { create(&http, &base, ADMIN, i, Some(&hook)).await }
             })
             .buffered(32)
             .collect()
@@ -267,6 +273,131 @@ async fn three_instances_one_killed_lose_nothing_and_submit_once() {
             .unwrap();
         assert_eq!(r.status().as_u16(), 200, "{} serves {path}", p.base);
     }
+    for p in procs.iter_mut().flatten() {
+        let _ = p.child.kill().await;
+    }
+    drop(db);
+    place.finish().await;
+}
+
+/// The ledger under the same failures: three instances on PostgreSQL, each
+/// task charged, three in ten failing upstream (refunded), one instance
+/// SIGKILLed midway and started again.
+#[tokio::test(flavor = "multi_thread")]
+async fn three_instances_one_killed_keep_the_ledger() {
+    const N: usize = 600;
+    if !crate::harness::postgres_available().await {
+        return;
+    }
+    let _alone = the_machine_alone().await;
+    let place = Place::new(Backend::Postgres).await;
+    let db_url = place.pg.as_ref().expect("a database").url.clone();
+    let log = place.dir.path().join("submits.log");
+    let mut flags = flags(log.to_str().expect("utf-8 path"));
+    flags.extend(["--sandbox-failure-rate", "0.3"].map(String::from));
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let (ok, _, err) = cli(&place, &["migrate"]).await;
+    assert!(ok, "gengate migrate: {err}");
+    let mut procs: Vec<Option<Proc>> = Vec::new();
+    for _ in 0..3 {
+        procs.push(Some(serve(&place, &flags).await));
+    }
+    let http = reqwest::Client::new();
+    // 2 a task, 3 an image, 1 a second of video: an image task costs 5, a
+    // 5 s video 7.
+    let base = procs[0].as_ref().expect("instance 0").base.clone();
+    let price = json!({"per_task": 2, "per_image": 3, "per_video_second": {"*": 1}});
+    let r = http
+        .put(format!("{base}/admin/prices/*"))
+        .bearer_auth(ADMIN)
+        .json(&price)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // Every instance re-reads stored prices within 3 s.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let start: i64 = 1_000_000;
+    let (ok, out, err) = cli(
+        &place,
+        &[
+            "keys",
+            "create",
+            "--name",
+            "buyer",
+            "--credits",
+            "1000000",
+            "--json",
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let made: Value = serde_json::from_str(out.trim()).expect("JSON");
+    let key = made["key"].as_str().expect("a key").to_string();
+
+    let mut accepted = 0;
+    let mut next = 0;
+    while next < N {
+        if next == N / 3 {
+            let mut p = procs[1].take().expect("instance 1 runs");
+            p.child.kill().await.expect("SIGKILL");
+        }
+        if next == 2 * N / 3 {
+            procs[1] = Some(serve(&place, &flags).await);
+        }
+        let end = (next + 32).min(N);
+        let live: Vec<String> = procs.iter().flatten().map(|p| p.base.clone()).collect();
+        let made: Vec<Option<String>> = futures::stream::iter(next..end)
+            .map(|i| {
+                let (http, base, key) = (http.clone(), live[i % live.len()].clone(), key.clone());
+                async move { create(&http, &base, &key, i, None).await }
+            })
+            .buffered(32)
+            .collect()
+            .await;
+        accepted += made.iter().flatten().count();
+        next = end;
+    }
+    assert_eq!(accepted, N, "a live instance refused a task");
+
+    let mut db = sqlx::PgConnection::connect(&db_url)
+        .await
+        .expect("database");
+    let sql = "SELECT count(*) FROM tasks WHERE due_at IS NOT NULL";
+    none_left(&mut db, "every task terminal", sql).await;
+    // Every key's balance is the sum of its entries.
+    let unbalanced = "SELECT count(*) FROM api_keys k WHERE k.balance <> \
+        (SELECT COALESCE(SUM(l.amount), 0) FROM ledger l WHERE l.key_id = k.id)";
+    none_left(&mut db, "every balance the sum of its ledger", unbalanced).await;
+    // A task that failed came back in full, once; one that completed did not.
+    let wrong = "SELECT count(*) FROM tasks WHERE (state = 'completed' AND refunded <> 0) \
+        OR (state <> 'completed' AND refunded <> charged) \
+        OR (SELECT count(*) FROM ledger l WHERE l.task_id = tasks.id AND l.kind = 'refund') \
+           <> CASE WHEN refunded > 0 THEN 1 ELSE 0 END";
+    none_left(&mut db, "every task refunded as it ended", wrong).await;
+    let (completed, failed, paid): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE state = 'completed'), \
+         count(*) FILTER (WHERE state = 'failed'), \
+         CAST(COALESCE(SUM(charged) FILTER (WHERE state = 'completed'), 0) AS BIGINT) FROM tasks",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(completed + failed, N as i64);
+    assert!(
+        completed > 0 && failed > 0,
+        "{completed} completed, {failed} failed"
+    );
+    let balance: i64 = sqlx::query_scalar("SELECT balance FROM api_keys WHERE name = 'buyer'")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(
+        start - balance,
+        paid,
+        "the key paid for what completed, and only that"
+    );
+    eprintln!("{completed} completed, {failed} failed and refunded; {paid} credits paid");
     for p in procs.iter_mut().flatten() {
         let _ = p.child.kill().await;
     }

@@ -13,6 +13,7 @@ use gengate_testkit::{Receiver, Reply};
 on_both_backends!(
     first_start_makes_one_admin_key_and_keys_are_managed_from_the_cli,
     the_cli_credits_keys_shows_their_ledger_and_verifies_it,
+    the_cli_sets_prices_and_reports_usage,
     a_killed_gengate_finishes_every_accepted_task_after_restart,
     api_and_worker_instances_split_the_work,
     a_callback_waiting_to_be_retried_survives_a_kill,
@@ -144,6 +145,96 @@ async fn the_cli_credits_keys_shows_their_ledger_and_verifies_it(backend: Backen
     let (ok, out, err) = cli(&place, &["ledger", "verify"]).await;
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "ledger verified: 2 keys");
+    place.finish().await;
+}
+
+async fn the_cli_sets_prices_and_reports_usage(backend: Backend) {
+    let place = Place::new(backend).await;
+    // Every task 2, and 3 an image; set before the server starts.
+    let (ok, out, err) = cli(
+        &place,
+        &[
+            "prices",
+            "set",
+            "*",
+            "--per-task",
+            "2",
+            "--per-image",
+            "3",
+            "--per-second",
+            "720p=4",
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(out.contains("price of * set"), "{out}");
+    let (ok, _, err) = cli(&place, &["prices", "set", "x", "--per-second", "720p"]).await;
+    assert!(!ok && err.contains("RESOLUTION=CREDITS"), "{err}");
+    let (ok, _, err) = cli(&place, &["prices", "set", "x", "--per-task=-1"]).await;
+    assert!(!ok && err.contains("per_task"), "{err}");
+    let (ok, out, _) = cli(&place, &["prices", "list", "--json"]).await;
+    assert!(ok);
+    let list: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        list,
+        json!([{"model": "*", "per_task": 2, "per_image": 3, "per_video_second": {"720p": 4}, "source": "api"}])
+    );
+    let (ok, out, err) = cli(
+        &place,
+        &[
+            "keys",
+            "create",
+            "--name",
+            "app",
+            "--credits",
+            "100",
+            "--json",
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let key = serde_json::from_str::<Value>(out.trim()).unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let mut p = serve(&place, &["--sandbox-latency-ms", "50"]).await;
+    let http = reqwest::Client::new();
+    let (s, v) = post(
+        &http,
+        format!("{}/kling/v1/images/generations", p.base),
+        &key,
+        json!({"prompt": "x", "n": 2}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"]["final_unit_deduction"], "8", "{v}");
+    let id = v["data"]["task_id"].as_str().unwrap().to_string();
+    events::wait_done(&http, &p.base, &key, &id, Duration::from_secs(60)).await;
+    p.child.kill().await.unwrap();
+
+    let (ok, out, err) = cli(&place, &["usage", "--group-by", "model", "--json"]).await;
+    assert!(ok, "{err}");
+    let report: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["data"][0]["group"], "kling-image", "{report}");
+    assert_eq!(report["data"][0]["tasks"]["completed"], 1, "{report}");
+    assert_eq!(report["data"][0]["credits"]["net"], 8, "{report}");
+    let (ok, out, err) = cli(&place, &["usage", "--group-by", "model", "--csv"]).await;
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.lines().nth(1),
+        Some("kling-image,1,1,0,0,0,8,0,8,0,8"),
+        "{out}"
+    );
+    let (ok, _, err) = cli(&place, &["usage", "--group-by", "week"]).await;
+    assert!(!ok && err.contains("group_by"), "{err}");
+    let (ok, _, err) = cli(&place, &["ledger", "verify"]).await;
+    assert!(ok, "{err}");
+
+    let (ok, _, err) = cli(&place, &["prices", "delete", "*"]).await;
+    assert!(ok, "{err}");
+    let (ok, _, err) = cli(&place, &["prices", "delete", "*"]).await;
+    assert!(!ok && err.contains("no stored price"), "{err}");
     place.finish().await;
 }
 
