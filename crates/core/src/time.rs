@@ -11,6 +11,16 @@ pub fn rfc3339_ms(ms: Millis) -> String {
         .to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// An instant given as Unix milliseconds or RFC 3339.
+pub fn parse_instant(s: &str) -> Option<Millis> {
+    if let Ok(ms) = s.parse::<i64>() {
+        return Some(ms);
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -20,14 +30,4 @@ mod tests {
             "2024-12-22T13:38:40.139Z"
         );
     }
-}
-
-/// An instant given as Unix milliseconds or RFC 3339.
-pub fn parse_instant(s: &str) -> Option<Millis> {
-    if let Ok(ms) = s.parse::<i64>() {
-        return Some(ms);
-    }
-    chrono::DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|t| t.timestamp_millis())
 }

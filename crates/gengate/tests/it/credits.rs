@@ -570,7 +570,7 @@ async fn ends_racing_each_other_refund_each_task_once(backend: Backend) {
     let cancels = ids.iter().step_by(2).map(|id| {
         let (gw, key) = (&gw, &key);
         async move {
-            gw.post(&format!("/v1/tasks/{id}/cancel"), &key, json!({}))
+            gw.post(&format!("/v1/tasks/{id}/cancel"), key, json!({}))
                 .await
         }
     });
