@@ -364,6 +364,17 @@ pub struct Admission {
 }
 
 impl Admission {
+    /// No charge and no limit: what a free task of an unlimited key asks.
+    pub const FREE: Admission = Admission {
+        charge: Charge {
+            per_task: 0,
+            per_output: 0,
+            outputs: 0,
+        },
+        max_in_flight: None,
+        daily_spend: None,
+    };
+
     /// Nothing to charge and no limit to check: the plain insert will do.
     pub fn is_free(&self) -> bool {
         self.charge.is_free() && self.max_in_flight.is_none() && self.daily_spend.is_none()

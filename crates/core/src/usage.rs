@@ -226,27 +226,46 @@ pub fn report(req: &UsageRequest, rows: &[UsageRow]) -> UsageReport {
     }
 }
 
+/// The columns of a report as a table: the group, then each figure.
+pub const COLUMNS: [&str; 11] = [
+    "group",
+    "tasks",
+    "completed",
+    "failed",
+    "canceled",
+    "open",
+    "charged",
+    "refunded",
+    "net",
+    "upstream_cost",
+    "margin",
+];
+
+impl UsageLine {
+    /// The figures after the group, in [`COLUMNS`] order.
+    pub fn figures(&self) -> [i128; 10] {
+        let (t, c) = (&self.tasks, &self.credits);
+        [
+            t.total.into(),
+            t.completed.into(),
+            t.failed.into(),
+            t.canceled.into(),
+            t.open.into(),
+            c.charged.into(),
+            c.refunded.into(),
+            c.net.into(),
+            c.upstream_cost.into(),
+            c.margin.into(),
+        ]
+    }
+}
+
 /// The report as CSV, a header line and one line per group.
 pub fn csv(report: &UsageReport) -> String {
-    let mut out = String::from(
-        "group,tasks,completed,failed,canceled,open,charged,refunded,net,upstream_cost,margin\n",
-    );
+    let mut out = COLUMNS.join(",") + "\n";
     for l in &report.data {
-        let (t, c) = (&l.tasks, &l.credits);
-        out.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{},{}\n",
-            csv_field(&l.group),
-            t.total,
-            t.completed,
-            t.failed,
-            t.canceled,
-            t.open,
-            c.charged,
-            c.refunded,
-            c.net,
-            c.upstream_cost,
-            c.margin
-        ));
+        let figures: Vec<String> = l.figures().iter().map(i128::to_string).collect();
+        out.push_str(&format!("{},{}\n", csv_field(&l.group), figures.join(",")));
     }
     out
 }

@@ -9,6 +9,7 @@ use gengate_core::{ApiError, Price, PriceBook};
 use gengate_store::TaskStore;
 
 use crate::service::store_error;
+pub use crate::stored_channels::Source;
 
 pub struct Prices {
     file: Vec<Price>,
@@ -46,24 +47,6 @@ impl Prices {
         match self.book.write() {
             Ok(mut b) => *b = book,
             Err(e) => *e.into_inner() = book,
-        }
-    }
-}
-
-/// Where a price comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    /// `gengate.toml`: read-only while running.
-    Config,
-    /// Added over the admin API or the CLI.
-    Api,
-}
-
-impl Source {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::Config => "config",
-            Source::Api => "api",
         }
     }
 }

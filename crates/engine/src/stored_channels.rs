@@ -9,12 +9,12 @@ use serde_json::{Map, Value};
 
 use crate::{Channels, now_ms};
 
-/// Where a channel is defined.
+/// Where a channel (or a price) is defined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
     /// gengate.toml: read-only while running.
     Config,
-    /// The store (the admin API or `gengate channels`).
+    /// The store (the admin API or the CLI).
     Api,
 }
 

@@ -147,34 +147,18 @@ pub async fn usage(settings: Settings, cmd: UsageCommand) -> anyhow::Result<()> 
     } else if cmd.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
+        let head: Vec<String> = usage::COLUMNS[1..]
+            .iter()
+            .map(|c| format!("{c:>13}"))
+            .collect();
         println!(
-            "{:<24}  {:>7}  {:>9}  {:>6}  {:>8}  {:>5}  {:>10}  {:>10}  {:>10}  {:>10}",
-            "GROUP",
-            "TASKS",
-            "COMPLETED",
-            "FAILED",
-            "CANCELED",
-            "OPEN",
-            "CHARGED",
-            "REFUNDED",
-            "NET",
-            "MARGIN"
+            "{:<24}{}",
+            usage::COLUMNS[0].to_uppercase(),
+            head.join("").to_uppercase()
         );
         for l in &report.data {
-            let (t, c) = (&l.tasks, &l.credits);
-            println!(
-                "{:<24}  {:>7}  {:>9}  {:>6}  {:>8}  {:>5}  {:>10}  {:>10}  {:>10}  {:>10}",
-                l.group,
-                t.total,
-                t.completed,
-                t.failed,
-                t.canceled,
-                t.open,
-                c.charged,
-                c.refunded,
-                c.net,
-                c.margin
-            );
+            let cells: Vec<String> = l.figures().iter().map(|f| format!("{f:>13}")).collect();
+            println!("{:<24}{}", l.group, cells.join(""));
         }
     }
     Ok(())

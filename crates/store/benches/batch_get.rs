@@ -53,7 +53,7 @@ fn fixture() -> Fixture {
                     &new,
                     i as i64,
                     1_000_000,
-                    &gengate_core::Admission::default(),
+                    &gengate_core::Admission::FREE,
                 )
                 .await
                 .expect("stored");

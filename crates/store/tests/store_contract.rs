@@ -447,7 +447,7 @@ async fn create_records_the_first_event(s: Arc<dyn TaskStore>) {
             &new_task(None),
             1000,
             9000,
-            &gengate_core::Admission::default(),
+            &gengate_core::Admission::FREE,
         )
         .await
         .unwrap();
@@ -468,7 +468,7 @@ async fn external_ids_are_unique_per_key(s: Arc<dyn TaskStore>) {
         &new_task(Some("x")),
         1,
         2,
-        &gengate_core::Admission::default(),
+        &gengate_core::Admission::FREE,
     )
     .await
     .unwrap();
@@ -478,7 +478,7 @@ async fn external_ids_are_unique_per_key(s: Arc<dyn TaskStore>) {
             &new_task(Some("x")),
             1,
             2,
-            &gengate_core::Admission::default(),
+            &gengate_core::Admission::FREE,
         )
         .await;
     assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
@@ -487,7 +487,7 @@ async fn external_ids_are_unique_per_key(s: Arc<dyn TaskStore>) {
         &new_task(Some("x")),
         1,
         2,
-        &gengate_core::Admission::default(),
+        &gengate_core::Admission::FREE,
     )
     .await
     .unwrap();
@@ -514,7 +514,7 @@ async fn concurrent_creates_fail_alone(s: Arc<dyn TaskStore>) {
                 &new_task(Some(&ext)),
                 1,
                 2,
-                &gengate_core::Admission::default(),
+                &gengate_core::Admission::FREE,
             )
             .await
         }
@@ -554,7 +554,7 @@ async fn in_flight_is_counted_per_channel(s: Arc<dyn TaskStore>) {
                 &new_task(None),
                 1,
                 99,
-                &gengate_core::Admission::default(),
+                &gengate_core::Admission::FREE,
             )
             .await
             .unwrap();
@@ -571,7 +571,7 @@ async fn in_flight_is_counted_per_channel(s: Arc<dyn TaskStore>) {
             &new_task(None),
             1,
             99,
-            &gengate_core::Admission::default(),
+            &gengate_core::Admission::FREE,
         )
         .await
         .unwrap();
@@ -584,7 +584,7 @@ async fn in_flight_is_counted_per_channel(s: Arc<dyn TaskStore>) {
         &new_task(None),
         1,
         99,
-        &gengate_core::Admission::default(),
+        &gengate_core::Admission::FREE,
     )
     .await
     .unwrap();
@@ -605,7 +605,7 @@ async fn updates_are_compare_and_swap_and_terminal_is_final(s: Arc<dyn TaskStore
             &new_task(None),
             1,
             100,
-            &gengate_core::Admission::default(),
+            &gengate_core::Admission::FREE,
         )
         .await
         .unwrap();
@@ -670,7 +670,7 @@ async fn claims_lease_and_expired_leases_are_retaken(s: Arc<dyn TaskStore>) {
             &new_task(None),
             100,
             10_000,
-            &gengate_core::Admission::default(),
+            &gengate_core::Admission::FREE,
         )
         .await
         .unwrap();
@@ -697,7 +697,7 @@ async fn a_lease_is_extended_by_its_holder_only(s: Arc<dyn TaskStore>) {
         &new_task(None),
         100,
         10_000,
-        &gengate_core::Admission::default(),
+        &gengate_core::Admission::FREE,
     )
     .await
     .unwrap();
@@ -721,7 +721,7 @@ async fn listing_is_newest_first_per_dialect(s: Arc<dyn TaskStore>) {
                 &new_task(None),
                 i,
                 100,
-                &gengate_core::Admission::default(),
+                &gengate_core::Admission::FREE,
             )
             .await
             .unwrap()
@@ -793,7 +793,7 @@ async fn concurrent_claimers_never_share_a_task(s: Arc<dyn TaskStore>) {
             &new_task(None),
             100,
             1_000_000,
-            &gengate_core::Admission::default(),
+            &gengate_core::Admission::FREE,
         )
         .await
         .unwrap();
@@ -844,7 +844,7 @@ async fn postgres_wakes_other_instances_when_work_arrives() {
         &new_task(None),
         1,
         2,
-        &gengate_core::Admission::default(),
+        &gengate_core::Admission::FREE,
     )
     .await
     .unwrap();
@@ -976,7 +976,7 @@ async fn pages_cover_every_dialect_by_position_with_filters(s: Arc<dyn TaskStore
                 &n,
                 1000 + i / 3,
                 9000,
-                &gengate_core::Admission::default(),
+                &gengate_core::Admission::FREE,
             )
             .await
             .unwrap(),
@@ -987,7 +987,7 @@ async fn pages_cover_every_dialect_by_position_with_filters(s: Arc<dyn TaskStore
         &new_task(None),
         1005,
         9000,
-        &gengate_core::Admission::default(),
+        &gengate_core::Admission::FREE,
     )
     .await
     .unwrap();
@@ -1002,7 +1002,7 @@ async fn pages_cover_every_dialect_by_position_with_filters(s: Arc<dyn TaskStore
             &new_task(None),
             5000,
             9000,
-            &gengate_core::Admission::default(),
+            &gengate_core::Admission::FREE,
         )
         .await
         .unwrap();
@@ -1037,19 +1037,13 @@ async fn pages_cover_every_dialect_by_position_with_filters(s: Arc<dyn TaskStore
 async fn owned_tasks_of_any_dialect_by_id(s: Arc<dyn TaskStore>) {
     let owner = Uuid::now_v7();
     let kling = s
-        .create_task(
-            owner,
-            &new_task(None),
-            1,
-            9,
-            &gengate_core::Admission::default(),
-        )
+        .create_task(owner, &new_task(None), 1, 9, &gengate_core::Admission::FREE)
         .await
         .unwrap();
     let mut l = new_task(None);
     l.dialect = Dialect::Luma;
     let luma = s
-        .create_task(owner, &l, 1, 9, &gengate_core::Admission::default())
+        .create_task(owner, &l, 1, 9, &gengate_core::Admission::FREE)
         .await
         .unwrap();
     let foreign = s
@@ -1058,7 +1052,7 @@ async fn owned_tasks_of_any_dialect_by_id(s: Arc<dyn TaskStore>) {
             &new_task(None),
             1,
             9,
-            &gengate_core::Admission::default(),
+            &gengate_core::Admission::FREE,
         )
         .await
         .unwrap();
@@ -1084,7 +1078,7 @@ async fn an_external_id_is_forgotten_only_as_asked(s: Arc<dyn TaskStore>) {
             &new_task(Some("k")),
             1,
             9,
-            &gengate_core::Admission::default(),
+            &gengate_core::Admission::FREE,
         )
         .await
         .unwrap();
@@ -1114,7 +1108,7 @@ async fn an_external_id_is_forgotten_only_as_asked(s: Arc<dyn TaskStore>) {
         &new_task(Some("k")),
         2,
         9,
-        &gengate_core::Admission::default(),
+        &gengate_core::Admission::FREE,
     )
     .await
     .unwrap();
@@ -1126,17 +1120,11 @@ async fn a_task_is_deleted_with_its_events_and_deliveries(s: Arc<dyn TaskStore>)
     let mut new = new_task(None);
     new.callback_url = Some("https://example.test/hook".into());
     let t = s
-        .create_task(owner, &new, 1, 9, &gengate_core::Admission::default())
+        .create_task(owner, &new, 1, 9, &gengate_core::Admission::FREE)
         .await
         .unwrap();
     let kept = s
-        .create_task(
-            owner,
-            &new_task(None),
-            1,
-            9,
-            &gengate_core::Admission::default(),
-        )
+        .create_task(owner, &new_task(None), 1, 9, &gengate_core::Admission::FREE)
         .await
         .unwrap();
     s.update_task(
@@ -1197,13 +1185,7 @@ async fn a_task_is_deleted_with_its_events_and_deliveries(s: Arc<dyn TaskStore>)
     // Gone: a second delete and a late update find nothing.
     assert!(!s.delete_task(owner, t.id).await.unwrap());
     let open = s
-        .create_task(
-            owner,
-            &new_task(None),
-            1,
-            9,
-            &gengate_core::Admission::default(),
-        )
+        .create_task(owner, &new_task(None), 1, 9, &gengate_core::Admission::FREE)
         .await
         .unwrap();
     assert!(s.delete_task(owner, open.id).await.unwrap());
@@ -1235,7 +1217,7 @@ async fn callbacks_go_in_order_and_stop_after_a_410(s: Arc<dyn TaskStore>) {
     let mut new = new_task(None);
     new.callback_url = Some("https://example.test/hook".into());
     let t = s
-        .create_task(owner, &new, 1, 9, &gengate_core::Admission::default())
+        .create_task(owner, &new, 1, 9, &gengate_core::Admission::FREE)
         .await
         .unwrap();
     let t = s

@@ -242,7 +242,7 @@ async fn internal_addresses_are_refused_at_submit_and_at_delivery(backend: Backe
             &new,
             now,
             now + 60_000,
-            &gengate_core::Admission::default(),
+            &gengate_core::Admission::FREE,
         )
         .await
         .unwrap();

@@ -306,33 +306,18 @@ async fn a_price_changed_after_accept_leaves_accepted_tasks_alone(backend: Backe
     assert_eq!(s, 200);
     assert_eq!(v["data"][0]["per_image"], 40, "{v}");
     // Only admins set prices; a price removed makes the model free again.
-    let (s, _) = gw
-        .send(
-            reqwest::Method::DELETE,
-            "/admin/prices/photon-1",
-            Some(&key),
-            None,
-        )
-        .await;
-    assert_eq!(s, 403);
-    let (s, _) = gw
-        .send(
-            reqwest::Method::DELETE,
-            "/admin/prices/photon-1",
-            Some(&gw.admin),
-            None,
-        )
-        .await;
-    assert_eq!(s, 204);
-    let (s, _) = gw
-        .send(
-            reqwest::Method::DELETE,
-            "/admin/prices/photon-1",
-            Some(&gw.admin),
-            None,
-        )
-        .await;
-    assert_eq!(s, 404);
+    let delete = |key: &str| {
+        let (gw, key) = (&gw, key.to_string());
+        async move {
+            let path = "/admin/prices/photon-1";
+            gw.send(reqwest::Method::DELETE, path, Some(&key), None)
+                .await
+                .0
+        }
+    };
+    assert_eq!(delete(&key).await, 403);
+    assert_eq!(delete(&gw.admin).await, 204);
+    assert_eq!(delete(&gw.admin).await, 404);
     let (s, v) = gw
         .post(
             "/dream-machine/v1/generations/image",
