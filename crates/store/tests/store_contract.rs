@@ -442,13 +442,7 @@ fn new_task(ext: Option<&str>) -> NewTask {
 async fn create_records_the_first_event(s: Arc<dyn TaskStore>) {
     let owner = Uuid::now_v7();
     let t = s
-        .create_task(
-            owner,
-            &new_task(None),
-            1000,
-            9000,
-            &gengate_core::Admission::FREE,
-        )
+        .create_task(owner, &new_task(None), 1000, 9000, &Admission::FREE)
         .await
         .unwrap();
     assert_eq!(t.state, TaskState::Pending);
@@ -463,34 +457,16 @@ async fn create_records_the_first_event(s: Arc<dyn TaskStore>) {
 
 async fn external_ids_are_unique_per_key(s: Arc<dyn TaskStore>) {
     let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
-    s.create_task(
-        a,
-        &new_task(Some("x")),
-        1,
-        2,
-        &gengate_core::Admission::FREE,
-    )
-    .await
-    .unwrap();
+    s.create_task(a, &new_task(Some("x")), 1, 2, &Admission::FREE)
+        .await
+        .unwrap();
     let dup = s
-        .create_task(
-            a,
-            &new_task(Some("x")),
-            1,
-            2,
-            &gengate_core::Admission::FREE,
-        )
+        .create_task(a, &new_task(Some("x")), 1, 2, &Admission::FREE)
         .await;
     assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
-    s.create_task(
-        b,
-        &new_task(Some("x")),
-        1,
-        2,
-        &gengate_core::Admission::FREE,
-    )
-    .await
-    .unwrap();
+    s.create_task(b, &new_task(Some("x")), 1, 2, &Admission::FREE)
+        .await
+        .unwrap();
     assert!(s.get_task_by_external_id(a, "x").await.unwrap().is_some());
     assert!(s.get_task_by_external_id(a, "y").await.unwrap().is_none());
 }
@@ -509,14 +485,8 @@ async fn concurrent_creates_fail_alone(s: Arc<dyn TaskStore>) {
             format!("u-{i}")
         };
         async move {
-            s.create_task(
-                owner,
-                &new_task(Some(&ext)),
-                1,
-                2,
-                &gengate_core::Admission::FREE,
-            )
-            .await
+            s.create_task(owner, &new_task(Some(&ext)), 1, 2, &Admission::FREE)
+                .await
         }
     }))
     .await;
@@ -549,13 +519,7 @@ async fn in_flight_is_counted_per_channel(s: Arc<dyn TaskStore>) {
     let mut on_a = Vec::new();
     for _ in 0..3 {
         let t = s
-            .create_task(
-                owner,
-                &new_task(None),
-                1,
-                99,
-                &gengate_core::Admission::FREE,
-            )
+            .create_task(owner, &new_task(None), 1, 99, &Admission::FREE)
             .await
             .unwrap();
         on_a.push(
@@ -566,28 +530,16 @@ async fn in_flight_is_counted_per_channel(s: Arc<dyn TaskStore>) {
         );
     }
     let t = s
-        .create_task(
-            owner,
-            &new_task(None),
-            1,
-            99,
-            &gengate_core::Admission::FREE,
-        )
+        .create_task(owner, &new_task(None), 1, 99, &Admission::FREE)
         .await
         .unwrap();
     s.update_task(t.id, t.version, &submit("b"), 2)
         .await
         .unwrap();
     // Pending tasks count nowhere; finished ones no longer count.
-    s.create_task(
-        owner,
-        &new_task(None),
-        1,
-        99,
-        &gengate_core::Admission::FREE,
-    )
-    .await
-    .unwrap();
+    s.create_task(owner, &new_task(None), 1, 99, &Admission::FREE)
+        .await
+        .unwrap();
     let done = &on_a[0];
     s.update_task(done.id, done.version, &TaskUpdate::fail("x"), 3)
         .await
@@ -600,13 +552,7 @@ async fn in_flight_is_counted_per_channel(s: Arc<dyn TaskStore>) {
 
 async fn updates_are_compare_and_swap_and_terminal_is_final(s: Arc<dyn TaskStore>) {
     let t = s
-        .create_task(
-            Uuid::now_v7(),
-            &new_task(None),
-            1,
-            100,
-            &gengate_core::Admission::FREE,
-        )
+        .create_task(Uuid::now_v7(), &new_task(None), 1, 100, &Admission::FREE)
         .await
         .unwrap();
     let up = TaskUpdate {
@@ -665,15 +611,9 @@ async fn updates_are_compare_and_swap_and_terminal_is_final(s: Arc<dyn TaskStore
 async fn claims_lease_and_expired_leases_are_retaken(s: Arc<dyn TaskStore>) {
     let owner = Uuid::now_v7();
     for _ in 0..3 {
-        s.create_task(
-            owner,
-            &new_task(None),
-            100,
-            10_000,
-            &gengate_core::Admission::FREE,
-        )
-        .await
-        .unwrap();
+        s.create_task(owner, &new_task(None), 100, 10_000, &Admission::FREE)
+            .await
+            .unwrap();
     }
     assert!(
         s.claim_due("w1", 99, 1000, 10).await.unwrap().is_empty(),
@@ -692,15 +632,9 @@ async fn claims_lease_and_expired_leases_are_retaken(s: Arc<dyn TaskStore>) {
 
 async fn a_lease_is_extended_by_its_holder_only(s: Arc<dyn TaskStore>) {
     let owner = Uuid::now_v7();
-    s.create_task(
-        owner,
-        &new_task(None),
-        100,
-        10_000,
-        &gengate_core::Admission::FREE,
-    )
-    .await
-    .unwrap();
+    s.create_task(owner, &new_task(None), 100, 10_000, &Admission::FREE)
+        .await
+        .unwrap();
     let task = s.claim_due("w1", 100, 1000, 10).await.unwrap().remove(0);
     // w1's request runs long: it keeps the task past the first lease.
     assert!(s.extend_lease(task.id, "w1", 5000).await.unwrap());
@@ -716,16 +650,10 @@ async fn listing_is_newest_first_per_dialect(s: Arc<dyn TaskStore>) {
     let mut ids = Vec::new();
     for i in 0..5 {
         ids.push(
-            s.create_task(
-                owner,
-                &new_task(None),
-                i,
-                100,
-                &gengate_core::Admission::FREE,
-            )
-            .await
-            .unwrap()
-            .id,
+            s.create_task(owner, &new_task(None), i, 100, &Admission::FREE)
+                .await
+                .unwrap()
+                .id,
         );
     }
     let (page, total) = s.list_tasks(owner, Dialect::Kling, 1, 2).await.unwrap();
@@ -788,15 +716,9 @@ async fn unknown_url_schemes_are_refused() {
 async fn concurrent_claimers_never_share_a_task(s: Arc<dyn TaskStore>) {
     let owner = Uuid::now_v7();
     for _ in 0..200 {
-        s.create_task(
-            owner,
-            &new_task(None),
-            100,
-            1_000_000,
-            &gengate_core::Admission::FREE,
-        )
-        .await
-        .unwrap();
+        s.create_task(owner, &new_task(None), 100, 1_000_000, &Admission::FREE)
+            .await
+            .unwrap();
     }
     let claimers = (0..4).map(|w| {
         let s = s.clone();
@@ -839,15 +761,9 @@ async fn postgres_wakes_other_instances_when_work_arrives() {
         let idle = idle.clone();
         tokio::spawn(async move { idle.wait_for_work().await })
     };
-    busy.create_task(
-        Uuid::now_v7(),
-        &new_task(None),
-        1,
-        2,
-        &gengate_core::Admission::FREE,
-    )
-    .await
-    .unwrap();
+    busy.create_task(Uuid::now_v7(), &new_task(None), 1, 2, &Admission::FREE)
+        .await
+        .unwrap();
     tokio::time::timeout(std::time::Duration::from_secs(10), waiter)
         .await
         .expect("the other instance was woken by NOTIFY")
@@ -971,15 +887,9 @@ async fn pages_cover_every_dialect_by_position_with_filters(s: Arc<dyn TaskStore
         }
         // Three tasks per millisecond: ties are broken by id.
         made.push(
-            s.create_task(
-                owner,
-                &n,
-                1000 + i / 3,
-                9000,
-                &gengate_core::Admission::FREE,
-            )
-            .await
-            .unwrap(),
+            s.create_task(owner, &n, 1000 + i / 3, 9000, &Admission::FREE)
+                .await
+                .unwrap(),
         );
     }
     s.create_task(
@@ -987,7 +897,7 @@ async fn pages_cover_every_dialect_by_position_with_filters(s: Arc<dyn TaskStore
         &new_task(None),
         1005,
         9000,
-        &gengate_core::Admission::FREE,
+        &Admission::FREE,
     )
     .await
     .unwrap();
@@ -997,15 +907,9 @@ async fn pages_cover_every_dialect_by_position_with_filters(s: Arc<dyn TaskStore
     loop {
         let page = s.page_tasks(owner, &filter, 7).await.unwrap();
         // An insert between pages lands before the position: never seen twice.
-        s.create_task(
-            owner,
-            &new_task(None),
-            5000,
-            9000,
-            &gengate_core::Admission::FREE,
-        )
-        .await
-        .unwrap();
+        s.create_task(owner, &new_task(None), 5000, 9000, &Admission::FREE)
+            .await
+            .unwrap();
         let Some(last) = page.last() else { break };
         filter.before = Some((last.created_at, last.id));
         seen.extend(page.iter().map(|t| t.id));
@@ -1037,23 +941,17 @@ async fn pages_cover_every_dialect_by_position_with_filters(s: Arc<dyn TaskStore
 async fn owned_tasks_of_any_dialect_by_id(s: Arc<dyn TaskStore>) {
     let owner = Uuid::now_v7();
     let kling = s
-        .create_task(owner, &new_task(None), 1, 9, &gengate_core::Admission::FREE)
+        .create_task(owner, &new_task(None), 1, 9, &Admission::FREE)
         .await
         .unwrap();
     let mut l = new_task(None);
     l.dialect = Dialect::Luma;
     let luma = s
-        .create_task(owner, &l, 1, 9, &gengate_core::Admission::FREE)
+        .create_task(owner, &l, 1, 9, &Admission::FREE)
         .await
         .unwrap();
     let foreign = s
-        .create_task(
-            Uuid::now_v7(),
-            &new_task(None),
-            1,
-            9,
-            &gengate_core::Admission::FREE,
-        )
+        .create_task(Uuid::now_v7(), &new_task(None), 1, 9, &Admission::FREE)
         .await
         .unwrap();
     let mut got: Vec<Uuid> = s
@@ -1073,13 +971,7 @@ async fn owned_tasks_of_any_dialect_by_id(s: Arc<dyn TaskStore>) {
 async fn an_external_id_is_forgotten_only_as_asked(s: Arc<dyn TaskStore>) {
     let (owner, other) = (Uuid::now_v7(), Uuid::now_v7());
     let t = s
-        .create_task(
-            owner,
-            &new_task(Some("k")),
-            1,
-            9,
-            &gengate_core::Admission::FREE,
-        )
+        .create_task(owner, &new_task(Some("k")), 1, 9, &Admission::FREE)
         .await
         .unwrap();
     // Not another key's, not another value.
@@ -1103,15 +995,9 @@ async fn an_external_id_is_forgotten_only_as_asked(s: Arc<dyn TaskStore>) {
         None
     );
     // The id is free again.
-    s.create_task(
-        owner,
-        &new_task(Some("k")),
-        2,
-        9,
-        &gengate_core::Admission::FREE,
-    )
-    .await
-    .unwrap();
+    s.create_task(owner, &new_task(Some("k")), 2, 9, &Admission::FREE)
+        .await
+        .unwrap();
     assert!(!s.forget_external_id(owner, t.id, "k").await.unwrap());
 }
 
@@ -1120,11 +1006,11 @@ async fn a_task_is_deleted_with_its_events_and_deliveries(s: Arc<dyn TaskStore>)
     let mut new = new_task(None);
     new.callback_url = Some("https://example.test/hook".into());
     let t = s
-        .create_task(owner, &new, 1, 9, &gengate_core::Admission::FREE)
+        .create_task(owner, &new, 1, 9, &Admission::FREE)
         .await
         .unwrap();
     let kept = s
-        .create_task(owner, &new_task(None), 1, 9, &gengate_core::Admission::FREE)
+        .create_task(owner, &new_task(None), 1, 9, &Admission::FREE)
         .await
         .unwrap();
     s.update_task(
@@ -1185,7 +1071,7 @@ async fn a_task_is_deleted_with_its_events_and_deliveries(s: Arc<dyn TaskStore>)
     // Gone: a second delete and a late update find nothing.
     assert!(!s.delete_task(owner, t.id).await.unwrap());
     let open = s
-        .create_task(owner, &new_task(None), 1, 9, &gengate_core::Admission::FREE)
+        .create_task(owner, &new_task(None), 1, 9, &Admission::FREE)
         .await
         .unwrap();
     assert!(s.delete_task(owner, open.id).await.unwrap());
@@ -1217,7 +1103,7 @@ async fn callbacks_go_in_order_and_stop_after_a_410(s: Arc<dyn TaskStore>) {
     let mut new = new_task(None);
     new.callback_url = Some("https://example.test/hook".into());
     let t = s
-        .create_task(owner, &new, 1, 9, &gengate_core::Admission::FREE)
+        .create_task(owner, &new, 1, 9, &Admission::FREE)
         .await
         .unwrap();
     let t = s

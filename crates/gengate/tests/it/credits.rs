@@ -256,16 +256,14 @@ async fn a_price_changed_after_accept_leaves_accepted_tasks_alone(backend: Backe
             .await
         }
     };
+    let image = || {
+        let body = json!({"model": "photon-1", "prompt": "x"});
+        gw.post("/dream-machine/v1/generations/image", &key, body)
+    };
     let (s, v) = put(json!({"per_image": 4})).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["source"], "api");
-    let (s, v) = gw
-        .post(
-            "/dream-machine/v1/generations/image",
-            &key,
-            json!({"model": "photon-1", "prompt": "x"}),
-        )
-        .await;
+    let (s, v) = image().await;
     assert_eq!(s, 201, "{v}");
     let first = v["id"].as_str().unwrap().to_string();
     // Dearer now: the task accepted before keeps its price.
@@ -274,13 +272,7 @@ async fn a_price_changed_after_accept_leaves_accepted_tasks_alone(backend: Backe
     gw.wait_task(&key, &first).await;
     assert_eq!(gw.task(&first).await.net_charge(), 4);
     assert_eq!(balance(&gw, &key).await, 96);
-    let (s, v) = gw
-        .post(
-            "/dream-machine/v1/generations/image",
-            &key,
-            json!({"model": "photon-1", "prompt": "x"}),
-        )
-        .await;
+    let (s, v) = image().await;
     assert_eq!(s, 201, "{v}");
     assert_eq!(balance(&gw, &key).await, 56);
 
@@ -318,13 +310,7 @@ async fn a_price_changed_after_accept_leaves_accepted_tasks_alone(backend: Backe
     assert_eq!(delete(&key).await, 403);
     assert_eq!(delete(&gw.admin).await, 204);
     assert_eq!(delete(&gw.admin).await, 404);
-    let (s, v) = gw
-        .post(
-            "/dream-machine/v1/generations/image",
-            &key,
-            json!({"model": "photon-1", "prompt": "x"}),
-        )
-        .await;
+    let (s, v) = image().await;
     assert_eq!(s, 201, "{v}");
     assert_eq!(balance(&gw, &key).await, 56);
     gw.stop().await;
