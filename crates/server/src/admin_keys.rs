@@ -101,6 +101,8 @@ pub struct CreateKey {
     pub credits: Option<Credits>,
     #[serde(default)]
     pub unlimited: bool,
+    // An object or null: serde would read the struct from an array too.
+    #[serde(default, deserialize_with = "gengate_core::validate::object")]
     pub limits: Option<KeyLimits>,
 }
 
@@ -113,6 +115,7 @@ pub struct UpdateKey {
     pub enabled: Option<bool>,
     pub unlimited: Option<bool>,
     /// Replaces all of the key's limits.
+    #[serde(default, deserialize_with = "gengate_core::validate::object")]
     pub limits: Option<KeyLimits>,
 }
 

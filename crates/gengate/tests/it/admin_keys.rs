@@ -334,6 +334,7 @@ async fn bad_input_is_refused_naming_the_field_and_nothing_is_stored(backend: Ba
             "limits.models",
         ),
         (json!({"name": "a", "limits": {"tempo": 1}}), "limits.tempo"),
+        (json!({"name": "a", "limits": [null, null]}), "limits"),
         (json!(["a"]), "body"),
     ] {
         let (s, v) = gw.post("/admin/keys", &gw.admin, body.clone()).await;
@@ -362,6 +363,7 @@ async fn bad_input_is_refused_naming_the_field_and_nothing_is_stored(backend: Ba
             "limits.max_in_flight",
         ),
         (json!({"balance": 9}), "balance"),
+        (json!({"limits": [3]}), "limits"),
     ] {
         let (s, v) = patch(&gw, &path, &gw.admin, body.clone()).await;
         assert_eq!(s, 400, "{body}: {v}");
