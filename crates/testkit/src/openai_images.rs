@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -51,6 +51,8 @@ struct Shared {
     faults: Arc<Faults>,
     files: Mutex<HashMap<String, Bytes>>,
     urls_only: AtomicBool,
+    /// Images answered at most per request (`usize::MAX`: all asked for).
+    at_most: AtomicUsize,
     requests: Counter,
     answered: Counter,
     violations: Counter,
@@ -89,6 +91,7 @@ impl OpenAiImagesEmu {
             faults: Faults::new(upstream_error),
             files: Mutex::default(),
             urls_only: AtomicBool::new(false),
+            at_most: AtomicUsize::new(usize::MAX),
             requests: Counter::default(),
             answered: Counter::default(),
             violations: Counter::default(),
@@ -121,6 +124,12 @@ impl OpenAiImagesEmu {
     /// servers do.
     pub fn answer_with_urls(&self, on: bool) {
         self.shared.urls_only.store(on, Ordering::SeqCst);
+    }
+
+    /// Answer at most `n` images whatever `n` asks, as a server whose
+    /// content filter drops some does.
+    pub fn answer_at_most(&self, n: usize) {
+        self.shared.at_most.store(n, Ordering::SeqCst);
     }
 
     /// Generation requests that passed auth (each is one billed request).
@@ -279,6 +288,7 @@ async fn generate(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes)
         && (s.urls_only.load(Ordering::SeqCst)
             || b["response_format"].as_str() != Some("b64_json"));
     let mut data = Vec::new();
+    let n = usize::try_from(n).unwrap_or(1).min(s.at_most.load(Ordering::SeqCst));
     for i in 0..u32::try_from(n).unwrap_or(1) {
         let color = color_for(&prompt, i);
         let rendered = tokio::task::spawn_blocking(move || png(width, height, color)).await;

@@ -12,6 +12,7 @@ use crate::harness::{Backend, Gateway, TestApp, channel_on, poll_until, sandbox_
 use gengate_core::credits::EntryKind;
 use gengate_core::{ChannelSpec, Credentials, Dialect, KeyLimits, Price, ProviderKind, TaskState};
 use gengate_testkit::luma::LumaEmu;
+use gengate_testkit::openai_images::OpenAiImagesEmu;
 use serde_json::{Value, json};
 
 on_both_backends!(
@@ -19,6 +20,7 @@ on_both_backends!(
     tasks_are_charged_their_price_and_refunded_when_nothing_comes,
     a_price_changed_after_accept_leaves_accepted_tasks_alone,
     limits_per_key_refuse_in_flight_spend_and_models,
+    fewer_images_than_charged_are_refunded_the_difference,
     usage_reports_tasks_and_credits_by_model_and_as_csv,
 );
 
@@ -313,6 +315,47 @@ async fn a_price_changed_after_accept_leaves_accepted_tasks_alone(backend: Backe
     let (s, v) = image().await;
     assert_eq!(s, 201, "{v}");
     assert_eq!(balance(&gw, &key).await, 56);
+    gw.stop().await;
+}
+
+/// An upstream that answers fewer images than asked (as content filters
+/// do): the task completes with what came, and the key gets back the
+/// price of the rest, once. Through OpenAI's synchronous create.
+async fn fewer_images_than_charged_are_refunded_the_difference(backend: Backend) {
+    const OPENAI_KEY: &str = "sk-partial";
+    let openai = OpenAiImagesEmu::start(Some(OPENAI_KEY.into()), Duration::from_millis(20)).await;
+    openai.answer_at_most(1);
+    let gw = TestApp::on(backend)
+        .with(|s| s.prices = price_list())
+        .channel(ChannelSpec {
+            credentials: Credentials {
+                api_key: Some(OPENAI_KEY.into()),
+                ..Credentials::default()
+            },
+            ..channel_on(&openai, "openai", ProviderKind::OpenaiImages, &[("dall-e-2", "dall-e-2")])
+        })
+        .start()
+        .await;
+    let key = gw.new_key_with("buyer", 100).await;
+    let r = gw
+        .http
+        .post(format!("{}/v1/images/generations", gw.base))
+        .bearer_auth(&key)
+        .json(&json!({"model": "dall-e-2", "prompt": "three foxes", "n": 3, "size": "256x256"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let task = r.headers()["gengate-task-id"].to_str().unwrap().to_string();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["data"].as_array().unwrap().len(), 1, "{v}");
+    // 1 + 3 × 2 charged; two images did not come: 4 back.
+    let t = gw.task(&task).await;
+    assert_eq!((t.charge.total(), t.refunded, t.net_charge()), (7, 4, 3));
+    assert_eq!(balance(&gw, &key).await, 97);
+    let (_, v) = gw.get(&format!("/v1/tasks/{task}"), &key).await;
+    assert_eq!(v["credits"], json!({"charged": 7, "refunded": 4, "net": 3}));
+    ledger_holds(&gw).await;
     gw.stop().await;
 }
 
