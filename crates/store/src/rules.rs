@@ -130,6 +130,8 @@ async fn record_event(
 
 /// A ledger entry to append, of a key's.
 struct Entry<'a> {
+    /// Time-ordered; a task's charge takes the task's id.
+    id: Uuid,
     kind: EntryKind,
     /// Signed: what the key's balance moves by.
     amount: Credits,
@@ -164,22 +166,14 @@ async fn record_entry(
     now: Millis,
 ) -> StoreResult<()> {
     let kind = e.kind.as_str();
-    let entry = params![
-        Uuid::now_v7(),
-        key_id,
-        now,
-        kind,
-        e.amount,
-        e.task_id,
-        e.reason
-    ];
+    let entry = params![e.id, key_id, now, kind, e.amount, e.task_id, e.reason];
     tx.exec(&sql.insert_entry, entry).await.map(drop)
 }
 
 /// In a new task's transaction, before its row: take the charge from the
-/// key's balance and check its limits. Taking the charge first locks the
-/// key's row (PostgreSQL), so the counts after it cannot race another
-/// instance accepting for the same key.
+/// key's balance and the day's spend, checking both in the one statement
+/// that locks the key's row (PostgreSQL), then the tasks in flight: so
+/// instances accepting for the same key at once cannot race past a limit.
 async fn admit(
     tx: &mut impl Db,
     sql: &Sql,
@@ -188,36 +182,33 @@ async fn admit(
     now: Millis,
 ) -> StoreResult<()> {
     let needed = admission.charge.total();
+    let (day, retry_after_secs) = utc_day(now);
+    let charge = params![needed, owner, day, admission.daily_spend];
     let taken = tx
-        .rows(&sql.charge_key, params![needed, owner], |r| {
-            r.int("balance")
-        })
+        .rows(&sql.charge_key, charge, |r| r.int("balance"))
         .await?;
     if taken.is_empty() {
-        let of_key = params![owner];
-        let balance = one(tx
-            .rows(&sql.key_balance, of_key, |r| r.int("balance"))
-            .await?)?;
-        return Err(StoreError::Refused(Refusal::Credits { balance, needed }));
+        let of_key = params![owner, day];
+        let spending = tx.rows(&sql.key_spending, of_key, |r| {
+            Ok((r.int("balance")?, r.flag("unlimited")?, r.int("spent")?))
+        });
+        let (balance, unlimited, spent) = one(spending.await?)?;
+        let refusal = match admission.daily_spend {
+            Some(limit) if unlimited || balance >= needed => Refusal::DailySpend {
+                limit,
+                spent,
+                needed,
+                retry_after_secs,
+            },
+            _ => Refusal::Credits { balance, needed },
+        };
+        return Err(StoreError::Refused(refusal));
     }
     if let Some(limit) = admission.max_in_flight {
         let of_key = params![owner];
         let open = one(tx.rows(&sql.open_tasks_of, of_key, |r| r.int("n")).await?)?;
         if count(open) >= u64::from(limit) {
             return Err(StoreError::Refused(Refusal::InFlight { limit }));
-        }
-    }
-    if let Some(limit) = admission.daily_spend {
-        let (day_start, retry_after_secs) = utc_day(now);
-        let since = params![owner, day_start];
-        let spent = one(tx.rows(&sql.spent_since, since, |r| r.int("n")).await?)?;
-        if spent.saturating_add(needed) > limit {
-            return Err(StoreError::Refused(Refusal::DailySpend {
-                limit,
-                spent,
-                needed,
-                retry_after_secs,
-            }));
         }
     }
     Ok(())
@@ -260,6 +251,7 @@ impl<B: Backend> TaskStore for B {
                 let task = one(tx.rows(&sql.insert_task, values, row::task).await?)?;
                 if !charge.is_free() {
                     let charged = Entry {
+                        id: task.id,
                         kind: EntryKind::Charge,
                         amount: -charge.total(),
                         task_id: Some(task.id),
@@ -477,13 +469,17 @@ impl<B: Backend> TaskStore for B {
                     let detail = update.detail.as_deref();
                     record_event(tx, sql, task, state, detail, now).await?;
                     if update.refund > 0 {
+                        let day = utc_day(now).0;
+                        let back = params![update.refund, task.owner, day];
+                        tx.exec(&sql.refund_key, back).await?;
                         let refund = Entry {
+                            id: Uuid::now_v7(),
                             kind: EntryKind::Refund,
                             amount: update.refund,
                             task_id: Some(task.id),
                             reason: Some(state.as_str()),
                         };
-                        book(tx, sql, task.owner, refund, now).await?;
+                        record_entry(tx, sql, task.owner, refund, now).await?;
                     }
                 }
                 Ok(task)
@@ -618,6 +614,7 @@ impl<B: Backend> TaskStore for B {
                 tx.exec(&sql.insert_key, values).await?;
                 if key.balance != 0 {
                     let initial = Entry {
+                        id: Uuid::now_v7(),
                         kind: EntryKind::Grant,
                         amount: key.balance,
                         task_id: None,
@@ -655,6 +652,7 @@ impl<B: Backend> TaskStore for B {
         self.transaction(move |tx| {
             Box::pin(async move {
                 let entry = Entry {
+                    id: Uuid::now_v7(),
                     kind,
                     amount,
                     task_id: None,

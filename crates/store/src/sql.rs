@@ -96,11 +96,11 @@ pub(crate) struct Sql {
     /// Takes the charge when the balance allows (or the key is unlimited),
     /// locking the key's row until the accept commits.
     pub charge_key: String,
-    pub key_balance: String,
+    pub key_spending: String,
     pub credit_key: String,
+    pub refund_key: String,
     pub insert_entry: String,
     pub open_tasks_of: String,
-    pub spent_since: String,
     pub ledger_page: String,
     pub ledger_totals: String,
     pub list_prices: String,
@@ -308,13 +308,26 @@ impl Sql {
             update_key_settings: s("UPDATE api_keys SET name = $1, enabled = $2, \
                  unlimited = $3, limits = $4 WHERE id = $5"
                 .into()),
-            charge_key: s("UPDATE api_keys SET balance = balance - $1 \
-                 WHERE id = $2 AND (unlimited OR balance >= $1) RETURNING balance"
+            // The balance (unless unlimited) and the day's spend (when
+            // capped: $4) must allow the charge; `spent` restarts each day.
+            charge_key: s("UPDATE api_keys SET balance = balance - $1, \
+                 spent = CASE WHEN spend_day = $3 THEN spent + $1 ELSE $1 END, spend_day = $3 \
+                 WHERE id = $2 AND (unlimited OR balance >= $1) \
+                 AND ($4 IS NULL OR CASE WHEN spend_day = $3 THEN spent ELSE 0 END + $1 <= $4) \
+                 RETURNING balance"
                 .into()),
-            key_balance: s("SELECT balance FROM api_keys WHERE id = $1".into()),
+            key_spending: s("SELECT balance, unlimited, \
+                 CASE WHEN spend_day = $2 THEN spent ELSE 0 END AS spent \
+                 FROM api_keys WHERE id = $1"
+                .into()),
             credit_key: s(
                 "UPDATE api_keys SET balance = balance + $1 WHERE id = $2 RETURNING balance".into(),
             ),
+            // A refund gives back to the day's spend too, when it is that day.
+            refund_key: s("UPDATE api_keys SET balance = balance + $1, \
+                 spent = CASE WHEN spend_day = $3 THEN spent - $1 ELSE spent END \
+                 WHERE id = $2"
+                .into()),
             insert_entry: s(
                 "INSERT INTO ledger (id, key_id, at, kind, amount, task_id, reason) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7)"
@@ -322,13 +335,6 @@ impl Sql {
             ),
             open_tasks_of: s(
                 "SELECT COUNT(*) AS n FROM tasks WHERE owner = $1 AND due_at IS NOT NULL".into(),
-            ),
-            // Net: refunds today make room again. SUM of BIGINT is NUMERIC
-            // on PostgreSQL, hence the casts.
-            spent_since: s(
-                "SELECT CAST(-COALESCE(SUM(amount), 0) AS BIGINT) AS n FROM ledger \
-                 WHERE key_id = $1 AND at >= $2 AND kind IN ('charge', 'refund')"
-                    .into(),
             ),
             ledger_page: s(
                 "SELECT id, key_id, at, kind, amount, task_id, reason FROM ledger \

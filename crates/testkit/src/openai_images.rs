@@ -288,7 +288,9 @@ async fn generate(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes)
         && (s.urls_only.load(Ordering::SeqCst)
             || b["response_format"].as_str() != Some("b64_json"));
     let mut data = Vec::new();
-    let n = usize::try_from(n).unwrap_or(1).min(s.at_most.load(Ordering::SeqCst));
+    let n = usize::try_from(n)
+        .unwrap_or(1)
+        .min(s.at_most.load(Ordering::SeqCst));
     for i in 0..u32::try_from(n).unwrap_or(1) {
         let color = color_for(&prompt, i);
         let rendered = tokio::task::spawn_blocking(move || png(width, height, color)).await;

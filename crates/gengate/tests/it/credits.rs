@@ -332,7 +332,12 @@ async fn fewer_images_than_charged_are_refunded_the_difference(backend: Backend)
                 api_key: Some(OPENAI_KEY.into()),
                 ..Credentials::default()
             },
-            ..channel_on(&openai, "openai", ProviderKind::OpenaiImages, &[("dall-e-2", "dall-e-2")])
+            ..channel_on(
+                &openai,
+                "openai",
+                ProviderKind::OpenaiImages,
+                &[("dall-e-2", "dall-e-2")],
+            )
         })
         .start()
         .await;
@@ -346,9 +351,13 @@ async fn fewer_images_than_charged_are_refunded_the_difference(backend: Backend)
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let task = r.headers()["gengate-task-id"].to_str().unwrap().to_string();
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["data"].as_array().unwrap().len(), 1, "{v}");
+    let (_, list) = gw.get("/v1/tasks", &key).await;
+    let task = list["data"][0]["id"]
+        .as_str()
+        .expect("the task")
+        .to_string();
     // 1 + 3 × 2 charged; two images did not come: 4 back.
     let t = gw.task(&task).await;
     assert_eq!((t.charge.total(), t.refunded, t.net_charge()), (7, 4, 3));
@@ -563,7 +572,10 @@ async fn ends_racing_each_other_refund_each_task_once(backend: Backend) {
         .await;
     let start = 1_000_000;
     let key = gw.new_key_with("racer", start).await;
+    // Every other task is canceled: one in ten at once (so some surely are),
+    // the rest 850 ms after it was made, as its job, callback and deadline land.
     let mut ids = Vec::new();
+    let mut cancels = Vec::new();
     for i in 0..200 {
         let (s, v) = if i % 4 == 0 {
             gw.post(
@@ -577,19 +589,22 @@ async fn ends_racing_each_other_refund_each_task_once(backend: Backend) {
             gw.post("/v1/tasks", &key, body).await
         };
         assert!(s == 200 || s == 201, "{v}");
-        ids.push(v["id"].as_str().unwrap().to_string());
-    }
-    // Cancels land as the jobs, callbacks and deadlines do.
-    tokio::time::sleep(Duration::from_millis(850)).await;
-    let cancels = ids.iter().step_by(2).map(|id| {
-        let (gw, key) = (&gw, &key);
-        async move {
-            gw.post(&format!("/v1/tasks/{id}/cancel"), key, json!({}))
-                .await
+        let id = v["id"].as_str().unwrap().to_string();
+        if i % 2 == 1 {
+            let after = Duration::from_millis(if i % 10 == 1 { 0 } else { 850 });
+            let (http, url) = (gw.http.clone(), format!("{}/v1/tasks/{id}/cancel", gw.base));
+            let key = key.clone();
+            cancels.push(tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                let r = http.post(url).bearer_auth(key).send().await.unwrap();
+                r.status().as_u16()
+            }));
         }
-    });
-    for (s, v) in futures::future::join_all(cancels).await {
-        assert!(s == 200 || s == 409, "{s}: {v}");
+        ids.push(id);
+    }
+    for c in cancels {
+        let s = c.await.unwrap();
+        assert!(s == 200 || s == 409, "cancel answered {s}");
     }
     poll_until(
         "every task ended",

@@ -8,6 +8,10 @@ ALTER TABLE api_keys ADD COLUMN unlimited BOOLEAN NOT NULL DEFAULT TRUE;
 ALTER TABLE api_keys ADD COLUMN balance BIGINT NOT NULL DEFAULT 0;
 -- gengate_core::credits::KeyLimits as JSON.
 ALTER TABLE api_keys ADD COLUMN limits TEXT NOT NULL DEFAULT '{}';
+-- Credits charged net of refunds since `spend_day` (a UTC day's start, Unix
+-- ms) began, for limits.daily_spend: kept on the row the charge updates.
+ALTER TABLE api_keys ADD COLUMN spend_day BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE api_keys ADD COLUMN spent BIGINT NOT NULL DEFAULT 0;
 
 -- The charge fixed at accept: `charged` in all, of which `charge_per_output`
 -- for each of `charge_outputs` (the rest per task); `refunded` of it since;
@@ -20,24 +24,23 @@ ALTER TABLE tasks ADD COLUMN upstream_cost BIGINT NOT NULL DEFAULT 0;
 
 -- A key's tasks not finished yet: what max_in_flight is checked against.
 CREATE INDEX tasks_owner_open ON tasks (owner) WHERE due_at IS NOT NULL;
--- Usage reports read a time range of every key's tasks.
-CREATE INDEX tasks_created ON tasks (created_at);
 
--- Append-only: rows are inserted, never changed or removed.
+-- Append-only: rows are inserted, never changed or removed. Kept in
+-- order of each key (no other index to write per entry): a task's charge
+-- takes the task's id, so the primary key also says a task is charged once.
 CREATE TABLE ledger (
-    id       UUID PRIMARY KEY,
     key_id   UUID NOT NULL REFERENCES api_keys (id),
+    -- UUIDv7 (time-ordered), or the task's id for its charge
+    id       UUID NOT NULL,
     at       BIGINT NOT NULL,
     -- grant, charge, refund or adjustment
     kind     TEXT NOT NULL,
     -- Signed: a charge is negative, a refund or grant positive.
     amount   BIGINT NOT NULL,
     task_id  UUID,
-    reason   TEXT
+    reason   TEXT,
+    PRIMARY KEY (key_id, id)
 );
-CREATE INDEX ledger_key_at ON ledger (key_id, at);
--- A task is charged once and refunded once, whichever writers race.
-CREATE UNIQUE INDEX ledger_task_once ON ledger (task_id, kind) WHERE task_id IS NOT NULL;
 
 -- Prices added over the admin API (gengate.toml's are never stored).
 CREATE TABLE prices (
