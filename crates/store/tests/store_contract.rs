@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use gengate_core::credits::EntryKind;
 use gengate_core::{
     Admission, ApiKey, ChannelSpec, Charge, Credentials, Credits, Dialect, GenerationRequest,
-    KeyLimits, NewTask, Price, ProviderKind, Refusal, TaskKind, TaskState, TaskUpdate,
+    KeyLimits, Millis, NewTask, Price, ProviderKind, Refusal, Task, TaskKind, TaskState,
+    TaskUpdate,
 };
 use gengate_store::{StoreError, TaskFilter, TaskStore, UsageGroup, UsageQuery};
 use uuid::Uuid;
@@ -60,6 +61,13 @@ contract!(
     usage_is_grouped_with_its_credits,
     prices_are_put_listed_and_deleted,
 );
+
+/// Move `t` (as read) to `state` at `at`: the task after the change.
+async fn move_to(s: &dyn TaskStore, t: &Task, state: TaskState, at: Millis) -> Task {
+    let update = TaskUpdate::to_state(state);
+    let moved = s.update_task(t.id, t.version, &update, at).await.unwrap();
+    moved.expect("the change applies")
+}
 
 /// A key holding `balance` credits (granted when it is created).
 fn key(name: &str, balance: Credits, unlimited: bool) -> ApiKey {
@@ -1013,15 +1021,7 @@ async fn a_task_is_deleted_with_its_events_and_deliveries(s: Arc<dyn TaskStore>)
         .create_task(owner, &new_task(None), 1, 9, &Admission::FREE)
         .await
         .unwrap();
-    s.update_task(
-        t.id,
-        t.version,
-        &TaskUpdate::to_state(TaskState::Canceled),
-        2,
-    )
-    .await
-    .unwrap()
-    .expect("canceled");
+    move_to(s.as_ref(), &t, TaskState::Canceled, 2).await;
     // A delivery with an attempt recorded, and one claimed (in flight).
     let claimed = s.claim_deliveries(3, 60_000, 10).await.unwrap();
     let first = claimed
@@ -1106,16 +1106,7 @@ async fn callbacks_go_in_order_and_stop_after_a_410(s: Arc<dyn TaskStore>) {
         .create_task(owner, &new, 1, 9, &Admission::FREE)
         .await
         .unwrap();
-    let t = s
-        .update_task(
-            t.id,
-            t.version,
-            &TaskUpdate::to_state(TaskState::Processing),
-            2,
-        )
-        .await
-        .unwrap()
-        .expect("processing");
+    let t = move_to(s.as_ref(), &t, TaskState::Processing, 2).await;
     // One delivery per event; the second waits for the first.
     let claimed = s.claim_deliveries(3, 60_000, 10).await.unwrap();
     assert_eq!(claimed.len(), 1);
@@ -1127,15 +1118,7 @@ async fn callbacks_go_in_order_and_stop_after_a_410(s: Arc<dyn TaskStore>) {
         .unwrap();
     // The 410 settled the later delivery too, and later events are
     // recorded but not sent.
-    s.update_task(
-        t.id,
-        t.version,
-        &TaskUpdate::to_state(TaskState::Completed),
-        4,
-    )
-    .await
-    .unwrap()
-    .expect("completed");
+    move_to(s.as_ref(), &t, TaskState::Completed, 4).await;
     assert!(s.claim_deliveries(5, 60_000, 10).await.unwrap().is_empty());
     let all = s.task_deliveries(t.id).await.unwrap();
     let states: Vec<_> = all.iter().map(|(d, _)| (d.seq, d.state)).collect();

@@ -27,13 +27,7 @@ async fn gateway(backend: Backend) -> Gateway {
 }
 
 async fn patch(gw: &Gateway, path: &str, key: &str, body: Value) -> (u16, Value) {
-    gw.send(
-        reqwest::Method::PATCH,
-        path,
-        Some(key),
-        Some(("application/json", body.to_string().into_bytes())),
-    )
-    .await
+    gw.send_json(reqwest::Method::PATCH, path, key, body).await
 }
 
 fn message(v: &Value) -> &str {

@@ -247,16 +247,12 @@ async fn a_price_changed_after_accept_leaves_accepted_tasks_alone(backend: Backe
         .await;
     let key = gw.new_key_with("buyer", 100).await;
     let put = |body: Value| {
-        let gw = &gw;
-        async move {
-            gw.send(
-                reqwest::Method::PUT,
-                "/admin/prices/photon-1",
-                Some(&gw.admin),
-                Some(("application/json", body.to_string().into_bytes())),
-            )
-            .await
-        }
+        gw.send_json(
+            reqwest::Method::PUT,
+            "/admin/prices/photon-1",
+            &gw.admin,
+            body,
+        )
     };
     let image = || {
         let body = json!({"model": "photon-1", "prompt": "x"});

@@ -68,6 +68,17 @@ async fn create(
     }
 }
 
+/// The schema made once, then three instances on it.
+async fn migrate_and_serve_three(place: &Place, flags: &[&str]) -> Vec<Option<Proc>> {
+    let (ok, _, err) = cli(place, &["migrate"]).await;
+    assert!(ok, "gengate migrate: {err}");
+    let mut procs = Vec::new();
+    for _ in 0..3 {
+        procs.push(Some(serve(place, flags).await));
+    }
+    procs
+}
+
 /// Waits (up to 5 minutes) for `count` (a `SELECT count(*)`) to be 0.
 async fn none_left(db: &mut sqlx::PgConnection, what: &str, count: &'static str) {
     poll_until(
@@ -100,12 +111,7 @@ async fn three_instances_one_killed_lose_nothing_and_submit_once() {
     let flags = flags(&log);
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
 
-    let (ok, _, err) = cli(&place, &["migrate"]).await;
-    assert!(ok, "gengate migrate: {err}");
-    let mut procs: Vec<Option<Proc>> = Vec::new();
-    for _ in 0..3 {
-        procs.push(Some(serve(&place, &flags).await));
-    }
+    let mut procs = migrate_and_serve_three(&place, &flags).await;
     let http = reqwest::Client::new();
     let receiver = Receiver::start().await;
     let hook = receiver.url("/hook");
@@ -296,12 +302,7 @@ async fn three_instances_one_killed_keep_the_ledger() {
     let mut flags = flags(log.to_str().expect("utf-8 path"));
     flags.extend(["--sandbox-failure-rate", "0.3"].map(String::from));
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let (ok, _, err) = cli(&place, &["migrate"]).await;
-    assert!(ok, "gengate migrate: {err}");
-    let mut procs: Vec<Option<Proc>> = Vec::new();
-    for _ in 0..3 {
-        procs.push(Some(serve(&place, &flags).await));
-    }
+    let mut procs = migrate_and_serve_three(&place, &flags).await;
     let http = reqwest::Client::new();
     // 2 a task, 3 an image, 1 a second of video: an image task costs 5, a
     // 5 s video 7.

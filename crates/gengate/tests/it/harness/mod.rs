@@ -310,6 +310,18 @@ impl Gateway {
         .await
     }
 
+    /// `method` with a JSON `body` (PATCH, PUT).
+    pub async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: &str,
+        body: Value,
+    ) -> (u16, Value) {
+        let body = ("application/json", body.to_string().into_bytes());
+        self.send(method, path, Some(key), Some(body)).await
+    }
+
     pub async fn get(&self, path: &str, key: &str) -> (u16, Value) {
         self.send(reqwest::Method::GET, path, Some(key), None).await
     }
