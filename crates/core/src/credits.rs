@@ -22,7 +22,7 @@ pub const DEFAULT_VIDEO_SECS: u32 = 5;
 pub const MAX_PRICE: Credits = 1_000_000_000;
 
 /// What one model costs, in credits. All parts add up.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Price {
     /// The model (as clients name it), or `*` for every model without its own price.
@@ -134,11 +134,7 @@ pub fn price_schema() -> serde_json::Value {
             "model": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "\\S"},
             "per_task": credits,
             "per_image": credits,
-            "per_video_second": {
-                "type": "object",
-                "propertyNames": {"minLength": 1, "maxLength": 16},
-                "additionalProperties": credits,
-            },
+            "per_video_second": serde_json::to_value(per_video_second_schema()).unwrap_or_default(),
         },
     })
 }
@@ -203,16 +199,12 @@ impl PriceBook {
     pub fn prices(&self) -> impl Iterator<Item = &Price> {
         self.prices.values()
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.prices.is_empty()
-    }
 }
 
 /// What a task was charged when accepted: `per_task` plus `per_output` for
 /// each of `outputs` (images; one video). Fixed on the task: a later change
 /// of price does not touch tasks already accepted.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Charge {
     pub per_task: i64,
     pub per_output: i64,

@@ -13,7 +13,7 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use gengate_core::{ChannelSpec, SpecError, Task, channel};
+use gengate_core::{ChannelSpec, PriceBook, SpecError, Task, channel};
 use gengate_providers::Provider;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -32,6 +32,8 @@ const IN_FLIGHT_FRESH: Duration = Duration::from_secs(1);
 pub struct Channel {
     pub spec: ChannelSpec,
     pub provider: Arc<dyn Provider>,
+    /// `spec.cost` as a price book, for what a completed task cost upstream.
+    pub cost: PriceBook,
     rate: Option<DefaultDirectRateLimiter>,
     requests: Arc<tokio::sync::Semaphore>,
 }
@@ -59,6 +61,7 @@ impl Channel {
             .max_concurrent_requests
             .unwrap_or(MAX_CONCURRENT_REQUESTS);
         Channel {
+            cost: PriceBook::new(spec.cost.iter().cloned()),
             spec,
             provider,
             rate,

@@ -22,11 +22,6 @@ impl Prices {
         Prices { file, book }
     }
 
-    /// `gengate.toml`'s prices.
-    pub fn file(&self) -> &[Price] {
-        &self.file
-    }
-
     /// Whether `model`'s price comes from `gengate.toml`.
     pub fn in_file(&self, model: &str) -> bool {
         self.file.iter().any(|p| p.model == model)

@@ -8,7 +8,7 @@
 //! hangs here and nowhere else.
 
 use gengate_core::credits::{self, Credits};
-use gengate_core::{PriceBook, Task, TaskState, TaskUpdate};
+use gengate_core::{Task, TaskState, TaskUpdate};
 use gengate_store::StoreError;
 use tokio::sync::broadcast;
 use uuid::Uuid;
@@ -76,15 +76,14 @@ impl Engine {
     }
 
     /// What the channel that ran `task` says it cost upstream, for what it
-    /// delivered; `None` when the channel lists no cost (or is gone).
+    /// delivered; `None` when the channel prices no such model (or is gone).
     fn upstream_cost(&self, task: &Task, update: &TaskUpdate) -> Option<Credits> {
         let name = update.channel.as_deref().or(task.channel.as_deref())?;
         let channel = self.channels.get(name)?;
-        if channel.spec.cost.is_empty() {
-            return None;
-        }
-        let book = PriceBook::new(channel.spec.cost.iter().cloned());
-        let cost = book.quote(&task.model, task.kind, &task.request);
+        let cost = channel
+            .cost
+            .price(&task.model)?
+            .quote(task.kind, &task.request);
         let artifacts = update.artifacts.as_deref().unwrap_or(&task.artifacts);
         let delivered = Credits::from(credits::delivered(task.kind, artifacts).min(cost.outputs));
         Some(cost.per_task + cost.per_output * delivered)

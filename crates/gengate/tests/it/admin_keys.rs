@@ -196,12 +196,7 @@ async fn credits_are_granted_and_adjusted_into_the_ledger(backend: Backend) {
         assert_eq!(s, 400, "{body}: {v}");
         assert!(message(&v).starts_with(field), "{body}: {v}");
     }
-    let key = gw
-        .store()
-        .get_key(id.parse().unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+    let key = stored_key(&gw, id).await;
     assert_eq!(key.balance, 110, "refused credits move nothing");
     assert_eq!(gw.store().ledger(key.id, 100).await.unwrap().len(), 3);
 
@@ -363,12 +358,7 @@ async fn bad_input_is_refused_naming_the_field_and_nothing_is_stored(backend: Ba
         assert_eq!(s, 400, "{body}: {v}");
         assert!(message(&v).starts_with(field), "{body}: {v}");
     }
-    let key = gw
-        .store()
-        .get_key(id.parse().unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+    let key = stored_key(&gw, id).await;
     assert_eq!(
         (key.name.as_str(), key.enabled, key.limits.max_in_flight),
         ("app", true, Some(3)),
@@ -463,4 +453,10 @@ async fn a_burst_beyond_requests_per_sec_gets_429_with_retry_after(backend: Back
         assert_eq!(use_key(&gw, secret).await.0, 200);
     }
     gw.stop().await;
+}
+
+/// Key `id` as stored.
+async fn stored_key(gw: &Gateway, id: &str) -> gengate_core::ApiKey {
+    let id = id.parse().expect("a key id");
+    gw.store().get_key(id).await.unwrap().expect("a stored key")
 }
