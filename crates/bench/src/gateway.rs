@@ -95,6 +95,19 @@ impl Gateway {
         Ok(self.dir)
     }
 
+    /// CPU time the gateway has used so far (user + system).
+    pub fn cpu_time(&self) -> Option<Duration> {
+        let pid = self.child.id()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the command name (which may hold spaces), from the 3rd:
+        // utime and stime are the 14th and 15th, in clock ticks.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks: u64 =
+            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        // /proc counts in USER_HZ, which Linux fixes at 100 for its ABI.
+        Some(Duration::from_millis(ticks * 10))
+    }
+
     /// Peak resident memory so far (VmHWM), in MiB.
     pub fn peak_rss_mib(&self) -> Option<f64> {
         let pid = self.child.id()?;

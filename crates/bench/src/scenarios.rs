@@ -650,8 +650,8 @@ pub async fn slow_upstream(bin: &Path, plan: Plan) -> anyhow::Result<Vec<Row>> {
 /// Scenario 3: durable submits through each create endpoint, SQLite as shipped.
 pub async fn submits(bin: &Path, plan: Plan) -> anyhow::Result<Vec<Row>> {
     // Two gateways side by side, measured in turn: one where every model is
-    // free, one charging every task (a ledger entry and a balance update in
-    // the accept transaction).
+    // free, one charging every task (the key's balance updated in the accept
+    // transaction; the task row is the ledger entry).
     let free = Gateway::start(bin, &["--sandbox-latency-ms", "600000"]).await?;
     let charging = Gateway::start(bin, &["--sandbox-latency-ms", "600000"]).await?;
     let price = json!({"per_task": 1, "per_image": 1, "per_video_second": {"*": 1}});
@@ -679,21 +679,25 @@ pub async fn submits(bin: &Path, plan: Plan) -> anyhow::Result<Vec<Row>> {
             json!({"prompt": "bench"}),
         ),
     ] {
-        let rate = |gw: &Gateway| {
-            let req = post(format!("{}{path}", gw.base), body.clone());
-            async move {
-                let run = Arc::new(move |_| req.clone());
-                load::run(plan.connections, plan.duration(), None, run)
-                    .await
-                    .rate()
-            }
-        };
+        let req = |gw: &Gateway| post(format!("{}{path}", gw.base), body.clone());
         let (mut free_rates, mut charged_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..plan.reps {
-            let (a, b) = (rate(&free).await, rate(&charging).await);
+        let (mut free_cpu, mut charged_cpu, mut cpu_ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for rep in 0..plan.reps {
+            // Each first in turn, so that drift over the run favours neither.
+            let (free_req, charged_req) = (req(&free), req(&charging));
+            let ((a, a_cpu), (b, b_cpu)) = if rep % 2 == 0 {
+                let a = submit_run(&free, free_req, plan).await;
+                (a, submit_run(&charging, charged_req, plan).await)
+            } else {
+                let b = submit_run(&charging, charged_req, plan).await;
+                (submit_run(&free, free_req, plan).await, b)
+            };
             free_rates.push(a);
             charged_rates.push(b);
             ratios.push(b / a);
+            free_cpu.push(a_cpu);
+            charged_cpu.push(b_cpu);
+            cpu_ratios.push(b_cpu / a_cpu);
         }
         let (s, c, r) = (stats(free_rates), stats(charged_rates), stats(ratios));
         rows.push(Row {
@@ -720,8 +724,38 @@ pub async fn submits(bin: &Path, plan: Plan) -> anyhow::Result<Vec<Row>> {
             target: "≥ 0.9".into(),
             verdict: verdict(r.0 >= 0.9),
         });
+        let (fc, cc, cr) = (stats(free_cpu), stats(charged_cpu), stats(cpu_ratios));
+        for (figure, values) in [("free", fc), ("charged", cc)] {
+            rows.push(Row {
+                scenario: "3 durable submits",
+                figure: format!("{name}: gateway CPU per task, {figure}"),
+                unit: "µs",
+                values: Some(values),
+                target: "—".into(),
+                verdict: "—".into(),
+            });
+        }
+        rows.push(Row {
+            scenario: "3 durable submits",
+            figure: format!("{name}: CPU per task, charged ÷ free"),
+            unit: "ratio",
+            values: Some(cr),
+            target: "≤ 1.1".into(),
+            verdict: verdict(cr.0 <= 1.1),
+        });
     }
     Ok(rows)
+}
+
+/// One run of submits: its tasks/s, and the gateway's CPU time per accepted
+/// task (µs).
+async fn submit_run(gw: &Gateway, req: Request, plan: Plan) -> (f64, f64) {
+    let run = Arc::new(move |_| req.clone());
+    let cpu = gw.cpu_time();
+    let out = load::run(plan.connections, plan.duration(), None, run).await;
+    let used = gw.cpu_time().zip(cpu).map(|(b, a)| b.saturating_sub(a));
+    let per_task = used.map_or(f64::NAN, |d| d.as_secs_f64() * 1e6 / out.ok.max(1) as f64);
+    (out.rate(), per_task)
 }
 
 /// Scenario 4: submit → completed → callback delivered, sandbox at zero latency.

@@ -28,7 +28,8 @@ macro_rules! migrations {
             3 "0003_channels",
             4 "0004_task_listing",
             5 "0005_listing_by_dialect",
-            6 "0006_credits"
+            6 "0006_credits",
+            7 "0007_task_ledger"
         )
     };
     ($dir:literal: $($version:literal $name:literal),*) => {

@@ -128,46 +128,25 @@ async fn record_event(
     Ok(())
 }
 
-/// A ledger entry to append, of a key's.
-struct Entry<'a> {
-    /// Time-ordered; a task's charge takes the task's id.
-    id: Uuid,
-    kind: EntryKind,
-    /// Signed: what the key's balance moves by.
-    amount: Credits,
-    task_id: Option<Uuid>,
-    reason: Option<&'a str>,
-}
-
-/// Append a ledger entry and move the key's balance by its amount: the two
-/// never apart. The key's new balance; `None` when there is no such key.
+/// Append a grant or adjustment to the ledger table and move the key's
+/// balance by its amount: the two never apart. (A task's charge and refund
+/// are entries on the task's row.) The key's new balance; `None` when there
+/// is no such key.
 async fn book(
     tx: &mut impl Db,
     sql: &Sql,
     key_id: Uuid,
-    e: Entry<'_>,
+    (kind, amount, reason): (EntryKind, Credits, &str),
     now: Millis,
 ) -> StoreResult<Option<Credits>> {
-    let moved = params![e.amount, key_id];
+    let moved = params![amount, key_id];
     let balance = tx.rows(&sql.credit_key, moved, |r| r.int("balance"));
     let balance = first(balance.await?);
     if balance.is_some() {
-        record_entry(tx, sql, key_id, e, now).await?;
+        let entry = params![Uuid::now_v7(), key_id, now, kind.as_str(), amount, reason];
+        tx.exec(&sql.insert_entry, entry).await?;
     }
     Ok(balance)
-}
-
-/// Append the entry for a balance already moved by its amount.
-async fn record_entry(
-    tx: &mut impl Db,
-    sql: &Sql,
-    key_id: Uuid,
-    e: Entry<'_>,
-    now: Millis,
-) -> StoreResult<()> {
-    let kind = e.kind.as_str();
-    let entry = params![e.id, key_id, now, kind, e.amount, e.task_id, e.reason];
-    tx.exec(&sql.insert_entry, entry).await.map(drop)
 }
 
 /// In a new task's transaction, before its row: take the charge from the
@@ -248,18 +227,9 @@ impl<B: Backend> TaskStore for B {
                     charge.per_output,
                     i64::from(charge.outputs)
                 ];
+                // The row is the charge's ledger entry; `admit` took it
+                // from the balance.
                 let task = one(tx.rows(&sql.insert_task, values, row::task).await?)?;
-                if !charge.is_free() {
-                    let charged = Entry {
-                        id: task.id,
-                        kind: EntryKind::Charge,
-                        amount: -charge.total(),
-                        task_id: Some(task.id),
-                        reason: None,
-                    };
-                    // `admit` took it from the balance.
-                    record_entry(tx, sql, owner, charged, now).await?;
-                }
                 record_event(tx, sql, &task, TaskState::Pending, None, now).await?;
                 B::announce_work(tx).await?;
                 Ok(task)
@@ -462,24 +432,19 @@ impl<B: Backend> TaskStore for B {
                     id,
                     expected_version,
                     update.refund,
-                    update.upstream_cost
+                    update.upstream_cost,
+                    (update.refund > 0).then(Uuid::now_v7)
                 ];
                 let task = first(tx.rows(&sql.update_task, values, row::task).await?);
                 if let (Some(task), Some(state)) = (&task, update.state) {
                     let detail = update.detail.as_deref();
                     record_event(tx, sql, task, state, detail, now).await?;
+                    // The row, which says it was refunded, is the refund's
+                    // ledger entry: only the key's balance is left to move.
                     if update.refund > 0 {
                         let day = utc_day(now).0;
                         let back = params![update.refund, task.owner, day];
                         tx.exec(&sql.refund_key, back).await?;
-                        let refund = Entry {
-                            id: Uuid::now_v7(),
-                            kind: EntryKind::Refund,
-                            amount: update.refund,
-                            task_id: Some(task.id),
-                            reason: Some(state.as_str()),
-                        };
-                        record_entry(tx, sql, task.owner, refund, now).await?;
                     }
                 }
                 Ok(task)
@@ -613,13 +578,7 @@ impl<B: Backend> TaskStore for B {
                 ];
                 tx.exec(&sql.insert_key, values).await?;
                 if key.balance != 0 {
-                    let initial = Entry {
-                        id: Uuid::now_v7(),
-                        kind: EntryKind::Grant,
-                        amount: key.balance,
-                        task_id: None,
-                        reason: Some("initial credits"),
-                    };
+                    let initial = (EntryKind::Grant, key.balance, "initial credits");
                     book(tx, sql, key.id, initial, key.created_at).await?;
                 }
                 Ok(())
@@ -650,16 +609,7 @@ impl<B: Backend> TaskStore for B {
     ) -> StoreResult<Option<Credits>> {
         let (sql, reason) = (self.sql(), reason.to_string());
         self.transaction(move |tx| {
-            Box::pin(async move {
-                let entry = Entry {
-                    id: Uuid::now_v7(),
-                    kind,
-                    amount,
-                    task_id: None,
-                    reason: Some(&reason),
-                };
-                book(tx, sql, id, entry, now).await
-            })
+            Box::pin(async move { book(tx, sql, id, (kind, amount, &reason), now).await })
         })
         .await
     }

@@ -43,6 +43,15 @@ impl SqlDialect {
 const DELIVERY_COLUMNS: &str = "id, event_id, event_state, event_at, task_id, owner, seq, url, \
     state, attempts, next_attempt_at, last_status, last_error, created_at";
 
+/// A ledger entry's columns.
+const ENTRY: &str = "id, key_id, at, kind, amount, task_id, reason";
+/// A task's charge as a ledger entry, from its row.
+const TASK_CHARGE: &str = "id, owner AS key_id, created_at AS at, 'charge' AS kind, \
+    -charged AS amount, id AS task_id, NULL AS reason";
+/// A task's refund as a ledger entry: made only as the task ended, for why.
+const TASK_REFUND: &str = "refund_id AS id, owner AS key_id, finished_at AS at, \
+    'refund' AS kind, refunded AS amount, id AS task_id, state AS reason";
+
 /// A task's terminal states, as the SQL that keeps them final spells them.
 const TERMINAL: &str = "('completed', 'failed', 'canceled')";
 
@@ -62,7 +71,7 @@ pub(crate) struct Sql {
     /// recorded later finds its delivery gone.
     pub lock_deliveries: Option<String>,
     /// Children first: attempts, deliveries, events, the task.
-    pub delete_task: [String; 4],
+    pub delete_task: [String; 6],
     pub claim_due: String,
     pub release_leases: String,
     pub extend_lease: String,
@@ -160,14 +169,24 @@ impl Sql {
                     "SELECT 1 AS n FROM deliveries WHERE task_id = $1{for_update}"
                 ))
             }),
+            // A deleted task's ledger entries stay, in the ledger table.
             delete_task: [
+                format!(
+                    "INSERT INTO ledger ({ENTRY}) \
+                     SELECT {TASK_CHARGE} FROM tasks WHERE id = $1 AND charged > 0"
+                ),
+                format!(
+                    "INSERT INTO ledger ({ENTRY}) \
+                     SELECT {TASK_REFUND} FROM tasks WHERE id = $1 AND refunded > 0"
+                ),
                 "DELETE FROM delivery_attempts WHERE delivery_id IN \
-                 (SELECT id FROM deliveries WHERE task_id = $1)",
-                "DELETE FROM deliveries WHERE task_id = $1",
-                "DELETE FROM task_events WHERE task_id = $1",
-                "DELETE FROM tasks WHERE id = $1",
+                 (SELECT id FROM deliveries WHERE task_id = $1)"
+                    .into(),
+                "DELETE FROM deliveries WHERE task_id = $1".into(),
+                "DELETE FROM task_events WHERE task_id = $1".into(),
+                "DELETE FROM tasks WHERE id = $1".into(),
             ]
-            .map(|sql| s(sql.into())),
+            .map(s),
             claim_due: s(format!(
                 "UPDATE tasks SET lease_owner = $1, lease_until = $2 WHERE id IN ( \
                    SELECT id FROM tasks WHERE due_at IS NOT NULL AND due_at <= $3 \
@@ -203,6 +222,7 @@ impl Sql {
                    event_seq = event_seq + CASE WHEN $1 IS NULL THEN 0 ELSE 1 END, \
                    lease_owner = NULL, lease_until = NULL, \
                    refunded = refunded + $12, \
+                   refund_id = COALESCE($14, refund_id), \
                    upstream_cost = COALESCE($13, upstream_cost) \
                  WHERE id = $10 AND version = $11 AND state NOT IN {TERMINAL} \
                  RETURNING {cols}"
@@ -328,23 +348,32 @@ impl Sql {
                  spent = CASE WHEN spend_day = $3 THEN spent - $1 ELSE spent END \
                  WHERE id = $2"
                 .into()),
-            insert_entry: s(
-                "INSERT INTO ledger (id, key_id, at, kind, amount, task_id, reason) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)"
-                    .into(),
-            ),
+            insert_entry: s("INSERT INTO ledger (id, key_id, at, kind, amount, reason) \
+                 VALUES ($1, $2, $3, $4, $5, $6)"
+                .into()),
             open_tasks_of: s(
                 "SELECT COUNT(*) AS n FROM tasks WHERE owner = $1 AND due_at IS NOT NULL".into(),
             ),
-            ledger_page: s(
-                "SELECT id, key_id, at, kind, amount, task_id, reason FROM ledger \
-                 WHERE key_id = $1 ORDER BY at DESC, id DESC LIMIT $2"
-                    .into(),
-            ),
-            ledger_totals: s("SELECT k.id AS id, k.balance AS balance, \
-                 CAST(COALESCE(SUM(l.amount), 0) AS BIGINT) AS entries \
-                 FROM api_keys k LEFT JOIN ledger l ON l.key_id = k.id \
-                 GROUP BY k.id, k.balance ORDER BY k.id"
+            // The ledger table's entries, and the charges and refunds its
+            // tasks carry (migration 0007 says how): the newest of each.
+            ledger_page: s(format!(
+                "SELECT {ENTRY} FROM ( \
+                   SELECT {ENTRY} FROM ( \
+                     SELECT {ENTRY} FROM ledger WHERE key_id = $1 \
+                     ORDER BY at DESC, id DESC LIMIT $2) l \
+                   UNION ALL SELECT {ENTRY} FROM ( \
+                     SELECT {TASK_CHARGE} FROM tasks WHERE owner = $1 AND charged > 0 \
+                     ORDER BY created_at DESC, id DESC LIMIT $2) c \
+                   UNION ALL SELECT {ENTRY} FROM ( \
+                     SELECT {TASK_REFUND} FROM tasks WHERE owner = $1 AND refunded > 0 \
+                     ORDER BY finished_at DESC LIMIT $2) r \
+                 ) e ORDER BY at DESC, id DESC LIMIT $2"
+            )),
+            ledger_totals: s("SELECT k.id AS id, k.balance AS balance, CAST( \
+                 COALESCE((SELECT SUM(l.amount) FROM ledger l WHERE l.key_id = k.id), 0) \
+                 + COALESCE((SELECT SUM(t.refunded - t.charged) FROM tasks t \
+                   WHERE t.owner = k.id), 0) AS BIGINT) AS entries \
+                 FROM api_keys k ORDER BY k.id"
                 .into()),
             list_prices: s("SELECT model, spec FROM prices ORDER BY model".into()),
             put_price: s(

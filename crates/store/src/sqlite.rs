@@ -214,3 +214,110 @@ impl ToSql for Param<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use gengate_core::credits::EntryKind;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::TaskStore;
+
+    /// A database that 0006 wrote task charges and refunds into the ledger
+    /// table: after 0007 the same entries are listed, none twice, and every
+    /// balance still equals its entries.
+    #[tokio::test]
+    async fn migration_7_moves_task_entries_onto_their_tasks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
+            .unwrap();
+        for (version, sql) in &MIGRATIONS[..6] {
+            conn.execute_batch(sql).unwrap();
+            conn.execute("INSERT INTO schema_migrations VALUES (?1, 0)", [version])
+                .unwrap();
+        }
+        let (key, refunded, kept, refund) = (
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+        );
+        let b = |u: Uuid| u.as_bytes().to_vec();
+        conn.execute(
+            "INSERT INTO api_keys (id, name, hash, admin, created_at, unlimited, balance) \
+             VALUES (?1, 'old', ?2, 0, 1, 0, 995)",
+            rusqlite::params![b(key), vec![7u8; 32]],
+        )
+        .unwrap();
+        for (id, state, charged, back, finished) in [
+            (refunded, "failed", 17, 17, Some(50)),
+            (kept, "pending", 5, 0, None),
+        ] {
+            conn.execute(
+                "INSERT INTO tasks (id, owner, dialect, kind, model, request, state, created_at, \
+                 updated_at, finished_at, deadline_at, version, event_seq, charged, refunded) \
+                 VALUES (?1, ?2, 'luma', 'image', 'm', '{}', ?3, 10, 10, ?4, 99, 1, 1, ?5, ?6)",
+                rusqlite::params![b(id), b(key), state, finished, charged, back],
+            )
+            .unwrap();
+        }
+        let entries = [
+            (
+                Uuid::now_v7(),
+                1,
+                "grant",
+                1000,
+                None,
+                Some("initial credits"),
+            ),
+            (refunded, 10, "charge", -17, Some(refunded), None),
+            (kept, 10, "charge", -5, Some(kept), None),
+            (refund, 50, "refund", 17, Some(refunded), Some("failed")),
+        ];
+        for (id, at, kind, amount, task, reason) in entries {
+            conn.execute(
+                "INSERT INTO ledger (id, key_id, at, kind, amount, task_id, reason) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                rusqlite::params![b(id), b(key), at, kind, amount, task.map(b), reason],
+            )
+            .unwrap();
+        }
+        drop(conn);
+
+        let store = SqliteStore::open(path.to_str().unwrap(), true)
+            .await
+            .unwrap();
+        let listed = store.ledger(key, 10).await.unwrap();
+        let seen: Vec<_> = listed
+            .iter()
+            .map(|e| (e.id, e.at, e.kind, e.amount, e.task_id, e.reason.as_deref()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (
+                    refund,
+                    50,
+                    EntryKind::Refund,
+                    17,
+                    Some(refunded),
+                    Some("failed")
+                ),
+                (kept, 10, EntryKind::Charge, -5, Some(kept), None),
+                (refunded, 10, EntryKind::Charge, -17, Some(refunded), None),
+                (
+                    entries[0].0,
+                    1,
+                    EntryKind::Grant,
+                    1000,
+                    None,
+                    Some("initial credits")
+                ),
+            ]
+        );
+        let totals = store.ledger_totals().await.unwrap();
+        assert_eq!((totals[0].balance, totals[0].entries), (995, 995));
+    }
+}

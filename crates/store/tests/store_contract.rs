@@ -211,10 +211,29 @@ async fn a_terminal_change_refunds_once_whoever_races(s: Arc<dyn TaskStore>) {
         .filter(|e| e.kind == EntryKind::Refund)
         .collect();
     assert_eq!(refunds.len(), tasks.len());
+    for r in &refunds {
+        assert_eq!((r.amount, r.at), (12, 20), "{r:?}");
+        assert!(matches!(r.reason.as_deref(), Some("failed" | "canceled")));
+        assert_ne!(Some(r.id), r.task_id, "a refund is an entry of its own");
+    }
     for t in &tasks {
         let t = s.load_task(t.id).await.unwrap().unwrap();
         assert_eq!((t.refunded, t.net_charge()), (12, 0));
     }
+    ledger_holds(s.as_ref()).await;
+
+    // Deleting tasks keeps their charges and refunds in the ledger, as they were.
+    let before = s.ledger(k.id, 100).await.unwrap();
+    assert_eq!(
+        before.len(),
+        1 + 2 * tasks.len(),
+        "the grant, a charge and a refund each"
+    );
+    for t in tasks.iter().step_by(2) {
+        assert!(s.delete_task(k.id, t.id).await.unwrap());
+    }
+    assert_eq!(s.ledger(k.id, 100).await.unwrap(), before);
+    assert_eq!(balance(s.as_ref(), k.id).await, 1000);
     ledger_holds(s.as_ref()).await;
 }
 
