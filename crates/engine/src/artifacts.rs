@@ -5,24 +5,27 @@
 //! many tasks share (the deterministic sandbox, retries) once.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use gengate_core::{Artifact, ArtifactRole, ImageFormat};
 use gengate_providers::media;
 use gengate_providers::{Output, OutputData};
 use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
 
-use crate::fetch::get_capped;
-use crate::files::FileStore;
+use crate::fetch::{Capped, FetchError};
+use crate::storage::{MediaStore, StorageError};
 
 /// Storage prefix of results; everything under it is served at `/files/`.
 pub const RESULTS_PREFIX: &str = "results";
 
-/// Results larger than this are refused (a 4K video is well under it).
-const MAX_RESULT_BYTES: usize = 1 << 30;
-/// Time allowed to copy one result.
+/// Results larger than this unless configured (`max_result_mb`).
+pub const DEFAULT_MAX_RESULT_BYTES: u64 = 2 << 30;
+/// Images are decoded whole to be checked; larger ones are refused.
+const MAX_IMAGE_RESULT_BYTES: u64 = 128 << 20;
+/// Time allowed to download one result.
 const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
@@ -48,25 +51,42 @@ struct Facts {
 /// Entries kept of files already probed, by content hash.
 const KNOWN_FILES: usize = 4096;
 
-/// Copies results into storage. Remembers what it found in files it has
-/// seen, so identical results (the sandbox's, retries) are decoded once.
+type Known = Arc<Mutex<HashMap<(String, ArtifactRole), Facts>>>;
+
+/// Copies results into storage. A result the upstream gives by URL streams
+/// to a local spool file (hashed on the way, capped in size), is probed
+/// there and streamed up to storage: no whole video is ever in memory.
+/// Remembers what it found in files it has seen, so identical results (the
+/// sandbox's, retries) are decoded once.
 pub struct Mirror {
-    files: FileStore,
+    media: MediaStore,
+    spool: PathBuf,
+    max_bytes: u64,
     http: reqwest::Client,
-    known: Arc<Mutex<HashMap<(String, ArtifactRole), Facts>>>,
+    known: Known,
+}
+
+/// A downloaded result in the spool, removed when dropped.
+struct Spooled {
+    file: tempfile::TempPath,
+    sha256: String,
+    size: u64,
+    ext: &'static str,
 }
 
 impl Mirror {
     /// Results come from the channels' upstreams, which the operator chose
     /// (self-hosted ones on private networks included): no address policy here.
-    pub fn new(files: FileStore) -> Mirror {
+    pub fn new(media: MediaStore, spool: PathBuf, max_bytes: u64) -> Mirror {
         let http = reqwest::Client::builder()
             .timeout(DOWNLOAD_TIMEOUT)
             .user_agent(concat!("gengate/", env!("CARGO_PKG_VERSION")))
             .build()
             .unwrap_or_default();
         Mirror {
-            files,
+            media,
+            spool,
+            max_bytes,
             http,
             known: Arc::default(),
         }
@@ -75,24 +95,41 @@ impl Mirror {
     pub async fn store(&self, outputs: Vec<Output>) -> Result<Vec<Artifact>, MirrorError> {
         let mut artifacts = Vec::with_capacity(outputs.len());
         for out in outputs {
-            let (bytes, ext) = match out.data {
-                OutputData::Inline { bytes, extension } => (bytes, extension),
-                OutputData::Url(url) => download(&url, &self.http).await?,
+            let (role, known) = (out.role, self.known.clone());
+            let (key, facts) = match out.data {
+                OutputData::Inline { bytes, extension } => {
+                    if bytes.len() as u64 > self.max_bytes {
+                        return Err(self.too_large());
+                    }
+                    let for_probe = bytes.clone();
+                    let (sha256, facts) =
+                        blocking(move || examine(role, &for_probe, &known)).await??;
+                    let key = format!("{RESULTS_PREFIX}/{sha256}.{extension}");
+                    self.media
+                        .put_once(&key, bytes)
+                        .await
+                        .map_err(|e| storing(&key, e))?;
+                    (key, facts)
+                }
+                OutputData::Url(url) => {
+                    let spooled = self.download(&url).await?;
+                    let key = format!("{RESULTS_PREFIX}/{}.{}", spooled.sha256, spooled.ext);
+                    let (path, sha256, size) = (
+                        spooled.file.to_path_buf(),
+                        spooled.sha256.clone(),
+                        spooled.size,
+                    );
+                    let facts =
+                        blocking(move || examine_file(role, &path, size, sha256, &known)).await??;
+                    self.media
+                        .put_file_once(&key, &spooled.file)
+                        .await
+                        .map_err(|e| storing(&key, e))?;
+                    (key, facts)
+                }
             };
-            let known = self.known.clone();
-            let role = out.role;
-            let for_probe = bytes.clone();
-            let (sha256, facts) =
-                tokio::task::spawn_blocking(move || examine(role, &for_probe, &known))
-                    .await
-                    .map_err(|e| MirrorError::Transient(format!("probe: {e}")))??;
-            let key = format!("{RESULTS_PREFIX}/{sha256}.{ext}");
-            self.files
-                .put_once(&key, &bytes)
-                .await
-                .map_err(|e| MirrorError::Transient(format!("storing {key}: {e}")))?;
             artifacts.push(Artifact {
-                role: out.role,
+                role,
                 index: out.index,
                 key,
                 content_type: facts.content_type.into(),
@@ -103,6 +140,108 @@ impl Mirror {
             });
         }
         Ok(artifacts)
+    }
+
+    fn too_large(&self) -> MirrorError {
+        MirrorError::BadResult(format!(
+            "the result is larger than the {} MB limit (max_result_mb)",
+            self.max_bytes >> 20
+        ))
+    }
+
+    /// Stream `url` into a spool file, hashing it on the way.
+    async fn download(&self, url: &str) -> Result<Spooled, MirrorError> {
+        let failed = |e: FetchError| match e {
+            FetchError::TooLarge(_) => self.too_large(),
+            e if e.is_transient() => MirrorError::Transient(format!("downloading the result: {e}")),
+            e => MirrorError::BadResult(format!("downloading the result: {e}")),
+        };
+        let spool = |e: std::io::Error| MirrorError::Transient(format!("spooling the result: {e}"));
+        let mut body = Capped::open(&self.http, url, self.max_bytes, DOWNLOAD_TIMEOUT)
+            .await
+            .map_err(failed)?;
+        tokio::fs::create_dir_all(&self.spool)
+            .await
+            .map_err(spool)?;
+        let (file, path) = tempfile::NamedTempFile::new_in(&self.spool)
+            .map_err(spool)?
+            .into_parts();
+        let mut file = tokio::fs::File::from_std(file);
+        let (mut hasher, mut head, mut size) = (Sha256::new(), Vec::new(), 0u64);
+        while let Some(chunk) = body.chunk().await.map_err(failed)? {
+            hasher.update(&chunk);
+            if head.len() < 16 {
+                head.extend_from_slice(&chunk[..chunk.len().min(16 - head.len())]);
+            }
+            size += chunk.len() as u64;
+            file.write_all(&chunk).await.map_err(spool)?;
+        }
+        file.flush().await.map_err(spool)?;
+        Ok(Spooled {
+            file: path,
+            sha256: hex::encode(hasher.finalize()),
+            size,
+            ext: ImageFormat::sniff(&head).map_or("mp4", ImageFormat::extension),
+        })
+    }
+}
+
+fn storing(key: &str, e: StorageError) -> MirrorError {
+    metrics::counter!("gengate_storage_errors_total", "op" => "put").increment(1);
+    tracing::warn!(key, error = %e, "storing a result failed; the task will try again");
+    MirrorError::Transient(format!("storing {key}: {e}"))
+}
+
+/// Run CPU- or disk-bound work on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, MirrorError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| MirrorError::Transient(format!("probe: {e}")))
+}
+
+/// What a spooled file is, reading no more of it than needed: a video's
+/// boxes but not its frames; an image whole (it is decoded to be checked).
+fn examine_file(
+    role: ArtifactRole,
+    path: &std::path::Path,
+    size: u64,
+    sha256: String,
+    known: &Mutex<HashMap<(String, ArtifactRole), Facts>>,
+) -> Result<Facts, MirrorError> {
+    let key = (sha256, role);
+    if let Some(facts) = known.lock().ok().and_then(|k| k.get(&key).cloned()) {
+        return Ok(facts);
+    }
+    let spool =
+        |e: std::io::Error| MirrorError::Transient(format!("reading the spooled result: {e}"));
+    let facts = if role == ArtifactRole::Video {
+        let file = std::io::BufReader::new(std::fs::File::open(path).map_err(spool)?);
+        video_facts(media::probe_mp4_reader(file, size), role)?
+    } else {
+        if size > MAX_IMAGE_RESULT_BYTES {
+            return Err(MirrorError::BadResult(format!(
+                "the {role:?} result is larger than {} MB",
+                MAX_IMAGE_RESULT_BYTES >> 20
+            )));
+        }
+        probe(role, &std::fs::read(path).map_err(spool)?)?
+    };
+    remember(known, key, &facts);
+    Ok(facts)
+}
+
+fn remember(
+    known: &Mutex<HashMap<(String, ArtifactRole), Facts>>,
+    key: (String, ArtifactRole),
+    facts: &Facts,
+) {
+    if let Ok(mut k) = known.lock() {
+        if k.len() >= KNOWN_FILES {
+            k.clear();
+        }
+        k.insert(key, facts.clone());
     }
 }
 
@@ -118,12 +257,7 @@ fn examine(
         return Ok((key.0, facts));
     }
     let facts = probe(role, bytes)?;
-    if let Ok(mut k) = known.lock() {
-        if k.len() >= KNOWN_FILES {
-            k.clear();
-        }
-        k.insert(key.clone(), facts.clone());
-    }
+    remember(known, key.clone(), &facts);
     Ok((key.0, facts))
 }
 
@@ -132,14 +266,7 @@ fn probe(role: ArtifactRole, bytes: &[u8]) -> Result<Facts, MirrorError> {
     let bad =
         |e: media::MediaError| MirrorError::BadResult(format!("unreadable {role:?} result: {e}"));
     if role == ArtifactRole::Video {
-        let info = media::probe_mp4(bytes).map_err(bad)?;
-        return Ok(Facts {
-            content_type: "video/mp4",
-            width: info.width,
-            height: info.height,
-            duration: Some(info.duration_secs),
-            palette: None,
-        });
+        return video_facts(media::probe_mp4(bytes), role);
     }
     let info = media::probe_image(bytes).map_err(bad)?;
     let palette = if role == ArtifactRole::Thumbnail {
@@ -156,20 +283,86 @@ fn probe(role: ArtifactRole, bytes: &[u8]) -> Result<Facts, MirrorError> {
     })
 }
 
-async fn download(url: &str, http: &reqwest::Client) -> Result<(Bytes, &'static str), MirrorError> {
-    let body = get_capped(http, url, MAX_RESULT_BYTES, DOWNLOAD_TIMEOUT)
-        .await
-        .map_err(|e| {
-            let msg = format!("downloading the result: {e}");
-            if e.is_transient() {
-                MirrorError::Transient(msg)
-            } else {
-                MirrorError::BadResult(msg)
-            }
-        })?;
-    let ext = match ImageFormat::sniff(&body) {
-        Some(f) => f.extension(),
-        None => "mp4",
-    };
-    Ok((Bytes::from(body), ext))
+fn video_facts(
+    probed: Result<media::VideoInfo, media::MediaError>,
+    role: ArtifactRole,
+) -> Result<Facts, MirrorError> {
+    let info =
+        probed.map_err(|e| MirrorError::BadResult(format!("unreadable {role:?} result: {e}")))?;
+    Ok(Facts {
+        content_type: "video/mp4",
+        width: info.width,
+        height: info.height,
+        duration: Some(info.duration_secs),
+        palette: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use gengate_testkit::{ImageHost, RED_PNG};
+
+    use super::*;
+
+    fn mirror(max_bytes: u64) -> (Mirror, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let media = MediaStore::local(dir.path().join("media")).unwrap();
+        (Mirror::new(media, dir.path().join("spool"), max_bytes), dir)
+    }
+
+    fn output(data: OutputData) -> Vec<Output> {
+        vec![Output {
+            role: ArtifactRole::Image,
+            index: 0,
+            data,
+        }]
+    }
+
+    fn files_in(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir).map_or(0, |d| d.count())
+    }
+
+    #[tokio::test]
+    async fn a_downloaded_result_streams_through_the_spool_into_storage() {
+        let host = ImageHost::start().await;
+        let (mirror, dir) = mirror(1 << 20);
+        let url = OutputData::Url(host.url("/red.png"));
+        let stored = mirror.store(output(url)).await.unwrap();
+        let sha = hex::encode(Sha256::digest(RED_PNG));
+        assert_eq!(stored[0].key, format!("results/{sha}.png"));
+        assert_eq!((stored[0].width, stored[0].height), (8, 8));
+        let on_disk = std::fs::read(dir.path().join("media").join(&stored[0].key)).unwrap();
+        assert_eq!(on_disk, RED_PNG);
+        assert_eq!(
+            files_in(&dir.path().join("spool")),
+            0,
+            "the spool file is gone"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_result_over_the_limit_is_refused_by_name_and_not_stored() {
+        let host = ImageHost::start().await;
+        let (mirror, dir) = mirror(1 << 20);
+        // 11 MB, no Content-Length trusted: refused while streaming.
+        let url = OutputData::Url(host.url("/huge.png"));
+        match mirror.store(output(url)).await {
+            Err(MirrorError::BadResult(why)) => assert_eq!(
+                why,
+                "the result is larger than the 1 MB limit (max_result_mb)"
+            ),
+            other => panic!("{other:?}"),
+        }
+        let inline = OutputData::Inline {
+            bytes: Bytes::from(vec![0u8; (1 << 20) + 1]),
+            extension: "png",
+        };
+        assert!(matches!(
+            mirror.store(output(inline)).await,
+            Err(MirrorError::BadResult(_))
+        ));
+        assert_eq!(files_in(&dir.path().join("media/results")), 0);
+        assert_eq!(files_in(&dir.path().join("spool")), 0);
+    }
 }

@@ -27,6 +27,10 @@ pub struct EngineConfig {
     pub public_url: Option<String>,
     /// `gengate.toml`'s price book (`[[prices]]`).
     pub prices: Vec<gengate_core::Price>,
+    /// A local directory results download into before they are stored.
+    pub spool_dir: std::path::PathBuf,
+    /// Results larger than this fail their task.
+    pub max_result_bytes: u64,
 }
 
 impl Default for EngineConfig {
@@ -42,6 +46,8 @@ impl Default for EngineConfig {
             max_poll_interval: Duration::from_secs(30),
             public_url: None,
             prices: Vec::new(),
+            spool_dir: std::env::temp_dir().join("gengate-spool"),
+            max_result_bytes: crate::artifacts::DEFAULT_MAX_RESULT_BYTES,
         }
     }
 }

@@ -3,14 +3,14 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
+use bytes::Bytes;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     #[error("HTTP {0}")]
     Status(u16),
     #[error("larger than {} MB", .0 / (1024 * 1024))]
-    TooLarge(usize),
+    TooLarge(u64),
     #[error("no answer within {} s", .0.as_secs())]
     Timeout(Duration),
     #[error("connection failed")]
@@ -30,41 +30,81 @@ impl FetchError {
     }
 }
 
+/// A GET's body, read chunk by chunk and refused past its cap.
+pub struct Capped {
+    resp: reqwest::Response,
+    max_bytes: u64,
+    read: u64,
+    timeout: Duration,
+}
+
+impl Capped {
+    /// GET `url`: a success status and a declared length within the cap.
+    pub async fn open(
+        http: &reqwest::Client,
+        url: &str,
+        max_bytes: u64,
+        timeout: Duration,
+    ) -> Result<Capped, FetchError> {
+        let resp = http
+            .get(url)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| classify(e, timeout))?;
+        if !resp.status().is_success() {
+            return Err(FetchError::Status(resp.status().as_u16()));
+        }
+        if resp.content_length().is_some_and(|n| n > max_bytes) {
+            return Err(FetchError::TooLarge(max_bytes));
+        }
+        Ok(Capped {
+            resp,
+            max_bytes,
+            read: 0,
+            timeout,
+        })
+    }
+
+    /// The next chunk; `None` at the end.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, FetchError> {
+        let Some(chunk) = self
+            .resp
+            .chunk()
+            .await
+            .map_err(|e| classify(e, self.timeout))?
+        else {
+            return Ok(None);
+        };
+        self.read += chunk.len() as u64;
+        if self.read > self.max_bytes {
+            return Err(FetchError::TooLarge(self.max_bytes));
+        }
+        Ok(Some(chunk))
+    }
+}
+
+fn classify(e: reqwest::Error, timeout: Duration) -> FetchError {
+    if e.is_timeout() {
+        FetchError::Timeout(timeout)
+    } else if e.is_connect() {
+        FetchError::Connect
+    } else {
+        FetchError::Other(e.to_string())
+    }
+}
+
+/// A whole body in memory, for what is small (input images).
 pub async fn get_capped(
     http: &reqwest::Client,
     url: &str,
     max_bytes: usize,
     timeout: Duration,
 ) -> Result<Vec<u8>, FetchError> {
-    let classify = |e: reqwest::Error| {
-        if e.is_timeout() {
-            FetchError::Timeout(timeout)
-        } else if e.is_connect() {
-            FetchError::Connect
-        } else {
-            FetchError::Other(e.to_string())
-        }
-    };
-    let resp = http
-        .get(url)
-        .timeout(timeout)
-        .send()
-        .await
-        .map_err(classify)?;
-    if !resp.status().is_success() {
-        return Err(FetchError::Status(resp.status().as_u16()));
+    let mut body = Capped::open(http, url, max_bytes as u64, timeout).await?;
+    let mut out = Vec::new();
+    while let Some(chunk) = body.chunk().await? {
+        out.extend_from_slice(&chunk);
     }
-    if resp.content_length().is_some_and(|n| n > max_bytes as u64) {
-        return Err(FetchError::TooLarge(max_bytes));
-    }
-    let mut body = Vec::new();
-    let mut stream = resp.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(classify)?;
-        if body.len() + chunk.len() > max_bytes {
-            return Err(FetchError::TooLarge(max_bytes));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+    Ok(out)
 }

@@ -11,8 +11,8 @@ use gengate_providers::InputBytes;
 use gengate_store::TaskStore;
 
 use crate::fetch::get_capped;
-use crate::files::FileStore;
 use crate::net::AddressPolicy;
+use crate::storage::MediaStore;
 
 /// Why a task's inputs could not be had: the task fails with this reason.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +52,7 @@ impl InputFetcher {
     pub async fn resolve(
         &self,
         task: &Task,
-        files: &FileStore,
+        media: &MediaStore,
         store: &dyn TaskStore,
     ) -> Result<Resolved, InputError> {
         let mut out = Resolved::default();
@@ -68,11 +68,11 @@ impl InputFetcher {
                     (bytes, format, Some(url.clone()))
                 }
                 ImageSource::Stored { key, format } => {
-                    let bytes = files
+                    let bytes = media
                         .get(key)
                         .await
                         .map_err(|e| InputError::Transient(format!("stored input {key}: {e}")))?;
-                    (Bytes::from(bytes), *format, None)
+                    (bytes, *format, None)
                 }
             };
             out.images.push(InputBytes {
@@ -89,13 +89,13 @@ impl InputFetcher {
                 .map_err(|e| InputError::Transient(e.to_string()))?
                 .ok_or_else(|| InputError::Bad(format!("generation {parent_id} is gone")))?;
             if let Some(last) = parent.artifact(ArtifactRole::LastFrame) {
-                let bytes = files.get(&last.key).await.map_err(|e| {
+                let bytes = media.get(&last.key).await.map_err(|e| {
                     InputError::Transient(format!("last frame of {parent_id}: {e}"))
                 })?;
                 out.images.push(InputBytes {
                     role: ImageRole::Start,
                     format: ImageFormat::Jpeg,
-                    bytes: Bytes::from(bytes),
+                    bytes,
                     url: None,
                 });
             }

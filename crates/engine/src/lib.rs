@@ -15,7 +15,6 @@ pub mod artifacts;
 mod channels;
 mod config;
 mod fetch;
-pub mod files;
 pub mod inputs;
 pub mod keys;
 mod lifecycle;
@@ -23,6 +22,7 @@ pub mod net;
 mod pacing;
 pub mod prices;
 pub mod service;
+pub mod storage;
 pub mod stored_channels;
 
 mod transition;
@@ -32,8 +32,8 @@ pub mod webhooks;
 pub use channels::{Channel, Channels, ProviderFactory};
 pub use config::EngineConfig;
 use config::ms;
-use files::FileStore;
 use inputs::InputFetcher;
+use storage::MediaStore;
 pub use transition::TaskChanged;
 
 /// Due polls at one channel, sent as one request.
@@ -52,7 +52,7 @@ pub fn now_ms() -> Millis {
 pub struct Engine {
     store: Arc<dyn TaskStore>,
     channels: Channels,
-    files: FileStore,
+    media: MediaStore,
     fetcher: InputFetcher,
     mirror: artifacts::Mirror,
     cfg: EngineConfig,
@@ -70,7 +70,7 @@ impl Engine {
     pub fn new(
         store: Arc<dyn TaskStore>,
         channels: Channels,
-        files: FileStore,
+        media: MediaStore,
         cfg: EngineConfig,
         policy: net::AddressPolicy,
     ) -> Arc<Engine> {
@@ -79,8 +79,12 @@ impl Engine {
             prices: prices::Prices::new(cfg.prices.clone()),
             store,
             channels,
-            mirror: artifacts::Mirror::new(files.clone()),
-            files,
+            mirror: artifacts::Mirror::new(
+                media.clone(),
+                cfg.spool_dir.clone(),
+                cfg.max_result_bytes,
+            ),
+            media,
             fetcher,
             cfg,
             worker_id: format!("worker-{}", uuid::Uuid::new_v4()),
@@ -103,8 +107,9 @@ impl Engine {
         &self.cfg
     }
 
-    pub fn files(&self) -> &FileStore {
-        &self.files
+    /// Where results and inputs are stored.
+    pub fn media(&self) -> &MediaStore {
+        &self.media
     }
 
     /// Use the store's channels and prices as they are now (after an admin

@@ -154,7 +154,7 @@ impl Engine {
         let inputs = match self
             .keeping_lease(
                 task,
-                self.fetcher.resolve(task, &self.files, self.store.as_ref()),
+                self.fetcher.resolve(task, &self.media, self.store.as_ref()),
             )
             .await
         {

@@ -195,8 +195,8 @@ impl TaskService {
             image.format.extension()
         );
         self.engine
-            .files()
-            .put_once(&key, &image.bytes)
+            .media()
+            .put_once(&key, image.bytes.into())
             .await
             .map_err(|e| {
                 tracing::error!(error = %e, "storing an input image failed");

@@ -6,18 +6,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use gengate_engine::files::FileStore;
 use gengate_engine::keys::KeyService;
 use gengate_engine::net::AddressPolicy;
 use gengate_engine::service::TaskService;
+use gengate_engine::storage::MediaStore;
 use gengate_engine::webhooks::Deliverer;
 use gengate_engine::{Channels, Engine, EngineConfig, ProviderFactory, now_ms};
 use gengate_server::AppState;
+use gengate_server::files::FileUrls;
 use gengate_store::TaskStore;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::Settings;
+use crate::config::{FileUrlMode, Settings};
 
 /// A running gengate: where it listens, and how to stop it.
 pub struct Running {
@@ -126,11 +127,14 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         fetch_timeout: Duration::from_secs(settings.fetch_timeout_secs),
         public_url: Some(public.clone()),
         prices: settings.prices.clone(),
+        spool_dir: settings.data_dir.join("spool"),
+        max_result_bytes: settings.max_result_mb << 20,
         ..EngineConfig::default()
     };
-    let files = FileStore::new(settings.data_dir.join("media"));
+    let media = MediaStore::open(&settings.storage_url()?, &settings.s3)?;
+    tracing::info!(storage = media.url(), "results and inputs stored");
     let policy = AddressPolicy::new(settings.allowed_networks()?);
-    let engine = Engine::new(store.clone(), channels, files, cfg, policy.clone());
+    let engine = Engine::new(store.clone(), channels, media, cfg, policy.clone());
     // Stored channels serve from the first request on.
     engine
         .reload_channels()
@@ -152,6 +156,12 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         store,
         engine: engine.clone(),
         files_base,
+        file_urls: match settings.file_urls {
+            FileUrlMode::Proxy => FileUrls::Proxy,
+            FileUrlMode::Presigned => {
+                FileUrls::Presigned(Duration::from_secs(settings.presign_ttl_secs))
+            }
+        },
     };
     let run_engine = settings.role.runs_engine();
     let serve_api = settings.role.serves_api();

@@ -52,6 +52,27 @@ pub struct Settings {
     pub prices: Vec<gengate_core::Price>,
     /// Credits a new key starts with unless it is given some or is unlimited.
     pub default_credits: gengate_core::Credits,
+    /// Where results and uploaded inputs are stored: `file:///abs/dir` or
+    /// `s3://bucket/prefix`; defaults to `file://<data_dir>/media`. Instances
+    /// sharing a database share this too.
+    pub storage_url: Option<String>,
+    /// How an `s3://` storage is reached (`[s3]`: endpoint, region,
+    /// path_style, allow_http); credentials only from the AWS environment.
+    pub s3: gengate_engine::storage::S3Settings,
+    /// `proxy`: gengate streams results from storage; `presigned`: it
+    /// redirects to a storage URL signed for `presign_ttl_secs`.
+    pub file_urls: FileUrlMode,
+    pub presign_ttl_secs: u64,
+    /// Results larger than this (MiB) fail their task, naming the limit.
+    pub max_result_mb: u64,
+}
+
+/// How clients fetch results (see [`Settings::file_urls`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileUrlMode {
+    Proxy,
+    Presigned,
 }
 
 /// What an instance runs: several instances on one database can split
@@ -112,6 +133,11 @@ impl Default for Settings {
             channels: Vec::new(),
             prices: Vec::new(),
             default_credits: 0,
+            storage_url: None,
+            s3: Default::default(),
+            file_urls: FileUrlMode::Proxy,
+            presign_ttl_secs: 300,
+            max_result_mb: gengate_engine::artifacts::DEFAULT_MAX_RESULT_BYTES >> 20,
         }
     }
 }
@@ -136,6 +162,14 @@ impl Settings {
         self.database_url
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("gengate.db").display()))
+    }
+
+    pub fn storage_url(&self) -> anyhow::Result<String> {
+        if let Some(url) = &self.storage_url {
+            return Ok(url.clone());
+        }
+        let dir = std::path::absolute(self.data_dir.join("media"))?;
+        Ok(format!("file://{}", dir.display()))
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
@@ -179,6 +213,19 @@ impl Settings {
         anyhow::ensure!(
             (0..=gengate_core::credits::MAX_PRICE).contains(&self.default_credits),
             "default_credits must be from 0 to 1000000000"
+        );
+        // S3 signs URLs for at most a week.
+        anyhow::ensure!(
+            (1..=604_800).contains(&self.presign_ttl_secs),
+            "presign_ttl_secs must be 1 to 604800"
+        );
+        anyhow::ensure!(
+            (1..=1 << 20).contains(&self.max_result_mb),
+            "max_result_mb must be 1 to 1048576"
+        );
+        anyhow::ensure!(
+            self.file_urls == FileUrlMode::Proxy || self.storage_url()?.starts_with("s3://"),
+            "file_urls = \"presigned\" needs an s3:// storage_url"
         );
         Ok(())
     }

@@ -11,7 +11,7 @@ mod scene;
 mod still;
 mod video;
 
-pub use probe::{average_color, palette_grid, probe_image, probe_mp4};
+pub use probe::{average_color, palette_grid, probe_image, probe_mp4, probe_mp4_reader};
 pub use still::render_image;
 pub use video::render_video;
 

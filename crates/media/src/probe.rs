@@ -1,6 +1,6 @@
 //! Reading media back: MP4 headers, PNG/JPEG validation and colour summaries.
 
-use std::io::Cursor;
+use std::io::{Cursor, Read, Seek};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use image::{ImageReader, Limits, RgbImage};
@@ -15,18 +15,25 @@ const MAX_DECODE_ALLOC: u64 = 1 << 30;
 /// Reads an MP4's header with the `mp4` crate and describes its first video
 /// track (lowest track id).
 pub fn probe_mp4(bytes: &[u8]) -> Result<VideoInfo, MediaError> {
+    probe_mp4_reader(Cursor::new(bytes), bytes.len() as u64)
+}
+
+/// [`probe_mp4`] of `size` bytes read from `reader`: only the boxes'
+/// headers and `moov` are read (the media data is skipped), so a video of
+/// any length is probed in little memory.
+pub fn probe_mp4_reader(reader: impl Read + Seek, size: u64) -> Result<VideoInfo, MediaError> {
     // The mp4 crate can panic on some malformed boxes; a probe of untrusted
     // bytes must report that as an error rather than take the caller down.
-    catch_unwind(AssertUnwindSafe(|| probe_mp4_inner(bytes))).unwrap_or_else(|_| {
+    catch_unwind(AssertUnwindSafe(|| probe_mp4_inner(reader, size))).unwrap_or_else(|_| {
         Err(MediaError::InvalidMp4(
             "malformed boxes (parser panicked)".into(),
         ))
     })
 }
 
-fn probe_mp4_inner(bytes: &[u8]) -> Result<VideoInfo, MediaError> {
-    let reader = Mp4Reader::read_header(Cursor::new(bytes), bytes.len() as u64)
-        .map_err(|e| MediaError::InvalidMp4(e.to_string()))?;
+fn probe_mp4_inner(reader: impl Read + Seek, size: u64) -> Result<VideoInfo, MediaError> {
+    let reader =
+        Mp4Reader::read_header(reader, size).map_err(|e| MediaError::InvalidMp4(e.to_string()))?;
     let track = reader
         .tracks()
         .values()

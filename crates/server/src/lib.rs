@@ -6,12 +6,11 @@
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::services::ServeDir;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
@@ -23,6 +22,7 @@ pub mod deliveries;
 pub mod dream_machine;
 pub mod error;
 mod extract;
+pub mod files;
 pub mod health;
 pub mod kling;
 pub mod luma;
@@ -40,15 +40,9 @@ pub mod usage;
 
 pub use state::AppState;
 
-/// Results live under this storage prefix (see `gengate_engine::artifacts`).
-const RESULTS_PREFIX: &str = gengate_engine::artifacts::RESULTS_PREFIX;
-
 /// The routes: with `serve_api`, the dialects, files and OpenAPI; always
 /// the health endpoints (a worker-only instance answers those alone).
 pub fn router(state: AppState, serve_api: bool) -> Router {
-    // Results only: inputs clients uploaded are stored beside them but never served.
-    let results = ServeDir::new(state.engine.files().root().join(RESULTS_PREFIX))
-        .append_index_html_on_directories(false);
     metrics::install();
     let mut routes = Router::new()
         .merge(health::router())
@@ -67,15 +61,9 @@ pub fn router(state: AppState, serve_api: bool) -> Router {
             .merge(usage::router())
             .merge(admin_keys::router())
             .merge(upstream_callbacks::router())
+            .merge(files::router())
             .route("/openapi.json", get(openapi::serve))
-            .merge(openapi::reference_page())
-            .nest_service(
-                &format!("/files/{RESULTS_PREFIX}"),
-                // Content-addressed: a result URL never changes what it serves.
-                tower::ServiceBuilder::new()
-                    .layer(axum::middleware::map_response(immutable))
-                    .service(results),
-            );
+            .merge(openapi::reference_page());
         synchronous = synchronous
             .merge(openai_images::router())
             .merge(dream_machine::sync_router());
@@ -107,16 +95,6 @@ pub fn router(state: AppState, serve_api: bool) -> Router {
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         // Bodies are bounded where they are read (body::read_json).
         .layer(axum::extract::DefaultBodyLimit::disable())
-}
-
-async fn immutable<B>(mut resp: axum::http::Response<B>) -> axum::http::Response<B> {
-    if resp.status().is_success() {
-        resp.headers_mut().insert(
-            axum::http::header::CACHE_CONTROL,
-            HeaderValue::from_static("public, max-age=31536000, immutable"),
-        );
-    }
-    resp
 }
 
 async fn not_found() -> Response {

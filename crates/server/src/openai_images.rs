@@ -147,7 +147,7 @@ async fn images(
                 b64_json: None,
             },
             ResponseFormat::B64Json => {
-                let bytes = state.engine.files().get(&a.key).await.map_err(|e| {
+                let bytes = state.engine.media().get(&a.key).await.map_err(|e| {
                     tracing::error!(task = %task.id, key = %a.key, error = %e, "stored result unreadable");
                     ApiError::Unavailable("a stored result could not be read, try again".into())
                 })?;

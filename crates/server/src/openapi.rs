@@ -182,7 +182,7 @@ impl Modify for Bearer {
     }
 }
 
-/// Stored results are served by a file service, not a handler; described here.
+/// `files::serve`, whose answers (ranges, redirects, headers) are described by hand.
 struct Files;
 
 impl Modify for Files {
@@ -208,11 +208,21 @@ impl Modify for Files {
                     ))
                     .description(Some("SHA-256 of the content and its extension, e.g. 3f…a9.mp4")),
             )
+            .parameter(
+                ParameterBuilder::new()
+                    .name("download")
+                    .parameter_in(ParameterIn::Query)
+                    .required(Required::False)
+                    .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                    .description(Some("Present: served as an attachment (Content-Disposition)")),
+            )
             .response("200", ResponseBuilder::new().description("The file"))
             .response("206", ResponseBuilder::new().description("Part of the file (Range)"))
-            .response("304", ResponseBuilder::new().description("Not modified (If-None-Match, If-Modified-Since)"))
+            .response("304", ResponseBuilder::new().description("Not modified (If-None-Match)"))
+            .response("307", ResponseBuilder::new().description("At a short-lived presigned storage URL (file_urls = \"presigned\")"))
             .response("404", ResponseBuilder::new().description("No such file"))
             .response("416", ResponseBuilder::new().description("The Range is outside the file"))
+            .response("503", ResponseBuilder::new().description("Storage unavailable; try again after Retry-After"))
             .build();
         openapi.paths.paths.insert(
             "/files/results/{file}".into(),

@@ -18,6 +18,8 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     /// Absolute URL prefix of stored files, e.g. `http://host:8080/files`.
     pub files_base: String,
+    /// Whether `/files/` streams results or redirects to storage.
+    pub file_urls: crate::files::FileUrls,
     /// Keys: authentication and the admin API's key management.
     pub keys: Arc<KeyService>,
     /// Rendered finished tasks, served as bytes.

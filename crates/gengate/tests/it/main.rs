@@ -21,5 +21,6 @@ mod openai_images_api;
 mod process;
 mod providers_e2e;
 mod sdks;
+mod storage;
 mod tasks_api;
 mod upstream_gengate;

@@ -1,13 +1,12 @@
 //! The official Python SDKs, unchanged, pointed at gengate: `lumaai`
 //! (Luma's official API) and `openai` (`images.generate`). They run from a
-//! virtual environment made by `tests/sdk/setup.sh` with the pinned
+//! virtual environment made by `crates/testkit/python/venv.sh` with the pinned
 //! `tests/sdk/requirements.txt`, from the registry: `.ci/run` makes it,
 //! and a test makes it if it is missing. Without Python or the registry,
 //! the tests skip, except under `CI=true`, where they fail.
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
 
 use crate::harness::{Backend, Gateway, TestApp, sandbox_channel};
 use base64::Engine as _;
@@ -22,38 +21,11 @@ fn sdk_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk")
 }
 
-/// The venv's python, the venv made first if needed (once per run).
+/// The SDK venv's python (the venv made first if needed); `None` to skip.
 fn python() -> Option<PathBuf> {
-    static MADE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let made = MADE.get_or_init(|| {
-        let venv = std::env::var_os("GENGATE_SDK_VENV")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/sdk-venv")
-            });
-        let out = Command::new(sdk_dir().join("setup.sh"))
-            .arg(&venv)
-            .output()
-            .map_err(|e| format!("setup.sh did not run: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "setup.sh failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        Ok(venv.join("bin/python"))
-    });
-    match made {
-        Ok(p) => Some(p.clone()),
-        Err(e) => {
-            assert!(
-                std::env::var("CI").is_err(),
-                "the SDK venv is required under CI: {e}"
-            );
-            eprintln!("SKIPPED: no SDK venv ({e})");
-            None
-        }
-    }
+    let requirements = sdk_dir().join("requirements.txt");
+    gengate_testkit::python::venv_bin("sdk-venv", "GENGATE_SDK_VENV", &requirements)
+        .map(|bin| bin.join("python"))
 }
 
 /// Run `script` against `gw` with `key`; its last line of output is JSON.

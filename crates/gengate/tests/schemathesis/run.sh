@@ -4,8 +4,8 @@
 #   crates/gengate/tests/schemathesis/run.sh [path to the gengate binary]
 # The binary defaults to target/debug/gengate (`cargo build -p gengate`);
 # nothing is built here. The virtual environment (requirements.txt, pinned)
-# is made in target/schemathesis-venv when missing or stale, as
-# tests/sdk/setup.sh does. Exits non-zero on any failure of any check.
+# is made in target/schemathesis-venv when missing or stale, by
+# crates/testkit/python/venv.sh. Exits non-zero on any failure of any check.
 #
 # Where requests can go: gengate and schemathesis run in a network
 # namespace of their own with loopback only (`unshare --net`), so no
@@ -24,12 +24,7 @@ bin="$(realpath "${1:-$root/target/debug/gengate}")"
 
 if [ -z "${GENGATE_ST_ISOLATED:-}" ]; then
     # Outside the namespace: the venv (the registry is reachable here only).
-    stamp="$venv/.requirements"
-    if ! { [ -x "$venv/bin/schemathesis" ] && cmp -s "$here/requirements.txt" "$stamp"; }; then
-        python3 -m venv "$venv"
-        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$here/requirements.txt"
-        cp "$here/requirements.txt" "$stamp"
-    fi
+    "$root/crates/testkit/python/venv.sh" "$venv" "$here/requirements.txt"
     [ -x "$bin" ] || { echo "no gengate binary at $bin (cargo build -p gengate)" >&2; exit 1; }
     # Root (CI) makes the namespace directly; anyone else through a user namespace.
     userns=()

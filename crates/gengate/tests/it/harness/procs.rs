@@ -60,6 +60,11 @@ pub struct Proc {
 
 /// Start `gengate serve` on a free port; returns once it listens.
 pub async fn serve(place: &Place, extra: &[&str]) -> Proc {
+    serve_with_env(place, extra, &[]).await
+}
+
+/// [`serve`] with environment variables set for the process.
+pub async fn serve_with_env(place: &Place, extra: &[&str], env: &[(&str, String)]) -> Proc {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -71,6 +76,7 @@ pub async fn serve(place: &Place, extra: &[&str]) -> Proc {
         .args(extra)
         .env("GENGATE_ADMIN_KEY", ADMIN)
         .env_remove("GENGATE_LISTEN")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
         .stderr(log)
         .kill_on_drop(true)

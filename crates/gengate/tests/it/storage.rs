@@ -1,0 +1,367 @@
+//! Results and inputs in S3-compatible storage (moto's server): instances
+//! that share a database and a bucket but not a directory submit each
+//! other's tasks and serve each other's files; files stream with ranges;
+//! a result over the size limit fails its task by name.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+use crate::harness::procs::{ADMIN, Place, post, serve_with_env};
+use crate::harness::{Backend, poll_until, sharing_the_machine};
+use gengate_testkit::fixtures::json_of;
+use gengate_testkit::{RED_PNG, S3Server, TcpGate};
+
+/// `AWS_*` for `s3`, and the storage URL of `bucket`.
+fn storage_env(s3: &S3Server, bucket: &str) -> Vec<(&'static str, String)> {
+    let mut env = s3.env();
+    env.push(("GENGATE_STORAGE_URL", format!("s3://{bucket}/gengate")));
+    env
+}
+
+/// A and B on one PostgreSQL database and one bucket, each with its own
+/// data directory: A only answers the API, so B's worker runs the task A
+/// accepted (reading the image A stored), and both serve its result.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_instances_share_one_bucket_for_inputs_and_results() {
+    let _machine = sharing_the_machine().await;
+    if !crate::harness::postgres_available().await {
+        return;
+    }
+    let Some(s3) = S3Server::start().await else {
+        return;
+    };
+    s3.create_bucket("shared").await;
+    let env = storage_env(&s3, "shared");
+    let place_a = Place::new(Backend::Postgres).await;
+    let db = place_a.pg.as_ref().expect("a database").url.clone();
+    // B: the same database, a directory of its own.
+    let place_b = Place {
+        dir: tempfile::tempdir().unwrap(),
+        pg: None,
+    };
+    let common = [
+        "--allow-network",
+        "127.0.0.1/32",
+        "--sandbox-latency-ms",
+        "200",
+    ];
+    let a = serve_with_env(&place_a, &[&common[..], &["--role", "api"]].concat(), &env).await;
+    let b = serve_with_env(
+        &place_b,
+        &[&common[..], &["--database-url", &db]].concat(),
+        &env,
+    )
+    .await;
+    let http = reqwest::Client::new();
+
+    let b64 = base64::engine::general_purpose::STANDARD.encode(RED_PNG);
+    let body =
+        json!({"prompt": "tinted", "aspect_ratio": "1:1", "image": b64, "image_fidelity": 1.0});
+    let (status, created) = post(
+        &http,
+        format!("{}/kling/v1/images/generations", a.base),
+        ADMIN,
+        body,
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    let id = created["data"]["task_id"]
+        .as_str()
+        .expect("a task id")
+        .to_string();
+
+    // The input is in the bucket, not in either directory.
+    let every = Duration::from_millis(100);
+    let task: Value = poll_until(
+        "the task done",
+        Duration::from_secs(60),
+        every,
+        async || {
+            let t = json_of(
+                http.get(format!("{}/kling/v1/images/generations/{id}", a.base))
+                    .bearer_auth(ADMIN),
+            )
+            .await;
+            match t["data"]["task_status"].as_str() {
+                Some("succeed" | "failed") => Ok(t),
+                _ => Err(t.to_string()),
+            }
+        },
+    )
+    .await;
+    assert_eq!(task["data"]["task_status"], "succeed", "{task}");
+    for dir in [place_a.dir.path(), place_b.dir.path()] {
+        assert!(
+            !dir.join("media").exists(),
+            "nothing stored in {}",
+            dir.display()
+        );
+    }
+
+    let url = task["data"]["task_result"]["images"][0]["url"]
+        .as_str()
+        .expect("an image url")
+        .to_string();
+    let file = url
+        .split_once("/files/")
+        .expect("a files url")
+        .1
+        .to_string();
+    let stored = http
+        .get(format!("{}/files/{file}", b.base))
+        .send()
+        .await
+        .unwrap();
+    let stored = stored.bytes().await.unwrap();
+    let objects = s3.objects("shared").await;
+    let key = format!("gengate/{file}");
+    assert!(
+        objects.contains(&(key.clone(), stored.len() as u64)),
+        "{key} in the bucket: {objects:?}"
+    );
+    assert!(
+        objects
+            .iter()
+            .any(|(k, _)| k.starts_with("gengate/inputs/")),
+        "the uploaded image is in the bucket: {objects:?}"
+    );
+    for base in [&a.base, &b.base] {
+        let whole = http
+            .get(format!("{base}/files/{file}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(whole.status().as_u16(), 200);
+        let headers = whole.headers().clone();
+        assert_eq!(headers["content-type"], "image/jpeg");
+        assert_eq!(headers["accept-ranges"], "bytes");
+        assert!(
+            headers["cache-control"]
+                .to_str()
+                .unwrap()
+                .contains("immutable")
+        );
+        let etag = headers["etag"].to_str().unwrap().to_string();
+        assert_eq!(
+            whole.bytes().await.unwrap(),
+            stored,
+            "{base} serves the stored bytes"
+        );
+
+        let part = http
+            .get(format!("{base}/files/{file}"))
+            .header("range", "bytes=2-9")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(part.status().as_u16(), 206);
+        assert_eq!(
+            part.headers()["content-range"],
+            format!("bytes 2-9/{}", stored.len()).as_str()
+        );
+        assert_eq!(part.bytes().await.unwrap(), &stored[2..10]);
+
+        let head = http
+            .head(format!("{base}/files/{file}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(head.status().as_u16(), 200);
+        assert_eq!(
+            head.headers()["content-length"],
+            stored.len().to_string().as_str()
+        );
+
+        let same = http
+            .get(format!("{base}/files/{file}"))
+            .header("if-none-match", &etag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(same.status().as_u16(), 304);
+
+        let outside = http
+            .get(format!("{base}/files/{file}"))
+            .header("range", format!("bytes={}-", stored.len() + 10))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(outside.status().as_u16(), 416);
+        assert_eq!(
+            outside.headers()["content-range"],
+            format!("bytes */{}", stored.len()).as_str()
+        );
+    }
+    drop((a, b));
+    place_a.finish().await;
+}
+
+/// Submit a Kling image task through `base` and wait for its end.
+async fn kling_image(http: &reqwest::Client, base: &str, within: Duration) -> Value {
+    let body = json!({"prompt": "a lighthouse", "aspect_ratio": "1:1"});
+    let (status, created) = post(
+        http,
+        format!("{base}/kling/v1/images/generations"),
+        ADMIN,
+        body,
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    let id = created["data"]["task_id"]
+        .as_str()
+        .expect("a task id")
+        .to_string();
+    let every = Duration::from_millis(100);
+    poll_until("the task done", within, every, async || {
+        let t = json_of(
+            http.get(format!("{base}/kling/v1/images/generations/{id}"))
+                .bearer_auth(ADMIN),
+        )
+        .await;
+        match t["data"]["task_status"].as_str() {
+            Some("succeed" | "failed") => Ok(t),
+            _ => Err(t.to_string()),
+        }
+    })
+    .await
+}
+
+/// Storage down while a result is being stored: the task waits (it is
+/// neither failed nor lost), the failures show in the metrics, and it
+/// completes once storage is back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_waits_out_a_storage_outage() {
+    let _machine = sharing_the_machine().await;
+    let Some(s3) = S3Server::start().await else {
+        return;
+    };
+    s3.create_bucket("flaky").await;
+    let target = s3
+        .endpoint
+        .trim_start_matches("http://")
+        .parse()
+        .expect("an address");
+    let gate = TcpGate::to(target).await;
+    let mut env = storage_env(&s3, "flaky");
+    env.retain(|(k, _)| *k != "AWS_ENDPOINT_URL");
+    env.push(("AWS_ENDPOINT_URL", format!("http://{}", gate.addr)));
+    let place = Place::new(Backend::Sqlite).await;
+    let gw = serve_with_env(&place, &["--sandbox-latency-ms", "100"], &env).await;
+    let http = reqwest::Client::new();
+
+    gate.shut();
+    let body = json!({"prompt": "a lighthouse", "aspect_ratio": "1:1"});
+    let (status, created) = post(
+        &http,
+        format!("{}/kling/v1/images/generations", gw.base),
+        ADMIN,
+        body,
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    let id = created["data"]["task_id"]
+        .as_str()
+        .expect("a task id")
+        .to_string();
+    let every = Duration::from_millis(200);
+    poll_until(
+        "failed stores counted",
+        Duration::from_secs(30),
+        every,
+        async || {
+            let metrics = http
+                .get(format!("{}/metrics", gw.base))
+                .send()
+                .await
+                .unwrap();
+            let metrics = metrics.text().await.unwrap();
+            if metrics.contains("gengate_storage_errors_total{op=\"put\"}") {
+                Ok(())
+            } else {
+                Err("no storage error yet".into())
+            }
+        },
+    )
+    .await;
+    let during = json_of(
+        http.get(format!("{}/kling/v1/images/generations/{id}", gw.base))
+            .bearer_auth(ADMIN),
+    )
+    .await;
+    assert!(
+        matches!(
+            during["data"]["task_status"].as_str(),
+            Some("submitted" | "processing")
+        ),
+        "waiting, not failed: {during}"
+    );
+
+    gate.open();
+    let done = poll_until(
+        "completed after the outage",
+        Duration::from_secs(90),
+        every,
+        async || {
+            let t = json_of(
+                http.get(format!("{}/kling/v1/images/generations/{id}", gw.base))
+                    .bearer_auth(ADMIN),
+            )
+            .await;
+            match t["data"]["task_status"].as_str() {
+                Some("succeed" | "failed") => Ok(t),
+                _ => Err(t.to_string()),
+            }
+        },
+    )
+    .await;
+    assert_eq!(done["data"]["task_status"], "succeed", "{done}");
+    let url = done["data"]["task_result"]["images"][0]["url"]
+        .as_str()
+        .unwrap();
+    let served = http.get(url).send().await.unwrap();
+    assert_eq!(served.status().as_u16(), 200);
+    drop(gw);
+    place.finish().await;
+}
+
+/// `file_urls = "presigned"`: result URLs redirect to the bucket, signed
+/// for `presign_ttl_secs`; the signed URL serves the file.
+#[tokio::test(flavor = "multi_thread")]
+async fn presigned_result_urls_redirect_to_the_bucket() {
+    let _machine = sharing_the_machine().await;
+    let Some(s3) = S3Server::start().await else {
+        return;
+    };
+    s3.create_bucket("signed").await;
+    let mut env = storage_env(&s3, "signed");
+    env.push(("GENGATE_FILE_URLS", "presigned".into()));
+    env.push(("GENGATE_PRESIGN_TTL_SECS", "2".into()));
+    let place = Place::new(Backend::Sqlite).await;
+    let gw = serve_with_env(&place, &["--sandbox-latency-ms", "100"], &env).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    let task = kling_image(&http, &gw.base, Duration::from_secs(60)).await;
+    assert_eq!(task["data"]["task_status"], "succeed", "{task}");
+    let url = task["data"]["task_result"]["images"][0]["url"]
+        .as_str()
+        .unwrap();
+    let answer = http.get(url).send().await.unwrap();
+    assert_eq!(answer.status().as_u16(), 307);
+    let signed = answer.headers()["location"].to_str().unwrap().to_string();
+    assert!(signed.starts_with(&s3.endpoint), "{signed}");
+    assert!(signed.contains("X-Amz-Signature="), "{signed}");
+    let file = http.get(&signed).send().await.unwrap();
+    assert_eq!(file.status().as_u16(), 200);
+    let bytes = file.bytes().await.unwrap();
+    assert!(bytes.starts_with(&[0xFF, 0xD8, 0xFF]), "a JPEG");
+    // S3 refuses the URL once its X-Amz-Expires has passed (moto does not
+    // check, so the test reads the signed lifetime).
+    assert!(signed.contains("X-Amz-Expires=2&"), "{signed}");
+    drop(gw);
+    place.finish().await;
+}

@@ -1,0 +1,223 @@
+//! `/files/results/{file}`: results streamed from storage (whichever
+//! instance stored them) with `Range`, `ETag`, `HEAD` and caching forever,
+//! since a result's name is its content's hash; or, with
+//! `file_urls = "presigned"`, a redirect to a short-lived storage URL.
+//! Inputs clients uploaded are stored beside results but never served.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use gengate_engine::artifacts::RESULTS_PREFIX;
+use gengate_engine::storage::{GetRange, StorageError};
+use serde::Deserialize;
+
+use crate::AppState;
+
+/// Where clients fetch results from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileUrls {
+    /// gengate streams them from storage.
+    Proxy,
+    /// gengate redirects to a storage URL signed for this long.
+    Presigned(Duration),
+}
+
+pub fn router() -> Router<AppState> {
+    // `get` answers HEAD too; the handler then reads no body.
+    Router::new().route("/files/results/{file}", get(serve))
+}
+
+#[derive(Deserialize)]
+pub struct FileQuery {
+    /// Present: answer as a download (`Content-Disposition: attachment`).
+    download: Option<String>,
+}
+
+/// A stored result (documented in `openapi`'s `Files`).
+pub async fn serve(
+    State(state): State<AppState>,
+    method: Method,
+    Path(file): Path<String>,
+    Query(query): Query<FileQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let Some((hash, content_type)) = parse_name(&file) else {
+        return detail(StatusCode::NOT_FOUND, "no such file");
+    };
+    let media = state.engine.media();
+    let key = format!("{RESULTS_PREFIX}/{file}");
+    if let FileUrls::Presigned(ttl) = state.file_urls {
+        return match media.presign(&key, ttl).await {
+            Some(Ok(url)) => redirect(&url),
+            Some(Err(e)) => unavailable(&e),
+            None => unavailable(&StorageError::Config("cannot presign".into())),
+        };
+    }
+    let etag = format!("\"{hash}\"");
+    let mut out = HeaderMap::new();
+    out.insert(header::ETAG, value(&etag));
+    out.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=31536000, immutable"),
+    );
+    out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    out.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if query.download.is_some() {
+        let disposition = format!("attachment; filename=\"{file}\"");
+        out.insert(header::CONTENT_DISPOSITION, value(&disposition));
+    }
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+    {
+        return (StatusCode::NOT_MODIFIED, out).into_response();
+    }
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_range);
+    let head = method == Method::HEAD;
+    let found = match media.read(&key, range.clone(), head).await {
+        Ok(found) => found,
+        Err(StorageError::NotFound) => return detail(StatusCode::NOT_FOUND, "no such file"),
+        // A range the file does not hold: say how long the file is.
+        Err(_) if range.is_some() => {
+            return match media.read(&key, None, true).await {
+                Ok(whole) => {
+                    let all = format!("bytes */{}", whole.meta.size);
+                    out.insert(header::CONTENT_RANGE, value(&all));
+                    (StatusCode::RANGE_NOT_SATISFIABLE, out).into_response()
+                }
+                Err(StorageError::NotFound) => detail(StatusCode::NOT_FOUND, "no such file"),
+                Err(e) => unavailable(&e),
+            };
+        }
+        Err(e) => return unavailable(&e),
+    };
+    let (size, served) = (found.meta.size, found.range.clone());
+    let status = if range.is_some() {
+        let part = format!(
+            "bytes {}-{}/{size}",
+            served.start,
+            served.end.saturating_sub(1)
+        );
+        out.insert(header::CONTENT_RANGE, value(&part));
+        StatusCode::PARTIAL_CONTENT
+    } else {
+        StatusCode::OK
+    };
+    let length = if head && range.is_none() {
+        size
+    } else {
+        served.end - served.start
+    };
+    out.insert(header::CONTENT_LENGTH, value(&length.to_string()));
+    let body = if head {
+        Body::empty()
+    } else {
+        Body::from_stream(found.into_stream())
+    };
+    (status, out, body).into_response()
+}
+
+/// `<64 hex>.<ext>`: the hash and the content type; nothing else is a result.
+fn parse_name(file: &str) -> Option<(&str, &'static str)> {
+    let (hash, ext) = file.split_once('.')?;
+    let content_type = match ext {
+        "mp4" => "video/mp4",
+        "jpg" => "image/jpeg",
+        "png" => "image/png",
+        _ => return None,
+    };
+    let hex = hash.len() == 64
+        && hash
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    hex.then_some((hash, content_type))
+}
+
+/// One range of `bytes=first-last`, `bytes=first-` or `bytes=-suffix`.
+/// Anything else (several ranges, other units, nonsense) is ignored and the
+/// whole file served, as HTTP allows.
+fn parse_range(v: &str) -> Option<GetRange> {
+    let spec = v.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (first, last) = spec.split_once('-')?;
+    let (first, last) = (first.trim(), last.trim());
+    if first.is_empty() {
+        return last
+            .parse()
+            .ok()
+            .filter(|&n: &u64| n > 0)
+            .map(GetRange::Suffix);
+    }
+    let first: u64 = first.parse().ok()?;
+    if last.is_empty() {
+        return Some(GetRange::Offset(first));
+    }
+    let last: u64 = last.parse().ok()?;
+    (last >= first).then(|| GetRange::Bounded(first..last.saturating_add(1)))
+}
+
+fn value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static(""))
+}
+
+fn detail(status: StatusCode, detail: &str) -> Response {
+    (status, axum::Json(serde_json::json!({ "detail": detail }))).into_response()
+}
+
+fn redirect(url: &str) -> Response {
+    let mut out = HeaderMap::new();
+    out.insert(header::LOCATION, value(url));
+    out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    (StatusCode::TEMPORARY_REDIRECT, out).into_response()
+}
+
+fn unavailable(e: &StorageError) -> Response {
+    tracing::warn!(error = %e, "serving a file from storage failed");
+    let mut r = detail(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable");
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_parse_as_http_says() {
+        let r = |s| parse_range(s);
+        assert_eq!(r("bytes=0-9"), Some(GetRange::Bounded(0..10)));
+        assert_eq!(r("bytes=5-"), Some(GetRange::Offset(5)));
+        assert_eq!(r("bytes=-3"), Some(GetRange::Suffix(3)));
+        for ignored in [
+            "bytes=9-0",
+            "bytes=0-1,4-5",
+            "items=0-1",
+            "bytes=-0",
+            "bytes=x-",
+            "",
+        ] {
+            assert_eq!(r(ignored), None, "{ignored}");
+        }
+    }
+
+    #[test]
+    fn only_hash_names_are_results() {
+        let h = "a".repeat(64);
+        assert_eq!(parse_name(&format!("{h}.mp4")), Some((&h[..], "video/mp4")));
+        assert!(parse_name(&format!("{h}.gif")).is_none());
+        assert!(parse_name(&format!("{}.png", "A".repeat(64))).is_none());
+        assert!(parse_name("../gengate.db").is_none());
+    }
+}
