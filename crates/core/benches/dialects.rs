@@ -74,13 +74,15 @@ const BASE: &str = "https://gengate.example.com/files";
 #[divan::bench]
 fn render_luma_task_to_json(b: divan::Bencher) {
     let t = completed(Dialect::Luma);
-    b.bench(|| serde_json::to_vec(&luma::render(divan::black_box(&t), BASE)));
+    let links = gengate_core::FileLinks::plain(BASE);
+    b.bench(|| serde_json::to_vec(&luma::render(divan::black_box(&t), &links.at(0))));
 }
 
 #[divan::bench]
 fn render_kling_task_to_json(b: divan::Bencher) {
     let t = completed(Dialect::Kling);
-    b.bench(|| serde_json::to_vec(&kling::render(divan::black_box(&t), BASE)));
+    let links = gengate_core::FileLinks::plain(BASE);
+    b.bench(|| serde_json::to_vec(&kling::render(divan::black_box(&t), &links.at(0))));
 }
 
 #[divan::bench]

@@ -6,6 +6,7 @@ pub mod credits;
 pub mod delivery;
 pub mod dialect;
 pub mod error;
+pub mod links;
 pub mod request;
 pub mod task;
 pub mod time;
@@ -16,6 +17,7 @@ pub use channel::{ChannelSpec, Credentials, ProviderKind, SpecError};
 pub use credits::{Admission, Charge, Credits, KeyLimits, Price, PriceBook, Refusal};
 pub use delivery::{Delivery, DeliveryAttempt, DeliveryOutcome, DeliveryState, RetrySchedule};
 pub use error::ApiError;
+pub use links::{FileLinks, Links};
 pub use request::{GenerationRequest, ImageFormat, ImageRole, ImageSource, InputImage};
 pub use task::{
     ApiKey, Artifact, ArtifactRole, Dialect, Millis, NewTask, Task, TaskEvent, TaskKind, TaskState,

@@ -140,12 +140,12 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         .reload_channels()
         .await
         .context("reading stored channels")?;
-    let files_base = format!("{}/files", public.trim_end_matches('/'));
+    let file_links = Arc::new(settings.file_links(&public));
     let deliverer = Deliverer::new(
         store.clone(),
         policy.clone(),
         settings.retry_schedule()?,
-        files_base.clone(),
+        file_links.clone(),
     );
     let (tx, rx) = watch::channel(false);
     let state = AppState {
@@ -155,7 +155,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         sync_wait: Duration::from_secs(settings.sync_wait_secs),
         store,
         engine: engine.clone(),
-        files_base,
+        file_links,
         file_urls: match settings.file_urls {
             FileUrlMode::Proxy => FileUrls::Proxy,
             FileUrlMode::Presigned => {

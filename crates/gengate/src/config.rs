@@ -63,6 +63,12 @@ pub struct Settings {
     /// redirects to a storage URL signed for `presign_ttl_secs`.
     pub file_urls: FileUrlMode,
     pub presign_ttl_secs: u64,
+    /// Result URLs signed and good for this long (to twice that); 0: plain
+    /// URLs, public while the file is kept.
+    pub file_url_ttl_secs: u64,
+    /// Keys that sign result URLs: the first signs, any verifies (put a new
+    /// one first to rotate). Secrets: from gengate.toml or the environment.
+    pub file_url_keys: Vec<String>,
     /// Results larger than this (MiB) fail their task, naming the limit.
     pub max_result_mb: u64,
 }
@@ -137,6 +143,8 @@ impl Default for Settings {
             s3: Default::default(),
             file_urls: FileUrlMode::Proxy,
             presign_ttl_secs: 300,
+            file_url_ttl_secs: 0,
+            file_url_keys: Vec::new(),
             max_result_mb: gengate_engine::artifacts::DEFAULT_MAX_RESULT_BYTES >> 20,
         }
     }
@@ -170,6 +178,15 @@ impl Settings {
         }
         let dir = std::path::absolute(self.data_dir.join("media"))?;
         Ok(format!("file://{}", dir.display()))
+    }
+
+    /// How result URLs under `public` are written.
+    pub fn file_links(&self, public: &str) -> gengate_core::FileLinks {
+        let base = format!("{}/files", public.trim_end_matches('/'));
+        if self.file_url_ttl_secs == 0 {
+            return gengate_core::FileLinks::plain(base);
+        }
+        gengate_core::FileLinks::signed(base, &self.file_url_keys, self.file_url_ttl_secs)
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
@@ -222,6 +239,12 @@ impl Settings {
         anyhow::ensure!(
             (1..=1 << 20).contains(&self.max_result_mb),
             "max_result_mb must be 1 to 1048576"
+        );
+        anyhow::ensure!(
+            self.file_url_ttl_secs == 0
+                || (!self.file_url_keys.is_empty()
+                    && self.file_url_keys.iter().all(|k| k.len() >= 32)),
+            "file_url_ttl_secs needs file_url_keys, each of at least 32 characters"
         );
         anyhow::ensure!(
             self.file_urls == FileUrlMode::Proxy || self.storage_url()?.starts_with("s3://"),

@@ -81,7 +81,7 @@ async fn accept(state: &AppState, key: &ApiKey, new: NewTask) -> Result<Task> {
 fn created(task: &Task, state: &AppState) -> Response {
     (
         StatusCode::CREATED,
-        Json(dream_machine::render(task, &state.files_base)),
+        Json(dream_machine::render(task, &state.links())),
     )
         .into_response()
 }
@@ -163,7 +163,7 @@ pub async fn get_one(
     Path(id): Path<String>,
 ) -> Result<Json<Generation>> {
     let task = own_task(&state, key.id, &id).await?;
-    Ok(Json(dream_machine::render(&task, &state.files_base)))
+    Ok(Json(dream_machine::render(&task, &state.links())))
 }
 
 /// The caller's generations made through this API, newest first.
@@ -183,7 +183,7 @@ pub async fn list(
         .await?;
     let generations: Vec<Generation> = tasks
         .iter()
-        .map(|t| dream_machine::render(t, &state.files_base))
+        .map(|t| dream_machine::render(t, &state.links()))
         .collect();
     Ok(Json(GenerationList {
         has_more: offset + (generations.len() as u64) < total,

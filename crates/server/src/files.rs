@@ -1,7 +1,9 @@
 //! `/files/results/{file}`: results streamed from storage (whichever
 //! instance stored them) with `Range`, `ETag`, `HEAD` and caching forever,
 //! since a result's name is its content's hash; or, with
-//! `file_urls = "presigned"`, a redirect to a short-lived storage URL.
+//! `file_urls = "presigned"`, a redirect to a short-lived storage URL. With
+//! signed URLs (`file_url_ttl_secs`) a request must carry a valid, unexpired
+//! signature (403 otherwise).
 //! Inputs clients uploaded are stored beside results but never served.
 
 use std::time::Duration;
@@ -36,6 +38,9 @@ pub fn router() -> Router<AppState> {
 pub struct FileQuery {
     /// Present: answer as a download (`Content-Disposition: attachment`).
     download: Option<String>,
+    /// With signed result URLs (`file_url_ttl_secs`): when it runs out.
+    expires: Option<String>,
+    signature: Option<String>,
 }
 
 /// A stored result (documented in `openapi`'s `Files`).
@@ -51,6 +56,11 @@ pub async fn serve(
     };
     let media = state.engine.media();
     let key = format!("{RESULTS_PREFIX}/{file}");
+    let (expires, signature) = (query.expires.as_deref(), query.signature.as_deref());
+    let now = gengate_engine::now_ms();
+    if let Err(refused) = state.file_links.check(&key, expires, signature, now) {
+        return detail(StatusCode::FORBIDDEN, &refused.to_string());
+    }
     if let FileUrls::Presigned(ttl) = state.file_urls {
         return match media.presign(&key, ttl).await {
             Some(Ok(url)) => redirect(&url),

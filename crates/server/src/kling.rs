@@ -66,7 +66,7 @@ pub async fn create(
         .tasks
         .create(&key, parsed.task, inline, |_, _| "image".into())
         .await?;
-    Ok(ok(kling::render(&task, &state.files_base)))
+    Ok(ok(kling::render(&task, &state.links())))
 }
 
 /// One task, by task_id or by external_task_id.
@@ -86,7 +86,7 @@ pub async fn get_one(
     }?
     .filter(|t: &Task| t.dialect == Dialect::Kling)
     .ok_or_else(|| ApiError::NotFound(format!("task {id} not found")))?;
-    Ok(ok(kling::render(&task, &state.files_base)))
+    Ok(ok(kling::render(&task, &state.links())))
 }
 
 /// The caller's image tasks, newest first.
@@ -106,7 +106,7 @@ pub async fn list(
         .await?;
     let data: Vec<KlingTask> = tasks
         .iter()
-        .map(|t| kling::render(t, &state.files_base))
+        .map(|t| kling::render(t, &state.links()))
         .collect();
     Ok(ok(data))
 }

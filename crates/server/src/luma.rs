@@ -60,7 +60,7 @@ async fn accept(state: &AppState, key: &ApiKey, new: NewTask) -> Result<Response
     let task = state.tasks.create(key, new, None, image_field).await?;
     Ok((
         StatusCode::CREATED,
-        Json(luma::render(&task, &state.files_base)),
+        Json(luma::render(&task, &state.links())),
     )
         .into_response())
 }
@@ -90,7 +90,7 @@ pub async fn get_one(
     Path(id): Path<String>,
 ) -> Result<Json<LumaTask>> {
     let task = own_task(&state, key.id, &id).await?;
-    Ok(Json(luma::render(&task, &state.files_base)))
+    Ok(Json(luma::render(&task, &state.links())))
 }
 
 /// A new task continuing a completed one; it runs on the same channel.
@@ -147,7 +147,7 @@ pub async fn download_url(
             )))
         })?;
     Ok(Json(DownloadUrl {
-        url: format!("{}/{}", state.files_base, video.key),
+        url: state.links().download_url(&video.key),
     }))
 }
 

@@ -143,7 +143,7 @@ async fn images(
     for a in task.artifacts_with(ArtifactRole::Image) {
         data.push(match format {
             ResponseFormat::Url => Image {
-                url: Some(format!("{}/{}", state.files_base, a.key)),
+                url: Some(state.links().url(&a.key)),
                 b64_json: None,
             },
             ResponseFormat::B64Json => {

@@ -219,7 +219,24 @@ impl Modify for Files {
             .response("200", ResponseBuilder::new().description("The file"))
             .response("206", ResponseBuilder::new().description("Part of the file (Range)"))
             .response("304", ResponseBuilder::new().description("Not modified (If-None-Match)"))
+            .parameter(
+                ParameterBuilder::new()
+                    .name("expires")
+                    .parameter_in(ParameterIn::Query)
+                    .required(Required::False)
+                    .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                    .description(Some("With signed result URLs: when the URL runs out (Unix seconds)")),
+            )
+            .parameter(
+                ParameterBuilder::new()
+                    .name("signature")
+                    .parameter_in(ParameterIn::Query)
+                    .required(Required::False)
+                    .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                    .description(Some("With signed result URLs: HMAC-SHA256 of the file's key and expires, hex")),
+            )
             .response("307", ResponseBuilder::new().description("At a short-lived presigned storage URL (file_urls = \"presigned\")"))
+            .response("403", ResponseBuilder::new().description("With signed result URLs: unsigned, expired or a bad signature"))
             .response("404", ResponseBuilder::new().description("No such file"))
             .response("416", ResponseBuilder::new().description("The Range is outside the file"))
             .response("503", ResponseBuilder::new().description("Storage unavailable; try again after Retry-After"))

@@ -1,12 +1,13 @@
 //! Finished tasks never change again, so each one's rendered JSON is kept
 //! and served as bytes: a batch get of finished tasks is a few lookups and a
-//! copy, not a query and a render per task.
+//! copy, not a query and a render per task. With signed result URLs a
+//! rendering holds for its signing window only (see `FileLinks::window`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use bytes::Bytes;
-use gengate_core::{ApiError, Dialect, Task};
+use gengate_core::{ApiError, Dialect, Links, Task};
 use uuid::Uuid;
 
 use crate::AppState;
@@ -28,22 +29,29 @@ pub struct Rendered {
 
 #[derive(Default)]
 struct Inner {
-    by_task: HashMap<(Uuid, Dialect), (Uuid, Bytes)>,
+    /// By task and dialect: its owner, the signing window, the JSON.
+    by_task: HashMap<(Uuid, Dialect), (Uuid, u64, Bytes)>,
     order: VecDeque<(Uuid, Dialect)>,
     bytes: usize,
 }
 
 impl Rendered {
     /// Look up many tasks under one lock (a batch get asks for up to 100).
-    pub fn get_many(&self, owner: Uuid, ids: &[Uuid], dialect: Dialect) -> Vec<Lookup> {
+    pub fn get_many(
+        &self,
+        owner: Uuid,
+        ids: &[Uuid],
+        dialect: Dialect,
+        window: u64,
+    ) -> Vec<Lookup> {
         let Ok(inner) = self.inner.lock() else {
             return ids.iter().map(|_| Lookup::Miss).collect();
         };
         ids.iter()
             .map(|id| match inner.by_task.get(&(*id, dialect)) {
-                Some((o, json)) if *o == owner => Lookup::Hit(json.clone()),
-                Some(_) => Lookup::Foreign,
-                None => Lookup::Miss,
+                Some((o, _, _)) if *o != owner => Lookup::Foreign,
+                Some((_, w, json)) if *w == window => Lookup::Hit(json.clone()),
+                _ => Lookup::Miss,
             })
             .collect()
     }
@@ -51,7 +59,7 @@ impl Rendered {
     /// Keep `json`, the rendering of `task` in `dialect`, if the task is
     /// finished for good. A task Luma's official API made can still be
     /// deleted, on any instance: it is never kept.
-    pub fn put(&self, task: &Task, dialect: Dialect, json: &Bytes) {
+    pub fn put(&self, task: &Task, dialect: Dialect, json: &Bytes, window: u64) {
         if !task.state.is_terminal()
             || task.dialect == Dialect::DreamMachine
             || json.len() > BUDGET_BYTES
@@ -62,20 +70,29 @@ impl Rendered {
             return;
         };
         let key = (task.id, dialect);
-        if inner.by_task.contains_key(&key) {
-            return;
+        match inner.by_task.get(&key) {
+            Some((_, w, _)) if *w == window => return,
+            // Rendered in an earlier window: replaced.
+            Some((_, _, old)) => {
+                let stale = old.len();
+                inner.bytes -= stale;
+                inner.by_task.remove(&key);
+                inner.order.push_back(key);
+            }
+            None => inner.order.push_back(key),
         }
         while inner.bytes + json.len() > BUDGET_BYTES {
             let Some(old) = inner.order.pop_front() else {
                 break;
             };
-            if let Some((_, b)) = inner.by_task.remove(&old) {
+            if let Some((_, _, b)) = inner.by_task.remove(&old) {
                 inner.bytes -= b.len();
             }
         }
         inner.bytes += json.len();
-        inner.by_task.insert(key, (task.owner, json.clone()));
-        inner.order.push_back(key);
+        inner
+            .by_task
+            .insert(key, (task.owner, window, json.clone()));
     }
 }
 
@@ -90,12 +107,14 @@ pub async fn batch_json<V: serde::Serialize>(
     ids: &[Uuid],
     shape: Dialect,
     made_in: Option<Dialect>,
-    render: impl Fn(&Task, &str) -> V,
+    render: impl Fn(&Task, &Links<'_>) -> V,
     (prefix, suffix): (&[u8], &[u8]),
 ) -> Result<axum::response::Response, ApiError> {
     let mut parts: Vec<Option<Bytes>> = vec![None; ids.len()];
     let mut missing = Vec::new();
-    let looked_up = state.rendered.get_many(owner, ids, shape);
+    let now = gengate_engine::now_ms();
+    let (links, window) = (state.file_links.at(now), state.file_links.window(now));
+    let looked_up = state.rendered.get_many(owner, ids, shape, window);
     for (at, (id, found)) in ids.iter().zip(looked_up).enumerate() {
         match found {
             Lookup::Hit(json) => parts[at] = Some(json),
@@ -111,10 +130,9 @@ pub async fn batch_json<V: serde::Serialize>(
         .map_err(gengate_engine::service::store_error)?;
         for task in found {
             let json = Bytes::from(
-                serde_json::to_vec(&render(&task, &state.files_base))
-                    .map_err(|_| ApiError::Internal)?,
+                serde_json::to_vec(&render(&task, &links)).map_err(|_| ApiError::Internal)?,
             );
-            state.rendered.put(&task, shape, &json);
+            state.rendered.put(&task, shape, &json, window);
             if let Some(at) = ids.iter().position(|id| *id == task.id) {
                 parts[at] = Some(json);
             }

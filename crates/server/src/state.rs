@@ -9,6 +9,8 @@ use gengate_engine::keys::KeyService;
 use gengate_engine::service::TaskService;
 use gengate_store::TaskStore;
 
+use gengate_core::{FileLinks, Links};
+
 use crate::rendered;
 
 #[derive(Clone)]
@@ -16,8 +18,8 @@ pub struct AppState {
     pub tasks: Arc<TaskService>,
     pub store: Arc<dyn TaskStore>,
     pub engine: Arc<Engine>,
-    /// Absolute URL prefix of stored files, e.g. `http://host:8080/files`.
-    pub files_base: String,
+    /// How result URLs (`http://host:8080/files/...`) are written and checked.
+    pub file_links: Arc<FileLinks>,
     /// Whether `/files/` streams results or redirects to storage.
     pub file_urls: crate::files::FileUrls,
     /// Keys: authentication and the admin API's key management.
@@ -26,4 +28,11 @@ pub struct AppState {
     pub rendered: Arc<rendered::Rendered>,
     /// How long a synchronous answer (OpenAI images) waits for its task.
     pub sync_wait: Duration,
+}
+
+impl AppState {
+    /// Result URLs as written now.
+    pub fn links(&self) -> Links<'_> {
+        self.file_links.at(gengate_engine::now_ms())
+    }
 }

@@ -17,7 +17,7 @@ use axum::{Json, Router};
 use gengate_core::dialect::tasks::{
     self, EventView, GengateTask, IDEMPOTENCY_WINDOW_MS, ListQuery, TaskList,
 };
-use gengate_core::{ApiError, Dialect, NewTask, Task, TaskEvent};
+use gengate_core::{ApiError, Dialect, Links, NewTask, Task, TaskEvent};
 use gengate_engine::now_ms;
 use gengate_engine::service::{Cancel, Changes};
 use gengate_store::TaskFilter;
@@ -56,8 +56,8 @@ async fn own_task(state: &AppState, owner: Uuid, id: &str) -> Result<Task> {
     Ok(state.tasks.own(owner, id, None, "task").await?)
 }
 
-fn json_response(status: StatusCode, task: &Task, files_base: &str) -> Response {
-    (status, Json(tasks::render(task, files_base))).into_response()
+fn json_response(status: StatusCode, task: &Task, links: &Links<'_>) -> Response {
+    (status, Json(tasks::render(task, links))).into_response()
 }
 
 /// The `external_id` a task made with `Idempotency-Key: key` is stored
@@ -140,7 +140,7 @@ pub async fn create(
     // an expired key.
     for _ in 0..3 {
         if let Some(first) = replay(&state, key.id, &new).await? {
-            let mut resp = json_response(StatusCode::OK, &first, &state.files_base);
+            let mut resp = json_response(StatusCode::OK, &first, &state.links());
             resp.headers_mut()
                 .insert("idempotent-replayed", HeaderValue::from_static("true"));
             return Ok(resp);
@@ -152,7 +152,7 @@ pub async fn create(
             })
             .await
         {
-            Ok(task) => return Ok(json_response(StatusCode::CREATED, &task, &state.files_base)),
+            Ok(task) => return Ok(json_response(StatusCode::CREATED, &task, &state.links())),
             Err(ApiError::Conflict(_)) if new.external_id.is_some() => continue,
             Err(e) => return Err(e.into()),
         }
@@ -175,7 +175,7 @@ pub async fn get_one(
     Path(id): Path<String>,
 ) -> Result<Response> {
     let task = own_task(&state, key.id, &id).await?;
-    Ok(json_response(StatusCode::OK, &task, &state.files_base))
+    Ok(json_response(StatusCode::OK, &task, &state.links()))
 }
 
 /// Many tasks at once: the caller's among `ids`, in the order asked; unknown
@@ -235,7 +235,7 @@ pub async fn list(
         has_more,
         data: page
             .iter()
-            .map(|t| tasks::render(t, &state.files_base))
+            .map(|t| tasks::render(t, &state.links()))
             .collect(),
     }))
 }
@@ -256,7 +256,7 @@ pub async fn cancel(
 ) -> Result<Response> {
     let task = own_task(&state, key.id, &id).await?;
     match state.tasks.cancel(task).await? {
-        Some(Cancel::Canceled(done)) => Ok(json_response(StatusCode::OK, &done, &state.files_base)),
+        Some(Cancel::Canceled(done)) => Ok(json_response(StatusCode::OK, &done, &state.links())),
         Some(Cancel::Finished(task)) => Err(ApiError::Conflict(format!(
             "task {} is {}; only an unfinished task can be canceled",
             task.id,
@@ -404,7 +404,7 @@ impl Feed {
                 state: ev.state.as_str(),
                 created_at: gengate_core::time::rfc3339_ms(ev.created_at),
                 detail: ev.detail.clone(),
-                task: tasks::render(&task.as_of(ev.state, ev.created_at), &self.state.files_base),
+                task: tasks::render(&task.as_of(ev.state, ev.created_at), &self.state.links()),
             };
             match Event::default()
                 .id(ev.seq.to_string())

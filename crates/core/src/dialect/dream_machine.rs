@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::dialect::schema;
 use crate::error::ApiError;
+use crate::links::Links;
 use crate::request::{GenerationRequest, ImageRole, ImageSource, InputImage};
 use crate::task::{ArtifactRole, Dialect, NewTask, Task, TaskKind, TaskState};
 use crate::time::rfc3339_ms;
@@ -593,11 +594,8 @@ fn state_name(s: TaskState) -> &'static str {
     }
 }
 
-pub fn render(task: &Task, files_base: &str) -> Generation {
-    let url = |role| {
-        task.artifact(role)
-            .map(|a| format!("{files_base}/{}", a.key))
-    };
+pub fn render(task: &Task, links: &Links<'_>) -> Generation {
+    let url = |role| task.artifact(role).map(|a| links.url(&a.key));
     let video = task.kind == TaskKind::Video;
     let assets = (task.state == TaskState::Completed).then(|| Assets {
         video: url(ArtifactRole::Video),

@@ -8,6 +8,7 @@ use uuid::Uuid;
 use crate::credits::Refusal;
 use crate::dialect::schema;
 use crate::error::ApiError;
+use crate::links::Links;
 use crate::request::{GenerationRequest, ImageFormat, ImageRole, ImageSource, InputImage};
 use crate::task::{ArtifactRole, Dialect, NewTask, Task, TaskKind, TaskState};
 use crate::validate::{
@@ -276,12 +277,12 @@ pub fn status_name(s: TaskState) -> &'static str {
     }
 }
 
-pub fn render(task: &Task, files_base: &str) -> KlingTask {
+pub fn render(task: &Task, links: &Links<'_>) -> KlingTask {
     let images = if task.state == TaskState::Completed {
         task.artifacts_with(ArtifactRole::Image)
             .map(|a| KlingImage {
                 index: a.index,
-                url: format!("{files_base}/{}", a.key),
+                url: links.url(&a.key),
             })
             .collect()
     } else {

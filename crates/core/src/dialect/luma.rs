@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use crate::dialect::schema;
 use crate::error::ApiError;
+use crate::links::Links;
 use crate::request::{GenerationRequest, ImageRole, ImageSource, InputImage};
 use crate::task::{ArtifactRole, Dialect, NewTask, Task, TaskKind, TaskState};
 use crate::time::rfc3339_ms;
@@ -318,8 +319,8 @@ fn state_name(s: TaskState) -> &'static str {
     }
 }
 
-pub fn render(task: &Task, files_base: &str) -> LumaTask {
-    let url = |key: &str| format!("{files_base}/{key}");
+pub fn render(task: &Task, links: &Links<'_>) -> LumaTask {
+    let url = |key: &str| links.url(key);
     let video = task.artifact(ArtifactRole::Video);
     let image = |role: ArtifactRole, with_palette: bool| {
         task.artifact(role).map(|a| LumaImage {

@@ -29,6 +29,7 @@ use uuid::Uuid;
 
 use crate::dialect::schema;
 use crate::error::ApiError;
+use crate::links::Links;
 use crate::request::{GenerationRequest, ImageRole, ImageSource, InputImage, aspect_parts};
 use crate::task::{Dialect, Millis, NewTask, Task, TaskKind, TaskState};
 use crate::time::rfc3339_ms;
@@ -716,7 +717,7 @@ fn artifact_role(r: crate::task::ArtifactRole) -> &'static str {
     }
 }
 
-pub fn render(task: &Task, files_base: &str) -> GengateTask {
+pub fn render(task: &Task, links: &Links<'_>) -> GengateTask {
     let r = &task.request;
     let complete = task.state == TaskState::Completed;
     GengateTask {
@@ -758,7 +759,7 @@ pub fn render(task: &Task, files_base: &str) -> GengateTask {
                 .map(|a| OutputView {
                     role: artifact_role(a.role),
                     index: a.index,
-                    url: format!("{files_base}/{}", a.key),
+                    url: links.url(&a.key),
                     content_type: a.content_type.clone(),
                     width: a.width,
                     height: a.height,

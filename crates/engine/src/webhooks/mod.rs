@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use gengate_core::dialect::{dream_machine, kling, luma, tasks};
 use gengate_core::{
-    Delivery, DeliveryAttempt, DeliveryOutcome, Dialect, Millis, RetrySchedule, Task,
+    Delivery, DeliveryAttempt, DeliveryOutcome, Dialect, FileLinks, Millis, RetrySchedule, Task,
 };
 use gengate_store::{StoreError, TaskStore};
 use rand::Rng;
@@ -37,7 +37,7 @@ pub struct Deliverer {
     http: reqwest::Client,
     policy: AddressPolicy,
     schedule: RetrySchedule,
-    files_base: String,
+    links: Arc<FileLinks>,
     hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// An attempt ended: the task's next delivery may be due now.
     settled: Notify,
@@ -48,14 +48,14 @@ impl Deliverer {
         store: Arc<dyn TaskStore>,
         policy: AddressPolicy,
         schedule: RetrySchedule,
-        files_base: String,
+        links: Arc<FileLinks>,
     ) -> Arc<Deliverer> {
         Arc::new(Deliverer {
             store,
             http: policy.client(ATTEMPT_TIMEOUT, false),
             policy,
             schedule,
-            files_base,
+            links,
             hosts: Mutex::default(),
             settled: Notify::new(),
         })
@@ -126,19 +126,19 @@ impl Deliverer {
         .await;
     }
 
-    /// The body a receiver gets: the task in its dialect's shape, as of the event.
+    /// The body a receiver gets: the task in its dialect's shape, as of the
+    /// event, its result URLs signed as of the attempt.
     fn body(&self, task: &Task, d: &Delivery) -> Result<Vec<u8>, serde_json::Error> {
         let t = task.as_of(d.event_state, d.event_at);
+        let links = self.links.at(crate::now_ms());
         match t.dialect {
-            Dialect::Luma => serde_json::to_vec(&luma::render(&t, &self.files_base)),
-            Dialect::Kling => serde_json::to_vec(&kling::render(&t, &self.files_base)),
+            Dialect::Luma => serde_json::to_vec(&luma::render(&t, &links)),
+            Dialect::Kling => serde_json::to_vec(&kling::render(&t, &links)),
             // OpenAI images take no callback URL; were one set, gengate's shape.
             Dialect::Gengate | Dialect::OpenaiImages => {
-                serde_json::to_vec(&tasks::render(&t, &self.files_base))
+                serde_json::to_vec(&tasks::render(&t, &links))
             }
-            Dialect::DreamMachine => {
-                serde_json::to_vec(&dream_machine::render(&t, &self.files_base))
-            }
+            Dialect::DreamMachine => serde_json::to_vec(&dream_machine::render(&t, &links)),
         }
     }
 

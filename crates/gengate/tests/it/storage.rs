@@ -9,7 +9,7 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 use crate::harness::procs::{ADMIN, Place, post, serve_with_env};
-use crate::harness::{Backend, poll_until, sharing_the_machine};
+use crate::harness::{Backend, TestApp, poll_until, sharing_the_machine};
 use gengate_testkit::fixtures::json_of;
 use gengate_testkit::{RED_PNG, S3Server, TcpGate};
 
@@ -364,4 +364,72 @@ async fn presigned_result_urls_redirect_to_the_bucket() {
     assert!(signed.contains("X-Amz-Expires=2&"), "{signed}");
     drop(gw);
     place.finish().await;
+}
+
+/// Signed result URLs (`file_url_ttl_secs`): every URL a task shows is
+/// signed and served; without its signature, tampered with or expired it is
+/// refused with a 403; Luma's download URL is served as an attachment.
+#[tokio::test(flavor = "multi_thread")]
+async fn signed_result_urls_are_served_until_they_expire() {
+    let _machine = sharing_the_machine().await;
+    let keys = vec!["a-file-url-key-of-at-least-32-characters".to_string()];
+    let signing = keys.clone();
+    let gw = TestApp::on(Backend::Sqlite)
+        .with(move |s| {
+            s.file_url_ttl_secs = 60;
+            s.file_url_keys = signing;
+        })
+        .start()
+        .await;
+    let key = gw.new_key("viewer").await;
+    let (status, created) = gw
+        .post(
+            "/luma/generations",
+            &key,
+            json!({"user_prompt": "a harbour at dawn"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap();
+    let task = gw.wait_luma(&key, id).await;
+    assert_eq!(task["state"], "completed", "{task}");
+
+    let video = task["video"]["url"].as_str().unwrap().to_string();
+    assert!(
+        video.contains("?expires=") && video.contains("&signature="),
+        "{video}"
+    );
+    let http = &gw.http;
+    let ok = http.get(&video).send().await.unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+    assert_eq!(ok.headers()["content-type"], "video/mp4");
+
+    let bare = video.split_once('?').unwrap().0;
+    let flipped = if video.ends_with('0') { '1' } else { '0' };
+    let tampered = format!("{}{flipped}", &video[..video.len() - 1]);
+    let file_key = bare.split_once("/files/").unwrap().1;
+    let expired = gengate_core::FileLinks::signed(format!("{}/files", gw.base), &keys, 60)
+        .at(1_000_000)
+        .url(file_key);
+    for (url, why) in [
+        (bare.to_string(), "must be signed"),
+        (tampered, "signature is not valid"),
+        (expired, "has expired"),
+    ] {
+        let refused = http.get(&url).send().await.unwrap();
+        assert_eq!(refused.status().as_u16(), 403, "{url}");
+        let body: Value = refused.json().await.unwrap();
+        assert!(body["detail"].as_str().unwrap().contains(why), "{body}");
+    }
+
+    let (status, download) = gw
+        .get(&format!("/luma/generations/{id}/download_video_url"), &key)
+        .await;
+    assert_eq!(status, 200, "{download}");
+    let download = download["url"].as_str().unwrap();
+    let attached = http.get(download).send().await.unwrap();
+    assert_eq!(attached.status().as_u16(), 200);
+    let disposition = attached.headers()["content-disposition"].to_str().unwrap();
+    assert!(disposition.starts_with("attachment;"), "{disposition}");
+    gw.stop().await;
 }
