@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
 pub use object_store::GetRange;
 use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::buffered::BufWriter;
@@ -22,6 +23,7 @@ use object_store::{
 };
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
+use tokio_util::io::StreamReader;
 
 /// How an `s3://` storage is reached, beside the standard AWS environment
 /// variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
@@ -73,6 +75,30 @@ impl From<std::io::Error> for StorageError {
 const RETRY_TIMEOUT: Duration = Duration::from_secs(20);
 /// Each request to S3 at most this long.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What one kind of object takes in storage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KindUsage {
+    pub kind: String,
+    pub objects: u64,
+    pub bytes: u64,
+}
+
+/// What [`MediaStore::copy_to`] did with one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Copied {
+    /// Copied, this many bytes.
+    Copied(u64),
+    /// Already there.
+    Present,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CopyReport {
+    pub copied: u64,
+    pub bytes: u64,
+    pub present: u64,
+}
 
 #[derive(Clone)]
 pub struct MediaStore {
@@ -220,7 +246,15 @@ impl MediaStore {
         if self.exists(key).await? {
             return Ok(());
         }
-        let mut from = tokio::fs::File::open(file).await?;
+        self.upload(key, tokio::fs::File::open(file).await?).await
+    }
+
+    /// Write what `from` reads under `key`, whole or not at all.
+    async fn upload(
+        &self,
+        key: &str,
+        mut from: impl tokio::io::AsyncRead + Unpin,
+    ) -> Result<(), StorageError> {
         let mut to = BufWriter::new(self.store.clone(), MediaStore::path(key)?);
         let size = match tokio::io::copy(&mut from, &mut to).await {
             Ok(size) => size,
@@ -233,6 +267,53 @@ impl MediaStore {
         self.synced(key).await?;
         stored(size);
         Ok(())
+    }
+
+    /// Objects and bytes stored, by kind (the first part of the key:
+    /// `results`, `inputs`), in key order.
+    pub async fn usage(&self) -> Result<Vec<KindUsage>, StorageError> {
+        let mut by_kind = std::collections::BTreeMap::<String, KindUsage>::new();
+        let mut listing = self.store.list(None);
+        while let Some(meta) = listing.next().await {
+            let meta = meta?;
+            let kind = meta.location.parts().next().map(|p| p.as_ref().to_string());
+            let kind = kind.unwrap_or_default();
+            let entry = by_kind.entry(kind.clone()).or_insert(KindUsage {
+                kind,
+                objects: 0,
+                bytes: 0,
+            });
+            entry.objects += 1;
+            entry.bytes += meta.size;
+        }
+        Ok(by_kind.into_values().collect())
+    }
+
+    /// Copy every object here that `to` lacks (keys name content, so one
+    /// present is the same), each streamed; `each` hears of every object.
+    pub async fn copy_to(
+        &self,
+        to: &MediaStore,
+        mut each: impl FnMut(&str, Copied),
+    ) -> Result<CopyReport, StorageError> {
+        let mut report = CopyReport::default();
+        let mut listing = self.store.list(None);
+        while let Some(meta) = listing.next().await {
+            let meta = meta?;
+            let key = meta.location.to_string();
+            if to.exists(&key).await? {
+                report.present += 1;
+                each(&key, Copied::Present);
+                continue;
+            }
+            let body = self.store.get(&meta.location).await?.into_stream();
+            let reader = StreamReader::new(body.map_err(std::io::Error::other));
+            to.upload(&key, reader).await?;
+            report.copied += 1;
+            report.bytes += meta.size;
+            each(&key, Copied::Copied(meta.size));
+        }
+        Ok(report)
     }
 
     /// A local storage's new file and its directory entry on disk: the
@@ -335,5 +416,59 @@ mod tests {
         );
         let relative = MediaStore::open("file://relative/dir", &S3Settings::default());
         assert!(matches!(relative, Err(StorageError::Config(_))));
+    }
+
+    #[tokio::test]
+    async fn usage_counts_by_kind_and_copy_moves_what_is_missing() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (from, to) = (
+            MediaStore::local(a.path()).unwrap(),
+            MediaStore::local(b.path()).unwrap(),
+        );
+        for (key, bytes) in [
+            ("results/x.mp4", &b"12345"[..]),
+            ("results/y.jpg", b"12"),
+            ("inputs/z.png", b"1"),
+        ] {
+            from.put_once(key, Bytes::copy_from_slice(bytes))
+                .await
+                .unwrap();
+        }
+        to.put_once("results/y.jpg", Bytes::from_static(b"12"))
+            .await
+            .unwrap();
+        let usage = from.usage().await.unwrap();
+        let seen: Vec<_> = usage
+            .iter()
+            .map(|u| (u.kind.as_str(), u.objects, u.bytes))
+            .collect();
+        assert_eq!(seen, [("inputs", 1, 1), ("results", 2, 7)]);
+
+        let mut heard = Vec::new();
+        let report = from
+            .copy_to(&to, |key, what| heard.push((key.to_string(), what)))
+            .await
+            .unwrap();
+        assert_eq!(
+            report,
+            CopyReport {
+                copied: 2,
+                bytes: 6,
+                present: 1
+            }
+        );
+        assert_eq!(heard.len(), 3);
+        assert_eq!(to.get("results/x.mp4").await.unwrap(), &b"12345"[..]);
+        assert_eq!(to.usage().await.unwrap(), usage);
+        // Again: nothing left to copy.
+        let again = from.copy_to(&to, |_, _| {}).await.unwrap();
+        assert_eq!(
+            again,
+            CopyReport {
+                copied: 0,
+                bytes: 0,
+                present: 3
+            }
+        );
     }
 }

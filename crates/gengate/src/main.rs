@@ -1,7 +1,8 @@
-//! The gengate command: `serve`, `keys`, `ledger`, `channels`, `prices`, `usage`, `migrate`.
+//! The gengate command: `serve`, `keys`, `ledger`, `channels`, `prices`, `usage`, `storage`, `migrate`.
 
 mod billing_cli;
 mod channels_cli;
+mod storage_cli;
 
 use clap::{Parser, Subcommand};
 use gengate::app;
@@ -45,6 +46,9 @@ enum Command {
     /// Check the credits ledger.
     #[command(subcommand)]
     Ledger(LedgerCommand),
+    /// Result storage: what it holds, and copying it elsewhere.
+    #[command(subcommand)]
+    Storage(storage_cli::StorageCommand),
     /// Create or upgrade the database schema, then exit.
     Migrate,
 }
@@ -166,6 +170,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Prices(cmd) => billing_cli::prices(settings, cmd).await,
         Command::Usage(cmd) => billing_cli::usage(settings, cmd).await,
         Command::Ledger(LedgerCommand::Verify) => ledger_verify(settings).await,
+        Command::Storage(cmd) => storage_cli::run(settings, cmd).await,
     }
 }
 

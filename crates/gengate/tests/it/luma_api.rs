@@ -99,7 +99,22 @@ async fn video_task_completes_in_the_seed_shape(backend: Backend) {
         )
         .await;
     assert_eq!(s, 200);
-    assert_eq!(v["url"], t["video"]["url"]);
+    // The same file, served as an attachment.
+    let video_url = t["video"]["url"].as_str().unwrap();
+    assert_eq!(v["url"], format!("{video_url}?download=1"));
+    let download = gw
+        .http
+        .get(v["url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(download.status().as_u16(), 200);
+    assert!(
+        download.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment;")
+    );
 
     // Events were recorded in order, one per state.
     let events = gw.store().task_events(id.parse().unwrap()).await.unwrap();

@@ -8,7 +8,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use crate::harness::procs::{ADMIN, Place, post, serve_with_env};
+use crate::harness::procs::{ADMIN, Place, cli_env, post, serve_with_env};
 use crate::harness::{Backend, TestApp, poll_until, sharing_the_machine};
 use gengate_testkit::fixtures::json_of;
 use gengate_testkit::{RED_PNG, S3Server, TcpGate};
@@ -432,4 +432,52 @@ async fn signed_result_urls_are_served_until_they_expire() {
     let disposition = attached.headers()["content-disposition"].to_str().unwrap();
     assert!(disposition.starts_with("attachment;"), "{disposition}");
     gw.stop().await;
+}
+
+/// `gengate storage usage` counts what a finished task stored, and
+/// `gengate storage copy --to` moves it to another storage (here a bucket),
+/// leaving what is already there; usage then reads the same from both.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_storage_cli_counts_and_copies_to_a_bucket() {
+    let _machine = sharing_the_machine().await;
+    let Some(s3) = S3Server::start().await else {
+        return;
+    };
+    s3.create_bucket("moved").await;
+    let place = Place::new(Backend::Sqlite).await;
+    let gw = serve_with_env(&place, &["--sandbox-latency-ms", "100"], &[]).await;
+    let http = reqwest::Client::new();
+    let task = kling_image(&http, &gw.base, Duration::from_secs(60)).await;
+    assert_eq!(task["data"]["task_status"], "succeed", "{task}");
+    drop(gw);
+
+    let env: Vec<(&str, String)> = s3.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (ok, local, err) = cli_env(&place, &["storage", "usage", "--json"], &env).await;
+    assert!(ok, "{err}");
+    let local: Value = serde_json::from_str(local.trim()).unwrap();
+    assert_eq!(local[0]["kind"], "results", "{local}");
+    assert!(local[0]["objects"].as_u64().unwrap() >= 1, "{local}");
+
+    let to = ["storage", "copy", "--to", "s3://moved/archive"];
+    let (ok, out, err) = cli_env(&place, &to, &env).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("0 were there already"), "{out}");
+    let (ok, out, err) = cli_env(&place, &to, &env).await;
+    assert!(ok, "{err}");
+    assert!(out.starts_with("copied 0 objects"), "{out}");
+
+    let mut in_bucket = env.clone();
+    in_bucket.push(("GENGATE_STORAGE_URL", "s3://moved/archive"));
+    let (ok, moved, err) = cli_env(&place, &["storage", "usage", "--json"], &in_bucket).await;
+    assert!(ok, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(moved.trim()).unwrap(), local);
+
+    let (ok, _, err) = cli_env(&place, &["storage", "copy", "--to", "ftp://x"], &env).await;
+    assert!(!ok);
+    assert!(
+        err.contains("expected file:///dir or s3://bucket/prefix"),
+        "{err}"
+    );
+    place.finish().await;
 }

@@ -1,0 +1,68 @@
+//! `gengate storage`: what the configured storage holds, and copying it to
+//! another (moving from the local default to a bucket without losing
+//! history). Works on the storage directly; instances may keep running.
+
+use clap::Subcommand;
+use gengate_engine::storage::{Copied, MediaStore};
+
+use gengate::config::Settings;
+
+#[derive(Subcommand)]
+pub enum StorageCommand {
+    /// Objects and bytes stored, by kind (results, inputs).
+    Usage {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy every object to another storage (`file:///dir` or
+    /// `s3://bucket/prefix`, reached with the same `[s3]` settings and AWS
+    /// environment); objects already there are left alone, so it can be run
+    /// again until the switch.
+    Copy {
+        #[arg(long, value_name = "STORAGE_URL")]
+        to: String,
+    },
+}
+
+pub async fn run(settings: Settings, cmd: StorageCommand) -> anyhow::Result<()> {
+    let from = MediaStore::open(&settings.storage_url()?, &settings.s3)?;
+    match cmd {
+        StorageCommand::Usage { json } => {
+            let usage = from.usage().await?;
+            if json {
+                println!("{}", serde_json::to_string(&usage)?);
+                return Ok(());
+            }
+            println!("storage {}", from.url());
+            println!("{:<10} {:>10} {:>16}", "kind", "objects", "bytes");
+            for u in &usage {
+                println!("{:<10} {:>10} {:>16}", u.kind, u.objects, u.bytes);
+            }
+            let (objects, bytes) = usage
+                .iter()
+                .fold((0, 0), |(o, b), u| (o + u.objects, b + u.bytes));
+            println!("{:<10} {:>10} {:>16}", "total", objects, bytes);
+            Ok(())
+        }
+        StorageCommand::Copy { to } => {
+            let target = MediaStore::open(&to, &settings.s3)?;
+            anyhow::ensure!(
+                target.url() != from.url(),
+                "--to is the storage already in use ({})",
+                from.url()
+            );
+            eprintln!("copying {} to {}", from.url(), target.url());
+            let report = from
+                .copy_to(&target, |key, what| match what {
+                    Copied::Copied(bytes) => eprintln!("copied {key} ({bytes} bytes)"),
+                    Copied::Present => {}
+                })
+                .await?;
+            println!(
+                "copied {} objects ({} bytes); {} were there already",
+                report.copied, report.bytes, report.present
+            );
+            Ok(())
+        }
+    }
+}
