@@ -7,6 +7,7 @@ use clap::Parser;
 
 mod gateway;
 mod load;
+mod mirroring;
 mod report;
 mod scenarios;
 
@@ -16,15 +17,22 @@ struct Cli {
     /// About a minute instead of up to ten.
     #[arg(long)]
     quick: bool,
-    /// Scenarios to run (default: all): batch, scale, submits, e2e, inflight, upstream, slow.
+    /// Scenarios to run (default: all): batch, scale, submits, e2e, inflight, upstream, slow, mirror.
     scenarios: Vec<String>,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    for (name, value) in mirroring::S3_ENV {
+        // SAFETY: set before the runtime starts, while this is the only thread.
+        unsafe { std::env::set_var(name, value) };
+    }
+    tokio::runtime::Runtime::new()?.block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let all = [
-        "batch", "scale", "submits", "e2e", "inflight", "upstream", "slow",
+        "batch", "scale", "submits", "e2e", "inflight", "upstream", "slow", "mirror",
     ];
     for s in &cli.scenarios {
         anyhow::ensure!(
@@ -63,6 +71,10 @@ async fn main() -> anyhow::Result<()> {
     if wanted("slow") {
         eprintln!("== slow upstream");
         rows.extend(scenarios::slow_upstream(&bin, plan).await?);
+    }
+    if wanted("mirror") {
+        eprintln!("== result mirroring");
+        rows.extend(mirroring::mirroring(cli.quick).await?);
     }
     let table = report::table(&rows);
     println!("{table}");
