@@ -78,6 +78,7 @@ impl Mirror {
     /// Results come from the channels' upstreams, which the operator chose
     /// (self-hosted ones on private networks included): no address policy here.
     pub fn new(media: MediaStore, spool: PathBuf, max_bytes: u64) -> Mirror {
+        clear_spool(&spool);
         let http = reqwest::Client::builder()
             .timeout(DOWNLOAD_TIMEOUT)
             .user_agent(concat!("gengate/", env!("CARGO_PKG_VERSION")))
@@ -183,6 +184,25 @@ impl Mirror {
             size,
             ext: ImageFormat::sniff(&head).map_or("mp4", ImageFormat::extension),
         })
+    }
+}
+
+/// Remove what a killed process left in the spool: files older than any
+/// download may run (another process sharing the data directory may be
+/// writing the younger ones).
+fn clear_spool(spool: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(spool) else {
+        return;
+    };
+    let stale = |e: &std::fs::DirEntry| {
+        e.metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|at| at.elapsed().ok())
+            .is_some_and(|age| age > 2 * DOWNLOAD_TIMEOUT)
+    };
+    for entry in entries.flatten().filter(stale) {
+        let _ = std::fs::remove_file(entry.path());
     }
 }
 
@@ -339,6 +359,27 @@ mod tests {
             0,
             "the spool file is gone"
         );
+    }
+
+    #[test]
+    fn a_new_mirror_clears_what_a_killed_process_left_in_the_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().join("spool");
+        std::fs::create_dir_all(&spool).unwrap();
+        let (old, young) = (spool.join(".tmpOLD"), spool.join(".tmpYOUNG"));
+        std::fs::write(&old, b"left behind").unwrap();
+        std::fs::write(&young, b"being written").unwrap();
+        let long_ago = std::time::SystemTime::now() - 3 * DOWNLOAD_TIMEOUT;
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+        let media = MediaStore::local(dir.path().join("media")).unwrap();
+        let _mirror = Mirror::new(media, spool, 1 << 20);
+        assert!(!old.exists());
+        assert!(young.exists());
     }
 
     #[tokio::test]

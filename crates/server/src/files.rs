@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use gengate_engine::artifacts::RESULTS_PREFIX;
-use gengate_engine::storage::{GetRange, StorageError};
+use gengate_engine::storage::{GetRange, MediaStore, StorageError};
 use serde::Deserialize;
 
 use crate::AppState;
@@ -131,7 +131,7 @@ pub async fn serve(
     let body = if head {
         Body::empty()
     } else {
-        Body::from_stream(found.into_stream())
+        Body::from_stream(MediaStore::body(found))
     };
     (status, out, body).into_response()
 }
