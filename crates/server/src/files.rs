@@ -88,45 +88,44 @@ pub async fn serve(
     {
         return (StatusCode::NOT_MODIFIED, out).into_response();
     }
-    let range = headers
+    let wanted = headers
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_range);
     let head = method == Method::HEAD;
-    let found = match media.read(&key, range.clone(), head).await {
-        Ok(found) => found,
-        Err(StorageError::NotFound) => return detail(StatusCode::NOT_FOUND, "no such file"),
-        // A range the file does not hold: say how long the file is.
-        Err(_) if range.is_some() => {
-            return match media.read(&key, None, true).await {
-                Ok(whole) => {
-                    let all = format!("bytes */{}", whole.meta.size);
-                    out.insert(header::CONTENT_RANGE, value(&all));
-                    (StatusCode::RANGE_NOT_SATISFIABLE, out).into_response()
+    // A range is checked against the file's size first: one the file does
+    // not hold is a 416 saying how long it is, never a storage error.
+    let range = match wanted {
+        None => None,
+        Some(wanted) => {
+            let size = match media.read(&key, None, true).await {
+                Ok(found) => found.meta.size,
+                Err(StorageError::NotFound) => {
+                    return detail(StatusCode::NOT_FOUND, "no such file");
                 }
-                Err(StorageError::NotFound) => detail(StatusCode::NOT_FOUND, "no such file"),
-                Err(e) => unavailable(&e),
+                Err(e) => return unavailable(&e),
             };
+            let Some(range) = wanted.within(size) else {
+                out.insert(header::CONTENT_RANGE, value(&format!("bytes */{size}")));
+                return (StatusCode::RANGE_NOT_SATISFIABLE, out).into_response();
+            };
+            let part = format!("bytes {}-{}/{size}", range.start, range.end - 1);
+            out.insert(header::CONTENT_RANGE, value(&part));
+            Some(range)
         }
-        Err(e) => return unavailable(&e),
     };
-    let (size, served) = (found.meta.size, found.range.clone());
     let status = if range.is_some() {
-        let part = format!(
-            "bytes {}-{}/{size}",
-            served.start,
-            served.end.saturating_sub(1)
-        );
-        out.insert(header::CONTENT_RANGE, value(&part));
         StatusCode::PARTIAL_CONTENT
     } else {
         StatusCode::OK
     };
-    let length = if head && range.is_none() {
-        size
-    } else {
-        served.end - served.start
+    let bounded = range.clone().map(GetRange::Bounded);
+    let found = match media.read(&key, bounded, head).await {
+        Ok(found) => found,
+        Err(StorageError::NotFound) => return detail(StatusCode::NOT_FOUND, "no such file"),
+        Err(e) => return unavailable(&e),
     };
+    let length = range.map_or(found.meta.size, |r| r.end - r.start);
     out.insert(header::CONTENT_LENGTH, value(&length.to_string()));
     let body = if head {
         Body::empty()
@@ -134,6 +133,30 @@ pub async fn serve(
         Body::from_stream(MediaStore::body(found))
     };
     (status, out, body).into_response()
+}
+
+/// A `Range` asked for, before the file's size is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wanted {
+    /// `bytes=first-` or `bytes=first-last`.
+    From(u64, Option<u64>),
+    /// `bytes=-n`: the last n bytes.
+    Last(u64),
+}
+
+impl Wanted {
+    /// The bytes of a file of `size` this asks for; `None` when it holds none.
+    fn within(self, size: u64) -> Option<std::ops::Range<u64>> {
+        match self {
+            Wanted::From(first, _) if first >= size => None,
+            Wanted::From(first, last) => {
+                let end = last.map_or(size, |l| l.saturating_add(1).min(size));
+                Some(first..end)
+            }
+            Wanted::Last(_) if size == 0 => None,
+            Wanted::Last(n) => Some(size.saturating_sub(n)..size),
+        }
+    }
 }
 
 /// `<64 hex>.<ext>`: the hash and the content type; nothing else is a result.
@@ -155,7 +178,7 @@ fn parse_name(file: &str) -> Option<(&str, &'static str)> {
 /// One range of `bytes=first-last`, `bytes=first-` or `bytes=-suffix`.
 /// Anything else (several ranges, other units, nonsense) is ignored and the
 /// whole file served, as HTTP allows.
-fn parse_range(v: &str) -> Option<GetRange> {
+fn parse_range(v: &str) -> Option<Wanted> {
     let spec = v.trim().strip_prefix("bytes=")?;
     if spec.contains(',') {
         return None;
@@ -163,18 +186,14 @@ fn parse_range(v: &str) -> Option<GetRange> {
     let (first, last) = spec.split_once('-')?;
     let (first, last) = (first.trim(), last.trim());
     if first.is_empty() {
-        return last
-            .parse()
-            .ok()
-            .filter(|&n: &u64| n > 0)
-            .map(GetRange::Suffix);
+        return last.parse().ok().filter(|&n: &u64| n > 0).map(Wanted::Last);
     }
     let first: u64 = first.parse().ok()?;
     if last.is_empty() {
-        return Some(GetRange::Offset(first));
+        return Some(Wanted::From(first, None));
     }
     let last: u64 = last.parse().ok()?;
-    (last >= first).then(|| GetRange::Bounded(first..last.saturating_add(1)))
+    (last >= first).then_some(Wanted::From(first, Some(last)))
 }
 
 fn value(s: &str) -> HeaderValue {
@@ -205,11 +224,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ranges_parse_as_http_says() {
-        let r = |s| parse_range(s);
-        assert_eq!(r("bytes=0-9"), Some(GetRange::Bounded(0..10)));
-        assert_eq!(r("bytes=5-"), Some(GetRange::Offset(5)));
-        assert_eq!(r("bytes=-3"), Some(GetRange::Suffix(3)));
+    fn ranges_parse_and_fit_the_file_as_http_says() {
+        let r = |s, size| parse_range(s).map(|w| w.within(size));
+        assert_eq!(r("bytes=0-9", 100), Some(Some(0..10)));
+        assert_eq!(
+            r("bytes=0-999", 100),
+            Some(Some(0..100)),
+            "clamped to the file"
+        );
+        assert_eq!(r("bytes=5-", 100), Some(Some(5..100)));
+        assert_eq!(r("bytes=-3", 100), Some(Some(97..100)));
+        assert_eq!(r("bytes=-300", 100), Some(Some(0..100)), "the whole file");
+        assert_eq!(r("bytes=99-", 100), Some(Some(99..100)));
+        for outside in ["bytes=100-", "bytes=100-200"] {
+            assert_eq!(r(outside, 100), Some(None), "{outside}");
+        }
+        assert_eq!(r("bytes=-5", 0), Some(None), "an empty file holds no bytes");
         for ignored in [
             "bytes=9-0",
             "bytes=0-1,4-5",
@@ -218,7 +248,7 @@ mod tests {
             "bytes=x-",
             "",
         ] {
-            assert_eq!(r(ignored), None, "{ignored}");
+            assert_eq!(parse_range(ignored), None, "{ignored}");
         }
     }
 
