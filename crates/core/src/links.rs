@@ -61,8 +61,9 @@ impl FileLinks {
         }
     }
 
-    /// Signed URLs good for `ttl_secs` to twice that; `keys` (at least one)
-    /// sign with the first and verify with any.
+    /// Signed URLs good for `ttl_secs` to twice that; `keys` sign with the
+    /// first and verify with any (none: URLs are written plain, and every
+    /// signed request is refused).
     pub fn signed(base: impl Into<String>, keys: &[String], ttl_secs: u64) -> FileLinks {
         FileLinks {
             signing: Some(Signing {
@@ -85,10 +86,9 @@ impl FileLinks {
         }
     }
 
-    /// What a rendering at `now` depends on besides the task: the signing
-    /// window (0 when URLs are plain).
-    pub fn window(&self, now: Millis) -> u64 {
-        self.at(now).expires.unwrap_or_default()
+    /// Whether URLs are signed (and so expire).
+    pub fn is_signed(&self) -> bool {
+        self.signing.is_some()
     }
 
     /// Whether a request for `key` carrying `expires` and `signature` (the
@@ -126,9 +126,10 @@ impl Links<'_> {
     /// The URL of the stored file `key`.
     pub fn url(&self, key: &str) -> String {
         let base = &self.links.base;
-        match (&self.links.signing, self.expires) {
-            (Some(s), Some(at)) => {
-                let signature = hex::encode(mac(&s.keys[0], key, at).finalize().into_bytes());
+        let signing = self.links.signing.as_ref().and_then(|s| s.keys.first());
+        match (signing, self.expires) {
+            (Some(secret), Some(at)) => {
+                let signature = hex::encode(mac(secret, key, at).finalize().into_bytes());
                 format!("{base}/{key}?expires={at}&signature={signature}")
             }
             _ => format!("{base}/{key}"),
@@ -178,7 +179,7 @@ mod tests {
             "http://h/files/results/a.mp4?download=1"
         );
         assert_eq!(links.check("results/a.mp4", None, None, 5), Ok(()));
-        assert_eq!(links.window(5), 0);
+        assert!(!links.is_signed());
     }
 
     #[test]

@@ -25,8 +25,10 @@ pub const RESULTS_PREFIX: &str = "results";
 pub const DEFAULT_MAX_RESULT_BYTES: u64 = 2 << 30;
 /// Images are decoded whole to be checked; larger ones are refused.
 const MAX_IMAGE_RESULT_BYTES: u64 = 128 << 20;
-/// Time allowed to download one result.
-const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(600);
+/// Time allowed to download one result, however large.
+const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Time a download may go without a byte arriving.
+const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum MirrorError {
@@ -81,6 +83,7 @@ impl Mirror {
         clear_spool(&spool);
         let http = reqwest::Client::builder()
             .timeout(DOWNLOAD_TIMEOUT)
+            .read_timeout(STALL_TIMEOUT)
             .user_agent(concat!("gengate/", env!("CARGO_PKG_VERSION")))
             .build()
             .unwrap_or_default();
@@ -212,13 +215,18 @@ fn storing(key: &str, e: StorageError) -> MirrorError {
     MirrorError::Transient(format!("storing {key}: {e}"))
 }
 
-/// Run CPU- or disk-bound work on the blocking pool.
+/// Run CPU- or disk-bound work on the blocking pool. A probe that panics
+/// would panic again on the same bytes: the result is bad, not our side.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, MirrorError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| MirrorError::Transient(format!("probe: {e}")))
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        if e.is_panic() {
+            MirrorError::BadResult("unreadable result (its probe failed)".into())
+        } else {
+            MirrorError::Transient(format!("probe: {e}"))
+        }
+    })
 }
 
 /// What a spooled file is, reading no more of it than needed: a video's

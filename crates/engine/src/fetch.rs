@@ -15,6 +15,10 @@ pub enum FetchError {
     Timeout(Duration),
     #[error("connection failed")]
     Connect,
+    /// The request could not be made as asked (a bad URL, too many
+    /// redirects): trying again will not help.
+    #[error("{0}")]
+    Refused(String),
     #[error("{0}")]
     Other(String),
 }
@@ -25,7 +29,7 @@ impl FetchError {
         match self {
             FetchError::Status(s) => *s >= 500 || *s == 429,
             FetchError::Timeout(_) | FetchError::Connect | FetchError::Other(_) => true,
-            FetchError::TooLarge(_) => false,
+            FetchError::TooLarge(_) | FetchError::Refused(_) => false,
         }
     }
 }
@@ -89,8 +93,11 @@ fn classify(e: reqwest::Error, timeout: Duration) -> FetchError {
         FetchError::Timeout(timeout)
     } else if e.is_connect() {
         FetchError::Connect
+    } else if e.is_builder() || e.is_redirect() {
+        FetchError::Refused(e.without_url().to_string())
     } else {
-        FetchError::Other(e.to_string())
+        // Not the URL: an upstream's is often signed.
+        FetchError::Other(e.without_url().to_string())
     }
 }
 

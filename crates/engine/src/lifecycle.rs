@@ -55,6 +55,8 @@ fn uses_callbacks(channel: &Channel) -> bool {
 
 /// How long a task waits when every channel for it is full.
 const FULL_WAIT: Duration = Duration::from_secs(1);
+/// How soon a task that waits on our storage or database is looked at again.
+const OUR_SIDE_RETRY: Duration = Duration::from_secs(5);
 
 /// Channels one dispatch tries before waiting to try again.
 const MAX_CHANNELS_PER_DISPATCH: usize = 3;
@@ -162,7 +164,7 @@ impl Engine {
             Err(InputError::Bad(reason)) => {
                 return self.apply(task, TaskUpdate::fail(reason)).await;
             }
-            Err(InputError::Transient(why)) => return self.retry_later(task, &why).await,
+            Err(InputError::Transient(why)) => return self.wait_on_our_side(task, &why).await,
         };
         self.refresh_in_flight().await;
         // Fail over: a channel in trouble passes the task to the next one.
@@ -215,9 +217,11 @@ impl Engine {
                                     self.channels.settle(channel, false);
                                     return self.apply(task, TaskUpdate::fail(r)).await;
                                 }
+                                // The upstream did its part; submitted again
+                                // once storage is back.
                                 Err(artifacts::MirrorError::Transient(why)) => {
                                     self.channels.settle(channel, false);
-                                    return self.retry_later(task, &why).await;
+                                    return self.wait_on_our_side(task, &why).await;
                                 }
                             }
                         }
@@ -314,6 +318,19 @@ impl Engine {
     }
 
     /// A submit that may work later: count the attempt and wait, or give up.
+    /// Our side (storage, the database) failed, not the upstream: no
+    /// attempt is counted and no channel blamed; the task is looked at again
+    /// shortly, until our side is back or its deadline passes.
+    async fn wait_on_our_side(&self, task: &Task, why: &str) -> Result<(), StoreError> {
+        tracing::warn!(task = %task.id, why, "our side is unavailable; the task waits for it");
+        metrics::counter!("gengate_tasks_waiting_on_storage_total").increment(1);
+        let update = TaskUpdate {
+            next_due_at: Some(self.due(task, OUR_SIDE_RETRY)),
+            ..TaskUpdate::default()
+        };
+        self.apply(task, update).await
+    }
+
     async fn retry_later(&self, task: &Task, why: &str) -> Result<(), StoreError> {
         if task.attempts + 1 >= self.cfg.max_attempts {
             return self

@@ -61,6 +61,12 @@ impl From<object_store::Error> for StorageError {
     fn from(e: object_store::Error) -> Self {
         match e {
             object_store::Error::NotFound { .. } => StorageError::NotFound,
+            // Tried again like an outage, but said loudly: an operator must act.
+            e @ (object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. }) => {
+                tracing::error!(error = %e, "storage refuses gengate's credentials");
+                StorageError::Unavailable(e.to_string())
+            }
             other => StorageError::Unavailable(other.to_string()),
         }
     }
@@ -107,7 +113,7 @@ pub struct CopyReport {
 #[derive(Clone)]
 pub struct MediaStore {
     store: Arc<dyn ObjectStore>,
-    /// The directory of a `file://` storage, whose writes are fsynced.
+    /// The directory of a `file://` storage.
     local: Option<PathBuf>,
     /// An S3 storage, which can presign URLs, and the prefix of its keys.
     s3: Option<(Arc<AmazonS3>, Option<ObjectPath>)>,
@@ -147,8 +153,12 @@ impl MediaStore {
         }
         std::fs::create_dir_all(&dir)
             .map_err(|e| StorageError::Config(format!("{}: {e}", dir.display())))?;
+        // fsync: each file and its directory are on disk before it is
+        // published under its name, so a crash never leaves half a file
+        // where a task says its result is.
         let fs = LocalFileSystem::new_with_prefix(&dir)
-            .map_err(|e| StorageError::Config(format!("{}: {e}", dir.display())))?;
+            .map_err(|e| StorageError::Config(format!("{}: {e}", dir.display())))?
+            .with_fsync(true);
         Ok(MediaStore {
             store: Arc::new(fs),
             url: format!("file://{}", dir.display()),
@@ -172,7 +182,11 @@ impl MediaStore {
             })
             .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), timeout);
         if let Some(endpoint) = &settings.endpoint {
-            b = b.with_endpoint(endpoint);
+            // Both keys: object_store prefers the S3 one, which the
+            // environment (AWS_ENDPOINT_URL_S3) may set.
+            b = b
+                .with_endpoint(endpoint)
+                .with_config(AmazonS3ConfigKey::S3Endpoint, endpoint);
         }
         if let Some(region) = &settings.region {
             b = b.with_region(region);
@@ -210,6 +224,23 @@ impl MediaStore {
         &self.url
     }
 
+    /// Whether the two are one storage, or one holds the other (a directory
+    /// inside the other's): copying between them would copy into itself.
+    pub fn overlaps(&self, other: &MediaStore) -> bool {
+        match (&self.local, &other.local) {
+            (Some(a), Some(b)) => {
+                let real = |p: &PathBuf| p.canonicalize().unwrap_or_else(|_| p.clone());
+                let (a, b) = (real(a), real(b));
+                a.starts_with(&b) || b.starts_with(&a)
+            }
+            _ => {
+                let bucket_path = |u: &str| u.trim_end_matches('/').to_string() + "/";
+                let (a, b) = (bucket_path(&self.url), bucket_path(&other.url));
+                a.starts_with(&b) || b.starts_with(&a)
+            }
+        }
+    }
+
     pub fn can_presign(&self) -> bool {
         self.s3.is_some()
     }
@@ -239,7 +270,6 @@ impl MediaStore {
         }
         let (path, size) = (MediaStore::path(key)?, bytes.len() as u64);
         self.store.put(&path, bytes.into()).await?;
-        self.synced(key).await?;
         stored(size);
         Ok(())
     }
@@ -268,7 +298,6 @@ impl MediaStore {
             }
         };
         to.shutdown().await?;
-        self.synced(key).await?;
         stored(size);
         Ok(())
     }
@@ -318,18 +347,6 @@ impl MediaStore {
             each(&key, Copied::Copied(meta.size));
         }
         Ok(report)
-    }
-
-    /// A local storage's new file and its directory entry on disk: the
-    /// database may say the file exists as soon as this returns.
-    async fn synced(&self, key: &str) -> Result<(), StorageError> {
-        let Some(root) = &self.local else {
-            return Ok(());
-        };
-        let file = root.join(key);
-        tokio::fs::File::open(&file).await?.sync_all().await?;
-        let dir = file.parent().unwrap_or(root);
-        Ok(tokio::fs::File::open(dir).await?.sync_all().await?)
     }
 
     /// A whole object, in memory: for inputs and frames, which are small.

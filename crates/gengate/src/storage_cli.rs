@@ -47,8 +47,9 @@ pub async fn run(settings: Settings, cmd: StorageCommand) -> anyhow::Result<()> 
         StorageCommand::Copy { to } => {
             let target = MediaStore::open(&to, &settings.s3)?;
             anyhow::ensure!(
-                target.url() != from.url(),
-                "--to is the storage already in use ({})",
+                !target.overlaps(&from),
+                "--to {} is, or is inside or around, the storage in use ({})",
+                target.url(),
                 from.url()
             );
             eprintln!("copying {} to {}", from.url(), target.url());

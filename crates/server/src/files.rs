@@ -71,10 +71,14 @@ pub async fn serve(
     let etag = format!("\"{hash}\"");
     let mut out = HeaderMap::new();
     out.insert(header::ETAG, value(&etag));
-    out.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=31536000, immutable"),
-    );
+    // A signed URL must not outlive its expiry in a cache.
+    let cache = match expires.and_then(|e| e.parse::<i64>().ok()) {
+        Some(at) if state.file_links.is_signed() => {
+            format!("private, max-age={}", (at - now / 1000).max(0))
+        }
+        _ => "public, max-age=31536000, immutable".to_string(),
+    };
+    out.insert(header::CACHE_CONTROL, value(&cache));
     out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     out.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     if query.download.is_some() {
@@ -84,7 +88,7 @@ pub async fn serve(
     if headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
     {
         return (StatusCode::NOT_MODIFIED, out).into_response();
     }
@@ -119,6 +123,14 @@ pub async fn serve(
     } else {
         StatusCode::OK
     };
+    // A HEAD with a range has all it needs from the size.
+    if let (true, Some(r)) = (head, &range) {
+        out.insert(
+            header::CONTENT_LENGTH,
+            value(&(r.end - r.start).to_string()),
+        );
+        return (status, out).into_response();
+    }
     let bounded = range.clone().map(GetRange::Bounded);
     let found = match media.read(&key, bounded, head).await {
         Ok(found) => found,
@@ -153,7 +165,7 @@ impl Wanted {
                 let end = last.map_or(size, |l| l.saturating_add(1).min(size));
                 Some(first..end)
             }
-            Wanted::Last(_) if size == 0 => None,
+            Wanted::Last(n) if n == 0 || size == 0 => None,
             Wanted::Last(n) => Some(size.saturating_sub(n)..size),
         }
     }
@@ -186,7 +198,7 @@ fn parse_range(v: &str) -> Option<Wanted> {
     let (first, last) = spec.split_once('-')?;
     let (first, last) = (first.trim(), last.trim());
     if first.is_empty() {
-        return last.parse().ok().filter(|&n: &u64| n > 0).map(Wanted::Last);
+        return last.parse().ok().map(Wanted::Last);
     }
     let first: u64 = first.parse().ok()?;
     if last.is_empty() {
@@ -240,14 +252,8 @@ mod tests {
             assert_eq!(r(outside, 100), Some(None), "{outside}");
         }
         assert_eq!(r("bytes=-5", 0), Some(None), "an empty file holds no bytes");
-        for ignored in [
-            "bytes=9-0",
-            "bytes=0-1,4-5",
-            "items=0-1",
-            "bytes=-0",
-            "bytes=x-",
-            "",
-        ] {
+        assert_eq!(r("bytes=-0", 100), Some(None), "no bytes at all");
+        for ignored in ["bytes=9-0", "bytes=0-1,4-5", "items=0-1", "bytes=x-", ""] {
             assert_eq!(parse_range(ignored), None, "{ignored}");
         }
     }

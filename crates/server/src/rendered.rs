@@ -1,7 +1,7 @@
 //! Finished tasks never change again, so each one's rendered JSON is kept
 //! and served as bytes: a batch get of finished tasks is a few lookups and a
-//! copy, not a query and a render per task. With signed result URLs a
-//! rendering holds for its signing window only (see `FileLinks::window`).
+//! copy, not a query and a render per task. Not with signed result URLs,
+//! whose renderings expire.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -29,29 +29,22 @@ pub struct Rendered {
 
 #[derive(Default)]
 struct Inner {
-    /// By task and dialect: its owner, the signing window, the JSON.
-    by_task: HashMap<(Uuid, Dialect), (Uuid, u64, Bytes)>,
+    by_task: HashMap<(Uuid, Dialect), (Uuid, Bytes)>,
     order: VecDeque<(Uuid, Dialect)>,
     bytes: usize,
 }
 
 impl Rendered {
     /// Look up many tasks under one lock (a batch get asks for up to 100).
-    pub fn get_many(
-        &self,
-        owner: Uuid,
-        ids: &[Uuid],
-        dialect: Dialect,
-        window: u64,
-    ) -> Vec<Lookup> {
+    pub fn get_many(&self, owner: Uuid, ids: &[Uuid], dialect: Dialect) -> Vec<Lookup> {
         let Ok(inner) = self.inner.lock() else {
             return ids.iter().map(|_| Lookup::Miss).collect();
         };
         ids.iter()
             .map(|id| match inner.by_task.get(&(*id, dialect)) {
-                Some((o, _, _)) if *o != owner => Lookup::Foreign,
-                Some((_, w, json)) if *w == window => Lookup::Hit(json.clone()),
-                _ => Lookup::Miss,
+                Some((o, json)) if *o == owner => Lookup::Hit(json.clone()),
+                Some(_) => Lookup::Foreign,
+                None => Lookup::Miss,
             })
             .collect()
     }
@@ -59,7 +52,7 @@ impl Rendered {
     /// Keep `json`, the rendering of `task` in `dialect`, if the task is
     /// finished for good. A task Luma's official API made can still be
     /// deleted, on any instance: it is never kept.
-    pub fn put(&self, task: &Task, dialect: Dialect, json: &Bytes, window: u64) {
+    pub fn put(&self, task: &Task, dialect: Dialect, json: &Bytes) {
         if !task.state.is_terminal()
             || task.dialect == Dialect::DreamMachine
             || json.len() > BUDGET_BYTES
@@ -70,29 +63,20 @@ impl Rendered {
             return;
         };
         let key = (task.id, dialect);
-        match inner.by_task.get(&key) {
-            Some((_, w, _)) if *w == window => return,
-            // Rendered in an earlier window: replaced.
-            Some((_, _, old)) => {
-                let stale = old.len();
-                inner.bytes -= stale;
-                inner.by_task.remove(&key);
-                inner.order.push_back(key);
-            }
-            None => inner.order.push_back(key),
+        if inner.by_task.contains_key(&key) {
+            return;
         }
         while inner.bytes + json.len() > BUDGET_BYTES {
             let Some(old) = inner.order.pop_front() else {
                 break;
             };
-            if let Some((_, _, b)) = inner.by_task.remove(&old) {
+            if let Some((_, b)) = inner.by_task.remove(&old) {
                 inner.bytes -= b.len();
             }
         }
         inner.bytes += json.len();
-        inner
-            .by_task
-            .insert(key, (task.owner, window, json.clone()));
+        inner.by_task.insert(key, (task.owner, json.clone()));
+        inner.order.push_back(key);
     }
 }
 
@@ -112,9 +96,13 @@ pub async fn batch_json<V: serde::Serialize>(
 ) -> Result<axum::response::Response, ApiError> {
     let mut parts: Vec<Option<Bytes>> = vec![None; ids.len()];
     let mut missing = Vec::new();
-    let now = gengate_engine::now_ms();
-    let (links, window) = (state.file_links.at(now), state.file_links.window(now));
-    let looked_up = state.rendered.get_many(owner, ids, shape, window);
+    let cached = !state.file_links.is_signed();
+    let looked_up = if cached {
+        state.rendered.get_many(owner, ids, shape)
+    } else {
+        ids.iter().map(|_| Lookup::Miss).collect()
+    };
+    let links = state.links();
     for (at, (id, found)) in ids.iter().zip(looked_up).enumerate() {
         match found {
             Lookup::Hit(json) => parts[at] = Some(json),
@@ -132,7 +120,9 @@ pub async fn batch_json<V: serde::Serialize>(
             let json = Bytes::from(
                 serde_json::to_vec(&render(&task, &links)).map_err(|_| ApiError::Internal)?,
             );
-            state.rendered.put(&task, shape, &json, window);
+            if cached {
+                state.rendered.put(&task, shape, &json);
+            }
             if let Some(at) = ids.iter().position(|id| *id == task.id) {
                 parts[at] = Some(json);
             }

@@ -403,6 +403,16 @@ async fn signed_result_urls_are_served_until_they_expire() {
     let ok = http.get(&video).send().await.unwrap();
     assert_eq!(ok.status().as_u16(), 200);
     assert_eq!(ok.headers()["content-type"], "video/mp4");
+    let cache = ok.headers()["cache-control"].to_str().unwrap();
+    let max_age: u64 = cache
+        .strip_prefix("private, max-age=")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (60..=120).contains(&max_age),
+        "not cached past its expiry: {cache}"
+    );
 
     let bare = video.split_once('?').unwrap().0;
     let flipped = if video.ends_with('0') { '1' } else { '0' };

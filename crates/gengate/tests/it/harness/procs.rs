@@ -70,13 +70,14 @@ pub async fn serve_with_env(place: &Place, extra: &[&str], env: &[(&str, String)
         .append(true)
         .open(place.dir.path().join("gengate.log"))
         .unwrap();
-    let mut child = Command::new(BIN)
+    let mut command = Command::new(BIN);
+    loopback_aws(&mut command).envs(env.iter().map(|(k, v)| (k, v)));
+    let mut child = command
         .args(["serve", "--listen", "127.0.0.1:0"])
         .args(place.args())
         .args(extra)
         .env("GENGATE_ADMIN_KEY", ADMIN)
         .env_remove("GENGATE_LISTEN")
-        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
         .stderr(log)
         .kill_on_drop(true)
@@ -108,10 +109,11 @@ pub async fn cli(place: &Place, args: &[&str]) -> (bool, String, String) {
 
 /// [`cli`] with environment variables set for the command.
 pub async fn cli_env(place: &Place, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
-    let out = Command::new(BIN)
+    let mut command = Command::new(BIN);
+    loopback_aws(&mut command).envs(env.iter().copied());
+    let out = command
         .args(args)
         .args(place.args())
-        .envs(env.iter().copied())
         .output()
         .await
         .unwrap();
@@ -119,6 +121,21 @@ pub async fn cli_env(place: &Place, args: &[&str], env: &[(&str, &str)]) -> (boo
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The machine's `AWS_*` variables removed (a developer's own endpoint or
+/// credentials must not leak into a test), and instance metadata, which S3
+/// clients ask for credentials when none are given, pointed at a closed
+/// loopback port: a test's storage traffic stays on 127.0.0.1.
+fn loopback_aws(cmd: &mut Command) -> &mut Command {
+    for (name, _) in std::env::vars().filter(|(k, _)| k.starts_with("AWS_")) {
+        cmd.env_remove(name);
+    }
+    let closed = gengate_testkit::fixtures::closed_port();
+    cmd.env(
+        "AWS_METADATA_ENDPOINT",
+        format!("http://127.0.0.1:{closed}"),
     )
 }
 
