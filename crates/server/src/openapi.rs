@@ -192,7 +192,29 @@ impl Modify for Files {
             HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem,
         };
         use utoipa::openapi::schema::{ObjectBuilder, Type};
-        let op = OperationBuilder::new()
+        let queries = [
+            (
+                "download",
+                "Present: served as an attachment (Content-Disposition)",
+            ),
+            (
+                "expires",
+                "With signed result URLs: when the URL runs out (Unix seconds)",
+            ),
+            (
+                "signature",
+                "With signed result URLs: HMAC-SHA256 of the file's key and expires, hex",
+            ),
+        ]
+        .map(|(name, about)| {
+            ParameterBuilder::new()
+                .name(name)
+                .parameter_in(ParameterIn::Query)
+                .required(Required::False)
+                .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                .description(Some(about))
+        });
+        let mut op = OperationBuilder::new()
             .tag("files")
             .summary(Some("A stored result file (video, image, thumbnail, last frame)"))
             .description(Some("Content-addressed, so immutable. Served with its content type; supports HTTP range requests. The URLs appear in task objects."))
@@ -208,39 +230,18 @@ impl Modify for Files {
                     ))
                     .description(Some("SHA-256 of the content and its extension, e.g. 3f…a9.mp4")),
             )
-            .parameter(
-                ParameterBuilder::new()
-                    .name("download")
-                    .parameter_in(ParameterIn::Query)
-                    .required(Required::False)
-                    .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
-                    .description(Some("Present: served as an attachment (Content-Disposition)")),
-            )
             .response("200", ResponseBuilder::new().description("The file"))
             .response("206", ResponseBuilder::new().description("Part of the file (Range)"))
             .response("304", ResponseBuilder::new().description("Not modified (If-None-Match)"))
-            .parameter(
-                ParameterBuilder::new()
-                    .name("expires")
-                    .parameter_in(ParameterIn::Query)
-                    .required(Required::False)
-                    .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
-                    .description(Some("With signed result URLs: when the URL runs out (Unix seconds)")),
-            )
-            .parameter(
-                ParameterBuilder::new()
-                    .name("signature")
-                    .parameter_in(ParameterIn::Query)
-                    .required(Required::False)
-                    .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
-                    .description(Some("With signed result URLs: HMAC-SHA256 of the file's key and expires, hex")),
-            )
             .response("307", ResponseBuilder::new().description("At a short-lived presigned storage URL (file_urls = \"presigned\")"))
             .response("403", ResponseBuilder::new().description("With signed result URLs: unsigned, expired or a bad signature"))
             .response("404", ResponseBuilder::new().description("No such file"))
             .response("416", ResponseBuilder::new().description("The Range is outside the file"))
-            .response("503", ResponseBuilder::new().description("Storage unavailable; try again after Retry-After"))
-            .build();
+            .response("503", ResponseBuilder::new().description("Storage unavailable; try again after Retry-After"));
+        for query in queries {
+            op = op.parameter(query);
+        }
+        let op = op.build();
         openapi.paths.paths.insert(
             "/files/results/{file}".into(),
             PathItem::new(HttpMethod::Get, op),

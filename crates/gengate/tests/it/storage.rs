@@ -59,38 +59,9 @@ async fn two_instances_share_one_bucket_for_inputs_and_results() {
     let b64 = base64::engine::general_purpose::STANDARD.encode(RED_PNG);
     let body =
         json!({"prompt": "tinted", "aspect_ratio": "1:1", "image": b64, "image_fidelity": 1.0});
-    let (status, created) = post(
-        &http,
-        format!("{}/kling/v1/images/generations", a.base),
-        ADMIN,
-        body,
-    )
-    .await;
-    assert_eq!(status, 200, "{created}");
-    let id = created["data"]["task_id"]
-        .as_str()
-        .expect("a task id")
-        .to_string();
-
+    let id = submit_kling(&http, &a.base, body).await;
     // The input is in the bucket, not in either directory.
-    let every = Duration::from_millis(100);
-    let task: Value = poll_until(
-        "the task done",
-        Duration::from_secs(60),
-        every,
-        async || {
-            let t = json_of(
-                http.get(format!("{}/kling/v1/images/generations/{id}", a.base))
-                    .bearer_auth(ADMIN),
-            )
-            .await;
-            match t["data"]["task_status"].as_str() {
-                Some("succeed" | "failed") => Ok(t),
-                _ => Err(t.to_string()),
-            }
-        },
-    )
-    .await;
+    let task = kling_done(&http, &a.base, &id, Duration::from_secs(60)).await;
     assert_eq!(task["data"]["task_status"], "succeed", "{task}");
     for dir in [place_a.dir.path(), place_b.dir.path()] {
         assert!(
@@ -198,21 +169,19 @@ async fn two_instances_share_one_bucket_for_inputs_and_results() {
     place_a.finish().await;
 }
 
-/// Submit a Kling image task through `base` and wait for its end.
-async fn kling_image(http: &reqwest::Client, base: &str, within: Duration) -> Value {
-    let body = json!({"prompt": "a lighthouse", "aspect_ratio": "1:1"});
-    let (status, created) = post(
-        http,
-        format!("{base}/kling/v1/images/generations"),
-        ADMIN,
-        body,
-    )
-    .await;
+/// Submit a Kling image task of `body` through `base`: its id.
+async fn submit_kling(http: &reqwest::Client, base: &str, body: Value) -> String {
+    let url = format!("{base}/kling/v1/images/generations");
+    let (status, created) = post(http, url, ADMIN, body).await;
     assert_eq!(status, 200, "{created}");
-    let id = created["data"]["task_id"]
+    created["data"]["task_id"]
         .as_str()
         .expect("a task id")
-        .to_string();
+        .to_string()
+}
+
+/// Kling task `id` (asked through `base`), once it has ended.
+async fn kling_done(http: &reqwest::Client, base: &str, id: &str, within: Duration) -> Value {
     let every = Duration::from_millis(100);
     poll_until("the task done", within, every, async || {
         let t = json_of(
@@ -226,6 +195,13 @@ async fn kling_image(http: &reqwest::Client, base: &str, within: Duration) -> Va
         }
     })
     .await
+}
+
+/// Submit a Kling image task through `base` and wait for its end.
+async fn kling_image(http: &reqwest::Client, base: &str, within: Duration) -> Value {
+    let body = json!({"prompt": "a lighthouse", "aspect_ratio": "1:1"});
+    let id = submit_kling(http, base, body).await;
+    kling_done(http, base, &id, within).await
 }
 
 /// Storage down while a result is being stored: the task waits (it is
@@ -253,18 +229,7 @@ async fn a_task_waits_out_a_storage_outage() {
 
     gate.shut();
     let body = json!({"prompt": "a lighthouse", "aspect_ratio": "1:1"});
-    let (status, created) = post(
-        &http,
-        format!("{}/kling/v1/images/generations", gw.base),
-        ADMIN,
-        body,
-    )
-    .await;
-    assert_eq!(status, 200, "{created}");
-    let id = created["data"]["task_id"]
-        .as_str()
-        .expect("a task id")
-        .to_string();
+    let id = submit_kling(&http, &gw.base, body).await;
     let every = Duration::from_millis(200);
     poll_until(
         "failed stores counted",
@@ -299,23 +264,7 @@ async fn a_task_waits_out_a_storage_outage() {
     );
 
     gate.open();
-    let done = poll_until(
-        "completed after the outage",
-        Duration::from_secs(90),
-        every,
-        async || {
-            let t = json_of(
-                http.get(format!("{}/kling/v1/images/generations/{id}", gw.base))
-                    .bearer_auth(ADMIN),
-            )
-            .await;
-            match t["data"]["task_status"].as_str() {
-                Some("succeed" | "failed") => Ok(t),
-                _ => Err(t.to_string()),
-            }
-        },
-    )
-    .await;
+    let done = kling_done(&http, &gw.base, &id, Duration::from_secs(90)).await;
     assert_eq!(done["data"]["task_status"], "succeed", "{done}");
     let url = done["data"]["task_result"]["images"][0]["url"]
         .as_str()
