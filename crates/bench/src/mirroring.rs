@@ -61,12 +61,15 @@ pub async fn mirroring(quick: bool) -> anyhow::Result<Vec<Row>> {
     };
     let bucket = MediaStore::open("s3://bench/mirror", &settings)?;
     let spool = dir.path().join("spool");
+    // Where each result's term is kept, as a gateway's engine keeps it.
+    let db = format!("sqlite://{}", dir.path().join("gengate.db").display());
+    let store = gengate_store::open(&db, true).await?;
     let mirrors = [
         (
             "a local directory",
-            Mirror::new(local, spool.clone(), 2 << 30),
+            Mirror::new(store.clone(), local, spool.clone(), 2 << 30),
         ),
-        ("S3 (moto)", Mirror::new(bucket, spool, 2 << 30)),
+        ("S3 (moto)", Mirror::new(store, bucket, spool, 2 << 30)),
     ];
     // moto keeps objects in memory: fewer there.
     let (reps, per_rep, memory_run) = if quick {

@@ -22,6 +22,10 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// What was asked for existed and is gone for good (results deleted
+    /// under the retention policy).
+    #[error("{0}")]
+    Gone(String),
     #[error("too many requests; retry after {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
     /// The key's balance or one of its limits stands in the way.
@@ -59,6 +63,7 @@ impl ApiError {
             ApiError::Forbidden(_) => 403,
             ApiError::NotFound(_) => 404,
             ApiError::Conflict(_) => 409,
+            ApiError::Gone(_) => 410,
             ApiError::PayloadTooLarge { .. } => 413,
             ApiError::UnsupportedMediaType => 415,
             ApiError::Refused(r) => r.status(),

@@ -8,6 +8,7 @@ pub mod dialect;
 pub mod error;
 pub mod links;
 pub mod request;
+pub mod retention;
 pub mod task;
 pub mod time;
 pub mod usage;
@@ -19,6 +20,7 @@ pub use delivery::{Delivery, DeliveryAttempt, DeliveryOutcome, DeliveryState, Re
 pub use error::ApiError;
 pub use links::{FileLinks, Links};
 pub use request::{GenerationRequest, ImageFormat, ImageRole, ImageSource, InputImage};
+pub use retention::Retention;
 pub use task::{
     ApiKey, Artifact, ArtifactRole, Dialect, Millis, NewTask, Task, TaskEvent, TaskKind, TaskState,
     TaskUpdate,

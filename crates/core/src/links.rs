@@ -10,7 +10,7 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::task::Millis;
+use crate::task::{Millis, Task, TaskState};
 
 #[derive(Debug, Clone)]
 pub struct FileLinks {
@@ -50,6 +50,7 @@ pub struct Links<'a> {
     links: &'a FileLinks,
     /// When signing: the expiry of URLs written now.
     expires: Option<u64>,
+    now: Millis,
 }
 
 impl FileLinks {
@@ -83,6 +84,7 @@ impl FileLinks {
         Links {
             links: self,
             expires,
+            now,
         }
     }
 
@@ -123,6 +125,14 @@ impl FileLinks {
 }
 
 impl Links<'_> {
+    /// Why a completed `task` shows no results: they expired under the
+    /// retention rules (their files may be gone). What renders say instead.
+    pub fn expired(&self, task: &Task) -> Option<String> {
+        task.keep_until
+            .filter(|k| *k <= self.now && task.state == TaskState::Completed)
+            .map(crate::retention::expired_note)
+    }
+
     /// The URL of the stored file `key`.
     pub fn url(&self, key: &str) -> String {
         let base = &self.links.base;

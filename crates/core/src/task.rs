@@ -199,6 +199,9 @@ pub struct Task {
     pub refunded: Credits,
     /// What the channel's cost list says the task cost upstream.
     pub upstream_cost: Credits,
+    /// When the task's results expire (set as it finishes); `None`: kept
+    /// for ever, or not finished.
+    pub keep_until: Option<Millis>,
 }
 
 impl Task {
@@ -230,6 +233,7 @@ impl Task {
             charge: Charge::default(),
             refunded: 0,
             upstream_cost: 0,
+            keep_until: None,
         }
     }
 
@@ -309,6 +313,10 @@ pub struct TaskUpdate {
     pub refund: Credits,
     /// What the task cost upstream, set when it completes.
     pub upstream_cost: Option<Credits>,
+    /// Until when the results are kept (`None`: for ever), written with a
+    /// terminal change; its files are kept at least as long. Set by the
+    /// transition, from the retention rules.
+    pub keep_until: Option<Millis>,
 }
 
 impl TaskUpdate {

@@ -12,11 +12,13 @@ use std::time::Duration;
 use gengate_core::{Artifact, ArtifactRole, ImageFormat};
 use gengate_providers::media;
 use gengate_providers::{Output, OutputData};
+use gengate_store::TaskStore;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use crate::fetch::{Capped, FetchError};
 use crate::storage::{MediaStore, StorageError};
+use crate::sweeper::WRITE_HOLD;
 
 /// Storage prefix of results; everything under it is served at `/files/`.
 pub const RESULTS_PREFIX: &str = "results";
@@ -61,6 +63,7 @@ type Known = Arc<Mutex<HashMap<(String, ArtifactRole), Facts>>>;
 /// Remembers what it found in files it has seen, so identical results (the
 /// sandbox's, retries) are decoded once.
 pub struct Mirror {
+    store: Arc<dyn TaskStore>,
     media: MediaStore,
     spool: PathBuf,
     max_bytes: u64,
@@ -79,7 +82,12 @@ struct Spooled {
 impl Mirror {
     /// Results come from the channels' upstreams, which the operator chose
     /// (self-hosted ones on private networks included): no address policy here.
-    pub fn new(media: MediaStore, spool: PathBuf, max_bytes: u64) -> Mirror {
+    pub fn new(
+        store: Arc<dyn TaskStore>,
+        media: MediaStore,
+        spool: PathBuf,
+        max_bytes: u64,
+    ) -> Mirror {
         clear_spool(&spool);
         let http = reqwest::Client::builder()
             .timeout(DOWNLOAD_TIMEOUT)
@@ -88,6 +96,7 @@ impl Mirror {
             .build()
             .unwrap_or_default();
         Mirror {
+            store,
             media,
             spool,
             max_bytes,
@@ -109,6 +118,7 @@ impl Mirror {
                     let (sha256, facts) =
                         blocking(move || examine(role, &for_probe, &known)).await??;
                     let key = format!("{RESULTS_PREFIX}/{sha256}.{extension}");
+                    self.hold(&key, bytes.len() as u64).await?;
                     self.media
                         .put_once(&key, bytes)
                         .await
@@ -125,6 +135,7 @@ impl Mirror {
                     );
                     let facts =
                         blocking(move || examine_file(role, &path, size, sha256, &known)).await??;
+                    self.hold(&key, size).await?;
                     self.media
                         .put_file_once(&key, &spooled.file)
                         .await
@@ -144,6 +155,19 @@ impl Mirror {
             });
         }
         Ok(artifacts)
+    }
+
+    /// Keep `key` from the sweeper while it is written and its task
+    /// completes (which then keeps it as long as the task's results).
+    async fn hold(&self, key: &str, size: u64) -> Result<(), MirrorError> {
+        let until = crate::now_ms() + crate::config::ms(WRITE_HOLD);
+        match self.store.keep_file(key, size, Some(until)).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(MirrorError::Transient(format!(
+                "{key} is being deleted (retention); storing it again shortly"
+            ))),
+            Err(e) => Err(MirrorError::Transient(format!("recording {key}: {e}"))),
+        }
     }
 
     fn too_large(&self) -> MirrorError {
@@ -333,10 +357,17 @@ mod tests {
 
     use super::*;
 
-    fn mirror(max_bytes: u64) -> (Mirror, tempfile::TempDir) {
+    async fn store_in(dir: &std::path::Path) -> Arc<dyn TaskStore> {
+        let url = format!("sqlite://{}", dir.join("gengate.db").display());
+        gengate_store::open(&url, true).await.unwrap()
+    }
+
+    async fn mirror(max_bytes: u64) -> (Mirror, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let media = MediaStore::local(dir.path().join("media")).unwrap();
-        (Mirror::new(media, dir.path().join("spool"), max_bytes), dir)
+        let store = store_in(dir.path()).await;
+        let spool = dir.path().join("spool");
+        (Mirror::new(store, media, spool, max_bytes), dir)
     }
 
     fn output(data: OutputData) -> Vec<Output> {
@@ -354,7 +385,7 @@ mod tests {
     #[tokio::test]
     async fn a_downloaded_result_streams_through_the_spool_into_storage() {
         let host = ImageHost::start().await;
-        let (mirror, dir) = mirror(1 << 20);
+        let (mirror, dir) = mirror(1 << 20).await;
         let url = OutputData::Url(host.url("/red.png"));
         let stored = mirror.store(output(url)).await.unwrap();
         let sha = hex::encode(Sha256::digest(RED_PNG));
@@ -369,8 +400,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_new_mirror_clears_what_a_killed_process_left_in_the_spool() {
+    #[tokio::test]
+    async fn a_new_mirror_clears_what_a_killed_process_left_in_the_spool() {
         let dir = tempfile::tempdir().unwrap();
         let spool = dir.path().join("spool");
         std::fs::create_dir_all(&spool).unwrap();
@@ -385,7 +416,7 @@ mod tests {
             .set_modified(long_ago)
             .unwrap();
         let media = MediaStore::local(dir.path().join("media")).unwrap();
-        let _mirror = Mirror::new(media, spool, 1 << 20);
+        let _mirror = Mirror::new(store_in(dir.path()).await, media, spool, 1 << 20);
         assert!(!old.exists());
         assert!(young.exists());
     }
@@ -393,7 +424,7 @@ mod tests {
     #[tokio::test]
     async fn a_result_over_the_limit_is_refused_by_name_and_not_stored() {
         let host = ImageHost::start().await;
-        let (mirror, dir) = mirror(1 << 20);
+        let (mirror, dir) = mirror(1 << 20).await;
         // 11 MB, no Content-Length trusted: refused while streaming.
         let url = OutputData::Url(host.url("/huge.png"));
         match mirror.store(output(url)).await {

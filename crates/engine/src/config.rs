@@ -31,6 +31,8 @@ pub struct EngineConfig {
     pub spool_dir: std::path::PathBuf,
     /// Results larger than this fail their task.
     pub max_result_bytes: u64,
+    /// How long finished tasks' results are kept.
+    pub retention: gengate_core::Retention,
 }
 
 impl Default for EngineConfig {
@@ -48,6 +50,7 @@ impl Default for EngineConfig {
             prices: Vec::new(),
             spool_dir: std::env::temp_dir().join("gengate-spool"),
             max_result_bytes: crate::artifacts::DEFAULT_MAX_RESULT_BYTES,
+            retention: gengate_core::Retention::default(),
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod prices;
 pub mod service;
 pub mod storage;
 pub mod stored_channels;
+pub mod sweeper;
 
 mod transition;
 pub mod upstream_callbacks;
@@ -75,15 +76,17 @@ impl Engine {
         policy: net::AddressPolicy,
     ) -> Arc<Engine> {
         let fetcher = InputFetcher::new(cfg.fetch_timeout, policy);
+        let mirror = artifacts::Mirror::new(
+            store.clone(),
+            media.clone(),
+            cfg.spool_dir.clone(),
+            cfg.max_result_bytes,
+        );
         Arc::new(Engine {
             prices: prices::Prices::new(cfg.prices.clone()),
             store,
             channels,
-            mirror: artifacts::Mirror::new(
-                media.clone(),
-                cfg.spool_dir.clone(),
-                cfg.max_result_bytes,
-            ),
+            mirror,
             media,
             fetcher,
             cfg,
@@ -110,6 +113,11 @@ impl Engine {
     /// Where results and inputs are stored.
     pub fn media(&self) -> &MediaStore {
         &self.media
+    }
+
+    /// The sweeper of expired files, for [`sweeper::Sweeper::run`].
+    pub fn sweeper(&self) -> sweeper::Sweeper {
+        sweeper::Sweeper::new(self.store.clone(), self.media.clone())
     }
 
     /// Use the store's channels and prices as they are now (after an admin

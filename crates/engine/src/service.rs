@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use gengate_core::usage::{self, UsageReport, UsageRequest};
 use gengate_core::{
-    Admission, ApiError, ApiKey, Dialect, ImageFormat, ImageRole, ImageSource, InputImage, NewTask,
-    Task, TaskState, TaskUpdate,
+    Admission, ApiError, ApiKey, Dialect, ImageFormat, ImageRole, ImageSource, InputImage, Millis,
+    NewTask, Task, TaskState, TaskUpdate,
 };
 use gengate_store::{StoreError, TaskStore, UsageQuery};
 use sha2::{Digest, Sha256};
@@ -18,6 +18,7 @@ use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
 use crate::net::AddressPolicy;
+use crate::sweeper::WRITE_HOLD;
 use crate::{Engine, TaskChanged, now_ms};
 
 /// Where inputs clients upload are stored (never served), by content hash.
@@ -126,14 +127,16 @@ impl TaskService {
                 format!("no channel serves model {:?}", new.model),
             ));
         }
-        if let Some(image) = inline {
-            new.request.images.push(self.store_input(image).await?);
-        }
         let now = now_ms();
         let deadline = match channels.deadline_for(&new.model) {
             Some(d) => now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
             None => self.engine.config().deadline_for(new.kind, now),
         };
+        if let Some(image) = inline {
+            new.request
+                .images
+                .push(self.store_input(image, deadline).await?);
+        }
         let admission = Admission {
             charge: self
                 .engine
@@ -187,21 +190,40 @@ impl TaskService {
         Ok(())
     }
 
-    /// Content-addressed: the same image sent twice is stored once.
-    async fn store_input(&self, image: InlineImage) -> Result<InputImage, ApiError> {
+    /// Content-addressed: the same image sent twice is stored once. Kept
+    /// (from the sweeper) until its task's deadline has passed, and a
+    /// write's hold after that: no submit needs it later.
+    async fn store_input(
+        &self,
+        image: InlineImage,
+        deadline: Millis,
+    ) -> Result<InputImage, ApiError> {
         let key = format!(
             "{INPUTS_PREFIX}/{}.{}",
             hex::encode(Sha256::digest(&image.bytes)),
             image.format.extension()
         );
+        let unavailable = |what: &str, e: &dyn std::fmt::Display| {
+            tracing::error!(error = %e, "{what} an input image failed");
+            ApiError::Unavailable("could not store the image".into())
+        };
+        let until = deadline.saturating_add(crate::config::ms(WRITE_HOLD));
+        let size = image.bytes.len() as u64;
+        match self.store().keep_file(&key, size, Some(until)).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(ApiError::Unavailable(
+                    "the same image is being deleted from storage; send it again in a few seconds"
+                        .into(),
+                ));
+            }
+            Err(e) => return Err(unavailable("recording", &e)),
+        }
         self.engine
             .media()
             .put_once(&key, image.bytes.into())
             .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "storing an input image failed");
-                ApiError::Unavailable("could not store the image".into())
-            })?;
+            .map_err(|e| unavailable("storing", &e))?;
         Ok(InputImage {
             role: image.role,
             source: ImageSource::Stored {

@@ -349,6 +349,14 @@ impl MediaStore {
         Ok(report)
     }
 
+    /// Delete `key`; one already gone counts as deleted.
+    pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        match self.store.delete(&MediaStore::path(key)?).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// A whole object, in memory: for inputs and frames, which are small.
     pub async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
         Ok(self

@@ -3,7 +3,8 @@
 //! cancel), passes [`Engine::transition`]: the state machine's guard, the
 //! compare-and-swap, the refund a terminal change owes the task's key
 //! (written by the store in the change's transaction, so only the writer
-//! that wins refunds), the transition metric, and the news that waiters and
+//! that wins refunds), the term its results are kept (the retention rules;
+//! the store keeps their files as long), the transition metric, and the news that waiters and
 //! live streams listen to. Whatever else must follow a change of state
 //! hangs here and nowhere else.
 
@@ -42,6 +43,7 @@ impl Engine {
         task: &Task,
         mut update: TaskUpdate,
     ) -> Result<Option<Task>, StoreError> {
+        let now = now_ms();
         if let Some(to) = update.state {
             if !task.state.can_become(to) {
                 tracing::error!(task = %task.id, from = ?task.state, ?to, "refused transition");
@@ -51,10 +53,13 @@ impl Engine {
             if to == TaskState::Completed {
                 update.upstream_cost = self.upstream_cost(task, &update);
             }
+            if to.is_terminal() {
+                update.keep_until = self.cfg.retention.keep_until(task, now);
+            }
         }
         let applied = self
             .store
-            .update_task(task.id, task.version, &update, now_ms())
+            .update_task(task.id, task.version, &update, now)
             .await?;
         match (&applied, update.state) {
             (None, _) => tracing::debug!(task = %task.id, "lost the race; leaving the task alone"),

@@ -129,6 +129,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         prices: settings.prices.clone(),
         spool_dir: settings.data_dir.join("spool"),
         max_result_bytes: settings.max_result_mb << 20,
+        retention: settings.retention(),
         ..EngineConfig::default()
     };
     let media = MediaStore::open(&settings.storage_url()?, &settings.s3)?;
@@ -167,6 +168,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let serve_api = settings.role.serves_api();
     let handle = tokio::spawn(async move {
         let watch_task = tokio::spawn(engine.clone().watch_channels(rx.clone()));
+        let sweep_task = run_engine.then(|| tokio::spawn(engine.sweeper().run(rx.clone())));
         let engine_task = run_engine.then(|| tokio::spawn(engine.run(rx.clone())));
         let deliver_task = run_engine.then(|| tokio::spawn(deliverer.run(rx.clone())));
         let mut server_rx = rx.clone();
@@ -185,7 +187,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
             Ok(r) => r??,
             Err(_) => tracing::warn!("requests still open after the grace period; closing"),
         }
-        for task in [Some(watch_task), engine_task, deliver_task]
+        for task in [Some(watch_task), engine_task, deliver_task, sweep_task]
             .into_iter()
             .flatten()
         {

@@ -71,7 +71,26 @@ pub struct Settings {
     pub file_url_keys: Vec<String>,
     /// Results larger than this (MiB) fail their task, naming the limit.
     pub max_result_mb: u64,
+    /// Days a finished task's results are kept before their files are
+    /// deleted (0: for ever).
+    pub retention_days: u32,
+    /// Overrides of `retention_days` by model and by key id
+    /// (`[retention.models]`, `[retention.keys]`; 0: for ever).
+    pub retention: RetentionOverrides,
 }
+
+/// See [`Settings::retention`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionOverrides {
+    #[serde(default)]
+    pub models: std::collections::BTreeMap<String, u32>,
+    #[serde(default)]
+    pub keys: std::collections::BTreeMap<uuid::Uuid, u32>,
+}
+
+/// A century: longer is for ever (0).
+const MAX_RETENTION_DAYS: u32 = 36_500;
 
 /// How clients fetch results (see [`Settings::file_urls`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,6 +165,8 @@ impl Default for Settings {
             file_url_ttl_secs: 0,
             file_url_keys: Vec::new(),
             max_result_mb: gengate_engine::artifacts::DEFAULT_MAX_RESULT_BYTES >> 20,
+            retention_days: 0,
+            retention: RetentionOverrides::default(),
         }
     }
 }
@@ -178,6 +199,15 @@ impl Settings {
         }
         let dir = std::path::absolute(self.data_dir.join("media"))?;
         Ok(format!("file://{}", dir.display()))
+    }
+
+    /// The retention rules: `retention_days` and its overrides.
+    pub fn retention(&self) -> gengate_core::Retention {
+        gengate_core::Retention {
+            days: self.retention_days,
+            models: self.retention.models.clone(),
+            keys: self.retention.keys.clone(),
+        }
     }
 
     /// How result URLs under `public` are written.
@@ -239,6 +269,14 @@ impl Settings {
         anyhow::ensure!(
             (1..=1 << 20).contains(&self.max_result_mb),
             "max_result_mb must be 1 to 1048576"
+        );
+        let days = self.retention();
+        anyhow::ensure!(
+            std::iter::once(&days.days)
+                .chain(days.models.values())
+                .chain(days.keys.values())
+                .all(|d| *d <= MAX_RETENTION_DAYS),
+            "retention_days (and each of [retention]'s) must be 0 (for ever) to {MAX_RETENTION_DAYS}"
         );
         anyhow::ensure!(
             self.file_url_ttl_secs == 0

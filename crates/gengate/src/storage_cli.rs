@@ -1,9 +1,11 @@
-//! `gengate storage`: what the configured storage holds, and copying it to
+//! `gengate storage`: what the configured storage holds, copying it to
 //! another (moving from the local default to a bucket without losing
-//! history). Works on the storage directly; instances may keep running.
+//! history), and deleting expired files now rather than at the next
+//! sweep. Instances may keep running.
 
 use clap::Subcommand;
 use gengate_engine::storage::{Copied, MediaStore};
+use gengate_engine::sweeper::Sweeper;
 
 use gengate::config::Settings;
 
@@ -22,11 +24,41 @@ pub enum StorageCommand {
         #[arg(long, value_name = "STORAGE_URL")]
         to: String,
     },
+    /// Delete the files whose retention has passed (what the serving
+    /// instances' sweep does every ten minutes), one sweep at a time.
+    Gc {
+        /// Count what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Judge expiry as at this time (RFC 3339) instead of now: with
+        /// --dry-run, what a date will free. Without it, files are deleted
+        /// before their time.
+        #[arg(long, value_name = "TIME")]
+        as_of: Option<chrono::DateTime<chrono::Utc>>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub async fn run(settings: Settings, cmd: StorageCommand) -> anyhow::Result<()> {
     let from = MediaStore::open(&settings.storage_url()?, &settings.s3)?;
     match cmd {
+        StorageCommand::Gc {
+            dry_run,
+            as_of,
+            json,
+        } => {
+            let store = gengate::app::open_store(&settings, settings.migrate).await?;
+            let as_of = as_of.map_or_else(gengate_engine::now_ms, |t| t.timestamp_millis());
+            let report = Sweeper::new(store, from).sweep(as_of, dry_run).await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                let verb = if dry_run { "would delete" } else { "deleted" };
+                println!("{verb} {} files ({} bytes)", report.files, report.bytes);
+            }
+            Ok(())
+        }
         StorageCommand::Usage { json } => {
             let usage = from.usage().await?;
             if json {

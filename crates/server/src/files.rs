@@ -20,6 +20,8 @@ use serde::Deserialize;
 
 use crate::AppState;
 
+const NO_SUCH_FILE: &str = "no such file (results are deleted once their retention passes)";
+
 /// Where clients fetch results from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileUrls {
@@ -104,9 +106,7 @@ pub async fn serve(
         Some(wanted) => {
             let size = match media.read(&key, None, true).await {
                 Ok(found) => found.meta.size,
-                Err(StorageError::NotFound) => {
-                    return detail(StatusCode::NOT_FOUND, "no such file");
-                }
+                Err(StorageError::NotFound) => return detail(StatusCode::NOT_FOUND, NO_SUCH_FILE),
                 Err(e) => return unavailable(&e),
             };
             let Some(range) = wanted.within(size) else {
@@ -134,7 +134,7 @@ pub async fn serve(
     let bounded = range.clone().map(GetRange::Bounded);
     let found = match media.read(&key, bounded, head).await {
         Ok(found) => found,
-        Err(StorageError::NotFound) => return detail(StatusCode::NOT_FOUND, "no such file"),
+        Err(StorageError::NotFound) => return detail(StatusCode::NOT_FOUND, NO_SUCH_FILE),
         Err(e) => return unavailable(&e),
     };
     let length = range.map_or(found.meta.size, |r| r.end - r.start);

@@ -99,7 +99,8 @@ pub async fn get_one(
     request_body = luma::CreateGeneration,
     responses(Errors<DetailError, KeyCreate>, (status = 201, body = LumaTask),
               (status = 404, body = DetailError),
-              (status = 409, body = DetailError, description = "The task is not completed")),
+              (status = 409, body = DetailError, description = "The task is not completed"),
+              (status = 410, body = DetailError, description = "Its results expired (retention)")),
     security(("bearer" = [])))]
 pub async fn extend(
     State(state): State<AppState>,
@@ -129,7 +130,8 @@ fn body_is_empty(headers: &HeaderMap) -> bool {
     params(("id" = String, Path, description = "Task id")),
     responses(Errors<DetailError, Key>, (status = 200, body = DownloadUrl),
               (status = 404, body = DetailError),
-              (status = 409, body = DetailError, description = "The task is not completed")),
+              (status = 409, body = DetailError, description = "The task is not completed"),
+              (status = 410, body = DetailError, description = "Its results expired (retention)")),
     security(("bearer" = [])))]
 pub async fn download_url(
     State(state): State<AppState>,
@@ -137,6 +139,10 @@ pub async fn download_url(
     Path(id): Path<String>,
 ) -> Result<Json<DownloadUrl>> {
     let task = own_task(&state, key.id, &id).await?;
+    let links = state.links();
+    if let Some(expired) = links.expired(&task) {
+        return Err(ApiError::Gone(expired).into());
+    }
     let video = task
         .artifact(ArtifactRole::Video)
         .filter(|_| task.state == TaskState::Completed)
@@ -147,7 +153,7 @@ pub async fn download_url(
             )))
         })?;
     Ok(Json(DownloadUrl {
-        url: state.links().download_url(&video.key),
+        url: links.download_url(&video.key),
     }))
 }
 

@@ -1,13 +1,14 @@
 //! Finished tasks never change again, so each one's rendered JSON is kept
 //! and served as bytes: a batch get of finished tasks is a few lookups and a
 //! copy, not a query and a render per task. Not with signed result URLs,
-//! whose renderings expire.
+//! whose renderings expire; and a rendering with results is kept only
+//! until they expire (retention), then rendered again, saying so.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use bytes::Bytes;
-use gengate_core::{ApiError, Dialect, Links, Task};
+use gengate_core::{ApiError, Dialect, Links, Millis, Task};
 use uuid::Uuid;
 
 use crate::AppState;
@@ -27,32 +28,45 @@ pub struct Rendered {
     inner: Mutex<Inner>,
 }
 
+struct Entry {
+    owner: Uuid,
+    json: Bytes,
+    /// When the rendering goes stale: its task's results expire.
+    stale_at: Option<Millis>,
+}
+
 #[derive(Default)]
 struct Inner {
-    by_task: HashMap<(Uuid, Dialect), (Uuid, Bytes)>,
+    by_task: HashMap<(Uuid, Dialect), Entry>,
     order: VecDeque<(Uuid, Dialect)>,
     bytes: usize,
 }
 
 impl Rendered {
     /// Look up many tasks under one lock (a batch get asks for up to 100).
-    pub fn get_many(&self, owner: Uuid, ids: &[Uuid], dialect: Dialect) -> Vec<Lookup> {
+    pub fn get_many(
+        &self,
+        owner: Uuid,
+        ids: &[Uuid],
+        dialect: Dialect,
+        now: Millis,
+    ) -> Vec<Lookup> {
         let Ok(inner) = self.inner.lock() else {
             return ids.iter().map(|_| Lookup::Miss).collect();
         };
         ids.iter()
             .map(|id| match inner.by_task.get(&(*id, dialect)) {
-                Some((o, json)) if *o == owner => Lookup::Hit(json.clone()),
-                Some(_) => Lookup::Foreign,
-                None => Lookup::Miss,
+                Some(e) if e.owner != owner => Lookup::Foreign,
+                Some(e) if e.stale_at.is_none_or(|at| now < at) => Lookup::Hit(e.json.clone()),
+                _ => Lookup::Miss,
             })
             .collect()
     }
 
-    /// Keep `json`, the rendering of `task` in `dialect`, if the task is
-    /// finished for good. A task Luma's official API made can still be
-    /// deleted, on any instance: it is never kept.
-    pub fn put(&self, task: &Task, dialect: Dialect, json: &Bytes) {
+    /// Keep `json`, the rendering of `task` in `dialect` at `now`, if the
+    /// task is finished for good. A task Luma's official API made can
+    /// still be deleted, on any instance: it is never kept.
+    pub fn put(&self, task: &Task, dialect: Dialect, json: &Bytes, now: Millis) {
         if !task.state.is_terminal()
             || task.dialect == Dialect::DreamMachine
             || json.len() > BUDGET_BYTES
@@ -63,19 +77,37 @@ impl Rendered {
             return;
         };
         let key = (task.id, dialect);
-        if inner.by_task.contains_key(&key) {
-            return;
+        // Rendered with its results until they expire; after, for good.
+        let stale_at = task.keep_until.filter(|at| now < *at);
+        match inner.by_task.get_mut(&key) {
+            Some(e) if e.stale_at.is_some_and(|at| at <= now) => {
+                *e = Entry {
+                    owner: task.owner,
+                    json: json.clone(),
+                    stale_at,
+                };
+                return;
+            }
+            Some(_) => return,
+            None => {}
         }
         while inner.bytes + json.len() > BUDGET_BYTES {
             let Some(old) = inner.order.pop_front() else {
                 break;
             };
-            if let Some((_, b)) = inner.by_task.remove(&old) {
-                inner.bytes -= b.len();
+            if let Some(e) = inner.by_task.remove(&old) {
+                inner.bytes -= e.json.len();
             }
         }
         inner.bytes += json.len();
-        inner.by_task.insert(key, (task.owner, json.clone()));
+        inner.by_task.insert(
+            key,
+            Entry {
+                owner: task.owner,
+                json: json.clone(),
+                stale_at,
+            },
+        );
         inner.order.push_back(key);
     }
 }
@@ -97,12 +129,13 @@ pub async fn batch_json<V: serde::Serialize>(
     let mut parts: Vec<Option<Bytes>> = vec![None; ids.len()];
     let mut missing = Vec::new();
     let cached = !state.file_links.is_signed();
+    let now = gengate_engine::now_ms();
     let looked_up = if cached {
-        state.rendered.get_many(owner, ids, shape)
+        state.rendered.get_many(owner, ids, shape, now)
     } else {
         ids.iter().map(|_| Lookup::Miss).collect()
     };
-    let links = state.links();
+    let links = state.file_links.at(now);
     for (at, (id, found)) in ids.iter().zip(looked_up).enumerate() {
         match found {
             Lookup::Hit(json) => parts[at] = Some(json),
@@ -121,7 +154,7 @@ pub async fn batch_json<V: serde::Serialize>(
                 serde_json::to_vec(&render(&task, &links)).map_err(|_| ApiError::Internal)?,
             );
             if cached {
-                state.rendered.put(&task, shape, &json);
+                state.rendered.put(&task, shape, &json, now);
             }
             if let Some(at) = ids.iter().position(|id| *id == task.id) {
                 parts[at] = Some(json);

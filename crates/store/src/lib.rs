@@ -29,7 +29,8 @@ macro_rules! migrations {
             4 "0004_task_listing",
             5 "0005_listing_by_dialect",
             6 "0006_credits",
-            7 "0007_task_ledger"
+            7 "0007_task_ledger",
+            8 "0008_retention"
         )
     };
     ($dir:literal: $($version:literal $name:literal),*) => {
@@ -91,6 +92,24 @@ pub struct LedgerTotal {
     pub key_id: Uuid,
     pub balance: Credits,
     pub entries: Credits,
+}
+
+/// A stored file being deleted (see [`TaskStore::doom_files`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DoomedFile {
+    pub key: String,
+    /// Bytes; 0 when its writer did not say.
+    pub size: u64,
+}
+
+/// The stored files gengate keeps track of, and those of them whose term
+/// has passed at a given moment (being deleted included).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FileTotals {
+    pub files: u64,
+    pub bytes: u64,
+    pub expired_files: u64,
+    pub expired_bytes: u64,
 }
 
 #[async_trait]
@@ -297,6 +316,38 @@ pub trait TaskStore: Send + Sync + 'static {
     /// Replace the settings of the channel named `spec.name`. `false`: no
     /// such channel.
     async fn update_channel(&self, spec: &ChannelSpec, now: Millis) -> StoreResult<bool>;
+    /// Keep the stored file `key` (`size` bytes, 0 if not known) until at
+    /// least `until` (`None`: for ever); a file shared by several tasks is
+    /// kept as long as the longest needs it. Call it before writing the
+    /// file or relying on it being there. `false`: the file is being
+    /// deleted; write it again once the sweep is done with it.
+    async fn keep_file(&self, key: &str, size: u64, until: Option<Millis>) -> StoreResult<bool>;
+
+    /// Mark up to `limit` files whose term passed before `as_of` as being
+    /// deleted (nothing can keep them after that), and return up to `limit`
+    /// of the files being deleted, those an interrupted sweep left included.
+    async fn doom_files(&self, as_of: Millis, limit: u32) -> StoreResult<Vec<DoomedFile>>;
+
+    /// Forget files being deleted once their objects are gone.
+    async fn forget_files(&self, keys: &[String]) -> StoreResult<()>;
+
+    /// Totals of the files kept track of, and of those expired at `as_of`.
+    async fn file_totals(&self, as_of: Millis) -> StoreResult<FileTotals>;
+
+    /// Hold the lease `name` for `holder` until `until` if it is free,
+    /// lapsed at `now`, or `holder`'s already: work one instance at a time
+    /// does. `false`: another holds it.
+    async fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: Millis,
+        until: Millis,
+    ) -> StoreResult<bool>;
+
+    /// Give up `holder`'s lease `name`, if it holds it.
+    async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()>;
+
     /// A random 32-byte secret by name, made on first use and the same for
     /// every instance sharing the store (e.g. the key gengate signs
     /// upstream callback URLs with). Concurrent first uses agree.

@@ -140,6 +140,7 @@ pub(crate) fn task(row: &dyn Columns) -> StoreResult<Task> {
         charge: charge(row)?,
         refunded: row.int("refunded")?,
         upstream_cost: row.int("upstream_cost")?,
+        keep_until: row.opt_int("keep_until")?,
     })
 }
 

@@ -18,7 +18,8 @@ use uuid::Uuid;
 use crate::db::{Db, Param, RowMap, Rows, WriteFn, params};
 use crate::sql::Sql;
 use crate::{
-    LedgerTotal, StoreError, StoreResult, TaskFilter, TaskStore, UsageQuery, UsageRow, row,
+    DoomedFile, FileTotals, LedgerTotal, StoreError, StoreResult, TaskFilter, TaskStore,
+    UsageQuery, UsageRow, row,
 };
 
 /// What a backend provides; [`TaskStore`] follows from it.
@@ -433,12 +434,24 @@ impl<B: Backend> TaskStore for B {
                     expected_version,
                     update.refund,
                     update.upstream_cost,
-                    (update.refund > 0).then(Uuid::now_v7)
+                    (update.refund > 0).then(Uuid::now_v7),
+                    update.keep_until
                 ];
                 let task = first(tx.rows(&sql.update_task, values, row::task).await?);
                 if let (Some(task), Some(state)) = (&task, update.state) {
                     let detail = update.detail.as_deref();
                     record_event(tx, sql, task, state, detail, now).await?;
+                    // Its files are kept as long as the task's results.
+                    if state == TaskState::Completed {
+                        let mut keys: Vec<&str> =
+                            task.artifacts.iter().map(|a| a.key.as_str()).collect();
+                        keys.sort_unstable();
+                        keys.dedup();
+                        for key in keys {
+                            tx.exec(&sql.keep_file, params![key, 0i64, task.keep_until])
+                                .await?;
+                        }
+                    }
                     // The row, which says it was refunded, is the refund's
                     // ledger entry: only the key's balance is left to move.
                     if update.refund > 0 {
@@ -742,6 +755,91 @@ impl<B: Backend> TaskStore for B {
             Box::pin(async move {
                 let values = params![json.as_str(), now, name.as_str()];
                 Ok(tx.exec(&sql.update_channel, values).await? == 1)
+            })
+        })
+        .await
+    }
+
+    async fn keep_file(&self, key: &str, size: u64, until: Option<Millis>) -> StoreResult<bool> {
+        let (sql, key) = (self.sql(), key.to_string());
+        let size = i64::try_from(size).unwrap_or(i64::MAX);
+        self.write(move |tx| {
+            Box::pin(async move {
+                let values = params![key.as_str(), size, until];
+                Ok(tx.exec(&sql.keep_file, values).await? == 1)
+            })
+        })
+        .await
+    }
+
+    async fn doom_files(&self, as_of: Millis, limit: u32) -> StoreResult<Vec<DoomedFile>> {
+        let sql = self.sql();
+        let limit = i64::from(limit);
+        self.transaction(move |tx| {
+            Box::pin(async move {
+                tx.exec(&sql.doom_files, params![as_of, limit]).await?;
+                tx.rows(&sql.doomed_files, params![limit], |r| {
+                    Ok(DoomedFile {
+                        key: r.text("key")?,
+                        size: count(r.int("size")?),
+                    })
+                })
+                .await
+            })
+        })
+        .await
+    }
+
+    async fn forget_files(&self, keys: &[String]) -> StoreResult<()> {
+        let (sql, keys) = (self.sql(), keys.to_vec());
+        self.transaction(move |tx| {
+            Box::pin(async move {
+                for key in &keys {
+                    tx.exec(&sql.forget_file, params![key.as_str()]).await?;
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn file_totals(&self, as_of: Millis) -> StoreResult<FileTotals> {
+        let values = params![as_of];
+        let rows = self.read(&self.sql().file_totals, values, |r| {
+            Ok(FileTotals {
+                files: count(r.int("files")?),
+                bytes: count(r.int("bytes")?),
+                expired_files: count(r.int("expired_files")?),
+                expired_bytes: count(r.int("expired_bytes")?),
+            })
+        });
+        one(rows.await?)
+    }
+
+    async fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: Millis,
+        until: Millis,
+    ) -> StoreResult<bool> {
+        let (sql, name, holder) = (self.sql(), name.to_string(), holder.to_string());
+        self.write(move |tx| {
+            Box::pin(async move {
+                let values = params![name.as_str(), holder.as_str(), now, until];
+                Ok(tx.exec(&sql.take_lease, values).await? == 1)
+            })
+        })
+        .await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()> {
+        let (sql, name, holder) = (self.sql(), name.to_string(), holder.to_string());
+        self.write(move |tx| {
+            Box::pin(async move {
+                tx.exec(&sql.release_lease, params![name.as_str(), holder.as_str()])
+                    .await?;
+                Ok(())
             })
         })
         .await

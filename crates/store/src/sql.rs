@@ -115,6 +115,13 @@ pub(crate) struct Sql {
     pub list_prices: String,
     pub put_price: String,
     pub delete_price: String,
+    pub keep_file: String,
+    pub doom_files: String,
+    pub doomed_files: String,
+    pub forget_file: String,
+    pub file_totals: String,
+    pub take_lease: String,
+    pub release_lease: String,
 }
 
 impl Sql {
@@ -132,7 +139,7 @@ impl Sql {
              external_id, channel, upstream_ref, attempts, state, failure_reason, progress, \
              artifacts{json_out} AS artifacts, created_at, updated_at, started_at, finished_at, \
              deadline_at, version, event_seq, charged, charge_per_output, charge_outputs, \
-             refunded, upstream_cost"
+             refunded, upstream_cost, keep_until"
         );
         Sql {
             dialect: d,
@@ -223,7 +230,8 @@ impl Sql {
                    lease_owner = NULL, lease_until = NULL, \
                    refunded = refunded + $12, \
                    refund_id = COALESCE($14, refund_id), \
-                   upstream_cost = COALESCE($13, upstream_cost) \
+                   upstream_cost = COALESCE($13, upstream_cost), \
+                   keep_until = CASE WHEN $1 IN {TERMINAL} THEN $15 ELSE keep_until END \
                  WHERE id = $10 AND version = $11 AND state NOT IN {TERMINAL} \
                  RETURNING {cols}"
             )),
@@ -383,6 +391,47 @@ impl Sql {
                     .into(),
             ),
             delete_price: s("DELETE FROM prices WHERE model = $1".into()),
+            // The longer term wins (NULL, for ever, over any); a file being
+            // deleted is left alone (no row changes).
+            keep_file: s(
+                "INSERT INTO files (key, size, keep_until) VALUES ($1, $2, $3) \
+                 ON CONFLICT (key) DO UPDATE SET \
+                   size = CASE WHEN excluded.size > files.size THEN excluded.size \
+                     ELSE files.size END, \
+                   keep_until = CASE WHEN files.keep_until IS NULL \
+                       OR excluded.keep_until IS NULL THEN NULL \
+                     WHEN excluded.keep_until > files.keep_until THEN excluded.keep_until \
+                     ELSE files.keep_until END \
+                 WHERE files.deleting = FALSE"
+                    .into(),
+            ),
+            // The outer conditions are checked again on each row as it is
+            // updated: a term extended meanwhile saves the file.
+            doom_files: s("UPDATE files SET deleting = TRUE \
+                 WHERE deleting = FALSE AND keep_until < $1 AND key IN (\
+                   SELECT key FROM files WHERE deleting = FALSE AND keep_until < $1 \
+                   ORDER BY keep_until LIMIT $2)"
+                .into()),
+            doomed_files: s("SELECT key, size FROM files WHERE deleting = TRUE \
+                 ORDER BY key LIMIT $1"
+                .into()),
+            forget_file: s("DELETE FROM files WHERE key = $1 AND deleting = TRUE".into()),
+            file_totals: s("SELECT COUNT(*) AS files, \
+                 CAST(COALESCE(SUM(size), 0) AS BIGINT) AS bytes, \
+                 CAST(COALESCE(SUM(CASE WHEN deleting = TRUE OR keep_until < $1 \
+                   THEN 1 ELSE 0 END), 0) AS BIGINT) AS expired_files, \
+                 CAST(COALESCE(SUM(CASE WHEN deleting = TRUE OR keep_until < $1 \
+                   THEN size ELSE 0 END), 0) AS BIGINT) AS expired_bytes \
+                 FROM files"
+                .into()),
+            take_lease: s(
+                "INSERT INTO leases (name, holder, held_until) VALUES ($1, $2, $4) \
+                 ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, \
+                   held_until = excluded.held_until \
+                 WHERE leases.held_until < $3 OR leases.holder = excluded.holder"
+                    .into(),
+            ),
+            release_lease: s("DELETE FROM leases WHERE name = $1 AND holder = $2".into()),
             task_columns: cols,
         }
     }

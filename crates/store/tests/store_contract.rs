@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 
 use gengate_core::credits::EntryKind;
 use gengate_core::{
-    Admission, ApiKey, ChannelSpec, Charge, Credentials, Credits, Dialect, GenerationRequest,
-    KeyLimits, Millis, NewTask, Price, ProviderKind, Refusal, Task, TaskKind, TaskState,
-    TaskUpdate,
+    Admission, ApiKey, Artifact, ArtifactRole, ChannelSpec, Charge, Credentials, Credits, Dialect,
+    GenerationRequest, KeyLimits, Millis, NewTask, Price, ProviderKind, Refusal, Task, TaskKind,
+    TaskState, TaskUpdate,
 };
 use gengate_store::{StoreError, TaskFilter, TaskStore, UsageGroup, UsageQuery};
 use uuid::Uuid;
@@ -60,6 +60,9 @@ contract!(
     grants_adjustments_and_the_ledger_add_up,
     usage_is_grouped_with_its_credits,
     prices_are_put_listed_and_deleted,
+    files_are_kept_as_long_as_the_longest_task_needs_them,
+    a_file_is_either_kept_or_deleted_whoever_races,
+    a_lease_has_one_holder_until_it_lapses,
 );
 
 /// Move `t` (as read) to `state` at `at`: the task after the change.
@@ -1224,4 +1227,144 @@ async fn keys_are_found_rotated_and_revoked(s: Arc<dyn TaskStore>) {
     let keys = s.list_keys().await.unwrap();
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0].revoked_at, Some(9));
+}
+
+/// Complete a new task of its own key with files `keys`, its results kept
+/// until `keep_until`.
+async fn complete_with(s: &dyn TaskStore, keys: &[&str], keep_until: Option<Millis>) -> Task {
+    let t = s
+        .create_task(
+            Uuid::now_v7(),
+            &new_task(None),
+            1,
+            1_000_000,
+            &Admission::FREE,
+        )
+        .await
+        .unwrap();
+    let artifacts = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| Artifact {
+            role: ArtifactRole::Image,
+            index: i as u32,
+            key: (*k).into(),
+            content_type: "image/png".into(),
+            width: 1,
+            height: 1,
+            duration_secs: None,
+            palette: None,
+        })
+        .collect();
+    let done = TaskUpdate {
+        artifacts: Some(artifacts),
+        keep_until,
+        ..TaskUpdate::to_state(TaskState::Completed)
+    };
+    s.update_task(t.id, t.version, &done, 10)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+async fn doomed(s: &dyn TaskStore, as_of: Millis) -> Vec<String> {
+    let files = s.doom_files(as_of, 100).await.unwrap();
+    files.into_iter().map(|f| f.key).collect()
+}
+
+async fn files_are_kept_as_long_as_the_longest_task_needs_them(s: Arc<dyn TaskStore>) {
+    // Writes hold their files (sizes known) before the tasks complete.
+    assert!(s.keep_file("results/a.png", 10, Some(50)).await.unwrap());
+    assert!(
+        s.keep_file("results/shared.png", 7, Some(50))
+            .await
+            .unwrap()
+    );
+    let one = complete_with(
+        s.as_ref(),
+        &["results/a.png", "results/shared.png"],
+        Some(200),
+    )
+    .await;
+    assert_eq!(one.keep_until, Some(200));
+    complete_with(s.as_ref(), &["results/shared.png"], Some(500)).await;
+    let forever = complete_with(s.as_ref(), &["results/kept.png"], None).await;
+    assert_eq!(forever.keep_until, None);
+    // A shorter term never shortens a longer one.
+    assert!(
+        s.keep_file("results/shared.png", 0, Some(100))
+            .await
+            .unwrap()
+    );
+
+    let totals = s.file_totals(300).await.unwrap();
+    assert_eq!((totals.files, totals.bytes), (3, 17));
+    assert_eq!((totals.expired_files, totals.expired_bytes), (1, 10));
+    assert_eq!(doomed(s.as_ref(), 199).await, Vec::<String>::new());
+    assert_eq!(doomed(s.as_ref(), 300).await, ["results/a.png"]);
+    // Being deleted: nothing can keep it now; asked again, it is still doomed.
+    assert!(!s.keep_file("results/a.png", 10, Some(1000)).await.unwrap());
+    assert_eq!(doomed(s.as_ref(), 0).await, ["results/a.png"]);
+    s.forget_files(&["results/a.png".into()]).await.unwrap();
+    // Once forgotten, it can be stored and kept again.
+    assert!(s.keep_file("results/a.png", 10, Some(400)).await.unwrap());
+    assert_eq!(doomed(s.as_ref(), 450).await, ["results/a.png"]);
+    s.forget_files(&["results/a.png".into()]).await.unwrap();
+    // The shared file lives as long as its longest-lived task; the file of
+    // a task kept for ever is never due.
+    assert_eq!(doomed(s.as_ref(), 499).await, Vec::<String>::new());
+    assert_eq!(doomed(s.as_ref(), i64::MAX).await, ["results/shared.png"]);
+    s.forget_files(&["results/shared.png".into()])
+        .await
+        .unwrap();
+    assert_eq!(doomed(s.as_ref(), i64::MAX).await, Vec::<String>::new());
+    let left = s.file_totals(i64::MAX).await.unwrap();
+    assert_eq!((left.files, left.expired_files), (1, 0));
+}
+
+async fn a_file_is_either_kept_or_deleted_whoever_races(s: Arc<dyn TaskStore>) {
+    // Every file expired; a sweep dooms them while writers keep each one.
+    let keys: Vec<String> = (0..64).map(|i| format!("results/{i}.png")).collect();
+    for k in &keys {
+        assert!(s.keep_file(k, 1, Some(10)).await.unwrap());
+    }
+    let sweep = {
+        let s = s.clone();
+        tokio::spawn(async move { s.doom_files(100, 1000).await.unwrap() })
+    };
+    let kept = futures::future::join_all(keys.iter().map(|k| {
+        let (s, k) = (s.clone(), k.clone());
+        async move { (s.keep_file(&k, 1, Some(10_000)).await.unwrap(), k) }
+    }))
+    .await;
+    let mut doomed: Vec<String> = sweep.await.unwrap().into_iter().map(|f| f.key).collect();
+    doomed.extend(
+        s.doom_files(100, 1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|f| f.key),
+    );
+    for (was_kept, key) in kept {
+        assert_ne!(
+            was_kept,
+            doomed.contains(&key),
+            "{key}: kept {was_kept}; a file is kept or doomed, never both or neither"
+        );
+    }
+}
+
+async fn a_lease_has_one_holder_until_it_lapses(s: Arc<dyn TaskStore>) {
+    assert!(s.take_lease("sweep", "a", 0, 100).await.unwrap());
+    assert!(!s.take_lease("sweep", "b", 50, 150).await.unwrap());
+    // Its holder renews it; another name is another lease.
+    assert!(s.take_lease("sweep", "a", 60, 160).await.unwrap());
+    assert!(s.take_lease("other", "b", 60, 160).await.unwrap());
+    assert!(!s.take_lease("sweep", "b", 150, 250).await.unwrap());
+    // Lapsed, anyone may take it; released, too.
+    assert!(s.take_lease("sweep", "b", 170, 270).await.unwrap());
+    s.release_lease("sweep", "a").await.unwrap();
+    assert!(!s.take_lease("sweep", "a", 180, 280).await.unwrap());
+    s.release_lease("sweep", "b").await.unwrap();
+    assert!(s.take_lease("sweep", "a", 180, 280).await.unwrap());
 }

@@ -597,7 +597,9 @@ fn state_name(s: TaskState) -> &'static str {
 pub fn render(task: &Task, links: &Links<'_>) -> Generation {
     let url = |role| task.artifact(role).map(|a| links.url(&a.key));
     let video = task.kind == TaskKind::Video;
-    let assets = (task.state == TaskState::Completed).then(|| Assets {
+    let expired = links.expired(task);
+    // Expired results: no assets, and failure_reason, Luma's only message, says why.
+    let assets = (task.state == TaskState::Completed && expired.is_none()).then(|| Assets {
         video: url(ArtifactRole::Video),
         image: url(ArtifactRole::Image),
     });
@@ -631,11 +633,13 @@ pub fn render(task: &Task, links: &Links<'_>) -> Generation {
         id: task.id,
         generation_type: if video { "video" } else { "image" },
         state: state_name(task.state),
-        failure_reason: matches!(task.state, TaskState::Failed | TaskState::Canceled).then(|| {
-            task.failure_reason
-                .clone()
-                .unwrap_or_else(|| "failed".into())
-        }),
+        failure_reason: matches!(task.state, TaskState::Failed | TaskState::Canceled)
+            .then(|| {
+                task.failure_reason
+                    .clone()
+                    .unwrap_or_else(|| "failed".into())
+            })
+            .or(expired),
         created_at: rfc3339_ms(task.created_at),
         assets,
         model: task.model.clone(),

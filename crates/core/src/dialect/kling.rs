@@ -278,7 +278,8 @@ pub fn status_name(s: TaskState) -> &'static str {
 }
 
 pub fn render(task: &Task, links: &Links<'_>) -> KlingTask {
-    let images = if task.state == TaskState::Completed {
+    let expired = links.expired(task);
+    let images = if task.state == TaskState::Completed && expired.is_none() {
         task.artifacts_with(ArtifactRole::Image)
             .map(|a| KlingImage {
                 index: a.index,
@@ -291,7 +292,9 @@ pub fn render(task: &Task, links: &Links<'_>) -> KlingTask {
     KlingTask {
         task_id: task.id.to_string(),
         task_status: status_name(task.state),
-        task_status_msg: task.failure_reason.clone().unwrap_or_default(),
+        task_status_msg: expired
+            .or_else(|| task.failure_reason.clone())
+            .unwrap_or_default(),
         task_info: TaskInfo {
             external_task_id: task.external_id.clone(),
         },
@@ -312,7 +315,7 @@ pub fn error_code(err: &ApiError) -> u32 {
         ApiError::MalformedJson(_)
         | ApiError::UnsupportedMediaType
         | ApiError::PayloadTooLarge { .. } => 1200,
-        ApiError::NotFound(_) => 1203,
+        ApiError::NotFound(_) | ApiError::Gone(_) => 1203,
         ApiError::RateLimited { .. } => 1302,
         // Kling's "resource pack depleted" and "parallel tasks over the limit".
         ApiError::Refused(Refusal::Credits { .. } | Refusal::DailySpend { .. }) => 1102,

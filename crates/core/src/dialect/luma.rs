@@ -237,6 +237,10 @@ pub struct LumaTask {
     pub artifact: Option<LumaArtifact>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure_reason: Option<String>,
+    /// Set once a completed task's results expired under the retention
+    /// policy: its media fields are then null.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media_expired: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -337,7 +341,8 @@ pub fn render(task: &Task, links: &Links<'_>) -> LumaTask {
             }),
         })
     };
-    let complete = task.state == TaskState::Completed;
+    let expired = links.expired(task);
+    let complete = task.state == TaskState::Completed && expired.is_none();
     let v = video.filter(|_| complete).map(|a| LumaVideo {
         url: url(&a.key),
         download_url: url(&a.key),
@@ -392,6 +397,7 @@ pub fn render(task: &Task, links: &Links<'_>) -> LumaTask {
                 .clone()
                 .unwrap_or_else(|| "failed".into())
         }),
+        media_expired: expired,
     }
 }
 

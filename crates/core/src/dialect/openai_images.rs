@@ -239,7 +239,9 @@ impl ErrorEnvelope {
                 ("rate_limit_error", Some("rate_limit_exceeded"))
             }
             ApiError::Refused(_) => ("insufficient_quota", Some("insufficient_quota")),
-            ApiError::NotFound(_) => ("invalid_request_error", Some("not_found")),
+            ApiError::NotFound(_) | ApiError::Gone(_) => {
+                ("invalid_request_error", Some("not_found"))
+            }
             ApiError::Conflict(_) => ("invalid_request_error", Some("conflict")),
             ApiError::PayloadTooLarge { .. } | ApiError::UnsupportedMediaType => {
                 ("invalid_request_error", None)

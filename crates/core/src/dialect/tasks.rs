@@ -631,8 +631,15 @@ pub struct GengateTask {
     pub progress: u8,
     pub input: InputView,
     pub callback_url: Option<String>,
-    /// The results, in gengate's storage; empty until completed.
+    /// The results, in gengate's storage; empty until completed, and again
+    /// once they expire.
     pub outputs: Vec<OutputView>,
+    /// When the results expire under the retention policy (their files are
+    /// then deleted); null: kept for ever, or not finished yet.
+    pub outputs_expire_at: Option<String>,
+    /// Set once they have expired, saying so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outputs_expired: Option<String>,
     /// Why the task failed or was canceled.
     pub failure_reason: Option<String>,
     /// The Kling `external_task_id` of a Kling task.
@@ -719,7 +726,8 @@ fn artifact_role(r: crate::task::ArtifactRole) -> &'static str {
 
 pub fn render(task: &Task, links: &Links<'_>) -> GengateTask {
     let r = &task.request;
-    let complete = task.state == TaskState::Completed;
+    let expired = links.expired(task);
+    let complete = task.state == TaskState::Completed && expired.is_none();
     GengateTask {
         id: task.id,
         object: "task",
@@ -769,6 +777,11 @@ pub fn render(task: &Task, links: &Links<'_>) -> GengateTask {
         } else {
             Vec::new()
         },
+        outputs_expire_at: task
+            .keep_until
+            .filter(|_| task.state == TaskState::Completed)
+            .map(rfc3339_ms),
+        outputs_expired: expired,
         failure_reason: matches!(task.state, TaskState::Failed | TaskState::Canceled).then(|| {
             task.failure_reason
                 .clone()
