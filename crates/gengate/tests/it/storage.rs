@@ -440,3 +440,99 @@ async fn the_storage_cli_counts_and_copies_to_a_bucket() {
     );
     place.finish().await;
 }
+
+/// Retention: results kept a day (a model's, thirty), uploaded inputs until
+/// their task's deadline. `storage gc --dry-run` counts and deletes
+/// nothing; judged two days on, gc deletes the day-old task's result and
+/// the input but keeps the result it shares (by hash) with a thirty-day
+/// task, which goes once that task's term has passed too. On SQLite with a
+/// local directory, and on PostgreSQL with a bucket.
+async fn expired_files_are_deleted_and_shared_ones_kept(backend: Backend) {
+    let _machine = sharing_the_machine().await;
+    if backend == Backend::Postgres && !crate::harness::postgres_available().await {
+        return;
+    }
+    let (s3, env) = match backend {
+        Backend::Sqlite => (None, Vec::new()),
+        Backend::Postgres => {
+            let Some(s3) = S3Server::start().await else {
+                return;
+            };
+            s3.create_bucket("kept").await;
+            let env = storage_env(&s3, "kept");
+            (Some(s3), env)
+        }
+    };
+    let place = Place::new(backend).await;
+    let config = place.dir.path().join("retention.toml");
+    std::fs::write(
+        &config,
+        "retention_days = 1\n[retention.models]\n\"keeper\" = 30\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap().to_string();
+    let gw = serve_with_env(
+        &place,
+        &["--sandbox-latency-ms", "100", "--config", &config],
+        &env,
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(RED_PNG);
+    let tasks = [
+        json!({"model": "brief", "prompt": "alone", "aspect_ratio": "1:1", "image": b64}),
+        json!({"model": "brief", "prompt": "shared", "aspect_ratio": "1:1"}),
+        json!({"model": "keeper", "prompt": "shared", "aspect_ratio": "1:1"}),
+    ];
+    let mut urls = Vec::new();
+    for body in tasks {
+        let id = submit_kling(&http, &gw.base, body).await;
+        let done = kling_done(&http, &gw.base, &id, Duration::from_secs(60)).await;
+        assert_eq!(done["data"]["task_status"], "succeed", "{done}");
+        let url = done["data"]["task_result"]["images"][0]["url"].as_str();
+        urls.push(url.expect("an image url").to_string());
+    }
+    let [alone, shared, kept] = &urls[..] else {
+        unreachable!()
+    };
+    assert_eq!(shared, kept, "one file, by content hash");
+    let status = async |url: &str| http.get(url).send().await.unwrap().status().as_u16();
+
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let gc = async |args: &[&str]| {
+        let args = [&["storage", "gc", "--json", "--config", &config], args].concat();
+        let (ok, out, err) = cli_env(&place, &args, &env).await;
+        assert!(ok, "{err}");
+        serde_json::from_str::<Value>(out.trim()).unwrap()
+    };
+    let days = |n: i64| (chrono::Utc::now() + chrono::Duration::days(n)).to_rfc3339();
+    let dry = gc(&["--dry-run", "--as-of", &days(2)]).await;
+    assert_eq!(dry["dry_run"], true, "{dry}");
+    assert_eq!(dry["files"], 2, "the day-old result and the input: {dry}");
+    assert_eq!(gc(&[]).await["files"], 0, "nothing has expired yet");
+    assert_eq!(status(alone).await, 200, "a dry run deletes nothing");
+
+    let swept = gc(&["--as-of", &days(2)]).await;
+    assert_eq!(swept["files"], 2, "{swept}");
+    assert_eq!(status(alone).await, 404);
+    assert_eq!(status(shared).await, 200, "still needed by the 30-day task");
+    if let Some(s3) = &s3 {
+        let objects = s3.objects("kept").await;
+        assert_eq!(objects.len(), 1, "only the shared result: {objects:?}");
+    }
+    assert_eq!(gc(&["--as-of", &days(2)]).await["files"], 0);
+    assert_eq!(gc(&["--as-of", &days(31)]).await["files"], 1);
+    assert_eq!(status(shared).await, 404);
+    drop(gw);
+    place.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_expired_files_are_deleted_and_shared_ones_kept() {
+    expired_files_are_deleted_and_shared_ones_kept(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_expired_files_are_deleted_and_shared_ones_kept() {
+    expired_files_are_deleted_and_shared_ones_kept(Backend::Postgres).await;
+}
