@@ -445,4 +445,36 @@ mod tests {
         assert_eq!(files_in(&dir.path().join("media/results")), 0);
         assert_eq!(files_in(&dir.path().join("spool")), 0);
     }
+
+    /// A result whose file a sweep is deleting waits (a transient error)
+    /// rather than point at a file about to vanish; once the sweep has
+    /// forgotten it, it is stored again and held from the next sweep.
+    #[tokio::test]
+    async fn a_result_being_swept_waits_then_is_stored_again() {
+        let (mirror, dir) = mirror(1 << 20).await;
+        let inline = || {
+            output(OutputData::Inline {
+                bytes: Bytes::from_static(RED_PNG),
+                extension: "png",
+            })
+        };
+        let key = mirror.store(inline()).await.unwrap()[0].key.clone();
+        let held = crate::now_ms() + 1000;
+        let sweep = mirror.store.doom_files(held, 10).await.unwrap();
+        assert!(sweep.is_empty(), "held while its task completes: {sweep:?}");
+        let past_hold = crate::now_ms() + crate::config::ms(WRITE_HOLD) + 1000;
+        let sweep = mirror.store.doom_files(past_hold, 10).await.unwrap();
+        assert_eq!(sweep[0].key, key);
+        assert_eq!(sweep[0].size, RED_PNG.len() as u64);
+        match mirror.store(inline()).await {
+            Err(MirrorError::Transient(why)) => assert!(why.contains("being deleted"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        mirror.media.delete(&key).await.unwrap();
+        mirror.store.forget_files(&[key.clone()]).await.unwrap();
+        assert_eq!(mirror.store(inline()).await.unwrap()[0].key, key);
+        assert!(dir.path().join("media").join(&key).exists());
+        let sweep = mirror.store.doom_files(held, 10).await.unwrap();
+        assert!(sweep.is_empty(), "held again: {sweep:?}");
+    }
 }

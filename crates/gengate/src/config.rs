@@ -540,6 +540,47 @@ latency_ms = 50
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure type, not ours
+    fn retention_comes_from_the_file_and_is_bounded() {
+        figment::Jail::expect_with(|jail| {
+            let key = "0190a07c-7641-7809-a133-10786201bb57";
+            jail.create_file(
+                "g.toml",
+                &format!(
+                    "retention_days = 7\n[retention.models]\n\"ray-2\" = 1\n\
+                     [retention.keys]\n\"{key}\" = 0\n"
+                ),
+            )?;
+            let common = CommonFlags {
+                config: Some("g.toml".into()),
+                ..Default::default()
+            };
+            let rules = load(&common, &ServeFlags::default())
+                .map_err(|e| e.to_string())?
+                .retention();
+            assert_eq!(rules.days, 7);
+            assert_eq!(rules.models["ray-2"], 1);
+            assert_eq!(rules.keys[&key.parse().unwrap()], 0);
+            jail.set_env("GENGATE_RETENTION_DAYS", "40000");
+            let err = load(&common, &ServeFlags::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("retention_days"), "{err}");
+            jail.create_file("typo.toml", "[retention]\nmodel = { x = 1 }\n")?;
+            let typo = CommonFlags {
+                config: Some("typo.toml".into()),
+                ..Default::default()
+            };
+            let err = load(&typo, &ServeFlags::default()).unwrap_err().to_string();
+            assert!(
+                err.contains("unknown field") && err.contains("model"),
+                "{err}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
     fn no_channels_means_one_sandbox_serving_every_model() {
         let s = Settings {
             sandbox_latency_ms: 7,

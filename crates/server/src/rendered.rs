@@ -178,3 +178,39 @@ pub async fn batch_json<V: serde::Serialize>(
         out,
     )))
 }
+
+#[cfg(test)]
+mod tests {
+    use gengate_core::{NewTask, TaskKind, TaskState};
+
+    use super::*;
+
+    /// A rendering with results is served until they expire; the one made
+    /// after, saying they expired, replaces it for good.
+    #[test]
+    fn a_rendering_goes_stale_when_its_results_expire() {
+        let new = NewTask {
+            dialect: Dialect::Luma,
+            kind: TaskKind::Video,
+            model: "m".into(),
+            request: Default::default(),
+            callback_url: None,
+            external_id: None,
+            channel: None,
+        };
+        let owner = Uuid::now_v7();
+        let mut task = Task::accepted(Uuid::now_v7(), owner, new, 0, 1);
+        task.state = TaskState::Completed;
+        task.keep_until = Some(100);
+        let cache = Rendered::default();
+        let hit = |now| match &cache.get_many(owner, &[task.id], Dialect::Luma, now)[0] {
+            Lookup::Hit(json) => Some(json.clone()),
+            _ => None,
+        };
+        cache.put(&task, Dialect::Luma, &Bytes::from_static(b"with"), 50);
+        assert_eq!(hit(99).as_deref(), Some(&b"with"[..]));
+        assert_eq!(hit(100), None);
+        cache.put(&task, Dialect::Luma, &Bytes::from_static(b"expired"), 100);
+        assert_eq!(hit(10_000).as_deref(), Some(&b"expired"[..]));
+    }
+}

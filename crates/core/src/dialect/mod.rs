@@ -99,4 +99,61 @@ mod tests {
         let many: Vec<String> = (0..101).map(|_| format!("\"{a}\"")).collect();
         assert!(parse_batch(format!(r#"{{"ids":[{}]}}"#, many.join(",")).as_bytes()).is_err());
     }
+
+    /// Once a completed task's results expire, no render points at its
+    /// files: each says they expired, in its own way.
+    #[test]
+    fn expired_results_are_said_not_linked() {
+        use crate::task::{Artifact, ArtifactRole, Dialect, NewTask, Task, TaskKind, TaskState};
+        let new = NewTask {
+            dialect: Dialect::Luma,
+            kind: TaskKind::Video,
+            model: "m".into(),
+            request: Default::default(),
+            callback_url: None,
+            external_id: None,
+            channel: None,
+        };
+        let mut task = Task::accepted(uuid::Uuid::nil(), uuid::Uuid::nil(), new, 0, 1);
+        task.state = TaskState::Completed;
+        task.keep_until = Some(1_000);
+        task.artifacts = [
+            ArtifactRole::Video,
+            ArtifactRole::Image,
+            ArtifactRole::Thumbnail,
+        ]
+        .into_iter()
+        .map(|role| Artifact {
+            role,
+            index: 0,
+            key: "results/x".into(),
+            content_type: "video/mp4".into(),
+            width: 1,
+            height: 1,
+            duration_secs: None,
+            palette: None,
+        })
+        .collect();
+        let links = crate::FileLinks::plain("http://h/files");
+        let json = |at| {
+            let links = links.at(at);
+            [
+                serde_json::to_string(&luma::render(&task, &links)).unwrap(),
+                serde_json::to_string(&kling::render(&task, &links)).unwrap(),
+                serde_json::to_string(&dream_machine::render(&task, &links)).unwrap(),
+                serde_json::to_string(&tasks::render(&task, &links)).unwrap(),
+            ]
+        };
+        for before in json(999) {
+            assert!(before.contains("http://h/files/results/x"), "{before}");
+            assert!(!before.contains("expired at"), "{before}");
+        }
+        for after in json(1_000) {
+            assert!(!after.contains("results/x"), "{after}");
+            assert!(
+                after.contains("the results expired at 1970-01-01T00:00:01.000Z"),
+                "{after}"
+            );
+        }
+    }
 }
