@@ -471,7 +471,11 @@ mod tests {
             other => panic!("{other:?}"),
         }
         mirror.media.delete(&key).await.unwrap();
-        mirror.store.forget_files(std::slice::from_ref(&key)).await.unwrap();
+        mirror
+            .store
+            .forget_files(std::slice::from_ref(&key))
+            .await
+            .unwrap();
         assert_eq!(mirror.store(inline()).await.unwrap()[0].key, key);
         assert!(dir.path().join("media").join(&key).exists());
         let sweep = mirror.store.doom_files(held, 10).await.unwrap();

@@ -12,7 +12,7 @@ use gengate_store::TaskStore;
 
 use crate::fetch::get_capped;
 use crate::net::AddressPolicy;
-use crate::storage::MediaStore;
+use crate::storage::{MediaStore, StorageError};
 
 /// Why a task's inputs could not be had: the task fails with this reason.
 #[derive(Debug, thiserror::Error)]
@@ -89,8 +89,11 @@ impl InputFetcher {
                 .map_err(|e| InputError::Transient(e.to_string()))?
                 .ok_or_else(|| InputError::Bad(format!("generation {parent_id} is gone")))?;
             if let Some(last) = parent.artifact(ArtifactRole::LastFrame) {
-                let bytes = media.get(&last.key).await.map_err(|e| {
-                    InputError::Transient(format!("last frame of {parent_id}: {e}"))
+                let bytes = media.get(&last.key).await.map_err(|e| match e {
+                    StorageError::NotFound => InputError::Bad(format!(
+                        "the last frame of generation {parent_id} is gone (its results expired)"
+                    )),
+                    e => InputError::Transient(format!("last frame of {parent_id}: {e}")),
                 })?;
                 out.images.push(InputBytes {
                     role: ImageRole::Start,

@@ -294,7 +294,7 @@ impl TaskService {
             .get(owner, parent)
             .await?
             .ok_or_else(|| ApiError::validation(field, format!("task {parent} not found")))?;
-        gengate_core::dialect::follow(new, &parent, field)
+        gengate_core::dialect::follow(new, &parent, field, now_ms())
     }
 
     /// Cancel `task` unless it has finished; the upstream is then asked to

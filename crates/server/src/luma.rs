@@ -115,7 +115,8 @@ pub async fn extend(
     } else {
         read_json(&headers, body).await?
     };
-    accept(&state, &key, luma::parse_extend(&body, &parent)?).await
+    let now = gengate_engine::now_ms();
+    accept(&state, &key, luma::parse_extend(&body, &parent, now)?).await
 }
 
 fn body_is_empty(headers: &HeaderMap) -> bool {

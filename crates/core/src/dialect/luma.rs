@@ -9,7 +9,7 @@ use crate::dialect::schema;
 use crate::error::ApiError;
 use crate::links::Links;
 use crate::request::{GenerationRequest, ImageRole, ImageSource, InputImage};
-use crate::task::{ArtifactRole, Dialect, NewTask, Task, TaskKind, TaskState};
+use crate::task::{ArtifactRole, Dialect, Millis, NewTask, Task, TaskKind, TaskState};
 use crate::time::rfc3339_ms;
 use crate::validate::{one_of, optional_text, optional_url, parse_json, required_text};
 
@@ -143,7 +143,7 @@ fn video_task(
 
 /// Parse an extend body: a new task continuing `parent`, which must be a
 /// completed Luma video of the same key. The prompt defaults to the parent's.
-pub fn parse_extend(body: &[u8], parent: &Task) -> Result<NewTask, ApiError> {
+pub fn parse_extend(body: &[u8], parent: &Task, now: Millis) -> Result<NewTask, ApiError> {
     let b: CreateGeneration = if body.iter().all(u8::is_ascii_whitespace) {
         CreateGeneration::default()
     } else {
@@ -156,6 +156,7 @@ pub fn parse_extend(body: &[u8], parent: &Task) -> Result<NewTask, ApiError> {
             parent.state.as_str()
         )));
     }
+    crate::dialect::results_kept(parent, now)?;
     let prompt = match b.user_prompt {
         Some(p) => required_text("user_prompt", Some(p), MAX_PROMPT_CHARS)?,
         None => parent.request.prompt.clone(),

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::task::{NewTask, Task, TaskKind, TaskState};
+use crate::task::{Millis, NewTask, Task, TaskKind, TaskState};
 use crate::validate::parse_json;
 
 pub mod dream_machine;
@@ -61,10 +61,22 @@ pub fn parse_batch(body: &[u8]) -> Result<Vec<Uuid>, ApiError> {
     Ok(out)
 }
 
+/// A follow-up starts from its parent's results (its last frame): refused
+/// once they have expired.
+pub fn results_kept(parent: &Task, now: Millis) -> Result<(), ApiError> {
+    if parent.keep_until.is_some_and(|k| k <= now) {
+        return Err(ApiError::Gone(format!(
+            "task {}'s results expired (retention policy); it can no longer be extended",
+            parent.id
+        )));
+    }
+    Ok(())
+}
+
 /// Make `new` a continuation of `parent` (its `extend_from`), which the
 /// request names in `field`: the parent must be a completed video of the
 /// same key; the task runs on its channel and keeps its frame.
-pub fn follow(new: &mut NewTask, parent: &Task, field: &str) -> Result<(), ApiError> {
+pub fn follow(new: &mut NewTask, parent: &Task, field: &str, now: Millis) -> Result<(), ApiError> {
     if parent.kind != TaskKind::Video || parent.state != TaskState::Completed {
         return Err(ApiError::Conflict(format!(
             "{field}: task {} is a {} {} task; only a completed video can be extended",
@@ -73,6 +85,7 @@ pub fn follow(new: &mut NewTask, parent: &Task, field: &str) -> Result<(), ApiEr
             parent.kind.as_str()
         )));
     }
+    results_kept(parent, now)?;
     new.channel = parent.channel.clone();
     new.request.extend_from = Some(parent.id);
     new.request.aspect_ratio = parent.request.aspect_ratio.clone();
@@ -155,5 +168,24 @@ mod tests {
                 "{after}"
             );
         }
+        // Nor can it be extended: its last frame may be gone.
+        let mut next = NewTask {
+            dialect: Dialect::Gengate,
+            kind: TaskKind::Video,
+            model: "m".into(),
+            request: Default::default(),
+            callback_url: None,
+            external_id: None,
+            channel: None,
+        };
+        assert!(follow(&mut next, &task, "extend_from", 999).is_ok());
+        match follow(&mut next, &task, "extend_from", 1_000) {
+            Err(ApiError::Gone(why)) => assert!(why.contains("expired"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            luma::parse_extend(b"", &task, 1_000),
+            Err(ApiError::Gone(_))
+        ));
     }
 }
