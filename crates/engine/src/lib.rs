@@ -115,6 +115,11 @@ impl Engine {
         &self.media
     }
 
+    /// How long jobs of `model` on `channel` have been taking, once learned.
+    pub fn expected_duration(&self, channel: &str, model: &str) -> Option<Duration> {
+        self.pacer.estimate(channel, model)
+    }
+
     /// The sweeper of expired files, for [`sweeper::Sweeper::run`].
     pub fn sweeper(&self) -> sweeper::Sweeper {
         sweeper::Sweeper::new(self.store.clone(), self.media.clone())

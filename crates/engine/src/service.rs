@@ -404,13 +404,24 @@ impl TaskService {
 pub struct Changes(broadcast::Receiver<TaskChanged>);
 
 impl Changes {
+    /// Until a task of `owner` (any key's: `None`) changes here, or
+    /// `at_most` passes (the caller reads the store either way).
+    pub async fn next_for(&mut self, owner: Option<Uuid>, at_most: Duration) {
+        self.next_where(|c| owner.is_none_or(|o| c.owner == o), at_most)
+            .await
+    }
+
     /// Until task `id` changes here, or `at_most` passes (another instance
     /// may have changed it: the caller reads the store either way).
     pub async fn next_of(&mut self, id: Uuid, at_most: Duration) {
+        self.next_where(|c| c.id == id, at_most).await
+    }
+
+    async fn next_where(&mut self, wanted: impl Fn(&TaskChanged) -> bool, at_most: Duration) {
         let _ = tokio::time::timeout(at_most, async {
             loop {
                 match self.0.recv().await {
-                    Ok(c) if c.id == id => return,
+                    Ok(c) if wanted(&c) => return,
                     Ok(_) => {}
                     // Missed some: one of them may have been ours.
                     Err(broadcast::error::RecvError::Lagged(_)) => return,

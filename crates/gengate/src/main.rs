@@ -1,8 +1,10 @@
-//! The gengate command: `serve`, `keys`, `ledger`, `channels`, `prices`, `usage`, `storage`, `migrate`.
+//! The gengate command: `serve`, `keys`, `ledger`, `channels`, `prices`,
+//! `usage`, `storage`, `migrate`, and `tasks` (a client of a running gengate).
 
 mod billing_cli;
 mod channels_cli;
 mod storage_cli;
+mod tasks_cli;
 
 use clap::{Parser, Subcommand};
 use gengate::app;
@@ -51,6 +53,9 @@ enum Command {
     Storage(storage_cli::StorageCommand),
     /// Create or upgrade the database schema, then exit.
     Migrate,
+    /// Submit, follow and fetch tasks of a running gengate (`--url` or
+    /// GENGATE_URL, the key in GENGATE_KEY).
+    Tasks(tasks_cli::TasksArgs),
 }
 
 #[derive(Subcommand)]
@@ -171,6 +176,15 @@ async fn main() -> anyhow::Result<()> {
         Command::Usage(cmd) => billing_cli::usage(settings, cmd).await,
         Command::Ledger(LedgerCommand::Verify) => ledger_verify(settings).await,
         Command::Storage(cmd) => storage_cli::run(settings, cmd).await,
+        // A client of a running gengate, with its own exit codes.
+        Command::Tasks(args) => std::process::exit(match tasks_cli::run(args).await {
+            Ok(tasks_cli::Outcome::Done) => 0,
+            Ok(tasks_cli::Outcome::Failed) => 1,
+            Err(e) => {
+                eprintln!("gengate: {e:#}");
+                2
+            }
+        }),
     }
 }
 

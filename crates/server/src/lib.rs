@@ -22,6 +22,7 @@ pub mod deliveries;
 pub mod dream_machine;
 pub mod error;
 mod extract;
+pub mod feed;
 pub mod files;
 pub mod health;
 pub mod kling;
@@ -55,6 +56,7 @@ pub fn router(state: AppState, serve_api: bool) -> Router {
             .merge(dream_machine::router())
             .merge(deliveries::router())
             .merge(tasks_api::router())
+            .merge(feed::router())
             .merge(models_api::router())
             .merge(admin::router())
             .merge(prices::router())

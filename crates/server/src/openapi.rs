@@ -30,6 +30,8 @@ pub struct KeyBody;
 pub struct KeyCreate;
 /// Behind an admin key: 403 too.
 pub struct Admin;
+/// Behind an admin key, with query parameters.
+pub struct AdminQuery;
 /// Behind an admin key, with a JSON body.
 pub struct AdminBody;
 
@@ -47,6 +49,9 @@ impl Statuses for KeyCreate {
 }
 impl Statuses for Admin {
     const CODES: &'static [u16] = &[401, 403, 429, 503];
+}
+impl Statuses for AdminQuery {
+    const CODES: &'static [u16] = &[400, 401, 403, 429, 503];
 }
 impl Statuses for AdminBody {
     const CODES: &'static [u16] = &[400, 401, 403, 413, 415, 429, 503];
@@ -122,6 +127,8 @@ fn error_response<E: ToSchema>(code: u16) -> Response {
         crate::tasks_api::list,
         crate::tasks_api::cancel,
         crate::tasks_api::events,
+        crate::tasks_api::admin_list,
+        crate::feed::feed,
         crate::models_api::list,
         crate::deliveries::list,
         crate::deliveries::redeliver,

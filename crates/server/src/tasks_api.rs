@@ -17,7 +17,7 @@ use axum::{Json, Router};
 use gengate_core::dialect::tasks::{
     self, EventView, GengateTask, IDEMPOTENCY_WINDOW_MS, ListQuery, TaskList,
 };
-use gengate_core::{ApiError, Dialect, Links, NewTask, Task, TaskEvent};
+use gengate_core::{ApiError, Dialect, NewTask, Task, TaskEvent};
 use gengate_engine::now_ms;
 use gengate_engine::service::{Cancel, Changes};
 use gengate_store::TaskFilter;
@@ -28,7 +28,7 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::body::read_json;
 use crate::error::{Error, ErrorBody};
-use crate::openapi::{Errors, Key, KeyBody, KeyCreate, KeyQuery};
+use crate::openapi::{AdminQuery, Errors, Key, KeyBody, KeyCreate, KeyQuery};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -37,12 +37,16 @@ pub fn router() -> Router<AppState> {
         .route("/v1/tasks/{id}", get(get_one))
         .route("/v1/tasks/{id}/cancel", post(cancel))
         .route("/v1/tasks/{id}/events", get(events))
+        .route("/admin/tasks", get(admin_list))
 }
 
 type Result<T> = std::result::Result<T, Error>;
 
 /// The caller's key, refused in gengate's envelope.
 type Caller = crate::auth::Caller<ErrorBody>;
+
+/// An admin's key, refused in gengate's envelope.
+type Admin = crate::auth::Admin<ErrorBody>;
 
 /// A JSON body, refused in this API's envelope.
 type Payload = crate::extract::JsonBody<ErrorBody>;
@@ -56,8 +60,22 @@ async fn own_task(state: &AppState, owner: Uuid, id: &str) -> Result<Task> {
     Ok(state.tasks.own(owner, id, None, "task").await?)
 }
 
-fn json_response(status: StatusCode, task: &Task, links: &Links<'_>) -> Response {
-    (status, Json(tasks::render(task, links))).into_response()
+fn json_response(status: StatusCode, task: &Task, state: &AppState) -> Response {
+    (status, Json(view(task, state))).into_response()
+}
+
+/// `task` as this API shows it: rendered, and while it runs, how long its
+/// model's jobs have been taking on its channel.
+fn view(task: &Task, state: &AppState) -> GengateTask {
+    let expected = task
+        .channel
+        .as_deref()
+        .filter(|_| !task.state.is_terminal())
+        .and_then(|c| state.engine.expected_duration(c, &task.model));
+    GengateTask {
+        expected_seconds: expected.map(|d| d.as_secs_f64()),
+        ..tasks::render(task, &state.links())
+    }
 }
 
 /// The `external_id` a task made with `Idempotency-Key: key` is stored
@@ -140,7 +158,7 @@ pub async fn create(
     // an expired key.
     for _ in 0..3 {
         if let Some(first) = replay(&state, key.id, &new).await? {
-            let mut resp = json_response(StatusCode::OK, &first, &state.links());
+            let mut resp = json_response(StatusCode::OK, &first, &state);
             resp.headers_mut()
                 .insert("idempotent-replayed", HeaderValue::from_static("true"));
             return Ok(resp);
@@ -152,7 +170,7 @@ pub async fn create(
             })
             .await
         {
-            Ok(task) => return Ok(json_response(StatusCode::CREATED, &task, &state.links())),
+            Ok(task) => return Ok(json_response(StatusCode::CREATED, &task, &state)),
             Err(ApiError::Conflict(_)) if new.external_id.is_some() => continue,
             Err(e) => return Err(e.into()),
         }
@@ -175,7 +193,7 @@ pub async fn get_one(
     Path(id): Path<String>,
 ) -> Result<Response> {
     let task = own_task(&state, key.id, &id).await?;
-    Ok(json_response(StatusCode::OK, &task, &state.links()))
+    Ok(json_response(StatusCode::OK, &task, &state))
 }
 
 /// Many tasks at once: the caller's among `ids`, in the order asked; unknown
@@ -219,25 +237,74 @@ pub async fn list(
     key: Caller,
     crate::extract::Query(query, _): crate::extract::Query<ListQuery, ErrorBody>,
 ) -> Result<Json<TaskList>> {
+    Ok(Json(page(&state, Some(key.id), query, false).await?))
+}
+
+/// `GET /admin/tasks`'s own filter.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct KeyFilter {
+    /// Only this key's tasks (its id).
+    #[param(value_type = Option<String>, format = "uuid")]
+    pub key: Option<String>,
+}
+
+/// Every key's tasks (or one key's), newest first, with the filters and
+/// cursor of `GET /v1/tasks`; each task names its key (`key_id`).
+#[utoipa::path(get, path = "/admin/tasks", tag = "admin",
+    params(ListQuery, KeyFilter),
+    responses(Errors<ErrorBody, AdminQuery>, (status = 200, body = TaskList)),
+    security(("bearer" = [])))]
+pub async fn admin_list(
+    State(state): State<AppState>,
+    _: Admin,
+    crate::extract::Query(query, _): crate::extract::Query<ListQuery, ErrorBody>,
+    crate::extract::Query(only, _): crate::extract::Query<KeyFilter, ErrorBody>,
+) -> Result<Json<TaskList>> {
+    let owner = match only.key.as_deref() {
+        None | Some("") => None,
+        Some(k) => Some(
+            Uuid::try_parse(k)
+                .map_err(|_| ApiError::validation("key", format!("is not a key id (got {k:?})")))?,
+        ),
+    };
+    Ok(Json(page(&state, owner, query, true).await?))
+}
+
+/// A page of `owner`'s tasks (every key's: `None`), `with_keys` naming
+/// each task's key.
+async fn page(
+    state: &AppState,
+    owner: Option<Uuid>,
+    query: ListQuery,
+    with_keys: bool,
+) -> Result<TaskList> {
     let p = query.check()?;
     let filter = TaskFilter {
         state: p.state,
         model: p.model,
+        dialect: p.dialect,
+        channel: p.channel,
+        search: p.search,
         created_after: p.created_after,
+        created_before: p.created_before,
         before: p.before,
     };
-    let mut page = state.store.page_tasks(key.id, &filter, p.limit + 1).await?;
+    let mut page = state.store.page_tasks(owner, &filter, p.limit + 1).await?;
     let has_more = page.len() > p.limit as usize;
     page.truncate(p.limit as usize);
-    Ok(Json(TaskList {
+    Ok(TaskList {
         object: "list",
         next_cursor: page.last().filter(|_| has_more).map(tasks::encode_cursor),
         has_more,
         data: page
             .iter()
-            .map(|t| tasks::render(t, &state.links()))
+            .map(|t| GengateTask {
+                key_id: with_keys.then_some(t.owner),
+                ..view(t, state)
+            })
             .collect(),
-    }))
+    })
 }
 
 /// Cancel a task that has not finished: it becomes `canceled` at once, and
@@ -256,7 +323,7 @@ pub async fn cancel(
 ) -> Result<Response> {
     let task = own_task(&state, key.id, &id).await?;
     match state.tasks.cancel(task).await? {
-        Some(Cancel::Canceled(done)) => Ok(json_response(StatusCode::OK, &done, &state.links())),
+        Some(Cancel::Canceled(done)) => Ok(json_response(StatusCode::OK, &done, &state)),
         Some(Cancel::Finished(task)) => Err(ApiError::Conflict(format!(
             "task {} is {}; only an unfinished task can be canceled",
             task.id,

@@ -30,7 +30,8 @@ macro_rules! migrations {
             5 "0005_listing_by_dialect",
             6 "0006_credits",
             7 "0007_task_ledger",
-            8 "0008_retention"
+            8 "0008_retention",
+            9 "0009_event_feed"
         )
     };
     ($dir:literal: $($version:literal $name:literal),*) => {
@@ -69,8 +70,15 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub struct TaskFilter {
     pub state: Option<TaskState>,
     pub model: Option<String>,
+    pub dialect: Option<Dialect>,
+    /// The channel that has (or last had) the task.
+    pub channel: Option<String>,
+    /// The task with this id, or with this `external_task_id`.
+    pub search: Option<String>,
     /// Created strictly after this.
     pub created_after: Option<Millis>,
+    /// Created strictly before this.
+    pub created_before: Option<Millis>,
     /// Strictly after this position in the newest-first order: older than
     /// `created_at`, or as old with a smaller id (a page's last task).
     pub before: Option<(Millis, Uuid)>,
@@ -140,12 +148,13 @@ pub trait TaskStore: Send + Sync + 'static {
     /// Tasks of `owner` among `ids`, whatever dialect made them, in no given order.
     async fn get_owned_tasks(&self, owner: Uuid, ids: &[Uuid]) -> StoreResult<Vec<Task>>;
 
-    /// Up to `limit` of `owner`'s tasks (every dialect) matching `filter`,
-    /// newest first: by `created_at` then `id`, both descending, a total
-    /// order, so paging by position never skips or repeats a task.
+    /// Up to `limit` of `owner`'s tasks (every key's when `None`: an
+    /// admin's view) matching `filter`, newest first: by `created_at` then
+    /// `id`, both descending, a total order, so paging by position never
+    /// skips or repeats a task.
     async fn page_tasks(
         &self,
-        owner: Uuid,
+        owner: Option<Uuid>,
         filter: &TaskFilter,
         limit: u32,
     ) -> StoreResult<Vec<Task>>;
@@ -224,6 +233,17 @@ pub trait TaskStore: Send + Sync + 'static {
 
     /// A task's events in order.
     async fn task_events(&self, id: Uuid) -> StoreResult<Vec<TaskEvent>>;
+
+    /// Up to `limit` events of `owner`'s tasks (every key's: `None`) after
+    /// the position `after` (created_at, id) and recorded at `until` or
+    /// before, oldest first, each with its task as it is now.
+    async fn events_since(
+        &self,
+        owner: Option<Uuid>,
+        after: (Millis, Uuid),
+        until: Millis,
+        limit: u32,
+    ) -> StoreResult<Vec<(TaskEvent, Task)>>;
 
     /// Counts of unfinished tasks, for readiness and metrics.
     async fn open_task_count(&self) -> StoreResult<u64>;

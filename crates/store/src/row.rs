@@ -167,6 +167,21 @@ pub(crate) fn event(row: &dyn Columns) -> StoreResult<TaskEvent> {
     })
 }
 
+/// An event (its columns prefixed `ev_`) and its task, on one row.
+pub(crate) fn event_with_task(row: &dyn Columns) -> StoreResult<(TaskEvent, Task)> {
+    let task = task(row)?;
+    let state = row.text("ev_state")?;
+    let event = TaskEvent {
+        id: row.uuid("ev_id")?,
+        task_id: task.id,
+        seq: row.int("ev_seq")?,
+        state: TaskState::parse(&state).ok_or_else(|| corrupt("event state", &state))?,
+        detail: row.opt_text("ev_detail")?,
+        created_at: row.int("ev_at")?,
+    };
+    Ok((event, task))
+}
+
 pub(crate) fn key(row: &dyn Columns) -> StoreResult<ApiKey> {
     let hash = row.bytes("hash")?;
     Ok(ApiKey {

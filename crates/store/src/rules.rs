@@ -268,21 +268,12 @@ impl<B: Backend> TaskStore for B {
 
     async fn page_tasks(
         &self,
-        owner: Uuid,
+        owner: Option<Uuid>,
         filter: &TaskFilter,
         limit: u32,
     ) -> StoreResult<Vec<Task>> {
-        // In the order `Sql::page` numbers them.
-        let mut values = vec![Param::Id(owner)];
-        values.extend(filter.state.map(|s| Param::from(s.as_str())));
-        values.extend(filter.model.as_deref().map(Param::from));
-        values.extend(filter.created_after.map(Param::from));
-        if let Some((at, id)) = filter.before {
-            values.extend([Param::from(at), Param::from(id)]);
-        }
-        values.push(Param::from(i64::from(limit)));
-        self.read(&self.sql().page(filter), &values, row::task)
-            .await
+        let (sql, values) = self.sql().page(owner, filter, limit);
+        self.read(&sql, &values, row::task).await
     }
 
     async fn forget_external_id(
@@ -469,6 +460,29 @@ impl<B: Backend> TaskStore for B {
     async fn task_events(&self, id: Uuid) -> StoreResult<Vec<TaskEvent>> {
         self.read(&self.sql().task_events, params![id], row::event)
             .await
+    }
+
+    async fn events_since(
+        &self,
+        owner: Option<Uuid>,
+        (at, id): (Millis, Uuid),
+        until: Millis,
+        limit: u32,
+    ) -> StoreResult<Vec<(TaskEvent, Task)>> {
+        let sql = self.sql();
+        let limit = i64::from(limit);
+        match owner {
+            Some(owner) => {
+                let values = params![at, id, until, limit, owner];
+                self.read(&sql.events_since_of, values, row::event_with_task)
+                    .await
+            }
+            None => {
+                let values = params![at, id, until, limit];
+                self.read(&sql.events_since, values, row::event_with_task)
+                    .await
+            }
+        }
     }
 
     async fn open_task_count(&self) -> StoreResult<u64> {

@@ -5,6 +5,9 @@
 
 use gengate_core::Dialect;
 
+use uuid::Uuid;
+
+use crate::db::Param;
 use crate::{TaskFilter, UsageGroup};
 
 /// What one SQL dialect spells its own way.
@@ -52,6 +55,18 @@ const TASK_CHARGE: &str = "id, owner AS key_id, created_at AS at, 'charge' AS ki
 const TASK_REFUND: &str = "refund_id AS id, owner AS key_id, finished_at AS at, \
     'refund' AS kind, refunded AS amount, id AS task_id, state AS reason";
 
+/// Events after a position and up to a time, oldest first, with their
+/// tasks' columns (the events' own prefixed `ev_`), filtered by `and`.
+fn events_since(cols: &str, and: &str) -> String {
+    format!(
+        "SELECT e.id AS ev_id, e.seq AS ev_seq, e.state AS ev_state, e.detail AS ev_detail, \
+         e.created_at AS ev_at, t.* \
+         FROM task_events e JOIN (SELECT {cols} FROM tasks) t ON t.id = e.task_id \
+         WHERE (e.created_at, e.id) > ($1, $2) AND e.created_at <= $3{and} \
+         ORDER BY e.created_at, e.id LIMIT $4"
+    )
+}
+
 /// A task's terminal states, as the SQL that keeps them final spells them.
 const TERMINAL: &str = "('completed', 'failed', 'canceled')";
 
@@ -81,6 +96,10 @@ pub(crate) struct Sql {
     pub url_gone: String,
     pub insert_delivery: String,
     pub task_events: String,
+    /// Every key's events in time order, each with its task ($4: limit).
+    pub events_since: String,
+    /// The same, of one key's tasks ($5: the key).
+    pub events_since_of: String,
     pub open_task_count: String,
     pub in_flight_by_channel: String,
     pub claim_deliveries: String,
@@ -254,6 +273,8 @@ impl Sql {
                  WHERE task_id = $1 ORDER BY seq"
                     .into(),
             ),
+            events_since: s(events_since(&cols, "")),
+            events_since_of: s(events_since(&cols, " AND t.owner = $5")),
             open_task_count: s("SELECT COUNT(*) AS n FROM tasks WHERE due_at IS NOT NULL".into()),
             in_flight_by_channel: s("SELECT channel, COUNT(*) AS n FROM tasks \
                  WHERE due_at IS NOT NULL AND state = 'processing' AND channel IS NOT NULL \
@@ -476,42 +497,90 @@ impl Sql {
     /// the (owner, dialect, created_at, id) index per dialect, each cut at
     /// the page size, merged. Bound in order: owner, then the filter's
     /// values as given, then the page size. Conditions are constants.
-    pub(crate) fn page(&self, filter: &TaskFilter) -> String {
-        let mut n = 1;
-        let mut next = || {
-            n += 1;
-            format!("${n}")
+    /// The statement and values of a page of tasks: `owner`'s (on its
+    /// listing index, one range per dialect merged) or every key's.
+    pub(crate) fn page<'a>(
+        &self,
+        owner: Option<Uuid>,
+        filter: &'a TaskFilter,
+        limit: u32,
+    ) -> (String, Vec<Param<'a>>) {
+        let mut values = Vec::new();
+        let mut conds = Vec::new();
+        // `cond` with its `?`s numbered in order, for `vs`.
+        let mut bind_all = |cond: &str, vs: Vec<Param<'a>>| {
+            let mut numbered = String::new();
+            for (i, part) in cond.split('?').enumerate() {
+                if i > 0 {
+                    values.push(vs[i - 1]);
+                    numbered.push_str(&format!("${}", values.len()));
+                }
+                numbered.push_str(part);
+            }
+            conds.push(numbered);
         };
-        let mut conds = "owner = $1".to_string();
-        if filter.state.is_some() {
-            conds.push_str(&format!(" AND state = {}", next()));
+        let mut bind = |cond: &str, v: Param<'a>| bind_all(cond, vec![v]);
+        if let Some(owner) = owner {
+            bind("owner = ?", Param::Id(owner));
         }
-        if filter.model.is_some() {
-            conds.push_str(&format!(" AND model = {}", next()));
+        if let Some(state) = filter.state {
+            bind("state = ?", Param::from(state.as_str()));
         }
-        if filter.created_after.is_some() {
-            conds.push_str(&format!(" AND created_at > {}", next()));
+        if let Some(model) = &filter.model {
+            bind("model = ?", Param::from(model.as_str()));
         }
-        if filter.before.is_some() {
-            let (a, b) = (next(), next());
-            conds.push_str(&format!(" AND (created_at, id) < ({a}, {b})"));
+        if let Some(channel) = &filter.channel {
+            bind("channel = ?", Param::from(channel.as_str()));
         }
-        let limit = next();
+        if let Some(search) = &filter.search {
+            match Uuid::try_parse(search) {
+                Ok(id) => bind("id = ?", Param::Id(id)),
+                Err(_) => bind("external_id = ?", Param::from(search.as_str())),
+            }
+        }
+        if let Some(at) = filter.created_after {
+            bind("created_at > ?", Param::from(at));
+        }
+        if let Some(at) = filter.created_before {
+            bind("created_at < ?", Param::from(at));
+        }
+        if let Some((at, id)) = filter.before {
+            bind_all(
+                "(created_at, id) < (?, ?)",
+                vec![Param::from(at), Param::Id(id)],
+            );
+        }
+        values.push(Param::from(i64::from(limit)));
+        let limit = format!("${}", values.len());
+        let conds = if conds.is_empty() {
+            "TRUE".to_string()
+        } else {
+            conds.join(" AND ")
+        };
         let cols = &self.task_columns;
-        let ranges: Vec<String> = Dialect::ALL
-            .iter()
-            .enumerate()
-            .map(|(i, d)| {
-                format!(
-                    "SELECT * FROM (SELECT {cols} FROM tasks WHERE {conds} AND dialect = '{}' \
-                     ORDER BY created_at DESC, id DESC LIMIT {limit}) AS d{i}",
-                    d.as_str()
-                )
-            })
-            .collect();
-        self.dialect.finish(format!(
-            "{} ORDER BY created_at DESC, id DESC LIMIT {limit}",
-            ranges.join(" UNION ALL ")
-        ))
+        let order = "ORDER BY created_at DESC, id DESC";
+        let dialects: Vec<Dialect> = match filter.dialect {
+            Some(d) => vec![d],
+            None if owner.is_some() => Dialect::ALL.to_vec(),
+            // Every key's: no index to walk per dialect.
+            None => Vec::new(),
+        };
+        let sql = if dialects.is_empty() {
+            format!("SELECT {cols} FROM tasks WHERE {conds} {order} LIMIT {limit}")
+        } else {
+            let ranges: Vec<String> = dialects
+                .iter()
+                .enumerate()
+                .map(|(i, d)| {
+                    format!(
+                        "SELECT * FROM (SELECT {cols} FROM tasks WHERE {conds} AND dialect = '{}' \
+                         {order} LIMIT {limit}) AS d{i}",
+                        d.as_str()
+                    )
+                })
+                .collect();
+            format!("{} {order} LIMIT {limit}", ranges.join(" UNION ALL "))
+        };
+        (self.dialect.finish(sql), values)
     }
 }

@@ -63,6 +63,7 @@ contract!(
     files_are_kept_as_long_as_the_longest_task_needs_them,
     a_file_is_either_kept_or_deleted_whoever_races,
     a_lease_has_one_holder_until_it_lapses,
+    events_are_fed_in_time_order_by_position,
 );
 
 /// Move `t` (as read) to `state` at `at`: the task after the change.
@@ -935,7 +936,7 @@ async fn pages_cover_every_dialect_by_position_with_filters(s: Arc<dyn TaskStore
     expected.sort_by_key(|t| std::cmp::Reverse((t.created_at, t.id)));
     let (mut seen, mut filter) = (Vec::new(), TaskFilter::default());
     loop {
-        let page = s.page_tasks(owner, &filter, 7).await.unwrap();
+        let page = s.page_tasks(Some(owner), &filter, 7).await.unwrap();
         // An insert between pages lands before the position: never seen twice.
         s.create_task(owner, &new_task(None), 5000, 9000, &Admission::FREE)
             .await
@@ -950,7 +951,7 @@ async fn pages_cover_every_dialect_by_position_with_filters(s: Arc<dyn TaskStore
         model: Some("ray-2".into()),
         ..TaskFilter::default()
     };
-    let page = s.page_tasks(owner, &luma, 100).await.unwrap();
+    let page = s.page_tasks(Some(owner), &luma, 100).await.unwrap();
     assert_eq!(page.len(), 10);
     assert!(page.iter().all(|t| t.dialect == Dialect::Luma));
     let recent = TaskFilter {
@@ -958,14 +959,82 @@ async fn pages_cover_every_dialect_by_position_with_filters(s: Arc<dyn TaskStore
         state: Some(TaskState::Pending),
         ..TaskFilter::default()
     };
-    let page = s.page_tasks(owner, &recent, 100).await.unwrap();
+    let page = s.page_tasks(Some(owner), &recent, 100).await.unwrap();
     // 1009 (three tasks) and the six inserted at 5000 (one per page read).
     assert_eq!(page.len(), 9, "{page:?}");
     let done = TaskFilter {
         state: Some(TaskState::Completed),
         ..TaskFilter::default()
     };
-    assert!(s.page_tasks(owner, &done, 100).await.unwrap().is_empty());
+    assert!(
+        s.page_tasks(Some(owner), &done, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // By dialect, before a time, by id or external id, and every key's.
+    let kling_before = TaskFilter {
+        dialect: Some(Dialect::Kling),
+        created_before: Some(1003),
+        ..TaskFilter::default()
+    };
+    let page = s.page_tasks(Some(owner), &kling_before, 100).await.unwrap();
+    // 1000..=1002, three per ms, one of each three a Luma task.
+    assert_eq!(page.len(), 6, "{page:?}");
+    assert!(page.iter().all(|t| t.dialect == Dialect::Kling));
+    let by_id = TaskFilter {
+        search: Some(made[4].id.to_string()),
+        ..TaskFilter::default()
+    };
+    let page = s.page_tasks(Some(owner), &by_id, 100).await.unwrap();
+    assert_eq!(page.iter().map(|t| t.id).collect::<Vec<_>>(), [made[4].id]);
+    assert!(
+        s.page_tasks(Some(Uuid::now_v7()), &by_id, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let ext = s
+        .create_task(
+            owner,
+            &new_task(Some("order-17")),
+            6000,
+            9000,
+            &Admission::FREE,
+        )
+        .await
+        .unwrap();
+    let by_external = TaskFilter {
+        search: Some("order-17".into()),
+        ..TaskFilter::default()
+    };
+    let page = s.page_tasks(None, &by_external, 100).await.unwrap();
+    assert_eq!(page.iter().map(|t| t.id).collect::<Vec<_>>(), [ext.id]);
+    let at_1005 = TaskFilter {
+        created_after: Some(1004),
+        created_before: Some(1006),
+        ..TaskFilter::default()
+    };
+    let everyone = s.page_tasks(None, &at_1005, 100).await.unwrap();
+    assert_eq!(
+        everyone.len(),
+        4,
+        "three of this key's and another's: {everyone:?}"
+    );
+    assert!(everyone.iter().any(|t| t.owner != owner));
+    let mut pinned = new_task(None);
+    pinned.channel = Some("spare".into());
+    let pinned = s
+        .create_task(Uuid::now_v7(), &pinned, 7000, 9000, &Admission::FREE)
+        .await
+        .unwrap();
+    let on_channel = TaskFilter {
+        channel: Some("spare".into()),
+        ..TaskFilter::default()
+    };
+    let page = s.page_tasks(None, &on_channel, 100).await.unwrap();
+    assert_eq!(page.iter().map(|t| t.id).collect::<Vec<_>>(), [pinned.id]);
 }
 
 async fn owned_tasks_of_any_dialect_by_id(s: Arc<dyn TaskStore>) {
@@ -1367,4 +1436,48 @@ async fn a_lease_has_one_holder_until_it_lapses(s: Arc<dyn TaskStore>) {
     assert!(!s.take_lease("sweep", "a", 180, 280).await.unwrap());
     s.release_lease("sweep", "b").await.unwrap();
     assert!(s.take_lease("sweep", "a", 180, 280).await.unwrap());
+}
+
+async fn events_are_fed_in_time_order_by_position(s: Arc<dyn TaskStore>) {
+    let (mine, theirs) = (Uuid::now_v7(), Uuid::now_v7());
+    let a = s
+        .create_task(mine, &new_task(None), 100, 9000, &Admission::FREE)
+        .await
+        .unwrap();
+    let b = s
+        .create_task(theirs, &new_task(None), 110, 9000, &Admission::FREE)
+        .await
+        .unwrap();
+    let a2 = move_to(s.as_ref(), &a, TaskState::Processing, 120).await;
+    move_to(s.as_ref(), &a2, TaskState::Completed, 130).await;
+    move_to(s.as_ref(), &b, TaskState::Failed, 140).await;
+    let start = (0, Uuid::nil());
+    let seen = |rows: Vec<(gengate_core::TaskEvent, Task)>| {
+        rows.into_iter()
+            .map(|(e, t)| (e.created_at, e.state, t.id))
+            .collect::<Vec<_>>()
+    };
+    let all = s.events_since(None, start, 1000, 100).await.unwrap();
+    // Each with its task as it is now.
+    assert!(all.iter().all(|(e, t)| e.task_id == t.id));
+    assert_eq!(all[1].1.state, TaskState::Failed);
+    assert_eq!(
+        seen(all.clone()),
+        [
+            (100, TaskState::Pending, a.id),
+            (110, TaskState::Pending, b.id),
+            (120, TaskState::Processing, a.id),
+            (130, TaskState::Completed, a.id),
+            (140, TaskState::Failed, b.id),
+        ]
+    );
+    let own = s.events_since(Some(mine), start, 1000, 100).await.unwrap();
+    assert_eq!(own.len(), 3);
+    assert!(own.iter().all(|(_, t)| t.owner == mine));
+    // Not past `until`; resumed strictly after a position; a page at a time.
+    assert_eq!(s.events_since(None, start, 119, 100).await.unwrap().len(), 2);
+    let third = (all[2].0.created_at, all[2].0.id);
+    let rest = s.events_since(None, third, 1000, 100).await.unwrap();
+    assert_eq!(seen(rest), seen(all[3..].to_vec()));
+    assert_eq!(s.events_since(None, start, 1000, 2).await.unwrap().len(), 2);
 }

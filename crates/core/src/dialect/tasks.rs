@@ -490,9 +490,22 @@ pub struct ListQuery {
     /// Only tasks of this model.
     #[param(max_length = 128)]
     pub model: Option<String>,
+    /// Only tasks made through this API: gengate, luma, kling,
+    /// dream_machine or openai_images.
+    #[param(schema_with = dialect_param)]
+    pub dialect: Option<String>,
+    /// Only tasks that ran (or last ran) on this channel.
+    #[param(max_length = 64)]
+    pub channel: Option<String>,
+    /// The task with this id, or with this `external_task_id`.
+    #[param(max_length = 128)]
+    pub q: Option<String>,
     /// Only tasks created after this instant: RFC 3339, or Unix milliseconds.
     #[param(schema_with = instant_param)]
     pub created_after: Option<String>,
+    /// Only tasks created before this instant: RFC 3339, or Unix milliseconds.
+    #[param(schema_with = instant_param)]
+    pub created_before: Option<String>,
     /// 1 to 100, default 20.
     #[param(value_type = u32, required = false, minimum = 1, maximum = 100)]
     pub limit: Option<String>,
@@ -515,6 +528,15 @@ fn state_param() -> utoipa::openapi::Object {
         .build()
 }
 
+fn dialect_param() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(
+            std::iter::once("").chain(Dialect::ALL.iter().map(|d| d.as_str())),
+        ))
+        .build()
+}
+
 /// An instant as Unix milliseconds or RFC 3339 (empty: not given).
 pub fn instant_param() -> utoipa::openapi::Object {
     utoipa::openapi::ObjectBuilder::new()
@@ -530,7 +552,11 @@ pub fn instant_param() -> utoipa::openapi::Object {
 pub struct ListParams {
     pub state: Option<TaskState>,
     pub model: Option<String>,
+    pub dialect: Option<Dialect>,
+    pub channel: Option<String>,
+    pub search: Option<String>,
     pub created_after: Option<Millis>,
+    pub created_before: Option<Millis>,
     pub limit: u32,
     /// Tasks strictly older than this position (created_at, id), newest first.
     pub before: Option<(Millis, Uuid)>,
@@ -549,19 +575,38 @@ impl ListQuery {
                 )
             })?),
         };
-        let model = self.model.filter(|m| !m.is_empty());
-        if let Some(m) = &model {
-            max_chars("model", m, MAX_MODEL_CHARS)?;
-        }
-        let created_after = match self.created_after.as_deref() {
+        let text = |field: &str, v: Option<String>, max: usize| {
+            let v = v.filter(|v| !v.is_empty());
+            if let Some(v) = &v {
+                max_chars(field, v, max)?;
+            }
+            Ok::<_, ApiError>(v)
+        };
+        let model = text("model", self.model, MAX_MODEL_CHARS)?;
+        let dialect = match self.dialect.as_deref() {
             None | Some("") => None,
-            Some(s) => Some(crate::time::parse_instant(s).ok_or_else(|| {
+            Some(d) => Some(Dialect::parse(d).ok_or_else(|| {
                 ApiError::validation(
-                    "created_after",
-                    format!("must be an RFC 3339 time or Unix milliseconds (got {s:?})"),
+                    "dialect",
+                    format!(
+                        "must be one of gengate, luma, kling, dream_machine, openai_images (got {d:?})"
+                    ),
                 )
             })?),
         };
+        let channel = text("channel", self.channel, 64)?;
+        let search = text("q", self.q, 128)?;
+        let instant = |field: &str, v: Option<&str>| match v {
+            None | Some("") => Ok(None),
+            Some(s) => crate::time::parse_instant(s).map(Some).ok_or_else(|| {
+                ApiError::validation(
+                    field,
+                    format!("must be an RFC 3339 time or Unix milliseconds (got {s:?})"),
+                )
+            }),
+        };
+        let created_after = instant("created_after", self.created_after.as_deref())?;
+        let created_before = instant("created_before", self.created_before.as_deref())?;
         let limit = match self.limit.as_deref() {
             None | Some("") => DEFAULT_LIMIT,
             Some(s) => match s.parse::<u32>() {
@@ -584,7 +629,11 @@ impl ListQuery {
         Ok(ListParams {
             state,
             model,
+            dialect,
+            channel,
+            search,
             created_after,
+            created_before,
             limit,
             before,
         })
@@ -653,6 +702,13 @@ pub struct GengateTask {
     pub finished_at: Option<String>,
     /// What the task costs its key, in credits.
     pub credits: CreditsView,
+    /// The key the task belongs to: in admins' listings only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<Uuid>,
+    /// While it runs: seconds its model's jobs have been taking on its
+    /// channel (learned from finished ones), for an estimate of the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_seconds: Option<f64>,
 }
 
 /// A task's price, fixed when it was accepted, and what came back of it.
@@ -802,6 +858,8 @@ pub fn render(task: &Task, links: &Links<'_>) -> GengateTask {
             refunded: task.refunded,
             net: task.net_charge(),
         },
+        key_id: None,
+        expected_seconds: None,
     }
 }
 
