@@ -1475,7 +1475,10 @@ async fn events_are_fed_in_time_order_by_position(s: Arc<dyn TaskStore>) {
     assert_eq!(own.len(), 3);
     assert!(own.iter().all(|(_, t)| t.owner == mine));
     // Not past `until`; resumed strictly after a position; a page at a time.
-    assert_eq!(s.events_since(None, start, 119, 100).await.unwrap().len(), 2);
+    assert_eq!(
+        s.events_since(None, start, 119, 100).await.unwrap().len(),
+        2
+    );
     let third = (all[2].0.created_at, all[2].0.id);
     let rest = s.events_since(None, third, 1000, 100).await.unwrap();
     assert_eq!(seen(rest), seen(all[3..].to_vec()));

@@ -12,6 +12,7 @@ mod callbacks;
 mod channels;
 mod credits;
 mod dream_machine_api;
+mod feed;
 mod http_contract;
 mod kling_api;
 mod luma_api;

@@ -604,7 +604,10 @@ async fn events_stream_live_and_resume_after_last_event_id(backend: Backend) {
     let last = all.last().unwrap();
     assert_eq!(last.state, "completed", "{all:?}");
     assert!(all.iter().any(|e| e.state == "processing"));
-    for Event { seq, state, data } in &all {
+    for Event {
+        seq, state, data, ..
+    } in &all
+    {
         assert_eq!(data["seq"], *seq);
         assert_eq!(data["state"], state.as_str());
         assert_eq!(data["task_id"], tid.as_str());

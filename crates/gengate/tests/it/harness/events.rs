@@ -6,13 +6,15 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-/// One event: its sequence number (SSE `id`), the state it records (SSE
-/// `event`) and its JSON `data`.
+/// One event: its task's sequence number, the state it records (SSE
+/// `event`), its JSON `data`, and its SSE `id` (the sequence number on a
+/// task's stream, a position on the feed of every task).
 #[derive(Debug, Clone)]
 pub struct Event {
     pub seq: i64,
     pub state: String,
     pub data: Value,
+    pub id: String,
 }
 
 /// An open event stream.
@@ -67,20 +69,22 @@ impl EventStream {
 }
 
 fn parse(block: &str) -> Option<Event> {
-    let (mut seq, mut state, mut data) = (None, None, Vec::new());
+    let (mut id, mut state, mut data) = (None, None, Vec::new());
     for line in block.lines() {
         if let Some(v) = line.strip_prefix("id:") {
-            seq = Some(v.trim().parse::<i64>().expect("a sequence number"));
+            id = Some(v.trim().to_string());
         } else if let Some(v) = line.strip_prefix("event:") {
             state = Some(v.trim().to_string());
         } else if let Some(v) = line.strip_prefix("data:") {
             data.push(v.trim());
         }
     }
+    let data: Value = serde_json::from_str(&data.join("\n")).expect("JSON data");
     Some(Event {
-        seq: seq?,
+        seq: data["seq"].as_i64().expect("a sequence number"),
         state: state?,
-        data: serde_json::from_str(&data.join("\n")).expect("JSON data"),
+        id: id?,
+        data,
     })
 }
 
