@@ -24,4 +24,5 @@ mod providers_e2e;
 mod sdks;
 mod storage;
 mod tasks_api;
+mod tasks_cli;
 mod upstream_gengate;
