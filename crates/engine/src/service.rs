@@ -269,6 +269,19 @@ impl TaskService {
         self.store().get_task(owner, id).await.map_err(store_error)
     }
 
+    /// Task `id` as `key` may see it through `/v1/tasks/{id}`: its own, or
+    /// any key's for an admin (the operator's console). `None` for
+    /// malformed, unknown and (to others) foreign ids alike.
+    pub async fn visible(&self, key: &ApiKey, id: &str) -> Result<Option<Task>, ApiError> {
+        let Ok(id) = Uuid::try_parse(id) else {
+            return Ok(None);
+        };
+        if key.admin {
+            return self.store().load_task(id).await.map_err(store_error);
+        }
+        self.get(key.id, id).await
+    }
+
     /// `owner`'s task made with this `external_task_id`.
     pub async fn find_by_external_id(
         &self,

@@ -86,16 +86,12 @@ fn view(d: &Delivery, attempts: &[DeliveryAttempt]) -> DeliveryView {
     }
 }
 
-fn task_id(id: &str) -> Result<Uuid, Error> {
-    Uuid::try_parse(id).map_err(|_| Error::from(ApiError::NotFound(format!("task {id} not found"))))
-}
-
-/// The caller's task, or 404 for unknown and foreign ids alike.
+/// The caller's task (an admin's: any key's), or 404 for unknown and
+/// foreign ids alike.
 async fn own_task(state: &AppState, key: &Caller, id: &str) -> Result<Uuid, Error> {
-    let id = task_id(id)?;
     state
         .tasks
-        .get(key.id, id)
+        .visible(key, id)
         .await?
         .map(|t| t.id)
         .ok_or_else(|| Error::from(ApiError::NotFound(format!("task {id} not found"))))

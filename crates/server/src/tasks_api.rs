@@ -17,7 +17,7 @@ use axum::{Json, Router};
 use gengate_core::dialect::tasks::{
     self, EventView, GengateTask, IDEMPOTENCY_WINDOW_MS, ListQuery, TaskList,
 };
-use gengate_core::{ApiError, Dialect, NewTask, Task, TaskEvent};
+use gengate_core::{ApiError, ApiKey, Dialect, NewTask, Task, TaskEvent};
 use gengate_engine::now_ms;
 use gengate_engine::service::{Cancel, Changes};
 use gengate_store::TaskFilter;
@@ -55,9 +55,14 @@ fn not_found(id: &str) -> Error {
     Error::from(ApiError::NotFound(format!("task {id} not found")))
 }
 
-/// The caller's task, any dialect; 404 for unknown and foreign ids alike.
-async fn own_task(state: &AppState, owner: Uuid, id: &str) -> Result<Task> {
-    Ok(state.tasks.own(owner, id, None, "task").await?)
+/// The caller's task, any dialect (an admin's: any key's); 404 for
+/// unknown and foreign ids alike.
+async fn own_task(state: &AppState, key: &ApiKey, id: &str) -> Result<Task> {
+    state
+        .tasks
+        .visible(key, id)
+        .await?
+        .ok_or_else(|| not_found(id))
 }
 
 fn json_response(status: StatusCode, task: &Task, state: &AppState) -> Response {
@@ -192,7 +197,7 @@ pub async fn get_one(
     key: Caller,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    let task = own_task(&state, key.id, &id).await?;
+    let task = own_task(&state, &key, &id).await?;
     Ok(json_response(StatusCode::OK, &task, &state))
 }
 
@@ -321,7 +326,7 @@ pub async fn cancel(
     key: Caller,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    let task = own_task(&state, key.id, &id).await?;
+    let task = own_task(&state, &key, &id).await?;
     match state.tasks.cancel(task).await? {
         Some(Cancel::Canceled(done)) => Ok(json_response(StatusCode::OK, &done, &state)),
         Some(Cancel::Finished(task)) => Err(ApiError::Conflict(format!(
@@ -387,7 +392,7 @@ pub async fn events(
     query: std::result::Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response> {
     let Query(query) = query.map_err(|e| ApiError::validation("query", e.body_text()))?;
-    let task = own_task(&state, key.id, &id).await?;
+    let task = own_task(&state, &key, &id).await?;
     // Both are checked; the header wins when both are given.
     let from_query = sequence("last_event_id", query.last_event_id.as_deref())?;
     let after = match headers.get("last-event-id") {
@@ -397,7 +402,7 @@ pub async fn events(
     let feed = Feed {
         changes: state.tasks.changes(),
         state,
-        owner: key.id,
+        owner: task.owner,
         id: task.id,
         after,
         queue: VecDeque::new(),

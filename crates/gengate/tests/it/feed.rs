@@ -67,6 +67,18 @@ async fn admins_list_every_keys_tasks_with_filters(backend: Backend) {
     let (_, v) = gw.get(&format!("/v1/tasks?q={theirs}"), &a).await;
     assert!(ids(&v).is_empty());
 
+    // An admin opens, follows and could cancel any key's task by id;
+    // another key still cannot.
+    for path in [
+        format!("/v1/tasks/{theirs}"),
+        format!("/v1/tasks/{theirs}/deliveries"),
+    ] {
+        let (s, v) = gw.get(&path, &gw.admin).await;
+        assert_eq!(s, 200, "{path}: {v}");
+        let (s, _) = gw.get(&path, &a).await;
+        assert_eq!(s, 404, "{path}");
+    }
+
     // Refused: a non-admin key, and bad filters, by name.
     let (s, _) = gw.get("/admin/tasks", &a).await;
     assert_eq!(s, 403);
