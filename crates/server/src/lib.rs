@@ -18,6 +18,7 @@ pub mod admin;
 pub mod admin_keys;
 pub mod auth;
 pub mod body;
+pub mod console;
 pub mod deliveries;
 pub mod dream_machine;
 pub mod error;
@@ -57,6 +58,7 @@ pub fn router(state: AppState, serve_api: bool) -> Router {
             .merge(deliveries::router())
             .merge(tasks_api::router())
             .merge(feed::router())
+            .merge(console::router())
             .merge(models_api::router())
             .merge(admin::router())
             .merge(prices::router())

@@ -678,6 +678,8 @@ pub struct GengateTask {
     pub state: &'static str,
     /// 0 to 100, as the upstream reports it.
     pub progress: u8,
+    /// The channel that has (or last had) the task; null until dispatched.
+    pub channel: Option<String>,
     pub input: InputView,
     pub callback_url: Option<String>,
     /// The results, in gengate's storage; empty until completed, and again
@@ -768,6 +770,9 @@ pub struct OutputView {
     /// Seconds, for videos.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duration: Option<f64>,
+    /// A picture's 5×5 grid of average colours (`#rrggbb`, row by row).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub palette: Option<Vec<String>>,
 }
 
 fn artifact_role(r: crate::task::ArtifactRole) -> &'static str {
@@ -792,6 +797,7 @@ pub fn render(task: &Task, links: &Links<'_>) -> GengateTask {
         kind: task.kind.as_str(),
         state: task.state.as_str(),
         progress: task.progress,
+        channel: task.channel.clone(),
         input: InputView {
             prompt: r.prompt.clone(),
             negative_prompt: r.negative_prompt.clone(),
@@ -828,6 +834,11 @@ pub fn render(task: &Task, links: &Links<'_>) -> GengateTask {
                     width: a.width,
                     height: a.height,
                     duration: a.duration_secs,
+                    palette: a.palette.as_deref().map(|p| {
+                        p.chunks_exact(3)
+                            .map(|c| format!("#{:02x}{:02x}{:02x}", c[0], c[1], c[2]))
+                            .collect()
+                    }),
                 })
                 .collect()
         } else {

@@ -13,7 +13,7 @@ on_both_backends!(
     the_api_reference_renders_every_api_offline,
 );
 
-fn chromium() -> Option<PathBuf> {
+pub(crate) fn chromium() -> Option<PathBuf> {
     let found = std::env::var_os("CHROMIUM")
         .map(PathBuf::from)
         .into_iter()

@@ -10,6 +10,7 @@ mod admin_keys;
 mod browser;
 mod callbacks;
 mod channels;
+mod console;
 mod credits;
 mod dream_machine_api;
 mod feed;

@@ -1,0 +1,132 @@
+//! The console in a real browser: headless Debian Chromium driven by
+//! playwright-core (`tests/console/console.test.mjs`, pinned in its
+//! package-lock.json, installed by `.ci/run` or here). Sign-in, the
+//! playground, the live task table, a task's media, a cancel, another key's
+//! task out of sight, an admin's keys and channels; screenshots of every
+//! page at 1280×800 in `target/console-screenshots/`.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use crate::browser::chromium;
+use crate::harness::{Backend, TestApp, sharing_the_machine};
+
+fn console_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console")
+}
+
+/// playwright-core in `tests/console/node_modules`, installed from the lock
+/// file when missing; `false` (a skip) when npm is missing outside CI.
+async fn playwright() -> bool {
+    let dir = console_dir();
+    if dir.join("node_modules/playwright-core").exists() {
+        return true;
+    }
+    let installed = tokio::process::Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(&dir)
+        .status()
+        .await
+        .is_ok_and(|s| s.success());
+    if !installed {
+        assert!(
+            std::env::var("CI").is_err(),
+            "playwright-core is required under CI (.ci/run installs it)"
+        );
+        eprintln!("SKIPPED: could not install playwright-core (npm ci in tests/console)");
+    }
+    installed
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_console_in_a_browser() {
+    let _machine = sharing_the_machine().await;
+    let Some(chromium) = chromium() else { return };
+    if !playwright().await {
+        return;
+    }
+    // Slow enough to see a task before it completes, and to cancel one.
+    let gw = TestApp::on(Backend::Sqlite)
+        .sandbox_latency_ms(3000)
+        .start()
+        .await;
+    let (user, other) = (gw.new_key("console user").await, gw.new_key("other").await);
+    let body = json!({"model": "ray-2", "kind": "video", "input": {"prompt": "not yours"}});
+    let (s, theirs) = gw.post("/v1/tasks", &other, body).await;
+    assert_eq!(s, 201, "{theirs}");
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/console-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+
+    let run = tokio::process::Command::new("node")
+        .arg("console.test.mjs")
+        .current_dir(console_dir())
+        .env("BASE", &gw.base)
+        .env("USER_KEY", &user)
+        .env("ADMIN_KEY", &gw.admin)
+        .env("OTHER_TASK", theirs["id"].as_str().unwrap())
+        .env("SHOTS", &shots)
+        .env("CHROMIUM", &chromium)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(240), run)
+        .await
+        .expect("the browser run ends")
+        .expect("node runs");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let seen: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    assert_eq!(seen["foreign"], json!([]), "{seen}");
+    assert_eq!(seen["palette"]["count"], 25, "{seen}");
+    // The page saw the task before it ended, and the store agrees it ended.
+    assert!(
+        matches!(seen["before"].as_str(), Some("pending" | "processing")),
+        "{seen}"
+    );
+    let (_, t) = gw
+        .get(
+            &format!("/v1/tasks/{}", seen["task"].as_str().unwrap()),
+            &user,
+        )
+        .await;
+    assert_eq!(t["state"], "completed");
+    let (_, c) = gw
+        .get(
+            &format!("/v1/tasks/{}", seen["canceled"].as_str().unwrap()),
+            &user,
+        )
+        .await;
+    assert_eq!(c["state"], "canceled");
+    for page in [
+        "sign-in",
+        "playground",
+        "tasks",
+        "task",
+        "usage",
+        "keys",
+        "channels",
+        "admin-task",
+    ] {
+        let png = std::fs::read(shots.join(format!("{page}.png"))).unwrap();
+        assert_eq!(&png[1..4], b"PNG", "{page}");
+    }
+    // The console's own headers: its policy allows this origin only.
+    let resp = gw
+        .http
+        .get(format!("{}/console/", gw.base))
+        .send()
+        .await
+        .unwrap();
+    let csp = resp.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    gw.stop().await;
+}
