@@ -51,10 +51,10 @@ async fn admins_list_every_keys_tasks_with_filters(backend: Backend) {
             ids(&v)
         }
     };
-    assert_eq!(only(&format!("key={a_id}")).await, [mine.clone()]);
-    assert_eq!(only("dialect=kling").await, [theirs.clone()]);
-    assert_eq!(only("q=order-9").await, [theirs.clone()]);
-    assert_eq!(only(&format!("q={mine}")).await, [mine.clone()]);
+    assert_eq!(only(&format!("key={a_id}")).await, [mine.as_str()]);
+    assert_eq!(only("dialect=kling").await, [theirs.as_str()]);
+    assert_eq!(only("q=order-9").await, [theirs.as_str()]);
+    assert_eq!(only(&format!("q={mine}")).await, [mine.as_str()]);
     assert_eq!(only("channel=sandbox&limit=1").await.len(), 1);
     assert!(only("channel=elsewhere").await.is_empty());
     assert!(only("created_before=2001-01-01T00:00:00Z").await.is_empty());
@@ -62,7 +62,7 @@ async fn admins_list_every_keys_tasks_with_filters(backend: Backend) {
     // A key's own listing takes the same filters, its own tasks only, and
     // names no key.
     let (_, v) = gw.get("/v1/tasks?dialect=kling", &b).await;
-    assert_eq!(ids(&v), [theirs.clone()]);
+    assert_eq!(ids(&v), [theirs.as_str()]);
     assert!(v["data"][0].get("key_id").is_none(), "{v}");
     let (_, v) = gw.get(&format!("/v1/tasks?q={theirs}"), &a).await;
     assert!(ids(&v).is_empty());
