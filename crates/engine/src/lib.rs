@@ -136,11 +136,15 @@ impl Engine {
 
     /// Re-read the store's channels and prices every few seconds until
     /// `shutdown`, so a change made through another instance or the CLI
-    /// reaches this one.
+    /// reaches this one; the open task count (a gauge) with them.
     pub async fn watch_channels(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         while !*shutdown.borrow() {
             if let Err(e) = self.reload_channels().await {
                 tracing::warn!(error = %e, "reading stored channels failed");
+            }
+            // The queue's depth, every instance's: what is accepted and unfinished.
+            if let Ok(open) = self.store.open_task_count().await {
+                metrics::gauge!("gengate_tasks_open").set(open as f64);
             }
             tokio::select! {
                 _ = tokio::time::sleep(CHANNEL_RELOAD) => {}

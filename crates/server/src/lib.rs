@@ -85,6 +85,7 @@ pub fn router(state: AppState, serve_api: bool) -> Router {
             sync_timeout,
         )));
     routes
+        .route_layer(axum::middleware::from_fn(metrics::track))
         .fallback(not_found)
         .with_state(state)
         .layer(CatchPanicLayer::custom(|_| {

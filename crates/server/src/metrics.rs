@@ -2,8 +2,11 @@
 //! it is installed once, by whichever server starts first.
 
 use std::sync::OnceLock;
+use std::time::Instant;
 
+use axum::extract::{MatchedPath, Request};
 use axum::http::{StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
@@ -31,5 +34,67 @@ pub async fn serve() -> Response {
         )
             .into_response(),
         None => (StatusCode::SERVICE_UNAVAILABLE, "metrics are not enabled").into_response(),
+    }
+}
+
+/// Count every routed request by API, route, method and status, and time
+/// it (until its response head: a streamed body is not waited for).
+pub async fn track(matched: Option<MatchedPath>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = matched.as_ref().map_or("", MatchedPath::as_str).to_string();
+    let method = req.method().as_str().to_string();
+    let resp = next.run(req).await;
+    let api = api_of(&route);
+    metrics::counter!(
+        "gengate_http_requests_total",
+        "api" => api,
+        "route" => route,
+        "method" => method,
+        "status" => resp.status().as_u16().to_string()
+    )
+    .increment(1);
+    metrics::histogram!("gengate_http_request_duration_seconds", "api" => api)
+        .record(started.elapsed().as_secs_f64());
+    resp
+}
+
+/// Which API (a dialect, or gengate's other surfaces) a route belongs to.
+fn api_of(route: &str) -> &'static str {
+    const APIS: [(&str, &str); 12] = [
+        ("/luma/", "luma"),
+        ("/kling/", "kling"),
+        ("/dream-machine/", "dream_machine"),
+        ("/v1/images/", "openai_images"),
+        ("/v1/", "gengate"),
+        ("/admin/", "admin"),
+        ("/files/", "files"),
+        ("/upstream/", "upstream_callbacks"),
+        ("/console", "console"),
+        ("/docs", "docs"),
+        ("/openapi.json", "docs"),
+        ("/", "health"),
+    ];
+    APIS.iter()
+        .find(|(prefix, _)| route.starts_with(prefix))
+        .map_or("other", |(_, api)| api)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn routes_belong_to_their_api() {
+        for (route, api) in [
+            ("/luma/tasks", "luma"),
+            ("/kling/v1/images/generations/{id}", "kling"),
+            ("/dream-machine/v1/generations/video", "dream_machine"),
+            ("/v1/images/generations", "openai_images"),
+            ("/v1/tasks/{id}", "gengate"),
+            ("/v1/events", "gengate"),
+            ("/admin/keys", "admin"),
+            ("/console/app.js", "console"),
+            ("/healthz", "health"),
+        ] {
+            assert_eq!(super::api_of(route), api, "{route}");
+        }
     }
 }

@@ -120,6 +120,37 @@ async fn submit_wait_get_list_cancel_and_exit_codes() {
     let (code, _, err) = tasks(url, Some(ADMIN), &["get", "nope"]).await;
     assert_eq!(code, 2);
     assert!(err.contains("404"), "{err}");
+
+    // What the requests left on /metrics: counted by API, route and status;
+    // the queue's depth.
+    let metrics = reqwest::get(format!("{url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let created = metrics.lines().find(|l| {
+        l.starts_with("gengate_http_requests_total{")
+            && [
+                "api=\"gengate\"",
+                "route=\"/v1/tasks\"",
+                "method=\"POST\"",
+                "status=\"201\"",
+            ]
+            .iter()
+            .all(|part| l.contains(part))
+    });
+    assert!(created.is_some_and(|l| l.ends_with(" 2")), "{metrics}");
+    assert!(
+        metrics.contains("status=\"404\""),
+        "the refused get is counted"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("gengate_tasks_open ")),
+        "{metrics}"
+    );
     drop(gw);
     place.finish().await;
 }
