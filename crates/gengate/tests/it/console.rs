@@ -130,3 +130,58 @@ async fn the_console_in_a_browser() {
     );
     gw.stop().await;
 }
+
+/// Every metric the Grafana dashboard queries is in the README's list, and
+/// every metric listed there is recorded somewhere in the code.
+#[test]
+fn the_dashboard_and_the_metric_list_agree_with_the_code() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let names = |text: &str| -> std::collections::BTreeSet<String> {
+        text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("gengate_") && w.len() > "gengate_".len())
+            .map(String::from)
+            .collect()
+    };
+    let dashboard = std::fs::read_to_string(root.join("deploy/grafana/gengate.json")).unwrap();
+    let parsed: Value = serde_json::from_str(&dashboard).expect("the dashboard is JSON");
+    assert!(parsed["panels"].as_array().is_some_and(|p| p.len() >= 10));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let section = readme
+        .split("## Metrics")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("a Metrics section");
+    let listed = names(section);
+    let queried = names(&dashboard);
+    assert!(
+        queried.is_subset(&listed),
+        "not listed: {:?}",
+        queried.difference(&listed)
+    );
+    let mut code = String::new();
+    for krate in ["core", "engine", "server", "store", "providers"] {
+        let dir = root.join("crates").join(krate).join("src");
+        for entry in walk(&dir) {
+            code.push_str(&std::fs::read_to_string(entry).unwrap());
+        }
+    }
+    let recorded = names(&code);
+    assert!(
+        listed.is_subset(&recorded),
+        "not recorded: {:?}",
+        listed.difference(&recorded)
+    );
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+    out
+}
