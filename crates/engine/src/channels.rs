@@ -103,6 +103,47 @@ struct Health {
     cool_until: Option<Instant>,
 }
 
+/// A channel's health as this instance sees it (for operators).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ChannelHealth {
+    /// Skipped while other channels can serve.
+    pub cooling: bool,
+    pub cool_remaining_secs: Option<u64>,
+    /// Failures in a row that said the channel was in trouble.
+    pub consecutive_failures: u32,
+    /// Requests to its upstream in the last 60 s, and those that failed.
+    pub requests_last_minute: u32,
+    pub errors_last_minute: u32,
+}
+
+/// Requests to one channel over the last minute, a bucket per second:
+/// (the second, requests, errors).
+struct Activity([(u64, u32, u32); 60]);
+
+impl Activity {
+    fn record(&mut self, second: u64, error: bool) {
+        let slot = &mut self.0[(second % 60) as usize];
+        if slot.0 != second {
+            *slot = (second, 0, 0);
+        }
+        slot.1 += 1;
+        slot.2 += u32::from(error);
+    }
+
+    fn last_minute(&self, second: u64) -> (u32, u32) {
+        self.0
+            .iter()
+            .filter(|s| second.saturating_sub(s.0) < 60 && s.0 <= second)
+            .fold((0, 0), |(r, e), s| (r + s.1, e + s.2))
+    }
+}
+
+fn this_second() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Tasks in flight per channel: the store's count (plus this instance's
 /// submits recorded since it was read), and places reserved by submits
 /// under way, which the store cannot count yet.
@@ -131,6 +172,7 @@ pub struct Channels {
     factory: ProviderFactory,
     health: Mutex<HashMap<String, Health>>,
     in_flight: Mutex<InFlight>,
+    activity: Mutex<HashMap<String, Activity>>,
 }
 
 impl Channels {
@@ -149,6 +191,7 @@ impl Channels {
             factory,
             health: Mutex::default(),
             in_flight: Mutex::default(),
+            activity: Mutex::default(),
         })
     }
 
@@ -323,6 +366,36 @@ impl Channels {
                 *f.counts.entry(channel.name().to_string()).or_default() += 1;
             }
         }
+    }
+
+    /// Count a request to `channel`'s upstream (`error`: it failed).
+    pub(crate) fn record_request(&self, channel: &Channel, error: bool) {
+        if let Ok(mut a) = self.activity.lock() {
+            a.entry(channel.name().to_string())
+                .or_insert(Activity([(0, 0, 0); 60]))
+                .record(this_second(), error);
+        }
+    }
+
+    /// How channel `name` has been doing, as this instance saw it.
+    pub fn health(&self, name: &str) -> ChannelHealth {
+        let mut out = ChannelHealth::default();
+        if let Ok(h) = self.health.lock()
+            && let Some(h) = h.get(name)
+        {
+            out.consecutive_failures = h.failures;
+            let left = h
+                .cool_until
+                .map(|t| t.saturating_duration_since(Instant::now()));
+            out.cool_remaining_secs = left.filter(|d| !d.is_zero()).map(|d| d.as_secs().max(1));
+            out.cooling = out.cool_remaining_secs.is_some();
+        }
+        if let Ok(a) = self.activity.lock()
+            && let Some(a) = a.get(name)
+        {
+            (out.requests_last_minute, out.errors_last_minute) = a.last_minute(this_second());
+        }
+        out
     }
 
     pub(crate) fn succeeded(&self, channel: &Channel) {

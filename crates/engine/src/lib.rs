@@ -30,7 +30,7 @@ mod transition;
 pub mod upstream_callbacks;
 pub mod webhooks;
 
-pub use channels::{Channel, Channels, ProviderFactory};
+pub use channels::{Channel, ChannelHealth, Channels, ProviderFactory};
 pub use config::EngineConfig;
 use config::ms;
 use inputs::InputFetcher;
@@ -118,6 +118,11 @@ impl Engine {
     /// How long jobs of `model` on `channel` have been taking, once learned.
     pub fn expected_duration(&self, channel: &str, model: &str) -> Option<Duration> {
         self.pacer.estimate(channel, model)
+    }
+
+    /// How long jobs on `channel` have been taking, by model (learned here).
+    pub fn learned_durations(&self, channel: &str) -> Vec<(String, Duration)> {
+        self.pacer.learned(channel)
     }
 
     /// The sweeper of expired files, for [`sweeper::Sweeper::run`].

@@ -20,22 +20,31 @@ fn running_for(task: &Task) -> Duration {
     Duration::from_millis(u64::try_from(now_ms() - since).unwrap_or(0))
 }
 
-/// Count one upstream request by channel, operation and outcome class.
-fn count_request<T>(channel: &Channel, op: &'static str, result: &Result<T, ProviderError>) {
-    let outcome = match result {
-        Ok(_) => "ok",
-        Err(ProviderError::Retryable(_)) => "retryable",
-        Err(ProviderError::RateLimited { .. }) => "rate_limited",
-        Err(ProviderError::Permanent(_)) => "permanent",
-        Err(ProviderError::Auth(_)) => "auth",
-    };
-    metrics::counter!(
-        "gengate_upstream_requests_total",
-        "channel" => channel.name().to_string(),
-        "op" => op,
-        "outcome" => outcome
-    )
-    .increment(1);
+impl Engine {
+    /// Count one upstream request by channel, operation and outcome class,
+    /// in the metrics and in the channel's health.
+    fn count_request<T>(
+        &self,
+        channel: &Channel,
+        op: &'static str,
+        result: &Result<T, ProviderError>,
+    ) {
+        self.channels.record_request(channel, result.is_err());
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(ProviderError::Retryable(_)) => "retryable",
+            Err(ProviderError::RateLimited { .. }) => "rate_limited",
+            Err(ProviderError::Permanent(_)) => "permanent",
+            Err(ProviderError::Auth(_)) => "auth",
+        };
+        metrics::counter!(
+            "gengate_upstream_requests_total",
+            "channel" => channel.name().to_string(),
+            "op" => op,
+            "outcome" => outcome
+        )
+        .increment(1);
+    }
 }
 
 /// The update that completes a task with its stored results.
@@ -201,7 +210,7 @@ impl Engine {
                 callback_url: callback_url.as_deref(),
             };
             let submitted = self.keeping_lease(task, channel.provider.submit(job)).await;
-            count_request(channel, "submit", &submitted);
+            self.count_request(channel, "submit", &submitted);
             match submitted {
                 Ok(sub) => {
                     self.channels.succeeded(channel);
@@ -379,7 +388,7 @@ impl Engine {
             .keeping_lease(task, channel.provider.poll(upstream_ref, asked_at))
             .await;
         drop(slot);
-        count_request(channel, "poll", &outcome);
+        self.count_request(channel, "poll", &outcome);
         match &outcome {
             Ok(_) | Err(ProviderError::Permanent(_)) => self.channels.succeeded(channel),
             Err(_) => self.channels.failed(channel),
@@ -419,7 +428,7 @@ impl Engine {
                     _ => Ok(()),
                 },
             };
-            count_request(channel, "poll_batch", &overall);
+            self.count_request(channel, "poll_batch", &overall);
             match &overall {
                 Ok(()) | Err(ProviderError::Permanent(_)) => self.channels.succeeded(channel),
                 Err(_) => self.channels.failed(channel),

@@ -32,6 +32,20 @@ impl Pacer {
         took.get(&(channel.to_string(), model.to_string())).copied()
     }
 
+    /// What has been learned of `channel`'s jobs, by model.
+    pub(crate) fn learned(&self, channel: &str) -> Vec<(String, Duration)> {
+        let Ok(took) = self.took.lock() else {
+            return Vec::new();
+        };
+        let mut out: Vec<_> = took
+            .iter()
+            .filter(|((c, _), _)| c == channel)
+            .map(|((_, m), d)| (m.clone(), *d))
+            .collect();
+        out.sort();
+        out
+    }
+
     /// Delay from submit to the first poll.
     pub(crate) fn first_poll(&self, channel: &str, model: &str) -> Duration {
         self.estimate(channel, model)

@@ -427,24 +427,65 @@ async function keysPage() {
   await load();
 }
 
-// ---- channels (admin) ------------------------------------------------------------------
+// ---- channels and prices (admin) -----------------------------------------------------
 
 async function channelsPage() {
   const body = h('tbody');
+  const editor = h('textarea', { name: 'channel', rows: 8, placeholder: '{"name": "kling-b", "provider": "kling", "base_url": "…", "credentials": {…}, "models": {"kling-v1": "kling-v1"}}' });
+  const note = h('div');
+  let editing = null;
   const load = async () => {
     const list = await api('/admin/channels');
-    body.replaceChildren(...list.data.map((c) => h('tr', { 'data-channel': c.name },
-      h('td', { text: c.name }), h('td', { text: c.provider }), h('td', { text: c.source }),
-      h('td', { text: c.enabled ? 'enabled' : 'disabled' }),
-      h('td', { text: Object.keys(c.models || {}).join(', ') }),
-      h('td', {}, c.source === 'api' ? h('button', { type: 'button', text: c.enabled ? 'Disable' : 'Enable', onclick: async () => {
-        await api(`/admin/channels/${encodeURIComponent(c.name)}/${c.enabled ? 'disable' : 'enable'}`, { method: 'POST' });
-        await load();
-      } }) : h('span', { class: 'muted', text: 'gengate.toml' })))));
+    body.replaceChildren(...list.data.map((c) => {
+      const hl = c.health || {};
+      const learned = Object.entries(hl.learned_seconds || {}).map(([m, s]) => `${m} ${s.toFixed(1)} s`).join(', ');
+      return h('tr', { 'data-channel': c.name },
+        h('td', { text: c.name }), h('td', { text: c.provider }), h('td', { text: c.source }),
+        h('td', { text: c.enabled ? 'enabled' : 'disabled' }),
+        h('td', { class: 'health', text: hl.cooling ? `cooling (${hl.cool_remaining_secs} s)` : 'ok' }),
+        h('td', { text: String(hl.in_flight ?? '') }),
+        h('td', { text: `${hl.requests_last_minute ?? 0} / ${hl.errors_last_minute ?? 0}` }),
+        h('td', { text: learned }),
+        h('td', {}, c.source === 'api' ? [
+          h('button', { type: 'button', text: c.enabled ? 'Disable' : 'Enable', onclick: async () => {
+            await api(`/admin/channels/${encodeURIComponent(c.name)}/${c.enabled ? 'disable' : 'enable'}`, { method: 'POST' });
+            await load();
+          } }), ' ',
+          h('button', { type: 'button', text: 'Edit', onclick: () => {
+            const { name, provider, base_url, models, priority, weight, max_in_flight, latency_ms, failure_rate, deadline_secs } = c;
+            editing = name;
+            editor.value = JSON.stringify({ name, provider, base_url, models, priority, weight, max_in_flight, latency_ms, failure_rate, deadline_secs }, null, 2);
+            note.replaceChildren(h('p', { class: 'muted', text: `Editing ${name}: credentials left out are kept.` }));
+          } })] : h('span', { class: 'muted', text: 'gengate.toml' })));
+    }));
   };
+  const form = h('form', { class: 'card', id: 'channel-form' }, h('h2', { text: 'Add or edit a channel (a [[channels]] table as JSON)' }), editor, note,
+    h('p', {}, h('button', { class: 'primary', type: 'submit', text: 'Save' })));
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    try {
+      const spec = JSON.parse(editor.value);
+      for (const k of Object.keys(spec)) if (spec[k] === undefined || spec[k] === null) delete spec[k];
+      if (editing) await api(`/admin/channels/${encodeURIComponent(editing)}`, { method: 'PATCH', body: spec });
+      else await api('/admin/channels', { method: 'POST', body: spec });
+      editing = null;
+      editor.value = '';
+      note.replaceChildren(h('p', { class: 'muted', text: 'Saved.' }));
+      await load();
+    } catch (err) { note.replaceChildren(failure(err)); }
+  });
+  const prices = h('tbody');
   main.replaceChildren(h('h1', { text: 'Channels' }),
-    h('table', { id: 'channels' }, h('thead', {}, h('tr', {}, ['name', 'provider', 'source', 'status', 'models', ''].map((c) => h('th', { text: c })))), body));
+    h('p', { class: 'muted', text: 'Health as this instance sees it (requests / errors in the last minute); in flight across every instance.' }),
+    h('table', { id: 'channels' }, h('thead', {}, h('tr', {}, ['name', 'provider', 'source', 'status', 'health', 'in flight', 'req / err per min', 'learned job time', ''].map((c) => h('th', { text: c })))), body),
+    form,
+    h('h2', { text: 'Prices' }),
+    h('table', { id: 'prices' }, h('thead', {}, h('tr', {}, ['model', 'per task', 'per image', 'per video second', 'source'].map((c) => h('th', { text: c })))), prices));
   await load();
+  const list = await api('/admin/prices');
+  prices.replaceChildren(...list.data.map((p) => h('tr', {},
+    h('td', { text: p.model }), h('td', { text: String(p.per_task) }), h('td', { text: String(p.per_image) }),
+    h('td', { text: Object.entries(p.per_video_second).map(([r, c]) => `${r}: ${c}`).join(', ') }), h('td', { text: p.source }))));
 }
 
 // ---- start -----------------------------------------------------------------------

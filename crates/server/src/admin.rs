@@ -59,19 +59,48 @@ fn shown(state: &AppState, spec: &ChannelSpec, source: Source) -> Value {
     view(spec, source, Some(in_use(state).contains(&spec.name)))
 }
 
+/// `v` (channel `name`'s view) with its health: this instance's view of
+/// its cooling, failures and last minute's requests, the jobs' learned
+/// durations, and its tasks in flight (every instance's, from the store).
+fn with_health(state: &AppState, mut v: Value, name: &str, in_flight: &[(String, u64)]) -> Value {
+    let engine = &state.engine;
+    let mut health = serde_json::to_value(engine.channels().health(name)).unwrap_or_default();
+    let learned: Map<String, Value> = engine
+        .learned_durations(name)
+        .into_iter()
+        .map(|(model, d)| (model, Value::from(d.as_secs_f64())))
+        .collect();
+    if let Value::Object(h) = &mut health {
+        let n = in_flight
+            .iter()
+            .find(|(c, _)| c == name)
+            .map_or(0, |(_, n)| *n);
+        h.insert("in_flight".into(), n.into());
+        h.insert("learned_seconds".into(), Value::Object(learned));
+    }
+    if let Value::Object(m) = &mut v {
+        m.insert("health".into(), health);
+    }
+    v
+}
+
 /// Every channel, gengate.toml's first, then the stored ones by name.
 #[utoipa::path(get, path = "/admin/channels", tag = "admin",
-    responses((status = 200, description = "`{\"data\": [channel, ...]}`: gengate.toml's (`\"source\": \"config\"`) then stored ones (`\"api\"`); credentials as true/false", body = serde_json::Value),
+    responses((status = 200, description = "`{\"data\": [channel, ...]}`: gengate.toml's (`\"source\": \"config\"`) then stored ones (`\"api\"`); credentials as true/false; `health`: `cooling`, `cool_remaining_secs`, `consecutive_failures`, `requests_last_minute`, `errors_last_minute` (as this instance saw them), `in_flight` (every instance's), `learned_seconds` by model", body = serde_json::Value),
         Errors<ErrorBody, AdminKey>),
     security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>, _: Admin) -> Result<Json<Value>> {
     let running = in_use(&state);
+    let in_flight = state.store.in_flight_by_channel().await?;
     let data = channels(&state)
         .all()
         .await
         .map_err(ApiError::from)?
         .iter()
-        .map(|(s, src)| view(s, *src, Some(running.contains(&s.name))))
+        .map(|(s, src)| {
+            let v = view(s, *src, Some(running.contains(&s.name)));
+            with_health(&state, v, &s.name, &in_flight)
+        })
         .collect();
     Ok(Json(serde_json::json!({ "data": Value::Array(data) })))
 }
@@ -89,7 +118,13 @@ pub async fn get_one(
     Path(name): Path<String>,
 ) -> Result<Json<Value>> {
     let (spec, src) = channels(&state).get(&name).await.map_err(ApiError::from)?;
-    Ok(Json(shown(&state, &spec, src)))
+    let in_flight = state.store.in_flight_by_channel().await?;
+    Ok(Json(with_health(
+        &state,
+        shown(&state, &spec, src),
+        &name,
+        &in_flight,
+    )))
 }
 
 /// Add a channel: the body is a `[[channels]]` table as JSON.

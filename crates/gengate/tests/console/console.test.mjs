@@ -129,6 +129,14 @@ try {
   check(await page.$('#new-secret') === null, 'the secret is not shown again');
   await page.click('a[href="#/channels"]');
   await page.waitForSelector('table#channels tbody tr');
+  // Adds a channel, sees its health, disables it.
+  await page.fill('#channel-form textarea', JSON.stringify({ name: 'spare', provider: 'sandbox', models: { 'spare-model': 'x' } }));
+  await page.click('#channel-form button[type=submit]');
+  await page.waitForSelector('tr[data-channel="spare"] td.health');
+  await page.click('tr[data-channel="spare"] button:has-text("Disable")');
+  await page.waitForSelector('tr[data-channel="spare"] button:has-text("Enable")');
+  seen.sandboxHealth = await page.textContent('tr[data-channel="sandbox"] td.health');
+  await page.waitForSelector('table#prices');
   await shot('channels');
   await page.goto(`${BASE}/console/#/tasks/${OTHER_TASK}`);
   await page.waitForSelector('#task-head');

@@ -161,6 +161,37 @@ async fn failing_channel_hands_tasks_to_the_next(backend: Backend) {
         value("gengate_channel_cooling", &[r#"channel="primary""#]),
         1.0
     );
+    // And on the admin API (the console's channels page): cooling, the last
+    // minute's requests and errors, what was learned, nothing in flight.
+    let (status, list) = gw.get("/admin/channels", &gw.admin).await;
+    assert_eq!(status, 200, "{list}");
+    let health = |name: &str| {
+        list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .map(|c| c["health"].clone())
+            .unwrap_or_else(|| panic!("{name} in {list}"))
+    };
+    let (p, s) = (health("primary"), health("secondary"));
+    assert_eq!(p["cooling"], true, "{p}");
+    assert!(
+        p["cool_remaining_secs"].as_u64().is_some_and(|n| n > 0),
+        "{p}"
+    );
+    assert!(p["consecutive_failures"].as_u64() >= Some(3), "{p}");
+    assert_eq!(p["requests_last_minute"], p["errors_last_minute"], "{p}");
+    assert_eq!(s["cooling"], false, "{s}");
+    assert!(s["requests_last_minute"].as_u64() >= Some(4), "{s}");
+    assert_eq!(s["errors_last_minute"], 0, "{s}");
+    assert_eq!(s["in_flight"], 0, "{s}");
+    assert!(
+        s["learned_seconds"]
+            .as_object()
+            .is_some_and(|m| !m.is_empty()),
+        "{s}"
+    );
     gw.stop().await;
 }
 

@@ -81,6 +81,12 @@ async fn the_console_in_a_browser() {
     let seen: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
     assert_eq!(seen["foreign"], json!([]), "{seen}");
     assert_eq!(seen["palette"]["count"], 25, "{seen}");
+    assert_eq!(seen["sandboxHealth"], "ok", "{seen}");
+    let (_, spare) = gw.get("/admin/channels/spare", &gw.admin).await;
+    assert_eq!(
+        spare["enabled"], false,
+        "added and disabled in the console: {spare}"
+    );
     // The page saw the task before it ended, and the store agrees it ended.
     assert!(
         matches!(seen["before"].as_str(), Some("pending" | "processing")),
