@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use gengate_core::usage::{self, UsageReport, UsageRequest};
 use gengate_core::{
-    Admission, ApiError, ApiKey, Dialect, ImageFormat, ImageRole, ImageSource, InputImage, Millis,
-    NewTask, Task, TaskState, TaskUpdate,
+    Admission, ApiError, ApiKey, ArtifactRole, Dialect, ImageFormat, ImageRole, ImageSource,
+    InputImage, Millis, NewTask, Task, TaskState, TaskUpdate,
 };
 use gengate_store::{StoreError, TaskStore, UsageQuery};
 use sha2::{Digest, Sha256};
@@ -137,6 +137,9 @@ impl TaskService {
                 .images
                 .push(self.store_input(image, deadline).await?);
         }
+        if let Some(parent) = new.request.extend_from {
+            self.hold_parent_frame(parent, deadline).await?;
+        }
         let admission = Admission {
             charge: self
                 .engine
@@ -231,6 +234,27 @@ impl TaskService {
                 format: image.format,
             },
         })
+    }
+
+    /// A follow-up starts from its parent's last frame: keep that file from
+    /// the sweeper until the follow-up's deadline has passed.
+    async fn hold_parent_frame(&self, parent: Uuid, deadline: Millis) -> Result<(), ApiError> {
+        let parent = self.store().load_task(parent).await.map_err(store_error)?;
+        let Some(frame) = parent
+            .as_ref()
+            .and_then(|p| p.artifact(ArtifactRole::LastFrame))
+        else {
+            return Ok(());
+        };
+        let until = deadline.saturating_add(crate::config::ms(WRITE_HOLD));
+        match self.store().keep_file(&frame.key, 0, Some(until)).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(ApiError::Gone(
+                "the task's results expired (retention policy); it can no longer be extended"
+                    .into(),
+            )),
+            Err(e) => Err(store_error(e)),
+        }
     }
 
     /// `owner`'s task named `id`, made through `dialect` when one is given;

@@ -5,7 +5,7 @@
 //! never deletes a file a task is about to point at.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gengate_core::Millis;
 use gengate_store::{StoreError, TaskStore};
@@ -20,6 +20,9 @@ use crate::storage::{MediaStore, StorageError};
 pub const SWEEP_LEASE: &str = "sweep";
 /// How long a sweep's lease lasts; renewed after every batch.
 const LEASE: Duration = Duration::from_secs(15 * 60);
+/// A batch stops this long before its lease would lapse (more than any
+/// storage request may take).
+const LEASE_MARGIN: Duration = Duration::from_secs(5 * 60);
 /// Files doomed and deleted per batch.
 const BATCH: u32 = 500;
 /// How often a serving instance sweeps.
@@ -43,8 +46,9 @@ pub enum SweepError {
     Busy,
     #[error("database: {0}")]
     Store(#[from] StoreError),
-    /// Storage failed part-way; what was deleted is in the report.
-    #[error("storage: {error} (after deleting {} files)", report.files)]
+    /// Storage would not delete some files (left for the next sweep);
+    /// what was deleted is in the report.
+    #[error("storage: {error} (deleted {} files; the rest are tried at the next sweep)", report.files)]
     Storage {
         error: StorageError,
         report: SweepReport,
@@ -77,34 +81,44 @@ impl Sweeper {
                 bytes: totals.expired_bytes,
             }
         } else {
-            let lease = |now: Millis| now + ms(LEASE);
-            let now = now_ms();
-            if !self
-                .store
-                .take_lease(SWEEP_LEASE, &self.holder, now, lease(now))
-                .await?
-            {
+            if !self.renew().await? {
                 return Err(SweepError::Busy);
             }
-            let swept = self.delete_expired(as_of, lease).await;
+            let swept = self.delete_expired(as_of).await;
             if let Err(e) = self.store.release_lease(SWEEP_LEASE, &self.holder).await {
                 tracing::warn!(error = %e, "releasing the sweep lease failed");
             }
             swept?
         };
-        let kept = self.store.file_totals(now_ms()).await?;
-        metrics::gauge!("gengate_storage_kept_files").set(kept.files as f64);
-        metrics::gauge!("gengate_storage_kept_bytes").set(kept.bytes as f64);
+        // What was done stands even if the totals cannot be read now.
+        match self.store.file_totals(now_ms()).await {
+            Ok(kept) => {
+                metrics::gauge!("gengate_storage_kept_files").set(kept.files as f64);
+                metrics::gauge!("gengate_storage_kept_bytes").set(kept.bytes as f64);
+            }
+            Err(e) => tracing::warn!(error = %e, "reading the stored files' totals failed"),
+        }
         Ok(report)
     }
 
-    async fn delete_expired(
-        &self,
-        as_of: Millis,
-        lease: impl Fn(Millis) -> Millis,
-    ) -> Result<SweepReport, SweepError> {
+    /// Take (or keep) the sweep lease: `false` when another holds it.
+    async fn renew(&self) -> Result<bool, StoreError> {
+        let now = now_ms();
+        self.store
+            .take_lease(SWEEP_LEASE, &self.holder, now, now + ms(LEASE))
+            .await
+    }
+
+    /// Batches of doomed files deleted from storage, then forgotten. A
+    /// file storage will not delete is left for the next sweep, the rest of
+    /// its batch deleted. The lease is renewed after each batch, and a batch
+    /// stops well before the lease could lapse: another sweeper could then
+    /// forget a file and a writer store it again, which a stale batch must
+    /// not delete.
+    async fn delete_expired(&self, as_of: Millis) -> Result<SweepReport, SweepError> {
         let mut report = SweepReport::default();
         loop {
+            let until = Instant::now() + LEASE.saturating_sub(LEASE_MARGIN);
             let doomed = self.store.doom_files(as_of, BATCH).await?;
             if doomed.is_empty() {
                 return Ok(report);
@@ -112,6 +126,9 @@ impl Sweeper {
             let (mut gone, before) = (Vec::with_capacity(doomed.len()), report);
             let mut failed = None;
             for file in doomed {
+                if Instant::now() > until {
+                    break;
+                }
                 match self.media.delete(&file.key).await {
                     Ok(()) => {
                         report.files += 1;
@@ -119,27 +136,21 @@ impl Sweeper {
                         gone.push(file.key);
                     }
                     Err(e) => {
-                        failed = Some(e);
-                        break;
+                        tracing::warn!(key = file.key, error = %e, "deleting an expired file failed");
+                        failed.get_or_insert(e);
                     }
                 }
             }
-            // Deleted objects are forgotten even when one failed: their
-            // rows would otherwise be swept again for nothing.
             self.store.forget_files(&gone).await?;
             metrics::counter!("gengate_storage_objects_deleted_total")
                 .increment(report.files - before.files);
             metrics::counter!("gengate_storage_bytes_deleted_total")
                 .increment(report.bytes - before.bytes);
+            // Files that failed come first again: stop rather than spin.
             if let Some(error) = failed {
                 return Err(SweepError::Storage { error, report });
             }
-            let now = now_ms();
-            if !self
-                .store
-                .take_lease(SWEEP_LEASE, &self.holder, now, lease(now))
-                .await?
-            {
+            if !self.renew().await? {
                 return Err(SweepError::Busy);
             }
         }

@@ -31,10 +31,13 @@ pub enum StorageCommand {
         #[arg(long)]
         dry_run: bool,
         /// Judge expiry as at this time (RFC 3339) instead of now: with
-        /// --dry-run, what a date will free. Without it, files are deleted
-        /// before their time.
+        /// --dry-run, what a date will free.
         #[arg(long, value_name = "TIME")]
         as_of: Option<chrono::DateTime<chrono::Utc>>,
+        /// Let a later --as-of delete files before their term (and files
+        /// being written), not only count them.
+        #[arg(long, requires = "as_of")]
+        early: bool,
         #[arg(long)]
         json: bool,
     },
@@ -46,10 +49,17 @@ pub async fn run(settings: Settings, cmd: StorageCommand) -> anyhow::Result<()> 
         StorageCommand::Gc {
             dry_run,
             as_of,
+            early,
             json,
         } => {
+            let now = gengate_engine::now_ms();
+            let as_of = as_of.map_or(now, |t| t.timestamp_millis());
+            anyhow::ensure!(
+                as_of <= now || dry_run || early,
+                "--as-of later than now would delete files before their term: \
+                 add --dry-run to count them, or --early to delete them"
+            );
             let store = gengate::app::open_store(&settings, settings.migrate).await?;
-            let as_of = as_of.map_or_else(gengate_engine::now_ms, |t| t.timestamp_millis());
             let report = Sweeper::new(store, from).sweep(as_of, dry_run).await?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);

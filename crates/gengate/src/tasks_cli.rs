@@ -84,6 +84,9 @@ const POLL: Duration = Duration::from_millis(500);
 
 struct Client {
     http: reqwest::Client,
+    /// For result files: no bound on the whole download (videos are
+    /// large), only on silence.
+    files: reqwest::Client,
     base: String,
     key: String,
     json: bool,
@@ -97,11 +100,14 @@ impl Client {
             .await
             .with_context(|| format!("no answer from {}", self.base))?;
         let status = resp.status();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        let text = resp.text().await.unwrap_or_default();
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if !status.is_success() {
+            // gengate's envelope, Luma's, or whatever a proxy on the way said.
             let why = body["error"]["message"]
                 .as_str()
-                .unwrap_or("no reason given");
+                .or(body["detail"].as_str())
+                .map_or_else(|| text.trim().chars().take(300).collect(), String::from);
             anyhow::bail!("{status}: {why}");
         }
         Ok(body)
@@ -164,6 +170,9 @@ pub async fn run(args: TasksArgs) -> anyhow::Result<Outcome> {
     let client = Client {
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
+            .build()?,
+        files: reqwest::Client::builder()
+            .read_timeout(Duration::from_secs(60))
             .build()?,
         base: args.url.trim_end_matches('/').to_string(),
         key,
@@ -306,43 +315,59 @@ async fn wait_all(
     Ok(outcome(&tasks))
 }
 
-/// Write a completed task's outputs into `dir` as `<id>-<role>-<index>.<ext>`.
+/// Write a completed task's outputs into `dir` as `<id>-<role>-<index>.<ext>`,
+/// each streamed to its file.
 async fn download(client: &Client, task: &Value, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    use tokio::io::AsyncWriteExt;
     tokio::fs::create_dir_all(dir)
         .await
         .with_context(|| format!("creating {}", dir.display()))?;
-    let id = task["id"].as_str().unwrap_or("task");
+    // Names are made of the server's words: only safe characters kept.
+    let safe = |s: &str| -> String {
+        s.chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .take(64)
+            .collect()
+    };
+    let id = safe(task["id"].as_str().unwrap_or("task"));
     let mut written = Vec::new();
     for o in task["outputs"].as_array().into_iter().flatten() {
         let Some(url) = o["url"].as_str() else {
             continue;
         };
-        let ext = url
-            .split('?')
+        let file = url.split('?').next().unwrap_or_default();
+        let ext = file
+            .rsplit('/')
             .next()
-            .and_then(|u| u.rsplit_once('.'))
-            .map_or("bin", |(_, e)| e);
+            .and_then(|name| name.rsplit_once('.'))
+            .map(|(_, e)| safe(e))
+            .filter(|e| !e.is_empty() && e.len() <= 5)
+            .unwrap_or_else(|| "bin".into());
         let name = format!(
             "{id}-{}-{}.{ext}",
-            o["role"].as_str().unwrap_or("output"),
+            safe(o["role"].as_str().unwrap_or("output")),
             o["index"].as_u64().unwrap_or(0)
         );
         // Result URLs are public or signed: the key is not sent with them.
-        let resp = client
-            .http
+        let mut resp = client
+            .files
             .get(url)
             .send()
             .await
             .and_then(reqwest::Response::error_for_status)
             .with_context(|| format!("downloading {url}"))?;
-        let bytes = resp
-            .bytes()
-            .await
-            .with_context(|| format!("downloading {url}"))?;
         let path = dir.join(name);
-        tokio::fs::write(&path, &bytes)
+        let mut out = tokio::fs::File::create(&path)
             .await
             .with_context(|| format!("writing {}", path.display()))?;
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .with_context(|| format!("downloading {url}"))?
+        {
+            out.write_all(&chunk).await?;
+        }
+        out.flush().await?;
         written.push(path);
     }
     Ok(written)

@@ -225,7 +225,9 @@ async function tasksPage(_, signal) {
     const fresh = taskRow(t);
     if (row) row.replaceWith(fresh);
     else if (data.state === 'pending') body.prepend(fresh);
-  }, signal).catch((e) => { if (e.name !== 'AbortError') live.textContent = '· not live (reload)'; });
+  }, signal).then(
+    () => { live.textContent = '· not live (reload)'; },
+    (e) => { if (e.name !== 'AbortError') live.textContent = '· not live (reload)'; });
 }
 
 // ---- one task ----------------------------------------------------------------

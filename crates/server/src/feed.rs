@@ -4,11 +4,13 @@
 //! follows, and any client watching many tasks at once.
 //!
 //! Events are read from the store in their recorded order, so every
-//! instance's changes show; an event is sent once it is [`SETTLE_MS`] old,
-//! so one recorded a moment earlier but committed a moment later (another
-//! writer, another instance) is never skipped by a position already past it.
+//! instance's changes show. An event's time is read before it commits, so
+//! one can commit behind a position already sent (a writer waiting on a
+//! lock, an instance whose clock is behind): each read looks [`LATE_MS`]
+//! back as well and sends what it had not, once. A resumed feed counts
+//! everything up to its position as sent.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -33,9 +35,10 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/v1/events", get(feed))
 }
 
-/// How old an event must be before it is sent: longer than any commit
-/// takes after its time is read.
-const SETTLE_MS: i64 = 500;
+/// How old an event must be before it is sent: most commits are done by then.
+const SETTLE_MS: i64 = 250;
+/// How far behind its position a feed looks again for late commits.
+const LATE_MS: i64 = 5_000;
 /// How long the feed waits for news from this instance before reading the
 /// store anyway (another instance may have changed a task).
 const LOOK: Duration = Duration::from_secs(1);
@@ -89,7 +92,9 @@ pub async fn feed(
         changes: state.tasks.changes(),
         state,
         owner: (!key.admin).then_some(key.id),
+        floor: after,
         after,
+        sent: BTreeSet::new(),
         queue: VecDeque::new(),
     };
     let stream = futures::stream::unfold(feed, |mut feed| async move {
@@ -121,7 +126,13 @@ struct Feed {
     state: AppState,
     /// `None`: every key's (an admin's feed).
     owner: Option<Uuid>,
+    /// Never sent: at or before where the feed started (now, or the
+    /// position it resumed after).
+    floor: (Millis, Uuid),
+    /// Everything after this has not been sent.
     after: (Millis, Uuid),
+    /// What was sent within [`LATE_MS`] before `after`, by position.
+    sent: BTreeSet<(Millis, Uuid)>,
     queue: VecDeque<Event>,
 }
 
@@ -133,19 +144,33 @@ impl Feed {
                 return e;
             }
             let until = now_ms() - SETTLE_MS;
+            let from = self.floor.max((self.after.0 - LATE_MS, Uuid::nil()));
+            // Room for every event already sent in the window, and a batch
+            // of others: each full read sends something new.
+            let limit = BATCH.saturating_add(u32::try_from(self.sent.len()).unwrap_or(u32::MAX));
             match self
                 .state
                 .store
-                .events_since(self.owner, self.after, until, BATCH)
+                .events_since(self.owner, from, until, limit)
                 .await
             {
-                Ok(found) if !found.is_empty() => {
-                    for (ev, task) in found {
-                        self.push(&ev, &task);
+                Ok(found) => {
+                    let full = found.len() >= limit as usize;
+                    for (ev, task) in &found {
+                        if !self.sent.contains(&(ev.created_at, ev.id)) {
+                            self.push(ev, task);
+                        }
                     }
-                    continue;
+                    // Read to `until`: later reads start their window there,
+                    // so an idle feed rereads only the last few seconds.
+                    if !full {
+                        self.after = self.after.max((until, Uuid::nil()));
+                    }
+                    self.sent = self.sent.split_off(&(self.after.0 - LATE_MS, Uuid::nil()));
+                    if !self.queue.is_empty() || full {
+                        continue;
+                    }
                 }
-                Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "event feed: store unreachable"),
             }
             // News of a change here is read once it has settled.
@@ -155,7 +180,9 @@ impl Feed {
     }
 
     fn push(&mut self, ev: &TaskEvent, task: &Task) {
-        self.after = (ev.created_at, ev.id);
+        let at = (ev.created_at, ev.id);
+        self.sent.insert(at);
+        self.after = self.after.max(at);
         let view = EventView {
             seq: ev.seq,
             task_id: ev.task_id,

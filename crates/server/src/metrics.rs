@@ -42,7 +42,17 @@ pub async fn serve() -> Response {
 pub async fn track(matched: Option<MatchedPath>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = matched.as_ref().map_or("", MatchedPath::as_str).to_string();
-    let method = req.method().as_str().to_string();
+    // Methods are the client's words: only the standard ones are labels.
+    let method = match req.method().as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    };
     let resp = next.run(req).await;
     let api = api_of(&route);
     metrics::counter!(

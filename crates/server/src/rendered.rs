@@ -81,11 +81,15 @@ impl Rendered {
         let stale_at = task.keep_until.filter(|at| now < *at);
         match inner.by_task.get_mut(&key) {
             Some(e) if e.stale_at.is_some_and(|at| at <= now) => {
-                *e = Entry {
-                    owner: task.owner,
-                    json: json.clone(),
-                    stale_at,
-                };
+                let old = std::mem::replace(
+                    e,
+                    Entry {
+                        owner: task.owner,
+                        json: json.clone(),
+                        stale_at,
+                    },
+                );
+                inner.bytes = inner.bytes - old.json.len() + json.len();
                 return;
             }
             Some(_) => return,

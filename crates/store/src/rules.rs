@@ -439,8 +439,15 @@ impl<B: Backend> TaskStore for B {
                         keys.sort_unstable();
                         keys.dedup();
                         for key in keys {
-                            tx.exec(&sql.keep_file, params![key, 0i64, task.keep_until])
-                                .await?;
+                            let kept = params![key, 0i64, task.keep_until];
+                            // Being deleted (its write's hold ran out): the
+                            // task must not complete pointing at it; stored
+                            // again, it will.
+                            if tx.exec(&sql.keep_file, kept).await? == 0 {
+                                return Err(StoreError::Conflict(format!(
+                                    "{key} is being deleted (retention)"
+                                )));
+                            }
                         }
                     }
                     // The row, which says it was refunded, is the refund's

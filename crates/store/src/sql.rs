@@ -508,7 +508,7 @@ impl Sql {
         let mut values = Vec::new();
         let mut conds = Vec::new();
         // `cond` with its `?`s numbered in order, for `vs`.
-        let mut bind_all = |cond: &str, vs: Vec<Param<'a>>| {
+        let mut bind = |cond: &str, vs: Vec<Param<'a>>| {
             let mut numbered = String::new();
             for (i, part) in cond.split('?').enumerate() {
                 if i > 0 {
@@ -519,33 +519,34 @@ impl Sql {
             }
             conds.push(numbered);
         };
-        let mut bind = |cond: &str, v: Param<'a>| bind_all(cond, vec![v]);
         if let Some(owner) = owner {
-            bind("owner = ?", Param::Id(owner));
+            bind("owner = ?", vec![Param::Id(owner)]);
         }
         if let Some(state) = filter.state {
-            bind("state = ?", Param::from(state.as_str()));
+            bind("state = ?", vec![Param::from(state.as_str())]);
         }
         if let Some(model) = &filter.model {
-            bind("model = ?", Param::from(model.as_str()));
+            bind("model = ?", vec![Param::from(model.as_str())]);
         }
         if let Some(channel) = &filter.channel {
-            bind("channel = ?", Param::from(channel.as_str()));
+            bind("channel = ?", vec![Param::from(channel.as_str())]);
         }
         if let Some(search) = &filter.search {
+            let external = Param::from(search.as_str());
             match Uuid::try_parse(search) {
-                Ok(id) => bind("id = ?", Param::Id(id)),
-                Err(_) => bind("external_id = ?", Param::from(search.as_str())),
+                // An external id may look like a UUID too.
+                Ok(id) => bind("(id = ? OR external_id = ?)", vec![Param::Id(id), external]),
+                Err(_) => bind("external_id = ?", vec![external]),
             }
         }
         if let Some(at) = filter.created_after {
-            bind("created_at > ?", Param::from(at));
+            bind("created_at > ?", vec![Param::from(at)]);
         }
         if let Some(at) = filter.created_before {
-            bind("created_at < ?", Param::from(at));
+            bind("created_at < ?", vec![Param::from(at)]);
         }
         if let Some((at, id)) = filter.before {
-            bind_all(
+            bind(
                 "(created_at, id) < (?, ?)",
                 vec![Param::from(at), Param::Id(id)],
             );

@@ -1389,6 +1389,53 @@ async fn files_are_kept_as_long_as_the_longest_task_needs_them(s: Arc<dyn TaskSt
     assert_eq!(doomed(s.as_ref(), i64::MAX).await, Vec::<String>::new());
     let left = s.file_totals(i64::MAX).await.unwrap();
     assert_eq!((left.files, left.expired_files), (1, 0));
+
+    // A task cannot complete pointing at a file being deleted: nothing of
+    // the completion is written, and it can complete once the file is back.
+    assert!(s.keep_file("results/late.png", 1, Some(5)).await.unwrap());
+    assert_eq!(doomed(s.as_ref(), 10).await, ["results/late.png"]);
+    let t = s
+        .create_task(
+            Uuid::now_v7(),
+            &new_task(None),
+            1,
+            1_000_000,
+            &Admission::FREE,
+        )
+        .await
+        .unwrap();
+    let done = TaskUpdate {
+        artifacts: Some(vec![Artifact {
+            role: ArtifactRole::Image,
+            index: 0,
+            key: "results/late.png".into(),
+            content_type: "image/png".into(),
+            width: 1,
+            height: 1,
+            duration_secs: None,
+            palette: None,
+        }]),
+        keep_until: Some(100),
+        ..TaskUpdate::to_state(TaskState::Completed)
+    };
+    assert!(matches!(
+        s.update_task(t.id, t.version, &done, 10).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let still = s.load_task(t.id).await.unwrap().unwrap();
+    assert_eq!(
+        (still.state, still.version),
+        (TaskState::Pending, t.version)
+    );
+    assert_eq!(s.task_events(t.id).await.unwrap().len(), 1);
+    s.forget_files(&["results/late.png".into()]).await.unwrap();
+    assert!(s.keep_file("results/late.png", 1, Some(50)).await.unwrap());
+    let done = s
+        .update_task(t.id, t.version, &done, 10)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.state, TaskState::Completed);
 }
 
 async fn a_file_is_either_kept_or_deleted_whoever_races(s: Arc<dyn TaskStore>) {

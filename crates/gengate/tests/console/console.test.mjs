@@ -50,7 +50,8 @@ try {
   // Submits from the playground; on the tasks page its row goes from
   // pending (or processing) to completed, live, without a reload.
   await page.click('a[href="#/playground"]');
-  await page.fill('textarea[name=prompt]', 'a lighthouse at dusk');
+  // Markup in a prompt stays text everywhere the console shows it.
+  await page.fill('textarea[name=prompt]', '<b id="injected">a lighthouse</b> at dusk');
   await shot('playground');
   await page.click('#playground button[type=submit]');
   const id = await (await page.waitForSelector('#playground-task a')).textContent();
@@ -75,7 +76,12 @@ try {
     await new Promise((r) => v.addEventListener('seeked', r, { once: true }));
     const from = v.currentTime;
     await v.play();
-    await new Promise((r) => setTimeout(r, 1000));
+    // Played on: the clock moves (given time on a busy machine).
+    await new Promise((r) => {
+      const done = () => { if (v.currentTime > from + 0.2) r(); };
+      v.addEventListener('timeupdate', done);
+      setTimeout(r, 15000);
+    });
     return { duration: v.duration, from, now: v.currentTime, width: v.videoWidth, height: v.videoHeight };
   });
   check(seen.video.duration > 4 && Math.abs(seen.video.from - 2.5) < 0.1, 'the video seeks');
@@ -91,6 +97,9 @@ try {
     return { count: colours.length, first: colours[0], drawn: hex };
   });
   check(seen.palette.count === 25 && seen.palette.first === seen.palette.drawn, 'the palette is drawn');
+  const request = await page.textContent('pre');
+  check(request.includes('<b id=\\"injected\\">'), `the prompt is shown as text (${request})`);
+  check(await page.$('#injected') === null, 'the prompt is never parsed as HTML');
   await shot('task');
 
   // A slow task is canceled from its page.
@@ -121,12 +130,16 @@ try {
   await page.click('a[href="#/keys"]');
   await page.fill('#new-key input[name=name]', 'made in the console');
   await page.click('#new-key button[type=submit]');
-  seen.secret = (await (await page.waitForSelector('#new-secret')).textContent()).slice(0, 3);
+  const secret = await (await page.waitForSelector('#new-secret')).textContent();
+  seen.secret = secret.slice(0, 3);
   check(seen.secret === 'gg_', 'a new key is shown once');
   await shot('keys');
   await page.reload();
   await page.waitForSelector('table#keys tbody tr');
-  check(await page.$('#new-secret') === null, 'the secret is not shown again');
+  check(!(await page.content()).includes(secret), 'the secret is not shown again');
+  const listed = await page.evaluate(async () => (await fetch('/admin/keys', {
+    headers: { authorization: `Bearer ${sessionStorage.getItem('gengate.key')}` } })).text());
+  check(listed.includes('made in the console') && !listed.includes(secret), 'the key list holds no secret');
   await page.click('a[href="#/channels"]');
   await page.waitForSelector('table#channels tbody tr');
   // Adds a channel, sees its health, disables it.

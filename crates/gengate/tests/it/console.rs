@@ -77,7 +77,16 @@ async fn the_console_in_a_browser() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
     );
-    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "the browser run failed:\n{}\n{}",
+        stdout.trim(),
+        stderr
+            .lines()
+            .filter(|l| !l.contains("OpenH264"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     let seen: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
     assert_eq!(seen["foreign"], json!([]), "{seen}");
     assert_eq!(seen["palette"]["count"], 25, "{seen}");

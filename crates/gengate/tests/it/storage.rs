@@ -512,7 +512,13 @@ async fn expired_files_are_deleted_and_shared_ones_kept(backend: Backend) {
     assert_eq!(gc(&[]).await["files"], 0, "nothing has expired yet");
     assert_eq!(status(alone).await, 200, "a dry run deletes nothing");
 
-    let swept = gc(&["--as-of", &days(2)]).await;
+    // Judged later than now, files go before their term: only when asked.
+    let later = days(2);
+    let args = ["storage", "gc", "--config", &config, "--as-of", &later];
+    let (ok, _, err) = cli_env(&place, &args, &env).await;
+    assert!(!ok && err.contains("--early"), "{err}");
+    assert_eq!(status(alone).await, 200);
+    let swept = gc(&["--as-of", &days(2), "--early"]).await;
     assert_eq!(swept["files"], 2, "{swept}");
     assert_eq!(status(alone).await, 404);
     assert_eq!(status(shared).await, 200, "still needed by the 30-day task");
@@ -520,8 +526,8 @@ async fn expired_files_are_deleted_and_shared_ones_kept(backend: Backend) {
         let objects = s3.objects("kept").await;
         assert_eq!(objects.len(), 1, "only the shared result: {objects:?}");
     }
-    assert_eq!(gc(&["--as-of", &days(2)]).await["files"], 0);
-    assert_eq!(gc(&["--as-of", &days(31)]).await["files"], 1);
+    assert_eq!(gc(&["--as-of", &days(2), "--early"]).await["files"], 0);
+    assert_eq!(gc(&["--as-of", &days(31), "--early"]).await["files"], 1);
     assert_eq!(status(shared).await, 404);
     drop(gw);
     place.finish().await;

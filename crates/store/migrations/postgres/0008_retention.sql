@@ -17,6 +17,15 @@ CREATE TABLE files (
 CREATE INDEX files_expiring ON files (keep_until) WHERE keep_until IS NOT NULL AND deleting = FALSE;
 CREATE INDEX files_deleting ON files (key) WHERE deleting = TRUE;
 
+-- Results of tasks completed before retention existed are kept for ever,
+-- as they were: a row each, so a new task sharing one (by content hash)
+-- can never shorten its term.
+INSERT INTO files (key, keep_until)
+SELECT DISTINCT a ->> 'key', NULL::BIGINT
+FROM tasks, jsonb_array_elements(tasks.artifacts) AS a
+WHERE tasks.state = 'completed' AND a ->> 'key' IS NOT NULL
+ON CONFLICT (key) DO NOTHING;
+
 -- Work one instance at a time does (the sweep): held by `holder` until `held_until`.
 CREATE TABLE leases (
     name       TEXT PRIMARY KEY,
