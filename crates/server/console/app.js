@@ -477,17 +477,42 @@ async function channelsPage() {
     } catch (err) { note.replaceChildren(failure(err)); }
   });
   const prices = h('tbody');
+  const priceNote = h('div');
+  const priceForm = h('form', { class: 'inline', id: 'price-form' },
+    h('label', {}, 'model (* for any)', h('input', { name: 'model', required: true, size: 14 })),
+    h('label', {}, 'per task', h('input', { name: 'per_task', type: 'number', min: 0, value: 0 })),
+    h('label', {}, 'per image', h('input', { name: 'per_image', type: 'number', min: 0, value: 0 })),
+    h('label', {}, 'per video second', h('input', { name: 'per_video_second', type: 'number', min: 0, value: 0 })),
+    h('button', { class: 'primary', type: 'submit', text: 'Set price' }));
+  const loadPrices = async () => {
+    const list = await api('/admin/prices');
+    prices.replaceChildren(...list.data.map((p) => h('tr', { 'data-price': p.model },
+      h('td', { text: p.model }), h('td', { text: String(p.per_task) }), h('td', { text: String(p.per_image) }),
+      h('td', { text: Object.entries(p.per_video_second).map(([r, c]) => `${r}: ${c}`).join(', ') }), h('td', { text: p.source }),
+      h('td', {}, p.source === 'api' ? h('button', { type: 'button', class: 'danger', text: 'Delete', onclick: async () => {
+        await api(`/admin/prices/${encodeURIComponent(p.model)}`, { method: 'DELETE' });
+        await loadPrices();
+      } }) : h('span', { class: 'muted', text: 'gengate.toml' })))));
+  };
+  priceForm.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const f = Object.fromEntries(new FormData(priceForm));
+    const body = { per_task: Number(f.per_task || 0), per_image: Number(f.per_image || 0) };
+    if (Number(f.per_video_second)) body.per_video_second = { '*': Number(f.per_video_second) };
+    try {
+      await api(`/admin/prices/${encodeURIComponent(f.model)}`, { method: 'PUT', body });
+      priceNote.replaceChildren();
+      await loadPrices();
+    } catch (err) { priceNote.replaceChildren(failure(err)); }
+  });
   main.replaceChildren(h('h1', { text: 'Channels' }),
     h('p', { class: 'muted', text: 'Health as this instance sees it (requests / errors in the last minute); in flight across every instance.' }),
     h('table', { id: 'channels' }, h('thead', {}, h('tr', {}, ['name', 'provider', 'source', 'status', 'health', 'in flight', 'req / err per min', 'learned job time', ''].map((c) => h('th', { text: c })))), body),
     form,
-    h('h2', { text: 'Prices' }),
-    h('table', { id: 'prices' }, h('thead', {}, h('tr', {}, ['model', 'per task', 'per image', 'per video second', 'source'].map((c) => h('th', { text: c })))), prices));
+    h('h2', { text: 'Prices (credits)' }), priceForm, priceNote,
+    h('table', { id: 'prices' }, h('thead', {}, h('tr', {}, ['model', 'per task', 'per image', 'per video second', 'source', ''].map((c) => h('th', { text: c })))), prices));
   await load();
-  const list = await api('/admin/prices');
-  prices.replaceChildren(...list.data.map((p) => h('tr', {},
-    h('td', { text: p.model }), h('td', { text: String(p.per_task) }), h('td', { text: String(p.per_image) }),
-    h('td', { text: Object.entries(p.per_video_second).map(([r, c]) => `${r}: ${c}`).join(', ') }), h('td', { text: p.source }))));
+  await loadPrices();
 }
 
 // ---- start -----------------------------------------------------------------------

@@ -149,7 +149,12 @@ try {
   await page.click('tr[data-channel="spare"] button:has-text("Disable")');
   await page.waitForSelector('tr[data-channel="spare"] button:has-text("Enable")');
   seen.sandboxHealth = await page.textContent('tr[data-channel="sandbox"] td.health');
-  await page.waitForSelector('table#prices');
+  // Sets a price; it is listed, as the API's.
+  await page.fill('#price-form input[name=model]', 'ray-2');
+  await page.fill('#price-form input[name=per_task]', '7');
+  await page.click('#price-form button[type=submit]');
+  await page.waitForSelector('tr[data-price="ray-2"]');
+  seen.price = await page.textContent('tr[data-price="ray-2"] td:nth-child(2)');
   await shot('channels');
   await page.goto(`${BASE}/console/#/tasks/${OTHER_TASK}`);
   await page.waitForSelector('#task-head');

@@ -91,6 +91,18 @@ async fn the_console_in_a_browser() {
     assert_eq!(seen["foreign"], json!([]), "{seen}");
     assert_eq!(seen["palette"]["count"], 25, "{seen}");
     assert_eq!(seen["sandboxHealth"], "ok", "{seen}");
+    assert_eq!(seen["price"], "7", "{seen}");
+    let (_, prices) = gw.get("/admin/prices", &gw.admin).await;
+    let ray = prices["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["model"] == "ray-2");
+    assert_eq!(
+        ray.map(|p| p["per_task"].clone()),
+        Some(json!(7)),
+        "{prices}"
+    );
     let (_, spare) = gw.get("/admin/channels/spare", &gw.admin).await;
     assert_eq!(
         spare["enabled"], false,
