@@ -20,7 +20,7 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use gengate_core::dialect::tasks::{self, EventView};
+use gengate_core::dialect::tasks::EventView;
 use gengate_core::{ApiError, Millis, Task, TaskEvent};
 use gengate_engine::now_ms;
 use gengate_engine::service::Changes;
@@ -30,6 +30,7 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::error::{Error, ErrorBody};
 use crate::openapi::{Errors, KeyQuery};
+use crate::tasks_api::sse_event;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/events", get(feed))
@@ -183,25 +184,10 @@ impl Feed {
         let at = (ev.created_at, ev.id);
         self.sent.insert(at);
         self.after = self.after.max(at);
-        let view = EventView {
-            seq: ev.seq,
-            task_id: ev.task_id,
-            state: ev.state.as_str(),
-            created_at: gengate_core::time::rfc3339_ms(ev.created_at),
-            detail: ev.detail.clone(),
-            task: tasks::GengateTask {
-                key_id: self.owner.is_none().then_some(task.owner),
-                ..tasks::render(&task.as_of(ev.state, ev.created_at), &self.state.links())
-            },
-        };
-        match Event::default()
-            .id(event_id(ev))
-            .event(ev.state.as_str())
-            .json_data(&view)
-        {
-            Ok(e) => self.queue.push_back(e),
-            Err(e) => tracing::error!(task = %ev.task_id, error = %e, "rendering an event failed"),
-        }
+        let links = self.state.links();
+        let mut view = EventView::of(ev, task, &links);
+        view.task.key_id = self.owner.is_none().then_some(task.owner);
+        self.queue.extend(sse_event(event_id(ev), &view));
     }
 }
 

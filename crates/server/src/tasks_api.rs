@@ -349,6 +349,18 @@ pub struct EventsQuery {
     pub last_event_id: Option<String>,
 }
 
+/// `view` as a server-sent event named by its state, with SSE `id`.
+pub(crate) fn sse_event(id: String, view: &EventView) -> Option<Event> {
+    Event::default()
+        .id(id)
+        .event(view.state)
+        .json_data(view)
+        .inspect_err(
+            |e| tracing::error!(task = %view.task_id, error = %e, "rendering an event failed"),
+        )
+        .ok()
+}
+
 /// A resume position: empty (from the first) or a sequence number.
 fn sequence(field: &'static str, raw: Option<&str>) -> std::result::Result<i64, ApiError> {
     match raw {
@@ -470,22 +482,8 @@ impl Feed {
         let after = self.after;
         for ev in all.into_iter().filter(|e| e.seq > after) {
             self.after = ev.seq;
-            let view = EventView {
-                seq: ev.seq,
-                task_id: ev.task_id,
-                state: ev.state.as_str(),
-                created_at: gengate_core::time::rfc3339_ms(ev.created_at),
-                detail: ev.detail.clone(),
-                task: tasks::render(&task.as_of(ev.state, ev.created_at), &self.state.links()),
-            };
-            match Event::default()
-                .id(ev.seq.to_string())
-                .event(ev.state.as_str())
-                .json_data(&view)
-            {
-                Ok(e) => self.queue.push_back(e),
-                Err(e) => tracing::error!(task = %self.id, error = %e, "rendering an event failed"),
-            }
+            let view = EventView::of(&ev, task, &self.state.links());
+            self.queue.extend(sse_event(ev.seq.to_string(), &view));
             if ev.state.is_terminal() {
                 self.done = true;
                 break;

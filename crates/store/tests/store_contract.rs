@@ -1298,35 +1298,34 @@ async fn keys_are_found_rotated_and_revoked(s: Arc<dyn TaskStore>) {
     assert_eq!(keys[0].revoked_at, Some(9));
 }
 
+/// An image result stored under `key`.
+fn image_at(index: u32, key: &str) -> Artifact {
+    Artifact {
+        role: ArtifactRole::Image,
+        index,
+        key: key.into(),
+        content_type: "image/png".into(),
+        width: 1,
+        height: 1,
+        duration_secs: None,
+        palette: None,
+    }
+}
+
+/// A new task of its own key, pending.
+async fn any_task(s: &dyn TaskStore) -> Task {
+    let (owner, new) = (Uuid::now_v7(), new_task(None));
+    s.create_task(owner, &new, 1, 1_000_000, &Admission::FREE)
+        .await
+        .unwrap()
+}
+
 /// Complete a new task of its own key with files `keys`, its results kept
 /// until `keep_until`.
 async fn complete_with(s: &dyn TaskStore, keys: &[&str], keep_until: Option<Millis>) -> Task {
-    let t = s
-        .create_task(
-            Uuid::now_v7(),
-            &new_task(None),
-            1,
-            1_000_000,
-            &Admission::FREE,
-        )
-        .await
-        .unwrap();
-    let artifacts = keys
-        .iter()
-        .enumerate()
-        .map(|(i, k)| Artifact {
-            role: ArtifactRole::Image,
-            index: i as u32,
-            key: (*k).into(),
-            content_type: "image/png".into(),
-            width: 1,
-            height: 1,
-            duration_secs: None,
-            palette: None,
-        })
-        .collect();
+    let t = any_task(s).await;
     let done = TaskUpdate {
-        artifacts: Some(artifacts),
+        artifacts: Some((0..).zip(keys).map(|(i, k)| image_at(i, k)).collect()),
         keep_until,
         ..TaskUpdate::to_state(TaskState::Completed)
     };
@@ -1394,27 +1393,9 @@ async fn files_are_kept_as_long_as_the_longest_task_needs_them(s: Arc<dyn TaskSt
     // the completion is written, and it can complete once the file is back.
     assert!(s.keep_file("results/late.png", 1, Some(5)).await.unwrap());
     assert_eq!(doomed(s.as_ref(), 10).await, ["results/late.png"]);
-    let t = s
-        .create_task(
-            Uuid::now_v7(),
-            &new_task(None),
-            1,
-            1_000_000,
-            &Admission::FREE,
-        )
-        .await
-        .unwrap();
+    let t = any_task(s.as_ref()).await;
     let done = TaskUpdate {
-        artifacts: Some(vec![Artifact {
-            role: ArtifactRole::Image,
-            index: 0,
-            key: "results/late.png".into(),
-            content_type: "image/png".into(),
-            width: 1,
-            height: 1,
-            duration_secs: None,
-            palette: None,
-        }]),
+        artifacts: Some(vec![image_at(0, "results/late.png")]),
         keep_until: Some(100),
         ..TaskUpdate::to_state(TaskState::Completed)
     };

@@ -118,8 +118,8 @@ mod tests {
     #[test]
     fn expired_results_are_said_not_linked() {
         use crate::task::{Artifact, ArtifactRole, Dialect, NewTask, Task, TaskKind, TaskState};
-        let new = NewTask {
-            dialect: Dialect::Luma,
+        let video = |dialect| NewTask {
+            dialect,
             kind: TaskKind::Video,
             model: "m".into(),
             request: Default::default(),
@@ -127,6 +127,7 @@ mod tests {
             external_id: None,
             channel: None,
         };
+        let new = video(Dialect::Luma);
         let mut task = Task::accepted(uuid::Uuid::nil(), uuid::Uuid::nil(), new, 0, 1);
         task.state = TaskState::Completed;
         task.keep_until = Some(1_000);
@@ -169,15 +170,7 @@ mod tests {
             );
         }
         // Nor can it be extended: its last frame may be gone.
-        let mut next = NewTask {
-            dialect: Dialect::Gengate,
-            kind: TaskKind::Video,
-            model: "m".into(),
-            request: Default::default(),
-            callback_url: None,
-            external_id: None,
-            channel: None,
-        };
+        let mut next = video(Dialect::Gengate);
         assert!(follow(&mut next, &task, "extend_from", 999).is_ok());
         match follow(&mut next, &task, "extend_from", 1_000) {
             Err(ApiError::Gone(why)) => assert!(why.contains("expired"), "{why}"),

@@ -899,6 +899,20 @@ pub struct EventView {
     pub task: GengateTask,
 }
 
+impl EventView {
+    /// `ev` of `task`, with the task as it stood then.
+    pub fn of(ev: &crate::task::TaskEvent, task: &Task, links: &Links<'_>) -> EventView {
+        EventView {
+            seq: ev.seq,
+            task_id: ev.task_id,
+            state: ev.state.as_str(),
+            created_at: rfc3339_ms(ev.created_at),
+            detail: ev.detail.clone(),
+            task: render(&task.as_of(ev.state, ev.created_at), links),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
