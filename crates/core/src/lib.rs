@@ -19,7 +19,7 @@ pub use credits::{Admission, Charge, Credits, KeyLimits, Price, PriceBook, Refus
 pub use delivery::{Delivery, DeliveryAttempt, DeliveryOutcome, DeliveryState, RetrySchedule};
 pub use error::ApiError;
 pub use links::{FileLinks, Links};
-pub use request::{GenerationRequest, ImageFormat, ImageRole, ImageSource, InputImage};
+pub use request::{GenerationRequest, ImageFormat, ImageRole, ImageSource, InputImage, Upload};
 pub use retention::Retention;
 pub use task::{
     ApiKey, Artifact, ArtifactRole, Dialect, Millis, NewTask, Task, TaskEvent, TaskKind, TaskState,

@@ -65,6 +65,39 @@ pub struct InputImage {
     pub source: ImageSource,
 }
 
+/// Where inputs clients upload are stored (never served), by content hash.
+pub const INPUTS_PREFIX: &str = "inputs";
+
+/// An image a client sent inside its request, to be written to storage
+/// before its task is accepted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upload {
+    pub key: String,
+    pub bytes: Vec<u8>,
+}
+
+impl InputImage {
+    /// An image sent inline (base64 or a data URI), named by its content
+    /// hash: the same image is stored once, and a retried request that
+    /// carries it again is the same request.
+    pub fn inline(role: ImageRole, bytes: Vec<u8>, format: ImageFormat) -> (InputImage, Upload) {
+        use sha2::Digest as _;
+        let key = format!(
+            "{INPUTS_PREFIX}/{}.{}",
+            hex::encode(sha2::Sha256::digest(&bytes)),
+            format.extension()
+        );
+        let image = InputImage {
+            role,
+            source: ImageSource::Stored {
+                key: key.clone(),
+                format,
+            },
+        };
+        (image, Upload { key, bytes })
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GenerationRequest {
     pub prompt: String,

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::credits::{Charge, Credits, KeyLimits};
-use crate::request::GenerationRequest;
+use crate::request::{GenerationRequest, Upload};
 
 /// Milliseconds since the Unix epoch; the one time unit stored and passed around.
 pub type Millis = i64;
@@ -181,6 +181,10 @@ pub struct Task {
     pub attempts: u32,
     pub state: TaskState,
     pub failure_reason: Option<String>,
+    /// What the upstream itself said when it failed the task, as its
+    /// adapter quoted it; `None` when gengate failed it (deadline, storage,
+    /// a result it refused) or it did not fail.
+    pub upstream_error: Option<String>,
     /// 0..=100 as the upstream reports it.
     pub progress: u8,
     pub artifacts: Vec<Artifact>,
@@ -221,6 +225,7 @@ impl Task {
             attempts: 0,
             state: TaskState::Pending,
             failure_reason: None,
+            upstream_error: None,
             progress: 0,
             artifacts: Vec::new(),
             created_at: now,
@@ -253,6 +258,7 @@ impl Task {
         }
         if !matches!(state, TaskState::Failed | TaskState::Canceled) {
             t.failure_reason = None;
+            t.upstream_error = None;
         }
         t
     }
@@ -279,6 +285,14 @@ pub struct NewTask {
     pub channel: Option<String>,
 }
 
+/// A create request as a dialect parsed it: the task, and the images it
+/// carried inline, for the caller to store before the task is.
+#[derive(Debug)]
+pub struct ParsedCreate {
+    pub task: NewTask,
+    pub uploads: Vec<Upload>,
+}
+
 /// One recorded change of a task; events drive callbacks and audit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskEvent {
@@ -300,6 +314,8 @@ pub struct TaskUpdate {
     pub channel: Option<String>,
     pub upstream_ref: Option<String>,
     pub failure_reason: Option<String>,
+    /// Set with a failure the upstream caused: its own words.
+    pub upstream_error: Option<String>,
     pub progress: Option<u8>,
     pub artifacts: Option<Vec<Artifact>>,
     pub bump_attempts: bool,
@@ -334,6 +350,16 @@ impl TaskUpdate {
             detail: Some(reason.clone()),
             failure_reason: Some(reason),
             ..TaskUpdate::default()
+        }
+    }
+
+    /// The upstream failed the task: its words are the reason clients see,
+    /// and are kept as the upstream's own error.
+    pub fn upstream_failed(reason: impl Into<String>) -> TaskUpdate {
+        let reason = reason.into();
+        TaskUpdate {
+            upstream_error: Some(reason.clone()),
+            ..TaskUpdate::fail(reason)
         }
     }
 }

@@ -281,7 +281,7 @@ impl Engine {
                 }
                 Err(ProviderError::Permanent(reason)) => {
                     self.channels.settle(channel, false);
-                    return self.apply(task, TaskUpdate::fail(reason)).await;
+                    return self.apply(task, TaskUpdate::upstream_failed(reason)).await;
                 }
                 Err(e) => {
                     self.channels.settle(channel, false);
@@ -475,14 +475,16 @@ impl Engine {
                 };
                 self.apply(task, update).await
             }
-            Ok(PollOutcome::Failed(reason)) => self.apply(task, TaskUpdate::fail(reason)).await,
+            Ok(PollOutcome::Failed(reason)) => {
+                self.apply(task, TaskUpdate::upstream_failed(reason)).await
+            }
             Ok(PollOutcome::Succeeded(outputs)) => {
                 self.pacer
                     .finished(channel.name(), &task.model, running_for(task));
                 self.store_results(task, outputs).await
             }
             Err(ProviderError::Permanent(reason)) => {
-                self.apply(task, TaskUpdate::fail(reason)).await
+                self.apply(task, TaskUpdate::upstream_failed(reason)).await
             }
             Err(e) => {
                 tracing::warn!(task = %task.id, error = %e, "poll failed; will poll again");

@@ -9,20 +9,16 @@ use std::time::Duration;
 
 use gengate_core::usage::{self, UsageReport, UsageRequest};
 use gengate_core::{
-    Admission, ApiError, ApiKey, ArtifactRole, Dialect, ImageFormat, ImageRole, ImageSource,
-    InputImage, Millis, NewTask, Task, TaskState, TaskUpdate,
+    Admission, ApiError, ApiKey, ArtifactRole, Dialect, ImageSource, InputImage, Millis, NewTask,
+    Task, TaskState, TaskUpdate, Upload,
 };
 use gengate_store::{StoreError, TaskStore, UsageQuery};
-use sha2::{Digest, Sha256};
 use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
 use crate::net::AddressPolicy;
 use crate::sweeper::WRITE_HOLD;
 use crate::{Engine, TaskChanged, now_ms};
-
-/// Where inputs clients upload are stored (never served), by content hash.
-pub const INPUTS_PREFIX: &str = "inputs";
 
 /// How long a waiter trusts this instance's news before reading the store:
 /// another instance sharing the database may have changed the task.
@@ -55,13 +51,6 @@ pub async fn usage_report(
 
 /// How a dialect names an input image's URL field in its errors.
 pub type ImageField = fn(usize, &InputImage) -> String;
-
-/// An image the client sent in the request itself (base64 or a data URI).
-pub struct InlineImage {
-    pub role: ImageRole,
-    pub bytes: Vec<u8>,
-    pub format: ImageFormat,
-}
 
 /// What [`TaskService::cancel`] did.
 pub enum Cancel {
@@ -100,15 +89,15 @@ impl TaskService {
         self.engine.store.as_ref()
     }
 
-    /// Accept a task: its URLs checked, an inline image stored, its model
+    /// Accept a task: its URLs checked, its inline images stored, its model
     /// served by a channel; the row and first event are committed before
     /// this returns. `image_field` names an input's URL in the caller's
     /// dialect, for the 400 that refuses it.
     pub async fn create(
         &self,
         key: &ApiKey,
-        mut new: NewTask,
-        inline: Option<InlineImage>,
+        new: NewTask,
+        uploads: Vec<Upload>,
         image_field: ImageField,
     ) -> Result<Task, ApiError> {
         if !key.limits.allows_model(&new.model) {
@@ -132,10 +121,8 @@ impl TaskService {
             Some(d) => now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
             None => self.engine.config().deadline_for(new.kind, now),
         };
-        if let Some(image) = inline {
-            new.request
-                .images
-                .push(self.store_input(image, deadline).await?);
+        for upload in uploads {
+            self.store_input(upload, deadline).await?;
         }
         if let Some(parent) = new.request.extend_from {
             self.hold_parent_frame(parent, deadline).await?;
@@ -196,23 +183,14 @@ impl TaskService {
     /// Content-addressed: the same image sent twice is stored once. Kept
     /// (from the sweeper) until its task's deadline has passed, and a
     /// write's hold after that: no submit needs it later.
-    async fn store_input(
-        &self,
-        image: InlineImage,
-        deadline: Millis,
-    ) -> Result<InputImage, ApiError> {
-        let key = format!(
-            "{INPUTS_PREFIX}/{}.{}",
-            hex::encode(Sha256::digest(&image.bytes)),
-            image.format.extension()
-        );
+    async fn store_input(&self, upload: Upload, deadline: Millis) -> Result<(), ApiError> {
         let unavailable = |what: &str, e: &dyn std::fmt::Display| {
             tracing::error!(error = %e, "{what} an input image failed");
             ApiError::Unavailable("could not store the image".into())
         };
         let until = deadline.saturating_add(crate::config::ms(WRITE_HOLD));
-        let size = image.bytes.len() as u64;
-        match self.store().keep_file(&key, size, Some(until)).await {
+        let size = upload.bytes.len() as u64;
+        match self.store().keep_file(&upload.key, size, Some(until)).await {
             Ok(true) => {}
             Ok(false) => {
                 return Err(ApiError::Unavailable(
@@ -224,16 +202,10 @@ impl TaskService {
         }
         self.engine
             .media()
-            .put_once(&key, image.bytes.into())
+            .put_once(&upload.key, upload.bytes.into())
             .await
             .map_err(|e| unavailable("storing", &e))?;
-        Ok(InputImage {
-            role: image.role,
-            source: ImageSource::Stored {
-                key,
-                format: image.format,
-            },
-        })
+        Ok(())
     }
 
     /// A follow-up starts from its parent's last frame: keep that file from

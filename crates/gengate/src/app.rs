@@ -90,6 +90,8 @@ async fn first_admin_key(
 }
 
 pub async fn start(settings: Settings) -> anyhow::Result<Running> {
+    // Before anything counts: the engine's first gauges come before the router.
+    gengate_server::metrics::install();
     let store = open_store(&settings, settings.migrate).await?;
     let (new_admin_key, new_admin_webhook_secret) =
         first_admin_key(store.as_ref(), &settings).await?.unzip();

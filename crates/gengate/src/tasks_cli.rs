@@ -34,8 +34,9 @@ enum TasksCommand {
         /// image or video (default: what the model makes).
         #[arg(long)]
         kind: Option<String>,
-        /// An input image's http(s) URL.
-        #[arg(long)]
+        /// An input image: an http(s) URL gengate fetches, or a png or jpeg
+        /// file sent inside the request (at most 10 MB).
+        #[arg(long, value_name = "FILE|URL")]
         image: Option<String>,
         /// Images to make (1 to 9).
         #[arg(long)]
@@ -164,6 +165,16 @@ fn outcome(tasks: &[Value]) -> Outcome {
     }
 }
 
+/// `--image`: a URL as it is, a file as its bytes (gengate judges the format).
+fn image_input(image: &str) -> anyhow::Result<Value> {
+    use base64::Engine as _;
+    if image.starts_with("http://") || image.starts_with("https://") {
+        return Ok(json!({ "url": image }));
+    }
+    let bytes = std::fs::read(image).with_context(|| format!("--image: reading {image}"))?;
+    Ok(json!({ "data": base64::engine::general_purpose::STANDARD.encode(bytes) }))
+}
+
 pub async fn run(args: TasksArgs) -> anyhow::Result<Outcome> {
     let key = std::env::var("GENGATE_KEY")
         .map_err(|_| anyhow::anyhow!("set GENGATE_KEY to your API key"))?;
@@ -196,8 +207,8 @@ pub async fn run(args: TasksArgs) -> anyhow::Result<Outcome> {
             if let Some(a) = aspect_ratio {
                 input["aspect_ratio"] = json!(a);
             }
-            if let Some(url) = image {
-                input["images"] = json!([{ "url": url }]);
+            if let Some(image) = image {
+                input["images"] = json!([image_input(&image)?]);
             }
             let mut body = json!({ "model": model, "input": input });
             if let Some(kind) = kind {

@@ -252,6 +252,18 @@ function media(t) {
   }));
 }
 
+// Why a task ended without results, and who ended it: the upstream (its
+// own words) or gengate.
+function reason(task) {
+  if (!task.failure_reason) return null;
+  const by = task.state === 'canceled' ? 'Canceled'
+    : task.upstream_error ? `Failed by the upstream (channel ${task.channel || '—'})` : 'Failed by gengate';
+  return h('p', { class: 'reason', id: 'reason', 'data-by': task.upstream_error ? 'upstream' : 'gengate' },
+    h('strong', { text: `${by}: ` }), task.failure_reason,
+    task.upstream_error && task.upstream_error !== task.failure_reason
+      ? h('pre', { id: 'upstream-error', text: task.upstream_error }) : null);
+}
+
 async function taskPage(id, signal) {
   const t = await api(`/v1/tasks/${encodeURIComponent(id)}`).catch((e) => {
     if (e.status === 404) throw new Error(`No task ${id} for this key.`);
@@ -268,7 +280,7 @@ async function taskPage(id, signal) {
     head.replaceChildren(...[
       h('h1', {}, 'Task ', h('span', { class: 'id', text: task.id }), ' ', badge(task.state), ' ', actions),
       h('p', { class: 'muted', text: `${task.dialect} · ${task.kind} · ${task.model} · channel ${task.channel || '—'} · created ${time(task.created_at)} · ${duration(task)}` }),
-      task.failure_reason ? h('p', { class: 'reason', id: 'reason', text: task.failure_reason }) : null,
+      reason(task),
     ].filter(Boolean));
     mediaBox.replaceChildren(media(task));
   };
@@ -308,6 +320,15 @@ async function taskPage(id, signal) {
 
 // ---- playground ----------------------------------------------------------------
 
+function dataUri(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(file);
+  });
+}
+
 async function playgroundPage(_, signal) {
   const out = h('div', { id: 'result' });
   const input = (name, attrs = {}) => h('label', {}, name, h('input', { name, ...attrs }));
@@ -318,7 +339,8 @@ async function playgroundPage(_, signal) {
       h('label', {}, 'kind', h('select', { name: 'kind' }, h('option', { text: 'video' }), h('option', { text: 'image' }))),
       h('label', {}, 'aspect', h('select', { name: 'aspect_ratio' }, ['16:9', '1:1', '9:16', '4:3'].map((a) => h('option', { text: a })))),
       input('n', { type: 'number', min: 1, max: 9, value: 1 }),
-      input('image', { type: 'url', placeholder: 'https://… (optional)', size: 30 })),
+      input('image', { type: 'url', placeholder: 'https://… (optional)', size: 30 }),
+      input('upload', { type: 'file', accept: 'image/png,image/jpeg' })),
     h('label', {}, 'prompt', h('textarea', { name: 'prompt', required: true })),
     h('p', {}, h('button', { class: 'primary', type: 'submit', text: 'Generate' })), out);
   main.replaceChildren(form);
@@ -327,8 +349,12 @@ async function playgroundPage(_, signal) {
     const f = Object.fromEntries(new FormData(form));
     const body = { model: f.model, kind: f.kind, input: { prompt: f.prompt, aspect_ratio: f.aspect_ratio } };
     if (f.kind === 'image') body.input.n = Number(f.n || 1);
-    if (f.image) body.input.images = [{ url: f.image }];
     try {
+      // An image by URL or sent inside the request (both: the server says no).
+      const image = {};
+      if (f.image) image.url = f.image;
+      if (f.upload && f.upload.size > 0) image.data = await dataUri(f.upload);
+      if (Object.keys(image).length) body.input.images = [image];
       const t = await api('/v1/tasks', { method: 'POST', body });
       const status = h('p', { id: 'playground-task' }, h('a', { href: `#/tasks/${t.id}`, text: t.id }), ' ', badge(t.state));
       const box = h('div');
@@ -336,7 +362,7 @@ async function playgroundPage(_, signal) {
       await sse(`/v1/tasks/${t.id}/events`, ({ data }) => {
         status.replaceChildren(h('a', { href: `#/tasks/${t.id}`, text: t.id }), ' ', badge(data.state));
         if (terminal(data.state)) {
-          box.replaceChildren(data.task.failure_reason ? h('p', { class: 'reason', text: data.task.failure_reason }) : media(data.task));
+          box.replaceChildren(reason(data.task) || media(data.task));
         }
       }, signal);
     } catch (err) {

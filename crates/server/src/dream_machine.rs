@@ -75,7 +75,10 @@ fn image_field(_: usize, im: &InputImage) -> String {
 }
 
 async fn accept(state: &AppState, key: &ApiKey, new: NewTask) -> Result<Task> {
-    Ok(state.tasks.create(key, new, None, image_field).await?)
+    Ok(state
+        .tasks
+        .create(key, new, Vec::new(), image_field)
+        .await?)
 }
 
 fn created(task: &Task, state: &AppState) -> Response {

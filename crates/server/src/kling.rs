@@ -6,8 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use gengate_core::dialect::kling::{self, Envelope, KlingTask, ListQuery};
-use gengate_core::{ApiError, Dialect, ImageRole, Task};
-use gengate_engine::service::InlineImage;
+use gengate_core::{ApiError, Dialect, Task};
 use uuid::Uuid;
 
 use crate::AppState;
@@ -57,14 +56,9 @@ pub async fn create(
     crate::extract::JsonBody(body, _): Payload,
 ) -> Result<Response> {
     let parsed = kling::parse_create(&body)?;
-    let inline = parsed.inline_image.map(|(bytes, format)| InlineImage {
-        role: ImageRole::Reference,
-        bytes,
-        format,
-    });
     let task = state
         .tasks
-        .create(&key, parsed.task, inline, |_, _| "image".into())
+        .create(&key, parsed.task, parsed.uploads, |_, _| "image".into())
         .await?;
     Ok(ok(kling::render(&task, &state.links())))
 }

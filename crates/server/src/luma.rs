@@ -57,7 +57,10 @@ fn image_field(_: usize, im: &InputImage) -> String {
 }
 
 async fn accept(state: &AppState, key: &ApiKey, new: NewTask) -> Result<Response> {
-    let task = state.tasks.create(key, new, None, image_field).await?;
+    let task = state
+        .tasks
+        .create(key, new, Vec::new(), image_field)
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(luma::render(&task, &state.links())),

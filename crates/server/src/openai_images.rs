@@ -79,7 +79,7 @@ pub async fn create(
     let parsed = openai_images::parse_create(&body)?;
     let task = state
         .tasks
-        .create(&key, parsed.task, None, |_, _| "image".into())
+        .create(&key, parsed.task, Vec::new(), |_, _| "image".into())
         .await?;
     // From here the task exists: no answer may invite the SDK to retry.
     let task_id = task.id;

@@ -150,7 +150,8 @@ pub async fn create(
     };
     let body = read_json(&headers, body).await?;
     let channels = state.engine.channels();
-    let mut new = tasks::parse_create(&body, |m| crate::models_api::kind_of_model(channels, m))?;
+    let parsed = tasks::parse_create(&body, |m| crate::models_api::kind_of_model(channels, m))?;
+    let (mut new, mut uploads) = (parsed.task, parsed.uploads);
     if let Some(parent) = new.request.extend_from {
         state
             .tasks
@@ -160,7 +161,7 @@ pub async fn create(
     new.external_id = idem.as_deref().map(idempotency_external_id);
     // A concurrent first use of the key wins the unique index; the loser
     // then finds its task. Bounded: each round either answers or frees
-    // an expired key.
+    // an expired key. Inline images are stored by the first round.
     for _ in 0..3 {
         if let Some(first) = replay(&state, key.id, &new).await? {
             let mut resp = json_response(StatusCode::OK, &first, &state);
@@ -170,7 +171,7 @@ pub async fn create(
         }
         match state
             .tasks
-            .create(&key, new.clone(), None, |i, _| {
+            .create(&key, new.clone(), std::mem::take(&mut uploads), |i, _| {
                 format!("input.images[{i}].url")
             })
             .await

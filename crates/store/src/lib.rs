@@ -31,7 +31,8 @@ macro_rules! migrations {
             6 "0006_credits",
             7 "0007_task_ledger",
             8 "0008_retention",
-            9 "0009_event_feed"
+            9 "0009_event_feed",
+            10 "0010_upstream_error"
         )
     };
     ($dir:literal: $($version:literal $name:literal),*) => {

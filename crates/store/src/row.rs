@@ -141,6 +141,7 @@ pub(crate) fn task(row: &dyn Columns) -> StoreResult<Task> {
         refunded: row.int("refunded")?,
         upstream_cost: row.int("upstream_cost")?,
         keep_until: row.opt_int("keep_until")?,
+        upstream_error: row.opt_text("upstream_error")?,
     })
 }
 

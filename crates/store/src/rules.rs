@@ -426,7 +426,8 @@ impl<B: Backend> TaskStore for B {
                     update.refund,
                     update.upstream_cost,
                     (update.refund > 0).then(Uuid::now_v7),
-                    update.keep_until
+                    update.keep_until,
+                    &update.upstream_error
                 ];
                 let task = first(tx.rows(&sql.update_task, values, row::task).await?);
                 if let (Some(task), Some(state)) = (&task, update.state) {

@@ -158,7 +158,7 @@ impl Sql {
              external_id, channel, upstream_ref, attempts, state, failure_reason, progress, \
              artifacts{json_out} AS artifacts, created_at, updated_at, started_at, finished_at, \
              deadline_at, version, event_seq, charged, charge_per_output, charge_outputs, \
-             refunded, upstream_cost, keep_until"
+             refunded, upstream_cost, keep_until, upstream_error"
         );
         Sql {
             dialect: d,
@@ -250,7 +250,8 @@ impl Sql {
                    refunded = refunded + $12, \
                    refund_id = COALESCE($14, refund_id), \
                    upstream_cost = COALESCE($13, upstream_cost), \
-                   keep_until = CASE WHEN $1 IN {TERMINAL} THEN $15 ELSE keep_until END \
+                   keep_until = CASE WHEN $1 IN {TERMINAL} THEN $15 ELSE keep_until END, \
+                   upstream_error = COALESCE($16, upstream_error) \
                  WHERE id = $10 AND version = $11 AND state NOT IN {TERMINAL} \
                  RETURNING {cols}"
             )),

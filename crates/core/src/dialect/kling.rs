@@ -9,8 +9,8 @@ use crate::credits::Refusal;
 use crate::dialect::schema;
 use crate::error::ApiError;
 use crate::links::Links;
-use crate::request::{GenerationRequest, ImageFormat, ImageRole, ImageSource, InputImage};
-use crate::task::{ArtifactRole, Dialect, NewTask, Task, TaskKind, TaskState};
+use crate::request::{GenerationRequest, ImageRole, ImageSource, InputImage};
+use crate::task::{ArtifactRole, Dialect, NewTask, ParsedCreate, Task, TaskKind, TaskState};
 use crate::validate::{
     http_url, inline_image, one_of, optional_text, optional_url, parse_json, required_text,
 };
@@ -73,22 +73,15 @@ fn image_schema() -> utoipa::openapi::Object {
             utoipa::openapi::Type::Null,
         ]))
         .pattern(Some(format!(
-            "^$|{}|^(data:image/[a-z]+;base64,)?(iVBORw0KGgo[A-Za-z0-9+/]|/9j/)([A-Za-z0-9+/]{{4}})*$",
-            schema::HTTP_URL
+            "^$|{}|{}",
+            schema::HTTP_URL,
+            schema::INLINE_IMAGE
         )))
         .description(Some(
             "An http(s) URL (refused when its host resolves to an internal address), or the \
              image as base64 or a data URI: png or jpeg by content, at most 10 MB decoded.",
         ))
         .build()
-}
-
-/// A create request, validated; an inline image is handed back decoded for the
-/// caller to store before the task is.
-#[derive(Debug)]
-pub struct ParsedCreate {
-    pub task: NewTask,
-    pub inline_image: Option<(Vec<u8>, ImageFormat)>,
 }
 
 pub fn parse_create(body: &[u8]) -> Result<ParsedCreate, ApiError> {
@@ -142,7 +135,7 @@ pub fn parse_create(body: &[u8]) -> Result<ParsedCreate, ApiError> {
         ));
     }
     let mut images = Vec::new();
-    let mut inline = None;
+    let mut uploads = Vec::new();
     match b.image.filter(|i| !i.is_empty()) {
         Some(img) if img.starts_with("http://") || img.starts_with("https://") => {
             images.push(InputImage {
@@ -152,7 +145,12 @@ pub fn parse_create(body: &[u8]) -> Result<ParsedCreate, ApiError> {
                 },
             });
         }
-        Some(img) => inline = Some(inline_image("image", &img)?),
+        Some(img) => {
+            let (bytes, format) = inline_image("image", &img)?;
+            let (image, upload) = InputImage::inline(ImageRole::Reference, bytes, format);
+            images.push(image);
+            uploads.push(upload);
+        }
         None => {}
     }
     Ok(ParsedCreate {
@@ -173,7 +171,7 @@ pub fn parse_create(body: &[u8]) -> Result<ParsedCreate, ApiError> {
             external_id,
             channel: None,
         },
-        inline_image: inline,
+        uploads,
     })
 }
 
@@ -378,7 +376,7 @@ mod tests {
     #[test]
     fn image_urls_are_kept_for_dispatch() {
         let ok = parse_create(br#"{"prompt":"a","image":"https://img.test/a.png"}"#).unwrap();
-        assert!(ok.inline_image.is_none());
+        assert!(ok.uploads.is_empty());
         assert!(matches!(
             ok.task.request.images[0].source,
             ImageSource::Url { .. }

@@ -11,7 +11,7 @@
 //! | `aspect_ratio` | `W:H`, each 1 to 100, default `16:9` |
 //! | `n` | images: 1 to 9 (default 1); videos: 1 |
 //! | `seed` | an unsigned integer |
-//! | `images` | up to 4 of `{url, role}`: role `reference` (images) or `start` / `end` (videos, once each); http(s) URLs fetched at dispatch |
+//! | `images` | up to 4 of `{url, role}` or `{data, role}`: role `reference` (images) or `start` / `end` (videos, once each); http(s) URLs fetched at dispatch, `data` the image itself (base64 or a data URI, png or jpeg, at most 10 MB) |
 //! | `image_fidelity` | images with a reference image: 0 to 1 |
 //! | `duration` | videos: 1 to 60 seconds |
 //! | `resolution` | videos: 540p, 720p, 1080p or 4k |
@@ -31,9 +31,11 @@ use crate::dialect::schema;
 use crate::error::ApiError;
 use crate::links::Links;
 use crate::request::{GenerationRequest, ImageRole, ImageSource, InputImage, aspect_parts};
-use crate::task::{Dialect, Millis, NewTask, Task, TaskKind, TaskState};
+use crate::task::{Dialect, Millis, NewTask, ParsedCreate, Task, TaskKind, TaskState};
 use crate::time::rfc3339_ms;
-use crate::validate::{http_url, max_chars, model_name, optional_text, optional_url, parse_json};
+use crate::validate::{
+    http_url, inline_image, max_chars, model_name, optional_text, optional_url, parse_json,
+};
 
 pub const MAX_PROMPT_CHARS: usize = 5000;
 pub const MAX_NEGATIVE_PROMPT_CHARS: usize = 2000;
@@ -108,7 +110,7 @@ pub struct TaskInput {
     /// 0 to 2^53 - 1 ([`MAX_SEED`]).
     #[serde(default, deserialize_with = "crate::validate::integer")]
     pub seed: Option<u64>,
-    /// Up to 4 input images by URL.
+    /// Up to 4 input images, by URL or inline.
     pub images: Option<Vec<ImageInput>>,
     /// 0 to 1: how close an image stays to its reference image.
     pub image_fidelity: Option<f64>,
@@ -130,6 +132,9 @@ pub struct TaskInput {
 pub struct ImageInput {
     /// An http(s) URL, fetched when the task is dispatched (jpg or png, at most 10 MB).
     pub url: Option<String>,
+    /// Or the image itself: base64 or a data URI of a png or jpeg, at most
+    /// 10 MB decoded.
+    pub data: Option<String>,
     /// `reference` (images), `start` or `end` (first and last frame of a video).
     pub role: Option<String>,
 }
@@ -159,9 +164,13 @@ pub fn create_task_schema() -> serde_json::Value {
         |min: u64, max: u64| json!({"type": ["integer", "null"], "minimum": min, "maximum": max});
     // A field of the other kind: only null (or left out) is taken.
     let absent = json!({"type": "null"});
+    let data = json!({"type": "string", "pattern": schema::INLINE_IMAGE,
+        "description": "The image itself: base64 or a data URI of a png or jpeg, at most 10 MB decoded"});
     let image = |roles: serde_json::Value| {
-        json!({"type": "object", "additionalProperties": false, "required": ["url"],
-               "properties": {"url": url, "role": {"enum": roles}}})
+        json!({"type": "object", "additionalProperties": false,
+               "oneOf": [{"required": ["url"], "not": {"required": ["data"]}},
+                         {"required": ["data"], "not": {"required": ["url"]}}],
+               "properties": {"url": url, "data": data, "role": {"enum": roles}}})
     };
     let common = json!({
         "prompt": text,
@@ -271,7 +280,7 @@ fn no(field: &str, kind: TaskKind) -> ApiError {
 pub fn parse_create(
     body: &[u8],
     kind_of_model: impl FnOnce(&str) -> Option<TaskKind>,
-) -> Result<NewTask, ApiError> {
+) -> Result<ParsedCreate, ApiError> {
     let b: CreateTask = parse_json(body)?;
     let model = b
         .model
@@ -346,6 +355,7 @@ pub fn parse_create(
         ));
     }
     let mut images = Vec::with_capacity(raw_images.len());
+    let mut uploads = Vec::new();
     for (i, im) in raw_images.into_iter().enumerate() {
         let field = |f: &str| format!("input.images[{i}].{f}");
         let role = match im.role.as_deref() {
@@ -376,15 +386,29 @@ pub fn parse_create(
                 format!("a video takes one {} image", role_name(role)),
             ));
         }
-        let url = im
-            .url
-            .ok_or_else(|| ApiError::validation(field("url"), "is required"))?;
-        images.push(InputImage {
-            role,
-            source: ImageSource::Url {
-                url: http_url(&field("url"), &url)?,
-            },
-        });
+        match (im.url, im.data) {
+            (Some(url), None) => images.push(InputImage {
+                role,
+                source: ImageSource::Url {
+                    url: http_url(&field("url"), &url)?,
+                },
+            }),
+            (None, Some(data)) => {
+                let (bytes, format) = inline_image(&field("data"), &data)?;
+                let (image, upload) = InputImage::inline(role, bytes, format);
+                images.push(image);
+                uploads.push(upload);
+            }
+            (Some(_), Some(_)) => {
+                return Err(ApiError::validation(
+                    field("data"),
+                    "give url or data, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(ApiError::validation(field("url"), "is required (or data)"));
+            }
+        }
     }
     if let Some(f) = input.image_fidelity {
         if video {
@@ -431,7 +455,7 @@ pub fn parse_create(
             ApiError::validation("input.extend_from", format!("{s:?} is not a task id"))
         })?),
     };
-    Ok(NewTask {
+    let task = NewTask {
         dialect: Dialect::Gengate,
         kind,
         model,
@@ -454,7 +478,8 @@ pub fn parse_create(
         callback_url: optional_url("callback_url", b.callback_url)?,
         external_id: None,
         channel: None,
-    })
+    };
+    Ok(ParsedCreate { task, uploads })
 }
 
 /// Whether an existing task is what `new` asks for: the same normalized
@@ -693,6 +718,11 @@ pub struct GengateTask {
     pub outputs_expired: Option<String>,
     /// Why the task failed or was canceled.
     pub failure_reason: Option<String>,
+    /// Set when the upstream failed the task: what it said, as gengate's
+    /// adapter quoted it. Absent when gengate failed it (deadline, storage,
+    /// a result it refused) or it did not fail.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_error: Option<String>,
     /// The Kling `external_task_id` of a Kling task.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub external_id: Option<String>,
@@ -752,7 +782,7 @@ pub struct InputView {
 pub struct ImageView {
     /// reference, start or end.
     pub role: &'static str,
-    /// The URL given; absent for an image uploaded inline (through Kling).
+    /// The URL given; absent for an image sent inline.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
 }
@@ -854,6 +884,7 @@ pub fn render(task: &Task, links: &Links<'_>) -> GengateTask {
                 .clone()
                 .unwrap_or_else(|| task.state.as_str().into())
         }),
+        upstream_error: task.upstream_error.clone(),
         // A gengate task's external id is its derived idempotency id: not the client's.
         external_id: task
             .external_id
@@ -930,15 +961,72 @@ mod tests {
             br#"{"model":"m","input":{"prompt":"a cat","duration":5}}"#,
             |_| None,
         )
-        .unwrap();
+        .unwrap()
+        .task;
         assert_eq!(t.kind, TaskKind::Video);
         assert_eq!(t.request.aspect_ratio, "16:9");
         assert_eq!(t.dialect, Dialect::Gengate);
         let t = parse_create(br#"{"model":"m","input":{"prompt":"a"}}"#, |_| {
             Some(TaskKind::Image)
         })
-        .unwrap();
+        .unwrap()
+        .task;
         assert_eq!(t.kind, TaskKind::Image);
+    }
+
+    /// A 1×1 png, as base64.
+    const PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGP4z8DwHwAFAAH/iZk9HQAAAABJRU5ErkJggg==";
+
+    #[test]
+    fn inline_images_are_named_by_their_content() {
+        let body = |data: &str| {
+            format!(
+                r#"{{"model":"m","kind":"video","input":{{"prompt":"a","images":[{{"data":"{data}","role":"end"}}]}}}}"#
+            )
+        };
+        let raw = parse_create(body(PNG).as_bytes(), |_| None).unwrap();
+        let uri = parse_create(
+            body(&format!("data:image/png;base64,{PNG}")).as_bytes(),
+            |_| None,
+        )
+        .unwrap();
+        assert_eq!(raw.uploads.len(), 1);
+        assert_eq!(raw.uploads, uri.uploads, "the same bytes, however sent");
+        assert_eq!(raw.task, uri.task, "so a retry is the same request");
+        let key = &raw.uploads[0].key;
+        assert!(key.starts_with("inputs/") && key.ends_with(".png"), "{key}");
+        assert_eq!(
+            raw.task.request.images[0],
+            InputImage {
+                role: ImageRole::End,
+                source: ImageSource::Stored {
+                    key: key.clone(),
+                    format: crate::request::ImageFormat::Png
+                },
+            }
+        );
+        assert!(raw.uploads[0].bytes.starts_with(b"\x89PNG"));
+    }
+
+    #[test]
+    fn inline_images_are_checked() {
+        let image = |im: &str| {
+            field(&format!(
+                r#"{{"model":"m","kind":"image","input":{{"prompt":"a","images":[{{"url":"https://x.test/a.png"}},{im}]}}}}"#
+            ))
+        };
+        assert_eq!(image(r#"{"data":"not base64!"}"#), "input.images[1].data");
+        assert_eq!(
+            image(r#"{"data":"R0lGODlhAQABAAAAACw="}"#),
+            "input.images[1].data"
+        );
+        assert_eq!(
+            image(&format!(
+                r#"{{"data":"{PNG}","url":"https://x.test/b.png"}}"#
+            )),
+            "input.images[1].data"
+        );
+        assert_eq!(image(r#"{"role":"reference"}"#), "input.images[1].url");
     }
 
     #[test]

@@ -104,10 +104,16 @@ try {
 
   // A slow task is canceled from its page.
   await page.click('a[href="#/playground"]');
+  // It starts from an image uploaded with the form (sent inside the request).
   await page.fill('textarea[name=prompt]', 'to be canceled');
+  await page.setInputFiles('input[name=upload]', { name: 'start.png', mimeType: 'image/png', buffer: Buffer.from(
+    'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGP4z8DwHwAFAAH/iZk9HQAAAABJRU5ErkJggg==', 'base64') });
   await page.click('#playground button[type=submit]');
   const slow = await (await page.waitForSelector('#playground-task a')).textContent();
   await page.click('#playground-task a');
+  await page.waitForSelector('pre');
+  const uploaded = await page.textContent('pre');
+  check(/"images": \[\s*\{\s*"role": "start"\s*\}/.test(uploaded), `the uploaded image is the start frame (${uploaded})`);
   await page.click('#cancel');
   await page.waitForSelector('#task-head [data-state=canceled]');
   seen.canceled = slow;

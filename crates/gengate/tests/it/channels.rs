@@ -227,6 +227,9 @@ async fn upstream_errors_become_reasons_a_client_can_act_on(backend: Backend) {
     let done = gw.wait_kling(&key, &failed).await;
     assert_eq!(done["task_status"], "failed");
     assert_eq!(done["task_status_msg"], "kling: emulated failure");
+    // Through /v1/tasks (and the console): the upstream failed it, in its words.
+    let (_, v) = gw.get(&format!("/v1/tasks/{failed}"), &key).await;
+    assert_eq!(v["upstream_error"], "kling: emulated failure", "{v}");
     gw.stop().await;
 }
 
@@ -252,6 +255,13 @@ async fn refused_credentials_fail_without_showing_them(backend: Backend) {
     assert!(msg.contains("credentials"), "{msg}");
     assert!(!msg.contains(SECRET) && !msg.contains(ACCESS), "{msg}");
     assert_eq!(emu.submits(), 0);
+    // gengate gave up on the channel: not the upstream's failure of the task.
+    let (_, v) = gw.get(&format!("/v1/tasks/{id}"), &key).await;
+    assert_eq!(
+        (v["state"].as_str(), v.get("upstream_error")),
+        (Some("failed"), None),
+        "{v}"
+    );
     gw.stop().await;
 }
 

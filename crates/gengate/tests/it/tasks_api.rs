@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use crate::harness::events::EventStream;
 use crate::harness::{
-    Backend, Event, Gateway, TASK_WAIT, TestApp, channel_on, poll_until, sandbox_channel,
+    Backend, Event, Gateway, TASK_WAIT, TestApp, channel_on, mean_rgb, poll_until, sandbox_channel,
 };
 use gengate_core::{ChannelSpec, ProviderKind};
+use gengate_testkit::RED_PNG;
 use gengate_testkit::fixtures::json_of;
 use gengate_testkit::replicate::ReplicateEmu;
 use serde_json::{Value, json};
@@ -18,6 +19,7 @@ on_both_backends!(
     bad_input_is_a_400_naming_the_field_and_stores_nothing,
     keys_never_see_each_others_tasks,
     idempotency_keys_answer_the_first_task,
+    inline_images_are_used_and_name_the_same_request,
     list_filters_apply,
     cancel_stops_unfinished_tasks_and_refuses_finished_ones,
     events_stream_live_and_resume_after_last_event_id,
@@ -379,6 +381,59 @@ async fn post_idem(
         .get("idempotent-replayed")
         .map(|v| v.to_str().unwrap().to_string());
     (status, replayed, resp.json().await.unwrap())
+}
+
+async fn inline_images_are_used_and_name_the_same_request(backend: Backend) {
+    use base64::Engine as _;
+    let gw = TestApp::on(backend).start().await;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(RED_PNG);
+    let tinted = |data: String| {
+        json!({"model": "flux", "kind": "image", "input": {"prompt": "tinted", "aspect_ratio": "1:1",
+               "images": [{"data": data}], "image_fidelity": 1.0}})
+    };
+    let inputs = || std::fs::read_dir(gw.dir.path().join("media/inputs")).map_or(0, |d| d.count());
+
+    // Refused by name, nothing stored.
+    for (bad, why) in [
+        ("not base64!".to_string(), "base64"),
+        ("R0lGODlhAQABAAAAACw=".to_string(), "png"),
+    ] {
+        let (status, v) = gw.post("/v1/tasks", &gw.admin, tinted(bad)).await;
+        assert_eq!(status, 400, "{v}");
+        let message = error_message(400, &v);
+        assert!(
+            message.contains("input.images[0].data") && message.contains(why),
+            "{v}"
+        );
+    }
+    assert_eq!(inputs(), 0);
+
+    // Sent inline: stored once (never served), shown without a URL, used.
+    let (s, _, first) = post_idem(&gw, &gw.admin, "pic", &tinted(b64.clone())).await;
+    assert_eq!(s, 201, "{first}");
+    assert_eq!(first["input"]["images"], json!([{"role": "reference"}]));
+    assert_eq!(inputs(), 1);
+    let done = gw.wait_task(&gw.admin, &id(&first)).await;
+    assert_eq!(done["state"], "completed", "{done}");
+    let (_, _, picture) = gw.bytes(done["outputs"][0]["url"].as_str().unwrap()).await;
+    let [r, g, _] = mean_rgb(&picture);
+    assert!(r > g * 1.3, "the red reference shows: {r} {g}");
+
+    // A retry carries the same bytes (here as a data URI): the same request.
+    let (s, replayed, again) = post_idem(
+        &gw,
+        &gw.admin,
+        "pic",
+        &tinted(format!("data:image/png;base64,{b64}")),
+    )
+    .await;
+    assert_eq!((s, replayed.as_deref()), (200, Some("true")), "{again}");
+    assert_eq!(again["id"], first["id"]);
+    // Another picture under the same key is another request.
+    let other = base64::engine::general_purpose::STANDARD.encode(&picture);
+    let (s, _, v) = post_idem(&gw, &gw.admin, "pic", &tinted(other)).await;
+    assert_eq!(s, 409, "{v}");
+    gw.stop().await;
 }
 
 async fn idempotency_keys_answer_the_first_task(backend: Backend) {

@@ -11,7 +11,11 @@ use crate::harness::procs::{ADMIN, BIN, Place, serve};
 use crate::harness::{Backend, sharing_the_machine};
 
 /// `gengate tasks ARGS` against `url` with `key`: exit code, stdout, stderr.
-async fn tasks(url: &str, key: Option<&str>, args: &[&str]) -> (i32, String, String) {
+async fn tasks(
+    url: &str,
+    key: Option<&str>,
+    args: &[impl AsRef<std::ffi::OsStr>],
+) -> (i32, String, String) {
     let mut cmd = Command::new(BIN);
     cmd.arg("tasks")
         .args(args)
@@ -80,11 +84,14 @@ async fn submit_wait_get_list_cancel_and_exit_codes() {
     let (code, out, _) = tasks(url, Some(ADMIN), &["--json", "list", "--limit", "1"]).await;
     assert_eq!((code, json(&out)["data"].as_array().unwrap().len()), (0, 1));
 
-    // Canceled while waited for: 1. Plain lines off a terminal.
-    let (code, out, _) = tasks(
-        url,
-        Some(ADMIN),
-        &[
+    // Canceled while waited for: 1. Plain lines off a terminal. It starts
+    // from a picture file, sent inside the request.
+    let picture = place.dir.path().join("start.png");
+    image::RgbImage::from_pixel(8, 8, image::Rgb([200, 40, 40]))
+        .save(&picture)
+        .unwrap();
+    let submit_slow = |image: &str| {
+        [
             "--json",
             "submit",
             "--model",
@@ -93,11 +100,23 @@ async fn submit_wait_get_list_cancel_and_exit_codes() {
             "to cancel",
             "--kind",
             "video",
-        ],
-    )
-    .await;
-    assert_eq!(code, 0);
-    let slow = json(&out)["id"].as_str().unwrap().to_string();
+            "--image",
+            image,
+        ]
+        .map(str::to_string)
+    };
+    let missing = place.dir.path().join("missing.png");
+    let (code, _, err) = tasks(url, Some(ADMIN), &submit_slow(missing.to_str().unwrap())).await;
+    assert_eq!(code, 2);
+    assert!(err.contains("--image"), "{err}");
+    let (code, out, err) = tasks(url, Some(ADMIN), &submit_slow(picture.to_str().unwrap())).await;
+    assert_eq!(code, 0, "{err}");
+    let submitted = json(&out);
+    assert_eq!(
+        submitted["input"]["images"],
+        serde_json::json!([{"role": "start"}])
+    );
+    let slow = submitted["id"].as_str().unwrap().to_string();
     let (code, out, _) = tasks(url, Some(ADMIN), &["--json", "cancel", &slow]).await;
     assert_eq!((code, json(&out)["state"].as_str()), (0, Some("canceled")));
     let (code, out, err) = tasks(url, Some(ADMIN), &["wait", &slow, &id]).await;
