@@ -409,6 +409,21 @@ impl MediaStore {
         }
     }
 
+    /// Where presigned URLs point (`scheme://host[:port]`), for a page that
+    /// loads media from there; `None` when the storage cannot sign.
+    pub async fn presign_origin(&self) -> Option<String> {
+        let signed = self
+            .presign("results/origin", Duration::from_secs(60))
+            .await?
+            .ok()?;
+        Some(
+            url::Url::parse(&signed)
+                .ok()?
+                .origin()
+                .ascii_serialization(),
+        )
+    }
+
     /// A URL that GETs `key` straight from the storage until `ttl` passes;
     /// `None` when the storage cannot sign one (a local directory).
     pub async fn presign(&self, key: &str, ttl: Duration) -> Option<Result<String, StorageError>> {

@@ -311,6 +311,22 @@ async fn presigned_result_urls_redirect_to_the_bucket() {
     // S3 refuses the URL once its X-Amz-Expires has passed (moto does not
     // check, so the test reads the signed lifetime).
     assert!(signed.contains("X-Amz-Expires=2&"), "{signed}");
+    // The console may show what the redirects lead to: the bucket's origin
+    // joins its policy for images and media, and nothing else does.
+    let page = http
+        .get(format!("{}/console/", gw.base))
+        .send()
+        .await
+        .unwrap();
+    let policy = page.headers()["content-security-policy"].to_str().unwrap();
+    let origin = s3.endpoint.trim_end_matches('/');
+    for directive in [
+        format!("img-src 'self' data: {origin};"),
+        format!("media-src 'self' {origin};"),
+    ] {
+        assert!(policy.contains(&directive), "{policy}");
+    }
+    assert!(policy.contains("connect-src 'self';"), "{policy}");
     drop(gw);
     place.finish().await;
 }
