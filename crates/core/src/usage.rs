@@ -174,6 +174,14 @@ pub struct UsageLine {
     pub credits: CreditTotals,
 }
 
+/// Authenticated API requests of one UTC day.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct DayRequests {
+    /// `YYYY-MM-DD`.
+    pub day: String,
+    pub requests: u64,
+}
+
 /// `GET /v1/usage`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct UsageReport {
@@ -183,10 +191,22 @@ pub struct UsageReport {
     /// The key reported on; null: every key.
     pub key: Option<uuid::Uuid>,
     pub data: Vec<UsageLine>,
+    /// API requests per day over the days the report touches, whatever it
+    /// groups tasks by (recorded every few seconds, so the last ones may
+    /// not show yet).
+    pub requests: Vec<DayRequests>,
 }
 
-/// The report over the store's `rows`, one line per group in order.
-pub fn report(req: &UsageRequest, rows: &[UsageRow]) -> UsageReport {
+impl UsageRequest {
+    /// The days the report touches: from the start of `from`'s day to `to`.
+    pub fn days(&self) -> (Millis, Millis) {
+        (self.from - self.from.rem_euclid(DAY_MS), self.to)
+    }
+}
+
+/// The report over the store's `rows`, one line per group in order, and
+/// its `requests` per day (each day's start in Unix ms).
+pub fn report(req: &UsageRequest, rows: &[UsageRow], requests: &[(Millis, u64)]) -> UsageReport {
     let mut lines: BTreeMap<String, UsageLine> = BTreeMap::new();
     for r in rows {
         let group = match req.group_by {
@@ -223,6 +243,13 @@ pub fn report(req: &UsageRequest, rows: &[UsageRow]) -> UsageReport {
         group_by: req.group_by,
         key: req.key,
         data: lines.into_values().collect(),
+        requests: requests
+            .iter()
+            .map(|&(day, requests)| DayRequests {
+                day: rfc3339_ms(day)[..10].to_string(),
+                requests,
+            })
+            .collect(),
     }
 }
 
@@ -320,7 +347,16 @@ mod tests {
             row(day, TaskState::Failed, 1, 10, 10),
             row(day, TaskState::Pending, 2, 20, 0),
         ];
-        let r = report(&req, &rows);
+        let r = report(&req, &rows, &[(1_764_633_600_000, 7)]);
+        assert_eq!(
+            r.requests,
+            [DayRequests {
+                day: "2025-12-02".into(),
+                requests: 7
+            }]
+        );
+        assert_eq!(req.days().0 % DAY_MS, 0, "whole days");
+        assert!(req.days().0 <= req.from);
         assert_eq!(r.data.len(), 1);
         let l = &r.data[0];
         assert_eq!(l.group, "2025-12-02");

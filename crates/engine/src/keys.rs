@@ -20,6 +20,7 @@ use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use crate::now_ms;
+use crate::request_counts::RequestCounts;
 
 pub const KEY_PREFIX: &str = "gg_";
 /// A key's name, in characters.
@@ -143,6 +144,7 @@ pub struct KeyService {
     default_credits: Credits,
     seen: Mutex<Seen>,
     rates: Rates,
+    requests: RequestCounts,
 }
 
 impl KeyService {
@@ -154,7 +156,19 @@ impl KeyService {
             default_credits,
             seen: Mutex::default(),
             rates: Rates::default(),
+            requests: RequestCounts::default(),
         }
+    }
+
+    /// Record the requests [`KeyService::authenticate`] let through, every
+    /// few seconds, until `shutdown`.
+    pub async fn record_requests(self: Arc<Self>, shutdown: tokio::sync::watch::Receiver<bool>) {
+        self.requests.run(self.store.as_ref(), shutdown).await;
+    }
+
+    /// Record what is counted now (the requests answered while draining).
+    pub async fn flush_requests(&self) {
+        self.requests.flush(self.store.as_ref()).await;
     }
 
     /// Make a key: its secret (to show once) and its record.
@@ -294,6 +308,7 @@ impl KeyService {
             return Err(ApiError::Forbidden("this key is disabled"));
         }
         self.rates.admit(key.id, key.limits.requests_per_sec)?;
+        self.requests.add(key.id, now_ms());
         Ok(key)
     }
 

@@ -21,6 +21,7 @@ mod lifecycle;
 pub mod net;
 mod pacing;
 pub mod prices;
+pub mod request_counts;
 pub mod service;
 pub mod storage;
 pub mod stored_channels;

@@ -44,7 +44,12 @@ pub async fn usage_report(
         group_by: req.group_by,
     };
     let rows = store.usage(&query).await.map_err(store_error)?;
-    let mut report = usage::report(req, &rows);
+    let (first_day, to) = req.days();
+    let requests = store
+        .requests_by_day(owner, first_day, to)
+        .await
+        .map_err(store_error)?;
+    let mut report = usage::report(req, &rows, &requests);
     report.key = owner;
     Ok(report)
 }

@@ -151,9 +151,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         file_links.clone(),
     );
     let (tx, rx) = watch::channel(false);
+    let keys = Arc::new(KeyService::new(store.clone(), settings.default_credits));
     let state = AppState {
         tasks: Arc::new(TaskService::new(engine.clone(), policy, rx.clone())),
-        keys: Arc::new(KeyService::new(store.clone(), settings.default_credits)),
+        keys: keys.clone(),
         rendered: Arc::default(),
         sync_wait: Duration::from_secs(settings.sync_wait_secs),
         store,
@@ -170,6 +171,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let serve_api = settings.role.serves_api();
     let handle = tokio::spawn(async move {
         let watch_task = tokio::spawn(engine.clone().watch_channels(rx.clone()));
+        let count_task = tokio::spawn(keys.clone().record_requests(rx.clone()));
         let sweep_task = run_engine.then(|| tokio::spawn(engine.sweeper().run(rx.clone())));
         let engine_task = run_engine.then(|| tokio::spawn(engine.run(rx.clone())));
         let deliver_task = run_engine.then(|| tokio::spawn(deliverer.run(rx.clone())));
@@ -189,12 +191,19 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
             Ok(r) => r??,
             Err(_) => tracing::warn!("requests still open after the grace period; closing"),
         }
-        for task in [Some(watch_task), engine_task, deliver_task, sweep_task]
-            .into_iter()
-            .flatten()
+        for task in [
+            Some(watch_task),
+            Some(count_task),
+            engine_task,
+            deliver_task,
+            sweep_task,
+        ]
+        .into_iter()
+        .flatten()
         {
             task.await?;
         }
+        keys.flush_requests().await;
         Ok(())
     });
     tracing::info!(%addr, public_url = %public, role = settings.role.as_str(), "gengate listening");

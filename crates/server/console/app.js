@@ -373,8 +373,9 @@ async function playgroundPage(_, signal) {
 
 // ---- usage -----------------------------------------------------------------
 
-function bars(rows, label) {
-  const W = 560, H = 160, n = Math.max(rows.length, 1), max = Math.max(1, ...rows.map((r) => r.tasks));
+// rows: [{ group, n }], drawn as bars of `unit`.
+function bars(rows, label, unit) {
+  const W = 560, H = 160, n = Math.max(rows.length, 1), max = Math.max(1, ...rows.map((r) => r.n));
   const ns = 'http://www.w3.org/2000/svg';
   const svg = document.createElementNS(ns, 'svg');
   svg.setAttribute('class', 'chart');
@@ -383,16 +384,16 @@ function bars(rows, label) {
   svg.setAttribute('role', 'img');
   svg.setAttribute('aria-label', label);
   rows.forEach((r, i) => {
-    const bw = W / n, bh = (r.tasks / max) * H;
+    const bw = W / n, bh = (r.n / max) * H;
     const rect = document.createElementNS(ns, 'rect');
     for (const [k, v] of Object.entries({ x: i * bw + 2, y: H - bh, width: Math.max(bw - 4, 1), height: bh })) rect.setAttribute(k, v);
     const title = document.createElementNS(ns, 'title');
-    title.textContent = `${r.group}: ${r.tasks} tasks`;
+    title.textContent = `${r.group}: ${r.n} ${unit}`;
     rect.append(title);
     const text = document.createElementNS(ns, 'text');
     text.setAttribute('x', i * bw + 2);
     text.setAttribute('y', H + 14);
-    text.textContent = r.group.length > 12 ? r.group.slice(5) : r.group;
+    text.textContent = `${r.group.length > 12 ? r.group.slice(5) : r.group} · ${r.n}`;
     svg.append(rect, text);
   });
   return svg;
@@ -402,12 +403,14 @@ async function usagePage() {
   const sum = (report) => {
     const by = new Map();
     for (const r of report.data) by.set(r.group, (by.get(r.group) || 0) + r.tasks.total);
-    return [...by].map(([group, tasks]) => ({ group, tasks }));
+    return [...by].map(([group, n]) => ({ group, n }));
   };
   const [days, models] = await Promise.all([api('/v1/usage?group_by=day'), api('/v1/usage?group_by=model')]);
+  const requests = days.requests.map((r) => ({ group: r.day, n: r.requests }));
   main.replaceChildren(h('h1', { text: 'Usage (last 30 days)' }),
-    h('div', { class: 'card' }, h('h2', { text: 'Tasks per day' }), bars(sum(days), 'tasks per day')),
-    h('div', { class: 'card' }, h('h2', { text: 'Tasks per model' }), bars(sum(models), 'tasks per model')));
+    h('div', { class: 'card', id: 'requests-per-day' }, h('h2', { text: 'API requests per day' }), bars(requests, 'requests per day', 'requests')),
+    h('div', { class: 'card', id: 'tasks-per-day' }, h('h2', { text: 'Tasks per day' }), bars(sum(days), 'tasks per day', 'tasks')),
+    h('div', { class: 'card', id: 'tasks-per-model' }, h('h2', { text: 'Tasks per model' }), bars(sum(models), 'tasks per model', 'tasks')));
 }
 
 // ---- keys (admin) ------------------------------------------------------------------

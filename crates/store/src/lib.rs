@@ -32,7 +32,8 @@ macro_rules! migrations {
             7 "0007_task_ledger",
             8 "0008_retention",
             9 "0009_event_feed",
-            10 "0010_upstream_error"
+            10 "0010_upstream_error",
+            11 "0011_key_requests"
         )
     };
     ($dir:literal: $($version:literal $name:literal),*) => {
@@ -308,6 +309,16 @@ pub trait TaskStore: Send + Sync + 'static {
     async fn ledger_totals(&self) -> StoreResult<Vec<LedgerTotal>>;
     /// Tasks and credits by group and state.
     async fn usage(&self, query: &UsageQuery) -> StoreResult<Vec<UsageRow>>;
+    /// Add counted API requests: `(key, day start in Unix ms, requests)`.
+    async fn add_requests(&self, counts: &[(Uuid, Millis, u64)]) -> StoreResult<()>;
+    /// Requests per day (start in Unix ms) in `[from, to)`, of `owner` or
+    /// of every key, in day order.
+    async fn requests_by_day(
+        &self,
+        owner: Option<Uuid>,
+        from: Millis,
+        to: Millis,
+    ) -> StoreResult<Vec<(Millis, u64)>>;
     /// Prices added over the admin API, by model.
     async fn list_prices(&self) -> StoreResult<Vec<Price>>;
     /// Add or replace the price of `price.model`.

@@ -676,6 +676,38 @@ impl<B: Backend> TaskStore for B {
         self.read(&sql, &values, row::usage).await
     }
 
+    async fn add_requests(&self, counts: &[(Uuid, Millis, u64)]) -> StoreResult<()> {
+        let (sql, counts) = (self.sql(), counts.to_vec());
+        self.write(move |tx| {
+            Box::pin(async move {
+                for (key, day, n) in counts {
+                    let n = i64::try_from(n).unwrap_or(i64::MAX);
+                    tx.exec(&sql.add_requests, params![key, day, n]).await?;
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn requests_by_day(
+        &self,
+        owner: Option<Uuid>,
+        from: Millis,
+        to: Millis,
+    ) -> StoreResult<Vec<(Millis, u64)>> {
+        let sql = self.sql().requests_by_day(owner.is_some());
+        let mut values = params![from, to].to_vec();
+        values.extend(owner.map(Param::from));
+        self.read(&sql, &values, |r| {
+            Ok((
+                r.int("day")?,
+                u64::try_from(r.int("requests")?).unwrap_or(0),
+            ))
+        })
+        .await
+    }
+
     async fn list_prices(&self) -> StoreResult<Vec<Price>> {
         self.read(&self.sql().list_prices, &[], |r| {
             serde_json::from_str(&r.text("spec")?)

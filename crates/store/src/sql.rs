@@ -140,6 +140,7 @@ pub(crate) struct Sql {
     pub forget_file: String,
     pub file_totals: String,
     pub take_lease: String,
+    pub add_requests: String,
     pub release_lease: String,
 }
 
@@ -454,6 +455,12 @@ impl Sql {
                     .into(),
             ),
             release_lease: s("DELETE FROM leases WHERE name = $1 AND holder = $2".into()),
+            add_requests: s(
+                "INSERT INTO key_requests (key_id, day, requests) VALUES ($1, $2, $3) \
+                 ON CONFLICT (key_id, day) DO UPDATE \
+                 SET requests = key_requests.requests + excluded.requests"
+                    .into(),
+            ),
             task_columns: cols,
         }
     }
@@ -470,6 +477,15 @@ impl Sql {
         let ids = (self.dialect.ids)(first, n);
         self.dialect.finish(format!(
             "SELECT {cols} FROM tasks WHERE {h}owner = $1{by_dialect} AND {ids}"
+        ))
+    }
+
+    /// Requests per day in `[$1, $2)`, of key `$3` when `by_owner`.
+    pub(crate) fn requests_by_day(&self, by_owner: bool) -> String {
+        let owner = if by_owner { " AND key_id = $3" } else { "" };
+        self.dialect.finish(format!(
+            "SELECT day, CAST(SUM(requests) AS BIGINT) AS requests FROM key_requests \
+             WHERE day >= $1 AND day < $2{owner} GROUP BY day ORDER BY day"
         ))
     }
 

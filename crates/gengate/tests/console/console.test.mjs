@@ -126,7 +126,15 @@ try {
   await page.waitForSelector('table#tasks tbody tr');
   check(await page.$(`tr[data-task="${OTHER_TASK}"]`) === null, "another key's task is not listed");
   await page.click('a[href="#/usage"]');
-  await page.waitForSelector('svg.chart rect');
+  await page.waitForSelector('#tasks-per-day svg.chart rect');
+  // Requests reach the report within seconds: the day's bar appears.
+  for (let i = 0; i < 20 && !(await page.$('#requests-per-day svg.chart rect')); i++) {
+    await page.waitForTimeout(1000);
+    await page.click('a[href="#/tasks"]');
+    await page.click('a[href="#/usage"]');
+    await page.waitForSelector('#tasks-per-day svg.chart rect');
+  }
+  check(await page.$('#requests-per-day svg.chart rect') !== null, 'requests per day are drawn');
   await shot('usage');
 
   // An admin: creates a key (its secret shown once), sees the other key's task.

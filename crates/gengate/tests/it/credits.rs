@@ -498,6 +498,27 @@ async fn usage_reports_tasks_and_credits_by_model_and_as_csv(backend: Backend) {
     let (s, v) = gw.get(&format!("/v1/usage?key={a_id}"), &gw.admin).await;
     assert_eq!(s, 200);
     assert_eq!(v["data"][0]["tasks"]["total"], 2, "{v}");
+    // API requests per day: a key's three calls (refused ones not counted),
+    // recorded within seconds.
+    let c = gw.new_key_with("c", 0).await;
+    for _ in 0..3 {
+        assert_eq!(gw.get("/v1/tasks", &c).await.0, 200);
+    }
+    assert_eq!(gw.get("/v1/tasks", "gg_not_a_key").await.0, 401);
+    let c_id = gw.key_record(&c).await.id;
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    poll_until(
+        "c's requests in the report",
+        Duration::from_secs(20),
+        Duration::from_millis(500),
+        async || {
+            let (_, v) = gw.get(&format!("/v1/usage?key={c_id}"), &gw.admin).await;
+            (v["requests"] == json!([{"day": today, "requests": 3}]))
+                .then_some(())
+                .ok_or_else(|| v.to_string())
+        },
+    )
+    .await;
     // CSV on asking.
     let r = gw
         .http
