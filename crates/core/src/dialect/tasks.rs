@@ -166,11 +166,14 @@ pub fn create_task_schema() -> serde_json::Value {
     let absent = json!({"type": "null"});
     let data = json!({"type": "string", "pattern": schema::INLINE_IMAGE,
         "description": "The image itself: base64 or a data URI of a png or jpeg, at most 10 MB decoded"});
+    // One of url and data, a string; the other left out or null.
+    let none = json!({"type": "null"});
     let image = |roles: serde_json::Value| {
         json!({"type": "object", "additionalProperties": false,
-               "oneOf": [{"required": ["url"], "not": {"required": ["data"]}},
-                         {"required": ["data"], "not": {"required": ["url"]}}],
-               "properties": {"url": url, "data": data, "role": {"enum": roles}}})
+               "oneOf": [{"required": ["url"], "properties": {"url": {"type": "string"}, "data": none}},
+                         {"required": ["data"], "properties": {"data": {"type": "string"}, "url": none}}],
+               "properties": {"url": {"anyOf": [url, none]}, "data": {"anyOf": [data, none]},
+                              "role": {"enum": roles}}})
     };
     let common = json!({
         "prompt": text,
@@ -473,6 +476,8 @@ pub fn parse_create(
             duration_secs: input.duration,
             quality: None,
             style: None,
+            cfg_scale: None,
+            camera_control: None,
             extend_from,
         },
         callback_url: optional_url("callback_url", b.callback_url)?,
@@ -614,7 +619,8 @@ impl ListQuery {
                 ApiError::validation(
                     "dialect",
                     format!(
-                        "must be one of gengate, luma, kling, dream_machine, openai_images (got {d:?})"
+                        "must be one of {} (got {d:?})",
+                        Dialect::ALL.map(Dialect::as_str).join(", ")
                     ),
                 )
             })?),
