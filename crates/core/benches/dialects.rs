@@ -27,7 +27,7 @@ fn artifact(role: ArtifactRole, index: u32) -> Artifact {
 /// A completed task shaped like the seed's example.
 fn completed(dialect: Dialect) -> Task {
     let (kind, artifacts) = match dialect {
-        Dialect::Luma | Dialect::DreamMachine => (
+        Dialect::Luma | Dialect::DreamMachine | Dialect::OpenaiVideos | Dialect::KlingVideo => (
             TaskKind::Video,
             vec![
                 artifact(ArtifactRole::Video, 0),

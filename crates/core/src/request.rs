@@ -127,6 +127,12 @@ pub struct GenerationRequest {
     /// Image style, passed to upstreams that take it (OpenAI's `style`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub style: Option<String>,
+    /// Kling's `cfg_scale` (0 to 1), which only Kling channels take.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cfg_scale: Option<f64>,
+    /// Kling's `camera_control`, which only Kling channels take.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub camera_control: Option<serde_json::Value>,
     /// The task this one continues (Luma extend).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extend_from: Option<Uuid>,

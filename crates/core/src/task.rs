@@ -74,15 +74,21 @@ pub enum Dialect {
     DreamMachine,
     /// OpenAI images (`/v1/images/generations`), answered synchronously.
     OpenaiImages,
+    /// OpenAI videos (`/v1/videos`).
+    OpenaiVideos,
+    /// Kling's video API (`/kling/v1/videos/...`).
+    KlingVideo,
 }
 
 impl Dialect {
-    pub const ALL: [Dialect; 5] = [
+    pub const ALL: [Dialect; 7] = [
         Dialect::Luma,
         Dialect::Kling,
         Dialect::Gengate,
         Dialect::DreamMachine,
         Dialect::OpenaiImages,
+        Dialect::OpenaiVideos,
+        Dialect::KlingVideo,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -92,16 +98,20 @@ impl Dialect {
             Dialect::Gengate => "gengate",
             Dialect::DreamMachine => "dream_machine",
             Dialect::OpenaiImages => "openai_images",
+            Dialect::OpenaiVideos => "openai_videos",
+            Dialect::KlingVideo => "kling_video",
         }
     }
 
     /// The request field that names the model, in this dialect's words.
     pub fn model_field(self) -> &'static str {
         match self {
-            Dialect::Luma => "model_name",
-            Dialect::Kling | Dialect::Gengate | Dialect::DreamMachine | Dialect::OpenaiImages => {
-                "model"
-            }
+            Dialect::Luma | Dialect::KlingVideo => "model_name",
+            Dialect::Kling
+            | Dialect::Gengate
+            | Dialect::DreamMachine
+            | Dialect::OpenaiImages
+            | Dialect::OpenaiVideos => "model",
         }
     }
 

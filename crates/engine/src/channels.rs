@@ -13,7 +13,7 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use gengate_core::{ChannelSpec, PriceBook, SpecError, Task, channel};
+use gengate_core::{ChannelSpec, NewTask, PriceBook, SpecError, Task, channel};
 use gengate_providers::Provider;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -267,7 +267,10 @@ impl Channels {
                     .is_some_and(|t| t > now)
             })
         };
-        let makes = |i: &usize| set.list[*i].provider.makes(task.kind);
+        let makes = |i: &usize| {
+            let provider = &set.list[*i].provider;
+            provider.makes(task.kind) && provider.refuses(&task.request).is_none()
+        };
         let mut picked: Vec<usize> =
             channel::candidates(&set.specs, &task.model, |c| !cooling(c), rand::random)
                 .into_iter()
@@ -300,6 +303,22 @@ impl Channels {
             .filter_map(|c| c.deadline_secs.get(model))
             .max()
             .map(|s| Duration::from_secs(*s))
+    }
+
+    /// A field of `new` that no enabled channel serving its model and
+    /// making its kind takes (the first such channel's refusal), for a 400
+    /// naming it; `None` when one takes them all (or none serves the model).
+    pub fn refusal(&self, new: &NewTask) -> Option<&'static str> {
+        let set = self.current();
+        let able: Vec<_> = channel::candidates(&set.specs, &new.model, |_| true, || 1.0)
+            .into_iter()
+            .map(|i| &set.list[i].provider)
+            .filter(|p| p.makes(new.kind))
+            .collect();
+        if able.iter().any(|p| p.refuses(&new.request).is_none()) {
+            return None;
+        }
+        able.first().and_then(|p| p.refuses(&new.request))
     }
 
     /// Whether any enabled channel serves `model`.

@@ -23,6 +23,7 @@ mod pacing;
 pub mod prices;
 pub mod request_counts;
 pub mod service;
+pub mod stills;
 pub mod storage;
 pub mod stored_channels;
 pub mod sweeper;

@@ -7,12 +7,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use gengate_core::dialect::tasks::{IDEMPOTENCY_WINDOW_MS, same_request};
 use gengate_core::usage::{self, UsageReport, UsageRequest};
 use gengate_core::{
     Admission, ApiError, ApiKey, ArtifactRole, Dialect, ImageSource, InputImage, Millis, NewTask,
     Task, TaskState, TaskUpdate, Upload,
 };
 use gengate_store::{StoreError, TaskStore, UsageQuery};
+use sha2::Digest as _;
 use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
@@ -121,6 +123,17 @@ impl TaskService {
                 format!("no channel serves model {:?}", new.model),
             ));
         }
+        if new.channel.is_none()
+            && let Some(field) = channels.refusal(&new)
+        {
+            return Err(ApiError::validation(
+                field,
+                format!(
+                    "is not taken by the channels serving model {:?}: leave it out or use a model a Kling channel serves",
+                    new.model
+                ),
+            ));
+        }
         let now = now_ms();
         let deadline = match channels.deadline_for(&new.model) {
             Some(d) => now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
@@ -157,6 +170,61 @@ impl TaskService {
         metrics::counter!("gengate_tasks_accepted_total", "dialect" => task.dialect.as_str())
             .increment(1);
         Ok(task)
+    }
+
+    /// [`TaskService::create`] at most once per `Idempotency-Key` (`idem`):
+    /// the same key and request within 24 h answer the first task (`true`:
+    /// replayed); the same key with another request is a 409. No schema of
+    /// its own: the key's task is found by the per-key unique `external_id`
+    /// (two concurrent first uses cannot both create) and "the same
+    /// request" is its stored, normalized request (an inline image by its
+    /// content hash). The id is a UUID derived from the key, because Kling
+    /// refuses UUID-shaped `external_task_id`s: the two never collide.
+    pub async fn create_once(
+        &self,
+        key: &ApiKey,
+        mut new: NewTask,
+        mut uploads: Vec<Upload>,
+        idem: Option<&str>,
+        image_field: ImageField,
+    ) -> Result<(Task, bool), ApiError> {
+        let Some(idem) = idem else {
+            return Ok((self.create(key, new, uploads, image_field).await?, false));
+        };
+        let digest = sha2::Sha256::digest(format!("gengate-idempotency:{idem}").as_bytes());
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&digest[..16]);
+        let ext = Uuid::from_bytes(b).to_string();
+        new.external_id = Some(ext.clone());
+        // A concurrent first use of the key wins the unique index; the loser
+        // then finds its task. Bounded: each round either answers or frees
+        // an expired key. Inline images are stored by the first round.
+        for _ in 0..3 {
+            if let Some(first) = self.find_by_external_id(key.id, &ext).await? {
+                if first.created_at < now_ms().saturating_sub(IDEMPOTENCY_WINDOW_MS) {
+                    self.store()
+                        .forget_external_id(key.id, first.id, &ext)
+                        .await
+                        .map_err(store_error)?;
+                } else if same_request(&first, &new) {
+                    return Ok((first, true));
+                } else {
+                    return Err(ApiError::Conflict(format!(
+                        "Idempotency-Key: already used within 24 h for a different request (task {})",
+                        first.id
+                    )));
+                }
+            }
+            let uploads = std::mem::take(&mut uploads);
+            match self.create(key, new.clone(), uploads, image_field).await {
+                Ok(task) => return Ok((task, false)),
+                Err(ApiError::Conflict(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ApiError::Conflict(
+            "Idempotency-Key: a request with this key is in progress; retry".into(),
+        ))
     }
 
     /// Refuse, before anything is stored, URLs gengate would have to call

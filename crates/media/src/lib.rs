@@ -1,16 +1,19 @@
 //! Offline media for the sandbox provider: procedural H.264/MP4 videos and
-//! PNG/JPEG images, plus probes that read such files back.
+//! PNG/JPEG images, probes that read such files back, and stills (WebP)
+//! made from any H.264 MP4.
 //!
 //! Everything here is a pure function on bytes: no file or network I/O, and
 //! the same spec always yields byte-identical output.
 
 mod faststart;
 mod font;
+mod frames;
 mod probe;
 mod scene;
 mod still;
 mod video;
 
+pub use frames::{spritesheet_webp, thumbnail_webp};
 pub use probe::{average_color, palette_grid, probe_image, probe_mp4, probe_mp4_reader};
 pub use still::render_image;
 pub use video::render_video;

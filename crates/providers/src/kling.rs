@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use gengate_core::{ArtifactRole, ImageRole, TaskKind};
+use gengate_core::{ArtifactRole, GenerationRequest, ImageRole, TaskKind};
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -209,6 +209,11 @@ impl Provider for Kling {
         KIND
     }
 
+    /// Kling's own controls are Kling's: it takes every field.
+    fn refuses(&self, _request: &GenerationRequest) -> Option<&'static str> {
+        None
+    }
+
     async fn submit(&self, job: Submission<'_>) -> Result<Submitted, ProviderError> {
         let task = job.task;
         let r = &task.request;
@@ -236,12 +241,24 @@ impl Provider for Kling {
                 } else {
                     "videos/text2video"
                 };
+                // Kling's modes are its resolution steps.
+                let mode = match r.resolution.as_deref() {
+                    Some("1080p" | "4k") => "pro",
+                    _ => "std",
+                };
                 let mut body = json!({
                     "model_name": job.model,
                     "prompt": r.prompt,
                     "aspect_ratio": r.aspect_ratio,
                     "duration": r.duration_secs.unwrap_or(5).to_string(),
+                    "mode": mode,
                 });
+                if let Some(c) = r.cfg_scale {
+                    body["cfg_scale"] = c.into();
+                }
+                if let Some(c) = &r.camera_control {
+                    body["camera_control"] = c.clone();
+                }
                 if let Some(s) = start {
                     body["image"] = s.into();
                 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use gengate_core::{
-    ArtifactRole, ChannelSpec, ImageFormat, ImageRole, ProviderKind, SpecError, Task, TaskKind,
+    ArtifactRole, ChannelSpec, GenerationRequest, ImageFormat, ImageRole, ProviderKind, SpecError,
+    Task, TaskKind,
 };
 
 pub mod comfyui;
@@ -176,6 +177,13 @@ pub trait Provider: Send + Sync + 'static {
         true
     }
 
+    /// A field of `request` this upstream cannot take, by name: a task with
+    /// it is refused rather than made without it. Kling's own controls are
+    /// taken by Kling alone.
+    fn refuses(&self, request: &GenerationRequest) -> Option<&'static str> {
+        kling_controls(request)
+    }
+
     /// Whether the upstream reports changes to a callback URL given at
     /// submit (then [`Provider::read_callback`] reads them).
     fn calls_back(&self) -> bool {
@@ -259,4 +267,15 @@ pub(crate) fn required_api_key(spec: &ChannelSpec) -> Result<String, SpecError> 
             &format!("is required for {}", spec.provider.as_str()),
         )
     })
+}
+
+/// The first of Kling's own controls `request` sets (only Kling takes them).
+pub fn kling_controls(request: &GenerationRequest) -> Option<&'static str> {
+    if request.cfg_scale.is_some() {
+        Some("cfg_scale")
+    } else if request.camera_control.is_some() {
+        Some("camera_control")
+    } else {
+        None
+    }
 }

@@ -176,7 +176,7 @@ async function tasksPage(_, signal) {
   const form = h('form', { class: 'filters', id: 'filters' },
     field('state', h('select', {}, opts(['pending', 'processing', 'completed', 'failed', 'canceled']))),
     field('model', h('input', { size: 12 })),
-    field('dialect', h('select', {}, opts(['gengate', 'luma', 'kling', 'dream_machine', 'openai_images']))),
+    field('dialect', h('select', {}, opts(['gengate', 'luma', 'kling', 'dream_machine', 'openai_images', 'openai_videos', 'kling_video']))),
     field('channel', h('input', { size: 10 })),
     state.admin ? field('key', h('input', { size: 36, placeholder: 'key id' })) : null,
     field('created_after', h('input', { type: 'datetime-local' })),

@@ -39,3 +39,18 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned, E: ErrorShape> FromRequestP
         Ok(Query(q, PhantomData))
     }
 }
+
+/// The `Idempotency-Key` header, checked; `None` when not sent.
+pub fn idempotency_key(
+    headers: &axum::http::HeaderMap,
+) -> Result<Option<String>, gengate_core::ApiError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let v = v.to_str().map_err(|_| {
+        gengate_core::ApiError::validation("Idempotency-Key", "must be visible ASCII characters")
+    })?;
+    Ok(Some(
+        gengate_core::dialect::tasks::idempotency_key(v)?.to_string(),
+    ))
+}

@@ -72,7 +72,6 @@ pub async fn serve(
     }
     let etag = format!("\"{hash}\"");
     let mut out = HeaderMap::new();
-    out.insert(header::ETAG, value(&etag));
     // A signed URL must not outlive its expiry in a cache.
     let cache = match expires.and_then(|e| e.parse::<i64>().ok()) {
         Some(at) if state.file_links.is_signed() => {
@@ -81,12 +80,26 @@ pub async fn serve(
         _ => "public, max-age=31536000, immutable".to_string(),
     };
     out.insert(header::CACHE_CONTROL, value(&cache));
-    out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     out.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     if query.download.is_some() {
         let disposition = format!("attachment; filename=\"{file}\"");
         out.insert(header::CONTENT_DISPOSITION, value(&disposition));
     }
+    respond(media, &method, &headers, &key, &etag, out).await
+}
+
+/// The stored file `key` as an answer with the headers in `out` (its type,
+/// caching, `etag`): 304 when the client has it, `Range` (206, 416), `HEAD`.
+pub async fn respond(
+    media: &MediaStore,
+    method: &Method,
+    headers: &HeaderMap,
+    key: &str,
+    etag: &str,
+    mut out: HeaderMap,
+) -> Response {
+    out.insert(header::ETAG, value(etag));
+    out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -98,13 +111,13 @@ pub async fn serve(
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_range);
-    let head = method == Method::HEAD;
+    let head = *method == Method::HEAD;
     // A range is checked against the file's size first: one the file does
     // not hold is a 416 saying how long it is, never a storage error.
     let range = match wanted {
         None => None,
         Some(wanted) => {
-            let size = match media.read(&key, None, true).await {
+            let size = match media.read(key, None, true).await {
                 Ok(found) => found.meta.size,
                 Err(StorageError::NotFound) => return detail(StatusCode::NOT_FOUND, NO_SUCH_FILE),
                 Err(e) => return unavailable(&e),
@@ -132,7 +145,7 @@ pub async fn serve(
         return (status, out).into_response();
     }
     let bounded = range.clone().map(GetRange::Bounded);
-    let found = match media.read(&key, bounded, head).await {
+    let found = match media.read(key, bounded, head).await {
         Ok(found) => found,
         Err(StorageError::NotFound) => return detail(StatusCode::NOT_FOUND, NO_SUCH_FILE),
         Err(e) => return unavailable(&e),

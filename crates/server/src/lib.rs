@@ -31,6 +31,7 @@ pub mod luma;
 pub mod metrics;
 pub mod models_api;
 pub mod openai_images;
+pub mod openai_videos;
 pub mod openapi;
 pub mod prices;
 pub mod rendered;
@@ -66,6 +67,7 @@ pub fn router(state: AppState, serve_api: bool) -> Router {
             .merge(admin_keys::router())
             .merge(upstream_callbacks::router())
             .merge(files::router())
+            .merge(openai_videos::router())
             .route("/openapi.json", get(openapi::serve))
             .merge(openapi::reference_page());
         synchronous = synchronous

@@ -61,9 +61,12 @@ fn unfinished(
 }
 
 /// Make images. The answer comes when they are made: `{created, data}`
-/// with each image's `url` (gengate's stored copy) or `b64_json`.
+/// with each image's `url` (gengate's stored copy) or `b64_json`. With
+/// `Idempotency-Key`, a retry of the same request answers the first task's
+/// images instead of making them again.
 #[utoipa::path(post, path = "/v1/images/generations", tag = "openai",
     request_body = openai_images::CreateImage,
+    params(crate::openapi::IdempotencyKey),
     responses(Errors<ErrorEnvelope, KeyBody>, (status = 200, body = ImagesResponse),
               (status = 502, body = ErrorEnvelope, description = "The generation failed (code generation_failed); the header Gengate-Task-Id names the task"),
               (status = 504, body = ErrorEnvelope, description = "Still running after the server's sync wait (code task_pending): follow it at /v1/tasks/{Gengate-Task-Id}")),
@@ -75,11 +78,14 @@ pub async fn create(
     body: Body,
 ) -> Result<Response, Error> {
     let arrived = tokio::time::Instant::now();
+    let idem = crate::extract::idempotency_key(&headers)?;
     let body = read_json(&headers, body).await?;
     let parsed = openai_images::parse_create(&body)?;
-    let task = state
+    let (task, _) = state
         .tasks
-        .create(&key, parsed.task, Vec::new(), |_, _| "image".into())
+        .create_once(&key, parsed.task, Vec::new(), idem.as_deref(), |_, _| {
+            "image".into()
+        })
         .await?;
     // From here the task exists: no answer may invite the SDK to retry.
     let task_id = task.id;

@@ -118,9 +118,18 @@ fn error_response<E: ToSchema>(code: u16) -> Response {
         crate::dream_machine::ping,
         crate::dream_machine::credits,
         crate::openai_images::create,
+        crate::openai_videos::create,
+        crate::openai_videos::list,
+        crate::openai_videos::retrieve,
+        crate::openai_videos::delete,
+        crate::openai_videos::remix,
+        crate::openai_videos::content,
         crate::kling::create,
         crate::kling::get_one,
         crate::kling::list,
+        crate::kling::create_video,
+        crate::kling::get_video,
+        crate::kling::list_videos,
         crate::tasks_api::create,
         crate::tasks_api::get_one,
         crate::tasks_api::batch_get,
@@ -378,3 +387,12 @@ pub fn reference_page<S: Clone + Send + Sync + 'static>() -> axum::Router<S> {
         .try_it_out_enabled(true);
     SwaggerUi::new("/docs").config(config).into()
 }
+
+/// The `Idempotency-Key` header of the create endpoints that honour it.
+/// Visible ASCII, at most 255 characters, not blank; remembered 24 h.
+#[derive(utoipa::IntoParams)]
+#[into_params(names("Idempotency-Key"), parameter_in = Header)]
+#[allow(dead_code)] // Never built: only its OpenAPI parameter is used.
+pub struct IdempotencyKey(
+    #[param(max_length = 255, pattern = "^[\\t -~]*[!-~][\\t -~]*$")] Option<String>,
+);

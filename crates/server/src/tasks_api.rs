@@ -14,15 +14,11 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use gengate_core::dialect::tasks::{
-    self, EventView, GengateTask, IDEMPOTENCY_WINDOW_MS, ListQuery, TaskList,
-};
-use gengate_core::{ApiError, ApiKey, Dialect, NewTask, Task, TaskEvent};
-use gengate_engine::now_ms;
+use gengate_core::dialect::tasks::{self, EventView, GengateTask, ListQuery, TaskList};
+use gengate_core::{ApiError, ApiKey, Dialect, Task, TaskEvent};
 use gengate_engine::service::{Cancel, Changes};
 use gengate_store::TaskFilter;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::AppState;
@@ -83,51 +79,12 @@ fn view(task: &Task, state: &AppState) -> GengateTask {
     }
 }
 
-/// The `external_id` a task made with `Idempotency-Key: key` is stored
-/// under. Idempotency needs no schema of its own: the key's task is found
-/// by the per-key unique `external_id` (so two concurrent first uses
-/// cannot both create), and "the same body" is its stored, normalized
-/// request. The id is a UUID derived from the key, because Kling refuses
-/// UUID-shaped `external_task_id`s: the two dialects' ids never collide.
-fn idempotency_external_id(key: &str) -> String {
-    let digest = Sha256::digest(format!("gengate-idempotency:{key}").as_bytes());
-    let mut b = [0u8; 16];
-    b.copy_from_slice(&digest[..16]);
-    Uuid::from_bytes(b).to_string()
-}
-
-/// What an `Idempotency-Key` already stands for: its task when the request
-/// is the same, 409 when not; `None` when the key is unused (or expired,
-/// and then freed).
-async fn replay(state: &AppState, owner: Uuid, new: &NewTask) -> Result<Option<Task>> {
-    let Some(ext) = new.external_id.as_deref() else {
-        return Ok(None);
-    };
-    let Some(first) = state.tasks.find_by_external_id(owner, ext).await? else {
-        return Ok(None);
-    };
-    if first.created_at < now_ms().saturating_sub(IDEMPOTENCY_WINDOW_MS) {
-        state.store.forget_external_id(owner, first.id, ext).await?;
-        return Ok(None);
-    }
-    if tasks::same_request(&first, new) {
-        Ok(Some(first))
-    } else {
-        Err(Error::from(ApiError::Conflict(format!(
-            "Idempotency-Key: already used within 24 h for a different request (task {})",
-            first.id
-        ))))
-    }
-}
-
 /// Create a task. With `Idempotency-Key`, the same key and request within
 /// 24 h answer the first task (200, `Idempotent-Replayed: true`); the same
 /// key with a different request is a 409.
 #[utoipa::path(post, path = "/v1/tasks", tag = "tasks",
     request_body = tasks::CreateTask,
-    params(("Idempotency-Key" = Option<String>, Header, nullable = false, max_length = 255,
-            pattern = "^[\\t -~]*[!-~][\\t -~]*$",
-            description = "Visible ASCII, at most 255 characters, not blank; remembered 24 h")),
+    params(crate::openapi::IdempotencyKey),
     responses(Errors<ErrorBody, KeyCreate>,
               (status = 201, body = GengateTask, description = "Created"),
               (status = 200, body = GengateTask, description = "The task this Idempotency-Key made"),
@@ -139,52 +96,30 @@ pub async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    let idem = match headers.get("idempotency-key") {
-        None => None,
-        Some(v) => {
-            let v = v.to_str().map_err(|_| {
-                ApiError::validation("Idempotency-Key", "must be visible ASCII characters")
-            })?;
-            Some(tasks::idempotency_key(v)?.to_string())
-        }
-    };
+    let idem = crate::extract::idempotency_key(&headers)?;
     let body = read_json(&headers, body).await?;
     let channels = state.engine.channels();
     let parsed = tasks::parse_create(&body, |m| crate::models_api::kind_of_model(channels, m))?;
-    let (mut new, mut uploads) = (parsed.task, parsed.uploads);
+    let mut new = parsed.task;
     if let Some(parent) = new.request.extend_from {
         state
             .tasks
             .continue_from(key.id, &mut new, parent, "input.extend_from")
             .await?;
     }
-    new.external_id = idem.as_deref().map(idempotency_external_id);
-    // A concurrent first use of the key wins the unique index; the loser
-    // then finds its task. Bounded: each round either answers or frees
-    // an expired key. Inline images are stored by the first round.
-    for _ in 0..3 {
-        if let Some(first) = replay(&state, key.id, &new).await? {
-            let mut resp = json_response(StatusCode::OK, &first, &state);
-            resp.headers_mut()
-                .insert("idempotent-replayed", HeaderValue::from_static("true"));
-            return Ok(resp);
-        }
-        match state
-            .tasks
-            .create(&key, new.clone(), std::mem::take(&mut uploads), |i, _| {
-                format!("input.images[{i}].url")
-            })
-            .await
-        {
-            Ok(task) => return Ok(json_response(StatusCode::CREATED, &task, &state)),
-            Err(ApiError::Conflict(_)) if new.external_id.is_some() => continue,
-            Err(e) => return Err(e.into()),
-        }
+    let (task, replayed) = state
+        .tasks
+        .create_once(&key, new, parsed.uploads, idem.as_deref(), |i, _| {
+            format!("input.images[{i}].url")
+        })
+        .await?;
+    if replayed {
+        let mut resp = json_response(StatusCode::OK, &task, &state);
+        resp.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+        return Ok(resp);
     }
-    Err(
-        ApiError::Conflict("Idempotency-Key: a request with this key is in progress; retry".into())
-            .into(),
-    )
+    Ok(json_response(StatusCode::CREATED, &task, &state))
 }
 
 /// One task, whichever API made it.
@@ -294,7 +229,8 @@ async fn page(
         search: p.search,
         created_after: p.created_after,
         created_before: p.created_before,
-        before: p.before,
+        past: p.before,
+        oldest_first: false,
     };
     let mut page = state.store.page_tasks(owner, &filter, p.limit + 1).await?;
     let has_more = page.len() > p.limit as usize;

@@ -81,9 +81,12 @@ pub struct TaskFilter {
     pub created_after: Option<Millis>,
     /// Created strictly before this.
     pub created_before: Option<Millis>,
-    /// Strictly after this position in the newest-first order: older than
-    /// `created_at`, or as old with a smaller id (a page's last task).
-    pub before: Option<(Millis, Uuid)>,
+    /// Strictly past this position in the listing's order (a page's last
+    /// task): newest first, older than `created_at` or as old with a
+    /// smaller id; with `oldest_first`, the other way.
+    pub past: Option<(Millis, Uuid)>,
+    /// Oldest first instead of newest first.
+    pub oldest_first: bool,
 }
 
 /// Which tasks [`TaskStore::usage`] counts: created in `[from, to)`, of

@@ -562,11 +562,13 @@ impl Sql {
         if let Some(at) = filter.created_before {
             bind("created_at < ?", vec![Param::from(at)]);
         }
-        if let Some((at, id)) = filter.before {
-            bind(
-                "(created_at, id) < (?, ?)",
-                vec![Param::from(at), Param::Id(id)],
-            );
+        if let Some((at, id)) = filter.past {
+            let past = if filter.oldest_first {
+                "(created_at, id) > (?, ?)"
+            } else {
+                "(created_at, id) < (?, ?)"
+            };
+            bind(past, vec![Param::from(at), Param::Id(id)]);
         }
         values.push(Param::from(i64::from(limit)));
         let limit = format!("${}", values.len());
@@ -576,7 +578,11 @@ impl Sql {
             conds.join(" AND ")
         };
         let cols = &self.task_columns;
-        let order = "ORDER BY created_at DESC, id DESC";
+        let order = if filter.oldest_first {
+            "ORDER BY created_at ASC, id ASC"
+        } else {
+            "ORDER BY created_at DESC, id DESC"
+        };
         let dialects: Vec<Dialect> = match filter.dialect {
             Some(d) => vec![d],
             None if owner.is_some() => Dialect::ALL.to_vec(),

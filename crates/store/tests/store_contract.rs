@@ -942,10 +942,29 @@ async fn pages_cover_every_dialect_by_position_with_filters(s: Arc<dyn TaskStore
             .await
             .unwrap();
         let Some(last) = page.last() else { break };
-        filter.before = Some((last.created_at, last.id));
+        filter.past = Some((last.created_at, last.id));
         seen.extend(page.iter().map(|t| t.id));
     }
     assert_eq!(seen, expected.iter().map(|t| t.id).collect::<Vec<_>>());
+    // Oldest first, page by page: the same tasks the other way round.
+    let (mut seen, mut filter) = (
+        Vec::new(),
+        TaskFilter {
+            oldest_first: true,
+            created_before: Some(5000),
+            ..TaskFilter::default()
+        },
+    );
+    loop {
+        let page = s.page_tasks(Some(owner), &filter, 7).await.unwrap();
+        let Some(last) = page.last() else { break };
+        filter.past = Some((last.created_at, last.id));
+        seen.extend(page.iter().map(|t| t.id));
+    }
+    assert_eq!(
+        seen,
+        expected.iter().rev().map(|t| t.id).collect::<Vec<_>>()
+    );
 
     let luma = TaskFilter {
         model: Some("ray-2".into()),

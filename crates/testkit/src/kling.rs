@@ -63,6 +63,8 @@ struct EmuTask {
     aspect: (u32, u32),
     created: Instant,
     created_ms: i64,
+    /// The create request as sent.
+    body: Value,
 }
 
 struct Shared {
@@ -231,6 +233,15 @@ impl KlingEmu {
             .values()
             .find(|t| t.external.as_deref() == Some(external_task_id))?;
         Some(view(&self.shared, t))
+    }
+
+    /// The create request of the task with `external_task_id`, as sent.
+    pub fn request(&self, external_task_id: &str) -> Option<Value> {
+        let tasks = self.shared.tasks.lock().ok()?;
+        tasks
+            .values()
+            .find(|t| t.external.as_deref() == Some(external_task_id))
+            .map(|t| t.body.clone())
     }
 
     /// Task queries answered.
@@ -430,6 +441,37 @@ fn make(s: &Arc<Shared>, headers: &HeaderMap, body: &Bytes, endpoint: &'static s
     if endpoint == "videos/image2video" && b["image"].as_str().is_none_or(str::is_empty) {
         return invalid("image is required");
     }
+    if endpoint.starts_with("videos/") {
+        // Kling's video fields, as its API documents them.
+        if !matches!(b["duration"].as_str(), None | Some("5" | "10")) {
+            return invalid("duration must be \"5\" or \"10\"");
+        }
+        if !matches!(b["mode"].as_str(), None | Some("std" | "pro")) {
+            return invalid("mode must be std or pro");
+        }
+        if !b["cfg_scale"].is_null()
+            && !b["cfg_scale"]
+                .as_f64()
+                .is_some_and(|c| (0.0..=1.0).contains(&c))
+        {
+            return invalid("cfg_scale must be 0 to 1");
+        }
+        let camera = &b["camera_control"];
+        if !camera.is_null()
+            && !matches!(
+                camera["type"].as_str(),
+                Some(
+                    "simple"
+                        | "down_back"
+                        | "forward_up"
+                        | "right_turn_forward"
+                        | "left_turn_forward"
+                )
+            )
+        {
+            return invalid("camera_control.type is not supported");
+        }
+    }
     let external = b["external_task_id"]
         .as_str()
         .filter(|e| !e.is_empty())
@@ -455,6 +497,7 @@ fn make(s: &Arc<Shared>, headers: &HeaderMap, body: &Bytes, endpoint: &'static s
         aspect,
         created: Instant::now(),
         created_ms: unix_now() * 1000,
+        body: b.clone(),
     });
     tasks.insert(task.id.clone(), task.clone());
     let running = tasks
@@ -568,7 +611,9 @@ async fn get_task(
 }
 
 /// A result: a real PNG at the task's aspect ratio (256 px on the long
-/// side), its colour drawn from the prompt so tests can tell tasks apart.
+/// side), its colour drawn from the prompt so tests can tell tasks apart;
+/// for a video task, a real H.264 MP4 (160 px on the long side) as long as
+/// the request's `duration`.
 async fn file(State(s): State<Arc<Shared>>, Path((id, index)): Path<(String, u32)>) -> Response {
     let Some(task) = s.tasks.lock().ok().and_then(|t| t.get(&id).cloned()) else {
         return StatusCode::NOT_FOUND.into_response();
@@ -577,6 +622,25 @@ async fn file(State(s): State<Arc<Shared>>, Path((id, index)): Path<(String, u32
         return StatusCode::NOT_FOUND.into_response();
     }
     let (w, h) = task.aspect;
+    if task.endpoint.starts_with("videos/") {
+        // H.264 wants sides in multiples of 16.
+        let side = |n: u32, d: u32| ((160 * n / d + 8) / 16 * 16).max(16);
+        let (width, height) = if w >= h { (160, side(h, w)) } else { (side(w, h), 160) };
+        let seconds: u32 = task.body["duration"].as_str().and_then(|d| d.parse().ok()).unwrap_or(5);
+        let color = color_for(&task.prompt, index);
+        let video = gengate_media::render_video(&gengate_media::VideoSpec {
+            width,
+            height,
+            seed: u64::from(u32::from_le_bytes([color[0], color[1], color[2], 0])),
+            frames: seconds * 24,
+            fps: 24,
+            base_color: Some(color),
+        });
+        return match video {
+            Ok(v) => ([(header::CONTENT_TYPE, "video/mp4")], v.mp4).into_response(),
+            Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        };
+    }
     let (width, height) = if w >= h {
         (256, 256 * h / w)
     } else {

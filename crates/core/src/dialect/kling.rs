@@ -66,7 +66,7 @@ fn aspect_ratio() -> utoipa::openapi::Object {
 }
 
 /// Empty, an http(s) URL, or base64 (raw or a data URI) of a png or jpeg.
-fn image_schema() -> utoipa::openapi::Object {
+pub(crate) fn image_schema() -> utoipa::openapi::Object {
     utoipa::openapi::ObjectBuilder::new()
         .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
             utoipa::openapi::Type::String,
@@ -255,9 +255,21 @@ pub struct TaskInfo {
     pub external_task_id: Option<String>,
 }
 
+/// `images` for an image task, `videos` for a video task.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TaskResult {
-    pub images: Vec<KlingImage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub images: Option<Vec<KlingImage>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub videos: Option<Vec<KlingVideo>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KlingVideo {
+    pub id: String,
+    pub url: String,
+    /// Seconds, as Kling writes it: a decimal string.
+    pub duration: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -298,7 +310,10 @@ pub fn render(task: &Task, links: &Links<'_>) -> KlingTask {
         },
         created_at: task.created_at,
         updated_at: task.updated_at,
-        task_result: TaskResult { images },
+        task_result: TaskResult {
+            images: Some(images),
+            videos: None,
+        },
         final_unit_deduction: task.net_charge().to_string(),
     }
 }

@@ -12,8 +12,10 @@ use crate::validate::parse_json;
 
 pub mod dream_machine;
 pub mod kling;
+pub mod kling_video;
 pub mod luma;
 pub mod openai_images;
+pub mod openai_videos;
 pub mod schema;
 pub mod tasks;
 

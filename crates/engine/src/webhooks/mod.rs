@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use gengate_core::dialect::{dream_machine, kling, luma, tasks};
+use gengate_core::dialect::{dream_machine, kling, kling_video, luma, openai_videos, tasks};
 use gengate_core::{
     Delivery, DeliveryAttempt, DeliveryOutcome, Dialect, FileLinks, Millis, RetrySchedule, Task,
 };
@@ -139,6 +139,8 @@ impl Deliverer {
                 serde_json::to_vec(&tasks::render(&t, &links))
             }
             Dialect::DreamMachine => serde_json::to_vec(&dream_machine::render(&t, &links)),
+            Dialect::OpenaiVideos => serde_json::to_vec(&openai_videos::render(&t, &links)),
+            Dialect::KlingVideo => serde_json::to_vec(&kling_video::render(&t, &links)),
         }
     }
 

@@ -1,5 +1,5 @@
 //! The official Python SDKs, unchanged, pointed at gengate: `lumaai`
-//! (Luma's official API) and `openai` (`images.generate`). They run from a
+//! (Luma's official API) and `openai` (`images.generate`, `videos.*`). They run from a
 //! virtual environment made by `crates/testkit/python/venv.sh` with the pinned
 //! `tests/sdk/requirements.txt`, from the registry: `.ci/run` makes it,
 //! and a test makes it if it is missing. Without Python or the registry,
@@ -14,7 +14,8 @@ use serde_json::Value;
 
 on_both_backends!(
     the_lumaai_sdk_works_unchanged,
-    the_openai_sdk_works_unchanged
+    the_openai_sdk_works_unchanged,
+    the_openai_sdk_makes_videos_unchanged
 );
 
 fn sdk_dir() -> PathBuf {
@@ -107,5 +108,33 @@ async fn the_openai_sdk_works_unchanged(backend: Backend) {
     assert_eq!(listed["data"].as_array().unwrap().len(), 2, "{listed}");
     // models.list read the catalogue: the channels' models.
     assert_eq!(out["models"], serde_json::json!(["dall-e-3"]), "{out}");
+    gw.stop().await;
+}
+
+async fn the_openai_sdk_makes_videos_unchanged(backend: Backend) {
+    let Some(python) = python() else { return };
+    let gw = TestApp::on(backend)
+        .channel(sandbox_channel("sandbox", &["sora-2"], 200))
+        .start()
+        .await;
+    let key = gw.new_key("openai").await;
+    let out = tokio::task::block_in_place(|| run(&python, "openai_videos_client.py", &gw, &key));
+    // What the SDK saw is what gengate holds: two videos (one deleted), the
+    // remix made from the first.
+    let (_, listed) = gw.get("/v1/videos", &key).await;
+    let ids: Vec<&str> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            out["remix"].as_str().unwrap(),
+            out["made"].as_str().unwrap()
+        ]
+    );
+    assert!(out["video_bytes"].as_u64().unwrap() > 1000, "{out}");
     gw.stop().await;
 }
