@@ -68,6 +68,7 @@ fn unfinished(
     request_body = openai_images::CreateImage,
     params(crate::openapi::IdempotencyKey),
     responses(Errors<ErrorEnvelope, KeyBody>, (status = 200, body = ImagesResponse),
+              (status = 409, body = ErrorEnvelope, description = "Idempotency-Key used for another request"),
               (status = 502, body = ErrorEnvelope, description = "The generation failed (code generation_failed); the header Gengate-Task-Id names the task"),
               (status = 504, body = ErrorEnvelope, description = "Still running after the server's sync wait (code task_pending): follow it at /v1/tasks/{Gengate-Task-Id}")),
     security(("bearer" = [])))]

@@ -118,7 +118,8 @@ fn form_of(parts: Vec<Part>) -> std::result::Result<CreateForm, ApiError> {
         (openai_videos::CreateVideo = "application/json"),
         (openai_videos::CreateVideo = "multipart/form-data"))),
     params(crate::openapi::IdempotencyKey),
-    responses(Errors<ErrorEnvelope, KeyBody>, (status = 200, body = Video)),
+    responses(Errors<ErrorEnvelope, KeyBody>, (status = 200, body = Video),
+              (status = 409, body = ErrorEnvelope, description = "Idempotency-Key used for another request")),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,

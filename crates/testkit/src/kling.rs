@@ -625,8 +625,15 @@ async fn file(State(s): State<Arc<Shared>>, Path((id, index)): Path<(String, u32
     if task.endpoint.starts_with("videos/") {
         // H.264 wants sides in multiples of 16.
         let side = |n: u32, d: u32| ((160 * n / d + 8) / 16 * 16).max(16);
-        let (width, height) = if w >= h { (160, side(h, w)) } else { (side(w, h), 160) };
-        let seconds: u32 = task.body["duration"].as_str().and_then(|d| d.parse().ok()).unwrap_or(5);
+        let (width, height) = if w >= h {
+            (160, side(h, w))
+        } else {
+            (side(w, h), 160)
+        };
+        let seconds: u32 = task.body["duration"]
+            .as_str()
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(5);
         let color = color_for(&task.prompt, index);
         let video = gengate_media::render_video(&gengate_media::VideoSpec {
             width,

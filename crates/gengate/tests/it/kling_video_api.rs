@@ -129,7 +129,10 @@ async fn kling_channels_get_klings_own_controls(backend: Backend) {
     let id = t["task_id"].as_str().unwrap();
     let done = finished(&gw, &key, id, id).await;
     assert_eq!(done["task_status"], "succeed", "{done}");
-    assert_eq!(done["task_result"]["videos"][0]["duration"], "10.0", "{done}");
+    assert_eq!(
+        done["task_result"]["videos"][0]["duration"], "10.0",
+        "{done}"
+    );
     // What Kling was sent (its external id is the task's id).
     let sent = emu.request(id).expect("the emulator saw the task");
     assert_eq!(

@@ -102,6 +102,26 @@ async fn images_come_back_in_the_answer_as_base64_or_urls(backend: Backend) {
     let other = gw.new_key("other").await;
     let (_, theirs) = gw.get("/v1/tasks", &other).await;
     assert!(theirs["data"].as_array().unwrap().is_empty());
+
+    // With Idempotency-Key a retry answers the first task's images; the
+    // key reused for another request is a 409 in OpenAI's envelope.
+    let once = |prompt: &str| {
+        gw.http
+            .post(format!("{}{PATH}", gw.base))
+            .bearer_auth(&other)
+            .header("idempotency-key", "img-1")
+            .json(&json!({"model": "dall-e-3", "prompt": prompt}))
+            .send()
+    };
+    let first: Value = once("a green fox").await.unwrap().json().await.unwrap();
+    let again: Value = once("a green fox").await.unwrap().json().await.unwrap();
+    assert_eq!(first["data"], again["data"], "{first} {again}");
+    let refused = once("a grey fox").await.unwrap();
+    assert_eq!(refused.status().as_u16(), 409);
+    let v: Value = refused.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "conflict", "{v}");
+    let (_, theirs) = gw.get("/v1/tasks", &other).await;
+    assert_eq!(theirs["data"].as_array().unwrap().len(), 1, "{theirs}");
     gw.stop().await;
 }
 

@@ -127,6 +127,44 @@ async fn videos_are_made_listed_fetched_remixed_and_deleted(backend: Backend) {
     );
     let wide_id = wide["id"].as_str().unwrap().to_string();
     assert!(wide_id.starts_with("video_"), "{wide_id}");
+    // Idempotency-Key: a retry is the first video; another body a 409.
+    let keyed = |prompt: &str| {
+        gw.http
+            .post(format!("{}/v1/videos", gw.base))
+            .bearer_auth(&key)
+            .header("idempotency-key", "v-1")
+            .json(&json!({"prompt": prompt, "seconds": "4", "size": "1280x720"}))
+            .send()
+    };
+    let first: Value = keyed("a harbour again")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let again: Value = keyed("a harbour again")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(first["id"], again["id"], "{first} {again}");
+    assert_eq!(
+        keyed("another harbour").await.unwrap().status().as_u16(),
+        409
+    );
+    let resp = gw
+        .http
+        .delete(format!(
+            "{}/v1/videos/{}",
+            gw.base,
+            first["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
     let (s, tall) = post_form(
         &gw,
         &key,
