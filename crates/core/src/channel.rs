@@ -39,6 +39,8 @@ pub enum ProviderKind {
     OpenaiImages,
     Comfyui,
     Gengate,
+    GeminiVeo,
+    OpenaiVideos,
 }
 
 impl ProviderKind {
@@ -51,6 +53,8 @@ impl ProviderKind {
             ProviderKind::OpenaiImages => "openai-images",
             ProviderKind::Comfyui => "comfyui",
             ProviderKind::Gengate => "gengate",
+            ProviderKind::GeminiVeo => "gemini-veo",
+            ProviderKind::OpenaiVideos => "openai-videos",
         }
     }
 }

@@ -142,6 +142,23 @@ impl GenerationRequest {
     pub fn image(&self, role: ImageRole) -> Option<&InputImage> {
         self.images.iter().find(|i| i.role == role)
     }
+
+    /// The video length to ask of an upstream that takes only `choices`
+    /// (seconds): the one nearest what was asked (`default` when nothing
+    /// was), the longer on a tie.
+    pub fn seconds_among(&self, default: u32, choices: &[u32]) -> u32 {
+        let asked = self.duration_secs.unwrap_or(default);
+        choices
+            .iter()
+            .copied()
+            .min_by_key(|c| (c.abs_diff(asked), std::cmp::Reverse(*c)))
+            .unwrap_or(asked)
+    }
+
+    /// Whether the frame is taller than wide.
+    pub fn portrait(&self) -> bool {
+        aspect_parts(&self.aspect_ratio).is_some_and(|(w, h)| h > w)
+    }
 }
 
 /// `w:h` of an aspect ratio string such as `16:9`.

@@ -68,6 +68,9 @@ pub struct Mirror {
     spool: PathBuf,
     max_bytes: u64,
     http: reqwest::Client,
+    /// For downloads that carry an upstream's key: redirects followed by
+    /// hand, the key kept to the upstream's own origin.
+    keyed: reqwest::Client,
     known: Known,
 }
 
@@ -89,18 +92,24 @@ impl Mirror {
         max_bytes: u64,
     ) -> Mirror {
         clear_spool(&spool);
-        let http = reqwest::Client::builder()
-            .timeout(DOWNLOAD_TIMEOUT)
-            .read_timeout(STALL_TIMEOUT)
-            .user_agent(concat!("gengate/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_default();
+        let client = |redirects| {
+            reqwest::Client::builder()
+                .timeout(DOWNLOAD_TIMEOUT)
+                .read_timeout(STALL_TIMEOUT)
+                .redirect(redirects)
+                .user_agent(concat!("gengate/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .unwrap_or_default()
+        };
+        let http = client(reqwest::redirect::Policy::default());
+        let keyed = client(reqwest::redirect::Policy::none());
         Mirror {
             store,
             media,
             spool,
             max_bytes,
             http,
+            keyed,
             known: Arc::default(),
         }
     }
@@ -125,8 +134,8 @@ impl Mirror {
                         .map_err(|e| storing(&key, e))?;
                     (key, facts)
                 }
-                OutputData::Url(url) => {
-                    let spooled = self.download(&url).await?;
+                OutputData::Url(_) | OutputData::Keyed { .. } => {
+                    let spooled = self.download(&out.data).await?;
                     let key = format!("{RESULTS_PREFIX}/{}.{}", spooled.sha256, spooled.ext);
                     let (path, sha256, size) = (
                         spooled.file.to_path_buf(),
@@ -177,17 +186,29 @@ impl Mirror {
         ))
     }
 
-    /// Stream `url` into a spool file, hashing it on the way.
-    async fn download(&self, url: &str) -> Result<Spooled, MirrorError> {
+    /// Stream a result given by URL into a spool file, hashing it on the way.
+    async fn download(&self, data: &OutputData) -> Result<Spooled, MirrorError> {
         let failed = |e: FetchError| match e {
             FetchError::TooLarge(_) => self.too_large(),
             e if e.is_transient() => MirrorError::Transient(format!("downloading the result: {e}")),
             e => MirrorError::BadResult(format!("downloading the result: {e}")),
         };
         let spool = |e: std::io::Error| MirrorError::Transient(format!("spooling the result: {e}"));
-        let mut body = Capped::open(&self.http, url, self.max_bytes, DOWNLOAD_TIMEOUT)
-            .await
-            .map_err(failed)?;
+        let mut body = match data {
+            OutputData::Keyed { url, header, value } => {
+                let header = (*header, value.as_str());
+                Capped::open_keyed(&self.keyed, url, header, self.max_bytes, DOWNLOAD_TIMEOUT).await
+            }
+            OutputData::Url(url) => {
+                Capped::open(&self.http, url, self.max_bytes, DOWNLOAD_TIMEOUT).await
+            }
+            OutputData::Inline { .. } => {
+                return Err(MirrorError::BadResult(
+                    "an inline result has nothing to download".into(),
+                ));
+            }
+        }
+        .map_err(failed)?;
         tokio::fs::create_dir_all(&self.spool)
             .await
             .map_err(spool)?;

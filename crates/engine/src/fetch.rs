@@ -56,6 +56,46 @@ impl Capped {
             .send()
             .await
             .map_err(|e| classify(e, timeout))?;
+        Capped::answer(resp, max_bytes, timeout)
+    }
+
+    /// GET `url` with `header` (an upstream's key) on a client that follows
+    /// no redirects: they are followed here, at most 3, and the header goes
+    /// only to `url`'s own origin, never to storage it redirects to.
+    pub async fn open_keyed(
+        http: &reqwest::Client,
+        url: &str,
+        header: (&str, &str),
+        max_bytes: u64,
+        timeout: Duration,
+    ) -> Result<Capped, FetchError> {
+        let bad = |e: url::ParseError| FetchError::Refused(format!("bad URL: {e}"));
+        let mut at = url::Url::parse(url).map_err(bad)?;
+        let origin = at.origin();
+        for _ in 0..=3 {
+            let mut req = http.get(at.clone()).timeout(timeout);
+            if at.origin() == origin {
+                req = req.header(header.0, header.1);
+            }
+            let resp = req.send().await.map_err(|e| classify(e, timeout))?;
+            if !resp.status().is_redirection() {
+                return Capped::answer(resp, max_bytes, timeout);
+            }
+            let to = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .ok_or(FetchError::Status(resp.status().as_u16()))?;
+            at = at.join(to).map_err(bad)?;
+        }
+        Err(FetchError::Refused("more than 3 redirects".into()))
+    }
+
+    fn answer(
+        resp: reqwest::Response,
+        max_bytes: u64,
+        timeout: Duration,
+    ) -> Result<Capped, FetchError> {
         if !resp.status().is_success() {
             return Err(FetchError::Status(resp.status().as_u16()));
         }

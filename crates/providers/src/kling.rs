@@ -250,7 +250,7 @@ impl Provider for Kling {
                     "model_name": job.model,
                     "prompt": r.prompt,
                     "aspect_ratio": r.aspect_ratio,
-                    "duration": r.duration_secs.unwrap_or(5).to_string(),
+                    "duration": r.seconds_among(5, &[5, 10]).to_string(),
                     "mode": mode,
                 });
                 if let Some(c) = r.cfg_scale {

@@ -13,12 +13,14 @@ use gengate_core::{
 };
 
 pub mod comfyui;
+pub mod gemini_veo;
 pub mod gengate;
 pub mod http;
 pub mod kling;
 pub mod luma;
 pub use gengate_media as media;
 pub mod openai_images;
+pub mod openai_videos;
 pub mod replicate;
 pub mod sandbox;
 pub mod signing;
@@ -95,6 +97,13 @@ pub enum OutputData {
     },
     /// The upstream gave a (usually short-lived) URL; the engine copies it.
     Url(String),
+    /// A URL the upstream serves only with its key in `header`: the engine
+    /// sends it to that URL's origin alone (not to a redirect elsewhere).
+    Keyed {
+        url: String,
+        header: &'static str,
+        value: String,
+    },
 }
 
 /// What an upstream's callback says about one of its tasks.
@@ -247,6 +256,8 @@ pub fn for_channel(
         ProviderKind::OpenaiImages => openai_images::from_spec(spec),
         ProviderKind::Comfyui => comfyui::from_spec(spec),
         ProviderKind::Gengate => gengate::from_spec(spec),
+        ProviderKind::GeminiVeo => gemini_veo::from_spec(spec),
+        ProviderKind::OpenaiVideos => openai_videos::from_spec(spec),
     }
 }
 

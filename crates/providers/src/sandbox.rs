@@ -103,7 +103,7 @@ impl RenderCache {
             .iter()
             .map(|o| match &o.data {
                 OutputData::Inline { bytes, .. } => bytes.len(),
-                OutputData::Url(u) => u.len(),
+                OutputData::Url(url) | OutputData::Keyed { url, .. } => url.len(),
             })
             .sum();
         self.order.push_back((key, size));

@@ -25,6 +25,7 @@ pub fn router() -> Router<AppState> {
 pub fn provider_kinds(p: ProviderKind) -> &'static [TaskKind] {
     match p {
         ProviderKind::OpenaiImages | ProviderKind::Comfyui => &[TaskKind::Image],
+        ProviderKind::GeminiVeo | ProviderKind::OpenaiVideos => &[TaskKind::Video],
         ProviderKind::Sandbox
         | ProviderKind::Luma
         | ProviderKind::Kling

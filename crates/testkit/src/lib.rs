@@ -10,12 +10,14 @@ pub mod image_host;
 pub mod kling;
 pub mod luma;
 pub mod openai_images;
+pub mod openai_videos;
 pub mod openapi;
 pub mod postgres;
 pub mod python;
 pub mod receiver;
 pub mod replicate;
 pub mod s3;
+pub mod veo;
 
 pub use gate::TcpGate;
 pub use image_host::{ImageHost, RED_PNG};

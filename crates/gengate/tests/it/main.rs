@@ -29,3 +29,4 @@ mod storage;
 mod tasks_api;
 mod tasks_cli;
 mod upstream_gengate;
+mod video_upstreams;

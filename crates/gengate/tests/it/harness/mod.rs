@@ -95,6 +95,8 @@ upstreams!(
     gengate_testkit::luma::LumaEmu,
     gengate_testkit::replicate::ReplicateEmu,
     gengate_testkit::openai_images::OpenAiImagesEmu,
+    gengate_testkit::openai_videos::OpenAiVideosEmu,
+    gengate_testkit::veo::VeoEmu,
     gengate_testkit::comfyui::ComfyEmu
 );
 
