@@ -47,6 +47,7 @@ pub async fn mirroring(quick: bool) -> anyhow::Result<Vec<Row>> {
         frames: 24,
         fps: 24,
         base_color: None,
+        looped: false,
     })?
     .mp4;
     let host = serve(Bytes::from(clip)).await?;

@@ -189,6 +189,7 @@ mod tests {
             frames,
             fps: 24,
             base_color: None,
+            looped: false,
         })
         .unwrap()
         .mp4

@@ -63,6 +63,9 @@ pub struct VideoSpec {
     /// When set, the first frame is mostly this colour and fades into the
     /// animation, so an extension can continue from a previous last frame.
     pub base_color: Option<[u8; 3]>,
+    /// Ends where it began: the motion runs to the middle and back, so the
+    /// last frame is the first and the clip plays as a seamless loop.
+    pub looped: bool,
 }
 
 /// A rendered video and two stills taken from it.

@@ -69,7 +69,12 @@ pub fn render_video(spec: &VideoSpec) -> Result<RenderedVideo, MediaError> {
     let mut last_frame_jpeg = Vec::new();
 
     for frame in 0..spec.frames {
-        scene.render(frame, &mut rgb);
+        let at = if spec.looped && 2 * frame >= spec.frames {
+            spec.frames - 1 - frame
+        } else {
+            frame
+        };
+        scene.render(at, &mut rgb);
         draw_label(&mut rgb, w, h);
         if frame == 0 {
             thumbnail_jpeg = encode_jpeg(&rgb, spec.width, spec.height)?;
@@ -270,6 +275,7 @@ mod tests {
             frames: 120,
             fps: 24,
             base_color: None,
+            looped: false,
         }
     }
 
@@ -420,11 +426,41 @@ mod tests {
     }
 
     #[test]
+    fn looped_videos_end_where_they_begin() {
+        let looped = render_video(&VideoSpec {
+            looped: true,
+            ..spec(256, 144)
+        })
+        .unwrap();
+        let frames = decode_all(&looped.mp4);
+        let (first, middle, last) = (&frames[0].2, &frames[60].2, &frames[119].2);
+        // Mean absolute difference per channel value.
+        let diff = |a: &[u8], b: &[u8]| {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| u64::from(x.abs_diff(*y)))
+                .sum::<u64>() as f64
+                / a.len() as f64
+        };
+        let plain = decode_all(&render_video(&spec(256, 144)).unwrap().mp4);
+        assert!(diff(first, last) < 3.0, "the last frame is the first");
+        assert!(
+            diff(first, middle) > 3.0 * diff(first, last).max(1.0),
+            "it moves between"
+        );
+        assert!(
+            diff(&plain[0].2, &plain[119].2) > 3.0 * diff(first, last).max(1.0),
+            "an unlooped clip does not come back"
+        );
+    }
+
+    #[test]
     fn base_color_dominates_the_first_frame() {
         let base = [200, 40, 60];
         let s = VideoSpec {
             frames: 24,
             base_color: Some(base),
+            looped: false,
             ..spec(256, 144)
         };
         let video = render_video(&s).unwrap();

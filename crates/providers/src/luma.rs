@@ -186,8 +186,9 @@ fn video_body(job: &Submission<'_>) -> Result<Value, ProviderError> {
     if let Some(res) = &r.resolution {
         body["resolution"] = res.as_str().into();
     }
-    if let Some(secs) = r.duration_secs {
-        body["duration"] = format!("{secs}s").into();
+    // Luma makes 5 s and 9 s clips: the nearest to what was asked.
+    if r.duration_secs.is_some() {
+        body["duration"] = format!("{}s", r.seconds_among(5, &[5, 9])).into();
     }
     let mut keyframes = serde_json::Map::new();
     for input in &job.inputs {

@@ -131,6 +131,9 @@ struct Job {
     base_color: Option<[u8; 3]>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     tint: Option<([u8; 3], f32)>,
+    /// A video that ends where it began (`loop`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    looped: bool,
     submitted_at: i64,
     ready_at: i64,
     fail: bool,
@@ -147,6 +150,21 @@ fn video_size(ratio: &str) -> (u32, u32) {
         "9:21" => (288, 672),
         _ => (512, 288),
     }
+}
+
+/// A video's size at a resolution step: the sandbox draws on the CPU, so
+/// its steps are small (540p and unasked: the base size, 288 on the short
+/// side of 16:9; 720p: ×352/288; 1080p: ×432/288; 4k: ×2), but larger for
+/// each step asked, in multiples of 16.
+fn scaled((w, h): (u32, u32), resolution: Option<&str>) -> (u32, u32) {
+    let short = match resolution {
+        Some("720p") => 352,
+        Some("1080p") => 432,
+        Some("4k") => 576,
+        _ => return (w, h),
+    };
+    let side = |n: u32| (n * short / 288 + 8) / 16 * 16;
+    (side(w), side(h))
 }
 
 fn image_size(ratio: &str) -> (u32, u32) {
@@ -209,7 +227,7 @@ impl Provider for Sandbox {
         };
         let (width, height, frames) = match task.kind {
             TaskKind::Video => {
-                let (w, h) = video_size(&req.aspect_ratio);
+                let (w, h) = scaled(video_size(&req.aspect_ratio), req.resolution.as_deref());
                 (w, h, req.duration_secs.unwrap_or(DEFAULT_VIDEO_SECS) * FPS)
             }
             TaskKind::Image => {
@@ -234,6 +252,7 @@ impl Provider for Sandbox {
             frames,
             base_color: color_of(ImageRole::Start)?,
             tint: color_of(ImageRole::Reference)?.map(|c| (c, strength)),
+            looped: task.kind == TaskKind::Video && req.loop_video == Some(true),
             submitted_at: job.now,
             ready_at: job.now.saturating_add(latency_ms),
             fail: fail_draw < self.cfg.failure_rate,
@@ -299,7 +318,7 @@ impl Job {
     /// What the picture depends on (not when it was asked for).
     fn render_key(&self) -> String {
         format!(
-            "{:?}/{}/{}x{}/{}/{}/{:?}/{:?}",
+            "{:?}/{}/{}x{}/{}/{}/{:?}/{:?}/{}",
             self.kind,
             self.seed,
             self.width,
@@ -307,7 +326,8 @@ impl Job {
             self.n,
             self.frames,
             self.base_color,
-            self.tint
+            self.tint,
+            self.looped
         )
     }
 }
@@ -323,6 +343,7 @@ fn render(job: &Job) -> Result<Vec<Output>, ProviderError> {
                 frames: job.frames,
                 fps: FPS,
                 base_color: job.base_color,
+                looped: job.looped,
             })
             .map_err(failed)?;
             vec![
@@ -364,6 +385,15 @@ fn inline(role: ArtifactRole, index: u32, bytes: Vec<u8>, extension: &'static st
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn videos_grow_with_the_resolution_asked() {
+        assert_eq!(scaled((512, 288), None), (512, 288));
+        assert_eq!(scaled((512, 288), Some("540p")), (512, 288));
+        assert_eq!(scaled((512, 288), Some("720p")), (624, 352));
+        assert_eq!(scaled((288, 512), Some("1080p")), (432, 768));
+        assert_eq!(scaled((384, 384), Some("4k")), (768, 768));
+    }
     use gengate_core::Task;
 
     fn task(kind: TaskKind, prompt: &str) -> Task {

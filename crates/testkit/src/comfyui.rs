@@ -397,6 +397,7 @@ fn write_outputs(s: &Shared, prompt: &Value) -> Result<Value, String> {
                     frames: 24,
                     fps: 24,
                     base_color: Some(color_for(&text, i)),
+                    looped: false,
                 })
                 .map_err(|e| e.to_string())?;
                 (format!("{stem}_{seq:05}.mp4"), video.mp4)

@@ -642,6 +642,7 @@ async fn file(State(s): State<Arc<Shared>>, Path((id, index)): Path<(String, u32
             frames: seconds * 24,
             fps: 24,
             base_color: Some(color),
+            looped: false,
         });
         return match video {
             Ok(v) => ([(header::CONTENT_TYPE, "video/mp4")], v.mp4).into_response(),

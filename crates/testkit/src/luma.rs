@@ -479,6 +479,7 @@ fn render(g: &Generation) -> Result<Bytes, String> {
             frames: 24,
             fps: 24,
             base_color: Some(color),
+            looped: false,
         })
         .map(|v| v.mp4)
     } else {

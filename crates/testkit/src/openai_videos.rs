@@ -311,6 +311,7 @@ async fn content(
             frames: seconds * 24,
             fps: 24,
             base_color: Some(color),
+            looped: false,
         })
     })
     .await;

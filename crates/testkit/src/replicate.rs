@@ -672,6 +672,7 @@ async fn file(State(s): State<Arc<Shared>>, Path((id, name)): Path<(String, Stri
             frames: 6,
             fps: 6,
             base_color: Some(color),
+            looped: false,
         })
         .map(|v| ("video/mp4", v.mp4))
     } else {

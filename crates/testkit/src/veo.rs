@@ -351,6 +351,7 @@ async fn download(
             frames: seconds * 24,
             fps: 24,
             base_color: Some(color),
+            looped: false,
         })
     })
     .await;

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{Backend, Gateway, TestApp};
+use crate::harness::{Backend, Gateway, TestApp, mean_rgb};
 use gengate_core::Dialect;
 use gengate_testkit::image_host::ImageHost;
 use gengate_testkit::receiver::Receiver;
@@ -106,7 +106,29 @@ async fn videos_and_images_go_queued_to_completed_in_luma_shape(backend: Backend
     let (status, ct, mp4) = gw.bytes(done["assets"]["video"].as_str().unwrap()).await;
     assert_eq!((status, ct.as_str()), (200, "video/mp4"));
     let probe = gengate_media::probe_mp4(&mp4).expect("an MP4");
-    assert_eq!((probe.width, probe.height), (288, 512), "9:16 video");
+    assert_eq!(
+        (probe.width, probe.height),
+        (352, 624),
+        "9:16 at the sandbox's 720p step"
+    );
+    // It loops: the last frame is the first (the red keyframe's).
+    let (_, task) = gw.get(&format!("/v1/tasks/{id}"), &gw.admin).await;
+    let still = |role: &str| {
+        task["outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["role"] == role)
+            .and_then(|o| o["url"].as_str())
+            .unwrap()
+            .to_string()
+    };
+    let first = mean_rgb(&gw.bytes(&still("thumbnail")).await.2);
+    let last = mean_rgb(&gw.bytes(&still("last_frame")).await.2);
+    assert!(
+        first.iter().zip(last).all(|(a, b)| (a - b).abs() < 4.0),
+        "{first:?} {last:?}"
+    );
 
     let img = create(
         &gw,

@@ -197,6 +197,8 @@ async fn videos_are_made_listed_fetched_remixed_and_deleted(backend: Backend) {
     assert_eq!((s, ct.as_str()), (200, "video/mp4"));
     let info = gengate_media::probe_mp4(&mp4).unwrap();
     assert!((info.duration_secs - 4.0).abs() < 0.1, "{info:?}");
+    // The sandbox's 720p step of 16:9.
+    assert_eq!((info.width, info.height), (624, 352));
     let (s, ct, thumb) = content(&gw, &key, &wide_id, "thumbnail").await;
     assert_eq!((s, ct.as_str()), (200, "image/webp"));
     assert_eq!(webp_size(&thumb), (info.width, info.height));
