@@ -98,6 +98,17 @@ pub struct ParsedCreate {
     pub response_format: ResponseFormat,
 }
 
+/// A rule broken under one of OpenAI's models says whose rule it is.
+fn for_model(e: ApiError, model: &str, openai: bool) -> ApiError {
+    match e {
+        ApiError::Validation { field, rule } if openai => ApiError::Validation {
+            field,
+            rule: format!("{rule} for {model}"),
+        },
+        other => other,
+    }
+}
+
 /// `WxH`, each side within bounds.
 fn size(s: &str) -> Result<(u32, u32), ApiError> {
     let bad = || {
@@ -118,21 +129,74 @@ fn gcd(a: u32, b: u32) -> u32 {
     if b == 0 { a } else { gcd(b, a % b) }
 }
 
+/// OpenAI's own rules for one of its models: the longest prompt, the
+/// sizes (`auto` where the model takes it) and the most images.
+pub struct ModelRules {
+    pub max_prompt_chars: usize,
+    pub sizes: &'static [&'static str],
+    pub max_n: u32,
+}
+
+/// The rules of `model` when it is one of OpenAI's (other models, served by
+/// other upstreams, have the general ones).
+pub fn openai_rules(model: &str) -> Option<ModelRules> {
+    match model {
+        "dall-e-2" => Some(ModelRules {
+            max_prompt_chars: 1000,
+            sizes: &["256x256", "512x512", "1024x1024"],
+            max_n: 10,
+        }),
+        "dall-e-3" => Some(ModelRules {
+            max_prompt_chars: 4000,
+            sizes: &["1024x1024", "1792x1024", "1024x1792"],
+            max_n: 1,
+        }),
+        m if m.starts_with("gpt-image-") => Some(ModelRules {
+            max_prompt_chars: 32_000,
+            sizes: &["auto", "1024x1024", "1536x1024", "1024x1536"],
+            max_n: 10,
+        }),
+        _ => None,
+    }
+}
+
 pub fn parse_create(body: &[u8]) -> Result<ParsedCreate, ApiError> {
     let b: CreateImage = parse_json(body)?;
-    let prompt = required_text("prompt", b.prompt, MAX_PROMPT_CHARS)?;
-    let model = match b.model.filter(|m| !m.is_empty()) {
+    let model = match b.model.clone().filter(|m| !m.is_empty()) {
         None => DEFAULT_MODEL.to_string(),
         Some(m) => {
             model_name("model", &m, MAX_MODEL_CHARS)?;
             m
         }
     };
+    let rules = openai_rules(&model);
+    let max_prompt = rules
+        .as_ref()
+        .map_or(MAX_PROMPT_CHARS, |r| r.max_prompt_chars);
+    let prompt = required_text("prompt", b.prompt, max_prompt)
+        .map_err(|e| for_model(e, &model, rules.is_some()))?;
     let n = b.n.unwrap_or(1);
-    if !(1..=MAX_N).contains(&n) {
+    let max_n = rules.as_ref().map_or(MAX_N, |r| r.max_n);
+    if !(1..=max_n).contains(&n) {
+        let whose = if rules.is_some() {
+            format!(" for {model}")
+        } else {
+            String::new()
+        };
         return Err(ApiError::validation(
             "n",
-            format!("must be 1 to {MAX_N} (got {n})"),
+            format!("must be 1 to {max_n}{whose} (got {n})"),
+        ));
+    }
+    if let (Some(r), Some(size)) = (&rules, b.size.as_deref())
+        && !r.sizes.contains(&size)
+    {
+        return Err(ApiError::validation(
+            "size",
+            format!(
+                "must be one of {} for {model} (got {size:?})",
+                r.sizes.join(", ")
+            ),
         ));
     }
     let (aspect_ratio, resolution) = match b.size.as_deref() {
@@ -277,15 +341,15 @@ mod tests {
 
     #[test]
     fn size_becomes_ratio_and_resolution() {
-        let p = parse_create(br#"{"prompt":"fox","size":"1792x1024","n":2,"response_format":"b64_json","quality":"hd"}"#)
+        let p = parse_create(br#"{"prompt":"fox","model":"flux","size":"1792x1024","n":2,"response_format":"b64_json","quality":"hd"}"#)
             .unwrap();
         assert_eq!(p.task.request.aspect_ratio, "7:4");
         assert_eq!(p.task.request.resolution.as_deref(), Some("1792x1024"));
         assert_eq!(p.task.request.n, 2);
         assert_eq!(p.task.request.quality.as_deref(), Some("hd"));
-        assert_eq!(p.task.model, DEFAULT_MODEL);
+        assert_eq!(p.task.model, "flux");
         assert_eq!(p.response_format, ResponseFormat::B64Json);
-        let d = parse_create(br#"{"prompt":"fox","size":"auto"}"#).unwrap();
+        let d = parse_create(br#"{"prompt":"fox","size":"auto","model":"gpt-image-1"}"#).unwrap();
         assert_eq!(d.task.request.aspect_ratio, "1:1");
         assert_eq!(d.response_format, ResponseFormat::Url);
     }
@@ -308,6 +372,55 @@ mod tests {
         assert_eq!(p(r#"{"prompt":"a","style":"odd"}"#), "style");
         assert_eq!(p(r#"{"prompt":"a","model":"has space"}"#), "model");
         assert_eq!(p(r#"{"prompt":"a","stream":true}"#), "stream");
+    }
+
+    #[test]
+    fn openai_models_keep_openai_rules() {
+        let p = |b: &str| parse_create(b.as_bytes());
+        let long = |n: usize| "a".repeat(n);
+        // Prompt lengths: 1000, 4000, 32000.
+        assert!(p(&format!(r#"{{"prompt":"{}"}}"#, long(1000))).is_ok());
+        assert_eq!(
+            field(p(&format!(r#"{{"prompt":"{}"}}"#, long(1001)))),
+            "prompt"
+        );
+        assert!(
+            p(&format!(
+                r#"{{"prompt":"{}","model":"dall-e-3"}}"#,
+                long(4000)
+            ))
+            .is_ok()
+        );
+        assert_eq!(
+            field(p(&format!(
+                r#"{{"prompt":"{}","model":"dall-e-3"}}"#,
+                long(4001)
+            ))),
+            "prompt"
+        );
+        assert!(
+            p(&format!(
+                r#"{{"prompt":"{}","model":"gpt-image-1"}}"#,
+                long(32000)
+            ))
+            .is_ok()
+        );
+        // Sizes and n.
+        assert_eq!(field(p(r#"{"prompt":"a","size":"1792x1024"}"#)), "size");
+        assert!(p(r#"{"prompt":"a","model":"dall-e-3","size":"1792x1024"}"#).is_ok());
+        assert_eq!(field(p(r#"{"prompt":"a","model":"dall-e-3","n":2}"#)), "n");
+        assert_eq!(
+            field(p(r#"{"prompt":"a","model":"dall-e-3","size":"auto"}"#)),
+            "size"
+        );
+        assert!(p(r#"{"prompt":"a","model":"gpt-image-1","size":"1536x1024","n":4}"#).is_ok());
+        // The message says whose rule.
+        let Err(e) = p(r#"{"prompt":"a","model":"dall-e-3","n":2}"#) else {
+            panic!()
+        };
+        assert!(e.to_string().contains("for dall-e-3"), "{e}");
+        // Other models keep the general rules.
+        assert!(p(r#"{"prompt":"a","model":"flux","size":"640x960","n":9}"#).is_ok());
     }
 
     #[test]

@@ -54,7 +54,7 @@ async fn images_come_back_in_the_answer_as_base64_or_urls(backend: Backend) {
     let (status, v, _, _) = generate(
         &gw,
         &gw.admin,
-        json!({"model": "gpt-image-1", "prompt": "a red fox", "n": 2, "size": "512x768",
+        json!({"model": "gpt-image-1", "prompt": "a red fox", "n": 2, "size": "1024x1536",
                "response_format": "b64_json", "quality": "high", "user": "u-1"}),
     )
     .await;
@@ -71,7 +71,7 @@ async fn images_come_back_in_the_answer_as_base64_or_urls(backend: Backend) {
         let img = image::load_from_memory(&bytes).expect("an image");
         assert_eq!(
             (img.width(), img.height()),
-            (512, 768),
+            (1024, 1536),
             "the size asked for"
         );
     }
@@ -192,6 +192,17 @@ async fn bad_requests_are_400_with_the_param_and_store_nothing(backend: Backend)
         (json!({"prompt": "a", "stream": true}), "stream"),
         (json!({"prompt": "a", "user": "x".repeat(300)}), "user"),
         (json!({"prompt": 7}), "prompt"),
+        // OpenAI's models keep OpenAI's rules.
+        (json!({"prompt": "a".repeat(1001)}), "prompt"),
+        (json!({"prompt": "a", "model": "dall-e-3", "n": 2}), "n"),
+        (
+            json!({"prompt": "a", "model": "dall-e-2", "size": "1792x1024"}),
+            "size",
+        ),
+        (
+            json!({"prompt": "a", "model": "gpt-image-1", "size": "512x512"}),
+            "size",
+        ),
     ];
     for (body, param) in cases {
         let (status, v, _, _) = generate(&gw, &gw.admin, body.clone()).await;

@@ -11,7 +11,7 @@ from openai import OpenAI
 client = OpenAI(base_url=os.environ["GENGATE_URL"] + "/v1", api_key=os.environ["GENGATE_KEY"])
 
 b64 = client.images.generate(
-    model="dall-e-3", prompt="a red fox in snow", n=2, size="512x768", response_format="b64_json"
+    model="dall-e-2", prompt="a red fox in snow", n=2, size="512x512", response_format="b64_json"
 )
 assert len(b64.data) == 2, b64
 first = base64.b64decode(b64.data[0].b64_json)
