@@ -155,6 +155,12 @@ impl GenerationRequest {
             .unwrap_or(asked)
     }
 
+    /// Whether the resolution asked is 1080p or more (upstreams with two
+    /// steps take the higher).
+    pub fn is_hd(&self) -> bool {
+        matches!(self.resolution.as_deref(), Some("1080p" | "4k"))
+    }
+
     /// Whether the frame is taller than wide.
     pub fn portrait(&self) -> bool {
         aspect_parts(&self.aspect_ratio).is_some_and(|(w, h)| h > w)

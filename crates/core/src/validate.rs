@@ -5,7 +5,7 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
-use crate::request::ImageFormat;
+use crate::request::{ImageFormat, ImageRole, ImageSource, InputImage, Upload};
 
 /// Input images are at most 10 MB once decoded (the seed's limit).
 pub const MAX_IMAGE_BYTES: usize = 10 * 1024 * 1024;
@@ -224,12 +224,40 @@ pub fn inline_image(field: &str, value: &str) -> Result<(Vec<u8>, ImageFormat), 
     let bytes = LENIENT_BASE64
         .decode(compact.as_bytes())
         .map_err(|e| ApiError::validation(field, format!("is not valid base64 ({e})")))?;
+    let format = image_bytes(field, &bytes)?;
+    Ok((bytes, format))
+}
+
+/// Image bytes a client sent: at most 10 MB, a jpg or png by content.
+pub fn image_bytes(field: &str, bytes: &[u8]) -> Result<ImageFormat, ApiError> {
     if bytes.len() > MAX_IMAGE_BYTES {
         return Err(ApiError::validation(field, "image must be at most 10 MB"));
     }
-    let format = ImageFormat::sniff(&bytes)
-        .ok_or_else(|| ApiError::validation(field, "image must be a jpg, jpeg or png"))?;
-    Ok((bytes, format))
+    ImageFormat::sniff(bytes)
+        .ok_or_else(|| ApiError::validation(field, "image must be a jpg, jpeg or png"))
+}
+
+/// An image field that takes an http(s) URL (fetched at dispatch) or the
+/// image itself (base64 or a data URI): the input, and the upload to store
+/// when it came inline.
+pub fn image_source(
+    field: &str,
+    value: &str,
+    role: ImageRole,
+) -> Result<(InputImage, Option<Upload>), ApiError> {
+    if value.starts_with("http://") || value.starts_with("https://") {
+        let url = http_url(field, value)?;
+        return Ok((
+            InputImage {
+                role,
+                source: ImageSource::Url { url },
+            },
+            None,
+        ));
+    }
+    let (bytes, format) = inline_image(field, value)?;
+    let (image, upload) = InputImage::inline(role, bytes, format);
+    Ok((image, Some(upload)))
 }
 
 #[cfg(test)]

@@ -305,10 +305,10 @@ impl Channels {
             .map(|s| Duration::from_secs(*s))
     }
 
-    /// A field of `new` that no enabled channel serving its model and
-    /// making its kind takes (the first such channel's refusal), for a 400
-    /// naming it; `None` when one takes them all (or none serves the model).
-    pub fn refusal(&self, new: &NewTask) -> Option<&'static str> {
+    /// What of `new` no enabled channel serving its model and making its
+    /// kind takes (the first such channel's refusal), for a 400 naming it;
+    /// `None` when one takes it all (or none serves the model).
+    pub fn refusal(&self, new: &NewTask) -> Option<gengate_providers::Unsupported> {
         let set = self.current();
         let able: Vec<_> = channel::candidates(&set.specs, &new.model, |_| true, || 1.0)
             .into_iter()

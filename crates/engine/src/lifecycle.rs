@@ -35,6 +35,7 @@ impl Engine {
             Err(ProviderError::Retryable(_)) => "retryable",
             Err(ProviderError::RateLimited { .. }) => "rate_limited",
             Err(ProviderError::Permanent(_)) => "permanent",
+            Err(ProviderError::Refused(_)) => "refused",
             Err(ProviderError::Auth(_)) => "auth",
         };
         metrics::counter!(
@@ -283,6 +284,11 @@ impl Engine {
                     self.channels.settle(channel, false);
                     return self.apply(task, TaskUpdate::upstream_failed(reason)).await;
                 }
+                // The adapter could not send it as asked: gengate's refusal.
+                Err(ProviderError::Refused(reason)) => {
+                    self.channels.settle(channel, false);
+                    return self.apply(task, TaskUpdate::fail(reason)).await;
+                }
                 Err(e) => {
                     self.channels.settle(channel, false);
                     if let ProviderError::Auth(detail) = &e {
@@ -390,7 +396,9 @@ impl Engine {
         drop(slot);
         self.count_request(channel, "poll", &outcome);
         match &outcome {
-            Ok(_) | Err(ProviderError::Permanent(_)) => self.channels.succeeded(channel),
+            Ok(_) | Err(ProviderError::Permanent(_) | ProviderError::Refused(_)) => {
+                self.channels.succeeded(channel)
+            }
             Err(_) => self.channels.failed(channel),
         }
         self.settle_poll(task, channel, outcome, asked_at).await
@@ -430,7 +438,9 @@ impl Engine {
             };
             self.count_request(channel, "poll_batch", &overall);
             match &overall {
-                Ok(()) | Err(ProviderError::Permanent(_)) => self.channels.succeeded(channel),
+                Ok(()) | Err(ProviderError::Permanent(_) | ProviderError::Refused(_)) => {
+                    self.channels.succeeded(channel)
+                }
                 Err(_) => self.channels.failed(channel),
             }
             for (task, outcome) in tasks.iter().zip(outcomes) {
@@ -486,6 +496,7 @@ impl Engine {
             Err(ProviderError::Permanent(reason)) => {
                 self.apply(task, TaskUpdate::upstream_failed(reason)).await
             }
+            Err(ProviderError::Refused(reason)) => self.apply(task, TaskUpdate::fail(reason)).await,
             Err(e) => {
                 tracing::warn!(task = %task.id, error = %e, "poll failed; will poll again");
                 self.poll_again(task).await

@@ -21,6 +21,7 @@ use uuid::Uuid;
 use crate::net::AddressPolicy;
 use crate::sweeper::WRITE_HOLD;
 use crate::{Engine, TaskChanged, now_ms};
+use gengate_providers::Unsupported;
 
 /// How long a waiter trusts this instance's news before reading the store:
 /// another instance sharing the database may have changed the task.
@@ -124,12 +125,22 @@ impl TaskService {
             ));
         }
         if new.channel.is_none()
-            && let Some(field) = channels.refusal(&new)
+            && let Some(what) = channels.refusal(&new)
         {
+            let field = match what {
+                Unsupported::Field(name) => name.to_string(),
+                Unsupported::Image(role) => new
+                    .request
+                    .images
+                    .iter()
+                    .enumerate()
+                    .find(|(_, im)| im.role == role)
+                    .map_or_else(|| "images".into(), |(i, im)| image_field(i, im)),
+            };
             return Err(ApiError::validation(
                 field,
                 format!(
-                    "is not taken by the channels serving model {:?}: leave it out or use a model a Kling channel serves",
+                    "is not taken by the channels serving model {:?}: leave it out or use a model whose channels take it",
                     new.model
                 ),
             ));

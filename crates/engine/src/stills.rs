@@ -30,8 +30,13 @@ impl Still {
     }
 }
 
-/// How long one still may take to make (a long video decodes for a while).
+/// How long a request waits for its still (a long video decodes for a
+/// while; the decode itself runs on, holding its permit, if it is late).
 const MAKING: Duration = Duration::from_secs(120);
+
+/// Stills made at once, on this instance: each decodes a whole video.
+/// Requests beyond wait; one for a still made meanwhile finds it stored.
+static MAKERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
 /// The storage key of `task`'s `still`, made and stored if it is not yet.
 /// `task` must be a completed video whose results have not expired.
@@ -47,10 +52,21 @@ pub async fn still_key(engine: &Engine, task: &Task, still: Still) -> Result<Str
         ApiError::Unavailable("the video's stills could not be made now; try again".into())
     };
     let media = engine.media();
-    match media.exists(&key).await {
-        Ok(true) => return Ok(key),
-        Ok(false) => {}
-        Err(e) => return Err(unavailable("reading storage failed", &e)),
+    let stored = || async {
+        media
+            .exists(&key)
+            .await
+            .map_err(|e| unavailable("reading storage failed", &e))
+    };
+    if stored().await? {
+        return Ok(key);
+    }
+    let permit = MAKERS
+        .acquire()
+        .await
+        .map_err(|e| unavailable("waiting to make a still failed", &e))?;
+    if stored().await? {
+        return Ok(key);
     }
     // Recorded before it is written, like every stored file, so the sweep
     // deletes it with the video and never under a writer.
@@ -82,6 +98,7 @@ pub async fn still_key(engine: &Engine, task: &Task, still: Still) -> Result<Str
     let made = tokio::time::timeout(
         MAKING,
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let file = std::fs::File::open(&local)?;
             let size = file.metadata()?.len();
             let reader = std::io::BufReader::new(file);
@@ -94,20 +111,26 @@ pub async fn still_key(engine: &Engine, task: &Task, still: Still) -> Result<Str
     .await;
     let bytes = match made {
         Ok(Ok(Ok(Ok(bytes)))) => bytes,
-        // The video itself is the trouble: no use trying again.
+        // The stored video itself is the trouble (not H.264, say): the
+        // request was fine, the still does not exist.
         Ok(Ok(Ok(Err(e)))) => {
-            return Err(ApiError::validation(
-                "variant",
-                format!("no {} can be made of this video: {e}", still.name()),
-            ));
+            return Err(ApiError::NotFound(format!(
+                "no {} can be made of this video: {e}",
+                still.name()
+            )));
         }
         Ok(Ok(Err(e))) => return Err(unavailable("reading the copied video failed", &e)),
         Ok(Err(e)) => return Err(unavailable("making a still failed", &e)),
         Err(_) => return Err(unavailable("making a still took too long", &"timeout")),
     };
+    let size = bytes.len() as u64;
     media
         .put_once(&key, bytes.into())
         .await
         .map_err(|e| unavailable("storing a still failed", &e))?;
+    // Its size, now known, for the storage totals.
+    if let Err(e) = engine.store.keep_file(&key, size, task.keep_until).await {
+        tracing::warn!(key, error = %e, "recording a still's size failed");
+    }
     Ok(key)
 }

@@ -2,7 +2,8 @@
 //! already links (no ffmpeg): a thumbnail (the first frame) and a
 //! spritesheet (frames spread over the video in a grid), as lossless WebP.
 //! The video is read through `Read + Seek`, so a caller can hand in a file
-//! of any length; only the frames kept are held in memory.
+//! of any length; only the frames kept are held in memory, a spritesheet's
+//! already shrunk to their cells.
 
 use std::io::{Cursor, Read, Seek};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -21,12 +22,14 @@ pub const SPRITE_WIDTH: u32 = 256;
 /// Videos with more frames than this are refused (about 14 min at 24 fps):
 /// every frame up to the last kept one is decoded.
 pub const MAX_FRAMES: u32 = 20_000;
-/// Largest side decoded.
-const MAX_SIDE: u16 = 8192;
+/// Largest side decoded (4K's 3840 fits).
+const MAX_SIDE: u16 = 4096;
+/// A spritesheet cell is at most this many times as tall as wide.
+const MAX_CELL_RATIO: u64 = 4;
 
 /// The first frame, as a lossless WebP at the video's size.
 pub fn thumbnail_webp(reader: impl Read + Seek, size: u64) -> Result<Vec<u8>, MediaError> {
-    let frame = guarded(|| frames(reader, size, 1))?
+    let frame = guarded(|| frames(reader, size, 1, None))?
         .pop()
         .ok_or_else(|| MediaError::InvalidMp4("no frame decodes".into()))?;
     webp(&frame)
@@ -37,21 +40,19 @@ pub fn thumbnail_webp(reader: impl Read + Seek, size: u64) -> Result<Vec<u8>, Me
 /// lossless WebP. A video of fewer frames fills fewer cells.
 pub fn spritesheet_webp(reader: impl Read + Seek, size: u64) -> Result<Vec<u8>, MediaError> {
     let cells = (SPRITE_GRID * SPRITE_GRID) as usize;
-    let frames = guarded(|| frames(reader, size, cells))?;
+    let frames = guarded(|| frames(reader, size, cells, Some(SPRITE_WIDTH)))?;
     let first = frames
         .first()
         .ok_or_else(|| MediaError::InvalidMp4("no frame decodes".into()))?;
-    let cell_h = (u64::from(SPRITE_WIDTH) * u64::from(first.height()) / u64::from(first.width()))
-        .max(1) as u32;
+    let cell_h = first.height();
     let rows = (frames.len() as u32).div_ceil(SPRITE_GRID);
     let cols = (frames.len() as u32).min(SPRITE_GRID);
     let mut sheet = RgbImage::new(cols * SPRITE_WIDTH, rows * cell_h);
-    for (i, frame) in frames.iter().enumerate() {
-        let small = imageops::resize(frame, SPRITE_WIDTH, cell_h, imageops::FilterType::Triangle);
+    for (i, small) in frames.iter().enumerate() {
         let (col, row) = (i as u32 % SPRITE_GRID, i as u32 / SPRITE_GRID);
         imageops::replace(
             &mut sheet,
-            &small,
+            small,
             i64::from(col * SPRITE_WIDTH),
             i64::from(row * cell_h),
         );
@@ -83,8 +84,15 @@ fn webp(image: &RgbImage) -> Result<Vec<u8>, MediaError> {
 }
 
 /// `count` frames spread evenly from the first to the last (every frame
-/// when there are fewer), decoded in order from the first H.264 track.
-fn frames(reader: impl Read + Seek, size: u64, count: usize) -> Result<Vec<RgbImage>, MediaError> {
+/// when there are fewer), decoded in order from the first H.264 track;
+/// with `width`, each shrunk to it as it is kept (its height keeping the
+/// aspect, at most [`MAX_CELL_RATIO`] times the width).
+fn frames(
+    reader: impl Read + Seek,
+    size: u64,
+    count: usize,
+    width: Option<u32>,
+) -> Result<Vec<RgbImage>, MediaError> {
     let bad = |e: &dyn std::fmt::Display| MediaError::InvalidMp4(e.to_string());
     let mut mp4 = Mp4Reader::read_header(reader, size).map_err(|e| bad(&e))?;
     let track = mp4
@@ -165,7 +173,14 @@ fn frames(reader: impl Read + Seek, size: u64, count: usize) -> Result<Vec<RgbIm
                 yuv.write_rgb8(&mut rgb);
                 let frame = RgbImage::from_raw(w as u32, h as u32, rgb)
                     .ok_or_else(|| MediaError::InvalidMp4("a frame of the wrong size".into()))?;
-                out.push(frame);
+                out.push(match width {
+                    None => frame,
+                    Some(cell_w) => {
+                        let tall = u64::from(cell_w) * h as u64 / (w as u64).max(1);
+                        let cell_h = tall.clamp(1, MAX_CELL_RATIO * u64::from(cell_w)) as u32;
+                        imageops::resize(&frame, cell_w, cell_h, imageops::FilterType::Triangle)
+                    }
+                });
             }
             decoded += 1;
             if decoded > last {

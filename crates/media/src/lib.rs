@@ -63,8 +63,9 @@ pub struct VideoSpec {
     /// When set, the first frame is mostly this colour and fades into the
     /// animation, so an extension can continue from a previous last frame.
     pub base_color: Option<[u8; 3]>,
-    /// Ends where it began: the motion runs to the middle and back, so the
-    /// last frame is the first and the clip plays as a seamless loop.
+    /// Ends where it began: the motion runs to the middle and back, the
+    /// last frame one step before the first, so the clip plays as a
+    /// seamless loop.
     pub looped: bool,
 }
 

@@ -18,12 +18,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use gengate_core::{ArtifactRole, ChannelSpec, ImageRole, SpecError, TaskKind};
+use gengate_core::{ArtifactRole, ChannelSpec, GenerationRequest, ImageRole, SpecError, TaskKind};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::http::{self, Upstream};
-use crate::{Output, OutputData, PollOutcome, Provider, ProviderError, Submission, Submitted};
+use crate::{
+    Output, OutputData, PollOutcome, Provider, ProviderError, Submission, Submitted, Unsupported,
+};
 
 pub const KIND: &str = "gemini-veo";
 /// The header Google's API reads the key from.
@@ -63,16 +65,29 @@ fn google_error(
         message: String,
         #[serde(default)]
         status: String,
+        #[serde(default)]
+        details: Vec<Value>,
     }
-    let what = match serde_json::from_slice::<Envelope>(body) {
-        Ok(e) => format!(
-            "veo (HTTP {} {}): {}",
-            status.as_u16(),
-            e.error.status,
-            e.error.message
-        ),
-        Err(_) => format!("veo (HTTP {}): no error details", status.as_u16()),
+    let Ok(e) = serde_json::from_slice::<Envelope>(body) else {
+        let what = format!("veo (HTTP {}): no error details", status.as_u16());
+        return http::status_error(status, retry_after, what);
     };
+    let what = format!(
+        "veo (HTTP {} {}): {}",
+        status.as_u16(),
+        e.error.status,
+        e.error.message
+    );
+    // Google answers a wrong key with a 400: it is the channel's key, not
+    // the task, that is refused.
+    let bad_key = e.error.status == "UNAUTHENTICATED"
+        || e.error
+            .details
+            .iter()
+            .any(|d| d["reason"] == "API_KEY_INVALID");
+    if bad_key {
+        return ProviderError::Auth(what);
+    }
     http::status_error(status, retry_after, what)
 }
 
@@ -196,6 +211,42 @@ impl GeminiVeo {
     }
 }
 
+/// Letters, digits, `.`, `_` and `-`: a model id or an operation id, and
+/// nothing that could steer a keyed request elsewhere on the host.
+fn plain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && !s.starts_with('.')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// The upstream model, checked before it goes into a keyed URL's path.
+fn model_id(model: &str) -> Result<&str, ProviderError> {
+    if plain(model) {
+        Ok(model)
+    } else {
+        Err(ProviderError::Refused(format!(
+            "{model:?} is not a Veo model id (letters, digits, '.', '_', '-')"
+        )))
+    }
+}
+
+/// `models/{model}/operations/{id}`, and nothing else.
+fn operation_name(name: &str) -> Result<&str, ProviderError> {
+    let ok = match name.split('/').collect::<Vec<_>>().as_slice() {
+        ["models", model, "operations", id] => plain(model) && plain(id),
+        _ => false,
+    };
+    if ok {
+        Ok(name)
+    } else {
+        Err(ProviderError::Permanent(format!(
+            "veo named its operation {name:?}, not models/<model>/operations/<id>"
+        )))
+    }
+}
+
 /// An input frame as Veo takes it.
 fn frame(job: &Submission<'_>, role: ImageRole) -> Option<Value> {
     job.inputs.iter().find(|i| i.role == role).map(|i| {
@@ -213,6 +264,15 @@ impl Provider for GeminiVeo {
         kind == TaskKind::Video
     }
 
+    /// Veo takes a last frame only after a first one.
+    fn refuses(&self, request: &GenerationRequest) -> Option<Unsupported> {
+        let end_alone =
+            request.image(ImageRole::End).is_some() && request.image(ImageRole::Start).is_none();
+        crate::kling_controls(request)
+            .map(Unsupported::Field)
+            .or_else(|| end_alone.then_some(Unsupported::Image(ImageRole::End)))
+    }
+
     async fn submit(&self, job: Submission<'_>) -> Result<Submitted, ProviderError> {
         let r = &job.task.request;
         let mut instance = json!({ "prompt": r.prompt });
@@ -226,10 +286,7 @@ impl Provider for GeminiVeo {
         let mut parameters = json!({
             "aspectRatio": if r.portrait() { "9:16" } else { "16:9" },
             "durationSeconds": r.seconds_among(8, SECONDS),
-            "resolution": match r.resolution.as_deref() {
-                Some("1080p" | "4k") => "1080p",
-                _ => "720p",
-            },
+            "resolution": if r.is_hd() { "1080p" } else { "720p" },
             // What Veo allows for each kind of input.
             "personGeneration": if start.is_some() { "allow_adult" } else { "allow_all" },
         });
@@ -237,27 +294,19 @@ impl Provider for GeminiVeo {
             parameters["negativePrompt"] = n.clone().into();
         }
         let body = json!({ "instances": [instance], "parameters": parameters });
-        let path = format!("/v1beta/models/{}:predictLongRunning", job.model);
+        let path = format!("/v1beta/models/{}:predictLongRunning", model_id(job.model)?);
         let op = self.call(reqwest::Method::POST, &path, Some(&body)).await?;
         Ok(Submitted {
-            upstream_ref: op.name,
+            upstream_ref: operation_name(&op.name)?.to_string(),
             poll_after: None,
             outputs: None,
         })
     }
 
     async fn poll(&self, upstream_ref: &str, _now: i64) -> Result<PollOutcome, ProviderError> {
-        if upstream_ref.is_empty() || upstream_ref.contains("..") {
-            return Err(ProviderError::Permanent(format!(
-                "not a veo operation: {upstream_ref:?}"
-            )));
-        }
+        let name = operation_name(upstream_ref)?;
         let op = self
-            .call(
-                reqwest::Method::GET,
-                &format!("/v1beta/{upstream_ref}"),
-                None,
-            )
+            .call(reqwest::Method::GET, &format!("/v1beta/{name}"), None)
             .await?;
         Ok(self.outcome(op))
     }

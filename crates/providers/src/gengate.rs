@@ -247,9 +247,11 @@ impl Gengate {
                 // task: none of them fails for it, they are polled again.
                 Err(e) => {
                     let e = match e {
-                        ProviderError::Permanent(why) => ProviderError::Retryable(format!(
-                            "the upstream gengate refused the batch get: {why}"
-                        )),
+                        ProviderError::Permanent(why) | ProviderError::Refused(why) => {
+                            ProviderError::Retryable(format!(
+                                "the upstream gengate refused the batch get: {why}"
+                            ))
+                        }
                         other => other,
                     };
                     out.extend(chunk.iter().map(|id| (*id, Err(e.clone()))));

@@ -210,7 +210,7 @@ impl Provider for Kling {
     }
 
     /// Kling's own controls are Kling's: it takes every field.
-    fn refuses(&self, _request: &GenerationRequest) -> Option<&'static str> {
+    fn refuses(&self, _request: &GenerationRequest) -> Option<crate::Unsupported> {
         None
     }
 
@@ -242,10 +242,7 @@ impl Provider for Kling {
                     "videos/text2video"
                 };
                 // Kling's modes are its resolution steps.
-                let mode = match r.resolution.as_deref() {
-                    Some("1080p" | "4k") => "pro",
-                    _ => "std",
-                };
+                let mode = if r.is_hd() { "pro" } else { "std" };
                 let mut body = json!({
                     "model_name": job.model,
                     "prompt": r.prompt,

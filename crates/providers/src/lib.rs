@@ -88,7 +88,7 @@ pub struct Output {
     pub data: OutputData,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum OutputData {
     /// The upstream handed over the file itself.
     Inline {
@@ -104,6 +104,26 @@ pub enum OutputData {
         header: &'static str,
         value: String,
     },
+}
+
+/// Never prints a key.
+impl std::fmt::Debug for OutputData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OutputData::Inline { bytes, extension } => f
+                .debug_struct("Inline")
+                .field("bytes", &bytes.len())
+                .field("extension", extension)
+                .finish(),
+            OutputData::Url(url) => f.debug_tuple("Url").field(url).finish(),
+            OutputData::Keyed { url, header, .. } => f
+                .debug_struct("Keyed")
+                .field("url", url)
+                .field("header", header)
+                .field("value", &"<hidden>")
+                .finish(),
+        }
+    }
 }
 
 /// What an upstream's callback says about one of its tasks.
@@ -136,6 +156,10 @@ pub enum ProviderError {
     /// The upstream refused the task itself (bad input, content policy).
     #[error("{0}")]
     Permanent(String),
+    /// The adapter cannot send the task as asked (before any request): a
+    /// refusal of gengate's, not the upstream's.
+    #[error("{0}")]
+    Refused(String),
     /// Our credentials were refused; an operator must act.
     #[error("upstream refused the channel's credentials")]
     Auth(String),
@@ -186,11 +210,11 @@ pub trait Provider: Send + Sync + 'static {
         true
     }
 
-    /// A field of `request` this upstream cannot take, by name: a task with
-    /// it is refused rather than made without it. Kling's own controls are
-    /// taken by Kling alone.
-    fn refuses(&self, request: &GenerationRequest) -> Option<&'static str> {
-        kling_controls(request)
+    /// What of `request` this upstream cannot take: a task with it is
+    /// refused rather than made without it. Kling's own controls are taken
+    /// by Kling alone.
+    fn refuses(&self, request: &GenerationRequest) -> Option<Unsupported> {
+        kling_controls(request).map(Unsupported::Field)
     }
 
     /// Whether the upstream reports changes to a callback URL given at
@@ -278,6 +302,16 @@ pub(crate) fn required_api_key(spec: &ChannelSpec) -> Result<String, SpecError> 
             &format!("is required for {}", spec.provider.as_str()),
         )
     })
+}
+
+/// What an upstream cannot take, for the 400 that names it in the client's
+/// words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unsupported {
+    /// A request field, by its name.
+    Field(&'static str),
+    /// An input image of this role.
+    Image(ImageRole),
 }
 
 /// The first of Kling's own controls `request` sets (only Kling takes them).

@@ -157,7 +157,7 @@ fn url_of(input: &InputBytes) -> Result<&str, ProviderError> {
             ImageRole::End => "end frame",
             ImageRole::Reference => "reference image",
         };
-        ProviderError::Permanent(format!(
+        ProviderError::Refused(format!(
             "luma fetches input images by URL only: give the {what} as an http(s) URL, not an upload"
         ))
     })
@@ -199,7 +199,7 @@ fn video_body(job: &Submission<'_>) -> Result<Value, ProviderError> {
             ImageRole::Start => "frame0",
             ImageRole::End => "frame1",
             ImageRole::Reference => {
-                return Err(ProviderError::Permanent(
+                return Err(ProviderError::Refused(
                     "luma's video generations take start and end frames, not a reference image"
                         .into(),
                 ));
@@ -222,7 +222,7 @@ fn video_body(job: &Submission<'_>) -> Result<Value, ProviderError> {
 fn image_body(job: &Submission<'_>) -> Result<Value, ProviderError> {
     let r = &job.task.request;
     if r.n > 1 {
-        return Err(ProviderError::Permanent(format!(
+        return Err(ProviderError::Refused(format!(
             "luma makes one image per generation: ask for n = 1 (this task asks for n = {})",
             r.n
         )));
@@ -231,7 +231,7 @@ fn image_body(job: &Submission<'_>) -> Result<Value, ProviderError> {
     let mut refs = Vec::new();
     for input in &job.inputs {
         if input.role != ImageRole::Reference {
-            return Err(ProviderError::Permanent(
+            return Err(ProviderError::Refused(
                 "luma's image generations take reference images, not start or end frames".into(),
             ));
         }

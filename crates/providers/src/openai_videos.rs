@@ -16,12 +16,14 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use gengate_core::dialect::openai_videos::size_of;
-use gengate_core::{ArtifactRole, ChannelSpec, ImageRole, SpecError, TaskKind};
+use gengate_core::{ArtifactRole, ChannelSpec, GenerationRequest, ImageRole, SpecError, TaskKind};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::http::{self, Upstream};
-use crate::{Output, OutputData, PollOutcome, Provider, ProviderError, Submission, Submitted};
+use crate::{
+    Output, OutputData, PollOutcome, Provider, ProviderError, Submission, Submitted, Unsupported,
+};
 
 pub const KIND: &str = "openai-videos";
 /// Clip lengths the API takes, in seconds.
@@ -121,6 +123,17 @@ impl Provider for OpenAiVideos {
 
     fn makes(&self, kind: TaskKind) -> bool {
         kind == TaskKind::Video
+    }
+
+    /// The format takes a first frame only.
+    fn refuses(&self, request: &GenerationRequest) -> Option<Unsupported> {
+        crate::kling_controls(request)
+            .map(Unsupported::Field)
+            .or_else(|| {
+                request
+                    .image(ImageRole::End)
+                    .map(|_| Unsupported::Image(ImageRole::End))
+            })
     }
 
     async fn submit(&self, job: Submission<'_>) -> Result<Submitted, ProviderError> {

@@ -151,7 +151,7 @@ fn owner_name(model: &str) -> Option<(&str, &str)> {
 }
 
 fn bad_model(model: &str) -> ProviderError {
-    ProviderError::Permanent(format!(
+    ProviderError::Refused(format!(
         "replicate model {model:?} is not owner/name, owner/name:VERSION or a 64-hex version id"
     ))
 }
@@ -375,7 +375,7 @@ mod tests {
         assert_eq!(target(v).unwrap(), Target::Version(v));
         for bad in ["flux", "a/b/c", "a/b:short", "/b", &v[1..]] {
             assert!(
-                matches!(target(bad), Err(ProviderError::Permanent(_))),
+                matches!(target(bad), Err(ProviderError::Refused(_))),
                 "{bad}"
             );
         }

@@ -179,7 +179,7 @@ async fn images_send_reference_urls_and_come_back_in_the_prompts_colour() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, ProviderError::Permanent(m) if m.contains("n = 1") && m.contains("n = 2")),
+        matches!(&err, ProviderError::Refused(m) if m.contains("n = 1") && m.contains("n = 2")),
         "{err:?}"
     );
     assert_eq!(emu.submits(), 1);
@@ -231,7 +231,7 @@ async fn keyframes_and_extend_reach_luma_as_sent() {
     j.inputs = vec![input(ImageRole::Start, None)];
     let err = submit(&l, j).await.unwrap_err();
     assert!(
-        matches!(&err, ProviderError::Permanent(m) if m.contains("start frame") && m.contains("URL")),
+        matches!(&err, ProviderError::Refused(m) if m.contains("start frame") && m.contains("URL")),
         "{err:?}"
     );
     // Extending a generation Luma does not have: its refusal reaches the user.

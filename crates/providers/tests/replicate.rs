@@ -287,8 +287,9 @@ async fn errors_are_classed() {
         "{err:?}"
     );
     let before = emu.submits();
+    // A model name the adapter cannot send: refused before any request.
     let err = submit_to(&r, &t, "flux", Vec::new(), None).await;
-    assert!(matches!(err, Err(ProviderError::Permanent(_))), "{err:?}");
+    assert!(matches!(err, Err(ProviderError::Refused(_))), "{err:?}");
 
     // Nothing was created by any of that, and the upstream recovered.
     assert_eq!((before, emu.submits()), (0, 0));

@@ -162,6 +162,15 @@ impl LumaEmu {
             .unwrap_or_default()
     }
 
+    /// Every generation's create body, as received (in no order).
+    pub fn requests(&self) -> Vec<Value> {
+        self.shared
+            .generations
+            .lock()
+            .map(|g| g.values().map(|g| g.request.clone()).collect())
+            .unwrap_or_default()
+    }
+
     /// The body generation `id` was created with, as received.
     pub fn request_of(&self, id: &str) -> Option<Value> {
         let generations = self.shared.generations.lock().ok()?;

@@ -59,6 +59,10 @@ pub struct VeoEmu {
 
 /// Google's error body.
 fn google_error(status: StatusCode, message: &str) -> Response {
+    google_error_with(status, message, json!([]))
+}
+
+fn google_error_with(status: StatusCode, message: &str, details: Value) -> Response {
     let name = match status.as_u16() {
         400 => "INVALID_ARGUMENT",
         403 => "PERMISSION_DENIED",
@@ -67,7 +71,8 @@ fn google_error(status: StatusCode, message: &str) -> Response {
         503 => "UNAVAILABLE",
         _ => "INTERNAL",
     };
-    let body = json!({"error": {"code": status.as_u16(), "message": message, "status": name}});
+    let body = json!({"error": {"code": status.as_u16(), "message": message, "status": name,
+                                "details": details}});
     (status, axum::Json(body)).into_response()
 }
 
@@ -139,9 +144,11 @@ impl VeoEmu {
 fn keyed(s: &Shared, headers: &HeaderMap) -> Option<Response> {
     match headers.get("x-goog-api-key").and_then(|v| v.to_str().ok()) {
         Some(k) if k == s.key => None,
-        Some(_) => Some(google_error(
+        Some(_) => Some(google_error_with(
             StatusCode::BAD_REQUEST,
             "API key not valid. Please pass a valid API key.",
+            json!([{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": "API_KEY_INVALID", "domain": "googleapis.com"}]),
         )),
         None => Some(google_error(
             StatusCode::FORBIDDEN,

@@ -9,10 +9,10 @@ use crate::credits::Refusal;
 use crate::dialect::schema;
 use crate::error::ApiError;
 use crate::links::Links;
-use crate::request::{GenerationRequest, ImageRole, ImageSource, InputImage};
+use crate::request::{GenerationRequest, ImageRole};
 use crate::task::{ArtifactRole, Dialect, NewTask, ParsedCreate, Task, TaskKind, TaskState};
 use crate::validate::{
-    http_url, inline_image, one_of, optional_text, optional_url, parse_json, required_text,
+    image_source, one_of, optional_text, optional_url, parse_json, required_text,
 };
 
 pub const ASPECT_RATIOS: &[&str] = &["16:9", "9:16", "1:1", "4:3", "3:4", "3:2", "2:3"];
@@ -75,7 +75,7 @@ pub(crate) fn image_schema() -> utoipa::openapi::Object {
         .pattern(Some(format!(
             "^$|{}|{}",
             schema::HTTP_URL,
-            schema::INLINE_IMAGE
+            schema::inline_image(true)
         )))
         .description(Some(
             "An http(s) URL (refused when its host resolves to an internal address), or the \
@@ -136,22 +136,10 @@ pub fn parse_create(body: &[u8]) -> Result<ParsedCreate, ApiError> {
     }
     let mut images = Vec::new();
     let mut uploads = Vec::new();
-    match b.image.filter(|i| !i.is_empty()) {
-        Some(img) if img.starts_with("http://") || img.starts_with("https://") => {
-            images.push(InputImage {
-                role: ImageRole::Reference,
-                source: ImageSource::Url {
-                    url: http_url("image", &img)?,
-                },
-            });
-        }
-        Some(img) => {
-            let (bytes, format) = inline_image("image", &img)?;
-            let (image, upload) = InputImage::inline(ImageRole::Reference, bytes, format);
-            images.push(image);
-            uploads.push(upload);
-        }
-        None => {}
+    if let Some(img) = b.image.filter(|i| !i.is_empty()) {
+        let (image, upload) = image_source("image", &img, ImageRole::Reference)?;
+        images.push(image);
+        uploads.extend(upload);
     }
     Ok(ParsedCreate {
         task: NewTask {
@@ -341,6 +329,7 @@ pub fn error_code(err: &ApiError) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::request::ImageSource;
 
     fn field(body: &str) -> String {
         match parse_create(body.as_bytes()) {

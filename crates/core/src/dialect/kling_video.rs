@@ -15,10 +15,10 @@ use crate::dialect::kling::{
 use crate::dialect::schema;
 use crate::error::ApiError;
 use crate::links::Links;
-use crate::request::{GenerationRequest, ImageRole, ImageSource, InputImage};
+use crate::request::{GenerationRequest, ImageRole, InputImage};
 use crate::task::{ArtifactRole, Dialect, NewTask, ParsedCreate, Task, TaskKind, TaskState};
 use crate::validate::{
-    http_url, inline_image, one_of, optional_text, optional_url, parse_json, required_text,
+    image_source, one_of, optional_text, optional_url, parse_json, required_text,
 };
 
 pub const DEFAULT_MODEL: &str = "kling-v1";
@@ -105,22 +105,10 @@ fn image(
     images: &mut Vec<InputImage>,
     uploads: &mut Vec<crate::request::Upload>,
 ) -> Result<(), ApiError> {
-    match value.filter(|v| !v.is_empty()) {
-        None => {}
-        Some(v) if v.starts_with("http://") || v.starts_with("https://") => {
-            images.push(InputImage {
-                role,
-                source: ImageSource::Url {
-                    url: http_url(field, &v)?,
-                },
-            });
-        }
-        Some(v) => {
-            let (bytes, format) = inline_image(field, &v)?;
-            let (image, upload) = InputImage::inline(role, bytes, format);
-            images.push(image);
-            uploads.push(upload);
-        }
+    if let Some(v) = value.filter(|v| !v.is_empty()) {
+        let (image, upload) = image_source(field, &v, role)?;
+        images.push(image);
+        uploads.extend(upload);
     }
     Ok(())
 }
@@ -129,6 +117,12 @@ fn image(
 /// `config` of the six axes (-10 to 10) with exactly one not zero.
 fn camera(value: &serde_json::Value) -> Result<(), ApiError> {
     let field = "camera_control";
+    if value
+        .as_object()
+        .is_some_and(|o| o.keys().any(|k| k != "type" && k != "config"))
+    {
+        return Err(ApiError::validation(field, "takes only type and config"));
+    }
     let kind = value["type"]
         .as_str()
         .ok_or_else(|| ApiError::validation(format!("{field}.type"), "is required"))?;
@@ -169,12 +163,6 @@ fn camera(value: &serde_json::Value) -> Result<(), ApiError> {
             format!("{field}.config"),
             "must move exactly one axis (one not zero)",
         ));
-    }
-    if value
-        .as_object()
-        .is_some_and(|o| o.keys().any(|k| k != "type" && k != "config"))
-    {
-        return Err(ApiError::validation(field, "takes only type and config"));
     }
     Ok(())
 }
@@ -440,6 +428,13 @@ mod tests {
                 Text2Video
             ),
             "external_task_id"
+        );
+        assert_eq!(
+            field(
+                r#"{"prompt":"a","camera_control":{"type":"down_back","speed":9}}"#,
+                Text2Video
+            ),
+            "camera_control"
         );
         assert!(
             parse_create(

@@ -84,8 +84,9 @@ fn image_url_schema() -> utoipa::openapi::Object {
     utoipa::openapi::ObjectBuilder::new()
         .schema_type(utoipa::openapi::Type::String)
         .pattern(Some(format!(
-            "{}|^data:image/[a-z]+;base64,(iVBORw0KGgo[A-Za-z0-9+/]|/9j/)([A-Za-z0-9+/]{{4}})*$",
-            schema::HTTP_URL
+            "{}|{}",
+            schema::HTTP_URL,
+            schema::inline_image(false)
         )))
         .description(Some(
             "An http(s) URL (refused when its host resolves to an internal address), or a \
@@ -162,7 +163,11 @@ pub fn json_form(body: &[u8]) -> Result<CreateForm, ApiError> {
     let seconds = match b.seconds {
         None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::String(s)) => Some(s),
-        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+        // 8 and 8.0 alike: JSON does not tell them apart.
+        Some(serde_json::Value::Number(n)) => Some(match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && (0.0..=100.0).contains(&f) => (f as u32).to_string(),
+            _ => n.to_string(),
+        }),
         Some(other) => {
             return Err(ApiError::validation(
                 "seconds",
@@ -195,10 +200,7 @@ pub fn frame_of(size: &str) -> Option<(&'static str, &'static str)> {
 /// A task's frame in OpenAI's words: the listed size nearest its aspect
 /// (portrait or landscape) and resolution (1080p and up, or below).
 pub fn size_of(task: &Task) -> &'static str {
-    let r = &task.request;
-    let portrait = crate::request::aspect_parts(&r.aspect_ratio).is_some_and(|(w, h)| h > w);
-    let large = matches!(r.resolution.as_deref(), Some("1080p" | "4k"));
-    match (portrait, large) {
+    match (task.request.portrait(), task.request.is_hd()) {
         (true, false) => "720x1280",
         (false, false) => "1280x720",
         (true, true) => "1024x1792",
@@ -267,15 +269,7 @@ pub fn parse_create(form: CreateForm) -> Result<ParsedCreate, ApiError> {
             },
         }),
         Some(Reference::Upload(bytes)) => {
-            let format = crate::request::ImageFormat::sniff(&bytes).ok_or_else(|| {
-                ApiError::validation("input_reference", "must be a png or jpeg image")
-            })?;
-            if bytes.len() > crate::validate::MAX_IMAGE_BYTES {
-                return Err(ApiError::validation(
-                    "input_reference",
-                    "image must be at most 10 MB",
-                ));
-            }
+            let format = crate::validate::image_bytes("input_reference", &bytes)?;
             let (image, upload) = InputImage::inline(ImageRole::Start, bytes, format);
             images.push(image);
             uploads.push(upload);
@@ -542,8 +536,11 @@ mod tests {
             let task = Task::accepted(Uuid::nil(), Uuid::nil(), t, 0, 1);
             assert_eq!(size_of(&task), *size);
         }
-        let json = json_form(br#"{"prompt":"a","seconds":8}"#).unwrap();
-        assert_eq!(json.seconds.as_deref(), Some("8"));
+        for eight in ["8", "8.0", "\"8\""] {
+            let json =
+                json_form(format!(r#"{{"prompt":"a","seconds":{eight}}}"#).as_bytes()).unwrap();
+            assert_eq!(json.seconds.as_deref(), Some("8"), "{eight}");
+        }
     }
 
     #[test]

@@ -23,10 +23,19 @@ pub const NOT_BLANK: &str =
 /// path, which gains a `/`, is at most 2047 bytes (the lookahead).
 pub const HTTP_URL: &str = "^(?=https?://[^/?#]*/|.{0,2047}$)https?://([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)*[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?([/?#][A-Za-z0-9._~%!$&()*+,;=:@/?#-]*)?$";
 
-/// An image inside a request: base64 (raw or a data URI) of a png or a
-/// jpeg, judged by its first bytes (decoded at most 10 MB).
-pub const INLINE_IMAGE: &str =
-    "^(data:image/[a-z]+;base64,)?(iVBORw0KGgo[A-Za-z0-9+/]|/9j/)([A-Za-z0-9+/]{4})*$";
+/// An image inside a request: base64 of a png or a jpeg, judged by its
+/// first bytes (decoded at most 10 MB), padded or not; as a data URL, or
+/// (`bare`) also without the `data:` prefix.
+pub fn inline_image(bare: bool) -> String {
+    let prefix = if bare {
+        "(data:image/[a-z]+;base64,)?"
+    } else {
+        "data:image/[a-z]+;base64,"
+    };
+    format!(
+        "^{prefix}(iVBORw0KGgo[A-Za-z0-9+/]|/9j/)([A-Za-z0-9+/]{{4}})*([A-Za-z0-9+/]{{2}}==|[A-Za-z0-9+/]{{3}}=)?$"
+    )
+}
 
 /// Required text: 1 to `MAX` characters, not only whitespace.
 pub fn text<const MAX: usize>() -> Object {

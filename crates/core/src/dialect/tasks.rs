@@ -164,7 +164,7 @@ pub fn create_task_schema() -> serde_json::Value {
         |min: u64, max: u64| json!({"type": ["integer", "null"], "minimum": min, "maximum": max});
     // A field of the other kind: only null (or left out) is taken.
     let absent = json!({"type": "null"});
-    let data = json!({"type": "string", "pattern": schema::INLINE_IMAGE,
+    let data = json!({"type": "string", "pattern": schema::inline_image(true),
         "description": "The image itself: base64 or a data URI of a png or jpeg, at most 10 MB decoded"});
     // One of url and data, a string; the other left out or null.
     let none = json!({"type": "null"});
@@ -521,7 +521,7 @@ pub struct ListQuery {
     #[param(max_length = 128)]
     pub model: Option<String>,
     /// Only tasks made through this API: gengate, luma, kling,
-    /// dream_machine or openai_images.
+    /// dream_machine, openai_images, openai_videos or kling_video.
     #[param(schema_with = dialect_param)]
     pub dialect: Option<String>,
     /// Only tasks that ran (or last ran) on this channel.
@@ -700,7 +700,7 @@ pub struct GengateTask {
     /// Always "task".
     pub object: &'static str,
     /// The API the task was made through: gengate, luma, kling,
-    /// dream_machine or openai_images.
+    /// dream_machine, openai_images, openai_videos or kling_video.
     pub dialect: &'static str,
     pub model: String,
     /// image or video.

@@ -111,7 +111,7 @@ async fn videos_and_images_go_queued_to_completed_in_luma_shape(backend: Backend
         (352, 624),
         "9:16 at the sandbox's 720p step"
     );
-    // It loops: the last frame is the first (the red keyframe's).
+    // It loops: the last frame is next to the first (the red keyframe's).
     let (_, task) = gw.get(&format!("/v1/tasks/{id}"), &gw.admin).await;
     let still = |role: &str| {
         task["outputs"]

@@ -12,12 +12,15 @@ use gengate_core::{ChannelSpec, Credentials, ProviderKind};
 use gengate_testkit::RED_PNG;
 use gengate_testkit::faults::Fault;
 use gengate_testkit::kling::{KlingAccount, KlingEmu};
+use gengate_testkit::luma::LumaEmu;
 use gengate_testkit::openai_videos::OpenAiVideosEmu;
 use gengate_testkit::veo::VeoEmu;
 use serde_json::{Value, json};
 
 on_both_backends!(
     kling_video_requests_run_on_veo,
+    a_wrong_veo_key_is_the_channels_fault_and_never_shown,
+    kling_video_requests_run_on_luma,
     openai_video_requests_run_on_kling_and_kling_requests_on_openai_videos,
 );
 
@@ -153,12 +156,110 @@ async fn kling_video_requests_run_on_veo(backend: Backend) {
     );
     assert!(!msg.contains(VEO_KEY));
 
-    // Kling's own controls: Veo does not take them, so they are refused.
+    // Kling's own controls: Veo does not take them, so they are refused;
+    // nor a last frame without a first, named in the client's words.
     let (status, v) = gw
         .post(T2V, &key, json!({"prompt": "a", "cfg_scale": 0.5}))
         .await;
     assert_eq!((status, &v["code"]), (400, &json!(1201)), "{v}");
+    let (status, v) = gw
+        .post(
+            "/v1/tasks",
+            &key,
+            json!({"model": "kling-v1", "kind": "video", "input": {"prompt": "a",
+                   "images": [{"url": "https://img.test/end.png", "role": "end"}]}}),
+        )
+        .await;
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("input.images[0].url"),
+        "{v}"
+    );
     assert_eq!(veo.violations(), 0);
+    gw.stop().await;
+}
+
+async fn a_wrong_veo_key_is_the_channels_fault_and_never_shown(backend: Backend) {
+    let veo = VeoEmu::start(VEO_KEY, Duration::from_millis(100)).await;
+    let wrong = "veo-wrong-key-never-shown";
+    let gw = TestApp::on(backend)
+        .channel(keyed(
+            channel_on(
+                &veo,
+                "veo",
+                ProviderKind::GeminiVeo,
+                &[("kling-v1", "veo-3.0-generate-001")],
+            ),
+            wrong,
+        ))
+        .with(|s| s.max_attempts = 2)
+        .start()
+        .await;
+    let key = gw.new_key("client").await;
+    let id = kling(&gw, &key, T2V, json!({"prompt": "a cat"})).await;
+    let (task, own) = done(&gw, &key, &id).await;
+    assert_eq!(task["task_status"], "failed", "{task}");
+    let msg = task["task_status_msg"].as_str().unwrap();
+    assert!(msg.contains("credentials"), "{msg}");
+    assert!(!msg.contains(wrong) && !msg.contains(VEO_KEY), "{msg}");
+    assert!(
+        own.get("upstream_error").is_none(),
+        "not the upstream's refusal of the task: {own}"
+    );
+    assert_eq!(veo.submits(), 0);
+    gw.stop().await;
+}
+
+async fn kling_video_requests_run_on_luma(backend: Backend) {
+    let luma = LumaEmu::start("luma-key", Duration::from_millis(200)).await;
+    let gw = TestApp::on(backend)
+        .channel(keyed(
+            channel_on(&luma, "luma", ProviderKind::Luma, &[("kling-v1", "ray-2")]),
+            "luma-key",
+        ))
+        .start()
+        .await;
+    let key = gw.new_key("client").await;
+    // Ten seconds is Luma's 9, pro its 1080p.
+    let id = kling(
+        &gw,
+        &key,
+        T2V,
+        json!({"prompt": "a lighthouse", "duration": "10", "mode": "pro", "aspect_ratio": "9:16"}),
+    )
+    .await;
+    let (task, _) = done(&gw, &key, &id).await;
+    assert_eq!(task["task_status"], "succeed", "{task}");
+    let sent = luma.requests().pop().expect("Luma saw it");
+    assert_eq!(
+        (
+            &sent["duration"],
+            &sent["resolution"],
+            &sent["aspect_ratio"],
+            &sent["model"]
+        ),
+        (
+            &json!("9s"),
+            &json!("1080p"),
+            &json!("9:16"),
+            &json!("ray-2")
+        ),
+        "{sent}"
+    );
+    // Luma takes frames by URL only: an uploaded one fails the task in
+    // words, never silently dropped.
+    let b64 = base64::engine::general_purpose::STANDARD.encode(RED_PNG);
+    let id = kling(&gw, &key, I2V, json!({"image": b64})).await;
+    let (task, _) = done(&gw, &key, &id).await;
+    assert_eq!(task["task_status"], "failed", "{task}");
+    assert!(
+        task["task_status_msg"].as_str().unwrap().contains("URL"),
+        "{task}"
+    );
+    assert_eq!(luma.spec_violations(), 0);
     gw.stop().await;
 }
 
@@ -254,6 +355,21 @@ async fn openai_video_requests_run_on_kling_and_kling_requests_on_openai_videos(
         "{sent}"
     );
     assert_eq!((openai.creates(), openai.downloads()), (1, 1));
+
+    // It takes a first frame only: a last one is refused by name.
+    let b64 = base64::engine::general_purpose::STANDARD.encode(RED_PNG);
+    let (status, v) = gw
+        .post(
+            I2V,
+            &key,
+            json!({"model_name": "kling-v2", "image": b64, "image_tail": b64}),
+        )
+        .await;
+    assert_eq!((status, &v["code"]), (400, &json!(1201)), "{v}");
+    assert!(
+        v["message"].as_str().unwrap().starts_with("image_tail"),
+        "{v}"
+    );
 
     // Its failures come back in its words; its rate limit is waited out.
     openai.inject(Fault::Error {
