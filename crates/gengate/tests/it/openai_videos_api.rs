@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 on_both_backends!(
     videos_are_made_listed_fetched_remixed_and_deleted,
+    callbacks_post_the_video_object_signed,
     bad_requests_name_the_param_and_store_nothing,
 );
 
@@ -317,6 +318,46 @@ async fn videos_are_made_listed_fetched_remixed_and_deleted(backend: Backend) {
         (404, &json!("not_found")),
         "{gone}"
     );
+    gw.stop().await;
+}
+
+/// gengate's extension, `callback_url` (a form field, as the SDKs send
+/// `extra_body`): each change POSTs the video object, signed as every
+/// callback is.
+async fn callbacks_post_the_video_object_signed(backend: Backend) {
+    let rx = gengate_testkit::receiver::Receiver::start().await;
+    let gw = TestApp::on(backend).sandbox_latency_ms(200).start().await;
+    let key = gw.new_key("client").await;
+    let hook = rx.url("/hook");
+    let (s, v) = post_form(
+        &gw,
+        &key,
+        &[
+            ("prompt", None, b"called back"),
+            ("callback_url", None, hook.as_bytes()),
+        ],
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let got = rx.wait_for(3, Duration::from_secs(30)).await;
+    let secret = gw
+        .key_record(&key)
+        .await
+        .webhook_secret
+        .expect("a signing secret");
+    let wh = standardwebhooks::Webhook::new(&secret).unwrap();
+    let statuses: Vec<String> = got
+        .iter()
+        .map(|r| {
+            wh.verify(&r.body, &r.headers)
+                .expect("signed with the key's secret");
+            let video: Value = serde_json::from_slice(&r.body).unwrap();
+            conforms("GET", "/videos/{video_id}", 200, &video);
+            assert_eq!(video["id"], v["id"], "{video}");
+            video["status"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(statuses, ["queued", "in_progress", "completed"]);
     gw.stop().await;
 }
 
