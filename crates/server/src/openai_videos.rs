@@ -58,7 +58,11 @@ async fn own_video(state: &AppState, owner: uuid::Uuid, id: &str) -> Result<Task
             "video",
         )
         .await
-        .map_err(|_| not_found())?)
+        .map_err(|e| match e {
+            // Named as asked (`video_…`), not as the task id.
+            ApiError::NotFound(_) => not_found(),
+            other => other,
+        })?)
 }
 
 fn video(state: &AppState, task: &Task) -> Json<Video> {
@@ -163,7 +167,12 @@ pub async fn list(
         Some(after) => {
             let task = own_video(&state, key.id, &after.to_string())
                 .await
-                .map_err(|_| ApiError::validation("after", "is not a video of this key"))?;
+                .map_err(|e| match e.0 {
+                    ApiError::NotFound(_) => {
+                        Error::from(ApiError::validation("after", "is not a video of this key"))
+                    }
+                    _ => e,
+                })?;
             Some((task.created_at, task.id))
         }
     };

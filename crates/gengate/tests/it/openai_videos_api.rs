@@ -419,6 +419,13 @@ async fn bad_requests_name_the_param_and_store_nothing(backend: Backend) {
     assert_eq!(s, 400);
     let (s, v) = gw.get("/v1/videos?order=sideways", &key).await;
     assert_eq!(param(s, &v), "order");
+    let (s, v) = gw
+        .get(
+            "/v1/videos?after=video_00000000000000000000000000000000",
+            &key,
+        )
+        .await;
+    assert_eq!(param(s, &v), "after");
     let resp = gw
         .http
         .post(format!("{}/v1/videos", gw.base))
