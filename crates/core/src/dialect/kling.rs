@@ -276,17 +276,29 @@ pub fn status_name(s: TaskState) -> &'static str {
 }
 
 pub fn render(task: &Task, links: &Links<'_>) -> KlingTask {
+    kling_task(task, links, |shown| TaskResult {
+        images: Some(
+            task.artifacts_with(ArtifactRole::Image)
+                .filter(|_| shown)
+                .map(|a| KlingImage {
+                    index: a.index,
+                    url: links.url(&a.key),
+                })
+                .collect(),
+        ),
+        videos: None,
+    })
+}
+
+/// A task in Kling's shape, images or videos alike; `result` gives its
+/// files, which are `shown` once it completed and until they expire.
+pub(crate) fn kling_task(
+    task: &Task,
+    links: &Links<'_>,
+    result: impl FnOnce(bool) -> TaskResult,
+) -> KlingTask {
     let expired = links.expired(task);
-    let images = if task.state == TaskState::Completed && expired.is_none() {
-        task.artifacts_with(ArtifactRole::Image)
-            .map(|a| KlingImage {
-                index: a.index,
-                url: links.url(&a.key),
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let shown = task.state == TaskState::Completed && expired.is_none();
     KlingTask {
         task_id: task.id.to_string(),
         task_status: status_name(task.state),
@@ -298,10 +310,7 @@ pub fn render(task: &Task, links: &Links<'_>) -> KlingTask {
         },
         created_at: task.created_at,
         updated_at: task.updated_at,
-        task_result: TaskResult {
-            images: Some(images),
-            videos: None,
-        },
+        task_result: result(shown),
         final_unit_deduction: task.net_charge().to_string(),
     }
 }

@@ -10,13 +10,13 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::dialect::kling::{
-    self, KlingTask, KlingVideo, MAX_EXTERNAL_ID_CHARS, TaskInfo, TaskResult, status_name,
+    self, KlingTask, KlingVideo, MAX_EXTERNAL_ID_CHARS, TaskResult, kling_task,
 };
 use crate::dialect::schema;
 use crate::error::ApiError;
 use crate::links::Links;
 use crate::request::{GenerationRequest, ImageRole, InputImage};
-use crate::task::{ArtifactRole, Dialect, NewTask, ParsedCreate, Task, TaskKind, TaskState};
+use crate::task::{ArtifactRole, Dialect, NewTask, ParsedCreate, Task, TaskKind};
 use crate::validate::{
     image_source, one_of, optional_text, optional_url, parse_json, required_text,
 };
@@ -295,35 +295,19 @@ pub fn parse_create(body: &[u8], endpoint: Endpoint) -> Result<ParsedCreate, Api
 }
 
 pub fn render(task: &Task, links: &Links<'_>) -> KlingTask {
-    let expired = links.expired(task);
-    let videos = if task.state == TaskState::Completed && expired.is_none() {
-        task.artifacts_with(ArtifactRole::Video)
-            .map(|a| KlingVideo {
-                id: format!("{}-{}", task.id, a.index),
-                url: links.url(&a.key),
-                duration: format!("{:.1}", a.duration_secs.unwrap_or_default()),
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
-    KlingTask {
-        task_id: task.id.to_string(),
-        task_status: status_name(task.state),
-        task_status_msg: expired
-            .or_else(|| task.failure_reason.clone())
-            .unwrap_or_default(),
-        task_info: TaskInfo {
-            external_task_id: task.external_id.clone(),
-        },
-        created_at: task.created_at,
-        updated_at: task.updated_at,
-        task_result: TaskResult {
-            images: None,
-            videos: Some(videos),
-        },
-        final_unit_deduction: task.net_charge().to_string(),
-    }
+    kling_task(task, links, |shown| TaskResult {
+        images: None,
+        videos: Some(
+            task.artifacts_with(ArtifactRole::Video)
+                .filter(|_| shown)
+                .map(|a| KlingVideo {
+                    id: format!("{}-{}", task.id, a.index),
+                    url: links.url(&a.key),
+                    duration: format!("{:.1}", a.duration_secs.unwrap_or_default()),
+                })
+                .collect(),
+        ),
+    })
 }
 
 #[cfg(test)]
