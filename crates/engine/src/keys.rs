@@ -4,6 +4,7 @@
 //! authentication, with each key's enabled flag and request rate.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -145,6 +146,7 @@ pub struct KeyService {
     seen: Mutex<Seen>,
     rates: Rates,
     requests: RequestCounts,
+    bad_keys: crate::bad_keys::BadKeys,
 }
 
 impl KeyService {
@@ -157,6 +159,7 @@ impl KeyService {
             seen: Mutex::default(),
             rates: Rates::default(),
             requests: RequestCounts::default(),
+            bad_keys: Default::default(),
         }
     }
 
@@ -298,11 +301,28 @@ impl KeyService {
 
     /// The key whose secret a request presents: 401 for an unknown or
     /// revoked one, 403 for a disabled one, 429 over its request rate.
-    pub async fn authenticate(&self, secret: &str) -> Result<ApiKey, ApiError> {
+    /// The key `secret` names, for a request from `from` (the client's
+    /// address, when known: wrong keys from one address are limited).
+    pub async fn authenticate(
+        &self,
+        secret: &str,
+        from: Option<IpAddr>,
+    ) -> Result<ApiKey, ApiError> {
+        if let Some(from) = from {
+            self.bad_keys.admit(from, Instant::now())?;
+        }
         let hash = hash_key(secret);
         let key = match self.lookup(&hash).await? {
             Some(k) if bool::from(k.hash.ct_eq(&hash)) && k.revoked_at.is_none() => k,
-            _ => return Err(ApiError::Unauthorized("unknown or revoked API key")),
+            _ => {
+                // The address, never the key: a log is no place for secrets.
+                if let Some(from) = from
+                    && self.bad_keys.strike(from, Instant::now())
+                {
+                    tracing::warn!(client = %from, "too many wrong API keys; the address cools down");
+                }
+                return Err(ApiError::Unauthorized("unknown or revoked API key"));
+            }
         };
         if !key.enabled {
             return Err(ApiError::Forbidden("this key is disabled"));

@@ -12,6 +12,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 
 pub mod artifacts;
+pub mod bad_keys;
 mod channels;
 mod config;
 mod fetch;

@@ -23,6 +23,8 @@ use crate::config::{FileUrlMode, Settings};
 /// A running gengate: where it listens, and how to stop it.
 pub struct Running {
     pub addr: SocketAddr,
+    /// Where `/metrics` is served when it has its own address.
+    pub metrics_addr: Option<SocketAddr>,
     /// The admin key made at this start, if the store was empty.
     pub new_admin_key: Option<String>,
     /// Its callback signing secret.
@@ -95,10 +97,23 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let store = open_store(&settings, settings.migrate).await?;
     let (new_admin_key, new_admin_webhook_secret) =
         first_admin_key(store.as_ref(), &settings).await?.unzip();
+    let http = settings.http_options()?;
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
         .with_context(|| format!("listening on {}", settings.listen))?;
     let addr = listener.local_addr()?;
+    let metrics_listener = match &settings.metrics_listen {
+        Some(at) => Some(
+            tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("listening for metrics on {at}"))?,
+        ),
+        None => None,
+    };
+    let metrics_addr = metrics_listener
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()?;
     let public = settings
         .public_url
         .clone()
@@ -175,21 +190,32 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         let sweep_task = run_engine.then(|| tokio::spawn(engine.sweeper().run(rx.clone())));
         let engine_task = run_engine.then(|| tokio::spawn(engine.run(rx.clone())));
         let deliver_task = run_engine.then(|| tokio::spawn(deliverer.run(rx.clone())));
-        let mut server_rx = rx.clone();
-        let server = tokio::spawn(gengate_server::serve(
-            listener,
-            state,
-            serve_api,
-            async move {
-                let _ = server_rx.wait_for(|stop| *stop).await;
-            },
-        ));
+        let stopping = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let metrics_task = metrics_listener.map(|listener| {
+            let app = gengate_server::metrics::router(http.metrics_token.as_deref());
+            tokio::spawn(gengate_server::limits::serve(
+                listener,
+                app,
+                http.limits,
+                stopping(rx.clone()),
+            ))
+        });
+        let server = tokio::spawn({
+            let stop = stopping(rx.clone());
+            async move { gengate_server::serve(listener, state, serve_api, &http, stop).await }
+        });
         let mut rx = rx;
         let _ = rx.wait_for(|stop| *stop).await;
         // Open requests get a bounded grace period; the engine bounds its own drain.
         match tokio::time::timeout(gengate_server::SHUTDOWN_GRACE, server).await {
             Ok(r) => r??,
             Err(_) => tracing::warn!("requests still open after the grace period; closing"),
+        }
+        if let Some(task) = metrics_task {
+            // A scrape in progress is not worth waiting for.
+            task.abort();
         }
         for task in [
             Some(watch_task),
@@ -207,8 +233,12 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         Ok(())
     });
     tracing::info!(%addr, public_url = %public, role = settings.role.as_str(), "gengate listening");
+    if let Some(at) = metrics_addr {
+        tracing::info!(%at, "metrics served on their own address");
+    }
     Ok(Running {
         addr,
+        metrics_addr,
         new_admin_key,
         new_admin_webhook_secret,
         shutdown: tx,

@@ -77,6 +77,20 @@ pub struct Settings {
     /// Overrides of `retention_days` by model and by key id
     /// (`[retention.models]`, `[retention.keys]`; 0: for ever).
     pub retention: RetentionOverrides,
+    /// Open connections at most; one more is answered 503 and closed.
+    pub max_connections: usize,
+    /// API requests in progress at most; one more is answered 503 at once.
+    pub max_requests_in_flight: usize,
+    /// Seconds a client has to send a request's headers (and a kept-alive
+    /// connection to start its next request) before it is closed.
+    pub header_timeout_secs: u64,
+    /// Origins browsers may call the API from (CORS); none: CORS is off.
+    pub cors_origins: Vec<String>,
+    /// Serve `/metrics` on this address instead of `listen`.
+    pub metrics_listen: Option<String>,
+    /// `/metrics` only with `Authorization: Bearer <token>`. A secret: from
+    /// gengate.toml or the environment.
+    pub metrics_token: Option<String>,
 }
 
 /// See [`Settings::retention`].
@@ -167,6 +181,12 @@ impl Default for Settings {
             max_result_mb: gengate_engine::artifacts::DEFAULT_MAX_RESULT_BYTES >> 20,
             retention_days: 0,
             retention: RetentionOverrides::default(),
+            max_connections: 4096,
+            max_requests_in_flight: 1024,
+            header_timeout_secs: 10,
+            cors_origins: Vec::new(),
+            metrics_listen: None,
+            metrics_token: None,
         }
     }
 }
@@ -219,7 +239,52 @@ impl Settings {
         gengate_core::FileLinks::signed(base, &self.file_url_keys, self.file_url_ttl_secs)
     }
 
+    /// The HTTP side's limits, CORS and metrics access.
+    pub fn http_options(&self) -> anyhow::Result<gengate_server::HttpOptions> {
+        let cors_origins = self
+            .cors_origins
+            .iter()
+            .map(|o| {
+                let parsed = reqwest::Url::parse(o).ok().filter(|u| {
+                    matches!(u.scheme(), "http" | "https")
+                        && u.host_str().is_some()
+                        && u.path() == "/"
+                        && u.query().is_none()
+                        && !o.ends_with('/')
+                });
+                anyhow::ensure!(
+                    parsed.is_some(),
+                    "cors_origins: {o:?} is not an origin (scheme://host[:port], no path)"
+                );
+                Ok(reqwest::header::HeaderValue::from_str(o)?)
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(gengate_server::HttpOptions {
+            limits: gengate_server::limits::Limits {
+                max_connections: self.max_connections,
+                max_requests_in_flight: self.max_requests_in_flight,
+                header_timeout: std::time::Duration::from_secs(self.header_timeout_secs),
+            },
+            cors_origins,
+            metrics_here: self.metrics_listen.is_none(),
+            metrics_token: self.metrics_token.clone(),
+        })
+    }
+
     pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.max_connections > 0 && self.max_requests_in_flight > 0,
+            "max_connections and max_requests_in_flight must be at least 1"
+        );
+        anyhow::ensure!(
+            (1..=300).contains(&self.header_timeout_secs),
+            "header_timeout_secs must be 1 to 300"
+        );
+        anyhow::ensure!(
+            self.metrics_token.as_ref().is_none_or(|t| t.len() >= 16),
+            "metrics_token must be at least 16 characters"
+        );
+        self.http_options()?;
         anyhow::ensure!(
             (0.0..=1.0).contains(&self.sandbox_failure_rate),
             "sandbox_failure_rate must be between 0 and 1"

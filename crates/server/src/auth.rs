@@ -49,7 +49,11 @@ impl<E: ErrorShape> FromRequestParts<AppState> for Caller<E> {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let key = state.keys.authenticate(bearer(&parts.headers)?).await?;
+        let from = crate::limits::client_address(&parts.extensions);
+        let key = state
+            .keys
+            .authenticate(bearer(&parts.headers)?, from)
+            .await?;
         Ok(Caller {
             key,
             shape: PhantomData,

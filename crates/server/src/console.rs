@@ -63,15 +63,6 @@ fn file(body: &'static str, content_type: &'static str, media: Option<&str>) -> 
     if let Ok(policy) = HeaderValue::from_str(&csp(media)) {
         h.insert(header::CONTENT_SECURITY_POLICY, policy);
     }
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     // Small and changed by upgrades: revalidated every time.
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     resp

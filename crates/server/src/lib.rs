@@ -6,11 +6,13 @@
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::StatusCode;
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
@@ -27,6 +29,7 @@ pub mod feed;
 pub mod files;
 pub mod health;
 pub mod kling;
+pub mod limits;
 pub mod luma;
 pub mod metrics;
 pub mod models_api;
@@ -43,13 +46,24 @@ pub mod usage;
 
 pub use state::AppState;
 
+/// How the HTTP side is set up beyond its state.
+#[derive(Debug, Clone, Default)]
+pub struct HttpOptions {
+    pub limits: limits::Limits,
+    /// Origins browsers may call the API from (CORS); none: no CORS
+    /// headers, so browsers keep other sites' pages out.
+    pub cors_origins: Vec<HeaderValue>,
+    /// Whether this listener serves `/metrics` (not when it has its own).
+    pub metrics_here: bool,
+    /// `/metrics` only with this bearer token.
+    pub metrics_token: Option<String>,
+}
+
 /// The routes: with `serve_api`, the dialects, files and OpenAPI; always
 /// the health endpoints (a worker-only instance answers those alone).
-pub fn router(state: AppState, serve_api: bool) -> Router {
+pub fn router(state: AppState, serve_api: bool, opts: &HttpOptions) -> Router {
     metrics::install();
-    let mut routes = Router::new()
-        .merge(health::router())
-        .route("/metrics", get(metrics::serve));
+    let mut routes = Router::new();
     let mut synchronous = Router::new();
     if serve_api {
         routes = routes
@@ -77,7 +91,7 @@ pub fn router(state: AppState, serve_api: bool) -> Router {
     // A request (body upload included) gets REQUEST_TIMEOUT; one that
     // waits for its task gets that wait on top. File bodies stream after it.
     let sync_timeout = state.sync_wait.max(dream_machine_sync_max()) + REQUEST_TIMEOUT;
-    let routes = routes
+    let api = routes
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
@@ -85,8 +99,17 @@ pub fn router(state: AppState, serve_api: bool) -> Router {
         .merge(synchronous.layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             sync_timeout,
-        )));
-    routes
+        )))
+        // Health and metrics stay answerable under load: only the API is capped.
+        .route_layer(axum::middleware::from_fn_with_state(
+            limits::InFlight::new(opts.limits.max_requests_in_flight),
+            limits::cap_in_flight,
+        ));
+    let mut routes = Router::new().merge(health::router()).merge(api);
+    if opts.metrics_here {
+        routes = routes.merge(metrics::router(opts.metrics_token.as_deref()));
+    }
+    let routes = routes
         .route_layer(axum::middleware::from_fn(metrics::track))
         .fallback(not_found)
         .with_state(state)
@@ -101,7 +124,59 @@ pub fn router(state: AppState, serve_api: bool) -> Router {
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         // Bodies are bounded where they are read (body::read_json).
-        .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(axum::extract::DefaultBodyLimit::disable());
+    with_security_headers(with_cors(routes, &opts.cors_origins))
+}
+
+/// Headers every answer carries: no type sniffing, no framing, no referrer.
+fn with_security_headers(routes: Router) -> Router {
+    [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+    ]
+    .into_iter()
+    .fold(routes, |routes, (name, value)| {
+        routes.layer(SetResponseHeaderLayer::if_not_present(
+            name,
+            HeaderValue::from_static(value),
+        ))
+    })
+}
+
+fn with_cors(routes: Router, origins: &[HeaderValue]) -> Router {
+    if origins.is_empty() {
+        return routes;
+    }
+    let methods = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+    ];
+    let asked = [
+        header::AUTHORIZATION,
+        header::CONTENT_TYPE,
+        header::RANGE,
+        HeaderName::from_static("idempotency-key"),
+        HeaderName::from_static("last-event-id"),
+    ];
+    let shown = [
+        header::RETRY_AFTER,
+        header::CONTENT_RANGE,
+        header::ETAG,
+        HeaderName::from_static("x-request-id"),
+    ];
+    routes.layer(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins.iter().cloned()))
+            .allow_methods(methods)
+            .allow_headers(asked)
+            .expose_headers(shown)
+            .max_age(std::time::Duration::from_secs(600)),
+    )
 }
 
 async fn not_found() -> Response {
@@ -118,11 +193,11 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     serve_api: bool,
+    opts: &HttpOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state, serve_api))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let app = router(state, serve_api, opts);
+    limits::serve(listener, app, opts.limits, shutdown).await
 }
 
 /// How long one request may take, reading its body included.

@@ -1,14 +1,16 @@
 //! `/metrics` in Prometheus' text format. The recorder is process-wide, so
 //! it is installed once, by whichever server starts first.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
+use axum::Router;
 use axum::extract::{MatchedPath, Request};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use sha2::{Digest, Sha256};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -21,6 +23,40 @@ pub fn install() {
             None
         }
     });
+}
+
+/// `/metrics`: open, or only with `Authorization: Bearer <token>`
+/// (`metrics_token`).
+pub fn router<S: Clone + Send + Sync + 'static>(token: Option<&str>) -> Router<S> {
+    let route = Router::new().route("/metrics", axum::routing::get(serve));
+    let Some(token) = token else {
+        return route;
+    };
+    // Compared as digests: the time taken says nothing of the token.
+    let expected: Arc<[u8; 32]> = Arc::new(Sha256::digest(token.as_bytes()).into());
+    route.route_layer(axum::middleware::from_fn(
+        move |req: Request, next: Next| {
+            let expected = expected.clone();
+            async move {
+                let given = req
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .map(|t| <[u8; 32]>::from(Sha256::digest(t.trim().as_bytes())));
+                if given.as_ref() == Some(&*expected) {
+                    next.run(req).await
+                } else {
+                    (
+                        StatusCode::UNAUTHORIZED,
+                        [(header::WWW_AUTHENTICATE, "Bearer")],
+                        "metrics need Authorization: Bearer <metrics_token>",
+                    )
+                        .into_response()
+                }
+            }
+        },
+    ))
 }
 
 /// The metrics, for a Prometheus scrape.

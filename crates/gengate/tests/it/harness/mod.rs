@@ -237,6 +237,11 @@ impl Gateway {
         }
     }
 
+    /// Where `/metrics` is served when `metrics_listen` gave it its own address.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.running.as_ref().and_then(|r| r.metrics_addr)
+    }
+
     /// A new non-admin key, with no credits (free models only).
     pub async fn new_key(&self, name: &str) -> String {
         self.new_key_with(name, 0).await
