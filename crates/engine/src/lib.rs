@@ -172,6 +172,7 @@ impl Engine {
         let permits = Arc::new(Semaphore::new(self.cfg.concurrency));
         let mut running = JoinSet::new();
         tracing::info!(worker = %self.worker_id, "engine started");
+        let mut failures = 0;
         while !*shutdown.borrow() {
             while running.try_join_next().is_some() {}
             let free = permits.available_permits();
@@ -184,10 +185,20 @@ impl Engine {
                     .claim_due(&self.worker_id, now_ms(), ms(self.cfg.lease), limit)
                     .await
                 {
-                    Ok(tasks) => tasks,
+                    Ok(tasks) => {
+                        failures = 0;
+                        tasks
+                    }
                     Err(e) => {
-                        tracing::error!(error = %e, "claiming tasks failed");
-                        Vec::new()
+                        failures += 1;
+                        tracing::error!(error = %e, failures, "claiming tasks failed");
+                        metrics::counter!("gengate_store_errors_total", "op" => "claim")
+                            .increment(1);
+                        tokio::select! {
+                            _ = tokio::time::sleep(store_backoff(failures)) => {}
+                            _ = shutdown.changed() => {}
+                        }
+                        continue;
                     }
                 }
             };
@@ -288,5 +299,25 @@ impl Engine {
         let next = self.store.next_due_at().await.ok().flatten();
         let wait = next.map_or(1000, |at| (at - now_ms()).clamp(50, 1000));
         Duration::from_millis(u64::try_from(wait).unwrap_or(1000))
+    }
+}
+
+/// How long a background loop rests after its store failed `failures`
+/// times in a row: doubling from 250 ms to 8 s, so an outage costs a
+/// request and a log line every few seconds, not a storm.
+pub(crate) fn store_backoff(failures: u32) -> Duration {
+    Duration::from_millis(250u64 << failures.saturating_sub(1).min(5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_backoff_doubles_from_a_quarter_second_to_eight() {
+        let waits: Vec<u64> = (1..=8)
+            .map(|n| store_backoff(n).as_millis() as u64)
+            .collect();
+        assert_eq!(waits, [250, 500, 1000, 2000, 4000, 8000, 8000, 8000]);
     }
 }

@@ -140,13 +140,30 @@ enum LedgerCommand {
     Verify,
 }
 
+/// Standard error for log lines, dropping a line it cannot write (a full
+/// disk under the log file): tracing-subscriber reports a failed write with
+/// `eprintln!`, which panics when standard error itself fails, taking the
+/// request or task that logged down with it.
+struct LossyStderr;
+
+impl std::io::Write for LossyStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        Ok(std::io::stderr().write(buf).unwrap_or(buf.len()))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
+}
+
 fn init_logging(json: bool) {
     let filter = EnvFilter::try_from_env("GENGATE_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(|| LossyStderr);
     if json {
         builder.json().init();
     } else {

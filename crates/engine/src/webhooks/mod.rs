@@ -79,6 +79,7 @@ impl Deliverer {
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let total = Arc::new(Semaphore::new(TOTAL));
         let mut running = JoinSet::new();
+        let mut failures = 0;
         while !*shutdown.borrow() {
             while running.try_join_next().is_some() {}
             let free = u32::try_from(total.available_permits()).unwrap_or(0);
@@ -86,13 +87,23 @@ impl Deliverer {
                 Vec::new()
             } else {
                 let lease = i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX);
-                self.store
-                    .claim_deliveries(now_ms(), lease, free)
-                    .await
-                    .unwrap_or_else(|e| {
-                        tracing::error!(error = %e, "claiming deliveries failed");
-                        Vec::new()
-                    })
+                match self.store.claim_deliveries(now_ms(), lease, free).await {
+                    Ok(due) => {
+                        failures = 0;
+                        due
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        tracing::error!(error = %e, failures, "claiming deliveries failed");
+                        metrics::counter!("gengate_store_errors_total", "op" => "claim_deliveries")
+                            .increment(1);
+                        tokio::select! {
+                            _ = tokio::time::sleep(crate::store_backoff(failures)) => {}
+                            _ = shutdown.changed() => {}
+                        }
+                        continue;
+                    }
+                }
             };
             let got = due.len();
             for d in due {

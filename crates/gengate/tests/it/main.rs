@@ -23,6 +23,7 @@ mod media;
 mod multi_instance;
 mod openai_images_api;
 mod openai_videos_api;
+mod outages;
 mod process;
 mod providers_e2e;
 mod sdks;

@@ -79,6 +79,10 @@ fn parse(block: &str) -> Option<Event> {
             data.push(v.trim());
         }
     }
+    // A keep-alive comment (every 15 s) carries no data and no event.
+    if data.is_empty() {
+        return None;
+    }
     let data: Value = serde_json::from_str(&data.join("\n")).expect("JSON data");
     Some(Event {
         seq: data["seq"].as_i64().expect("a sequence number"),
