@@ -17,8 +17,19 @@ struct Cli {
     /// About a minute instead of up to ten.
     #[arg(long)]
     quick: bool,
-    /// Scenarios to run (default: all): batch, scale, submits, e2e, inflight, upstream, slow, mirror.
+    /// Scenarios to run (default: all): batch, scale, submits, e2e, inflight, upstream, slow, mirror;
+    /// or `crash` alone (the reliability suite's crash loop, not a benchmark).
     scenarios: Vec<String>,
+    /// crash: tasks to submit.
+    #[arg(long, default_value_t = 20_000)]
+    tasks: usize,
+    /// crash: SIGKILLs, evenly through the submits.
+    #[arg(long, default_value_t = 5)]
+    kills: usize,
+    /// crash: three instances on this (empty) PostgreSQL database instead
+    /// of one on SQLite.
+    #[arg(long)]
+    postgres: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -31,6 +42,9 @@ fn main() -> anyhow::Result<()> {
 
 async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if cli.scenarios == ["crash"] {
+        return crash(&cli).await;
+    }
     let all = [
         "batch", "scale", "submits", "e2e", "inflight", "upstream", "slow", "mirror",
     ];
@@ -102,5 +116,28 @@ async fn run() -> anyhow::Result<()> {
     );
     report::write_markdown(&rows, &command, &notes)?;
     eprintln!("wrote BENCHMARKS.md");
+    Ok(())
+}
+
+/// The crash loop, large: prints its report; fails unless nothing was lost.
+async fn crash(cli: &Cli) -> anyhow::Result<()> {
+    use gengate_testkit::crash::{self, Database, Plan};
+    let bin = gateway::build()?;
+    let (db, instances) = match &cli.postgres {
+        Some(url) => (Database::Postgres(url.clone()), 3),
+        None => (Database::Sqlite, 1),
+    };
+    let plan = Plan {
+        tasks: cli.tasks,
+        kills: cli.kills,
+        instances,
+        clients: 32,
+        fault_rate: 0.1,
+    };
+    let dir = tempfile::tempdir()?;
+    eprintln!("== crash loop: {plan:?} (logs in {})", dir.path().display());
+    let report = crash::run(&bin, dir.path(), db, &plan).await?;
+    println!("{report}");
+    anyhow::ensure!(report.lost_nothing(), "the crash loop lost something");
     Ok(())
 }

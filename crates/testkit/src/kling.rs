@@ -91,6 +91,10 @@ struct Shared {
     /// API requests being answered now, and the most at once.
     active: AtomicU64,
     max_active: AtomicU64,
+    /// Share of requests answered with a random fault (when none is queued),
+    /// in millionths; and how many were.
+    fault_ppm: AtomicU64,
+    random_faults: AtomicU64,
 }
 
 pub struct KlingEmu {
@@ -131,6 +135,8 @@ impl KlingEmu {
             create_answer_delay: Mutex::default(),
             active: AtomicU64::new(0),
             max_active: AtomicU64::new(0),
+            fault_ppm: AtomicU64::new(0),
+            random_faults: AtomicU64::new(0),
         });
         let app = Router::new()
             .route("/v1/images/generations", post(create_image))
@@ -156,6 +162,18 @@ impl KlingEmu {
         if let Ok(mut f) = self.shared.faults.lock() {
             f.push_back(fault);
         }
+    }
+
+    /// Answer this share of requests (0 to 1) with a random fault: a 500,
+    /// a 429 with `Retry-After`, a body that is not JSON, or a 3 s stall.
+    pub fn set_fault_rate(&self, rate: f64) {
+        let ppm = (rate.clamp(0.0, 1.0) * 1e6) as u64;
+        self.shared.fault_ppm.store(ppm, Ordering::SeqCst);
+    }
+
+    /// Random faults served so far.
+    pub fn random_faults(&self) -> u64 {
+        self.shared.random_faults.load(Ordering::SeqCst)
     }
 
     /// Tasks created (accepted submits).
@@ -286,7 +304,11 @@ async fn fault(s: &Shared) -> Option<Response> {
         tokio::time::sleep(latency).await;
         s.active.fetch_sub(1, Ordering::SeqCst);
     }
-    let next = s.faults.lock().ok()?.pop_front()?;
+    let queued = s.faults.lock().ok()?.pop_front();
+    let next = match queued {
+        Some(f) => f,
+        None => random_fault(s)?,
+    };
     match next {
         Fault::Error {
             status,
@@ -308,6 +330,29 @@ async fn fault(s: &Shared) -> Option<Response> {
             None
         }
     }
+}
+
+/// A fault for this request, drawn at the configured rate.
+fn random_fault(s: &Shared) -> Option<Fault> {
+    let ppm = s.fault_ppm.load(Ordering::Relaxed);
+    if ppm == 0 || rand::random_range(0..1_000_000) >= ppm {
+        return None;
+    }
+    s.random_faults.fetch_add(1, Ordering::Relaxed);
+    Some(match rand::random_range(0..4) {
+        0 => Fault::Error {
+            status: 500,
+            code: 5000,
+            retry_after: None,
+        },
+        1 => Fault::Error {
+            status: 429,
+            code: 1302,
+            retry_after: Some(1),
+        },
+        2 => Fault::Malformed,
+        _ => Fault::Delay(Duration::from_secs(3)),
+    })
 }
 
 fn unix_now() -> i64 {

@@ -3,6 +3,7 @@
 
 pub mod call_back;
 pub mod comfyui;
+pub mod crash;
 pub mod faults;
 pub mod fixtures;
 pub mod gate;

@@ -11,6 +11,7 @@ mod browser;
 mod callbacks;
 mod channels;
 mod console;
+mod crash_loop;
 mod credits;
 mod dream_machine_api;
 mod feed;
