@@ -182,6 +182,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
             }
         },
     };
+    let drain_timeout = Duration::from_secs(settings.drain_timeout_secs);
     let run_engine = settings.role.runs_engine();
     let serve_api = settings.role.serves_api();
     let handle = tokio::spawn(async move {
@@ -208,8 +209,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         });
         let mut rx = rx;
         let _ = rx.wait_for(|stop| *stop).await;
-        // Open requests get a bounded grace period; the engine bounds its own drain.
-        match tokio::time::timeout(gengate_server::SHUTDOWN_GRACE, server).await {
+        // Open requests get drain_timeout too, beside the engine's own drain.
+        match tokio::time::timeout(drain_timeout, server).await {
             Ok(r) => r??,
             Err(_) => tracing::warn!("requests still open after the grace period; closing"),
         }

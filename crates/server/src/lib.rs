@@ -207,6 +207,3 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 fn dream_machine_sync_max() -> Duration {
     Duration::from_secs_f64(gengate_core::dialect::dream_machine::MAX_SYNC_TIMEOUT_SECS)
 }
-
-/// How long graceful shutdown waits for open requests.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);

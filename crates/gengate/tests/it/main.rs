@@ -29,6 +29,7 @@ mod process;
 mod providers_e2e;
 mod sdks;
 mod security;
+mod shutdown;
 mod storage;
 mod tasks_api;
 mod tasks_cli;
