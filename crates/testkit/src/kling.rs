@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -95,6 +95,9 @@ struct Shared {
     /// in millionths; and how many were.
     fault_ppm: AtomicU64,
     random_faults: AtomicU64,
+    /// Down: every request answered 503, and counted.
+    down: AtomicBool,
+    refused_while_down: AtomicU64,
 }
 
 pub struct KlingEmu {
@@ -137,6 +140,8 @@ impl KlingEmu {
             max_active: AtomicU64::new(0),
             fault_ppm: AtomicU64::new(0),
             random_faults: AtomicU64::new(0),
+            down: AtomicBool::new(false),
+            refused_while_down: AtomicU64::new(0),
         });
         let app = Router::new()
             .route("/v1/images/generations", post(create_image))
@@ -169,6 +174,16 @@ impl KlingEmu {
     pub fn set_fault_rate(&self, rate: f64) {
         let ppm = (rate.clamp(0.0, 1.0) * 1e6) as u64;
         self.shared.fault_ppm.store(ppm, Ordering::SeqCst);
+    }
+
+    /// Down (every request answered 503) or up again.
+    pub fn set_down(&self, down: bool) {
+        self.shared.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Requests answered 503 because the emulation was down.
+    pub fn refused_while_down(&self) -> u64 {
+        self.shared.refused_while_down.load(Ordering::SeqCst)
     }
 
     /// Random faults served so far.
@@ -303,6 +318,10 @@ async fn fault(s: &Shared) -> Option<Response> {
         s.max_active.fetch_max(now, Ordering::SeqCst);
         tokio::time::sleep(latency).await;
         s.active.fetch_sub(1, Ordering::SeqCst);
+    }
+    if s.down.load(Ordering::SeqCst) {
+        s.refused_while_down.fetch_add(1, Ordering::SeqCst);
+        return Some(refuse(StatusCode::SERVICE_UNAVAILABLE, 5000, "down"));
     }
     let queued = s.faults.lock().ok()?.pop_front();
     let next = match queued {

@@ -195,6 +195,38 @@ async fn failing_channel_hands_tasks_to_the_next(backend: Backend) {
     gw.stop().await;
 }
 
+/// An upstream down the whole time while tasks keep coming: after a few
+/// failures it cools down and is left alone, every task is served by the
+/// next channel, and the dead one sees a handful of requests, not one (or
+/// five retries) per task.
+async fn a_down_upstream_gets_a_trickle_not_a_storm(backend: Backend) {
+    let dead = KlingEmu::start(keys(), Duration::from_millis(200)).await;
+    dead.set_down(true);
+    let alive = KlingEmu::start(keys(), Duration::from_millis(200)).await;
+    let gw = TestApp::on(backend)
+        .channel(kling_channel("dead", &dead, 10))
+        .channel(kling_channel("alive", &alive, 0))
+        .start()
+        .await;
+    let key = gw.new_key("client").await;
+    let mut ids = Vec::new();
+    for wave in 0..6 {
+        ids.extend(submit_many(&gw, &key, &format!("wave {wave}"), 10).await);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    for id in &ids {
+        let done = gw.wait_kling(&key, id).await;
+        assert_eq!(done["task_status"], "succeed", "{done}");
+    }
+    assert_eq!(alive.submits(), 60, "each task submitted once, elsewhere");
+    let probes = dead.refused_while_down();
+    assert!(
+        (3..=12).contains(&probes),
+        "{probes} requests to the dead upstream for 60 tasks"
+    );
+    gw.stop().await;
+}
+
 async fn upstream_errors_become_reasons_a_client_can_act_on(backend: Backend) {
     let (emu, gw, key) = one_kling_channel(backend, Duration::from_millis(200)).await;
 
@@ -515,6 +547,7 @@ on_both_backends!(
     polls_learn_how_long_jobs_take,
     kling_channel_completes_tasks_with_mirrored_results,
     failing_channel_hands_tasks_to_the_next,
+    a_down_upstream_gets_a_trickle_not_a_storm,
     upstream_errors_become_reasons_a_client_can_act_on,
     refused_credentials_fail_without_showing_them,
     a_model_no_channel_serves_is_refused_at_submit,
