@@ -380,7 +380,9 @@ pub async fn run(bin: &Path, dir: &Path, db: Database, plan: &Plan) -> anyhow::R
         fleet.start(n).await?;
     }
     let secret = fleet.webhook_secret.lock().unwrap().clone();
-    let secrets: Vec<String> = [KEY.to_string(), KLING_SECRET.to_string()]
+    // A wrong key a client sends: refused, and never written down either.
+    let wrong_key = format!("gg_wrong_{}", uuid::Uuid::new_v4().simple());
+    let secrets: Vec<String> = [KEY.to_string(), KLING_SECRET.to_string(), wrong_key.clone()]
         .into_iter()
         .chain(secret)
         .collect();
@@ -401,6 +403,19 @@ pub async fn run(bin: &Path, dir: &Path, db: Database, plan: &Plan) -> anyhow::R
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(15))
         .build()?;
+    for _ in 0..3 {
+        let base = fleet.any_live().unwrap_or_default();
+        let resp = http
+            .get(format!("{base}/v1/tasks"))
+            .bearer_auth(&wrong_key)
+            .send()
+            .await?;
+        anyhow::ensure!(
+            resp.status() == 401,
+            "a wrong key answered {}",
+            resp.status()
+        );
+    }
     let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
     let failed_tries = Arc::new(AtomicUsize::new(0));
     let next = Arc::new(AtomicUsize::new(0));

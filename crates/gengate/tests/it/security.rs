@@ -1,7 +1,8 @@
 //! What gengate shows a hostile or careless client: every admin route
 //! refuses other keys, wrong keys are limited per address, CORS is off
 //! unless configured, `/metrics` can be closed or moved, and every answer
-//! carries the security headers.
+//! carries the security headers. (That no key or secret reaches a log line,
+//! a callback or the metrics is checked by the crash loop, over a whole run.)
 
 use std::net::IpAddr;
 
@@ -63,7 +64,7 @@ fn client_from(from: [u8; 4]) -> reqwest::Client {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn wrong_keys_are_limited_per_address_and_never_logged() {
+async fn wrong_keys_are_limited_per_address() {
     let _turn = crate::harness::sharing_the_machine().await;
     let gw = TestApp::on(Backend::Sqlite).start().await;
     let url = format!("{}/v1/tasks", gw.base);
