@@ -22,7 +22,8 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(de).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
-        if inner.is_syntax() || inner.is_eof() || path == "." {
+        // An unknown key "" has an empty path: no field to name.
+        if inner.is_syntax() || inner.is_eof() || path == "." || path.is_empty() {
             ApiError::MalformedJson(inner.to_string())
         } else {
             // serde's own message carries "at line 1 column 9"; the field name is what helps.
@@ -284,6 +285,23 @@ mod tests {
             parse_json::<B>(b"[1]"),
             Err(ApiError::MalformedJson(_))
         ));
+    }
+
+    /// An unknown key `""` was refused as a field with an empty name.
+    #[test]
+    fn unknown_empty_key_is_not_a_nameless_field() {
+        #[derive(serde::Deserialize, Debug)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct B {
+            n: Option<u32>,
+        }
+        for body in [&br#"{"": 1}"#[..], br#"{"""#] {
+            assert!(
+                matches!(parse_json::<B>(body), Err(ApiError::MalformedJson(_))),
+                "{body:?}"
+            );
+        }
     }
 
     #[test]
