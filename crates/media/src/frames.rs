@@ -94,6 +94,7 @@ fn frames(
     width: Option<u32>,
 ) -> Result<Vec<RgbImage>, MediaError> {
     let bad = |e: &dyn std::fmt::Display| MediaError::InvalidMp4(e.to_string());
+    let reader = crate::probe::Bounded::new(reader);
     let mut mp4 = Mp4Reader::read_header(reader, size).map_err(|e| bad(&e))?;
     let track = mp4
         .tracks()

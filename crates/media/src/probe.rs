@@ -1,6 +1,6 @@
 //! Reading media back: MP4 headers, PNG/JPEG validation and colour summaries.
 
-use std::io::{Cursor, Read, Seek};
+use std::io::{Cursor, Read, Seek, SeekFrom};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use image::{ImageReader, Limits, RgbImage};
@@ -32,8 +32,8 @@ pub fn probe_mp4_reader(reader: impl Read + Seek, size: u64) -> Result<VideoInfo
 }
 
 fn probe_mp4_inner(reader: impl Read + Seek, size: u64) -> Result<VideoInfo, MediaError> {
-    let reader =
-        Mp4Reader::read_header(reader, size).map_err(|e| MediaError::InvalidMp4(e.to_string()))?;
+    let reader = Mp4Reader::read_header(Bounded::new(reader), size)
+        .map_err(|e| MediaError::InvalidMp4(e.to_string()))?;
     let track = reader
         .tracks()
         .values()
@@ -64,6 +64,44 @@ fn probe_mp4_inner(reader: impl Read + Seek, size: u64) -> Result<VideoInfo, Med
         codec,
         frames: track.sample_count(),
     })
+}
+
+/// Seeks the mp4 crate may make on one file, far more than any real
+/// file's boxes and samples take.
+const MAX_SEEKS: u32 = 1 << 20;
+
+/// A reader the mp4 crate cannot spin on forever. It seeks at least once per
+/// box it walks, and a box of size 0 inside `moov` (or any box it walks)
+/// sends it back to that same header again and again, which it does not
+/// refuse; past [`MAX_SEEKS`] the file is refused instead.
+pub(crate) struct Bounded<R> {
+    inner: R,
+    seeks: u32,
+}
+
+impl<R> Bounded<R> {
+    pub(crate) fn new(inner: R) -> Bounded<R> {
+        Bounded { inner, seeks: 0 }
+    }
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf)
+    }
+}
+
+impl<R: Seek> Seek for Bounded<R> {
+    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
+        self.seeks += 1;
+        if self.seeks > MAX_SEEKS {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "its boxes loop (a box of size 0 inside another?)",
+            ));
+        }
+        self.inner.seek(pos)
+    }
 }
 
 /// Identifies a PNG or JPEG by its content and checks that it fully decodes.
@@ -265,6 +303,18 @@ mod tests {
         ));
         assert!(palette_grid(b"nope").is_err());
         assert!(average_color(b"nope").is_err());
+    }
+
+    /// A box of size 0 inside `moov` had the mp4 crate read that header
+    /// forever: the probe (and a worker thread with it) never came back.
+    #[test]
+    fn nested_zero_size_box_does_not_hang_the_probe() {
+        let mut mp4 = b"\x00\x00\x00\x10ftypisom\x00\x00\x02\x00".to_vec();
+        // moov (24 bytes) holding one box header of size 0.
+        mp4.extend_from_slice(
+            b"\x00\x00\x00\x18moov\x00\x00\x00\x00free\x00\x00\x00\x00\x00\x00\x00\x00",
+        );
+        assert!(matches!(probe_mp4(&mp4), Err(MediaError::InvalidMp4(_))));
     }
 
     #[test]
