@@ -558,3 +558,30 @@ async fn sqlite_expired_files_are_deleted_and_shared_ones_kept() {
 async fn postgres_expired_files_are_deleted_and_shared_ones_kept() {
     expired_files_are_deleted_and_shared_ones_kept(Backend::Postgres).await;
 }
+
+/// A result over `max_result_mb` fails its task with a reason naming the
+/// limit; nothing of it is kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_result_over_the_size_limit_fails_its_task_by_name() {
+    let _machine = sharing_the_machine().await;
+    let gw = TestApp::on(Backend::Sqlite)
+        .with(|s| s.max_result_mb = 1)
+        .start()
+        .await;
+    // A 1080p, 12 s sandbox video is over 1 MB.
+    let body = json!({"model": "big", "kind": "video",
+                      "input": {"prompt": "a long wide shot", "resolution": "1080p", "duration": 12}});
+    let (status, v) = gw.post("/v1/tasks", &gw.admin, body).await;
+    assert_eq!(status, 201, "{v}");
+    let done = gw.wait_task(&gw.admin, v["id"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "failed", "{done}");
+    let reason = done["failure_reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("1 MB limit (max_result_mb)"),
+        "the reason names the limit: {done}"
+    );
+    let media = gw.dir.path().join("media/results");
+    let kept = std::fs::read_dir(&media).map_or(0, |d| d.count());
+    assert_eq!(kept, 0, "nothing of it stored in {}", media.display());
+    gw.stop().await;
+}
