@@ -183,7 +183,9 @@ impl Default for Settings {
             retention: RetentionOverrides::default(),
             max_connections: 4096,
             max_requests_in_flight: 1024,
-            header_timeout_secs: 10,
+            // Long enough that clients' pools rarely reuse a connection just
+            // as it closes; short enough that slow ones cannot hold it.
+            header_timeout_secs: 20,
             cors_origins: Vec::new(),
             metrics_listen: None,
             metrics_token: None,

@@ -47,7 +47,7 @@ pub mod usage;
 pub use state::AppState;
 
 /// How the HTTP side is set up beyond its state.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct HttpOptions {
     pub limits: limits::Limits,
     /// Origins browsers may call the API from (CORS); none: no CORS

@@ -22,22 +22,13 @@ use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
 /// The HTTP side's bounds (settings `max_connections`,
-/// `max_requests_in_flight`, `header_timeout_secs`).
+/// `max_requests_in_flight`, `header_timeout_secs`, whose defaults are
+/// gengate's settings').
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_connections: usize,
     pub max_requests_in_flight: usize,
     pub header_timeout: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Limits {
-        Limits {
-            max_connections: 4096,
-            max_requests_in_flight: 1024,
-            header_timeout: Duration::from_secs(10),
-        }
-    }
 }
 
 /// What a client over a cap is told.
