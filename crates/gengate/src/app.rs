@@ -195,7 +195,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
             let _ = rx.wait_for(|stop| *stop).await;
         };
         let metrics_task = metrics_listener.map(|listener| {
-            let app = gengate_server::metrics::router(http.metrics_token.as_deref());
+            let app = gengate_server::metrics_router(http.metrics_token.as_deref());
             tokio::spawn(gengate_server::limits::serve(
                 listener,
                 app,

@@ -128,6 +128,11 @@ pub fn router(state: AppState, serve_api: bool, opts: &HttpOptions) -> Router {
     with_security_headers(with_cors(routes, &opts.cors_origins))
 }
 
+/// `/metrics` alone, for its own listen address (`metrics_listen`).
+pub fn metrics_router(token: Option<&str>) -> Router {
+    with_security_headers(metrics::router(token))
+}
+
 /// Headers every answer carries: no type sniffing, no framing, no referrer.
 fn with_security_headers(routes: Router) -> Router {
     [

@@ -242,6 +242,7 @@ async fn metrics_can_need_a_token_or_move_to_their_own_address() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
     assert!(resp.text().await.unwrap().contains("gengate_"));
     gw.stop().await;
 }
