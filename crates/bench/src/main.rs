@@ -17,7 +17,7 @@ struct Cli {
     /// About a minute instead of up to ten.
     #[arg(long)]
     quick: bool,
-    /// Scenarios to run (default: all): batch, scale, submits, e2e, inflight, upstream, slow, mirror;
+    /// Scenarios to run (default: all): batch, scale, submits, e2e, inflight, upstream, slow, mirror, flood;
     /// or `crash` alone (the reliability suite's crash loop, not a benchmark).
     scenarios: Vec<String>,
     /// crash: tasks to submit.
@@ -46,7 +46,7 @@ async fn run() -> anyhow::Result<()> {
         return crash(&cli).await;
     }
     let all = [
-        "batch", "scale", "submits", "e2e", "inflight", "upstream", "slow", "mirror",
+        "batch", "scale", "submits", "e2e", "inflight", "upstream", "slow", "mirror", "flood",
     ];
     for s in &cli.scenarios {
         anyhow::ensure!(
@@ -89,6 +89,10 @@ async fn run() -> anyhow::Result<()> {
     if wanted("mirror") {
         eprintln!("== result mirroring");
         rows.extend(mirroring::mirroring(cli.quick).await?);
+    }
+    if wanted("flood") {
+        eprintln!("== flood");
+        rows.extend(scenarios::flood(&bin, plan).await?);
     }
     let table = report::table(&rows);
     println!("{table}");

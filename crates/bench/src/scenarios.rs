@@ -382,6 +382,82 @@ pub async fn scale(bin: &Path, plan: Plan) -> anyhow::Result<Vec<Row>> {
 /// The engine's longest wait between two polls of a running task.
 const MAX_POLL_INTERVAL_SECS: f64 = 30.0;
 
+/// Scenario 9 (issue 18, overload): a flood of submits, as fast as 32
+/// connections send them, at an upstream whose jobs take 20 s: gengate's
+/// memory stays under its cap, and every accepted task finishes.
+pub async fn flood(bin: &Path, plan: Plan) -> anyhow::Result<Vec<Row>> {
+    let gw = Gateway::start(bin, &["--sandbox-latency-ms", "20000"]).await?;
+    let n = plan.in_flight / 2;
+    let req = post(
+        format!("{}/kling/v1/images/generations", gw.base),
+        json!({"prompt": "flood", "aspect_ratio": "1:1"}),
+    );
+    let started = Instant::now();
+    let o = load::run(
+        plan.connections,
+        Duration::from_secs(600),
+        Some(n),
+        Arc::new(move |_| req.clone()),
+    )
+    .await;
+    eprintln!(
+        "   {} accepted, {} refused in {:.1?}",
+        o.ok, o.errors, o.elapsed
+    );
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(
+            gw.database_url()
+                .parse::<sqlx::sqlite::SqliteConnectOptions>()?
+                .read_only(true),
+        )
+        .await?;
+    loop {
+        let open: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks WHERE due_at IS NOT NULL")
+            .fetch_one(&pool)
+            .await?;
+        if open == 0 {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(1200),
+            "{open} tasks still open after 20 minutes"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let took = started.elapsed().as_secs_f64();
+    let finished: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM tasks WHERE state IN ('completed', 'failed')")
+            .fetch_one(&pool)
+            .await?;
+    let rss = gw.peak_rss_mib();
+    gw.stop().await?;
+    let share = finished as f64 / o.ok.max(1) as f64;
+    Ok(vec![
+        Row {
+            scenario: "9 flood",
+            figure: format!(
+                "{n} submits at once at a 20 s upstream: gengate's peak resident memory"
+            ),
+            unit: "MiB",
+            values: rss.map(|m| (m, m, m)),
+            target: "≤ 256".into(),
+            verdict: verdict(rss.is_some_and(|m| m <= 256.0)),
+        },
+        Row {
+            scenario: "9 flood",
+            figure: format!(
+                "the same: accepted tasks finished ({finished} of {}, all ended {took:.0} s after the first submit)",
+                o.ok
+            ),
+            unit: "share",
+            values: Some((share, share, share)),
+            target: "1".into(),
+            verdict: verdict(finished as u64 == o.ok && o.ok > 0),
+        },
+    ])
+}
+
 /// Scenario 5: many tasks held by a slow upstream. Every poll of a task
 /// bumps its stored version, so watching versions (from a reader of the
 /// gateway's database) shows when each task was polled.
