@@ -124,6 +124,15 @@ fn frames(
             "{total} frames is more than the {MAX_FRAMES} stills are made from"
         )));
     }
+    // The mp4 crate allocates a sample's stated size before reading it: a
+    // size the file cannot hold would be gigabytes asked for nothing.
+    let stsz = &track.trak.mdia.minf.stbl.stsz;
+    let largest = stsz.sample_sizes.iter().copied().max().unwrap_or(0);
+    if u64::from(largest.max(stsz.sample_size)) > size {
+        return Err(MediaError::InvalidMp4(
+            "a sample is larger than the whole file".into(),
+        ));
+    }
     // Parameter sets in Annex B, before the first frame.
     let mut head = Vec::new();
     for set in [
@@ -242,6 +251,21 @@ mod tests {
         let short = video(3);
         let sheet = decode(&spritesheet_webp(Cursor::new(&short), short.len() as u64).unwrap());
         assert_eq!(sheet.dimensions(), (3 * 256, 144));
+    }
+
+    /// A sample size in `stsz` past the file's had the mp4 crate allocate
+    /// it (up to 4 GB, for a file of a few KB) before reading it.
+    #[test]
+    fn a_sample_larger_than_the_file_is_refused_before_it_is_allocated() {
+        let mut mp4 = video(2);
+        let stsz = mp4.windows(4).position(|w| w == b"stsz").unwrap();
+        // Uniform size 0, then the count and the first frame's size.
+        mp4[stsz + 16..stsz + 20].copy_from_slice(&0xF000_0000u32.to_be_bytes());
+        let err = thumbnail_webp(Cursor::new(&mp4), mp4.len() as u64).unwrap_err();
+        assert!(
+            err.to_string().contains("larger than the whole file"),
+            "{err}"
+        );
     }
 
     #[test]
