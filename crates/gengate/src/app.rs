@@ -185,6 +185,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let drain_timeout = Duration::from_secs(settings.drain_timeout_secs);
     let run_engine = settings.role.runs_engine();
     let serve_api = settings.role.serves_api();
+    // Built here, not in the server's task: a router that cannot be built
+    // fails the start instead of leaving a listener nobody answers.
+    let app = gengate_server::router(state, serve_api, &http);
     let handle = tokio::spawn(async move {
         let watch_task = tokio::spawn(engine.clone().watch_channels(rx.clone()));
         let count_task = tokio::spawn(keys.clone().record_requests(rx.clone()));
@@ -203,10 +206,12 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
                 stopping(rx.clone()),
             ))
         });
-        let server = tokio::spawn({
-            let stop = stopping(rx.clone());
-            async move { gengate_server::serve(listener, state, serve_api, &http, stop).await }
-        });
+        let server = tokio::spawn(gengate_server::limits::serve(
+            listener,
+            app,
+            http.limits,
+            stopping(rx.clone()),
+        ));
         let mut rx = rx;
         let _ = rx.wait_for(|stop| *stop).await;
         // Open requests get drain_timeout too, beside the engine's own drain.

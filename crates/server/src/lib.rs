@@ -63,49 +63,10 @@ pub struct HttpOptions {
 /// the health endpoints (a worker-only instance answers those alone).
 pub fn router(state: AppState, serve_api: bool, opts: &HttpOptions) -> Router {
     metrics::install();
-    let mut routes = Router::new();
-    let mut synchronous = Router::new();
+    let mut routes = Router::new().merge(health::router());
     if serve_api {
-        routes = routes
-            .merge(luma::router())
-            .merge(kling::router())
-            .merge(dream_machine::router())
-            .merge(deliveries::router())
-            .merge(tasks_api::router())
-            .merge(feed::router())
-            .merge(console::router())
-            .merge(models_api::router())
-            .merge(admin::router())
-            .merge(prices::router())
-            .merge(usage::router())
-            .merge(admin_keys::router())
-            .merge(upstream_callbacks::router())
-            .merge(files::router())
-            .merge(openai_videos::router())
-            .route("/openapi.json", get(openapi::serve))
-            .merge(openapi::reference_page());
-        synchronous = synchronous
-            .merge(openai_images::router())
-            .merge(dream_machine::sync_router());
+        routes = routes.merge(api_routes(&state, opts));
     }
-    // A request (body upload included) gets REQUEST_TIMEOUT; one that
-    // waits for its task gets that wait on top. File bodies stream after it.
-    let sync_timeout = state.sync_wait.max(dream_machine_sync_max()) + REQUEST_TIMEOUT;
-    let api = routes
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
-        ))
-        .merge(synchronous.layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            sync_timeout,
-        )))
-        // Health and metrics stay answerable under load: only the API is capped.
-        .route_layer(axum::middleware::from_fn_with_state(
-            limits::InFlight::new(opts.limits.max_requests_in_flight),
-            limits::cap_in_flight,
-        ));
-    let mut routes = Router::new().merge(health::router()).merge(api);
     if opts.metrics_here {
         routes = routes.merge(metrics::router(opts.metrics_token.as_deref()));
     }
@@ -131,6 +92,48 @@ pub fn router(state: AppState, serve_api: bool, opts: &HttpOptions) -> Router {
 /// `/metrics` alone, for its own listen address (`metrics_listen`).
 pub fn metrics_router(token: Option<&str>) -> Router {
     with_security_headers(metrics::router(token))
+}
+
+/// The dialects, files and OpenAPI, each request bounded in time and in
+/// number (health and metrics stay answerable under load: not capped).
+fn api_routes(state: &AppState, opts: &HttpOptions) -> Router<AppState> {
+    let routes = Router::new()
+        .merge(luma::router())
+        .merge(kling::router())
+        .merge(dream_machine::router())
+        .merge(deliveries::router())
+        .merge(tasks_api::router())
+        .merge(feed::router())
+        .merge(console::router())
+        .merge(models_api::router())
+        .merge(admin::router())
+        .merge(prices::router())
+        .merge(usage::router())
+        .merge(admin_keys::router())
+        .merge(upstream_callbacks::router())
+        .merge(files::router())
+        .merge(openai_videos::router())
+        .route("/openapi.json", get(openapi::serve))
+        .merge(openapi::reference_page());
+    let synchronous = Router::new()
+        .merge(openai_images::router())
+        .merge(dream_machine::sync_router());
+    // A request (body upload included) gets REQUEST_TIMEOUT; one that
+    // waits for its task gets that wait on top. File bodies stream after it.
+    let sync_timeout = state.sync_wait.max(dream_machine_sync_max()) + REQUEST_TIMEOUT;
+    routes
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .merge(synchronous.layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            sync_timeout,
+        )))
+        .route_layer(axum::middleware::from_fn_with_state(
+            limits::InFlight::new(opts.limits.max_requests_in_flight),
+            limits::cap_in_flight,
+        ))
 }
 
 /// Headers every answer carries: no type sniffing, no framing, no referrer.
@@ -190,19 +193,6 @@ async fn not_found() -> Response {
         axum::Json(serde_json::json!({"detail": "no such endpoint"})),
     )
         .into_response()
-}
-
-/// Serve until `shutdown` resolves, then stop taking requests and finish
-/// the ones in progress (bounded by the caller).
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: AppState,
-    serve_api: bool,
-    opts: &HttpOptions,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let app = router(state, serve_api, opts);
-    limits::serve(listener, app, opts.limits, shutdown).await
 }
 
 /// How long one request may take, reading its body included.
