@@ -1,5 +1,5 @@
 //! The crash loop: real gengate processes SIGKILLed again and again while
-//! clients submit through every asynchronous dialect, the emulated Kling
+//! clients submit through every dialect (OpenAI images synchronously), the emulated Kling
 //! and the sandbox failing one request (or task) in ten, and the callback
 //! receiver failing one delivery in ten and going down for a while. Then
 //! the accounting: every acknowledged task exists and is terminal; every
@@ -60,6 +60,8 @@ pub enum Database {
 #[derive(Debug, Default)]
 pub struct Report {
     pub acknowledged: usize,
+    /// Of those, synchronous OpenAI image requests answered with images.
+    pub images_answered: usize,
     pub completed: usize,
     pub failed: usize,
     /// Submits answered with an error (or not at all) and not retried into
@@ -98,6 +100,11 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let sample = |v: &[String]| v.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
         writeln!(f, "tasks acknowledged    {}", self.acknowledged)?;
+        writeln!(
+            f,
+            "  of which answered with images at once {}",
+            self.images_answered
+        )?;
         writeln!(
             f,
             "  completed / failed  {} / {}",
@@ -290,12 +297,38 @@ failure_rate = {rate}
     )
 }
 
+/// What a client was given for a request.
+enum Acknowledged {
+    /// A task's id, to follow.
+    Task(String),
+    /// OpenAI's synchronous answer: the images, made; the first one's URL.
+    Images(String),
+}
+
 /// Submit task `i` (its dialect by `i`, calling back to `hook`) through
-/// `base`: the task's id once acknowledged.
-async fn submit(http: &reqwest::Client, base: &str, i: usize, hook: &str) -> Option<String> {
+/// `base`: what the client was given, once acknowledged.
+async fn submit(http: &reqwest::Client, base: &str, i: usize, hook: &str) -> Option<Acknowledged> {
     // A few prompts: the sandbox makes each picture or video once per process.
     let prompt = format!("crash scene {}", i % 3);
-    let (path, body, id_at): (&str, Value, &[&str]) = match i % 6 {
+    if i % 7 == 6 {
+        // Synchronous, no callback; a retry elsewhere names the same task.
+        let resp = http
+            .post(format!("{base}/v1/images/generations"))
+            .bearer_auth(KEY)
+            .header("idempotency-key", format!("crash-{i}"))
+            .json(&json!({"model": "dall-e-3", "prompt": prompt}))
+            .send()
+            .await
+            .ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
+        let v: Value = resp.json().await.ok()?;
+        return Some(Acknowledged::Images(
+            v["data"][0]["url"].as_str()?.to_string(),
+        ));
+    }
+    let (path, body, id_at): (&str, Value, &[&str]) = match i % 7 {
         0 => (
             "luma/generations",
             json!({"user_prompt": prompt, "callback_url": hook}),
@@ -340,7 +373,9 @@ async fn submit(http: &reqwest::Client, base: &str, i: usize, hook: &str) -> Opt
     let v: Value = resp.json().await.ok()?;
     let id = id_at.iter().try_fold(&v, |v, k| v.get(k))?.as_str()?;
     // OpenAI's video ids carry a prefix; gengate's own API takes the bare id.
-    Some(id.trim_start_matches("video_").to_string())
+    Some(Acknowledged::Task(
+        id.trim_start_matches("video_").to_string(),
+    ))
 }
 
 async fn get_json(http: &reqwest::Client, url: String) -> Option<Value> {
@@ -417,13 +452,18 @@ pub async fn run(bin: &Path, dir: &Path, db: Database, plan: &Plan) -> anyhow::R
         );
     }
     let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
+    let images = Arc::new(Mutex::new(Vec::<String>::new()));
     let failed_tries = Arc::new(AtomicUsize::new(0));
     let next = Arc::new(AtomicUsize::new(0));
     let mut clients = Vec::new();
     for _ in 0..plan.clients {
         let (http, fleet, hook_url) = (http.clone(), fleet.clone(), hook_url.clone());
-        let (acknowledged, failed_tries, next) =
-            (acknowledged.clone(), failed_tries.clone(), next.clone());
+        let (acknowledged, images, failed_tries, next) = (
+            acknowledged.clone(),
+            images.clone(),
+            failed_tries.clone(),
+            next.clone(),
+        );
         let tasks = plan.tasks;
         clients.push(tokio::spawn(async move {
             loop {
@@ -438,8 +478,12 @@ pub async fn run(bin: &Path, dir: &Path, db: Database, plan: &Plan) -> anyhow::R
                         continue;
                     };
                     match submit(&http, &base, i, &hook_url).await {
-                        Some(id) => {
+                        Some(Acknowledged::Task(id)) => {
                             acknowledged.lock().unwrap().push(id);
+                            break;
+                        }
+                        Some(Acknowledged::Images(url)) => {
+                            images.lock().unwrap().push(url);
                             break;
                         }
                         None => {
@@ -456,7 +500,9 @@ pub async fn run(bin: &Path, dir: &Path, db: Database, plan: &Plan) -> anyhow::R
     let mut kills = 0;
     for k in 0..plan.kills {
         let at = (k + 1) * plan.tasks / (plan.kills + 1);
-        while acknowledged.lock().unwrap().len() < at && clients.iter().any(|c| !c.is_finished()) {
+        while acknowledged.lock().unwrap().len() + images.lock().unwrap().len() < at
+            && clients.iter().any(|c| !c.is_finished())
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         if k == plan.kills / 2 {
@@ -506,17 +552,43 @@ pub async fn run(bin: &Path, dir: &Path, db: Database, plan: &Plan) -> anyhow::R
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
+    // A synchronous answer's images are stored and served by any instance
+    // (the one that answered may have been killed and restarted on another
+    // port: each run listens on a free one, where a deployment has public_url).
+    let urls = images.lock().unwrap().clone();
+    let unserved: Vec<String> = futures::stream::iter(urls.clone())
+        .map(|url| {
+            let http = http.clone();
+            let path = url
+                .find("/files/")
+                .map_or(String::new(), |at| url[at..].to_string());
+            let url = format!("{}{path}", base());
+            async move {
+                let ok = http
+                    .get(&url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                (!ok).then_some(url)
+            }
+        })
+        .buffer_unordered(16)
+        .filter_map(|u| async move { u })
+        .collect()
+        .await;
     let mut report = Report {
-        acknowledged: ids.len(),
+        acknowledged: ids.len() + urls.len(),
+        images_answered: urls.len(),
         unacknowledged_attempts: failed_tries.load(Ordering::Relaxed),
         kills,
-        lost: open,
+        lost: open.into_iter().chain(unserved).collect(),
         ..Report::default()
     };
-    report.completed = states
-        .values()
-        .filter(|s| s.as_deref() == Some("completed"))
-        .count();
+    report.completed = urls.len()
+        + states
+            .values()
+            .filter(|s| s.as_deref() == Some("completed"))
+            .count();
     report.failed = states
         .values()
         .filter(|s| s.as_deref() == Some("failed"))

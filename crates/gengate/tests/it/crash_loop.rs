@@ -35,6 +35,10 @@ async fn run(db: Database, instances: usize) {
         "{report}"
     );
     assert!(report.delivered > report.acknowledged, "{report}");
+    assert!(
+        report.images_answered > 0,
+        "synchronous answers too: {report}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
