@@ -16,7 +16,6 @@ use axum::response::{IntoResponse, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
@@ -67,7 +66,7 @@ pub async fn serve(
         };
         let Ok(permit) = open.clone().try_acquire_owned() else {
             metrics::counter!("gengate_http_refused_total", "cap" => "connections").increment(1);
-            tokio::spawn(refuse(stream));
+            refuse(stream);
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -88,18 +87,16 @@ pub async fn serve(
     Ok(())
 }
 
-/// Answer a connection over the cap and close it, without reading it.
-async fn refuse(mut stream: TcpStream) {
+/// Answer a connection over the cap and close it, without reading it. A
+/// fresh socket's send buffer takes the whole answer at once: no task and
+/// no wait, so clients over the cap hold nothing here.
+fn refuse(stream: TcpStream) {
     let body = busy_body("connections");
     let answer = format!(
         "HTTP/1.1 503 Service Unavailable\r\nretry-after: {BUSY_SECS}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        stream.write_all(answer.as_bytes()).await?;
-        stream.shutdown().await
-    })
-    .await;
+    let _ = stream.try_write(answer.as_bytes());
 }
 
 /// The cap on requests in progress, as a layer's state.
