@@ -33,10 +33,10 @@ impl BadKeys {
         let Ok(records) = self.0.lock() else {
             return Ok(());
         };
-        match records.get(&from).and_then(|r| r.blocked_until) {
+        match records.get(&client(from)).and_then(|r| r.blocked_until) {
             Some(until) if until > now => Err(ApiError::RateLimited {
                 // Whole seconds, rounded up: never a Retry-After of 0.
-                retry_after_secs: (until - now).as_secs() + 1,
+                retry_after_secs: (until - now).as_millis().div_ceil(1000).max(1) as u64,
             }),
             _ => Ok(()),
         }
@@ -47,14 +47,19 @@ impl BadKeys {
         let Ok(mut records) = self.0.lock() else {
             return false;
         };
+        let from = client(from);
         if records.len() >= ADDRESSES && !records.contains_key(&from) {
+            // Forget finished windows; under a flood from this many
+            // addresses, the oldest unblocked ones too, but never a
+            // cool-down in progress.
             records.retain(|_, r| {
                 now.duration_since(r.since) < WINDOW || r.blocked_until.is_some_and(|u| u > now)
             });
             if records.len() >= ADDRESSES {
-                // Under a flood from this many addresses, forgetting all
-                // beats growing without bound.
-                records.clear();
+                records.retain(|_, r| r.blocked_until.is_some_and(|u| u > now));
+            }
+            if records.len() >= ADDRESSES {
+                return false;
             }
         }
         let fresh = Record {
@@ -74,6 +79,19 @@ impl BadKeys {
             return true;
         }
         false
+    }
+}
+
+/// The client an address stands for: an IPv6 address by its /64, which
+/// one subscriber holds whole (counting each address would let it try
+/// 2^64 keys a window).
+fn client(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V4(_) => addr,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
     }
 }
 
@@ -100,12 +118,28 @@ mod tests {
         let Err(ApiError::RateLimited { retry_after_secs }) = bad.admit(addr(1), t0) else {
             panic!("a cooling address is refused");
         };
-        assert_eq!(retry_after_secs, COOL_DOWN.as_secs() + 1);
+        assert_eq!(retry_after_secs, COOL_DOWN.as_secs());
         assert!(bad.admit(addr(2), t0).is_ok(), "other addresses are not");
         assert!(bad.admit(addr(1), t0 + COOL_DOWN).is_ok());
         // A new window starts from nothing.
         assert!(!bad.strike(addr(1), t0 + COOL_DOWN + WINDOW));
         assert!(bad.admit(addr(1), t0 + COOL_DOWN + WINDOW).is_ok());
+    }
+
+    #[test]
+    fn an_ipv6_subscriber_is_counted_by_its_64() {
+        let bad = BadKeys::default();
+        let t0 = Instant::now();
+        let in_64 = |last: u16| IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, last]);
+        for i in 0..=STRIKES {
+            bad.strike(in_64(i as u16), t0);
+        }
+        assert!(
+            bad.admit(in_64(999), t0).is_err(),
+            "the whole /64 cools down"
+        );
+        let elsewhere = IpAddr::from([0x2001, 0xdb8, 0, 2, 0, 0, 0, 1]);
+        assert!(bad.admit(elsewhere, t0).is_ok());
     }
 
     #[test]

@@ -190,14 +190,7 @@ impl Engine {
                         tasks
                     }
                     Err(e) => {
-                        failures += 1;
-                        tracing::error!(error = %e, failures, "claiming tasks failed");
-                        metrics::counter!("gengate_store_errors_total", "op" => "claim")
-                            .increment(1);
-                        tokio::select! {
-                            _ = tokio::time::sleep(store_backoff(failures)) => {}
-                            _ = shutdown.changed() => {}
-                        }
+                        rest_after_store_failure("claim", &e, &mut failures, &mut shutdown).await;
                         continue;
                     }
                 }
@@ -299,6 +292,23 @@ impl Engine {
         let next = self.store.next_due_at().await.ok().flatten();
         let wait = next.map_or(1000, |at| (at - now_ms()).clamp(50, 1000));
         Duration::from_millis(u64::try_from(wait).unwrap_or(1000))
+    }
+}
+
+/// A background loop's claim `op` failed: count and log it, and rest
+/// (doubling, see [`store_backoff`]) unless shutdown comes first.
+pub(crate) async fn rest_after_store_failure(
+    op: &'static str,
+    error: &gengate_store::StoreError,
+    failures: &mut u32,
+    shutdown: &mut watch::Receiver<bool>,
+) {
+    *failures += 1;
+    tracing::error!(error = %error, failures = *failures, op, "claiming work failed; backing off");
+    metrics::counter!("gengate_store_errors_total", "op" => op).increment(1);
+    tokio::select! {
+        _ = tokio::time::sleep(store_backoff(*failures)) => {}
+        _ = shutdown.changed() => {}
     }
 }
 

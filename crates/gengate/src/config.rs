@@ -269,21 +269,25 @@ impl Settings {
             },
             cors_origins,
             metrics_here: self.metrics_listen.is_none(),
-            metrics_token: self.metrics_token.clone(),
+            // A token read from an env file may end in a newline.
+            metrics_token: self.metrics_token.as_ref().map(|t| t.trim().to_string()),
         })
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
-            self.max_connections > 0 && self.max_requests_in_flight > 0,
-            "max_connections and max_requests_in_flight must be at least 1"
+            (1..=1_000_000).contains(&self.max_connections)
+                && (1..=1_000_000).contains(&self.max_requests_in_flight),
+            "max_connections and max_requests_in_flight must be 1 to 1000000"
         );
         anyhow::ensure!(
             (1..=300).contains(&self.header_timeout_secs),
             "header_timeout_secs must be 1 to 300"
         );
         anyhow::ensure!(
-            self.metrics_token.as_ref().is_none_or(|t| t.len() >= 16),
+            self.metrics_token
+                .as_ref()
+                .is_none_or(|t| t.trim().len() >= 16),
             "metrics_token must be at least 16 characters"
         );
         self.http_options()?;

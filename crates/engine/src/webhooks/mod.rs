@@ -93,14 +93,8 @@ impl Deliverer {
                         due
                     }
                     Err(e) => {
-                        failures += 1;
-                        tracing::error!(error = %e, failures, "claiming deliveries failed");
-                        metrics::counter!("gengate_store_errors_total", "op" => "claim_deliveries")
-                            .increment(1);
-                        tokio::select! {
-                            _ = tokio::time::sleep(crate::store_backoff(failures)) => {}
-                            _ = shutdown.changed() => {}
-                        }
+                        let op = "claim_deliveries";
+                        crate::rest_after_store_failure(op, &e, &mut failures, &mut shutdown).await;
                         continue;
                     }
                 }
