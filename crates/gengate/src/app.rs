@@ -203,6 +203,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
                 listener,
                 app,
                 http.limits,
+                http.trusted_proxies.clone(),
                 stopping(rx.clone()),
             ))
         });
@@ -210,6 +211,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
             listener,
             app,
             http.limits,
+            http.trusted_proxies.clone(),
             stopping(rx.clone()),
         ));
         let mut rx = rx;

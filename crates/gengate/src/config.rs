@@ -91,6 +91,9 @@ pub struct Settings {
     /// `/metrics` only with `Authorization: Bearer <token>`. A secret: from
     /// gengate.toml or the environment.
     pub metrics_token: Option<String>,
+    /// Networks of proxies (load balancers) whose `X-Forwarded-For` names
+    /// the client, for the wrong-key limit (CIDR).
+    pub trusted_proxies: Vec<String>,
 }
 
 /// See [`Settings::retention`].
@@ -189,6 +192,7 @@ impl Default for Settings {
             cors_origins: Vec::new(),
             metrics_listen: None,
             metrics_token: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -271,6 +275,15 @@ impl Settings {
             metrics_here: self.metrics_listen.is_none(),
             // A token read from an env file may end in a newline.
             metrics_token: self.metrics_token.as_ref().map(|t| t.trim().to_string()),
+            trusted_proxies: std::sync::Arc::new(
+                self.trusted_proxies
+                    .iter()
+                    .map(|c| {
+                        c.parse()
+                            .map_err(|e: String| anyhow::anyhow!("trusted_proxies: {e}"))
+                    })
+                    .collect::<anyhow::Result<_>>()?,
+            ),
         })
     }
 

@@ -57,6 +57,9 @@ pub struct HttpOptions {
     pub metrics_here: bool,
     /// `/metrics` only with this bearer token.
     pub metrics_token: Option<String>,
+    /// Proxies whose `X-Forwarded-For` names the client (for the wrong-key
+    /// limit); none: the TCP peer is the client.
+    pub trusted_proxies: std::sync::Arc<Vec<gengate_engine::net::Cidr>>,
 }
 
 /// The routes: with `serve_api`, the dialects, files and OpenAPI; always

@@ -4,15 +4,16 @@
 //! graceful stop), and a cap on requests in progress. Over a cap, a client
 //! gets 503 with `Retry-After`, never unbounded memory.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use gengate_engine::net::Cidr;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -43,6 +44,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
+    trusted_proxies: Arc<Vec<Cidr>>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let open = Arc::new(Semaphore::new(limits.max_connections));
@@ -70,9 +72,10 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
+        let (app, trusted) = (app.clone(), trusted_proxies.clone());
         let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-            req.extensions_mut().insert(ConnectInfo(peer));
+            let client = client_of(peer.ip(), req.headers(), &trusted);
+            req.extensions_mut().insert(ClientAddress(client));
             app.clone().oneshot(req)
         });
         let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
@@ -130,9 +133,69 @@ pub async fn cap_in_flight(State(cap): State<InFlight>, req: Request, next: Next
     next.run(req).await
 }
 
+/// The address of the client a request comes from (see [`client_of`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddress(pub IpAddr);
+
 /// The client's address, where the accept loop recorded it.
-pub fn client_address(extensions: &axum::http::Extensions) -> Option<std::net::IpAddr> {
-    extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip())
+pub fn client_address(extensions: &axum::http::Extensions) -> Option<IpAddr> {
+    extensions.get::<ClientAddress>().map(|c| c.0)
+}
+
+/// The client behind `peer`: the peer itself, unless it is one of the
+/// `trusted` proxies; then the nearest address in `X-Forwarded-For` that is
+/// not (a client can prepend anything; only the proxies' own additions,
+/// read from the right, are believed).
+fn client_of(peer: IpAddr, headers: &HeaderMap, trusted: &[Cidr]) -> IpAddr {
+    let is_proxy = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
+    if !is_proxy(peer) {
+        return peer;
+    }
+    let forwarded: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map_while(|a| a.trim().parse().ok())
+        .collect();
+    forwarded
+        .into_iter()
+        .rev()
+        .find(|ip| !is_proxy(*ip))
+        .unwrap_or(peer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forwarded(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", value.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn only_a_trusted_proxy_names_the_client() {
+        let trusted = vec!["10.0.0.0/8".parse::<Cidr>().unwrap()];
+        let proxy: IpAddr = "10.1.2.3".parse().unwrap();
+        let stranger: IpAddr = "192.0.2.9".parse().unwrap();
+        let h = forwarded("198.51.100.1, 203.0.113.7, 10.9.9.9");
+        // Read from the right, past the proxies: not the client-supplied first.
+        assert_eq!(
+            client_of(proxy, &h, &trusted),
+            "203.0.113.7".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            client_of(stranger, &h, &trusted),
+            stranger,
+            "an untrusted peer's header is ignored"
+        );
+        assert_eq!(client_of(proxy, &HeaderMap::new(), &trusted), proxy);
+        assert_eq!(
+            client_of(proxy, &h, &[]),
+            proxy,
+            "no proxies trusted: the peer"
+        );
+    }
 }

@@ -104,6 +104,32 @@ async fn wrong_keys_are_limited_per_address() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn behind_a_trusted_proxy_wrong_keys_are_limited_per_forwarded_client() {
+    let _turn = crate::harness::sharing_the_machine().await;
+    let gw = TestApp::on(Backend::Sqlite)
+        .with(|s| s.trusted_proxies = vec!["127.0.0.1/32".into()])
+        .start()
+        .await;
+    let url = format!("{}/v1/tasks", gw.base);
+    let from = |client: &str, key: &str| {
+        gw.http
+            .get(&url)
+            .header("x-forwarded-for", format!("1.2.3.4, {client}"))
+            .bearer_auth(key.to_string())
+            .send()
+    };
+    for i in 0..=gengate_engine::bad_keys::STRIKES {
+        let resp = from("203.0.113.7", &format!("gg_guess_{i}")).await.unwrap();
+        assert_eq!(resp.status(), 401);
+    }
+    let resp = from("203.0.113.7", &gw.admin).await.unwrap();
+    assert_eq!(resp.status(), 429, "the guessing client cools down");
+    let resp = from("203.0.113.8", &gw.admin).await.unwrap();
+    assert_eq!(resp.status(), 200, "the proxy's other clients do not");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn every_answer_carries_the_security_headers() {
     let _turn = crate::harness::sharing_the_machine().await;
     let gw = TestApp::on(Backend::Sqlite).start().await;
