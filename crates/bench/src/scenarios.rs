@@ -382,6 +382,25 @@ pub async fn scale(bin: &Path, plan: Plan) -> anyhow::Result<Vec<Row>> {
 /// The engine's longest wait between two polls of a running task.
 const MAX_POLL_INTERVAL_SECS: f64 = 30.0;
 
+/// `n` copies of `req`, over the plan's connections, within 10 minutes.
+async fn submit_all(plan: Plan, n: u64, req: Request) -> load::Outcome {
+    let make = Arc::new(move |_| req.clone());
+    load::run(plan.connections, Duration::from_secs(600), Some(n), make).await
+}
+
+/// A read-only connection to the gateway's SQLite database.
+async fn reader(gw: &Gateway) -> anyhow::Result<sqlx::SqlitePool> {
+    let options = gw
+        .database_url()
+        .parse::<sqlx::sqlite::SqliteConnectOptions>()?
+        .read_only(true);
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await?;
+    Ok(pool)
+}
+
 /// Scenario 9 (issue 18, overload): a flood of submits, as fast as 32
 /// connections send them, at an upstream whose jobs take 20 s: gengate's
 /// memory stays under its cap, and every accepted task finishes.
@@ -393,25 +412,12 @@ pub async fn flood(bin: &Path, plan: Plan) -> anyhow::Result<Vec<Row>> {
         json!({"prompt": "flood", "aspect_ratio": "1:1"}),
     );
     let started = Instant::now();
-    let o = load::run(
-        plan.connections,
-        Duration::from_secs(600),
-        Some(n),
-        Arc::new(move |_| req.clone()),
-    )
-    .await;
+    let o = submit_all(plan, n, req).await;
     eprintln!(
         "   {} accepted, {} refused in {:.1?}",
         o.ok, o.errors, o.elapsed
     );
-    let pool = sqlx::sqlite::SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(
-            gw.database_url()
-                .parse::<sqlx::sqlite::SqliteConnectOptions>()?
-                .read_only(true),
-        )
-        .await?;
+    let pool = reader(&gw).await?;
     loop {
         let open: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks WHERE due_at IS NOT NULL")
             .fetch_one(&pool)
@@ -469,23 +475,10 @@ pub async fn in_flight(bin: &Path, plan: Plan) -> anyhow::Result<Vec<Row>> {
         json!({"user_prompt": "bench"}),
     );
     let submitting = Instant::now();
-    let o = load::run(
-        plan.connections,
-        Duration::from_secs(600),
-        Some(n),
-        Arc::new(move |_| req.clone()),
-    )
-    .await;
+    let o = submit_all(plan, n, req).await;
     anyhow::ensure!(o.ok == n, "{} of {n} submits failed", o.errors);
     eprintln!("   submitted {n} tasks in {:.1?}", submitting.elapsed());
-    let pool = sqlx::sqlite::SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(
-            gw.database_url()
-                .parse::<sqlx::sqlite::SqliteConnectOptions>()?
-                .read_only(true),
-        )
-        .await?;
+    let pool = reader(&gw).await?;
     // Per task: version last seen, when it last changed, longest gap.
     struct Seen {
         version: i64,

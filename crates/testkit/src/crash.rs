@@ -312,18 +312,11 @@ async fn submit(http: &reqwest::Client, base: &str, i: usize, hook: &str) -> Opt
     let prompt = format!("crash scene {}", i % 3);
     if i % 7 == 6 {
         // Synchronous, no callback; a retry elsewhere names the same task.
-        let resp = http
+        let req = http
             .post(format!("{base}/v1/images/generations"))
-            .bearer_auth(KEY)
             .header("idempotency-key", format!("crash-{i}"))
-            .json(&json!({"model": "dall-e-3", "prompt": prompt}))
-            .send()
-            .await
-            .ok()?;
-        if !resp.status().is_success() {
-            return None;
-        }
-        let v: Value = resp.json().await.ok()?;
+            .json(&json!({"model": "dall-e-3", "prompt": prompt}));
+        let v = answer(req).await?;
         return Some(Acknowledged::Images(
             v["data"][0]["url"].as_str()?.to_string(),
         ));
@@ -360,17 +353,7 @@ async fn submit(http: &reqwest::Client, base: &str, i: usize, hook: &str) -> Opt
             &["id"],
         ),
     };
-    let resp = http
-        .post(format!("{base}/{path}"))
-        .bearer_auth(KEY)
-        .json(&body)
-        .send()
-        .await
-        .ok()?;
-    if !resp.status().is_success() {
-        return None;
-    }
-    let v: Value = resp.json().await.ok()?;
+    let v = answer(http.post(format!("{base}/{path}")).json(&body)).await?;
     let id = id_at.iter().try_fold(&v, |v, k| v.get(k))?.as_str()?;
     // OpenAI's video ids carry a prefix; gengate's own API takes the bare id.
     Some(Acknowledged::Task(
@@ -378,8 +361,9 @@ async fn submit(http: &reqwest::Client, base: &str, i: usize, hook: &str) -> Opt
     ))
 }
 
-async fn get_json(http: &reqwest::Client, url: String) -> Option<Value> {
-    let resp = http.get(url).bearer_auth(KEY).send().await.ok()?;
+/// The JSON of a successful answer to `req`, sent with the admin key.
+async fn answer(req: reqwest::RequestBuilder) -> Option<Value> {
+    let resp = req.bearer_auth(KEY).send().await.ok()?;
     if !resp.status().is_success() {
         return None;
     }
@@ -531,7 +515,7 @@ pub async fn run(bin: &Path, dir: &Path, db: Database, plan: &Plan) -> anyhow::R
                 let url = format!("{}/v1/tasks/{id}", base());
                 let http = http.clone();
                 async move {
-                    let state = get_json(&http, url)
+                    let state = answer(http.get(url))
                         .await
                         .and_then(|v| v["state"].as_str().map(String::from));
                     (id, state)
@@ -603,7 +587,7 @@ pub async fn run(bin: &Path, dir: &Path, db: Database, plan: &Plan) -> anyhow::R
             .map(|id| {
                 let url = format!("{}/v1/tasks/{id}/deliveries", base());
                 let http = http.clone();
-                async move { (id, get_json(&http, url).await) }
+                async move { (id, answer(http.get(url)).await) }
             })
             .buffer_unordered(16)
             .collect()
