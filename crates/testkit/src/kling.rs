@@ -80,6 +80,8 @@ struct Shared {
     /// The most tasks unfinished at once, counted at each submit.
     max_running: AtomicU64,
     callbacks: AtomicU64,
+    /// Per external_task_id: when its final callback was about to be sent.
+    final_callback_sent: Mutex<HashMap<String, Instant>>,
     /// Per task: when it was last submitted or polled while unfinished,
     /// and the longest wait between two of those.
     poll_gaps: Mutex<HashMap<String, (Option<Instant>, Duration)>>,
@@ -133,6 +135,7 @@ impl KlingEmu {
             submitted_at: Mutex::default(),
             max_running: AtomicU64::new(0),
             callbacks: AtomicU64::new(0),
+            final_callback_sent: Mutex::default(),
             poll_gaps: Mutex::default(),
             latency: Mutex::default(),
             create_answer_delay: Mutex::default(),
@@ -248,6 +251,16 @@ impl KlingEmu {
     /// Callbacks delivered (answered 2xx).
     pub fn callbacks(&self) -> u64 {
         self.shared.callbacks.load(Ordering::SeqCst)
+    }
+
+    /// Per external_task_id, the moment just before the task's final
+    /// callback was posted: where latency added downstream starts.
+    pub fn final_callback_sent(&self) -> HashMap<String, Instant> {
+        self.shared
+            .final_callback_sent
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
     }
 
     /// The callback URL the task with `external_task_id` was created with.
@@ -590,6 +603,11 @@ async fn call_back(s: Arc<Shared>, t: Arc<EmuTask>, url: String) {
     for at in moments {
         tokio::time::sleep(at.saturating_sub(t.created.elapsed())).await;
         let body = serde_json::to_vec(&view(&s, &t)).unwrap_or_default();
+        if at == s.run_for
+            && let (Some(e), Ok(mut sent)) = (&t.external, s.final_callback_sent.lock())
+        {
+            sent.insert(e.clone(), Instant::now());
+        }
         match crate::call_back::post_json(&url, &[], body).await {
             Ok(status) if (200..300).contains(&status) => {
                 s.callbacks.fetch_add(1, Ordering::SeqCst);
