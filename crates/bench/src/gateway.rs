@@ -77,6 +77,11 @@ impl Gateway {
         Ok(Gateway { base, child, dir })
     }
 
+    /// The gateway's data directory.
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// The SQLite database in the data directory.
     pub fn database_url(&self) -> String {
         format!("sqlite://{}", self.dir.path().join("gengate.db").display())

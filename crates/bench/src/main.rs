@@ -17,7 +17,7 @@ struct Cli {
     /// About a minute instead of up to ten.
     #[arg(long)]
     quick: bool,
-    /// Scenarios to run (default: all): batch, scale, submits, e2e, inflight, upstream, slow, mirror, flood;
+    /// Scenarios to run (default: all): batch, scale, submits, e2e, inflight, upstream, slow, mirror, flood, pg, callback;
     /// or `crash` alone (the reliability suite's crash loop, not a benchmark).
     scenarios: Vec<String>,
     /// crash: tasks to submit.
@@ -47,6 +47,7 @@ async fn run() -> anyhow::Result<()> {
     }
     let all = [
         "batch", "scale", "submits", "e2e", "inflight", "upstream", "slow", "mirror", "flood",
+        "pg", "callback",
     ];
     for s in &cli.scenarios {
         anyhow::ensure!(
@@ -93,6 +94,14 @@ async fn run() -> anyhow::Result<()> {
     if wanted("flood") {
         eprintln!("== flood");
         rows.extend(scenarios::flood(&bin, plan).await?);
+    }
+    if wanted("pg") {
+        eprintln!("== PostgreSQL");
+        rows.extend(scenarios::postgres(&bin, plan).await?);
+    }
+    if wanted("callback") {
+        eprintln!("== callback latency");
+        rows.extend(scenarios::callback_latency(&bin, plan).await?);
     }
     let table = report::table(&rows);
     println!("{table}");
