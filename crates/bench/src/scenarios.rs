@@ -921,12 +921,13 @@ async fn callback_receiver() -> anyhow::Result<(String, Arrivals)> {
     Ok((format!("http://{addr}/hook"), arrived))
 }
 
-/// Wait (up to 5 minutes) until every one of `ids` has arrived.
+/// Wait (up to 10 minutes: a slow backend drains 20 000 tasks slowly)
+/// until every one of `ids` has arrived.
 async fn wait_arrived(
     arrived: &Arrivals,
     ids: &[String],
 ) -> anyhow::Result<HashMap<String, Instant>> {
-    let deadline = Instant::now() + Duration::from_secs(300);
+    let deadline = Instant::now() + Duration::from_secs(600);
     // Ids before `next` have arrived: each is looked up once until it has.
     let mut next = 0;
     loop {
