@@ -9,6 +9,7 @@ mod gateway;
 mod load;
 mod mirroring;
 mod report;
+mod sandbox_video;
 mod scenarios;
 
 #[derive(Parser)]
@@ -17,7 +18,7 @@ struct Cli {
     /// About a minute instead of up to ten.
     #[arg(long)]
     quick: bool,
-    /// Scenarios to run (default: all): batch, scale, submits, e2e, inflight, upstream, slow, mirror, flood, pg, callback;
+    /// Scenarios to run (default: all): batch, scale, submits, e2e, inflight, upstream, slow, mirror, flood, pg, callback, sandbox;
     /// or `crash` alone (the reliability suite's crash loop, not a benchmark).
     scenarios: Vec<String>,
     /// crash: tasks to submit.
@@ -47,7 +48,7 @@ async fn run() -> anyhow::Result<()> {
     }
     let all = [
         "batch", "scale", "submits", "e2e", "inflight", "upstream", "slow", "mirror", "flood",
-        "pg", "callback",
+        "pg", "callback", "sandbox",
     ];
     for s in &cli.scenarios {
         anyhow::ensure!(
@@ -90,6 +91,10 @@ async fn run() -> anyhow::Result<()> {
     if wanted("mirror") {
         eprintln!("== result mirroring");
         rows.extend(mirroring::mirroring(cli.quick).await?);
+    }
+    if wanted("sandbox") {
+        eprintln!("== sandbox video");
+        rows.extend(sandbox_video::sandbox_video(cli.quick).await?);
     }
     if wanted("flood") {
         eprintln!("== flood");
