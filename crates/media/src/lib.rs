@@ -54,7 +54,9 @@ pub struct VideoSpec {
     pub width: u32,
     /// Multiple of 16, at most 3840 (or 2160 when it is the smaller side).
     pub height: u32,
-    /// Picks the palette and motion.
+    /// Picks the look (palette and motion, one of a few per size, so that
+    /// videos reuse each other's encoding) and where in its loop the video
+    /// starts.
     pub seed: u64,
     /// 1..=[`MAX_VIDEO_FRAMES`].
     pub frames: u32,
@@ -63,8 +65,8 @@ pub struct VideoSpec {
     /// When set, the first frame is mostly this colour and fades into the
     /// animation, so an extension can continue from a previous last frame.
     pub base_color: Option<[u8; 3]>,
-    /// Ends where it began: the motion runs to the middle and back, the
-    /// last frame one step before the first, so the clip plays as a
+    /// Ends where it began: the motion makes whole cycles over the video,
+    /// the last frame one step before the first, so the clip plays as a
     /// seamless loop.
     pub looped: bool,
 }

@@ -2,11 +2,17 @@
 //! blobs that drift on Lissajous paths and small crisp bubbles that rise
 //! through them, with a vignette. Integer math only, so output is identical on every machine and a
 //! frame costs a few nanoseconds per pixel.
+//!
+//! Motion is periodic: every element makes whole turns (bubbles whole
+//! climbs) over the scene's loop, so frame `loop_frames` is frame 0 again
+//! and a video can repeat stretches it has already encoded without a jump.
 
 /// One full turn in phase units.
 const TURN: u32 = 1 << 16;
+/// The usual loop: long enough that a 5 s video does not show it repeat.
+pub(crate) const LOOP_SECS: u32 = 8;
 /// Frames over which a `base_color` wash fades out of the animation.
-const WASH_FRAMES: u32 = 36;
+pub(crate) const WASH_FRAMES: u32 = 36;
 /// Wash strength on the first frame, out of 256.
 const WASH_START: u32 = 232;
 /// Entries in the per-frame band colour table (indexed by phase >> 6).
@@ -44,9 +50,9 @@ struct Blob {
     /// Path amplitude as a fraction of half the picture, out of 4096.
     amp_x: i32,
     amp_y: i32,
-    /// Phase speed per 1/24 s, and starting phase.
-    speed_x: u32,
-    speed_y: u32,
+    /// Turns per loop, and starting phase.
+    turns_x: u64,
+    turns_y: u64,
     phase_x: u32,
     phase_y: u32,
     /// Peak strength out of 256.
@@ -61,11 +67,11 @@ struct Bubble {
     home_x: i32,
     /// Vertical start position, out of 4096 of the travel.
     start_y: i64,
-    /// Rise in pixels per 1/24 s, ×256.
-    rise: i64,
-    /// Sideways wobble in pixels, its speed per 1/24 s and starting phase.
+    /// Climbs from bottom to top per loop.
+    climbs: i64,
+    /// Sideways wobble in pixels, its turns per loop and starting phase.
     wobble: i32,
-    wobble_speed: u32,
+    wobble_turns: u64,
     wobble_phase: u32,
     strength: i32,
 }
@@ -78,28 +84,38 @@ pub(crate) struct Scene {
     /// Band phase step per pixel in x and y (phase units, may be negative).
     step_x: i32,
     step_y: i32,
-    /// Band phase advance per 1/24 s.
-    band_speed: u32,
+    /// Band turns per loop.
+    band_turns: u64,
     blobs: Vec<Blob>,
     bubbles: Vec<Bubble>,
     /// Separable vignette, out of 256.
     vig_x: Vec<u16>,
     vig_y: Vec<u16>,
     wash: Option<[i32; 3]>,
-    /// Ticks (1/24 s, ×256) per frame.
-    tick_per_frame: u64,
+    /// Frames until the motion is back where it began.
+    loop_frames: u32,
 }
 
 impl Scene {
-    /// Builds the scene for a picture; `fps` only scales motion so that it
-    /// looks the same speed at any frame rate.
+    /// Builds the scene for a picture, looping over `loop_frames` frames;
+    /// `fps` only scales motion so that it looks about the same speed at any
+    /// frame rate and loop length (rounded to whole turns per loop).
     pub(crate) fn new(
         width: usize,
         height: usize,
         seed: u64,
         base_color: Option<[u8; 3]>,
         fps: u32,
+        loop_frames: u32,
     ) -> Scene {
+        let loop_frames = loop_frames.max(1);
+        // Whole cycles per loop of something moving `per_24th` of `cycle`
+        // each 1/24 s; at least one, so everything moves.
+        let per_loop = |per_24th: u64, cycle: u64| -> u64 {
+            let num = per_24th * u64::from(loop_frames) * 24;
+            let den = u64::from(fps.max(1)) * cycle.max(1);
+            ((num + den / 2) / den).max(1)
+        };
         let mut rng = Rng(seed ^ 0x5A4D_B0C5_0000_0001);
         let hue = match base_color {
             Some(c) => hue_of(c) + rng.range(0, 30),
@@ -126,8 +142,8 @@ impl Scene {
                 radius: (short * rng.range(22, 42) as i32 / 100).max(2),
                 amp_x: rng.range(1600, 3400) as i32,
                 amp_y: rng.range(1200, 3000) as i32,
-                speed_x: rng.range(150, 520),
-                speed_y: rng.range(150, 520),
+                turns_x: per_loop(rng.range(150, 520).into(), TURN.into()),
+                turns_y: per_loop(rng.range(150, 520).into(), TURN.into()),
                 phase_x: rng.range(0, TURN - 1),
                 phase_y: rng.range(0, TURN - 1),
                 strength: rng.range(150, 215) as i32,
@@ -140,14 +156,17 @@ impl Scene {
                 let radius = (short * rng.range(12, 40) as i32 / 1000).max(1);
                 // Near-white versions of the lights.
                 let light = lights[rng.next() as usize % lights.len()];
+                let travel = (height as i32 + 2 * radius) as u64;
+                // Pixels per 1/24 s, ×256.
+                let rise = short as u64 * u64::from(rng.range(40, 160)) / 100;
                 Bubble {
                     color: light.map(|c| (c + 2 * 255) / 3),
                     radius,
                     home_x: rng.range(0, 4096) as i32,
                     start_y: i64::from(rng.range(0, 4096)),
-                    rise: i64::from(short) * i64::from(rng.range(40, 160)) / 100,
+                    climbs: per_loop(rise, travel * 256) as i64,
                     wobble: radius * rng.range(1, 4) as i32,
-                    wobble_speed: rng.range(300, 900),
+                    wobble_turns: per_loop(rng.range(300, 900).into(), TURN.into()),
                     wobble_phase: rng.range(0, TURN - 1),
                     strength: rng.range(110, 190) as i32,
                 }
@@ -159,7 +178,7 @@ impl Scene {
         let period = (width + height).max(2) as i64;
         let step_x = (i64::from(icos(angle)) * i64::from(TURN) / 4096 / period) as i32;
         let step_y = (i64::from(isin(angle)) * i64::from(TURN) / 4096 / period) as i32;
-        let band_speed = rng.range(180, 420);
+        let band_turns = per_loop(rng.range(180, 420).into(), TURN.into());
 
         Scene {
             width,
@@ -168,26 +187,30 @@ impl Scene {
             band_b,
             step_x,
             step_y,
-            band_speed,
+            band_turns,
             blobs,
             bubbles,
             vig_x: vignette(width),
             vig_y: vignette(height),
             wash: base_color.map(|c| c.map(i32::from)),
-            tick_per_frame: 24 * 256 / u64::from(fps.max(1)),
+            loop_frames,
         }
     }
 
-    /// Renders frame `frame` into `rgb` (RGB8, width × height × 3). The caller
-    /// adds the badge, after any post-processing of its own.
+    /// Renders frame `frame` of the loop into `rgb` (RGB8, width × height ×
+    /// 3); frames past the loop wrap around. The caller adds any wash and
+    /// the badge, after any post-processing of its own.
     pub(crate) fn render(&self, frame: u32, rgb: &mut [u8]) {
         let (w, h) = (self.width, self.height);
         if rgb.len() != w * h * 3 {
             return;
         }
-        let ticks = u64::from(frame) * self.tick_per_frame;
-        let phase_at = |speed: u32, start: u32| -> u32 {
-            ((u64::from(start) + u64::from(speed) * ticks / 256) % u64::from(TURN)) as u32
+        let (at, period) = (
+            u64::from(frame % self.loop_frames),
+            u64::from(self.loop_frames),
+        );
+        let phase_at = |turns: u64, start: u32| -> u32 {
+            ((u64::from(start) + turns * u64::from(TURN) * at / period) % u64::from(TURN)) as u32
         };
 
         // Per-frame colour table for the bands, in 8.8 fixed point so that the
@@ -207,7 +230,7 @@ impl Scene {
             });
         }
 
-        let shift = phase_at(self.band_speed, 0) as i32;
+        let shift = phase_at(self.band_turns, 0) as i32;
         for y in 0..h {
             let row = &mut rgb[y * w * 3..(y + 1) * w * 3];
             let vy = u32::from(self.vig_y[y]);
@@ -226,8 +249,8 @@ impl Scene {
         }
 
         for blob in &self.blobs {
-            let ox = i64::from(isin(phase_at(blob.speed_x, blob.phase_x)));
-            let oy = i64::from(isin(phase_at(blob.speed_y, blob.phase_y)));
+            let ox = i64::from(isin(phase_at(blob.turns_x, blob.phase_x)));
+            let oy = i64::from(isin(phase_at(blob.turns_y, blob.phase_y)));
             let cx = w as i64 / 2 + ox * i64::from(blob.amp_x) * w as i64 / (4096 * 4096 * 2);
             let cy = h as i64 / 2 + oy * i64::from(blob.amp_y) * h as i64 / (4096 * 4096 * 2);
             self.draw_blob(rgb, blob, cx, cy);
@@ -237,12 +260,18 @@ impl Scene {
             let r = i64::from(b.radius);
             let travel = h as i64 + 2 * r;
             let y0 = b.start_y * travel / 4096;
-            let cy = (y0 - b.rise * ticks as i64 / 256 / 256).rem_euclid(travel) - r;
-            let sway = i64::from(isin(phase_at(b.wobble_speed, b.wobble_phase)));
+            let climbed = b.climbs * travel * at as i64 / period as i64;
+            let cy = (y0 - climbed).rem_euclid(travel) - r;
+            let sway = i64::from(isin(phase_at(b.wobble_turns, b.wobble_phase)));
             let cx = i64::from(b.home_x) * w as i64 / 4096 + sway * i64::from(b.wobble) / 4096;
             self.draw_bubble(rgb, b, cx, cy);
         }
+    }
 
+    /// Blends a video's frame `frame` frames from where it begins (not the
+    /// loop's start) towards the base colour, if the scene has one: strongly
+    /// at first, fading out over [`WASH_FRAMES`].
+    pub(crate) fn wash(&self, frame: u32, rgb: &mut [u8]) {
         if let Some(base) = self.wash
             && frame < WASH_FRAMES
         {
@@ -415,23 +444,40 @@ mod tests {
     #[test]
     fn frames_change_over_time_and_differ_by_seed() {
         let (w, h) = (64, 48);
-        let scene = Scene::new(w, h, 7, None, 24);
+        let scene = Scene::new(w, h, 7, None, 24, 192);
         let mut a = vec![0; w * h * 3];
         let mut b = vec![0; w * h * 3];
         scene.render(0, &mut a);
         scene.render(60, &mut b);
         assert_ne!(a, b);
-        Scene::new(w, h, 8, None, 24).render(0, &mut b);
+        Scene::new(w, h, 8, None, 24, 192).render(0, &mut b);
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn motion_comes_back_after_each_loop() {
+        let (w, h) = (96, 64);
+        let render = |scene: &Scene, frame| {
+            let mut rgb = vec![0; w * h * 3];
+            scene.render(frame, &mut rgb);
+            rgb
+        };
+        for (fps, loop_frames) in [(24, 192), (30, 45), (24, 7)] {
+            let scene = Scene::new(w, h, 11, None, fps, loop_frames);
+            assert_eq!(render(&scene, 0), render(&scene, loop_frames));
+            assert_eq!(render(&scene, 3), render(&scene, 2 * loop_frames + 3));
+            assert_ne!(render(&scene, 0), render(&scene, 1));
+        }
     }
 
     #[test]
     fn wash_makes_the_first_frame_the_base_colour() {
         let (w, h) = (96, 64);
         let base = [20, 200, 90];
-        let scene = Scene::new(w, h, 3, Some(base), 24);
+        let scene = Scene::new(w, h, 3, Some(base), 24, 192);
         let mut rgb = vec![0; w * h * 3];
         scene.render(0, &mut rgb);
+        scene.wash(0, &mut rgb);
         let n = (w * h) as u64;
         for (c, want) in base.into_iter().enumerate() {
             let avg = rgb

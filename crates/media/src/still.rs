@@ -7,7 +7,7 @@ use image::codecs::jpeg::JpegEncoder;
 use image::codecs::png::{CompressionType, FilterType, PngEncoder};
 
 use super::font::draw_label;
-use super::scene::Scene;
+use super::scene::{LOOP_SECS, Scene};
 use super::{ImageFormat, ImageSpec, JPEG_QUALITY, MAX_IMAGE_SIDE, MediaError};
 
 /// Renders a still from the seed's scene as PNG or JPEG bytes.
@@ -30,10 +30,11 @@ pub fn render_image(spec: &ImageSpec) -> Result<Vec<u8>, MediaError> {
     };
 
     let (wu, hu) = (w as usize, h as usize);
-    let scene = Scene::new(wu, hu, spec.seed, None, 24);
+    let loop_frames = LOOP_SECS * 24;
+    let scene = Scene::new(wu, hu, spec.seed, None, 24, loop_frames);
     let mut rgb = vec![0u8; wu * hu * 3];
     // Any moment of the animation; the seed picks which.
-    scene.render(WASH_FREE_FRAME + (spec.seed % 240) as u32, &mut rgb);
+    scene.render((spec.seed % u64::from(loop_frames)) as u32, &mut rgb);
     if let Some((color, k)) = tint {
         for px in rgb.chunks_exact_mut(3) {
             for c in 0..3 {
@@ -50,9 +51,6 @@ pub fn render_image(spec: &ImageSpec) -> Result<Vec<u8>, MediaError> {
         ImageFormat::Jpeg => encode_jpeg(&rgb, w, h),
     }
 }
-
-/// A frame index past any wash, so stills never show one.
-const WASH_FREE_FRAME: u32 = 48;
 
 pub(crate) fn encode_jpeg(rgb: &[u8], width: u32, height: u32) -> Result<Vec<u8>, MediaError> {
     let mut out = Vec::new();
