@@ -139,6 +139,19 @@ pub trait TaskStore: Send + Sync + 'static {
         admission: &Admission,
     ) -> StoreResult<Task>;
 
+    /// [`TaskStore::create_task`] at `(now, deadline_at)`, leased to
+    /// `(worker, until)`: the instance that accepts a task hands it to its
+    /// engine at once, and no claim takes it meanwhile. Should that
+    /// instance die first, the lease lapses and the task is due as any.
+    async fn create_leased_task(
+        &self,
+        owner: Uuid,
+        new: &NewTask,
+        times: (Millis, Millis),
+        admission: &Admission,
+        lease: (&str, Millis),
+    ) -> StoreResult<Task>;
+
     /// One task of `owner`; `None` for unknown ids and other keys' tasks alike.
     async fn get_task(&self, owner: Uuid, id: Uuid) -> StoreResult<Option<Task>>;
 
@@ -196,6 +209,9 @@ pub trait TaskStore: Send + Sync + 'static {
 
     /// Any task, for the engine.
     async fn load_task(&self, id: Uuid) -> StoreResult<Option<Task>>;
+
+    /// Any tasks among `ids`, for the engine, in no given order.
+    async fn load_tasks(&self, ids: &[Uuid]) -> StoreResult<Vec<Task>>;
 
     /// Lease up to `limit` unfinished tasks that are due, for `lease_ms`.
     /// A task whose lease has expired (its worker died) is due again.

@@ -71,31 +71,56 @@ sqlx_columns!(sqlx::sqlite::SqliteRow, |r, c| uuid_from_blob(
     c
 ));
 
-impl Columns for rusqlite::Row<'_> {
+/// A rusqlite row with its statement's column names, read once per
+/// statement: rusqlite's own by-name lookup asks SQLite for each column's
+/// name and compares them all, for every value read.
+pub(crate) struct NamedRow<'a, 'r> {
+    pub row: &'a rusqlite::Row<'r>,
+    pub names: &'a [String],
+}
+
+impl NamedRow<'_, '_> {
+    fn at(&self, col: &str) -> StoreResult<usize> {
+        self.names
+            .iter()
+            .position(|n| n == col)
+            .ok_or_else(|| StoreError::Backend(format!("no column {col:?}")))
+    }
+
+    fn get<T: rusqlite::types::FromSql>(&self, col: &str) -> StoreResult<T> {
+        Ok(self.row.get(self.at(col)?)?)
+    }
+
+    fn value(&self, col: &str) -> StoreResult<rusqlite::types::ValueRef<'_>> {
+        Ok(self.row.get_ref(self.at(col)?)?)
+    }
+}
+
+impl Columns for NamedRow<'_, '_> {
     fn text(&self, col: &str) -> StoreResult<String> {
-        Ok(self.get(col)?)
+        self.get(col)
     }
     fn opt_text(&self, col: &str) -> StoreResult<Option<String>> {
-        Ok(self.get(col)?)
+        self.get(col)
     }
     fn int(&self, col: &str) -> StoreResult<i64> {
-        Ok(self.get(col)?)
+        self.get(col)
     }
     fn opt_int(&self, col: &str) -> StoreResult<Option<i64>> {
-        Ok(self.get(col)?)
+        self.get(col)
     }
     fn flag(&self, col: &str) -> StoreResult<bool> {
-        Ok(self.get(col)?)
+        self.get(col)
     }
     fn bytes(&self, col: &str) -> StoreResult<Vec<u8>> {
-        Ok(self.get(col)?)
+        self.get(col)
     }
     fn uuid(&self, col: &str) -> StoreResult<Uuid> {
-        let blob = self.get_ref(col)?.as_blob();
+        let blob = self.value(col)?.as_blob();
         uuid_from_blob(blob.map_err(|e| corrupt(col, &e.to_string()))?, col)
     }
     fn opt_uuid(&self, col: &str) -> StoreResult<Option<Uuid>> {
-        if self.get_ref(col)? == rusqlite::types::ValueRef::Null {
+        if self.value(col)? == rusqlite::types::ValueRef::Null {
             return Ok(None);
         }
         self.uuid(col).map(Some)

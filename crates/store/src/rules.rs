@@ -16,7 +16,7 @@ use gengate_core::{
 use uuid::Uuid;
 
 use crate::db::{Db, Param, RowMap, Rows, WriteFn, params};
-use crate::sql::Sql;
+use crate::sql::{IdScope, Sql};
 use crate::{
     DoomedFile, FileTotals, LedgerTotal, StoreError, StoreResult, TaskFilter, TaskStore,
     UsageQuery, UsageRow, row,
@@ -194,6 +194,53 @@ async fn admit(
     Ok(())
 }
 
+/// A new task and its first event, leased to a worker when `lease` names
+/// one (see [`TaskStore::create_leased_task`]).
+async fn insert_task<B: Backend>(
+    b: &B,
+    owner: Uuid,
+    new: &NewTask,
+    (now, deadline_at): (Millis, Millis),
+    admission: &Admission,
+    lease: Option<(String, Millis)>,
+) -> StoreResult<Task> {
+    let sql = b.sql();
+    let (id, request, new) = (Uuid::now_v7(), json(&new.request)?, new.clone());
+    let (admission, charge) = (*admission, admission.charge);
+    b.transaction(move |tx| {
+        Box::pin(async move {
+            if !admission.is_free() {
+                admit(tx, sql, owner, &admission, now).await?;
+            }
+            let values = params![
+                id,
+                owner,
+                new.dialect.as_str(),
+                new.kind.as_str(),
+                new.model.as_str(),
+                request.as_str(),
+                &new.callback_url,
+                &new.external_id,
+                &new.channel,
+                now,
+                deadline_at,
+                charge.total(),
+                charge.per_output,
+                i64::from(charge.outputs),
+                lease.as_ref().map(|l| l.0.as_str()),
+                lease.as_ref().map(|l| l.1)
+            ];
+            // The row is the charge's ledger entry; `admit` took it
+            // from the balance.
+            let task = one(tx.rows(&sql.insert_task, values, row::task).await?)?;
+            record_event(tx, sql, &task, TaskState::Pending, None, now).await?;
+            B::announce_work(tx).await?;
+            Ok(task)
+        })
+    })
+    .await
+}
+
 #[async_trait]
 impl<B: Backend> TaskStore for B {
     async fn create_task(
@@ -204,39 +251,19 @@ impl<B: Backend> TaskStore for B {
         deadline_at: Millis,
         admission: &Admission,
     ) -> StoreResult<Task> {
-        let sql = self.sql();
-        let (id, request, new) = (Uuid::now_v7(), json(&new.request)?, new.clone());
-        let (admission, charge) = (*admission, admission.charge);
-        self.transaction(move |tx| {
-            Box::pin(async move {
-                if !admission.is_free() {
-                    admit(tx, sql, owner, &admission, now).await?;
-                }
-                let values = params![
-                    id,
-                    owner,
-                    new.dialect.as_str(),
-                    new.kind.as_str(),
-                    new.model.as_str(),
-                    request.as_str(),
-                    &new.callback_url,
-                    &new.external_id,
-                    &new.channel,
-                    now,
-                    deadline_at,
-                    charge.total(),
-                    charge.per_output,
-                    i64::from(charge.outputs)
-                ];
-                // The row is the charge's ledger entry; `admit` took it
-                // from the balance.
-                let task = one(tx.rows(&sql.insert_task, values, row::task).await?)?;
-                record_event(tx, sql, &task, TaskState::Pending, None, now).await?;
-                B::announce_work(tx).await?;
-                Ok(task)
-            })
-        })
-        .await
+        insert_task(self, owner, new, (now, deadline_at), admission, None).await
+    }
+
+    async fn create_leased_task(
+        &self,
+        owner: Uuid,
+        new: &NewTask,
+        (now, deadline_at): (Millis, Millis),
+        admission: &Admission,
+        (worker, lease_until): (&str, Millis),
+    ) -> StoreResult<Task> {
+        let lease = Some((worker.to_string(), lease_until));
+        insert_task(self, owner, new, (now, deadline_at), admission, lease).await
     }
 
     async fn get_task(&self, owner: Uuid, id: Uuid) -> StoreResult<Option<Task>> {
@@ -253,7 +280,7 @@ impl<B: Backend> TaskStore for B {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let sql = self.sql().tasks_by_ids(ids.len(), true);
+        let sql = self.sql().tasks_by_ids(ids.len(), IdScope::OwnerAndDialect);
         self.read(&sql, params![owner, dialect.as_str(), ids], row::task)
             .await
     }
@@ -262,7 +289,7 @@ impl<B: Backend> TaskStore for B {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let sql = self.sql().tasks_by_ids(ids.len(), false);
+        let sql = self.sql().tasks_by_ids(ids.len(), IdScope::Owner);
         self.read(&sql, params![owner, ids], row::task).await
     }
 
@@ -352,6 +379,14 @@ impl<B: Backend> TaskStore for B {
         Ok(first(
             self.read(&self.sql().task, params![id], row::task).await?,
         ))
+    }
+
+    async fn load_tasks(&self, ids: &[Uuid]) -> StoreResult<Vec<Task>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = self.sql().tasks_by_ids(ids.len(), IdScope::Any);
+        self.read(&sql, params![ids], row::task).await
     }
 
     async fn claim_due(

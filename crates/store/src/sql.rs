@@ -10,6 +10,17 @@ use uuid::Uuid;
 use crate::db::Param;
 use crate::{TaskFilter, UsageGroup};
 
+/// Whose tasks a lookup by ids may answer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum IdScope {
+    /// Any task (the engine's view).
+    Any,
+    /// `$1`'s tasks.
+    Owner,
+    /// `$1`'s tasks made through dialect `$2`.
+    OwnerAndDialect,
+}
+
 /// What one SQL dialect spells its own way.
 pub(crate) struct SqlDialect {
     /// The placeholder mark: `$` (PostgreSQL) or `?` (SQLite, which numbers
@@ -166,9 +177,10 @@ impl Sql {
             insert_task: s(format!(
                 "INSERT INTO tasks (id, owner, dialect, kind, model, request, callback_url, \
                  external_id, channel, state, created_at, updated_at, deadline_at, version, \
-                 event_seq, due_at, charged, charge_per_output, charge_outputs) \
+                 event_seq, due_at, charged, charge_per_output, charge_outputs, lease_owner, \
+                 lease_until) \
                  VALUES ($1, $2, $3, $4, $5, $6{json_in}, $7, $8, $9, 'pending', $10, $10, $11, \
-                 1, 1, $10, $12, $13, $14) \
+                 1, 1, $10, $12, $13, $14, $15, $16) \
                  RETURNING {cols}"
             )),
             task_of_owner: s(format!(
@@ -465,19 +477,18 @@ impl Sql {
         }
     }
 
-    /// `owner`'s tasks (of `dialect`, when given) among `n` ids. Bound in
-    /// order: owner, the dialect if given, the ids.
-    pub(crate) fn tasks_by_ids(&self, n: usize, dialect: bool) -> String {
+    /// The tasks among `n` ids that `scope` allows. Bound in order: the
+    /// owner and dialect it names, then the ids.
+    pub(crate) fn tasks_by_ids(&self, n: usize, scope: IdScope) -> String {
         let (cols, h) = (&self.task_columns, self.dialect.pk_hint);
-        let (by_dialect, first) = if dialect {
-            (format!(" AND {h}dialect = $2"), 3)
-        } else {
-            (String::new(), 2)
+        let (of, first) = match scope {
+            IdScope::Any => (String::new(), 1),
+            IdScope::Owner => (format!("{h}owner = $1 AND "), 2),
+            IdScope::OwnerAndDialect => (format!("{h}owner = $1 AND {h}dialect = $2 AND "), 3),
         };
         let ids = (self.dialect.ids)(first, n);
-        self.dialect.finish(format!(
-            "SELECT {cols} FROM tasks WHERE {h}owner = $1{by_dialect} AND {ids}"
-        ))
+        self.dialect
+            .finish(format!("SELECT {cols} FROM tasks WHERE {of}{ids}"))
     }
 
     /// Requests per day in `[$1, $2)`, of key `$3` when `by_owner`.

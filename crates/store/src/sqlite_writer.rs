@@ -86,6 +86,12 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
     }
 }
 
+/// Run a statement without rows, prepared once: a savepoint per job is
+/// parsed once per connection, not once per job.
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 /// One transaction for the whole batch. A failing job is rolled back to
 /// its savepoint; if even that fails the whole batch is rolled back and
 /// every caller gets an error. (A job that never ran is dropped with its
@@ -100,18 +106,18 @@ fn commit_batch(
         if broken.is_some() {
             continue;
         }
-        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+        if let Err(e) = exec(conn, "SAVEPOINT job") {
             broken = Some(e);
             continue;
         }
         let (ok, reply) = job(conn);
         replies.push(reply);
         let end = if ok {
-            "RELEASE job"
+            exec(conn, "RELEASE job")
         } else {
-            "ROLLBACK TO job; RELEASE job"
+            exec(conn, "ROLLBACK TO job").and_then(|()| exec(conn, "RELEASE job"))
         };
-        broken = conn.execute_batch(end).err();
+        broken = end.err();
     }
     let outcome = match broken {
         None => conn.execute_batch("COMMIT").map_err(|e| e.to_string()),

@@ -38,6 +38,7 @@ macro_rules! contract {
 
 contract!(
     create_records_the_first_event,
+    a_task_leased_as_it_is_created_is_claimed_only_once_its_lease_lapses,
     external_ids_are_unique_per_key,
     updates_are_compare_and_swap_and_terminal_is_final,
     claims_lease_and_expired_leases_are_retaken,
@@ -676,6 +677,35 @@ async fn a_lease_is_extended_by_its_holder_only(s: Arc<dyn TaskStore>) {
     assert!(!s.extend_lease(task.id, "w1", 9000).await.unwrap());
 }
 
+async fn a_task_leased_as_it_is_created_is_claimed_only_once_its_lease_lapses(
+    s: Arc<dyn TaskStore>,
+) {
+    let owner = Uuid::now_v7();
+    let free = Admission::FREE;
+    let task = s
+        .create_leased_task(owner, &new_task(None), (100, 10_000), &free, ("w1", 1100))
+        .await
+        .unwrap();
+    assert_eq!(task.state, TaskState::Pending);
+    let events = s.task_events(task.id).await.unwrap();
+    assert_eq!(events.len(), 1, "the first event, as for any new task");
+    // w1 handles it; no claim takes it meanwhile, w1 may keep it longer.
+    assert!(s.claim_due("w2", 500, 1000, 10).await.unwrap().is_empty());
+    assert!(s.extend_lease(task.id, "w1", 2000).await.unwrap());
+    assert!(s.claim_due("w2", 1500, 1000, 10).await.unwrap().is_empty());
+    // w1 died: once the lease lapses the task is due like any other.
+    let retaken = s.claim_due("w2", 2000, 1000, 10).await.unwrap();
+    assert_eq!(retaken.iter().map(|t| t.id).collect::<Vec<_>>(), [task.id]);
+    // A worker that stops gives its leases back at once.
+    let other = s
+        .create_leased_task(owner, &new_task(None), (100, 10_000), &free, ("w3", 9000))
+        .await
+        .unwrap();
+    assert_eq!(s.release_leases("w3").await.unwrap(), 1);
+    let claimed = s.claim_due("w4", 2100, 1000, 10).await.unwrap();
+    assert_eq!(claimed.iter().map(|t| t.id).collect::<Vec<_>>(), [other.id]);
+}
+
 async fn listing_is_newest_first_per_dialect(s: Arc<dyn TaskStore>) {
     let owner = Uuid::now_v7();
     let mut ids = Vec::new();
@@ -1084,6 +1114,20 @@ async fn owned_tasks_of_any_dialect_by_id(s: Arc<dyn TaskStore>) {
     want.sort();
     assert_eq!(got, want);
     assert!(s.get_owned_tasks(owner, &[]).await.unwrap().is_empty());
+
+    // The engine's view: any key's tasks among the ids, unknown ids skipped.
+    let mut got: Vec<Uuid> = s
+        .load_tasks(&[kling.id, foreign.id, Uuid::now_v7()])
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.id)
+        .collect();
+    got.sort();
+    let mut want = vec![kling.id, foreign.id];
+    want.sort();
+    assert_eq!(got, want);
+    assert!(s.load_tasks(&[]).await.unwrap().is_empty());
 }
 
 async fn an_external_id_is_forgotten_only_as_asked(s: Arc<dyn TaskStore>) {
