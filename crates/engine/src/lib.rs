@@ -4,11 +4,12 @@
 //! the store; a crash at any point only delays work until a lease expires.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use gengate_core::{Millis, Task, TaskState};
 use gengate_store::TaskStore;
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 pub mod artifacts;
@@ -43,6 +44,9 @@ pub use transition::TaskChanged;
 /// Due polls at one channel, sent as one request.
 type Batch = (Arc<Channel>, Vec<Task>);
 
+/// How long the engine rests after a claim that found work, unless woken.
+const BUSY_PAUSE: Duration = Duration::from_millis(20);
+
 /// How often stored channels are re-read.
 const CHANNEL_RELOAD: Duration = Duration::from_secs(3);
 
@@ -68,7 +72,20 @@ pub struct Engine {
     /// Every state change made here (see `transition`).
     changes: tokio::sync::broadcast::Sender<TaskChanged>,
     prices: prices::Prices,
+    /// One per task being handled here, claimed or new.
+    permits: Arc<Semaphore>,
+    /// New tasks leased to this engine as they were stored, for `run`.
+    fresh: mpsc::UnboundedSender<Fresh>,
+    fresh_rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Fresh>>>,
+    /// `run` takes new tasks: set while it loops, cleared as it stops.
+    taking: AtomicBool,
+    /// `run`'s last claim took every free permit: a handler that ends
+    /// frees room it waits for.
+    starved: AtomicBool,
 }
+
+/// A new task leased to this engine, with the permit it holds.
+type Fresh = (Task, OwnedSemaphorePermit);
 
 impl Engine {
     pub fn new(
@@ -85,7 +102,13 @@ impl Engine {
             cfg.spool_dir.clone(),
             cfg.max_result_bytes,
         );
+        let (fresh, fresh_rx) = mpsc::unbounded_channel();
         Arc::new(Engine {
+            permits: Arc::new(Semaphore::new(cfg.concurrency)),
+            fresh,
+            fresh_rx: std::sync::Mutex::new(Some(fresh_rx)),
+            taking: AtomicBool::new(false),
+            starved: AtomicBool::new(false),
             prices: prices::Prices::new(cfg.prices.clone()),
             store,
             channels,
@@ -166,15 +189,66 @@ impl Engine {
         self.wake.notify_one();
     }
 
+    /// Room for a new task to be handled here at once: a permit, when this
+    /// instance's engine runs and has one free.
+    pub(crate) fn fresh_slot(&self) -> Option<OwnedSemaphorePermit> {
+        if !self.taking.load(Ordering::Acquire) {
+            return None;
+        }
+        self.permits.clone().try_acquire_owned().ok()
+    }
+
+    /// The lease a new task handed to this engine is stored with.
+    pub(crate) fn new_lease(&self) -> (&str, Millis) {
+        (&self.worker_id, now_ms().saturating_add(ms(self.cfg.lease)))
+    }
+
+    /// Handle `task`, stored leased to this engine, with the permit
+    /// [`Engine::fresh_slot`] gave. Should `run` have stopped meanwhile,
+    /// the task stays in the store and is claimed once its lease lapses.
+    pub(crate) fn start_fresh(&self, task: Task, permit: OwnedSemaphorePermit) {
+        if self.fresh.send((task, permit)).is_err() {
+            tracing::debug!("the engine has stopped; a new task waits for its lease to lapse");
+        }
+    }
+
+    /// Handle a task under `permit` in `running`, telling the loop when it
+    /// ends if the loop waits for room.
+    fn spawn_handler(
+        self: &Arc<Self>,
+        running: &mut JoinSet<()>,
+        work: impl Future<Output = ()> + Send + 'static,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let me = self.clone();
+        running.spawn(async move {
+            work.await;
+            drop(permit);
+            if me.starved.load(Ordering::Acquire) {
+                me.wake();
+            }
+        });
+    }
+
     /// Claim and handle due tasks until `shutdown` turns true, then drain
     /// in-flight work for at most the configured bound.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let permits = Arc::new(Semaphore::new(self.cfg.concurrency));
+        let permits = self.permits.clone();
         let mut running = JoinSet::new();
+        let taken = self.fresh_rx.lock().ok().and_then(|mut rx| rx.take());
+        let Some(mut fresh) = taken else {
+            tracing::error!("the engine is already running");
+            return;
+        };
+        self.taking.store(true, Ordering::Release);
         tracing::info!(worker = %self.worker_id, "engine started");
         let mut failures = 0;
         while !*shutdown.borrow() {
             while running.try_join_next().is_some() {}
+            while let Ok((task, permit)) = fresh.try_recv() {
+                let me = self.clone();
+                self.spawn_handler(&mut running, async move { me.handle(task).await }, permit);
+            }
             let free = permits.available_permits();
             let claimed = if free == 0 {
                 Vec::new()
@@ -196,40 +270,47 @@ impl Engine {
                 }
             };
             let got = claimed.len();
+            self.starved.store(got == free, Ordering::Release);
             let (batches, singles) = self.batch_polls(claimed);
             for (channel, tasks) in batches {
                 let Ok(permit) = permits.clone().try_acquire_owned() else {
                     break;
                 };
                 let me = self.clone();
-                running.spawn(async move {
-                    me.poll_batch(&channel, tasks).await;
-                    drop(permit);
-                    me.wake();
-                });
+                let work = async move { me.poll_batch(&channel, tasks).await };
+                self.spawn_handler(&mut running, work, permit);
             }
             for task in singles {
                 let Ok(permit) = permits.clone().try_acquire_owned() else {
                     break;
                 };
                 let me = self.clone();
-                running.spawn(async move {
-                    me.handle(task).await;
-                    drop(permit);
-                    me.wake();
-                });
+                self.spawn_handler(&mut running, async move { me.handle(task).await }, permit);
             }
             if got > 0 && got == free {
                 continue;
             }
-            let pause = self.idle_pause().await;
+            // Whatever was due is taken; what falls due next is read only
+            // when nothing was (under load, the store is spared a read a turn).
+            let pause = if got > 0 {
+                BUSY_PAUSE
+            } else {
+                self.idle_pause().await
+            };
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = self.store.wait_for_work() => {}
                 _ = tokio::time::sleep(pause) => {}
                 _ = shutdown.changed() => {}
+                Some((task, permit)) = fresh.recv() => {
+                    let me = self.clone();
+                    self.spawn_handler(&mut running, async move { me.handle(task).await }, permit);
+                }
             }
         }
+        // New tasks stay with the store from here: their leases are released below.
+        self.taking.store(false, Ordering::Release);
+        drop(fresh);
         tracing::info!(in_flight = running.len(), "engine draining");
         let drained = tokio::time::timeout(self.cfg.drain_timeout, async {
             while running.join_next().await.is_some() {}

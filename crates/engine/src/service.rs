@@ -165,19 +165,34 @@ impl TaskService {
             max_in_flight: key.limits.max_in_flight,
             daily_spend: key.limits.daily_spend,
         };
-        let task = self
-            .store()
-            .create_task(key.id, &new, now, deadline, &admission)
-            .await
-            .map_err(|e| match e {
-                StoreError::Conflict(_) => ApiError::Conflict(format!(
-                    "external_task_id {:?} is already used by another task of this key",
-                    new.external_id.as_deref().unwrap_or_default()
-                )),
-                StoreError::Refused(refusal) => refusal.into(),
-                other => store_error(other),
-            })?;
-        self.engine.wake();
+        // With room in this instance's engine, the task is leased to it as
+        // it is stored and handed over at once: no claim, no wait for one.
+        let slot = self.engine.fresh_slot();
+        let created = match &slot {
+            Some(_) => {
+                let lease = self.engine.new_lease();
+                self.store()
+                    .create_leased_task(key.id, &new, (now, deadline), &admission, lease)
+                    .await
+            }
+            None => {
+                self.store()
+                    .create_task(key.id, &new, now, deadline, &admission)
+                    .await
+            }
+        };
+        let task = created.map_err(|e| match e {
+            StoreError::Conflict(_) => ApiError::Conflict(format!(
+                "external_task_id {:?} is already used by another task of this key",
+                new.external_id.as_deref().unwrap_or_default()
+            )),
+            StoreError::Refused(refusal) => refusal.into(),
+            other => store_error(other),
+        })?;
+        match slot {
+            Some(permit) => self.engine.start_fresh(task.clone(), permit),
+            None => self.engine.wake(),
+        }
         metrics::counter!("gengate_tasks_accepted_total", "dialect" => task.dialect.as_str())
             .increment(1);
         Ok(task)
@@ -485,7 +500,7 @@ impl TaskService {
                 other => return Ok(other),
             }
             tokio::select! {
-                _ = changes.next_of(id, look.min(until - now)) => {}
+                _ = changes.next_end_of(id, look.min(until - now)) => {}
                 _ = stopping.changed() => {}
             }
             look = (look * 2).min(CROSS_INSTANCE_LOOK);
@@ -508,6 +523,13 @@ impl Changes {
     /// may have changed it: the caller reads the store either way).
     pub async fn next_of(&mut self, id: Uuid, at_most: Duration) {
         self.next_where(|c| c.id == id, at_most).await
+    }
+
+    /// Until task `id` ends here (its steps on the way need no re-read),
+    /// or `at_most` passes.
+    pub async fn next_end_of(&mut self, id: Uuid, at_most: Duration) {
+        self.next_where(|c| c.id == id && c.state.is_terminal(), at_most)
+            .await
     }
 
     async fn next_where(&mut self, wanted: impl Fn(&TaskChanged) -> bool, at_most: Duration) {

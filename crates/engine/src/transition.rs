@@ -24,6 +24,8 @@ pub struct TaskChanged {
     pub state: TaskState,
     /// The sequence number of the event recorded for the change.
     pub seq: i64,
+    /// The task has a callback URL: the change queued a delivery.
+    pub calls_back: bool,
 }
 
 /// Changes kept for a slow listener before it lags; a lagging listener
@@ -73,6 +75,7 @@ impl Engine {
                     owner: t.owner,
                     state: st,
                     seq: t.event_seq,
+                    calls_back: t.callback_url.is_some(),
                 });
             }
             (Some(_), None) => {}

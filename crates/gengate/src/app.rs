@@ -165,6 +165,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         settings.retry_schedule()?,
         file_links.clone(),
     );
+    // Subscribed before anything runs: no change is made unheard.
+    let news = engine.subscribe();
     let (tx, rx) = watch::channel(false);
     let keys = Arc::new(KeyService::new(store.clone(), settings.default_credits));
     let state = AppState {
@@ -193,7 +195,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         let count_task = tokio::spawn(keys.clone().record_requests(rx.clone()));
         let sweep_task = run_engine.then(|| tokio::spawn(engine.sweeper().run(rx.clone())));
         let engine_task = run_engine.then(|| tokio::spawn(engine.run(rx.clone())));
-        let deliver_task = run_engine.then(|| tokio::spawn(deliverer.run(rx.clone())));
+        let deliver_task = run_engine.then(|| tokio::spawn(deliverer.run(rx.clone(), news)));
         let stopping = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };

@@ -9,15 +9,17 @@ use std::time::{Duration, Instant};
 
 use gengate_core::dialect::{dream_machine, kling, kling_video, luma, openai_videos, tasks};
 use gengate_core::{
-    Delivery, DeliveryAttempt, DeliveryOutcome, Dialect, FileLinks, Millis, RetrySchedule, Task,
+    ApiKey, Delivery, DeliveryAttempt, DeliveryOutcome, Dialect, FileLinks, Millis, RetrySchedule,
+    Task,
 };
 use gengate_store::{StoreError, TaskStore};
 use rand::Rng;
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, broadcast, watch};
 use tokio::task::JoinSet;
+use uuid::Uuid;
 
 use crate::net::AddressPolicy;
-use crate::now_ms;
+use crate::{TaskChanged, now_ms};
 
 pub mod signing;
 
@@ -75,8 +77,14 @@ impl Deliverer {
         }
     }
 
-    /// Deliver what is due until `shutdown`, then let attempts in flight end.
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    /// Deliver what is due until `shutdown`, then let attempts in flight
+    /// end. `news` (the engine's changes) says when a change queued a
+    /// delivery, so it goes out at once rather than at the next look.
+    pub async fn run(
+        self: Arc<Self>,
+        mut shutdown: watch::Receiver<bool>,
+        mut news: broadcast::Receiver<TaskChanged>,
+    ) {
         let total = Arc::new(Semaphore::new(TOTAL));
         let mut running = JoinSet::new();
         let mut failures = 0;
@@ -100,16 +108,22 @@ impl Deliverer {
                 }
             };
             let got = due.len();
-            for d in due {
+            let due = match self.with_tasks(due).await {
+                Ok(due) => due,
+                Err(e) => {
+                    // Claimed but not read: their leases lapse and they come back.
+                    let op = "claim_deliveries";
+                    crate::rest_after_store_failure(op, &e, &mut failures, &mut shutdown).await;
+                    continue;
+                }
+            };
+            for (d, found) in due {
                 let Ok(slot) = total.clone().try_acquire_owned() else {
                     break;
                 };
                 let me = self.clone();
                 running.spawn(async move {
-                    let host = me.host_slots(&d.url);
-                    if let Ok(_per_host) = host.acquire_owned().await
-                        && let Err(e) = me.attempt(&d).await
-                    {
+                    if let Err(e) = me.attempt(&d, found).await {
                         tracing::error!(delivery = %d.id, error = %e, "recording a delivery failed");
                     }
                     drop(slot);
@@ -122,6 +136,7 @@ impl Deliverer {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}
                 _ = self.settled.notified() => {}
+                _ = queued(&mut news) => {}
                 _ = shutdown.changed() => {}
             }
         }
@@ -149,13 +164,40 @@ impl Deliverer {
         }
     }
 
-    async fn attempt(&self, d: &Delivery) -> Result<(), StoreError> {
+    /// Each claimed delivery with its task and its key (`None`: either is
+    /// gone), read for the whole claim at once rather than per attempt.
+    async fn with_tasks(&self, due: Vec<Delivery>) -> Result<Vec<(Delivery, Found)>, StoreError> {
+        let mut ids: Vec<Uuid> = due.iter().map(|d| d.task_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let tasks: HashMap<Uuid, Arc<Task>> = self
+            .store
+            .load_tasks(&ids)
+            .await?
+            .into_iter()
+            .map(|t| (t.id, Arc::new(t)))
+            .collect();
+        let mut keys: HashMap<Uuid, Option<Arc<ApiKey>>> = HashMap::new();
+        for d in &due {
+            if !keys.contains_key(&d.owner) {
+                let key = self.store.get_key(d.owner).await?.map(Arc::new);
+                keys.insert(d.owner, key);
+            }
+        }
+        Ok(due
+            .into_iter()
+            .map(|d| {
+                let task = tasks.get(&d.task_id).cloned();
+                let key = keys.get(&d.owner).cloned().flatten();
+                (d, task.zip(key))
+            })
+            .collect())
+    }
+
+    async fn attempt(&self, d: &Delivery, found: Found) -> Result<(), StoreError> {
         let now = now_ms();
         let made = d.attempts + 1;
-        let (Some(task), Some(key)) = (
-            self.store.load_task(d.task_id).await?,
-            self.store.get_key(d.owner).await?,
-        ) else {
+        let Some((task, key)) = found else {
             let a = record(
                 made,
                 now,
@@ -174,7 +216,13 @@ impl Deliverer {
         let result = match (self.body(&task, d), secrets.is_empty()) {
             (Err(e), _) => Err(format!("rendering the body: {e}")),
             (_, true) => Err("the key has no signing secret; rotate it".into()),
-            (Ok(body), false) => self.send(d, &secrets, body, now).await,
+            (Ok(body), false) => {
+                // A slow receiver holds only its host's slots, and only
+                // while it is being sent to.
+                let host = self.host_slots(&d.url);
+                let _per_host = host.acquire().await;
+                self.send(d, &secrets, body, now).await
+            }
         };
         let latency = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
         let (status, error, outcome) = match result {
@@ -250,6 +298,21 @@ impl Deliverer {
         DeliveryOutcome::RetryAt(
             now_ms().saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX)),
         )
+    }
+}
+
+/// A claimed delivery's task and key, `None` when either is gone.
+type Found = Option<(Arc<Task>, Arc<ApiKey>)>;
+
+/// Until a change that queued a delivery (or missed news: one may have).
+async fn queued(news: &mut broadcast::Receiver<TaskChanged>) {
+    loop {
+        match news.recv().await {
+            Ok(c) if c.calls_back => return,
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Lagged(_)) => return,
+            Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+        }
     }
 }
 
