@@ -11,6 +11,7 @@ mod mirroring;
 mod report;
 mod sandbox_video;
 mod scenarios;
+mod sync_images;
 
 #[derive(Parser)]
 #[command(about = "gengate's bench harness")]
@@ -18,7 +19,7 @@ struct Cli {
     /// About a minute instead of up to ten.
     #[arg(long)]
     quick: bool,
-    /// Scenarios to run (default: all): batch, scale, submits, e2e, inflight, upstream, slow, mirror, flood, pg, callback, sandbox;
+    /// Scenarios to run (default: all): batch, scale, submits, e2e, inflight, upstream, slow, mirror, flood, pg, callback, sandbox, sync;
     /// or `crash` alone (the reliability suite's crash loop, not a benchmark).
     scenarios: Vec<String>,
     /// crash: tasks to submit.
@@ -48,7 +49,7 @@ async fn run() -> anyhow::Result<()> {
     }
     let all = [
         "batch", "scale", "submits", "e2e", "inflight", "upstream", "slow", "mirror", "flood",
-        "pg", "callback", "sandbox",
+        "pg", "callback", "sandbox", "sync",
     ];
     for s in &cli.scenarios {
         anyhow::ensure!(
@@ -107,6 +108,10 @@ async fn run() -> anyhow::Result<()> {
     if wanted("callback") {
         eprintln!("== callback latency");
         rows.extend(scenarios::callback_latency(&bin, plan).await?);
+    }
+    if wanted("sync") {
+        eprintln!("== synchronous images");
+        rows.extend(sync_images::sync_images(&bin, plan).await?);
     }
     let table = report::table(&rows);
     println!("{table}");

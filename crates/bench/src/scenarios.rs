@@ -61,7 +61,7 @@ impl Plan {
         }
     }
 
-    fn duration(&self) -> Duration {
+    pub fn duration(&self) -> Duration {
         Duration::from_secs(self.secs)
     }
 }
@@ -202,7 +202,7 @@ pub async fn batch_ratio(bin: &Path, plan: Plan) -> anyhow::Result<Vec<Row>> {
     ])
 }
 
-fn verdict(met: bool) -> String {
+pub fn verdict(met: bool) -> String {
     if met {
         "met".into()
     } else {
