@@ -190,9 +190,14 @@ impl Engine {
     }
 
     /// Room for a new task to be handled here at once: a permit, when this
-    /// instance's engine runs and has one free.
+    /// instance's engine runs and has one free. New tasks take at most
+    /// half the permits: the rest stay for claims,
+    /// so a flood of submits never starves the polls of tasks in flight
+    /// (nor tasks that waited in the store).
     pub(crate) fn fresh_slot(&self) -> Option<OwnedSemaphorePermit> {
-        if !self.taking.load(Ordering::Acquire) {
+        if !self.taking.load(Ordering::Acquire)
+            || self.permits.available_permits() <= self.cfg.concurrency / 2
+        {
             return None;
         }
         self.permits.clone().try_acquire_owned().ok()

@@ -90,6 +90,12 @@ impl Deliverer {
         let mut failures = 0;
         while !*shutdown.borrow() {
             while running.try_join_next().is_some() {}
+            // This claim covers every delivery news told of so far.
+            use broadcast::error::TryRecvError;
+            while !matches!(
+                news.try_recv(),
+                Err(TryRecvError::Empty | TryRecvError::Closed)
+            ) {}
             let free = u32::try_from(total.available_permits()).unwrap_or(0);
             let due = if free == 0 {
                 Vec::new()
@@ -179,9 +185,8 @@ impl Deliverer {
             .collect();
         let mut keys: HashMap<Uuid, Option<Arc<ApiKey>>> = HashMap::new();
         for d in &due {
-            if !keys.contains_key(&d.owner) {
-                let key = self.store.get_key(d.owner).await?.map(Arc::new);
-                keys.insert(d.owner, key);
+            if let std::collections::hash_map::Entry::Vacant(e) = keys.entry(d.owner) {
+                e.insert(self.store.get_key(d.owner).await?.map(Arc::new));
             }
         }
         Ok(due
