@@ -254,7 +254,12 @@ impl Engine {
                 let me = self.clone();
                 self.spawn_handler(&mut running, async move { me.handle(task).await }, permit);
             }
-            let free = permits.available_permits();
+            // The permits for this claim are taken first: new tasks take
+            // permits meanwhile, and a task claimed without one would sit
+            // leased and untouched until its lease lapsed.
+            let mut reserved: Vec<OwnedSemaphorePermit> =
+                std::iter::from_fn(|| permits.clone().try_acquire_owned().ok()).collect();
+            let free = reserved.len();
             let claimed = if free == 0 {
                 Vec::new()
             } else {
@@ -269,6 +274,7 @@ impl Engine {
                         tasks
                     }
                     Err(e) => {
+                        reserved.clear();
                         rest_after_store_failure("claim", &e, &mut failures, &mut shutdown).await;
                         continue;
                     }
@@ -278,7 +284,7 @@ impl Engine {
             self.starved.store(got == free, Ordering::Release);
             let (batches, singles) = self.batch_polls(claimed);
             for (channel, tasks) in batches {
-                let Ok(permit) = permits.clone().try_acquire_owned() else {
+                let Some(permit) = reserved.pop() else {
                     break;
                 };
                 let me = self.clone();
@@ -286,12 +292,13 @@ impl Engine {
                 self.spawn_handler(&mut running, work, permit);
             }
             for task in singles {
-                let Ok(permit) = permits.clone().try_acquire_owned() else {
+                let Some(permit) = reserved.pop() else {
                     break;
                 };
                 let me = self.clone();
                 self.spawn_handler(&mut running, async move { me.handle(task).await }, permit);
             }
+            drop(reserved);
             if got > 0 && got == free {
                 continue;
             }
