@@ -1,7 +1,8 @@
 //! Overload: slow clients cannot hold connections, and over the caps on
 //! connections and requests in progress a client gets 503 with
 //! `Retry-After` at once while health stays answerable. These bounds are
-//! the HTTP side's, the same on either store: SQLite only.
+//! the HTTP side's, the same on either store: SQLite only. The engine's own
+//! bound (its permits) holds under a burst without stranding a task.
 
 use std::time::Duration;
 
@@ -156,4 +157,42 @@ async fn requests_over_the_in_flight_cap_get_503_while_health_answers() {
     let (status, _) = gw.get("/v1/tasks", &gw.admin).await;
     assert_eq!(status, 200, "places are given back");
     gw.stop().await;
+}
+
+/// A burst beyond the engine's permits: new tasks go straight to the
+/// engine while it has room, the rest wait in the store to be claimed, and
+/// every one finishes promptly: none is left leased and untouched until
+/// its lease (30 s here) lapses.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_beyond_the_engines_permits_finishes_without_waiting_on_a_lease() {
+    let _turn = crate::harness::sharing_the_machine().await;
+    let gw = TestApp::on(crate::harness::Backend::Sqlite)
+        .sandbox_latency_ms(0)
+        .with(|s| {
+            s.concurrency = 4;
+            s.lease_secs = 30;
+        })
+        .start()
+        .await;
+    let key = gw.new_key("burst").await;
+    let started = std::time::Instant::now();
+    let submitted = futures::future::join_all((0..200).map(|i| {
+        let body = json!({"prompt": format!("burst {i}"), "aspect_ratio": "1:1"});
+        gw.post("/kling/v1/images/generations", &key, body)
+    }))
+    .await;
+    let mut ids = Vec::new();
+    for (status, v) in submitted {
+        assert_eq!(status, 200, "{v}");
+        ids.push(v["data"]["task_id"].as_str().unwrap().to_string());
+    }
+    for id in &ids {
+        let data = gw.wait_kling(&key, id).await;
+        assert_eq!(data["task_status"], "succeed", "{data}");
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(20),
+        "200 tasks at 4 permits took {took:?}: some waited for a lease to lapse"
+    );
 }
