@@ -217,6 +217,17 @@ impl Engine {
         }
     }
 
+    /// Move one task a step under `permit`, in `running`.
+    fn spawn_handle(
+        self: &Arc<Self>,
+        running: &mut JoinSet<()>,
+        task: Task,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let me = self.clone();
+        self.spawn_handler(running, async move { me.handle(task).await }, permit);
+    }
+
     /// Handle a task under `permit` in `running`, telling the loop when it
     /// ends if the loop waits for room.
     fn spawn_handler(
@@ -251,8 +262,7 @@ impl Engine {
         while !*shutdown.borrow() {
             while running.try_join_next().is_some() {}
             while let Ok((task, permit)) = fresh.try_recv() {
-                let me = self.clone();
-                self.spawn_handler(&mut running, async move { me.handle(task).await }, permit);
+                self.spawn_handle(&mut running, task, permit);
             }
             // The permits for this claim are taken first: new tasks take
             // permits meanwhile, and a task claimed without one would sit
@@ -295,8 +305,7 @@ impl Engine {
                 let Some(permit) = reserved.pop() else {
                     break;
                 };
-                let me = self.clone();
-                self.spawn_handler(&mut running, async move { me.handle(task).await }, permit);
+                self.spawn_handle(&mut running, task, permit);
             }
             drop(reserved);
             if got > 0 && got == free {
@@ -315,8 +324,7 @@ impl Engine {
                 _ = tokio::time::sleep(pause) => {}
                 _ = shutdown.changed() => {}
                 Some((task, permit)) = fresh.recv() => {
-                    let me = self.clone();
-                    self.spawn_handler(&mut running, async move { me.handle(task).await }, permit);
+                    self.spawn_handle(&mut running, task, permit);
                 }
             }
         }

@@ -1102,32 +1102,27 @@ async fn owned_tasks_of_any_dialect_by_id(s: Arc<dyn TaskStore>) {
         .create_task(Uuid::now_v7(), &new_task(None), 1, 9, &Admission::FREE)
         .await
         .unwrap();
-    let mut got: Vec<Uuid> = s
+    let got = s
         .get_owned_tasks(owner, &[kling.id, luma.id, foreign.id, Uuid::now_v7()])
         .await
-        .unwrap()
-        .iter()
-        .map(|t| t.id)
-        .collect();
-    got.sort();
-    let mut want = vec![kling.id, luma.id];
-    want.sort();
-    assert_eq!(got, want);
+        .unwrap();
+    assert_eq!(sorted_ids(&got), sorted_ids(&[kling.clone(), luma.clone()]));
     assert!(s.get_owned_tasks(owner, &[]).await.unwrap().is_empty());
 
     // The engine's view: any key's tasks among the ids, unknown ids skipped.
-    let mut got: Vec<Uuid> = s
+    let got = s
         .load_tasks(&[kling.id, foreign.id, Uuid::now_v7()])
         .await
-        .unwrap()
-        .iter()
-        .map(|t| t.id)
-        .collect();
-    got.sort();
-    let mut want = vec![kling.id, foreign.id];
-    want.sort();
-    assert_eq!(got, want);
+        .unwrap();
+    assert_eq!(sorted_ids(&got), sorted_ids(&[kling, foreign]));
     assert!(s.load_tasks(&[]).await.unwrap().is_empty());
+}
+
+/// The ids of `tasks`, sorted: lookups answer in no given order.
+fn sorted_ids(tasks: &[Task]) -> Vec<Uuid> {
+    let mut ids: Vec<Uuid> = tasks.iter().map(|t| t.id).collect();
+    ids.sort();
+    ids
 }
 
 async fn an_external_id_is_forgotten_only_as_asked(s: Arc<dyn TaskStore>) {
