@@ -79,6 +79,14 @@ pub enum DeliveryOutcome {
     Gone,
 }
 
+/// An attempt made, for the store to record with what follows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settlement {
+    pub delivery: Delivery,
+    pub attempt: DeliveryAttempt,
+    pub outcome: DeliveryOutcome,
+}
+
 /// When attempts are made: the first at once (`schedule[0]` is 0), each
 /// retry after the next delay; past the last, the delivery is given up.
 #[derive(Debug, Clone, PartialEq)]

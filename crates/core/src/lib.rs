@@ -16,7 +16,9 @@ pub mod validate;
 
 pub use channel::{ChannelSpec, Credentials, ProviderKind, SpecError};
 pub use credits::{Admission, Charge, Credits, KeyLimits, Price, PriceBook, Refusal};
-pub use delivery::{Delivery, DeliveryAttempt, DeliveryOutcome, DeliveryState, RetrySchedule};
+pub use delivery::{
+    Delivery, DeliveryAttempt, DeliveryOutcome, DeliveryState, RetrySchedule, Settlement,
+};
 pub use error::ApiError;
 pub use links::{FileLinks, Links};
 pub use request::{GenerationRequest, ImageFormat, ImageRole, ImageSource, InputImage, Upload};

@@ -13,8 +13,8 @@ use async_trait::async_trait;
 use gengate_core::credits::{EntryKind, LedgerEntry};
 pub use gengate_core::usage::{UsageGroup, UsageRow};
 use gengate_core::{
-    Admission, ApiKey, ChannelSpec, Credits, Delivery, DeliveryAttempt, DeliveryOutcome, Dialect,
-    Millis, NewTask, Price, Refusal, Task, TaskEvent, TaskState, TaskUpdate,
+    Admission, ApiKey, ChannelSpec, Credits, Delivery, DeliveryAttempt, Dialect, Millis, NewTask,
+    Price, Refusal, Settlement, Task, TaskEvent, TaskState, TaskUpdate,
 };
 use uuid::Uuid;
 
@@ -282,15 +282,11 @@ pub trait TaskStore: Send + Sync + 'static {
         limit: u32,
     ) -> StoreResult<Vec<Delivery>>;
 
-    /// Record an attempt and what follows it. `Gone` also settles the
-    /// task's later deliveries to the same URL.
-    async fn finish_delivery(
-        &self,
-        delivery: &Delivery,
-        attempt: &DeliveryAttempt,
-        outcome: DeliveryOutcome,
-        now: Millis,
-    ) -> StoreResult<()>;
+    /// Record attempts and what follows each, all in one transaction (a
+    /// deliverer settles what ended together in one write). `Gone` also
+    /// settles the task's later deliveries to the same URL; a delivery
+    /// deleted with its task meanwhile is skipped.
+    async fn finish_deliveries(&self, settled: &[Settlement], now: Millis) -> StoreResult<()>;
 
     /// A task's deliveries in order, each with its attempts.
     async fn task_deliveries(

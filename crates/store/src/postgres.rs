@@ -10,7 +10,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 use tokio::sync::Notify;
 
-use crate::db::{Db, Param, RowMap, Rows, WriteFn, params};
+use crate::db::{Db, Param, RowMap, Rows, WriteFn};
 use crate::rules::Backend;
 use crate::sql::{Sql, SqlDialect};
 use crate::{StoreError, StoreResult};
@@ -28,11 +28,15 @@ pub struct PgStore {
     pool: PgPool,
     work: Arc<Notify>,
     listener: tokio::task::JoinHandle<()>,
+    /// Asks [`announce`] for a NOTIFY.
+    asked: Arc<Notify>,
+    announcer: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for PgStore {
     fn drop(&mut self) {
         self.listener.abort();
+        self.announcer.abort();
     }
 }
 
@@ -46,7 +50,7 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(opts)
+            .connect_with(opts.clone())
             .await?;
         if migrate {
             run_migrations(&pool).await?;
@@ -55,10 +59,14 @@ impl PgStore {
         }
         let work = Arc::new(Notify::new());
         let listener = tokio::spawn(listen(pool.clone(), work.clone()));
+        let asked = Arc::new(Notify::new());
+        let announcer = tokio::spawn(announce(opts, asked.clone()));
         Ok(PgStore {
             pool,
             work,
             listener,
+            asked,
+            announcer,
         })
     }
 }
@@ -87,6 +95,35 @@ async fn listen(pool: PgPool, work: Arc<Notify>) {
         }
         work.notify_one();
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Send the NOTIFYs new tasks ask for, one at a time, each covering every
+/// ask made while the one before was in flight. Not in the tasks' own
+/// transactions: PostgreSQL serialises the commits of transactions that
+/// NOTIFY (one lock on its notification queue, held through the commit's
+/// flush), which made every accept wait for the one before. The hint needs
+/// no durability, so its connection does not wait for the flush either.
+async fn announce(opts: PgConnectOptions, asked: Arc<Notify>) {
+    let opts = opts.options([("synchronous_commit", "off")]);
+    let mut conn: Option<PgConnection> = None;
+    loop {
+        asked.notified().await;
+        if conn.is_none() {
+            match <PgConnection as sqlx::Connection>::connect_with(&opts).await {
+                Ok(c) => conn = Some(c),
+                Err(e) => tracing::warn!(error = %e, "NOTIFY connection failed"),
+            }
+        }
+        let Some(c) = conn.as_mut() else {
+            // Polling covers the missed hint; try again at the next ask.
+            continue;
+        };
+        let notify = sqlx::query("SELECT pg_notify($1, '')").bind(WORK_CHANNEL);
+        if let Err(e) = notify.execute(&mut *c).await {
+            tracing::warn!(error = %e, "NOTIFY failed");
+            conn = None;
+        }
     }
 }
 
@@ -180,11 +217,8 @@ impl Backend for PgStore {
         f(&mut *self.pool.acquire().await?).await
     }
 
-    async fn announce_work(tx: &mut PgConnection) -> StoreResult<()> {
-        // Delivered at commit, to every instance listening.
-        tx.exec("SELECT pg_notify($1, '')", params![WORK_CHANNEL])
-            .await
-            .map(drop)
+    fn announce_work(&self) {
+        self.asked.notify_one();
     }
 
     async fn work_announced(&self) {

@@ -9,9 +9,8 @@ use std::future::Future;
 use async_trait::async_trait;
 use gengate_core::credits::{EntryKind, LedgerEntry, utc_day};
 use gengate_core::{
-    Admission, ApiKey, ChannelSpec, Credits, Delivery, DeliveryAttempt, DeliveryOutcome,
-    DeliveryState, Dialect, Millis, NewTask, Price, Refusal, Task, TaskEvent, TaskState,
-    TaskUpdate,
+    Admission, ApiKey, ChannelSpec, Credits, Delivery, DeliveryAttempt, DeliveryOutcome, Dialect,
+    Millis, NewTask, Price, Refusal, Settlement, Task, TaskEvent, TaskState, TaskUpdate,
 };
 use uuid::Uuid;
 
@@ -52,11 +51,10 @@ pub(crate) trait Backend: Send + Sync + 'static {
         self.transaction(f)
     }
 
-    /// In a new task's transaction: tell other instances sharing the
-    /// database that there is work. Nothing to tell by default.
-    fn announce_work(_tx: &mut Self::Tx) -> impl Future<Output = StoreResult<()>> + Send {
-        async { Ok(()) }
-    }
+    /// After a new task no instance holds has committed: tell other
+    /// instances sharing the database that there is work (a hint; a missed
+    /// one is covered by polling). Nothing to tell by default.
+    fn announce_work(&self) {}
 
     /// Resolves when another instance announced work; never by default.
     fn work_announced(&self) -> impl Future<Output = ()> + Send {
@@ -104,15 +102,6 @@ async fn record_event(
     let Some(url) = task.callback_url.as_deref() else {
         return Ok(());
     };
-    // After a 410 from this URL, later events are recorded but not sent.
-    let gone = one(tx
-        .rows(&sql.url_gone, params![task.id, url], |r| r.flag("gone"))
-        .await?)?;
-    let (delivery_state, next) = if gone {
-        (DeliveryState::Gone, None)
-    } else {
-        (DeliveryState::Pending, Some(now))
-    };
     let delivery = params![
         Uuid::now_v7(),
         event_id,
@@ -121,9 +110,7 @@ async fn record_event(
         task.id,
         task.owner,
         task.event_seq,
-        url,
-        delivery_state.as_str(),
-        next
+        url
     ];
     tx.exec(&sql.insert_delivery, delivery).await?;
     Ok(())
@@ -207,38 +194,44 @@ async fn insert_task<B: Backend>(
     let sql = b.sql();
     let (id, request, new) = (Uuid::now_v7(), json(&new.request)?, new.clone());
     let (admission, charge) = (*admission, admission.charge);
-    b.transaction(move |tx| {
-        Box::pin(async move {
-            if !admission.is_free() {
-                admit(tx, sql, owner, &admission, now).await?;
-            }
-            let values = params![
-                id,
-                owner,
-                new.dialect.as_str(),
-                new.kind.as_str(),
-                new.model.as_str(),
-                request.as_str(),
-                &new.callback_url,
-                &new.external_id,
-                &new.channel,
-                now,
-                deadline_at,
-                charge.total(),
-                charge.per_output,
-                i64::from(charge.outputs),
-                lease.as_ref().map(|l| l.0.as_str()),
-                lease.as_ref().map(|l| l.1)
-            ];
-            // The row is the charge's ledger entry; `admit` took it
-            // from the balance.
-            let task = one(tx.rows(&sql.insert_task, values, row::task).await?)?;
-            record_event(tx, sql, &task, TaskState::Pending, None, now).await?;
-            B::announce_work(tx).await?;
-            Ok(task)
+    // A leased task is its accepting engine's: no other instance may take it.
+    let unheld = lease.is_none();
+    let task = b
+        .transaction(move |tx| {
+            Box::pin(async move {
+                if !admission.is_free() {
+                    admit(tx, sql, owner, &admission, now).await?;
+                }
+                let values = params![
+                    id,
+                    owner,
+                    new.dialect.as_str(),
+                    new.kind.as_str(),
+                    new.model.as_str(),
+                    request.as_str(),
+                    &new.callback_url,
+                    &new.external_id,
+                    &new.channel,
+                    now,
+                    deadline_at,
+                    charge.total(),
+                    charge.per_output,
+                    i64::from(charge.outputs),
+                    lease.as_ref().map(|l| l.0.as_str()),
+                    lease.as_ref().map(|l| l.1)
+                ];
+                // The row is the charge's ledger entry; `admit` took it
+                // from the balance.
+                let task = one(tx.rows(&sql.insert_task, values, row::task).await?)?;
+                record_event(tx, sql, &task, TaskState::Pending, None, now).await?;
+                Ok(task)
+            })
         })
-    })
-    .await
+        .await?;
+    if unheld {
+        b.announce_work();
+    }
+    Ok(task)
 }
 
 #[async_trait]
@@ -555,38 +548,38 @@ impl<B: Backend> TaskStore for B {
         .await
     }
 
-    async fn finish_delivery(
-        &self,
-        delivery: &Delivery,
-        attempt: &DeliveryAttempt,
-        outcome: DeliveryOutcome,
-        now: Millis,
-    ) -> StoreResult<()> {
-        let sql = self.sql();
-        let (state, next) = row::outcome_columns(outcome);
-        let (delivery, attempt) = (delivery.clone(), attempt.clone());
+    async fn finish_deliveries(&self, settled: &[Settlement], now: Millis) -> StoreResult<()> {
+        let (sql, settled) = (self.sql(), settled.to_vec());
         self.transaction(move |tx| {
             Box::pin(async move {
-                let status = attempt.status.map(i64::from);
-                let settled = params![state, next, status, &attempt.error, now, delivery.id];
-                if tx.exec(&sql.settle_delivery, settled).await? == 0 {
-                    // Deleted with its task meanwhile: nothing left to record.
-                    return Ok(());
-                }
-                let recorded = params![
-                    Uuid::now_v7(),
-                    delivery.id,
-                    i64::from(attempt.attempt),
-                    attempt.at,
-                    status,
-                    &attempt.error,
-                    attempt.latency_ms,
-                    attempt.next_attempt_at
-                ];
-                tx.exec(&sql.insert_attempt, recorded).await?;
-                if outcome == DeliveryOutcome::Gone {
-                    let later = params![now, delivery.task_id, delivery.url.as_str()];
-                    tx.exec(&sql.gone_after, later).await?;
+                for Settlement {
+                    delivery,
+                    attempt,
+                    outcome,
+                } in &settled
+                {
+                    let (state, next) = row::outcome_columns(*outcome);
+                    let status = attempt.status.map(i64::from);
+                    let settle = params![state, next, status, &attempt.error, now, delivery.id];
+                    if tx.exec(&sql.settle_delivery, settle).await? == 0 {
+                        // Deleted with its task meanwhile: nothing left to record.
+                        continue;
+                    }
+                    let recorded = params![
+                        Uuid::now_v7(),
+                        delivery.id,
+                        i64::from(attempt.attempt),
+                        attempt.at,
+                        status,
+                        &attempt.error,
+                        attempt.latency_ms,
+                        attempt.next_attempt_at
+                    ];
+                    tx.exec(&sql.insert_attempt, recorded).await?;
+                    if *outcome == DeliveryOutcome::Gone {
+                        let later = params![now, delivery.task_id, delivery.url.as_str()];
+                        tx.exec(&sql.gone_after, later).await?;
+                    }
                 }
                 Ok(())
             })

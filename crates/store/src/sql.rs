@@ -104,7 +104,6 @@ pub(crate) struct Sql {
     pub next_due_at: String,
     pub update_task: String,
     pub insert_event: String,
-    pub url_gone: String,
     pub insert_delivery: String,
     pub task_events: String,
     /// Every key's events in time order, each with its task ($4: limit).
@@ -273,13 +272,16 @@ impl Sql {
                  VALUES ($1, $2, $3, $4, $5, $6)"
                     .into(),
             ),
-            url_gone: s("SELECT EXISTS (SELECT 1 FROM deliveries \
-                 WHERE task_id = $1 AND url = $2 AND state = 'gone') AS gone"
-                .into()),
+            // After a 410 from this URL, later events are recorded but not
+            // sent: their deliveries start out gone.
             insert_delivery: s(
                 "INSERT INTO deliveries (id, event_id, event_state, event_at, \
                  task_id, owner, seq, url, state, next_attempt_at, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $4, $4)"
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, \
+                   CASE WHEN g.gone THEN 'gone' ELSE 'pending' END, \
+                   CASE WHEN g.gone THEN NULL ELSE $4 END, $4, $4 \
+                 FROM (SELECT EXISTS (SELECT 1 FROM deliveries \
+                   WHERE task_id = $5 AND url = $8 AND state = 'gone') AS gone) g"
                     .into(),
             ),
             task_events: s(

@@ -54,6 +54,7 @@ contract!(
     an_external_id_is_forgotten_only_as_asked,
     a_task_is_deleted_with_its_events_and_deliveries,
     callbacks_go_in_order_and_stop_after_a_410,
+    deliveries_settled_together_are_each_recorded,
     keys_are_found_rotated_and_revoked,
     a_charge_is_taken_with_the_task_or_nothing_is_stored,
     a_terminal_change_refunds_once_whoever_races,
@@ -1186,10 +1187,12 @@ async fn a_task_is_deleted_with_its_events_and_deliveries(s: Arc<dyn TaskStore>)
         latency_ms: 5,
         next_attempt_at: Some(4),
     };
-    s.finish_delivery(
-        &first,
-        &attempt,
-        gengate_core::DeliveryOutcome::RetryAt(4),
+    s.finish_deliveries(
+        &[settle(
+            &first,
+            &attempt,
+            gengate_core::DeliveryOutcome::RetryAt(4),
+        )],
         3,
     )
     .await
@@ -1208,10 +1211,12 @@ async fn a_task_is_deleted_with_its_events_and_deliveries(s: Arc<dyn TaskStore>)
         attempt: 2,
         ..attempt
     };
-    s.finish_delivery(
-        &first,
-        &late_attempt,
-        gengate_core::DeliveryOutcome::Delivered,
+    s.finish_deliveries(
+        &[settle(
+            &first,
+            &late_attempt,
+            gengate_core::DeliveryOutcome::Delivered,
+        )],
         5,
     )
     .await
@@ -1233,6 +1238,18 @@ async fn a_task_is_deleted_with_its_events_and_deliveries(s: Arc<dyn TaskStore>)
     );
     // The key's other task is untouched.
     assert!(s.get_task(owner, kept.id).await.unwrap().is_some());
+}
+
+fn settle(
+    d: &gengate_core::Delivery,
+    a: &gengate_core::DeliveryAttempt,
+    outcome: gengate_core::DeliveryOutcome,
+) -> gengate_core::Settlement {
+    gengate_core::Settlement {
+        delivery: d.clone(),
+        attempt: a.clone(),
+        outcome,
+    }
 }
 
 fn attempt(n: u32, at: i64, status: u16) -> gengate_core::DeliveryAttempt {
@@ -1262,9 +1279,12 @@ async fn callbacks_go_in_order_and_stop_after_a_410(s: Arc<dyn TaskStore>) {
     let first = &claimed[0];
     assert_eq!((first.seq, first.event_state), (1, TaskState::Pending));
     assert!(s.claim_deliveries(3, 60_000, 10).await.unwrap().is_empty());
-    s.finish_delivery(first, &attempt(1, 3, 410), DeliveryOutcome::Gone, 3)
-        .await
-        .unwrap();
+    s.finish_deliveries(
+        &[settle(first, &attempt(1, 3, 410), DeliveryOutcome::Gone)],
+        3,
+    )
+    .await
+    .unwrap();
     // The 410 settled the later delivery too, and later events are
     // recorded but not sent.
     move_to(s.as_ref(), &t, TaskState::Completed, 4).await;
@@ -1301,10 +1321,12 @@ async fn callbacks_go_in_order_and_stop_after_a_410(s: Arc<dyn TaskStore>) {
     );
     let claimed = s.claim_deliveries(6, 60_000, 10).await.unwrap();
     assert_eq!(claimed.iter().map(|d| d.id).collect::<Vec<_>>(), [again.id]);
-    s.finish_delivery(
-        &claimed[0],
-        &attempt(1, 6, 200),
-        DeliveryOutcome::Delivered,
+    s.finish_deliveries(
+        &[settle(
+            &claimed[0],
+            &attempt(1, 6, 200),
+            DeliveryOutcome::Delivered,
+        )],
         6,
     )
     .await
@@ -1312,6 +1334,64 @@ async fn callbacks_go_in_order_and_stop_after_a_410(s: Arc<dyn TaskStore>) {
     let all = s.task_deliveries(t.id).await.unwrap();
     let (sent, _) = all.iter().find(|(d, _)| d.id == again.id).unwrap();
     assert_eq!((sent.state, sent.attempts), (DeliveryState::Delivered, 1));
+}
+
+async fn deliveries_settled_together_are_each_recorded(s: Arc<dyn TaskStore>) {
+    use gengate_core::{DeliveryOutcome, DeliveryState};
+    let owner = Uuid::now_v7();
+    let mut new = new_task(None);
+    new.callback_url = Some("https://example.test/hook".into());
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let t = s
+            .create_task(owner, &new, 1, 9, &Admission::FREE)
+            .await
+            .unwrap();
+        tasks.push(move_to(s.as_ref(), &t, TaskState::Processing, 2).await);
+    }
+    let claimed = s.claim_deliveries(3, 60_000, 10).await.unwrap();
+    assert_eq!(claimed.len(), 4, "each task's first delivery");
+    let of = |t: &Task| claimed.iter().find(|d| d.task_id == t.id).unwrap();
+    // The last task is deleted while its attempt is in flight.
+    assert!(s.delete_task(owner, tasks[3].id).await.unwrap());
+    let retry = gengate_core::DeliveryAttempt {
+        next_attempt_at: Some(50),
+        ..attempt(1, 3, 503)
+    };
+    let settled = [
+        settle(
+            of(&tasks[0]),
+            &attempt(1, 3, 200),
+            DeliveryOutcome::Delivered,
+        ),
+        settle(of(&tasks[1]), &retry, DeliveryOutcome::RetryAt(50)),
+        settle(of(&tasks[2]), &attempt(1, 3, 410), DeliveryOutcome::Gone),
+        settle(
+            of(&tasks[3]),
+            &attempt(1, 3, 200),
+            DeliveryOutcome::Delivered,
+        ),
+    ];
+    s.finish_deliveries(&settled, 4).await.unwrap();
+    let states = |all: Vec<(gengate_core::Delivery, Vec<gengate_core::DeliveryAttempt>)>| {
+        all.iter()
+            .map(|(d, a)| (d.seq, d.state, a.len()))
+            .collect::<Vec<_>>()
+    };
+    use DeliveryState::*;
+    let delivered = s.task_deliveries(tasks[0].id).await.unwrap();
+    assert_eq!(states(delivered), [(1, Delivered, 1), (2, Pending, 0)]);
+    let retried = s.task_deliveries(tasks[1].id).await.unwrap();
+    assert_eq!(retried[0].0.next_attempt_at, Some(50));
+    assert_eq!(states(retried), [(1, Pending, 1), (2, Pending, 0)]);
+    let gone = s.task_deliveries(tasks[2].id).await.unwrap();
+    assert_eq!(states(gone), [(1, Gone, 1), (2, Gone, 0)]);
+    assert!(s.task_deliveries(tasks[3].id).await.unwrap().is_empty());
+    // Only the delivered task's next delivery is due now: the retried one
+    // waits for its first, and the gone one has nothing left to send.
+    let next = s.claim_deliveries(5, 60_000, 10).await.unwrap();
+    let next: Vec<_> = next.iter().map(|d| (d.task_id, d.seq)).collect();
+    assert_eq!(next, [(tasks[0].id, 2)]);
 }
 
 async fn keys_are_found_rotated_and_revoked(s: Arc<dyn TaskStore>) {

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use gengate_core::dialect::{dream_machine, kling, kling_video, luma, openai_videos, tasks};
 use gengate_core::{
     ApiKey, Delivery, DeliveryAttempt, DeliveryOutcome, Dialect, FileLinks, Millis, RetrySchedule,
-    Task,
+    Settlement, Task,
 };
 use gengate_store::{StoreError, TaskStore};
 use rand::Rng;
-use tokio::sync::{Notify, Semaphore, broadcast, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast, mpsc, watch};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
@@ -33,6 +33,12 @@ const PER_HOST: usize = 8;
 const TOTAL: usize = 64;
 /// How long a claimed delivery is ours.
 const LEASE: Duration = Duration::from_secs(60);
+/// Most attempts' results recorded in one write.
+const SETTLE_BATCH: usize = 256;
+
+/// An attempt's result waiting to be recorded, and the slot it holds until
+/// then (so the claim loop never runs ahead of the records).
+type Ended = (Settlement, OwnedSemaphorePermit);
 
 pub struct Deliverer {
     store: Arc<dyn TaskStore>,
@@ -41,7 +47,7 @@ pub struct Deliverer {
     schedule: RetrySchedule,
     links: Arc<FileLinks>,
     hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
-    /// An attempt ended: the task's next delivery may be due now.
+    /// Attempts were recorded: their tasks' next deliveries may be due now.
     settled: Notify,
 }
 
@@ -86,6 +92,8 @@ impl Deliverer {
         mut news: broadcast::Receiver<TaskChanged>,
     ) {
         let total = Arc::new(Semaphore::new(TOTAL));
+        let (ended, to_record) = mpsc::unbounded_channel();
+        let recorder = tokio::spawn(self.clone().record(to_record));
         let mut running = JoinSet::new();
         let mut failures = 0;
         while !*shutdown.borrow() {
@@ -127,13 +135,9 @@ impl Deliverer {
                 let Ok(slot) = total.clone().try_acquire_owned() else {
                     break;
                 };
-                let me = self.clone();
+                let (me, ended) = (self.clone(), ended.clone());
                 running.spawn(async move {
-                    if let Err(e) = me.attempt(&d, found).await {
-                        tracing::error!(delivery = %d.id, error = %e, "recording a delivery failed");
-                    }
-                    drop(slot);
-                    me.settled.notify_one();
+                    let _ = ended.send((me.attempt(d, found).await, slot));
                 });
             }
             if got > 0 {
@@ -150,6 +154,25 @@ impl Deliverer {
             while running.join_next().await.is_some() {}
         })
         .await;
+        // What ended is recorded; what did not is retried once its lease lapses.
+        drop((running, ended));
+        let _ = recorder.await;
+    }
+
+    /// Record attempts' results as they end, whatever ended together in
+    /// one write (a settlement and an attempt row each; three a task when
+    /// every state change calls back).
+    async fn record(self: Arc<Self>, mut ended: mpsc::UnboundedReceiver<Ended>) {
+        let mut batch = Vec::with_capacity(SETTLE_BATCH);
+        while ended.recv_many(&mut batch, SETTLE_BATCH).await > 0 {
+            let (settled, slots): (Vec<Settlement>, Vec<_>) = batch.drain(..).unzip();
+            if let Err(e) = self.store.finish_deliveries(&settled, now_ms()).await {
+                // Their leases lapse and they are attempted again: at least once.
+                tracing::error!(deliveries = settled.len(), error = %e, "recording deliveries failed");
+            }
+            drop(slots);
+            self.settled.notify_one();
+        }
     }
 
     /// The body a receiver gets: the task in its dialect's shape, as of the
@@ -199,26 +222,21 @@ impl Deliverer {
             .collect())
     }
 
-    async fn attempt(&self, d: &Delivery, found: Found) -> Result<(), StoreError> {
+    /// Make one attempt at `d`; what it found, to be recorded.
+    async fn attempt(&self, d: Delivery, found: Found) -> Settlement {
         let now = now_ms();
         let made = d.attempts + 1;
         let Some((task, key)) = found else {
-            let a = record(
-                made,
-                now,
-                None,
-                Some("the task or its key is gone".into()),
-                0,
-                None,
-            );
-            return self
-                .store
-                .finish_delivery(d, &a, DeliveryOutcome::GiveUp, now)
-                .await;
+            let gone = Some("the task or its key is gone".into());
+            return Settlement {
+                attempt: record(made, now, None, gone, 0, None),
+                delivery: d,
+                outcome: DeliveryOutcome::GiveUp,
+            };
         };
         let secrets = key.signing_secrets(now);
         let started = Instant::now();
-        let result = match (self.body(&task, d), secrets.is_empty()) {
+        let result = match (self.body(&task, &d), secrets.is_empty()) {
             (Err(e), _) => Err(format!("rendering the body: {e}")),
             (_, true) => Err("the key has no signing secret; rotate it".into()),
             (Ok(body), false) => {
@@ -226,7 +244,7 @@ impl Deliverer {
                 // while it is being sent to.
                 let host = self.host_slots(&d.url);
                 let _per_host = host.acquire().await;
-                self.send(d, &secrets, body, now).await
+                self.send(&d, &secrets, body, now).await
             }
         };
         let latency = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
@@ -254,8 +272,11 @@ impl Deliverer {
         metrics::counter!("gengate_callback_attempts_total", "outcome" => label).increment(1);
         metrics::histogram!("gengate_callback_latency_seconds")
             .record(started.elapsed().as_secs_f64());
-        let a = record(made, now, status, error, latency, next);
-        self.store.finish_delivery(d, &a, outcome, now_ms()).await
+        Settlement {
+            attempt: record(made, now, status, error, latency, next),
+            delivery: d,
+            outcome,
+        }
     }
 
     /// POST one attempt; the answer's status and `Retry-After`, or why none came.
