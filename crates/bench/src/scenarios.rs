@@ -188,8 +188,8 @@ pub async fn batch_ratio(bin: &Path, plan: Plan) -> anyhow::Result<Vec<Row>> {
             figure: "batch get / static".into(),
             unit: "ratio",
             values: Some((ratio, lo, hi)),
-            target: "≥ 0.5".into(),
-            verdict: verdict(ratio >= 0.5),
+            target: "≥ 0.6".into(),
+            verdict: verdict(ratio >= 0.6),
         },
         Row {
             scenario: "1 batch get",
