@@ -50,7 +50,7 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(opts.clone())
+            .connect_with(opts)
             .await?;
         if migrate {
             run_migrations(&pool).await?;
@@ -60,7 +60,7 @@ impl PgStore {
         let work = Arc::new(Notify::new());
         let listener = tokio::spawn(listen(pool.clone(), work.clone()));
         let asked = Arc::new(Notify::new());
-        let announcer = tokio::spawn(announce(opts, asked.clone()));
+        let announcer = tokio::spawn(announce(pool.clone(), asked.clone()));
         Ok(PgStore {
             pool,
             work,
@@ -102,27 +102,14 @@ async fn listen(pool: PgPool, work: Arc<Notify>) {
 /// ask made while the one before was in flight. Not in the tasks' own
 /// transactions: PostgreSQL serialises the commits of transactions that
 /// NOTIFY (one lock on its notification queue, held through the commit's
-/// flush), which made every accept wait for the one before. The hint needs
-/// no durability, so its connection does not wait for the flush either.
-async fn announce(opts: PgConnectOptions, asked: Arc<Notify>) {
-    let opts = opts.options([("synchronous_commit", "off")]);
-    let mut conn: Option<PgConnection> = None;
+/// flush), which made every accept wait for the one before.
+async fn announce(pool: PgPool, asked: Arc<Notify>) {
     loop {
         asked.notified().await;
-        if conn.is_none() {
-            match <PgConnection as sqlx::Connection>::connect_with(&opts).await {
-                Ok(c) => conn = Some(c),
-                Err(e) => tracing::warn!(error = %e, "NOTIFY connection failed"),
-            }
-        }
-        let Some(c) = conn.as_mut() else {
-            // Polling covers the missed hint; try again at the next ask.
-            continue;
-        };
         let notify = sqlx::query("SELECT pg_notify($1, '')").bind(WORK_CHANNEL);
-        if let Err(e) = notify.execute(&mut *c).await {
+        if let Err(e) = notify.execute(&pool).await {
+            // Polling covers a missed hint.
             tracing::warn!(error = %e, "NOTIFY failed");
-            conn = None;
         }
     }
 }
