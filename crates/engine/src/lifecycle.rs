@@ -241,9 +241,6 @@ impl Engine {
                         .unwrap_or_else(|| self.pacer.first_poll(channel.name(), &task.model));
                     let first_poll = if callback_url.is_some() {
                         fallback_poll(self.pacer.estimate(channel.name(), &task.model))
-                    } else if artifacts.is_some() {
-                        // Completed right after; this only covers a crash between.
-                        self.cfg.lease
                     } else {
                         first_poll.min(self.cfg.max_poll_interval)
                     };
@@ -261,18 +258,25 @@ impl Engine {
                         ..TaskUpdate::default()
                     };
                     let upstream_ref = sub.upstream_ref.clone();
-                    let stored = self.transition(task, update).await?;
+                    // With its results, the task completes in the same write.
+                    let finished = artifacts.is_some();
+                    let steps = match artifacts {
+                        Some(arts) => vec![update, completed(arts)],
+                        None => vec![update],
+                    };
+                    let stored = self.transition_through(task, steps).await?;
                     self.channels.settle(channel, stored.is_some());
-                    return match (stored, artifacts) {
-                        (Some(task), Some(arts)) => {
-                            self.pacer
-                                .finished(channel.name(), &task.model, running_for(&task));
-                            self.apply(&task, completed(arts)).await
+                    return match stored {
+                        Some(task) => {
+                            if finished {
+                                let took = running_for(&task);
+                                self.pacer.finished(channel.name(), &task.model, took);
+                            }
+                            Ok(())
                         }
-                        (Some(_), None) => Ok(()),
                         // Canceled (or retaken) while the submit ran: the
                         // upstream job is nobody's now, so stop it if it can be.
-                        (None, _) => {
+                        None => {
                             if let Err(e) = channel.provider.cancel(&upstream_ref).await {
                                 tracing::warn!(task = %task.id, error = %e, "canceling an orphaned upstream job failed");
                             }

@@ -478,31 +478,38 @@ impl TaskService {
         Changes(self.engine.subscribe())
     }
 
-    /// `owner`'s task `id` once it has finished, or as it stands at `until`
-    /// or when the server begins to stop (`None`: it is gone).
+    /// `task` (as just created or read) once it has finished, or as it
+    /// stands at `until` or when the server begins to stop (`None`: it is
+    /// gone). `changes` must have been listening since before `task` was
+    /// read, so that no change in between is missed.
     pub async fn wait_finished(
         &self,
-        owner: Uuid,
-        id: Uuid,
+        mut changes: Changes,
+        task: Task,
         until: tokio::time::Instant,
     ) -> Result<Option<Task>, ApiError> {
-        // Listening before reading: a change between the two is not missed.
-        let mut changes = self.changes();
+        let (owner, id) = (task.owner, task.id);
+        let mut task = Some(task);
         let mut stopping = self.stopping.clone();
         // Another instance's change comes as no news here: look at the store
         // soon after the start (fast upstreams), then at most once a second.
         let mut look = Duration::from_millis(50);
         loop {
-            let task = self.get(owner, id).await?;
             let now = tokio::time::Instant::now();
-            match task {
+            match &task {
                 Some(t) if !t.state.is_terminal() && now < until && !*stopping.borrow() => {}
-                other => return Ok(other),
+                _ => return Ok(task),
             }
             tokio::select! {
-                _ = changes.next_end_of(id, look.min(until - now)) => {}
+                ended = changes.next_end_of(id, look.min(until - now)) => {
+                    // It ended here: the news holds it as it ended.
+                    if let Some(t) = ended {
+                        return Ok(Some(Arc::unwrap_or_clone(t)));
+                    }
+                }
                 _ = stopping.changed() => {}
             }
+            task = self.get(owner, id).await?;
             look = (look * 2).min(CROSS_INSTANCE_LOOK);
         }
     }
@@ -515,35 +522,41 @@ impl Changes {
     /// Until a task of `owner` (any key's: `None`) changes here, or
     /// `at_most` passes (the caller reads the store either way).
     pub async fn next_for(&mut self, owner: Option<Uuid>, at_most: Duration) {
-        self.next_where(|c| owner.is_none_or(|o| c.owner == o), at_most)
-            .await
+        let mine = |c: &TaskChanged| owner.is_none_or(|o| c.owner == o);
+        self.next_where(mine, at_most).await;
     }
 
     /// Until task `id` changes here, or `at_most` passes (another instance
     /// may have changed it: the caller reads the store either way).
     pub async fn next_of(&mut self, id: Uuid, at_most: Duration) {
-        self.next_where(|c| c.id == id, at_most).await
+        self.next_where(|c| c.id == id, at_most).await;
     }
 
     /// Until task `id` ends here (its steps on the way need no re-read),
-    /// or `at_most` passes.
-    pub async fn next_end_of(&mut self, id: Uuid, at_most: Duration) {
+    /// or `at_most` passes: the task as it ended, if news of that came.
+    pub async fn next_end_of(&mut self, id: Uuid, at_most: Duration) -> Option<Arc<Task>> {
         self.next_where(|c| c.id == id && c.state.is_terminal(), at_most)
             .await
+            .and_then(|c| c.ended)
     }
 
-    async fn next_where(&mut self, wanted: impl Fn(&TaskChanged) -> bool, at_most: Duration) {
-        let _ = tokio::time::timeout(at_most, async {
+    /// The first change `wanted` picks, or `None` when `at_most` passes or
+    /// news was missed (one of the missed may have been wanted).
+    async fn next_where(
+        &mut self,
+        wanted: impl Fn(&TaskChanged) -> bool,
+        at_most: Duration,
+    ) -> Option<TaskChanged> {
+        let news = tokio::time::timeout(at_most, async {
             loop {
                 match self.0.recv().await {
-                    Ok(c) if wanted(&c) => return,
+                    Ok(c) if wanted(&c) => return Some(c),
                     Ok(_) => {}
-                    // Missed some: one of them may have been ours.
-                    Err(broadcast::error::RecvError::Lagged(_)) => return,
-                    Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+                    Err(broadcast::error::RecvError::Lagged(_)) => return None,
+                    Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
                 }
             }
-        })
-        .await;
+        });
+        news.await.ok().flatten()
     }
 }

@@ -8,6 +8,8 @@
 //! live streams listen to. Whatever else must follow a change of state
 //! hangs here and nowhere else.
 
+use std::sync::Arc;
+
 use gengate_core::credits::{self, Credits};
 use gengate_core::{Task, TaskState, TaskUpdate};
 use gengate_store::StoreError;
@@ -17,7 +19,7 @@ use uuid::Uuid;
 use crate::{Engine, now_ms};
 
 /// A task changed state on this instance (its event is committed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TaskChanged {
     pub id: Uuid,
     pub owner: Uuid,
@@ -26,6 +28,9 @@ pub struct TaskChanged {
     pub seq: i64,
     /// The task has a callback URL: the change queued a delivery.
     pub calls_back: bool,
+    /// The task as it ended, when the change ended it: a waiter answers
+    /// from it without reading the store.
+    pub ended: Option<Arc<Task>>,
 }
 
 /// Changes kept for a slow listener before it lags; a lagging listener
@@ -43,51 +48,78 @@ impl Engine {
     pub async fn transition(
         &self,
         task: &Task,
-        mut update: TaskUpdate,
+        update: TaskUpdate,
+    ) -> Result<Option<Task>, StoreError> {
+        self.transition_through(task, vec![update]).await
+    }
+
+    /// Apply `updates` in turn to `task`, all or none, in one store write:
+    /// a step on the way (`processing`, when the upstream answered with the
+    /// results) costs no write of its own. Each step is guarded and news of
+    /// each is sent as if it were applied alone.
+    pub(crate) async fn transition_through(
+        &self,
+        task: &Task,
+        mut updates: Vec<TaskUpdate>,
     ) -> Result<Option<Task>, StoreError> {
         let now = now_ms();
-        if let Some(to) = update.state {
-            if !task.state.can_become(to) {
-                tracing::error!(task = %task.id, from = ?task.state, ?to, "refused transition");
+        let (mut state, mut channel) = (task.state, task.channel.clone());
+        for update in &mut updates {
+            channel = update.channel.clone().or(channel);
+            let Some(to) = update.state else {
+                continue;
+            };
+            if !state.can_become(to) {
+                tracing::error!(task = %task.id, from = ?state, ?to, "refused transition");
                 return Ok(None);
             }
-            update.refund = refund_due(task, &update, to);
+            update.refund = refund_due(task, update, to);
             if to == TaskState::Completed {
-                update.upstream_cost = self.upstream_cost(task, &update);
+                update.upstream_cost = self.upstream_cost(task, channel.as_deref(), update);
             }
             if to.is_terminal() {
                 update.keep_until = self.cfg.retention.keep_until(task, now);
             }
+            state = to;
         }
         let applied = self
             .store
-            .update_task(task.id, task.version, &update, now)
+            .update_task(task.id, task.version, &updates, now)
             .await?;
-        match (&applied, update.state) {
-            (None, _) => tracing::debug!(task = %task.id, "lost the race; leaving the task alone"),
-            (Some(t), Some(st)) => {
-                metrics::counter!("gengate_task_transitions_total", "state" => st.as_str())
-                    .increment(1);
-                tracing::info!(task = %t.id, state = st.as_str(), seq = t.event_seq, "task changed state");
-                // No listener is fine: the news is for whoever waits.
-                let _ = self.changes.send(TaskChanged {
-                    id: t.id,
-                    owner: t.owner,
-                    state: st,
-                    seq: t.event_seq,
-                    calls_back: t.callback_url.is_some(),
-                });
-            }
-            (Some(_), None) => {}
+        let Some(t) = &applied else {
+            tracing::debug!(task = %task.id, "lost the race; leaving the task alone");
+            return Ok(applied);
+        };
+        // Each step's event is numbered in turn, up to the task's last.
+        let steps: Vec<TaskState> = updates.iter().filter_map(|u| u.state).collect();
+        let first_seq = t.event_seq + 1 - i64::try_from(steps.len()).unwrap_or(0);
+        for (seq, st) in (first_seq..).zip(steps) {
+            metrics::counter!("gengate_task_transitions_total", "state" => st.as_str())
+                .increment(1);
+            tracing::info!(task = %t.id, state = st.as_str(), seq, "task changed state");
+            // No listener is fine: the news is for whoever waits.
+            let _ = self.changes.send(TaskChanged {
+                id: t.id,
+                owner: t.owner,
+                state: st,
+                seq,
+                calls_back: t.callback_url.is_some(),
+                ended: (seq == t.event_seq && st.is_terminal()).then(|| Arc::new(t.clone())),
+            });
         }
         Ok(applied)
     }
 
-    /// What the channel that ran `task` says it cost upstream, for what it
-    /// delivered; `None` when the channel prices no such model (or is gone).
-    fn upstream_cost(&self, task: &Task, update: &TaskUpdate) -> Option<Credits> {
-        let name = update.channel.as_deref().or(task.channel.as_deref())?;
-        let channel = self.channels.get(name)?;
+    /// What the channel that ran `task` (`channel`, by name) says it cost
+    /// upstream, for what it delivered; `None` when the channel prices no
+    /// such model (or is gone).
+    fn upstream_cost(
+        &self,
+        task: &Task,
+        channel: Option<&str>,
+        update: &TaskUpdate,
+    ) -> Option<Credits> {
+        let channel = self.channels.get(channel?)?;
         let cost = channel
             .cost
             .price(&task.model)?

@@ -136,14 +136,20 @@ pub async fn create_image(
     let arrived = tokio::time::Instant::now();
     let body = read_json(&headers, body).await?;
     let parsed = dream_machine::parse_image(&body)?;
+    // Listening before creating: the task may end before it is waited on.
+    let changes = parsed.sync_wait_secs.map(|_| state.tasks.changes());
     let task = accept(&state, &key, parsed.task).await?;
-    let task = match parsed.sync_wait_secs {
+    let task = match parsed.sync_wait_secs.zip(changes) {
         // Answered a little before `sync_timeout`, counted from arrival: the
         // SDKs time out at 60 s and would retry, making the image again.
-        Some(secs) => {
+        Some((secs, changes)) => {
             let margin = (secs / 10.0).min(5.0);
             let until = arrived + Duration::from_secs_f64(secs - margin);
-            match state.tasks.wait_finished(key.id, task.id, until).await {
+            match state
+                .tasks
+                .wait_finished(changes, task.clone(), until)
+                .await
+            {
                 Ok(Some(now)) => now,
                 // The task exists: answer it as it was made rather than an error.
                 Ok(None) | Err(_) => task,

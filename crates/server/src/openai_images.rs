@@ -82,6 +82,8 @@ pub async fn create(
     let idem = crate::extract::idempotency_key(&headers)?;
     let body = read_json(&headers, body).await?;
     let parsed = openai_images::parse_create(&body)?;
+    // Listening before creating: the task may end before it is waited on.
+    let changes = state.tasks.changes();
     let (task, _) = state
         .tasks
         .create_once(&key, parsed.task, Vec::new(), idem.as_deref(), |_, _| {
@@ -93,7 +95,7 @@ pub async fn create(
     let answer = async {
         let task = state
             .tasks
-            .wait_finished(key.id, task.id, arrived + state.sync_wait)
+            .wait_finished(changes, task, arrived + state.sync_wait)
             .await?
             .ok_or(ApiError::Internal)?;
         Ok::<_, ApiError>(match task.state {

@@ -240,15 +240,17 @@ pub trait TaskStore: Send + Sync + 'static {
     /// When the earliest unfinished task falls due, to sleep until then.
     async fn next_due_at(&self) -> StoreResult<Option<Millis>>;
 
-    /// Apply `update` if the task is still at `expected_version` (compare and
-    /// swap), appending an event when the state changes and giving back
-    /// `update.refund` to the task's key, and release its lease. `None` when
-    /// another writer got there first: then nothing is written.
+    /// Apply `updates` in turn, in one transaction: the first if the task
+    /// is still at `expected_version` (compare and swap), each next on the
+    /// version the one before left. Each appends an event when it changes
+    /// the state and gives back its `refund` to the task's key; the lease
+    /// is released. The task after the last; `None` when another writer got
+    /// there first: then nothing is written.
     async fn update_task(
         &self,
         id: Uuid,
         expected_version: i64,
-        update: &TaskUpdate,
+        updates: &[TaskUpdate],
         now: Millis,
     ) -> StoreResult<Option<Task>>;
 

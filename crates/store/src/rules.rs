@@ -234,6 +234,65 @@ async fn insert_task<B: Backend>(
     Ok(task)
 }
 
+/// One compare-and-swap update of task `id` at `version`, with its event
+/// and what a state change writes besides (see [`TaskStore::update_task`]).
+async fn apply_update(
+    tx: &mut impl Db,
+    sql: &Sql,
+    (id, version): (Uuid, i64),
+    update: &TaskUpdate,
+    artifacts: &Option<String>,
+    now: Millis,
+) -> StoreResult<Option<Task>> {
+    let values = params![
+        update.state.map(TaskState::as_str),
+        &update.channel,
+        &update.upstream_ref,
+        &update.failure_reason,
+        update.progress.map(i64::from),
+        artifacts.as_deref(),
+        i64::from(update.bump_attempts),
+        now,
+        update.next_due_at,
+        id,
+        version,
+        update.refund,
+        update.upstream_cost,
+        (update.refund > 0).then(Uuid::now_v7),
+        update.keep_until,
+        &update.upstream_error
+    ];
+    let applied = first(tx.rows(&sql.update_task, values, row::task).await?);
+    let (Some(task), Some(state)) = (&applied, update.state) else {
+        return Ok(applied);
+    };
+    record_event(tx, sql, task, state, update.detail.as_deref(), now).await?;
+    // Its files are kept as long as the task's results.
+    if state == TaskState::Completed {
+        let mut keys: Vec<&str> = task.artifacts.iter().map(|a| a.key.as_str()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        for key in keys {
+            let kept = params![key, 0i64, task.keep_until];
+            // Being deleted (its write's hold ran out): the task must not
+            // complete pointing at it; stored again, it will.
+            if tx.exec(&sql.keep_file, kept).await? == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "{key} is being deleted (retention)"
+                )));
+            }
+        }
+    }
+    // The row, which says it was refunded, is the refund's ledger entry:
+    // only the key's balance is left to move.
+    if update.refund > 0 {
+        let day = utc_day(now).0;
+        let back = params![update.refund, task.owner, day];
+        tx.exec(&sql.refund_key, back).await?;
+    }
+    Ok(applied)
+}
+
 #[async_trait]
 impl<B: Backend> TaskStore for B {
     async fn create_task(
@@ -431,61 +490,33 @@ impl<B: Backend> TaskStore for B {
         &self,
         id: Uuid,
         expected_version: i64,
-        update: &TaskUpdate,
+        updates: &[TaskUpdate],
         now: Millis,
     ) -> StoreResult<Option<Task>> {
         let sql = self.sql();
-        let artifacts = update.artifacts.as_ref().map(json).transpose()?;
-        let update = update.clone();
+        let steps = updates
+            .iter()
+            .map(|u| Ok((u.clone(), u.artifacts.as_ref().map(json).transpose()?)))
+            .collect::<StoreResult<Vec<_>>>()?;
         self.transaction(move |tx| {
             Box::pin(async move {
-                let values = params![
-                    update.state.map(TaskState::as_str),
-                    &update.channel,
-                    &update.upstream_ref,
-                    &update.failure_reason,
-                    update.progress.map(i64::from),
-                    artifacts.as_deref(),
-                    i64::from(update.bump_attempts),
-                    now,
-                    update.next_due_at,
-                    id,
-                    expected_version,
-                    update.refund,
-                    update.upstream_cost,
-                    (update.refund > 0).then(Uuid::now_v7),
-                    update.keep_until,
-                    &update.upstream_error
-                ];
-                let task = first(tx.rows(&sql.update_task, values, row::task).await?);
-                if let (Some(task), Some(state)) = (&task, update.state) {
-                    let detail = update.detail.as_deref();
-                    record_event(tx, sql, task, state, detail, now).await?;
-                    // Its files are kept as long as the task's results.
-                    if state == TaskState::Completed {
-                        let mut keys: Vec<&str> =
-                            task.artifacts.iter().map(|a| a.key.as_str()).collect();
-                        keys.sort_unstable();
-                        keys.dedup();
-                        for key in keys {
-                            let kept = params![key, 0i64, task.keep_until];
-                            // Being deleted (its write's hold ran out): the
-                            // task must not complete pointing at it; stored
-                            // again, it will.
-                            if tx.exec(&sql.keep_file, kept).await? == 0 {
-                                return Err(StoreError::Conflict(format!(
-                                    "{key} is being deleted (retention)"
-                                )));
-                            }
+                let mut version = expected_version;
+                let mut task = None;
+                for (i, (update, artifacts)) in steps.iter().enumerate() {
+                    let step = apply_update(tx, sql, (id, version), update, artifacts, now).await?;
+                    match &step {
+                        Some(t) => version = t.version,
+                        // Nothing written yet: another writer got there first.
+                        None if i == 0 => return Ok(None),
+                        // The transaction holds the row: a later step cannot
+                        // lose a race, only break the state machine's rules.
+                        None => {
+                            return Err(StoreError::Backend(format!(
+                                "step {i} of an update of task {id} did not apply"
+                            )));
                         }
                     }
-                    // The row, which says it was refunded, is the refund's
-                    // ledger entry: only the key's balance is left to move.
-                    if update.refund > 0 {
-                        let day = utc_day(now).0;
-                        let back = params![update.refund, task.owner, day];
-                        tx.exec(&sql.refund_key, back).await?;
-                    }
+                    task = step;
                 }
                 Ok(task)
             })

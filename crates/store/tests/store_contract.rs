@@ -41,6 +41,7 @@ contract!(
     a_task_leased_as_it_is_created_is_claimed_only_once_its_lease_lapses,
     external_ids_are_unique_per_key,
     updates_are_compare_and_swap_and_terminal_is_final,
+    steps_applied_together_are_one_change_or_none,
     claims_lease_and_expired_leases_are_retaken,
     a_lease_is_extended_by_its_holder_only,
     listing_is_newest_first_per_dialect,
@@ -71,7 +72,7 @@ contract!(
 /// Move `t` (as read) to `state` at `at`: the task after the change.
 async fn move_to(s: &dyn TaskStore, t: &Task, state: TaskState, at: Millis) -> Task {
     let update = TaskUpdate::to_state(state);
-    let moved = s.update_task(t.id, t.version, &update, at).await.unwrap();
+    let moved = s.update_task(t.id, t.version, &[update], at).await.unwrap();
     moved.expect("the change applies")
 }
 
@@ -197,7 +198,7 @@ async fn a_terminal_change_refunds_once_whoever_races(s: Arc<dyn TaskStore>) {
                     refund: t.charge.total(),
                     ..TaskUpdate::to_state(state)
                 };
-                s.update_task(t.id, t.version, &update, 20).await.unwrap()
+                s.update_task(t.id, t.version, &[update], 20).await.unwrap()
             }));
         }
     }
@@ -268,7 +269,7 @@ async fn in_flight_and_daily_spend_limits_hold(s: Arc<dyn TaskStore>) {
         "{third:?}"
     );
     // A task that ends makes room.
-    s.update_task(a.id, a.version, &TaskUpdate::fail("x"), 11)
+    s.update_task(a.id, a.version, &[TaskUpdate::fail("x")], 11)
         .await
         .unwrap()
         .unwrap();
@@ -306,7 +307,7 @@ async fn in_flight_and_daily_spend_limits_hold(s: Arc<dyn TaskStore>) {
         ..TaskUpdate::fail("x")
     };
     let t = &made[0];
-    s.update_task(t.id, t.version, &update, day + 6)
+    s.update_task(t.id, t.version, &[update], day + 6)
         .await
         .unwrap()
         .unwrap();
@@ -396,7 +397,7 @@ async fn usage_is_grouped_with_its_credits(s: Arc<dyn TaskStore>) {
         refund: 7,
         ..TaskUpdate::fail("x")
     };
-    s.update_task(t1.id, t1.version, &refund, now + 1)
+    s.update_task(t1.id, t1.version, &[refund], now + 1)
         .await
         .unwrap()
         .unwrap();
@@ -556,7 +557,7 @@ async fn in_flight_is_counted_per_channel(s: Arc<dyn TaskStore>) {
             .await
             .unwrap();
         on_a.push(
-            s.update_task(t.id, t.version, &submit("a"), 2)
+            s.update_task(t.id, t.version, &[submit("a")], 2)
                 .await
                 .unwrap()
                 .unwrap(),
@@ -566,7 +567,7 @@ async fn in_flight_is_counted_per_channel(s: Arc<dyn TaskStore>) {
         .create_task(owner, &new_task(None), 1, 99, &Admission::FREE)
         .await
         .unwrap();
-    s.update_task(t.id, t.version, &submit("b"), 2)
+    s.update_task(t.id, t.version, &[submit("b")], 2)
         .await
         .unwrap();
     // Pending tasks count nowhere; finished ones no longer count.
@@ -574,13 +575,75 @@ async fn in_flight_is_counted_per_channel(s: Arc<dyn TaskStore>) {
         .await
         .unwrap();
     let done = &on_a[0];
-    s.update_task(done.id, done.version, &TaskUpdate::fail("x"), 3)
+    s.update_task(done.id, done.version, &[TaskUpdate::fail("x")], 3)
         .await
         .unwrap()
         .unwrap();
     let mut counts = s.in_flight_by_channel().await.unwrap();
     counts.sort();
     assert_eq!(counts, [("a".to_string(), 2), ("b".to_string(), 1)]);
+}
+
+async fn steps_applied_together_are_one_change_or_none(s: Arc<dyn TaskStore>) {
+    let owner = Uuid::now_v7();
+    let mut new = new_task(None);
+    new.callback_url = Some("https://example.test/hook".into());
+    let t = s
+        .create_task(owner, &new, 1, 100, &Admission::FREE)
+        .await
+        .unwrap();
+    let submitted = TaskUpdate {
+        channel: Some("sandbox".into()),
+        upstream_ref: Some("job-1".into()),
+        ..TaskUpdate::to_state(TaskState::Processing)
+    };
+    let steps = [submitted, TaskUpdate::to_state(TaskState::Completed)];
+    // Stale: neither step applies, nothing is written.
+    let stale = s.update_task(t.id, t.version - 1, &steps, 10).await;
+    assert!(stale.unwrap().is_none());
+    assert_eq!(s.task_events(t.id).await.unwrap().len(), 1);
+    let done = s
+        .update_task(t.id, t.version, &steps, 10)
+        .await
+        .unwrap()
+        .expect("both steps apply");
+    assert_eq!(done.state, TaskState::Completed);
+    assert_eq!(done.channel.as_deref(), Some("sandbox"));
+    assert_eq!(done.upstream_ref.as_deref(), Some("job-1"));
+    assert_eq!((done.started_at, done.finished_at), (Some(10), Some(10)));
+    assert_eq!((done.version, done.event_seq), (t.version + 2, 3));
+    // An event and a callback for each step, in order.
+    let events: Vec<_> = s
+        .task_events(t.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| (e.seq, e.state))
+        .collect();
+    use TaskState::*;
+    assert_eq!(events, [(1, Pending), (2, Processing), (3, Completed)]);
+    let sent: Vec<_> = s
+        .task_deliveries(t.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|(d, _)| (d.seq, d.event_state))
+        .collect();
+    assert_eq!(sent, [(1, Pending), (2, Processing), (3, Completed)]);
+    // A step the state machine forbids undoes the steps before it.
+    let t = s
+        .create_task(owner, &new, 1, 100, &Admission::FREE)
+        .await
+        .unwrap();
+    let broken = [
+        TaskUpdate::to_state(TaskState::Processing),
+        TaskUpdate::to_state(TaskState::Completed),
+        TaskUpdate::fail("after the end"),
+    ];
+    assert!(s.update_task(t.id, t.version, &broken, 11).await.is_err());
+    let still = s.load_task(t.id).await.unwrap().unwrap();
+    assert_eq!((still.state, still.version), (Pending, t.version));
+    assert_eq!(s.task_events(t.id).await.unwrap().len(), 1);
 }
 
 async fn updates_are_compare_and_swap_and_terminal_is_final(s: Arc<dyn TaskStore>) {
@@ -593,7 +656,7 @@ async fn updates_are_compare_and_swap_and_terminal_is_final(s: Arc<dyn TaskStore
         ..TaskUpdate::to_state(TaskState::Processing)
     };
     let t2 = s
-        .update_task(t.id, t.version, &up, 10)
+        .update_task(t.id, t.version, &[up], 10)
         .await
         .unwrap()
         .unwrap();
@@ -601,7 +664,7 @@ async fn updates_are_compare_and_swap_and_terminal_is_final(s: Arc<dyn TaskStore
     assert_eq!(t2.started_at, Some(10));
     // The loser of a race changes nothing.
     assert!(
-        s.update_task(t.id, t.version, &TaskUpdate::fail("x"), 11)
+        s.update_task(t.id, t.version, &[TaskUpdate::fail("x")], 11)
             .await
             .unwrap()
             .is_none()
@@ -610,7 +673,7 @@ async fn updates_are_compare_and_swap_and_terminal_is_final(s: Arc<dyn TaskStore
         .update_task(
             t.id,
             t2.version,
-            &TaskUpdate::to_state(TaskState::Completed),
+            &[TaskUpdate::to_state(TaskState::Completed)],
             12,
         )
         .await
@@ -618,7 +681,7 @@ async fn updates_are_compare_and_swap_and_terminal_is_final(s: Arc<dyn TaskStore
         .unwrap();
     assert_eq!(done.finished_at, Some(12));
     assert!(
-        s.update_task(t.id, done.version, &TaskUpdate::fail("late"), 13)
+        s.update_task(t.id, done.version, &[TaskUpdate::fail("late")], 13)
             .await
             .unwrap()
             .is_none()
@@ -1231,7 +1294,7 @@ async fn a_task_is_deleted_with_its_events_and_deliveries(s: Arc<dyn TaskStore>)
     assert!(s.delete_task(owner, open.id).await.unwrap());
     let late = TaskUpdate::to_state(TaskState::Processing);
     assert!(
-        s.update_task(open.id, open.version, &late, 3)
+        s.update_task(open.id, open.version, &[late], 3)
             .await
             .unwrap()
             .is_none()
@@ -1467,7 +1530,7 @@ async fn complete_with(s: &dyn TaskStore, keys: &[&str], keep_until: Option<Mill
         keep_until,
         ..TaskUpdate::to_state(TaskState::Completed)
     };
-    s.update_task(t.id, t.version, &done, 10)
+    s.update_task(t.id, t.version, &[done], 10)
         .await
         .unwrap()
         .unwrap()
@@ -1538,7 +1601,7 @@ async fn files_are_kept_as_long_as_the_longest_task_needs_them(s: Arc<dyn TaskSt
         ..TaskUpdate::to_state(TaskState::Completed)
     };
     assert!(matches!(
-        s.update_task(t.id, t.version, &done, 10).await,
+        s.update_task(t.id, t.version, &[done.clone()], 10).await,
         Err(StoreError::Conflict(_))
     ));
     let still = s.load_task(t.id).await.unwrap().unwrap();
@@ -1550,7 +1613,7 @@ async fn files_are_kept_as_long_as_the_longest_task_needs_them(s: Arc<dyn TaskSt
     s.forget_files(&["results/late.png".into()]).await.unwrap();
     assert!(s.keep_file("results/late.png", 1, Some(50)).await.unwrap());
     let done = s
-        .update_task(t.id, t.version, &done, 10)
+        .update_task(t.id, t.version, &[done], 10)
         .await
         .unwrap()
         .unwrap();
