@@ -57,6 +57,9 @@ const KNOWN_FILES: usize = 4096;
 
 type Known = Arc<Mutex<HashMap<(String, ArtifactRole), Facts>>>;
 
+/// When a hold ends, by key, of files this process held and stored.
+type Stored = Mutex<HashMap<String, gengate_core::Millis>>;
+
 /// Copies results into storage. A result the upstream gives by URL streams
 /// to a local spool file (hashed on the way, capped in size), is probed
 /// there and streamed up to storage: no whole video is ever in memory.
@@ -72,6 +75,11 @@ pub struct Mirror {
     /// hand, the key kept to the upstream's own origin.
     keyed: reqwest::Client,
     known: Known,
+    /// A file in here, held for over half a hold more, is stored and stays
+    /// so: it needs neither a new hold nor a write (a hold only grows, and
+    /// only a lapsed one is swept). Identical results (the sandbox's,
+    /// retries) then cost no store write.
+    stored: Stored,
 }
 
 /// A downloaded result in the spool, removed when dropped.
@@ -111,6 +119,7 @@ impl Mirror {
             http,
             keyed,
             known: Arc::default(),
+            stored: Stored::default(),
         }
     }
 
@@ -127,11 +136,9 @@ impl Mirror {
                     let (sha256, facts) =
                         blocking(move || examine(role, &for_probe, &known)).await??;
                     let key = format!("{RESULTS_PREFIX}/{sha256}.{extension}");
-                    self.hold(&key, bytes.len() as u64).await?;
-                    self.media
-                        .put_once(&key, bytes)
-                        .await
-                        .map_err(|e| storing(&key, e))?;
+                    let size = bytes.len() as u64;
+                    self.keep(&key, size, self.media.put_once(&key, bytes))
+                        .await?;
                     (key, facts)
                 }
                 OutputData::Url(_) | OutputData::Keyed { .. } => {
@@ -144,11 +151,8 @@ impl Mirror {
                     );
                     let facts =
                         blocking(move || examine_file(role, &path, size, sha256, &known)).await??;
-                    self.hold(&key, size).await?;
-                    self.media
-                        .put_file_once(&key, &spooled.file)
-                        .await
-                        .map_err(|e| storing(&key, e))?;
+                    self.keep(&key, size, self.media.put_file_once(&key, &spooled.file))
+                        .await?;
                     (key, facts)
                 }
             };
@@ -166,10 +170,39 @@ impl Mirror {
         Ok(artifacts)
     }
 
-    /// Keep `key` from the sweeper while it is written and its task
-    /// completes (which then keeps it as long as the task's results).
-    async fn hold(&self, key: &str, size: u64) -> Result<(), MirrorError> {
-        let until = crate::now_ms() + crate::config::ms(WRITE_HOLD);
+    /// Store `key` by `put`, kept from the sweeper while it is written and
+    /// its task completes (which then keeps it as long as the task's
+    /// results); nothing to do for a file stored here lately.
+    async fn keep(
+        &self,
+        key: &str,
+        size: u64,
+        put: impl Future<Output = Result<(), StorageError>>,
+    ) -> Result<(), MirrorError> {
+        let now = crate::now_ms();
+        let hold = crate::config::ms(WRITE_HOLD);
+        let lately = self.stored.lock().ok().and_then(|s| s.get(key).copied());
+        if lately.is_some_and(|until| until - now > hold / 2) {
+            return Ok(());
+        }
+        let until = now + hold;
+        self.hold(key, size, until).await?;
+        put.await.map_err(|e| storing(key, e))?;
+        if let Ok(mut stored) = self.stored.lock() {
+            if stored.len() >= KNOWN_FILES {
+                stored.clear();
+            }
+            stored.insert(key.to_string(), until);
+        }
+        Ok(())
+    }
+
+    async fn hold(
+        &self,
+        key: &str,
+        size: u64,
+        until: gengate_core::Millis,
+    ) -> Result<(), MirrorError> {
         match self.store.keep_file(key, size, Some(until)).await {
             Ok(true) => Ok(()),
             Ok(false) => Err(MirrorError::Transient(format!(
@@ -487,6 +520,8 @@ mod tests {
         let sweep = mirror.store.doom_files(past_hold, 10).await.unwrap();
         assert_eq!(sweep[0].key, key);
         assert_eq!(sweep[0].size, RED_PNG.len() as u64);
+        // The sweep's clock is past the hold: so, then, is half of it here.
+        mirror.stored.lock().unwrap().clear();
         match mirror.store(inline()).await {
             Err(MirrorError::Transient(why)) => assert!(why.contains("being deleted"), "{why}"),
             other => panic!("{other:?}"),
@@ -501,5 +536,25 @@ mod tests {
         assert!(dir.path().join("media").join(&key).exists());
         let sweep = mirror.store.doom_files(held, 10).await.unwrap();
         assert!(sweep.is_empty(), "held again: {sweep:?}");
+    }
+
+    /// The same result again, while the hold its first copy took has over
+    /// half to run: no new hold is written (nor the file again).
+    #[tokio::test]
+    async fn a_result_stored_lately_is_not_held_again() {
+        let (mirror, _dir) = mirror(1 << 20).await;
+        let inline = || {
+            output(OutputData::Inline {
+                bytes: Bytes::from_static(RED_PNG),
+                extension: "png",
+            })
+        };
+        let key = mirror.store(inline()).await.unwrap()[0].key.clone();
+        let first_held_by = crate::now_ms() + crate::config::ms(WRITE_HOLD);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert_eq!(mirror.store(inline()).await.unwrap()[0].key, key);
+        // Held as the first store left it: a second hold would run 20 ms longer.
+        let totals = mirror.store.file_totals(first_held_by + 1).await.unwrap();
+        assert_eq!((totals.files, totals.expired_files), (1, 1));
     }
 }
