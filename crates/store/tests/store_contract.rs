@@ -1601,7 +1601,8 @@ async fn files_are_kept_as_long_as_the_longest_task_needs_them(s: Arc<dyn TaskSt
         ..TaskUpdate::to_state(TaskState::Completed)
     };
     assert!(matches!(
-        s.update_task(t.id, t.version, &[done.clone()], 10).await,
+        s.update_task(t.id, t.version, std::slice::from_ref(&done), 10)
+            .await,
         Err(StoreError::Conflict(_))
     ));
     let still = s.load_task(t.id).await.unwrap().unwrap();
