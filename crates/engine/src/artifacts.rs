@@ -500,19 +500,21 @@ mod tests {
         assert_eq!(files_in(&dir.path().join("spool")), 0);
     }
 
+    /// One red PNG, given inline.
+    fn red_png() -> Vec<Output> {
+        output(OutputData::Inline {
+            bytes: Bytes::from_static(RED_PNG),
+            extension: "png",
+        })
+    }
+
     /// A result whose file a sweep is deleting waits (a transient error)
     /// rather than point at a file about to vanish; once the sweep has
     /// forgotten it, it is stored again and held from the next sweep.
     #[tokio::test]
     async fn a_result_being_swept_waits_then_is_stored_again() {
         let (mirror, dir) = mirror(1 << 20).await;
-        let inline = || {
-            output(OutputData::Inline {
-                bytes: Bytes::from_static(RED_PNG),
-                extension: "png",
-            })
-        };
-        let key = mirror.store(inline()).await.unwrap()[0].key.clone();
+        let key = mirror.store(red_png()).await.unwrap()[0].key.clone();
         let held = crate::now_ms() + 1000;
         let sweep = mirror.store.doom_files(held, 10).await.unwrap();
         assert!(sweep.is_empty(), "held while its task completes: {sweep:?}");
@@ -522,7 +524,7 @@ mod tests {
         assert_eq!(sweep[0].size, RED_PNG.len() as u64);
         // The sweep's clock is past the hold: so, then, is half of it here.
         mirror.stored.lock().unwrap().clear();
-        match mirror.store(inline()).await {
+        match mirror.store(red_png()).await {
             Err(MirrorError::Transient(why)) => assert!(why.contains("being deleted"), "{why}"),
             other => panic!("{other:?}"),
         }
@@ -532,7 +534,7 @@ mod tests {
             .forget_files(std::slice::from_ref(&key))
             .await
             .unwrap();
-        assert_eq!(mirror.store(inline()).await.unwrap()[0].key, key);
+        assert_eq!(mirror.store(red_png()).await.unwrap()[0].key, key);
         assert!(dir.path().join("media").join(&key).exists());
         let sweep = mirror.store.doom_files(held, 10).await.unwrap();
         assert!(sweep.is_empty(), "held again: {sweep:?}");
@@ -543,16 +545,10 @@ mod tests {
     #[tokio::test]
     async fn a_result_stored_lately_is_not_held_again() {
         let (mirror, _dir) = mirror(1 << 20).await;
-        let inline = || {
-            output(OutputData::Inline {
-                bytes: Bytes::from_static(RED_PNG),
-                extension: "png",
-            })
-        };
-        let key = mirror.store(inline()).await.unwrap()[0].key.clone();
+        let key = mirror.store(red_png()).await.unwrap()[0].key.clone();
         let first_held_by = crate::now_ms() + crate::config::ms(WRITE_HOLD);
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        assert_eq!(mirror.store(inline()).await.unwrap()[0].key, key);
+        assert_eq!(mirror.store(red_png()).await.unwrap()[0].key, key);
         // Held as the first store left it: a second hold would run 20 ms longer.
         let totals = mirror.store.file_totals(first_held_by + 1).await.unwrap();
         assert_eq!((totals.files, totals.expired_files), (1, 1));

@@ -456,6 +456,14 @@ async fn prices_are_put_listed_and_deleted(s: Arc<dyn TaskStore>) {
     assert!(s.list_prices().await.unwrap().is_empty());
 }
 
+/// A new task whose every change calls back.
+fn hooked_task() -> NewTask {
+    NewTask {
+        callback_url: Some("https://example.test/hook".into()),
+        ..new_task(None)
+    }
+}
+
 fn new_task(ext: Option<&str>) -> NewTask {
     NewTask {
         dialect: Dialect::Kling,
@@ -586,8 +594,7 @@ async fn in_flight_is_counted_per_channel(s: Arc<dyn TaskStore>) {
 
 async fn steps_applied_together_are_one_change_or_none(s: Arc<dyn TaskStore>) {
     let owner = Uuid::now_v7();
-    let mut new = new_task(None);
-    new.callback_url = Some("https://example.test/hook".into());
+    let new = hooked_task();
     let t = s
         .create_task(owner, &new, 1, 100, &Admission::FREE)
         .await
@@ -1224,8 +1231,7 @@ async fn an_external_id_is_forgotten_only_as_asked(s: Arc<dyn TaskStore>) {
 
 async fn a_task_is_deleted_with_its_events_and_deliveries(s: Arc<dyn TaskStore>) {
     let (owner, other) = (Uuid::now_v7(), Uuid::now_v7());
-    let mut new = new_task(None);
-    new.callback_url = Some("https://example.test/hook".into());
+    let new = hooked_task();
     let t = s
         .create_task(owner, &new, 1, 9, &Admission::FREE)
         .await
@@ -1329,8 +1335,7 @@ fn attempt(n: u32, at: i64, status: u16) -> gengate_core::DeliveryAttempt {
 async fn callbacks_go_in_order_and_stop_after_a_410(s: Arc<dyn TaskStore>) {
     use gengate_core::{DeliveryOutcome, DeliveryState};
     let owner = Uuid::now_v7();
-    let mut new = new_task(None);
-    new.callback_url = Some("https://example.test/hook".into());
+    let new = hooked_task();
     let t = s
         .create_task(owner, &new, 1, 9, &Admission::FREE)
         .await
@@ -1402,8 +1407,7 @@ async fn callbacks_go_in_order_and_stop_after_a_410(s: Arc<dyn TaskStore>) {
 async fn deliveries_settled_together_are_each_recorded(s: Arc<dyn TaskStore>) {
     use gengate_core::{DeliveryOutcome, DeliveryState};
     let owner = Uuid::now_v7();
-    let mut new = new_task(None);
-    new.callback_url = Some("https://example.test/hook".into());
+    let new = hooked_task();
     let mut tasks = Vec::new();
     for _ in 0..4 {
         let t = s
