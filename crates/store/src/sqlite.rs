@@ -61,10 +61,13 @@ impl SqliteStore {
             // not a pread each (its page cache stays SQLite's default: every
             // commit walks it, so a larger one costs more than it saves). A
             // larger WAL between checkpoints (32 MiB) writes a hot page back
-            // once per checkpoint rather than once every few commits.
+            // once per checkpoint rather than once every few commits. Each
+            // job's savepoint keeps the pages it changes in a statement
+            // journal: in memory, not a temporary file written page by page.
             conn.execute_batch(
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
-                 PRAGMA mmap_size = 1073741824; PRAGMA wal_autocheckpoint = 8192;",
+                 PRAGMA mmap_size = 1073741824; PRAGMA wal_autocheckpoint = 8192; \
+                 PRAGMA temp_store = MEMORY;",
             )?;
             if migrate {
                 run_migrations(&conn)?;
