@@ -273,6 +273,12 @@ async fn apply_update(
         keys.sort_unstable();
         keys.dedup();
         for key in keys {
+            // Read first: tasks with the same result (the sandbox's, retries')
+            // would each write, and on PostgreSQL queue for, its one row.
+            let kept = params![key, task.keep_until];
+            if !tx.rows(&sql.file_kept, kept, |r| r.int("size")).await?.is_empty() {
+                continue;
+            }
             let kept = params![key, 0i64, task.keep_until];
             // Being deleted (its write's hold ran out): the task must not
             // complete pointing at it; stored again, it will.

@@ -145,6 +145,7 @@ pub(crate) struct Sql {
     pub put_price: String,
     pub delete_price: String,
     pub keep_file: String,
+    pub file_kept: String,
     pub doom_files: String,
     pub doomed_files: String,
     pub forget_file: String,
@@ -442,6 +443,12 @@ impl Sql {
                  WHERE files.deleting = FALSE"
                     .into(),
             ),
+            // A file kept at least until $2 (NULL: for ever) and not being
+            // deleted: keeping it that long again changes nothing. (A term
+            // only grows, and only a lapsed one is doomed.)
+            file_kept: s("SELECT size FROM files WHERE key = $1 AND deleting = FALSE \
+                 AND (keep_until IS NULL OR ($2 IS NOT NULL AND keep_until >= $2))"
+                .into()),
             // The outer conditions are checked again on each row as it is
             // updated: a term extended meanwhile saves the file.
             doom_files: s("UPDATE files SET deleting = TRUE \
