@@ -4,11 +4,12 @@
 //! make result URLs immutable (cacheable forever) and store a result that
 //! many tasks share (the deterministic sandbox, retries) once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use gengate_core::{Artifact, ArtifactRole, ImageFormat};
 use gengate_providers::media;
 use gengate_providers::{Output, OutputData};
@@ -60,6 +61,15 @@ type Known = Arc<Mutex<HashMap<(String, ArtifactRole), Facts>>>;
 /// When a hold ends, by key, of files this process held and stored.
 type Stored = Mutex<HashMap<String, gengate_core::Millis>>;
 
+/// Shared results lately hashed, by where their bytes lie (the sandbox
+/// hands every task of a scene the same bytes from its cache), with their
+/// hash. Each entry holds its bytes, so no other bytes can lie there while
+/// it is kept.
+type Hashed = Mutex<VecDeque<(Bytes, String)>>;
+
+/// Entries kept of shared results hashed.
+const HASHED_SHARED: usize = 16;
+
 /// Copies results into storage. A result the upstream gives by URL streams
 /// to a local spool file (hashed on the way, capped in size), is probed
 /// there and streamed up to storage: no whole video is ever in memory.
@@ -75,6 +85,7 @@ pub struct Mirror {
     /// hand, the key kept to the upstream's own origin.
     keyed: reqwest::Client,
     known: Known,
+    hashed: Hashed,
     /// A file in here, held for over half a hold more, is stored and stays
     /// so: it needs neither a new hold nor a write (a hold only grows, and
     /// only a lapsed one is swept). Identical results (the sandbox's,
@@ -119,7 +130,41 @@ impl Mirror {
             http,
             keyed,
             known: Arc::default(),
+            hashed: Hashed::default(),
             stored: Stored::default(),
+        }
+    }
+
+    /// The hash and facts of `bytes` when they are shared bytes hashed
+    /// lately and probed as `role`: neither is worked out again.
+    fn hashed_before(&self, bytes: &Bytes, role: ArtifactRole) -> Option<(String, Facts)> {
+        let sha256 = self
+            .hashed
+            .lock()
+            .ok()?
+            .iter()
+            .find(|(b, _)| b.as_ptr() == bytes.as_ptr() && b.len() == bytes.len())
+            .map(|(_, sha)| sha.clone())?;
+        let facts = self
+            .known
+            .lock()
+            .ok()?
+            .get(&(sha256.clone(), role))
+            .cloned()?;
+        Some((sha256, facts))
+    }
+
+    /// Remember the hash of `bytes` if someone else holds them too (a
+    /// cache): bytes made for this result alone are never seen again.
+    fn remember_hash(&self, bytes: &Bytes, sha256: &str) {
+        if bytes.is_unique() || bytes.is_empty() {
+            return;
+        }
+        if let Ok(mut hashed) = self.hashed.lock() {
+            if hashed.len() >= HASHED_SHARED {
+                hashed.pop_front();
+            }
+            hashed.push_back((bytes.clone(), sha256.to_string()));
         }
     }
 
@@ -132,9 +177,16 @@ impl Mirror {
                     if bytes.len() as u64 > self.max_bytes {
                         return Err(self.too_large());
                     }
-                    let for_probe = bytes.clone();
-                    let (sha256, facts) =
-                        blocking(move || examine(role, &for_probe, &known)).await??;
+                    let (sha256, facts) = match self.hashed_before(&bytes, role) {
+                        Some(seen) => seen,
+                        None => {
+                            let for_probe = bytes.clone();
+                            let found =
+                                blocking(move || examine(role, &for_probe, &known)).await??;
+                            self.remember_hash(&bytes, &found.0);
+                            found
+                        }
+                    };
                     let key = format!("{RESULTS_PREFIX}/{sha256}.{extension}");
                     let size = bytes.len() as u64;
                     self.keep(&key, size, self.media.put_once(&key, bytes))
@@ -406,7 +458,6 @@ fn video_facts(
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
     use gengate_testkit::{ImageHost, RED_PNG};
 
     use super::*;
@@ -552,5 +603,24 @@ mod tests {
         // Held as the first store left it: a second hold would run 20 ms longer.
         let totals = mirror.store.file_totals(first_held_by + 1).await.unwrap();
         assert_eq!((totals.files, totals.expired_files), (1, 1));
+    }
+
+    /// Bytes shared with a cache (static here) are hashed once and known
+    /// by where they lie after; bytes made for one result alone are hashed
+    /// every time and never kept. Either way the same content gets the same
+    /// key and facts.
+    #[tokio::test]
+    async fn shared_result_bytes_are_hashed_once() {
+        let (mirror, _dir) = mirror(1 << 20).await;
+        let shared = mirror.store(red_png()).await.unwrap();
+        assert_eq!(mirror.hashed.lock().unwrap().len(), 1);
+        assert_eq!(mirror.store(red_png()).await.unwrap(), shared);
+        let own = output(OutputData::Inline {
+            bytes: Bytes::from(RED_PNG.to_vec()),
+            extension: "png",
+        });
+        assert_eq!(mirror.store(own).await.unwrap(), shared);
+        assert_eq!(mirror.hashed.lock().unwrap().len(), 1);
+        assert_eq!((shared[0].width, shared[0].height), (8, 8));
     }
 }
