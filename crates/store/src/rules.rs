@@ -276,7 +276,11 @@ async fn apply_update(
             // Read first: tasks with the same result (the sandbox's, retries')
             // would each write, and on PostgreSQL queue for, its one row.
             let kept = params![key, task.keep_until];
-            if !tx.rows(&sql.file_kept, kept, |r| r.int("size")).await?.is_empty() {
+            if !tx
+                .rows(&sql.file_kept, kept, |r| r.int("size"))
+                .await?
+                .is_empty()
+            {
                 continue;
             }
             let kept = params![key, 0i64, task.keep_until];

@@ -446,9 +446,11 @@ impl Sql {
             // A file kept at least until $2 (NULL: for ever) and not being
             // deleted: keeping it that long again changes nothing. (A term
             // only grows, and only a lapsed one is doomed.)
-            file_kept: s("SELECT size FROM files WHERE key = $1 AND deleting = FALSE \
+            file_kept: s(
+                "SELECT size FROM files WHERE key = $1 AND deleting = FALSE \
                  AND (keep_until IS NULL OR ($2 IS NOT NULL AND keep_until >= $2))"
-                .into()),
+                    .into(),
+            ),
             // The outer conditions are checked again on each row as it is
             // updated: a term extended meanwhile saves the file.
             doom_files: s("UPDATE files SET deleting = TRUE \

@@ -1564,9 +1564,15 @@ async fn files_are_kept_as_long_as_the_longest_task_needs_them(s: Arc<dyn TaskSt
     let forever = complete_with(s.as_ref(), &["results/kept.png"], None).await;
     assert_eq!(forever.keep_until, None);
     // Files kept as long already: the tasks complete all the same.
-    for (key, term) in [("results/shared.png", Some(300)), ("results/kept.png", None)] {
+    for (key, term) in [
+        ("results/shared.png", Some(300)),
+        ("results/kept.png", None),
+    ] {
         let again = complete_with(s.as_ref(), &[key], term).await;
-        assert_eq!((again.state, again.keep_until), (TaskState::Completed, term));
+        assert_eq!(
+            (again.state, again.keep_until),
+            (TaskState::Completed, term)
+        );
     }
     // A shorter term never shortens a longer one.
     assert!(
