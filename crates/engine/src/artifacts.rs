@@ -61,11 +61,11 @@ type Known = Arc<Mutex<HashMap<(String, ArtifactRole), Facts>>>;
 /// When a hold ends, by key, of files this process held and stored.
 type Stored = Mutex<HashMap<String, gengate_core::Millis>>;
 
-/// Shared results lately hashed, by where their bytes lie (the sandbox
-/// hands every task of a scene the same bytes from its cache), with their
-/// hash. Each entry holds its bytes, so no other bytes can lie there while
-/// it is kept.
-type Hashed = Mutex<VecDeque<(Bytes, String)>>;
+/// Shared results lately hashed and probed, by where their bytes lie (the
+/// sandbox hands every task of a scene the same bytes from its cache), with
+/// the role probed as, the hash and the facts. Each entry holds its bytes,
+/// so no other bytes can lie there while it is kept.
+type Hashed = Mutex<VecDeque<(Bytes, ArtifactRole, String, Facts)>>;
 
 /// Entries kept of shared results hashed.
 const HASHED_SHARED: usize = 16;
@@ -138,25 +138,16 @@ impl Mirror {
     /// The hash and facts of `bytes` when they are shared bytes hashed
     /// lately and probed as `role`: neither is worked out again.
     fn hashed_before(&self, bytes: &Bytes, role: ArtifactRole) -> Option<(String, Facts)> {
-        let sha256 = self
-            .hashed
-            .lock()
-            .ok()?
-            .iter()
-            .find(|(b, _)| b.as_ptr() == bytes.as_ptr() && b.len() == bytes.len())
-            .map(|(_, sha)| sha.clone())?;
-        let facts = self
-            .known
-            .lock()
-            .ok()?
-            .get(&(sha256.clone(), role))
-            .cloned()?;
-        Some((sha256, facts))
+        let hashed = self.hashed.lock().ok()?;
+        let (_, _, sha256, facts) = hashed.iter().find(|(b, r, ..)| {
+            b.as_ptr() == bytes.as_ptr() && b.len() == bytes.len() && *r == role
+        })?;
+        Some((sha256.clone(), facts.clone()))
     }
 
-    /// Remember the hash of `bytes` if someone else holds them too (a
-    /// cache): bytes made for this result alone are never seen again.
-    fn remember_hash(&self, bytes: &Bytes, sha256: &str) {
+    /// Remember what `bytes` are if someone else holds them too (a cache):
+    /// bytes made for this result alone are never seen again.
+    fn remember_hash(&self, bytes: &Bytes, role: ArtifactRole, (sha256, facts): &(String, Facts)) {
         if bytes.is_unique() || bytes.is_empty() {
             return;
         }
@@ -164,7 +155,7 @@ impl Mirror {
             if hashed.len() >= HASHED_SHARED {
                 hashed.pop_front();
             }
-            hashed.push_back((bytes.clone(), sha256.to_string()));
+            hashed.push_back((bytes.clone(), role, sha256.clone(), facts.clone()));
         }
     }
 
@@ -183,7 +174,7 @@ impl Mirror {
                             let for_probe = bytes.clone();
                             let found =
                                 blocking(move || examine(role, &for_probe, &known)).await??;
-                            self.remember_hash(&bytes, &found.0);
+                            self.remember_hash(&bytes, role, &found);
                             found
                         }
                     };
@@ -622,5 +613,11 @@ mod tests {
         assert_eq!(mirror.store(own).await.unwrap(), shared);
         assert_eq!(mirror.hashed.lock().unwrap().len(), 1);
         assert_eq!((shared[0].width, shared[0].height), (8, 8));
+        // The shared bytes' key comes from their entry, not from hashing
+        // them again: an entry altered here shows through.
+        let marked = "0".repeat(64);
+        mirror.hashed.lock().unwrap()[0].2 = marked.clone();
+        let again = mirror.store(red_png()).await.unwrap();
+        assert_eq!(again[0].key, format!("{RESULTS_PREFIX}/{marked}.png"));
     }
 }
