@@ -50,6 +50,11 @@ struct Shared {
     base: String,
     faults: Arc<Faults>,
     files: Mutex<HashMap<String, Bytes>>,
+    /// Images painted so far, by size and colour: the same request makes
+    /// the same image, and an upstream that answers at once must not spend
+    /// the machine's CPU (shared with the gateway under test) painting it
+    /// again.
+    painted: Mutex<HashMap<(u32, u32, [u8; 3]), Bytes>>,
     urls_only: AtomicBool,
     /// Images answered at most per request (`usize::MAX`: all asked for).
     at_most: AtomicUsize,
@@ -90,6 +95,7 @@ impl OpenAiImagesEmu {
             base: format!("http://{addr}"),
             faults: Faults::new(upstream_error),
             files: Mutex::default(),
+            painted: Mutex::default(),
             urls_only: AtomicBool::new(false),
             at_most: AtomicUsize::new(usize::MAX),
             requests: Counter::default(),
@@ -292,9 +298,7 @@ async fn generate(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes)
         .unwrap_or(1)
         .min(s.at_most.load(Ordering::SeqCst));
     for i in 0..u32::try_from(n).unwrap_or(1) {
-        let color = color_for(&prompt, i);
-        let rendered = tokio::task::spawn_blocking(move || png(width, height, color)).await;
-        let Ok(Ok(img)) = rendered else {
+        let Some(img) = paint(&s, width, height, color_for(&prompt, i)).await else {
             return upstream_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "The server had an error while processing your request.",
@@ -304,7 +308,7 @@ async fn generate(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes)
             let name = format!("img-{}.png", uuid::Uuid::new_v4().simple());
             let url = format!("{}/files/{name}", s.base);
             if let Ok(mut f) = s.files.lock() {
-                f.insert(name, Bytes::from(img));
+                f.insert(name, img);
             }
             data.push(json!({ "url": url }));
         } else {
@@ -331,6 +335,28 @@ async fn generate(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes)
     }
     s.answered.add();
     axum::Json(answer).into_response()
+}
+
+/// The PNG for `(width, height, color)`, painted on first use. Distinct
+/// images are few (one per prompt and index), so the cache is cleared only
+/// past a bound that no test or bench reaches.
+async fn paint(s: &Shared, width: u32, height: u32, color: [u8; 3]) -> Option<Bytes> {
+    const MAX_PAINTED: usize = 1024;
+    let key = (width, height, color);
+    if let Some(img) = s.painted.lock().ok()?.get(&key) {
+        return Some(img.clone());
+    }
+    let img = tokio::task::spawn_blocking(move || png(width, height, color))
+        .await
+        .ok()?
+        .ok()?;
+    let img = Bytes::from(img);
+    let mut painted = s.painted.lock().ok()?;
+    if painted.len() >= MAX_PAINTED {
+        painted.clear();
+    }
+    painted.insert(key, img.clone());
+    Some(img)
 }
 
 async fn file(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
