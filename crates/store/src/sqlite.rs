@@ -7,6 +7,7 @@ use std::sync::LazyLock;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use rusqlite::config::DbConfig;
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{Connection, OptionalExtension, ToSql, params_from_iter};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
@@ -56,6 +57,13 @@ impl SqliteStore {
             let conn = Connection::open(&owned)?;
             conn.busy_timeout(BUSY_TIMEOUT)?;
             conn.set_prepared_statement_cache_capacity(32);
+            // A plan fixed at prepare time: otherwise SQLite ties a statement
+            // to the values bound where one is compared with a partial
+            // index's condition, and prepares it again whenever they change
+            // (the claim of due tasks, at every claim: its `now` changes).
+            // Our partial indexes' conditions are spelled out in the queries
+            // that use them, so no plan needs the values.
+            conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
             // FULL: every commit is on disk before the client hears "accepted".
             // The writer reads pages through a mapping, as the readers do,
             // not a pread each (its page cache stays SQLite's default: every
