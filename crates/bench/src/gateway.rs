@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -16,6 +18,8 @@ pub struct Gateway {
     child: Child,
     /// Removed when the gateway is dropped (after the process is killed).
     dir: tempfile::TempDir,
+    /// The largest private memory seen so far, in kB (see [`Gateway::peak_private_mib`]).
+    private_peak: Arc<AtomicU64>,
 }
 
 pub fn workspace_root() -> PathBuf {
@@ -74,7 +78,16 @@ impl Gateway {
         .ok()
         .flatten()
         .context("gengate did not start listening")?;
-        Ok(Gateway { base, child, dir })
+        let private_peak = Arc::new(AtomicU64::new(0));
+        if let Some(pid) = child.id() {
+            tokio::spawn(watch_private(pid, private_peak.clone()));
+        }
+        Ok(Gateway {
+            base,
+            child,
+            dir,
+            private_peak,
+        })
     }
 
     /// The gateway's data directory.
@@ -113,18 +126,48 @@ impl Gateway {
         Some(Duration::from_millis(ticks * 10))
     }
 
-    /// Peak resident memory so far (VmHWM), in MiB.
+    /// Peak resident memory so far (VmHWM), in MiB. It counts the pages of
+    /// the database file that SQLite maps (`mmap_size`): page cache the
+    /// kernel may drop at will, resident only while mapped.
     pub fn peak_rss_mib(&self) -> Option<f64> {
-        let pid = self.child.id()?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let kb: f64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))?
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()?;
-        Some(kb / 1024.0)
+        let kb = status_kb(self.child.id()?, &["VmHWM"])?;
+        Some(kb as f64 / 1024.0)
+    }
+
+    /// Peak private memory so far, in MiB: resident memory that is gengate's
+    /// own (anonymous and shared memory, not mapped files), sampled every
+    /// 50 ms and now.
+    pub fn peak_private_mib(&self) -> Option<f64> {
+        let now = status_kb(self.child.id()?, PRIVATE)?;
+        let kb = self.private_peak.fetch_max(now, Ordering::Relaxed).max(now);
+        Some(kb as f64 / 1024.0)
+    }
+}
+
+/// The fields of `/proc/<pid>/status` that make up private memory.
+const PRIVATE: &[&str] = &["RssAnon", "RssShmem"];
+
+/// The sum of `fields` of `/proc/<pid>/status`, in kB.
+fn status_kb(pid: u32, fields: &[&str]) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    fields.iter().try_fold(0, |sum, field| {
+        let kb = status.lines().find_map(|l| {
+            l.strip_prefix(field)?
+                .strip_prefix(':')?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })?;
+        Some(sum + kb)
+    })
+}
+
+/// Keep `peak` at the largest private memory of process `pid` until it exits.
+async fn watch_private(pid: u32, peak: Arc<AtomicU64>) {
+    while let Some(kb) = status_kb(pid, PRIVATE) {
+        peak.fetch_max(kb, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
