@@ -44,6 +44,9 @@ pub(crate) fn png(width: u32, height: u32, color: [u8; 3]) -> Result<Vec<u8>, St
     .map_err(|e| e.to_string())
 }
 
+/// An image's size and colour: all that tells two painted images apart.
+type ImageKey = (u32, u32, [u8; 3]);
+
 struct Shared {
     api_key: Option<String>,
     latency: Duration,
@@ -54,7 +57,7 @@ struct Shared {
     /// the same image, and an upstream that answers at once must not spend
     /// the machine's CPU (shared with the gateway under test) painting it
     /// again.
-    painted: Mutex<HashMap<(u32, u32, [u8; 3]), Bytes>>,
+    painted: Mutex<HashMap<ImageKey, Bytes>>,
     urls_only: AtomicBool,
     /// Images answered at most per request (`usize::MAX`: all asked for).
     at_most: AtomicUsize,
