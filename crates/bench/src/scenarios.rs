@@ -457,8 +457,8 @@ pub async fn flood(bin: &Path, plan: Plan) -> anyhow::Result<Vec<Row>> {
 
 /// Two rows on the memory of `gateways` (the largest of them) during
 /// `what`: their private memory, judged against `target` (MiB), and their
-/// resident memory with mapped files (the database file SQLite maps, the
-/// binary), which only shows how much of the page cache was mapped at once.
+/// resident memory with mapped files (the binary; on SQLite the database
+/// file it maps), which only shows how much of the page cache was mapped.
 fn memory_rows(
     scenario: &'static str,
     what: &str,
@@ -494,7 +494,7 @@ fn memory_rows(
         Row {
             scenario,
             figure: format!(
-                "the same, resident with mapped files (the database file SQLite maps, the binary): VmHWM{of}"
+                "the same, resident with mapped files (the binary; on SQLite the database file it maps): VmHWM{of}"
             ),
             unit: "MiB",
             values: resident.map(|m| (m, m, m)),
