@@ -57,12 +57,10 @@ impl SqliteStore {
             let conn = Connection::open(&owned)?;
             conn.busy_timeout(BUSY_TIMEOUT)?;
             conn.set_prepared_statement_cache_capacity(32);
-            // A plan fixed at prepare time: otherwise SQLite ties a statement
-            // to the values bound where one is compared with a partial
-            // index's condition, and prepares it again whenever they change
-            // (the claim of due tasks, at every claim: its `now` changes).
-            // Our partial indexes' conditions are spelled out in the queries
-            // that use them, so no plan needs the values.
+            // A plan fixed at prepare time: otherwise SQLite plans a statement
+            // whose LIMIT is a bound value with that value, and prepares it
+            // again every time it runs (the claims of due tasks and of
+            // deliveries, at every claim). No plan of ours depends on it.
             conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
             // FULL: every commit is on disk before the client hears "accepted".
             // The writer reads pages through a mapping, as the readers do,
