@@ -438,7 +438,7 @@ pub async fn flood(bin: &Path, plan: Plan) -> anyhow::Result<Vec<Row>> {
             .fetch_one(&pool)
             .await?;
     let what = format!("{n} submits at once at a 20 s upstream");
-    let mut rows = memory_rows("9 flood", &what, &[&gw], Some(256.0));
+    let mut rows = memory_rows("9 flood", &what, std::slice::from_ref(&gw), Some(256.0));
     gw.stop().await?;
     let share = finished as f64 / o.ok.max(1) as f64;
     rows.extend([Row {
@@ -462,15 +462,11 @@ pub async fn flood(bin: &Path, plan: Plan) -> anyhow::Result<Vec<Row>> {
 fn memory_rows(
     scenario: &'static str,
     what: &str,
-    gateways: &[&Gateway],
+    gateways: &[Gateway],
     target: Option<f64>,
 ) -> Vec<Row> {
-    let largest = |f: fn(&Gateway) -> Option<f64>| {
-        gateways
-            .iter()
-            .filter_map(|gw| f(gw))
-            .max_by(f64::total_cmp)
-    };
+    let largest =
+        |f: fn(&Gateway) -> Option<f64>| gateways.iter().filter_map(f).max_by(f64::total_cmp);
     let (private, resident) = (
         largest(Gateway::peak_private_mib),
         largest(Gateway::peak_rss_mib),
@@ -564,7 +560,7 @@ pub async fn in_flight(bin: &Path, plan: Plan) -> anyhow::Result<Vec<Row>> {
     let median = longest.get(longest.len() / 2).copied().unwrap_or(f64::NAN);
     let window = now.duration_since(start).as_secs_f64();
     let what = format!("{n} video tasks at a slow upstream");
-    let mut rows = memory_rows("5 in flight", &what, &[&gw], Some(256.0));
+    let mut rows = memory_rows("5 in flight", &what, std::slice::from_ref(&gw), Some(256.0));
     rows.extend([
         Row {
             scenario: "5 in flight",
@@ -1069,8 +1065,7 @@ async fn end_to_end_on(
             verdict: verdict(cpu_ms <= 0.3),
         },
     ];
-    let all: Vec<&Gateway> = gateways.iter().collect();
-    rows.extend(memory_rows(scenario, "the same", &all, None));
+    rows.extend(memory_rows(scenario, "the same", gateways, None));
     Ok((rate, rows))
 }
 
